@@ -1,0 +1,27 @@
+import { z } from "zod";
+import { defaultDatabaseUrl, defaultRedisUrl } from "./defaults.ts";
+import { envCommaList } from "./parse-env.ts";
+
+// Fragments that several apps' env schemas are built from; each app still parses its own schema once.
+export const databaseEnv = {
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default(defaultDatabaseUrl),
+};
+
+export const redisEnv = {
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).default(defaultRedisUrl),
+  // Keeps several deployments (and every test file) apart on one Redis.
+  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default("kling"),
+};
+
+export const storageEnv = {
+  STORAGE_DIR: z.string().default("var/storage"),
+};
+
+export const loggingEnv = {
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+};
+
+export const outboundFetchEnv = {
+  // Hosts that may resolve to private or loopback addresses (the local simulator, for one).
+  ALLOWED_PRIVATE_HOSTS: envCommaList.default([]),
+};

@@ -1,0 +1,38 @@
+// One error type with a stable code; the HTTP status for each code lives in one table so the API's
+// error handler, the workers and the process hooks all agree on what a failure means.
+export const errorStatus = {
+  validation_failed: 400,
+  payload_too_large: 413,
+  unauthenticated: 401,
+  not_found: 404,
+  conflict: 409,
+  dependency_unavailable: 503,
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof errorStatus;
+
+export type FieldViolation = { field: string; message: string };
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly violations: FieldViolation[];
+
+  constructor(code: ErrorCode, message: string, options: { violations?: FieldViolation[]; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.name = "AppError";
+    this.code = code;
+    this.violations = options.violations ?? [];
+  }
+
+  get httpStatus(): number {
+    return errorStatus[this.code];
+  }
+}
+
+export const validationError = (violations: FieldViolation[]): AppError =>
+  new AppError(
+    "validation_failed",
+    violations.map((v) => `${v.field}: ${v.message}`).join("; "),
+    { violations },
+  );

@@ -1,0 +1,149 @@
+import { z } from "zod";
+import { areaFactor, expandLimits } from "./expand-limits.ts";
+
+const L = expandLimits;
+
+const ratio = (side: string) =>
+  z
+    .number({ error: `${side} expansion ratio must be a number between ${L.minRatio} and ${L.maxRatio}` })
+    .min(L.minRatio, { error: `must be between ${L.minRatio} and ${L.maxRatio}` })
+    .max(L.maxRatio, { error: `must be between ${L.minRatio} and ${L.maxRatio}` });
+
+// The seed documents `n` as a string; both "3" and 3 are taken.
+const imageCount = z
+  .union([z.number(), z.string().regex(/^\s*\d+\s*$/, { error: "must be a whole number" }).transform(Number)], {
+    error: `must be a whole number from ${L.minImages} to ${L.maxImages}`,
+  })
+  .pipe(
+    z
+      .number()
+      .int({ error: "must be a whole number" })
+      .min(L.minImages, { error: `must be from ${L.minImages} to ${L.maxImages}` })
+      .max(L.maxImages, { error: `must be from ${L.minImages} to ${L.maxImages}` }),
+  );
+
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+export type ImageReference = { kind: "url"; url: string } | { kind: "base64"; data: string };
+
+const imageReference = z
+  .string({ error: "image is required: an http(s) URL or raw Base64" })
+  .min(1, { error: "image is required: an http(s) URL or raw Base64" })
+  .transform((value, ctx): ImageReference => {
+    const trimmed = value.trim();
+    if (/^data:/i.test(trimmed)) {
+      ctx.addIssue({ code: "custom", message: "must be raw Base64 without a data: prefix (remove 'data:...;base64,')" });
+      return z.NEVER;
+    }
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed)) {
+      let url: URL;
+      try {
+        url = new URL(trimmed);
+      } catch {
+        ctx.addIssue({ code: "custom", message: "is not a valid URL" });
+        return z.NEVER;
+      }
+      if (url.protocol !== "http:" && url.protocol !== "https:") {
+        ctx.addIssue({ code: "custom", message: "URL must use http or https" });
+        return z.NEVER;
+      }
+      return { kind: "url", url: url.toString() };
+    }
+    const compact = trimmed.replace(/\s+/g, "");
+    if (compact.length % 4 !== 0 || !BASE64.test(compact)) {
+      ctx.addIssue({ code: "custom", message: "must be an http(s) URL or raw Base64 (invalid Base64 characters or length)" });
+      return z.NEVER;
+    }
+    // Checked before decoding, so a huge body is refused without allocating the image.
+    const decodedBytes = (compact.length / 4) * 3 - (compact.endsWith("==") ? 2 : compact.endsWith("=") ? 1 : 0);
+    if (decodedBytes > L.maxImageBytes) {
+      ctx.addIssue({ code: "custom", message: `image is ${decodedBytes} bytes; the limit is ${L.maxImageBytes} bytes (10 MB)` });
+      return z.NEVER;
+    }
+    return { kind: "base64", data: compact };
+  });
+
+const httpUrl = z
+  .string()
+  .refine(
+    (v) => {
+      try {
+        const u = new URL(v);
+        return u.protocol === "http:" || u.protocol === "https:";
+      } catch {
+        return false;
+      }
+    },
+    { error: "must be an http(s) URL" },
+  );
+
+// The provider's create body; both spellings of the downward ratio are accepted (KLING.md).
+export const expandRequestBodySchema = z
+  .object({
+    image: imageReference,
+    up_expansion_ratio: ratio("up"),
+    down_expansion_ratio: ratio("down").optional(),
+    bottom_expansion_ratio: ratio("down").optional(),
+    left_expansion_ratio: ratio("left"),
+    right_expansion_ratio: ratio("right"),
+    prompt: z
+      .string({ error: "must be a string" })
+      .refine((p) => [...p].length <= L.maxPromptChars, { error: `must be at most ${L.maxPromptChars} characters` })
+      .optional(),
+    n: imageCount.optional(),
+    watermark_info: z.object({ enabled: z.boolean({ error: "must be true or false" }) }, { error: "must be an object {enabled: boolean}" }).optional(),
+    callback_url: httpUrl.optional(),
+    external_task_id: z
+      .string({ error: "must be a string" })
+      .min(1, { error: "must not be empty" })
+      .max(L.maxExternalTaskIdChars, { error: `must be at most ${L.maxExternalTaskIdChars} characters` })
+      .optional(),
+  })
+  .superRefine((body, ctx) => {
+    const { down_expansion_ratio: down, bottom_expansion_ratio: bottom } = body;
+    if (down === undefined && bottom === undefined) {
+      ctx.addIssue({ code: "custom", path: ["down_expansion_ratio"], message: "is required (bottom_expansion_ratio is accepted too)" });
+      return;
+    }
+    if (down !== undefined && bottom !== undefined && down !== bottom) {
+      ctx.addIssue({ code: "custom", path: ["bottom_expansion_ratio"], message: "differs from down_expansion_ratio; give one of them" });
+      return;
+    }
+    const factor = areaFactor({
+      up: body.up_expansion_ratio,
+      down: (down ?? bottom) as number,
+      left: body.left_expansion_ratio,
+      right: body.right_expansion_ratio,
+    });
+    // A hair of tolerance so that decimal inputs such as 0.1 land on the side the caller meant.
+    if (factor > L.maxAreaFactor + 1e-9) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["expansion"],
+        message: `(1+up+down)*(1+left+right) is ${Number(factor.toFixed(4))}; the expanded area may be at most ${L.maxAreaFactor}x the original`,
+      });
+    }
+  })
+  .transform((body) => ({
+    image: body.image,
+    ratios: {
+      up: body.up_expansion_ratio,
+      down: (body.down_expansion_ratio ?? body.bottom_expansion_ratio) as number,
+      left: body.left_expansion_ratio,
+      right: body.right_expansion_ratio,
+    },
+    prompt: body.prompt,
+    n: body.n ?? 1,
+    watermark: body.watermark_info?.enabled,
+    callbackUrl: body.callback_url,
+    externalTaskId: body.external_task_id,
+  }));
+
+export type ExpandRequest = z.output<typeof expandRequestBodySchema>;
+
+// zod issues -> "field: reason" pairs that both the problem-details and the provider-shaped errors use.
+export const toFieldViolations = (error: z.ZodError) =>
+  error.issues.map((issue) => ({
+    field: issue.path.length > 0 ? issue.path.join(".") : "body",
+    message: issue.message,
+  }));

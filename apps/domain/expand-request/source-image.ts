@@ -1,0 +1,48 @@
+import sharp from "sharp";
+import { expandLimits } from "./expand-limits.ts";
+
+export type SourceImageFormat = "jpeg" | "png";
+export type SourceImageInfo = { format: SourceImageFormat; width: number; height: number; bytes: number };
+export type SourceImageCheck = { ok: true; info: SourceImageInfo } | { ok: false; reason: string };
+
+const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const JPEG_MAGIC = Buffer.from([0xff, 0xd8, 0xff]);
+
+const sniffFormat = (bytes: Buffer): SourceImageFormat | undefined => {
+  if (bytes.subarray(0, PNG_MAGIC.length).equals(PNG_MAGIC)) return "png";
+  if (bytes.subarray(0, JPEG_MAGIC.length).equals(JPEG_MAGIC)) return "jpeg";
+  return undefined;
+};
+
+// Checks the bytes themselves, not a declared type: the provider rejects by content.
+export const inspectSourceImage = async (bytes: Buffer): Promise<SourceImageCheck> => {
+  const { maxImageBytes, minSidePx, minAspect, maxAspect } = expandLimits;
+  if (bytes.length > maxImageBytes) {
+    return { ok: false, reason: `image is ${bytes.length} bytes; the limit is ${maxImageBytes} bytes (10 MB)` };
+  }
+  const format = sniffFormat(bytes);
+  if (!format) return { ok: false, reason: "image must be a JPG/JPEG or PNG file" };
+  let width: number | undefined;
+  let height: number | undefined;
+  try {
+    const meta = await sharp(bytes).metadata();
+    // EXIF orientations 5-8 swap the sides the provider sees.
+    const swapped = (meta.orientation ?? 1) >= 5;
+    width = swapped ? meta.height : meta.width;
+    height = swapped ? meta.width : meta.height;
+  } catch {
+    return { ok: false, reason: `image could not be decoded as ${format.toUpperCase()}` };
+  }
+  if (!width || !height) return { ok: false, reason: "image dimensions could not be read" };
+  if (width < minSidePx || height < minSidePx) {
+    return { ok: false, reason: `image is ${width}x${height} px; each side must be at least ${minSidePx} px` };
+  }
+  const aspect = width / height;
+  if (aspect < minAspect || aspect > maxAspect) {
+    return {
+      ok: false,
+      reason: `image aspect ratio ${width}:${height} is outside 1:2.5 .. 2.5:1`,
+    };
+  }
+  return { ok: true, info: { format, width, height, bytes: bytes.length } };
+};

@@ -1,0 +1,126 @@
+import type { ExpansionRatios } from "../expand-request/expand-limits.ts";
+import { signKlingJwt } from "./kling-jwt.ts";
+import type { ProviderConfig } from "./provider-config.schema.ts";
+import { providerErrorAction } from "./provider-error-codes.ts";
+import { ProviderError } from "./provider-error.ts";
+import {
+  providerEnvelopeSchema,
+  providerErrorBodySchema,
+  providerTaskSchema,
+  type ProviderTask,
+} from "./provider-wire.schema.ts";
+
+export type ProviderCreateInput = {
+  image: string;
+  ratios: ExpansionRatios;
+  prompt?: string | null;
+  n: number;
+  watermark?: boolean | null;
+  externalTaskId: string;
+  callbackUrl: string;
+};
+
+export type ProviderClient = {
+  readonly kind: ProviderConfig["kind"];
+  createTask(input: ProviderCreateInput): Promise<ProviderTask>;
+  getTask(providerTaskId: string): Promise<ProviderTask>;
+  // Kling's get accepts "either task_id or external_task_id"; undefined when the provider has none.
+  findTaskByExternalId(externalTaskId: string): Promise<ProviderTask | undefined>;
+};
+
+const taskEnvelope = providerEnvelopeSchema(providerTaskSchema);
+
+const parseRetryAfter = (header: string | null): number | undefined => {
+  if (!header) return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+};
+
+export const createProviderClient = (config: ProviderConfig): ProviderClient => {
+  const route = `${config.baseUrl.replace(/\/$/, "")}${config.pathPrefix}/v1/images/editing/expand`;
+
+  const authorization = () =>
+    config.auth.type === "bearer"
+      ? `Bearer ${config.auth.token}`
+      : `Bearer ${signKlingJwt(config.auth.accessKey, config.auth.secretKey)}`;
+
+  const call = async (method: "GET" | "POST", url: string, body?: unknown): Promise<ProviderTask> => {
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers: { authorization: authorization(), "content-type": "application/json", accept: "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(config.timeoutMs),
+      });
+    } catch (cause) {
+      throw new ProviderError(`provider ${method} failed before an answer: ${(cause as Error).message}`, {
+        action: "retry",
+        outcomeUnknown: method === "POST",
+      });
+    }
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (cause) {
+      throw new ProviderError(`provider answer was cut off: ${(cause as Error).message}`, {
+        action: "retry",
+        httpStatus: response.status,
+        outcomeUnknown: method === "POST",
+      });
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    if (response.ok) {
+      const parsed = taskEnvelope.safeParse(json);
+      if (parsed.success && parsed.data.code === 0) return parsed.data.data;
+    }
+    const error = providerErrorBodySchema.safeParse(json);
+    const code = error.success ? error.data.code : undefined;
+    const message = error.success && error.data.message ? error.data.message : text.slice(0, 200) || response.statusText;
+    const action = response.ok && code === undefined ? "retry" : providerErrorAction(code, response.status);
+    throw new ProviderError(`provider answered HTTP ${response.status} code ${code ?? "none"}: ${message}`, {
+      action,
+      httpStatus: response.status,
+      code,
+      // A 200 whose body we cannot read may still have created the task.
+      outcomeUnknown: method === "POST" && response.ok,
+      retryAfterMs: parseRetryAfter(response.headers.get("retry-after")),
+    });
+  };
+
+  return {
+    kind: config.kind,
+    createTask: (input) =>
+      call("POST", route, {
+        image: input.image,
+        up_expansion_ratio: input.ratios.up,
+        [`${config.downField}_expansion_ratio`]: input.ratios.down,
+        left_expansion_ratio: input.ratios.left,
+        right_expansion_ratio: input.ratios.right,
+        ...(input.prompt ? { prompt: input.prompt } : {}),
+        n: input.n,
+        ...(input.watermark === null || input.watermark === undefined
+          ? {}
+          : { watermark_info: { enabled: input.watermark } }),
+        external_task_id: input.externalTaskId,
+        callback_url: input.callbackUrl,
+      }),
+    getTask: (providerTaskId) => call("GET", `${route}/${encodeURIComponent(providerTaskId)}`),
+    findTaskByExternalId: async (externalTaskId) => {
+      try {
+        return await call("GET", `${route}/${encodeURIComponent(externalTaskId)}`);
+      } catch (error) {
+        if (error instanceof ProviderError && (error.details.code === 1203 || error.details.code === 1202)) return undefined;
+        if (error instanceof ProviderError && error.details.httpStatus === 404 && error.details.code !== null) return undefined;
+        throw error;
+      }
+    },
+  };
+};

@@ -1,0 +1,77 @@
+import { z } from "zod";
+import { defaultSimulatorPort } from "../config/defaults.ts";
+import { envPositiveMs } from "../config/parse-env.ts";
+
+// Provider choice by env. With no key configured the orchestrator talks to the bundled simulator.
+export const providerEnv = {
+  PROVIDER: z.enum(["simulator", "kling", "cometapi"]).optional(),
+  PROVIDER_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
+  PROVIDER_DOWN_FIELD: z.enum(["down", "bottom"]).optional(),
+  PROVIDER_TIMEOUT_MS: envPositiveMs.default(30_000),
+  COMETAPI_API_KEY: z.string().optional(),
+  KLING_API_KEY: z.string().optional(),
+  KLING_ACCESS_KEY: z.string().optional(),
+  KLING_SECRET_KEY: z.string().optional(),
+  SIMULATOR_API_KEY: z.string().default("sim-local-key"),
+  SIMULATOR_PORT: z.coerce.number().int().min(1).max(65535).default(defaultSimulatorPort),
+};
+
+const providerEnvSchema = z.object(providerEnv);
+type ProviderEnv = z.output<typeof providerEnvSchema>;
+
+export type ProviderAuth = { type: "bearer"; token: string } | { type: "jwt"; accessKey: string; secretKey: string };
+
+export type ProviderConfig = {
+  kind: "simulator" | "kling" | "cometapi";
+  baseUrl: string;
+  // CometAPI mounts Kling's routes under /kling.
+  pathPrefix: "" | "/kling";
+  auth: ProviderAuth;
+  downField: "down" | "bottom";
+  timeoutMs: number;
+};
+
+export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
+  const kind =
+    env.PROVIDER ??
+    (env.KLING_API_KEY || env.KLING_ACCESS_KEY ? "kling" : env.COMETAPI_API_KEY ? "cometapi" : "simulator");
+  const timeoutMs = env.PROVIDER_TIMEOUT_MS;
+  switch (kind) {
+    case "simulator":
+      return {
+        kind,
+        baseUrl: env.PROVIDER_BASE_URL ?? `http://127.0.0.1:${env.SIMULATOR_PORT}`,
+        pathPrefix: "",
+        auth: { type: "bearer", token: env.SIMULATOR_API_KEY },
+        downField: env.PROVIDER_DOWN_FIELD ?? "down",
+        timeoutMs,
+      };
+    case "cometapi":
+      if (!env.COMETAPI_API_KEY) throw new Error("COMETAPI_API_KEY: required when PROVIDER=cometapi");
+      return {
+        kind,
+        baseUrl: env.PROVIDER_BASE_URL ?? "https://api.cometapi.com",
+        pathPrefix: "/kling",
+        auth: { type: "bearer", token: env.COMETAPI_API_KEY },
+        // CometAPI's own example uses bottom_expansion_ratio.
+        downField: env.PROVIDER_DOWN_FIELD ?? "bottom",
+        timeoutMs,
+      };
+    case "kling": {
+      const auth: ProviderAuth | undefined = env.KLING_API_KEY
+        ? { type: "bearer", token: env.KLING_API_KEY }
+        : env.KLING_ACCESS_KEY && env.KLING_SECRET_KEY
+          ? { type: "jwt", accessKey: env.KLING_ACCESS_KEY, secretKey: env.KLING_SECRET_KEY }
+          : undefined;
+      if (!auth) throw new Error("KLING_API_KEY, or KLING_ACCESS_KEY with KLING_SECRET_KEY: required when PROVIDER=kling");
+      return {
+        kind,
+        baseUrl: env.PROVIDER_BASE_URL ?? "https://api-singapore.klingai.com",
+        pathPrefix: "",
+        auth,
+        downField: env.PROVIDER_DOWN_FIELD ?? "down",
+        timeoutMs,
+      };
+    }
+  }
+};

@@ -1,0 +1,40 @@
+import { z } from "zod";
+
+// The provider's wire shapes (KLING.md). Shared by the provider client, the callback receiver, the
+// drop-in routes (which answer in exactly these shapes) and the simulator.
+
+export const providerTaskStatuses = ["submitted", "processing", "succeed", "failed"] as const;
+export const providerTaskStatusSchema = z.enum(providerTaskStatuses);
+export type ProviderTaskStatus = z.infer<typeof providerTaskStatusSchema>;
+
+// Timestamps are Unix milliseconds; some wrappers send them as strings.
+const millis = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]);
+
+export const providerImageSchema = z.object({ index: z.number().int().min(0), url: z.string().min(1) }).loose();
+
+export const providerTaskSchema = z
+  .object({
+    task_id: z.union([z.string().min(1), z.number().transform(String)]),
+    task_status: providerTaskStatusSchema,
+    task_status_msg: z.string().nullish(),
+    task_info: z.object({ external_task_id: z.string().nullish() }).loose().nullish(),
+    created_at: millis.optional(),
+    updated_at: millis.optional(),
+    final_unit_deduction: z.union([z.string(), z.number().transform(String)]).nullish(),
+    task_result: z.object({ images: z.array(providerImageSchema).nullish() }).loose().nullish(),
+  })
+  .loose();
+
+export type ProviderTask = z.infer<typeof providerTaskSchema>;
+
+export const providerEnvelopeSchema = <T extends z.ZodType>(data: T) =>
+  z.object({ code: z.number(), message: z.string().optional(), request_id: z.string().optional(), data }).loose();
+
+export const providerErrorBodySchema = z
+  .object({ code: z.number().nullable(), message: z.string().optional(), request_id: z.string().optional() })
+  .loose();
+
+export type ProviderErrorBody = z.infer<typeof providerErrorBodySchema>;
+
+// What the provider's create answers inside `data`.
+export const providerCreatedSchema = providerTaskSchema;

@@ -1,0 +1,2 @@
+// Replaced below once the database helpers exist.
+export default async function setup() {}
