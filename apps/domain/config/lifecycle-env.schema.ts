@@ -1,0 +1,28 @@
+import { envPositiveMs } from "./parse-env.ts";
+
+// Timing of a task's life, read by both the API (which applies callbacks) and the worker.
+export const lifecycleEnv = {
+  // How long an in-flight task may stay silent (no callback) before reconciliation polls the provider.
+  CALLBACK_GRACE_MS: envPositiveMs.default(60_000),
+  // Upper bound of the poll backoff for a task that stays in flight.
+  POLL_MAX_INTERVAL_MS: envPositiveMs.default(300_000),
+  // How long a queued, submitting or archiving task may go without progress before the sweeper
+  // re-drives its job (a job lost with Redis, a worker killed mid-job).
+  STALL_RECHECK_MS: envPositiveMs.default(60_000),
+};
+
+export type LifecycleTiming = {
+  callbackGraceMs: number;
+  pollMaxIntervalMs: number;
+  stallRecheckMs: number;
+};
+
+export const lifecycleTimingFrom = (env: {
+  CALLBACK_GRACE_MS: number;
+  POLL_MAX_INTERVAL_MS: number;
+  STALL_RECHECK_MS: number;
+}): LifecycleTiming => ({
+  callbackGraceMs: env.CALLBACK_GRACE_MS,
+  pollMaxIntervalMs: env.POLL_MAX_INTERVAL_MS,
+  stallRecheckMs: env.STALL_RECHECK_MS,
+});

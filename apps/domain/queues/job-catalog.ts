@@ -1,0 +1,42 @@
+import type { JobsOptions } from "bullmq";
+import { z } from "zod";
+
+const taskRef = z.object({ taskId: z.uuid() });
+
+// Every queue's job name, payload schema and options in one place: producers and processors import
+// the same entry, so a payload can't drift between them. Jobs carry ids; Postgres holds the state.
+export const jobCatalog = {
+  submit: {
+    queue: "submit",
+    name: "submit-task",
+    payload: taskRef,
+    // The task's own attempt budget is kept in Postgres; BullMQ's attempts only cover crashes and
+    // infrastructure errors (Postgres down mid-job) that escape the processor's own handling.
+    options: {
+      attempts: 8,
+      backoff: { type: "exponential", delay: 1_000 },
+      removeOnComplete: { count: 1_000 },
+      removeOnFail: { count: 10_000 },
+    } satisfies JobsOptions,
+  },
+  archive: {
+    queue: "archive",
+    name: "archive-task",
+    payload: taskRef,
+    options: {
+      attempts: 6,
+      backoff: { type: "exponential", delay: 2_000 },
+      removeOnComplete: { count: 1_000 },
+      removeOnFail: { count: 10_000 },
+    } satisfies JobsOptions,
+  },
+  reconcile: {
+    queue: "reconcile",
+    name: "reconcile-sweep",
+    payload: z.object({}),
+    options: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } satisfies JobsOptions,
+  },
+} as const;
+
+export type JobKind = keyof typeof jobCatalog;
+export type JobPayload<K extends JobKind> = z.output<(typeof jobCatalog)[K]["payload"]>;

@@ -1,0 +1,33 @@
+import { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import { jobCatalog, type JobKind, type JobPayload } from "./job-catalog.ts";
+
+export type TaskQueues = {
+  enqueue<K extends Exclude<JobKind, "reconcile">>(kind: K, payload: JobPayload<K>): Promise<void>;
+  queue(kind: JobKind): Queue;
+  close(): Promise<void>;
+};
+
+// `jobId` = task id, so enqueueing the same task twice (a retry, the sweeper) is a no-op.
+export const createTaskQueues = (connection: Redis, prefix: string): TaskQueues => {
+  const queues = new Map<JobKind, Queue>();
+  const queue = (kind: JobKind): Queue => {
+    let q = queues.get(kind);
+    if (!q) {
+      q = new Queue(jobCatalog[kind].queue, { connection, prefix });
+      queues.set(kind, q);
+    }
+    return q;
+  };
+  return {
+    queue,
+    enqueue: async (kind, payload) => {
+      const entry = jobCatalog[kind];
+      const data = entry.payload.parse(payload);
+      await queue(kind).add(entry.name, data, { ...entry.options, jobId: data.taskId });
+    },
+    close: async () => {
+      await Promise.all([...queues.values()].map((q) => q.close()));
+    },
+  };
+};

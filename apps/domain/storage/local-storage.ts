@@ -1,0 +1,41 @@
+import { createReadStream } from "node:fs";
+import { mkdir, rename, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { Readable } from "node:stream";
+
+export type ObjectStorage = {
+  put(key: string, bytes: Buffer): Promise<void>;
+  open(key: string): Promise<{ stream: Readable; size: number } | undefined>;
+};
+
+// Keys are ours (task id / index), never the caller's; the resolve check is a second guard anyway.
+export const createLocalStorage = (rootDir: string): ObjectStorage => {
+  const root = path.resolve(rootDir);
+  const resolveKey = (key: string) => {
+    const full = path.resolve(root, key);
+    if (!full.startsWith(root + path.sep)) throw new Error(`storage key escapes the root: ${key}`);
+    return full;
+  };
+  return {
+    put: async (key, bytes) => {
+      const full = resolveKey(key);
+      await mkdir(path.dirname(full), { recursive: true });
+      // Write then rename, so a reader never sees half a file.
+      const temp = `${full}.${process.pid}.${Date.now()}.tmp`;
+      await writeFile(temp, bytes);
+      await rename(temp, full);
+    },
+    open: async (key) => {
+      const full = resolveKey(key);
+      try {
+        const info = await stat(full);
+        return { stream: createReadStream(full), size: info.size };
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw error;
+      }
+    },
+  };
+};
+
+export const taskImageKey = (taskId: string, index: number) => `tasks/${taskId}/${index}.png`;

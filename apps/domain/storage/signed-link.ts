@@ -1,0 +1,36 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+
+// Result links work without an Authorization header, as the provider's own URLs do, so they carry
+// an expiring HMAC instead.
+const signature = (secret: string, taskId: string, index: number, expires: number) =>
+  createHmac("sha256", secret).update(`${taskId}.${index}.${expires}`).digest("base64url");
+
+export const signImageLink = (
+  baseUrl: string,
+  secret: string,
+  taskId: string,
+  index: number,
+  ttlSeconds: number,
+  nowMs = Date.now(),
+) => {
+  const expires = Math.floor(nowMs / 1000) + ttlSeconds;
+  const url = new URL(`/files/tasks/${taskId}/images/${index}`, baseUrl);
+  url.searchParams.set("expires", String(expires));
+  url.searchParams.set("signature", signature(secret, taskId, index, expires));
+  return url.toString();
+};
+
+export const verifyImageLink = (
+  secret: string,
+  taskId: string,
+  index: number,
+  expires: string | undefined,
+  given: string | undefined,
+  nowMs = Date.now(),
+): "ok" | "expired" | "invalid" => {
+  if (!expires || !given || !/^\d+$/.test(expires)) return "invalid";
+  const expected = Buffer.from(signature(secret, taskId, index, Number(expires)));
+  const actual = Buffer.from(given);
+  if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return "invalid";
+  return Number(expires) * 1000 < nowMs ? "expired" : "ok";
+};

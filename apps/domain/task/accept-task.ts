@@ -1,0 +1,70 @@
+import { randomBytes } from "node:crypto";
+import { v7 as uuidv7 } from "uuid";
+import type { Db, Task } from "../db/prisma-client.ts";
+import { AppError, validationError } from "../errors/app-error.ts";
+import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation } from "../errors/dependency-errors.ts";
+import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
+import { inspectSourceImage } from "../expand-request/source-image.ts";
+
+export type AcceptTaskDeps = {
+  db: Db;
+  // Must throw (an AppError 503) when the queue cannot take the job: the insert then rolls back.
+  enqueueSubmit: (taskId: string) => Promise<void>;
+  providerName: string;
+  stallRecheckMs: number;
+};
+
+// Intake: validate what can be validated here, then write the task and enqueue its submit job in one
+// transaction. The job is added before the commit, so a task row never exists without its job; a
+// job whose transaction then fails finds no task and is dropped by the processor.
+export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, request: ExpandRequest): Promise<Task> => {
+  let inline: { bytes: Buffer; width: number; height: number } | undefined;
+  if (request.image.kind === "base64") {
+    const bytes = Buffer.from(request.image.data, "base64");
+    const check = await inspectSourceImage(bytes);
+    if (!check.ok) throw validationError([{ field: "image", message: check.reason }]);
+    inline = { bytes, width: check.info.width, height: check.info.height };
+  }
+  const taskId = uuidv7();
+  try {
+    return await deps.db.$transaction(
+      async (tx) => {
+        const task = await tx.task.create({
+          data: {
+            id: taskId,
+            accountId,
+            externalTaskId: request.externalTaskId,
+            callbackUrl: request.callbackUrl,
+            imageUrl: request.image.kind === "url" ? request.image.url : null,
+            upRatio: request.ratios.up,
+            downRatio: request.ratios.down,
+            leftRatio: request.ratios.left,
+            rightRatio: request.ratios.right,
+            prompt: request.prompt,
+            n: request.n,
+            watermark: request.watermark,
+            sourceWidth: inline?.width,
+            sourceHeight: inline?.height,
+            provider: deps.providerName,
+            callbackToken: randomBytes(24).toString("base64url"),
+            nextCheckAt: new Date(Date.now() + deps.stallRecheckMs),
+          },
+        });
+        if (inline) await tx.taskSourceImage.create({ data: { taskId, bytes: new Uint8Array(inline.bytes) } });
+        await tx.taskEvent.create({ data: { taskId, fromStatus: null, toStatus: "queued", source: "api" } });
+        await deps.enqueueSubmit(taskId);
+        return task;
+      },
+      { timeout: 15_000, maxWait: 5_000 },
+    );
+  } catch (error) {
+    if (error instanceof AppError) throw error;
+    if (isUniqueViolation(error)) {
+      throw new AppError("conflict", `external_task_id '${request.externalTaskId}' already exists for this account`, {
+        violations: [{ field: "external_task_id", message: "already used by another task of this account" }],
+      });
+    }
+    if (isDatabaseUnavailable(error)) throw databaseUnavailable(error);
+    throw error;
+  }
+};

@@ -1,0 +1,86 @@
+import type { Db, EventSource, Task } from "../db/prisma-client.ts";
+import type { Logger } from "../logging/logger.ts";
+import type { ProviderTask } from "../provider/provider-wire.schema.ts";
+import { fromProviderStatus, isTerminal, statusRank } from "./task-status.ts";
+import { transitionTaskInTx } from "./task-transition.ts";
+
+export type ReportOutcome = "applied" | "duplicate" | "stale" | "unknown_task" | "rejected";
+
+export type ApplyReportDeps = {
+  db: Db;
+  logger: Logger;
+  enqueueArchive: (taskId: string) => Promise<void>;
+  callbackGraceMs: number;
+  stallRecheckMs: number;
+};
+
+// A report is the provider's view of a task: a callback, a poll answer or the create response.
+// Callbacks are at-least-once and unordered, so a report only ever moves a task forward; an older or
+// repeated one changes nothing (but still counts as a sign of life).
+export const applyProviderReport = async (
+  deps: ApplyReportDeps,
+  taskId: string,
+  report: ProviderTask,
+  source: EventSource,
+): Promise<{ outcome: ReportOutcome; task?: Task }> => {
+  const target = fromProviderStatus[report.task_status];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const task = await deps.db.task.findUnique({ where: { id: taskId } });
+    if (!task) return { outcome: "unknown_task" };
+    if (task.providerTaskId && task.providerTaskId !== report.task_id) {
+      deps.logger.warn({ taskId, reported: report.task_id, known: task.providerTaskId }, "report names another provider task");
+      return { outcome: "rejected", task };
+    }
+    const now = Date.now();
+    if (isTerminal(task.status) || statusRank[target] <= statusRank[task.status]) {
+      if (!isTerminal(task.status) && task.status !== "archiving") {
+        await deps.db.task.updateMany({
+          where: { id: taskId, status: task.status },
+          data: { nextCheckAt: new Date(now + deps.callbackGraceMs), providerTaskId: task.providerTaskId ?? report.task_id },
+        });
+      }
+      return { outcome: statusRank[target] === statusRank[task.status] ? "duplicate" : "stale", task };
+    }
+    const images = report.task_result?.images ?? [];
+    const applied = await deps.db.$transaction(async (tx) => {
+      const result = await transitionTaskInTx(tx, {
+        taskId,
+        to: target,
+        from: [task.status],
+        source,
+        detail: { provider_status: report.task_status, provider_updated_at: report.updated_at ?? null },
+        data: {
+          providerTaskId: report.task_id,
+          providerStatus: report.task_status,
+          providerStatusMsg: report.task_status_msg || null,
+          providerUpdatedAt: report.updated_at === undefined ? undefined : BigInt(report.updated_at),
+          finalUnitDeduction: report.final_unit_deduction ?? undefined,
+          submittedAt: task.submittedAt ?? new Date(now),
+          nextCheckAt:
+            target === "failed"
+              ? null
+              : new Date(now + (target === "archiving" ? deps.stallRecheckMs : deps.callbackGraceMs)),
+          ...(target === "failed"
+            ? { failureClass: "provider_failed", failureMessage: report.task_status_msg || "the provider reported failure" }
+            : {}),
+        },
+      });
+      if (result.applied && target === "archiving" && images.length > 0) {
+        await tx.taskImage.createMany({
+          data: images.map((image) => ({ taskId, index: image.index, providerUrl: image.url })),
+          skipDuplicates: true,
+        });
+      }
+      return result.applied;
+    });
+    if (!applied) continue; // raced with another report; look again
+    if (target === "archiving") {
+      // After the commit: if Redis is down now, the sweeper re-drives the archive job later.
+      await deps.enqueueArchive(taskId).catch((error: Error) =>
+        deps.logger.warn({ taskId, err: error.message }, "archive job not enqueued; the sweeper will retry"),
+      );
+    }
+    return { outcome: "applied", task: (await deps.db.task.findUnique({ where: { id: taskId } })) ?? undefined };
+  }
+  return { outcome: "stale" };
+};

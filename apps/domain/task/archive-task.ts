@@ -1,0 +1,86 @@
+import { createHash } from "node:crypto";
+import sharp from "sharp";
+import type { Db } from "../db/prisma-client.ts";
+import { expandedSize } from "../expand-request/expand-limits.ts";
+import { safeFetch } from "../http/safe-fetch.ts";
+import type { Logger } from "../logging/logger.ts";
+import { taskImageKey, type ObjectStorage } from "../storage/local-storage.ts";
+import { failTask } from "./fail-task.ts";
+import { transitionTask } from "./task-transition.ts";
+
+export type ArchiveTaskDeps = {
+  db: Db;
+  logger: Logger;
+  storage: ObjectStorage;
+  fetch: { timeoutMs: number; maxBytes: number; allowedPrivateHosts: readonly string[] };
+  // `exact`: each side within 1 px of the requested expansion. `aspect`: the provider may rescale
+  // (UNCONFIRMED for Kling), so only the aspect ratio must match, within 1%.
+  dimensionCheck: "exact" | "aspect";
+};
+
+export class ImageCheckFailed extends Error {}
+
+// Copies every result image into our storage and checks it. Only then is the task `succeeded`:
+// the provider deletes results after 30 days, and its "succeed" is not proof of a usable image.
+// Transient download errors are thrown for the job to retry; images already stored are kept.
+export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promise<"succeeded" | "failed" | "skipped"> => {
+  const task = await deps.db.task.findUnique({ where: { id: taskId }, include: { images: { orderBy: { index: "asc" } } } });
+  if (!task || task.status !== "archiving") return "skipped";
+  const fail = async (message: string) => {
+    await failTask(deps.db, taskId, "worker", { class: "archive_failed", message });
+    return "failed" as const;
+  };
+  if (task.images.length === 0) return fail("the provider reported success without result images");
+  const expected =
+    task.sourceWidth && task.sourceHeight
+      ? expandedSize(
+          { width: task.sourceWidth, height: task.sourceHeight },
+          { up: task.upRatio, down: task.downRatio, left: task.leftRatio, right: task.rightRatio },
+        )
+      : undefined;
+
+  for (const image of task.images) {
+    if (image.storageKey) continue;
+    const fetched = await safeFetch(image.providerUrl, deps.fetch);
+    let width: number | undefined;
+    let height: number | undefined;
+    try {
+      ({ width, height } = await sharp(fetched.body).metadata());
+    } catch {
+      return fail(`result image ${image.index} could not be decoded`);
+    }
+    if (!width || !height) return fail(`result image ${image.index} has no readable dimensions`);
+    if (expected) {
+      const mismatch =
+        deps.dimensionCheck === "exact"
+          ? Math.abs(width - expected.width) > 1 || Math.abs(height - expected.height) > 1
+          : Math.abs(width / height / (expected.width / expected.height) - 1) > 0.01;
+      if (mismatch) {
+        return fail(
+          `result image ${image.index} is ${width}x${height}; the requested expansion gives ${expected.width}x${expected.height}`,
+        );
+      }
+    }
+    const key = taskImageKey(taskId, image.index);
+    await deps.storage.put(key, fetched.body);
+    await deps.db.taskImage.update({
+      where: { taskId_index: { taskId, index: image.index } },
+      data: {
+        storageKey: key,
+        width,
+        height,
+        bytes: fetched.body.length,
+        sha256: createHash("sha256").update(fetched.body).digest("hex"),
+        storedAt: new Date(),
+      },
+    });
+  }
+  const done = await transitionTask(deps.db, {
+    taskId,
+    to: "succeeded",
+    from: ["archiving"],
+    source: "worker",
+    detail: { images: task.images.length },
+  });
+  return done.applied ? "succeeded" : "skipped";
+};

@@ -1,0 +1,49 @@
+import type { ProviderTaskStatus } from "../provider/provider-wire.schema.ts";
+import type { TaskStatus } from "../db/prisma-client.ts";
+
+// Transitions only move forward in this order; terminal states never change (except by an explicit,
+// recorded retry, which is not part of this module).
+export const statusRank: Record<TaskStatus, number> = {
+  queued: 0,
+  submitting: 1,
+  submitted: 2,
+  processing: 3,
+  archiving: 4,
+  succeeded: 5,
+  failed: 5,
+  canceled: 5,
+};
+
+export const terminalStatuses: readonly TaskStatus[] = ["succeeded", "failed", "canceled"];
+export const inFlightStatuses: readonly TaskStatus[] = ["submitted", "processing"];
+
+export const isTerminal = (status: TaskStatus): boolean => terminalStatuses.includes(status);
+
+export const statusesBefore = (target: TaskStatus): TaskStatus[] =>
+  (Object.keys(statusRank) as TaskStatus[]).filter((s) => statusRank[s] < statusRank[target]);
+
+// `succeed` from the provider is not success yet: the images must be in our storage and checked.
+export const fromProviderStatus: Record<ProviderTaskStatus, TaskStatus> = {
+  submitted: "submitted",
+  processing: "processing",
+  succeed: "archiving",
+  failed: "failed",
+};
+
+// The drop-in API answers in the provider's vocabulary.
+export const toProviderStatus = (status: TaskStatus): ProviderTaskStatus => {
+  switch (status) {
+    case "queued":
+    case "submitting":
+    case "submitted":
+      return "submitted";
+    case "processing":
+    case "archiving":
+      return "processing";
+    case "succeeded":
+      return "succeed";
+    case "failed":
+    case "canceled":
+      return "failed";
+  }
+};
