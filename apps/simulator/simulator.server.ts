@@ -1,0 +1,77 @@
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import express, { type NextFunction, type Request, type Response } from "express";
+import { createLogger } from "../domain/logging/logger.ts";
+import { adminRoutes } from "./admin.routes.ts";
+import { createCallbackSender } from "./callback.sender.ts";
+import { sendProviderError, sendRouteUnavailable } from "./provider-reply.ts";
+import { providerRoutes } from "./provider.routes.ts";
+import { createResultImageCache } from "./result-image.cache.ts";
+import type { SimSettings } from "./sim-settings.schema.ts";
+import { createSimTaskStore } from "./sim-task.store.ts";
+import { createTimerSet } from "./sim-timers.ts";
+import { settingsFromConfig, type SimulatorConfig } from "./simulator.config.ts";
+import { createTaskLifecycle } from "./task-lifecycle.ts";
+
+export type RunningSimulator = { url: string; port: number; stop(): Promise<void> };
+
+type BodyParserError = Error & { type?: string; status?: number };
+
+// Starts the simulated provider on config.SIMULATOR_PORT (0 = any free port). stop() clears every
+// timer, aborts pending callbacks and closes all connections, hanging ones included.
+export const startSimulator = async (config: SimulatorConfig): Promise<RunningSimulator> => {
+  const logger = createLogger("simulator", config.LOG_LEVEL);
+  let settings: SimSettings = settingsFromConfig(config);
+  let publicUrl = config.SIM_PUBLIC_URL?.replace(/\/$/, "") ?? "";
+  const getSettings = () => settings;
+  const getPublicUrl = () => publicUrl;
+
+  const store = createSimTaskStore();
+  const timers = createTimerSet();
+  const results = createResultImageCache(config.SIM_RESULT_MEMORY_MB * 1024 * 1024);
+  const callbacks = createCallbackSender({ settings: getSettings, stats: store.stats, logger });
+  const lifecycle = createTaskLifecycle({ store, timers, callbacks, results, publicUrl: getPublicUrl, logger });
+
+  const app = express();
+  app.disable("x-powered-by");
+  app.use((req, res, next) => {
+    const started = Date.now();
+    res.on("finish", () => logger.debug({ method: req.method, path: req.path, status: res.statusCode, ms: Date.now() - started }, "request"));
+    next();
+  });
+  app.use("/_sim", adminRoutes({ store, lifecycle, results, settings: getSettings, updateSettings: (next) => (settings = next), logger }));
+  app.use(
+    ["/v1/images/editing/expand", "/kling/v1/images/editing/expand"],
+    providerRoutes({ store, lifecycle, timers, settings: getSettings, publicUrl: getPublicUrl, logger }),
+  );
+  app.use((req: Request, res: Response) => {
+    if (settings.route_unavailable && !req.path.startsWith("/_sim")) return sendRouteUnavailable(res);
+    sendProviderError(res, 1202, `no such route: ${req.method} ${req.path}`);
+  });
+  app.use((error: BodyParserError, req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) return next(error);
+    if (req.path.startsWith("/_sim")) return res.status(error.status ?? 500).json({ error: "bad_request", message: error.message });
+    if (error.type === "entity.too.large") return sendProviderError(res, 1201, "image: the request body is too large; the image limit is 10 MB");
+    if (error.type === "entity.parse.failed") return sendProviderError(res, 1200, "request body is not valid JSON");
+    logger.error({ err: error }, "unhandled error");
+    sendProviderError(res, 5000, "internal server error");
+  });
+
+  const server = app.listen(config.SIMULATOR_PORT, config.SIM_HOST);
+  await Promise.race([once(server, "listening"), once(server, "error").then(([error]) => Promise.reject(error as Error))]);
+  const port = (server.address() as AddressInfo).port;
+  const host = config.SIM_HOST === "0.0.0.0" || config.SIM_HOST === "::" ? "127.0.0.1" : config.SIM_HOST;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (!publicUrl) publicUrl = url;
+  logger.info({ url, publicUrl }, "provider simulator listening");
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= new Promise<void>((resolve) => {
+      lifecycle.cancelAll();
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }));
+
+  return { url, port, stop };
+};
