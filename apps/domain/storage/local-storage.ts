@@ -38,4 +38,8 @@ export const createLocalStorage = (rootDir: string): ObjectStorage => {
   };
 };
 
-export const taskImageKey = (taskId: string, index: number) => `tasks/${taskId}/${index}.png`;
+export const taskImageKey = (taskId: string, index: number, format: string) =>
+  `tasks/${taskId}/${index}.${format === "jpeg" ? "jpg" : format}`;
+
+export const contentTypeOfKey = (key: string) =>
+  key.endsWith(".jpg") ? "image/jpeg" : key.endsWith(".webp") ? "image/webp" : "image/png";

@@ -10,7 +10,6 @@ export type AcceptTaskDeps = {
   db: Db;
   // Must throw (an AppError 503) when the queue cannot take the job: the insert then rolls back.
   enqueueSubmit: (taskId: string) => Promise<void>;
-  providerName: string;
   stallRecheckMs: number;
 };
 
@@ -45,7 +44,6 @@ export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, reques
             watermark: request.watermark,
             sourceWidth: inline?.width,
             sourceHeight: inline?.height,
-            provider: deps.providerName,
             callbackToken: randomBytes(24).toString("base64url"),
             nextCheckAt: new Date(Date.now() + deps.stallRecheckMs),
           },

@@ -44,8 +44,9 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
     const fetched = await safeFetch(image.providerUrl, deps.fetch);
     let width: number | undefined;
     let height: number | undefined;
+    let format: string | undefined;
     try {
-      ({ width, height } = await sharp(fetched.body).metadata());
+      ({ width, height, format } = await sharp(fetched.body).metadata());
     } catch {
       return fail(`result image ${image.index} could not be decoded`);
     }
@@ -61,7 +62,7 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
         );
       }
     }
-    const key = taskImageKey(taskId, image.index);
+    const key = taskImageKey(taskId, image.index, format ?? "png");
     await deps.storage.put(key, fetched.body);
     await deps.db.taskImage.update({
       where: { taskId_index: { taskId, index: image.index } },

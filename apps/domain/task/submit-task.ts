@@ -59,7 +59,7 @@ export const submitTask = async (deps: SubmitTaskDeps, taskId: string): Promise<
     from: ["queued", "submitting"],
     source: "worker",
     detail: { attempt: attempts },
-    data: { attempts, nextCheckAt: new Date(Date.now() + deps.stallRecheckMs) },
+    data: { attempts, provider: deps.provider.kind, nextCheckAt: new Date(Date.now() + deps.stallRecheckMs) },
   });
   if (!marked.applied) return { kind: "already_done" };
 

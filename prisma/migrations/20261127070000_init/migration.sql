@@ -47,7 +47,7 @@ CREATE TABLE "task" (
     "watermark" BOOLEAN,
     "source_width" INTEGER,
     "source_height" INTEGER,
-    "provider" TEXT NOT NULL,
+    "provider" TEXT,
     "provider_task_id" TEXT,
     "provider_status" TEXT,
     "provider_status_msg" TEXT,

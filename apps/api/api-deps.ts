@@ -1,0 +1,29 @@
+import type { Redis } from "ioredis";
+import type { Db } from "../domain/db/prisma-client.ts";
+import type { Logger } from "../domain/logging/logger.ts";
+import type { ObjectStorage } from "../domain/storage/local-storage.ts";
+import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
+import type { ApplyReportDeps } from "../domain/task/apply-provider-report.ts";
+import type { LinkSigner } from "./presenters/task.presenter.ts";
+
+// What the routes are given: plain values and functions, built once in api.server.ts.
+export type ApiDeps = {
+  db: Db;
+  redis: Redis;
+  logger: Logger;
+  storage: ObjectStorage;
+  signLink: LinkSigner;
+  signingSecret: string;
+  intake: AcceptTaskDeps;
+  reports: ApplyReportDeps;
+};
+
+// Set by the request-id and authenticate middleware; typed here so routes never read `any`.
+declare global {
+  namespace Express {
+    interface Locals {
+      requestId: string;
+      accountId: string;
+    }
+  }
+}

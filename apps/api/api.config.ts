@@ -1,0 +1,34 @@
+import { z } from "zod";
+import { defaultApiPort } from "../domain/config/defaults.ts";
+import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
+import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
+import { databaseEnv, loggingEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
+
+const DEV_SIGNING_SECRET = "dev-only-signing-secret-change-me";
+
+export const apiEnvSchema = z
+  .object({
+    ...databaseEnv,
+    ...redisEnv,
+    ...storageEnv,
+    ...loggingEnv,
+    ...lifecycleEnv,
+    NODE_ENV: z.string().default("development"),
+    PORT: envPort.default(defaultApiPort),
+    // Where the provider calls back and where image links point; defaults to this process.
+    PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
+    BOOTSTRAP_API_KEY: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
+    // Signs the expiring image links; every API process of a deployment must share it.
+    SIGNING_SECRET: z.string().min(16, { error: "must be at least 16 characters" }).default(DEV_SIGNING_SECRET),
+    IMAGE_LINK_TTL_SECONDS: z.coerce.number().int().min(60).default(3_600),
+    // Intake answers 503 rather than wait longer than this for Redis.
+    ENQUEUE_TIMEOUT_MS: envPositiveMs.default(2_000),
+  })
+  .refine((env) => env.NODE_ENV !== "production" || env.SIGNING_SECRET !== DEV_SIGNING_SECRET, {
+    path: ["SIGNING_SECRET"],
+    error: "must be set in production",
+  });
+
+export type ApiConfig = z.output<typeof apiEnvSchema>;
+
+export const parseApiConfig = (env: Record<string, string | undefined>): ApiConfig => parseEnv(apiEnvSchema, env);

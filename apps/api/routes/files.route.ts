@@ -1,0 +1,27 @@
+import { Router } from "express";
+import { z } from "zod";
+import { AppError } from "../../domain/errors/app-error.ts";
+import { verifyImageLink } from "../../domain/storage/signed-link.ts";
+import type { ApiDeps } from "../api-deps.ts";
+import { problemDetailsHandler } from "../middleware/error-handlers.ts";
+import { sendStoredImage } from "./send-stored-image.ts";
+
+const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+
+// Signed, expiring image links: usable without an Authorization header, like the provider's URLs.
+export const filesRouter = (deps: ApiDeps): Router => {
+  const router = Router();
+  router.get("/tasks/:taskId/images/:index", async (req, res) => {
+    const index = z.coerce.number().int().min(0).max(8).safeParse(req.params.index);
+    const taskId = z.uuid().safeParse(req.params.taskId);
+    if (!index.success || !taskId.success) throw new AppError("not_found", "image not found");
+    const verdict = verifyImageLink(deps.signingSecret, taskId.data, index.data, str(req.query.expires), str(req.query.signature));
+    if (verdict !== "ok") {
+      throw new AppError("unauthenticated", verdict === "expired" ? "this image link has expired; fetch the task again for a fresh one" : "invalid image link signature");
+    }
+    const image = await deps.db.taskImage.findUnique({ where: { taskId_index: { taskId: taskId.data, index: index.data } } });
+    await sendStoredImage(res, deps.storage, image ?? undefined);
+  });
+  router.use(problemDetailsHandler(deps.logger));
+  return router;
+};

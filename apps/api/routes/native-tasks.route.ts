@@ -1,0 +1,70 @@
+import express, { Router } from "express";
+import { z } from "zod";
+import { validationError } from "../../domain/errors/app-error.ts";
+import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
+import { acceptTask } from "../../domain/task/accept-task.ts";
+import { getAccountTask, listAccountTasks, listTaskEvents } from "../../domain/task/task.repository.ts";
+import type { ApiDeps } from "../api-deps.ts";
+import { authenticate } from "../middleware/authenticate.ts";
+import { problemDetailsHandler } from "../middleware/error-handlers.ts";
+import { toNativeEvent, toNativeTask } from "../presenters/task.presenter.ts";
+import { parseExpandRequest } from "./parse-body.ts";
+import { sendStoredImage } from "./send-stored-image.ts";
+
+const listQuerySchema = z.object({
+  external_task_id: z.string().min(1).optional(),
+  status: z
+    .enum(["queued", "submitting", "submitted", "processing", "archiving", "succeeded", "failed", "canceled"])
+    .optional(),
+  cursor: z.uuid({ error: "must be a cursor returned as next_cursor" }).optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+});
+
+const parseQuery = <S extends z.ZodType>(schema: S, query: unknown): z.output<S> => {
+  const parsed = schema.safeParse(query);
+  if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
+  return parsed.data;
+};
+
+export const nativeTasksRouter = (deps: ApiDeps): Router => {
+  const router = Router();
+  router.use(express.json({ limit: "16mb" }));
+  router.use(authenticate(deps.db));
+
+  router.post("/", async (req, res) => {
+    const task = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
+    res
+      .status(202)
+      .location(`${req.baseUrl}/${task.id}`)
+      .json(toNativeTask({ ...task, images: [] }, deps.signLink));
+  });
+
+  router.get("/", async (req, res) => {
+    const query = parseQuery(listQuerySchema, req.query);
+    const page = await listAccountTasks(deps.db, res.locals.accountId, {
+      externalTaskId: query.external_task_id,
+      status: query.status,
+      cursor: query.cursor,
+      limit: query.limit,
+    });
+    res.json({ data: page.tasks.map((t) => toNativeTask(t, deps.signLink)), next_cursor: page.nextCursor ?? null });
+  });
+
+  router.get("/:taskId", async (req, res) => {
+    res.json(toNativeTask(await getAccountTask(deps.db, res.locals.accountId, req.params.taskId), deps.signLink));
+  });
+
+  router.get("/:taskId/events", async (req, res) => {
+    const events = await listTaskEvents(deps.db, res.locals.accountId, req.params.taskId);
+    res.json({ data: events.map(toNativeEvent) });
+  });
+
+  router.get("/:taskId/images/:index", async (req, res) => {
+    const index = parseQuery(z.coerce.number().int().min(0).max(8), req.params.index);
+    const task = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId);
+    await sendStoredImage(res, deps.storage, task.status === "succeeded" ? task.images.find((i) => i.index === index) : undefined);
+  });
+
+  router.use(problemDetailsHandler(deps.logger));
+  return router;
+};

@@ -1,0 +1,17 @@
+import type { Response } from "express";
+import { pipeline } from "node:stream/promises";
+import type { TaskImage } from "../../domain/db/prisma-client.ts";
+import { AppError } from "../../domain/errors/app-error.ts";
+import { contentTypeOfKey, type ObjectStorage } from "../../domain/storage/local-storage.ts";
+
+export const sendStoredImage = async (res: Response, storage: ObjectStorage, image: TaskImage | undefined) => {
+  if (!image?.storageKey) throw new AppError("not_found", "image not found");
+  const stored = await storage.open(image.storageKey);
+  if (!stored) throw new AppError("not_found", "image not found in storage");
+  res.status(200);
+  res.setHeader("content-type", contentTypeOfKey(image.storageKey));
+  res.setHeader("content-length", String(stored.size));
+  res.setHeader("cache-control", "private, max-age=3600");
+  if (image.sha256) res.setHeader("etag", `"${image.sha256}"`);
+  await pipeline(stored.stream, res);
+};

@@ -1,0 +1,32 @@
+import { DelayedError, type Job } from "bullmq";
+import { withLogContext } from "../../domain/logging/logger.ts";
+import { jobCatalog } from "../../domain/queues/job-catalog.ts";
+import { submitTask, type SubmitTaskDeps } from "../../domain/task/submit-task.ts";
+
+// A job that finds no task is either ahead of its intake transaction's commit (wait a moment) or
+// left by a transaction that rolled back (drop it once it is old enough to be sure).
+const UNCOMMITTED_GRACE_MS = 30_000;
+
+// Waiting does not spend an attempt: BullMQ's attempts are kept for crashes and infrastructure errors.
+const later = async (job: Job, token: string | undefined, delayMs: number): Promise<never> => {
+  await job.moveToDelayed(Date.now() + delayMs, token);
+  throw new DelayedError();
+};
+
+export const submitTaskProcessor = (deps: SubmitTaskDeps) => async (job: Job, token?: string) => {
+  const { taskId } = jobCatalog.submit.payload.parse(job.data);
+  return withLogContext({ jobId: job.id, taskId }, async () => {
+    const outcome = await submitTask(deps, taskId);
+    switch (outcome.kind) {
+      case "retry_later":
+        deps.logger.info({ delayMs: outcome.delayMs, reason: outcome.reason }, "submission deferred");
+        return later(job, token, outcome.delayMs);
+      case "task_missing":
+        if (Date.now() - job.timestamp < UNCOMMITTED_GRACE_MS) return later(job, token, 200);
+        deps.logger.warn("submit job without a task dropped");
+        return { outcome: "dropped" };
+      default:
+        return { outcome: outcome.kind };
+    }
+  });
+};

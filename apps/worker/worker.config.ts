@@ -1,0 +1,31 @@
+import { z } from "zod";
+import { defaultApiPort } from "../domain/config/defaults.ts";
+import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
+import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
+import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
+import { providerEnv } from "../domain/provider/provider-config.schema.ts";
+
+export const workerEnvSchema = z.object({
+  ...databaseEnv,
+  ...redisEnv,
+  ...storageEnv,
+  ...loggingEnv,
+  ...lifecycleEnv,
+  ...outboundFetchEnv,
+  ...providerEnv,
+  // The API's address as the provider sees it: callback URLs are built on it.
+  PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
+  SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),
+  ARCHIVE_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(4),
+  SUBMIT_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(8),
+  SUBMIT_RETRY_BASE_MS: envPositiveMs.default(1_000),
+  SUBMIT_RETRY_MAX_MS: envPositiveMs.default(60_000),
+  RECONCILE_EVERY_MS: envPositiveMs.default(5_000),
+  IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(20_000),
+  RESULT_MAX_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
+  ARCHIVE_DIMENSION_CHECK: z.enum(["exact", "aspect"]).default("exact"),
+});
+
+export type WorkerConfig = z.output<typeof workerEnvSchema>;
+
+export const parseWorkerConfig = (env: Record<string, string | undefined>): WorkerConfig => parseEnv(workerEnvSchema, env);

@@ -1,0 +1,112 @@
+import { Worker, type Processor } from "bullmq";
+import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
+import { createDb } from "../domain/db/prisma-client.ts";
+import { createLogger } from "../domain/logging/logger.ts";
+import { createProviderClient } from "../domain/provider/provider-client.ts";
+import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
+import { jobCatalog, type JobKind } from "../domain/queues/job-catalog.ts";
+import { createWorkerRedis } from "../domain/queues/redis-connection.ts";
+import { createTaskQueues } from "../domain/queues/task-queues.ts";
+import { createLocalStorage } from "../domain/storage/local-storage.ts";
+import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
+import { reconcileProcessor } from "./processors/reconcile.processor.ts";
+import { submitTaskProcessor } from "./processors/submit-task.processor.ts";
+import type { WorkerConfig } from "./worker.config.ts";
+
+export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
+
+// A stateless worker process: run as many as needed; they share work through Redis and state
+// through Postgres.
+export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
+  const logger = createLogger("worker", config.LOG_LEVEL);
+  const db = createDb(config.DATABASE_URL, { poolSize: 20 });
+  const redis = createWorkerRedis(config.REDIS_URL, logger);
+  const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
+  const providerConfig = resolveProviderConfig(config);
+  const provider = createProviderClient(providerConfig);
+  const timing = lifecycleTimingFrom(config);
+  const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
+
+  const reports = {
+    db,
+    logger,
+    enqueueArchive: (taskId: string) => queues.enqueue("archive", { taskId }),
+    callbackGraceMs: timing.callbackGraceMs,
+    stallRecheckMs: timing.stallRecheckMs,
+  };
+
+  // A job that ended (failed for good, or completed while its task still waits) is re-run; one that
+  // is waiting, delayed or active is left alone.
+  const redriveJob = async (kind: "submit" | "archive", taskId: string) => {
+    const job = await queues.queue(kind).getJob(taskId);
+    const state = job ? await job.getState() : "missing";
+    if (job && state === "failed") return job.retry();
+    if (job && state === "completed") await job.remove();
+    if (!job || state === "completed" || state === "unknown") await queues.enqueue(kind, { taskId });
+  };
+
+  const workers: Worker[] = [];
+  const run = (kind: JobKind, processor: Processor, concurrency: number) => {
+    const worker = new Worker(jobCatalog[kind].queue, processor, {
+      connection: redis,
+      prefix: config.QUEUE_PREFIX,
+      concurrency,
+    });
+    worker.on("error", (error) => logger.error({ err: error.message, queue: kind }, "worker error"));
+    worker.on("failed", (job, error) =>
+      logger.warn({ jobId: job?.id, queue: kind, attempts: job?.attemptsMade, err: error.message }, "job failed"),
+    );
+    workers.push(worker);
+  };
+
+  run(
+    "submit",
+    submitTaskProcessor({
+      ...reports,
+      provider,
+      callbackUrlFor: (taskId, token) => `${publicBaseUrl}/webhooks/kling/${taskId}/${token}`,
+      maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
+      retryBaseMs: config.SUBMIT_RETRY_BASE_MS,
+      retryMaxMs: config.SUBMIT_RETRY_MAX_MS,
+      imageFetch: { timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS, allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS },
+    }),
+    config.SUBMIT_CONCURRENCY,
+  );
+  run(
+    "archive",
+    archiveTaskProcessor({
+      db,
+      logger,
+      storage: createLocalStorage(config.STORAGE_DIR),
+      fetch: {
+        timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
+        maxBytes: config.RESULT_MAX_BYTES,
+        allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS,
+      },
+      dimensionCheck: config.ARCHIVE_DIMENSION_CHECK,
+    }),
+    config.ARCHIVE_CONCURRENCY,
+  );
+  run(
+    "reconcile",
+    reconcileProcessor({ ...reports, provider, pollMaxIntervalMs: timing.pollMaxIntervalMs, redriveJob, batchSize: 100 }),
+    1,
+  );
+  await queues.queue("reconcile").upsertJobScheduler(
+    "reconcile-sweep",
+    { every: config.RECONCILE_EVERY_MS },
+    { name: jobCatalog.reconcile.name, data: {}, opts: jobCatalog.reconcile.options },
+  );
+  logger.info({ provider: providerConfig.kind, providerUrl: providerConfig.baseUrl }, "worker started");
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      // close() lets active jobs finish; a job cut off by a kill is re-run by BullMQ's stall check.
+      await Promise.all(workers.map((w) => w.close()));
+      await queues.close().catch(() => undefined);
+      redis.disconnect();
+      await db.$disconnect();
+    })());
+  return { providerKind: providerConfig.kind, stop };
+};
