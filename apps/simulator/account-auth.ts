@@ -18,7 +18,7 @@ const decodeJwtClaims = (token: string): Record<string, unknown> | undefined => 
 // checked, since the simulator knows no secret keys, but exp/nbf are, so re-signing paths get tested.
 export const resolveAccount = (header: string | undefined, settings: SimSettings, nowMs = Date.now()): AuthResult => {
   if (header === undefined || header.trim() === "") return { ok: false, code: 1001, message: "Authorization header is empty" };
-  const match = /^Bearer\s+(\S*)\s*$/i.exec(header.trim());
+  const match = /^Bearer(?:\s+(\S*))?$/i.exec(header.trim());
   if (!match) return { ok: false, code: 1002, message: "Authorization must be 'Bearer <token>'" };
   const token = match[1] ?? "";
   if (token === "") return { ok: false, code: 1001, message: "Authorization token is empty" };

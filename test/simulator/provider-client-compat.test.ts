@@ -1,0 +1,106 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createProviderClient, type ProviderCreateInput } from "../../apps/domain/provider/provider-client.ts";
+import type { ProviderConfig } from "../../apps/domain/provider/provider-config.schema.ts";
+import { ProviderError } from "../../apps/domain/provider/provider-error.ts";
+import type { RunningSimulator } from "../../apps/simulator/simulator.server.ts";
+import { adminApi, makeTestImage, randomToken, startCallbackReceiver, startTestSimulator } from "./sim-test-kit.ts";
+
+// The orchestrator's own provider client against the simulator: the contract both sides must keep.
+let sim: RunningSimulator;
+let receiver: Awaited<ReturnType<typeof startCallbackReceiver>>;
+let image: string;
+
+beforeAll(async () => {
+  sim = await startTestSimulator({ SIM_CAPACITY: "2", SIM_RUN_MS: "100" });
+  receiver = await startCallbackReceiver();
+  image = (await makeTestImage()).toString("base64");
+});
+afterAll(async () => {
+  await sim.stop();
+  await receiver.stop();
+});
+
+const clientFor = (overrides: Partial<ProviderConfig> = {}) =>
+  createProviderClient({
+    kind: "simulator",
+    baseUrl: sim.url,
+    pathPrefix: "",
+    auth: { type: "bearer", token: randomToken() },
+    downField: "down",
+    timeoutMs: 2000,
+    ...overrides,
+  });
+
+const input = (extra: Partial<ProviderCreateInput> = {}): ProviderCreateInput => ({
+  image,
+  ratios: { up: 0.2, down: 0.2, left: 0.2, right: 0.2 },
+  n: 1,
+  externalTaskId: `ext-${randomToken()}`,
+  callbackUrl: receiver.url,
+  ...extra,
+});
+
+const refusal = async (promise: Promise<unknown>) => {
+  const error = await promise.then(() => undefined, (e: unknown) => e);
+  expect(error).toBeInstanceOf(ProviderError);
+  return (error as ProviderError).details;
+};
+
+describe("the orchestrator's provider client against the simulator", () => {
+  it("when the client creates, gets and finds by external id, then every answer parses", async () => {
+    const client = clientFor();
+    const request = input({ prompt: "a wider beach", watermark: false });
+    const created = await client.createTask(request);
+    expect(created).toMatchObject({ task_status: "submitted", task_info: { external_task_id: request.externalTaskId } });
+    expect((await client.getTask(created.task_id)).task_id).toBe(created.task_id);
+    expect((await client.findTaskByExternalId(request.externalTaskId))?.task_id).toBe(created.task_id);
+    expect(await client.findTaskByExternalId("never-submitted")).toBeUndefined();
+  });
+
+  it("when configured like CometAPI (/kling, bottom_expansion_ratio) or with a Kling JWT, then creates succeed", async () => {
+    const comet = clientFor({ kind: "cometapi", pathPrefix: "/kling", downField: "bottom" });
+    expect((await comet.createTask(input())).task_status).toBe("submitted");
+    const jwt = clientFor({ kind: "kling", auth: { type: "jwt", accessKey: `ak-${randomToken()}`, secretKey: "sk" } });
+    expect((await jwt.createTask(input())).task_status).toBe("submitted");
+  });
+
+  it("when the simulator refuses, then the client classifies each refusal as KLING.md says", async () => {
+    const client = clientFor();
+    await client.createTask(input({ n: 2 }));
+    expect(await refusal(client.createTask(input()))).toMatchObject({ action: "retry", code: 1303, httpStatus: 429 });
+    expect(await refusal(client.createTask(input({ n: 12 })))).toMatchObject({ action: "fail_task", code: 1201, httpStatus: 400 });
+    expect(await refusal(clientFor({ auth: { type: "bearer", token: "" } }).getTask("1"))).toMatchObject({ code: 1001 });
+  });
+
+  it("when the route is unavailable, then the client sees a retryable 404 without a code", async () => {
+    const down = await startTestSimulator({ SIM_ROUTE_UNAVAILABLE: "true" });
+    try {
+      const client = createProviderClient({
+        kind: "cometapi",
+        baseUrl: down.url,
+        pathPrefix: "/kling",
+        auth: { type: "bearer", token: randomToken() },
+        downField: "bottom",
+        timeoutMs: 2000,
+      });
+      expect(await refusal(client.createTask(input()))).toMatchObject({ action: "retry", code: null, httpStatus: 404 });
+      expect(await refusal(client.findTaskByExternalId("x"))).toMatchObject({ action: "retry", httpStatus: 404 });
+    } finally {
+      await down.stop();
+    }
+  });
+
+  it("when a created task's answer is lost, then the client reports an unknown outcome and the task can be found", async () => {
+    const token = randomToken();
+    const client = clientFor({ auth: { type: "bearer", token }, timeoutMs: 300 });
+    await adminApi(sim).patch({ timeout_rate: 1 });
+    const request = input();
+    try {
+      expect(await refusal(client.createTask(request))).toMatchObject({ action: "retry", outcomeUnknown: true });
+    } finally {
+      await adminApi(sim).patch({ timeout_rate: 0 });
+    }
+    expect((await client.findTaskByExternalId(request.externalTaskId))?.task_info?.external_task_id).toBe(request.externalTaskId);
+    expect((await adminApi(sim).tasks(token)).body).toHaveLength(1);
+  });
+});
