@@ -1,7 +1,7 @@
 import { ConfigError } from "../domain/config/parse-env.ts";
 import { createLogger } from "../domain/logging/logger.ts";
 import { parseSimulatorConfig, type SimulatorConfig } from "./simulator.config.ts";
-import { startSimulator } from "./simulator.server.ts";
+import { startSimulator, type RunningSimulator } from "./simulator.server.ts";
 
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 
@@ -15,7 +15,14 @@ try {
 }
 
 const logger = createLogger("simulator", config.LOG_LEVEL);
-const simulator = await startSimulator(config);
+let simulator: RunningSimulator;
+try {
+  simulator = await startSimulator(config);
+} catch (error) {
+  // Port in use, address not available: say so plainly rather than with an unhandled rejection.
+  logger.fatal({ err: error }, `simulator could not start on ${config.SIM_HOST}:${config.SIMULATOR_PORT}`);
+  process.exit(1);
+}
 console.log(`Kling provider simulator: ${simulator.url}  (admin: ${simulator.url}/_sim/config)`);
 
 let shuttingDown = false;

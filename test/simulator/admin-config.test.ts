@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError } from "../../apps/domain/config/parse-env.ts";
+import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import type { RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { adminApi, makeTestImage, providerApi, randomToken, startTestSimulator, validBody } from "./sim-test-kit.ts";
 
@@ -66,5 +68,38 @@ describe("admin config", () => {
     } finally {
       await isolated.stop();
     }
+  });
+});
+
+describe("env config", () => {
+  it("when the env is empty, then the documented defaults apply", () => {
+    expect(parseSimulatorConfig({})).toMatchObject({
+      SIMULATOR_PORT: 3100,
+      SIM_CAPACITY: 5,
+      SIM_RUN_MS: { min: 3000, max: 3000 },
+      SIM_DOWN_FIELD: "both",
+      SIM_ROUTE_UNAVAILABLE: false,
+    });
+  });
+
+  it("when a variable is malformed, then parsing fails naming it", () => {
+    for (const [name, value] of [["SIM_FAIL_RATE", "2"], ["SIM_RUN_MS", "9-3"], ["SIM_DOWN_FIELD", "up"], ["SIM_WEBHOOK_SECRET", "nope"], ["SIMULATOR_PORT", "70000"]]) {
+      const error = (() => {
+        try {
+          parseSimulatorConfig({ [name as string]: value });
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(error, name).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).message, name).toContain(name);
+    }
+  });
+
+  it("when SIM_RUN_MS is a range and SIM_API_KEYS a list, then both are parsed", () => {
+    expect(parseSimulatorConfig({ SIM_RUN_MS: "50-200", SIM_API_KEYS: "a, B ,,c" })).toMatchObject({
+      SIM_RUN_MS: { min: 50, max: 200 },
+      SIM_API_KEYS: ["a", "B", "c"],
+    });
   });
 });
