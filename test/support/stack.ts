@@ -12,6 +12,8 @@ import { startSimulator, type RunningSimulator } from "../../apps/simulator/simu
 import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
 import { startWorker, type RunningWorker } from "../../apps/worker/worker.server.ts";
 
+export const testSigningSecret = "test-signing-secret-0123456789";
+
 export type StackOptions = {
   simulatorEnv?: Record<string, string>;
   apiEnv?: Record<string, string>;
@@ -23,7 +25,8 @@ export type Stack = {
   db: Db;
   api: RunningApi;
   simulator: RunningSimulator;
-  worker?: RunningWorker;
+  // Starts one more worker process (in this process) on the same queues, with env overrides.
+  startWorker(env?: Record<string, string>): Promise<RunningWorker>;
   env: { databaseUrl: string; redisUrl: string; queuePrefix: string; storageDir: string };
   newAccount(): Promise<{ accountId: string; key: string }>;
   stop(): Promise<void>;
@@ -42,35 +45,41 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
   const simulator = await startSimulator(
     parseSimulatorConfig({ SIMULATOR_PORT: "0", SIM_RUN_MS: "150", LOG_LEVEL: "silent", ...options.simulatorEnv }),
   );
-  const api = await startApi(parseApiConfig({ ...common, ...timing, PORT: "0", ...options.apiEnv }));
-  const worker =
-    options.withWorker === false
-      ? undefined
-      : await startWorker(
-          parseWorkerConfig({
-            ...common,
-            ...timing,
-            PUBLIC_BASE_URL: api.url,
-            PROVIDER: "simulator",
-            PROVIDER_BASE_URL: simulator.url,
-            ALLOWED_PRIVATE_HOSTS: "127.0.0.1",
-            RECONCILE_EVERY_MS: "200",
-            SUBMIT_RETRY_BASE_MS: "50",
-            SUBMIT_RETRY_MAX_MS: "500",
-            PROVIDER_TIMEOUT_MS: "5000",
-            ...options.workerEnv,
-          }),
-        );
+  const api = await startApi(
+    parseApiConfig({ ...common, ...timing, PORT: "0", SIGNING_SECRET: testSigningSecret, ...options.apiEnv }),
+  );
+  const workers: RunningWorker[] = [];
+  const launchWorker = async (env: Record<string, string> = {}) => {
+    const worker = await startWorker(
+      parseWorkerConfig({
+        ...common,
+        ...timing,
+        PUBLIC_BASE_URL: api.url,
+        PROVIDER: "simulator",
+        PROVIDER_BASE_URL: simulator.url,
+        ALLOWED_PRIVATE_HOSTS: "127.0.0.1",
+        RECONCILE_EVERY_MS: "200",
+        SUBMIT_RETRY_BASE_MS: "50",
+        SUBMIT_RETRY_MAX_MS: "500",
+        PROVIDER_TIMEOUT_MS: "5000",
+        ...options.workerEnv,
+        ...env,
+      }),
+    );
+    workers.push(worker);
+    return worker;
+  };
+  if (options.withWorker !== false) await launchWorker();
   const db = createDb(databaseUrl, { poolSize: 4 });
   return {
     db,
     api,
     simulator,
-    worker,
+    startWorker: launchWorker,
     env: { databaseUrl, redisUrl, queuePrefix, storageDir },
     newAccount: () => createAccountWithKey(db, `test-${randomUUID().slice(0, 8)}`),
     stop: async () => {
-      await worker?.stop();
+      await Promise.all(workers.map((w) => w.stop()));
       await api.stop();
       await simulator.stop();
       await db.$disconnect();

@@ -1,0 +1,108 @@
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import { inject } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseApiConfig } from "../../apps/api/api.config.ts";
+import { startApi, type RunningApi } from "../../apps/api/api.server.ts";
+import { call, waitForTask } from "../support/http.ts";
+import { makeImage } from "../support/images.ts";
+import { startStack, type Stack } from "../support/stack.ts";
+
+const ratios = { up_expansion_ratio: 0.2, down_expansion_ratio: 0.2, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
+
+let stack: Stack;
+let image: string;
+
+beforeAll(async () => {
+  stack = await startStack({ withWorker: false });
+  image = (await makeImage(400, 400)).toString("base64");
+});
+afterAll(() => stack?.stop());
+
+// An extra API process whose Redis or Postgres address leads nowhere (port 1 refuses at once).
+const startBrokenApi = (env: Record<string, string>): Promise<RunningApi> =>
+  startApi(
+    parseApiConfig({
+      DATABASE_URL: inject("databaseUrl"),
+      REDIS_URL: inject("redisUrl"),
+      QUEUE_PREFIX: stack.env.queuePrefix,
+      STORAGE_DIR: stack.env.storageDir,
+      LOG_LEVEL: "silent",
+      PORT: "0",
+      ...env,
+    }),
+  );
+
+describe("dependencies down at intake", () => {
+  it("when Redis is unreachable, then intake answers 503 at once on both route families and nothing is written", async () => {
+    const api = await startBrokenApi({ REDIS_URL: "redis://127.0.0.1:1" });
+    try {
+      const { key, accountId } = await stack.newAccount();
+      const native = await call(api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios, external_task_id: "r-1" } });
+      expect(native.status).toBe(503);
+      expect(native.headers.get("retry-after")).toBe("5");
+      expect(native.body.detail).toMatch(/Redis.*nothing was stored/);
+      const dropin = await call(api.url, "POST", "/kling/v1/images/editing/expand", { key, body: { image, ...ratios, external_task_id: "r-2" } });
+      expect(dropin.status).toBe(503);
+      expect(dropin.body.code).toBe(5001);
+      expect(await stack.db.task.count({ where: { accountId } })).toBe(0);
+      expect(await stack.db.taskEvent.count({ where: { task: { accountId } } })).toBe(0);
+      const ready = await call(api.url, "GET", "/readyz");
+      expect(ready.status).toBe(503);
+      expect(ready.body.checks).toMatchObject({ postgres: { ok: true }, redis: { ok: false } });
+      // The same request succeeds once it reaches an API whose Redis answers: nothing was reserved.
+      const retried = await call(stack.api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios, external_task_id: "r-1" } });
+      expect(retried.status).toBe(202);
+    } finally {
+      await api.stop();
+    }
+  });
+
+  it("when Postgres is unreachable, then requests answer 503 and readiness says which dependency is down", async () => {
+    const api = await startBrokenApi({ DATABASE_URL: "postgresql://postgres@127.0.0.1:1/nowhere" });
+    try {
+      const answer = await call(api.url, "POST", "/v1/tasks", { key: "any-key-at-all", body: { image, ...ratios } });
+      expect(answer.status).toBe(503);
+      expect(answer.body.detail).toMatch(/database is unreachable/);
+      const dropin = await call(api.url, "GET", "/kling/v1/images/editing/expand/abc", { key: "any-key-at-all" });
+      expect(dropin.status).toBe(503);
+      expect(dropin.body.code).toBe(5001);
+      const ready = await call(api.url, "GET", "/readyz");
+      expect(ready.status).toBe(503);
+      expect(ready.body.checks).toMatchObject({ postgres: { ok: false }, redis: { ok: true } });
+    } finally {
+      await api.stop();
+    }
+  });
+});
+
+describe("work survives missing workers and lost jobs", () => {
+  it("when tasks are accepted while no worker runs and one job is lost from Redis, then a worker started later finishes every task", async () => {
+    const { key } = await stack.newAccount();
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const created = await call(stack.api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios } });
+      expect(created.status).toBe(202);
+      ids.push(created.body.id);
+    }
+    // Lose one task's job, as a Redis without persistence would on restart.
+    const connection = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+    const submitQueue = new Queue("submit", { connection, prefix: stack.env.queuePrefix });
+    expect(await submitQueue.remove(ids[0]!)).toBe(1);
+    await submitQueue.close();
+    connection.disconnect();
+
+    // The sweeper re-drives tasks that went without progress for STALL_RECHECK_MS.
+    await stack.db.task.update({ where: { id: ids[0] }, data: { nextCheckAt: new Date() } });
+    await stack.startWorker();
+    for (const id of ids) {
+      expect((await waitForTask(stack.api.url, key, id, ["succeeded", "failed"])).status).toBe("succeeded");
+    }
+    const events = (await call(stack.api.url, "GET", `/v1/tasks/${ids[0]}/events`, { key })).body.data;
+    expect(events.map((e: { to: string }) => e.to).at(-1)).toBe("succeeded");
+    const simTasks = (await call(stack.simulator.url, "GET", "/_sim/tasks")).body as { external_task_id: string; create_count: number }[];
+    for (const id of ids) {
+      expect(simTasks.filter((t) => t.external_task_id === id).map((t) => t.create_count)).toEqual([1]);
+    }
+  });
+});

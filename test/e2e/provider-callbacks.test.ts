@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startFileServer } from "../support/file-server.ts";
+import { call, waitForTask } from "../support/http.ts";
+import { makeImage } from "../support/images.ts";
+import { startStack, type Stack } from "../support/stack.ts";
+
+// Source 400x400 with 0.2 on every side: the provider's result must be 560x560.
+const ratios = { up_expansion_ratio: 0.2, down_expansion_ratio: 0.2, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
+
+describe("callbacks: duplicate, out of order, forged", () => {
+  let stack: Stack;
+  let results: Awaited<ReturnType<typeof startFileServer>>;
+  let image: string;
+
+  beforeAll(async () => {
+    // Simulated tasks run for a minute and the simulator's own callbacks are dropped, so only the
+    // callbacks this test sends reach the receiver.
+    stack = await startStack({ simulatorEnv: { SIM_RUN_MS: "60000", SIM_CALLBACK_LOSS: "1" } });
+    results = await startFileServer({ "/result-0.png": { body: await makeImage(560, 560) } });
+    image = (await makeImage(400, 400)).toString("base64");
+  });
+  afterAll(async () => {
+    await results?.stop();
+    await stack?.stop();
+  });
+
+  const submittedTask = async () => {
+    const account = await stack.newAccount();
+    const created = await call(stack.api.url, "POST", "/v1/tasks", { key: account.key, body: { image, ...ratios } });
+    expect(created.status).toBe(202);
+    const task = await waitForTask(stack.api.url, account.key, created.body.id, ["submitted"]);
+    const row = await stack.db.task.findUniqueOrThrow({ where: { id: task.id } });
+    let updatedAt = Date.now();
+    const send = (status: string, extra: Record<string, unknown> = {}, token = row.callbackToken) =>
+      call(stack.api.url, "POST", `/webhooks/kling/${row.id}/${token}`, {
+        body: {
+          task_id: row.providerTaskId,
+          task_status: status,
+          task_status_msg: "",
+          task_info: { external_task_id: row.id },
+          created_at: updatedAt,
+          updated_at: ++updatedAt,
+          ...extra,
+        },
+      });
+    return { ...account, row, send };
+  };
+
+  const outcomes = async (taskId: string) =>
+    (await stack.db.providerCallback.findMany({ where: { taskId }, orderBy: { id: "asc" } })).map((c) => c.outcome);
+
+  it("when callbacks repeat and arrive out of order, then the task only moves forward and each one is kept with its outcome", async () => {
+    const { key, row, send } = await submittedTask();
+    expect((await send("processing")).body.outcome).toBe("applied");
+    expect((await send("processing")).body.outcome).toBe("duplicate");
+    expect((await send("submitted")).body.outcome).toBe("stale");
+    const success = await send("succeed", {
+      final_unit_deduction: "1",
+      task_result: { images: [{ index: 0, url: results.url("/result-0.png") }] },
+    });
+    expect(success.status).toBe(200);
+    expect(success.body.outcome).toBe("applied");
+    const done = await waitForTask(stack.api.url, key, row.id, ["succeeded", "failed"]);
+    expect(done.status).toBe("succeeded");
+    expect(done.images[0]).toMatchObject({ width: 560, height: 560 });
+    expect((await send("processing")).body.outcome).toBe("stale");
+    expect((await send("succeed", { task_result: { images: [] } })).body.outcome).toBe("stale");
+
+    expect((await call(stack.api.url, "GET", `/v1/tasks/${row.id}`, { key })).body.status).toBe("succeeded");
+    expect(await outcomes(row.id)).toEqual(["applied", "duplicate", "stale", "applied", "stale", "stale"]);
+    const events = (await call(stack.api.url, "GET", `/v1/tasks/${row.id}/events`, { key })).body.data;
+    expect(events.map((e: { to: string }) => e.to)).toEqual(["queued", "submitting", "submitted", "processing", "archiving", "succeeded"]);
+    expect(events.filter((e: { source: string }) => e.source === "callback").map((e: { to: string }) => e.to)).toEqual(["processing", "archiving"]);
+  });
+
+  it("when the terminal callback comes before `processing`, then the late `processing` changes nothing", async () => {
+    const { key, row, send } = await submittedTask();
+    expect((await send("failed", { task_status_msg: "content policy: flagged" })).body.outcome).toBe("applied");
+    expect((await send("processing")).body.outcome).toBe("stale");
+    const task = (await call(stack.api.url, "GET", `/v1/tasks/${row.id}`, { key })).body;
+    expect(task).toMatchObject({ status: "failed", failure: { class: "provider_failed", message: "content policy: flagged" } });
+    const dropin = (await call(stack.api.url, "GET", `/kling/v1/images/editing/expand/${row.id}`, { key })).body.data;
+    expect(dropin).toMatchObject({ task_status: "failed", task_status_msg: "content policy: flagged" });
+  });
+
+  it("when a callback has a wrong token, an unknown task, a foreign external_task_id or a broken body, then it is refused, kept, and changes nothing", async () => {
+    const { key, row, send } = await submittedTask();
+    const forged = await send("failed", {}, "not-the-token");
+    expect(forged.status).toBe(401);
+    const foreign = await send("failed", { task_info: { external_task_id: "0190f0c0-0000-7000-8000-000000000000" } });
+    expect(foreign.status).toBe(400);
+    const broken = await call(stack.api.url, "POST", `/webhooks/kling/${row.id}/${row.callbackToken}`, { rawBody: "{not json" });
+    expect(broken.status).toBe(400);
+    const notATask = await call(stack.api.url, "POST", `/webhooks/kling/${row.id}/${row.callbackToken}`, { body: { hello: "world" } });
+    expect(notATask.status).toBe(400);
+    const unknown = await call(stack.api.url, "POST", "/webhooks/kling/0190f0c0-0000-7000-8000-000000000001/x", { body: {} });
+    expect(unknown.status).toBe(404);
+
+    expect((await call(stack.api.url, "GET", `/v1/tasks/${row.id}`, { key })).body.status).toBe("submitted");
+    expect(await outcomes(row.id)).toEqual(["rejected", "rejected", "rejected", "rejected"]);
+    const orphan = await stack.db.providerCallback.findFirst({ where: { taskId: null, outcome: "unknown_task" }, orderBy: { id: "desc" } });
+    expect(orphan?.rawBody).toBe("{}");
+  });
+});
+
+describe("callbacks lost", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    const quickPolling = { CALLBACK_GRACE_MS: "300" };
+    stack = await startStack({
+      simulatorEnv: { SIM_RUN_MS: "400", SIM_CALLBACK_LOSS: "1" },
+      apiEnv: quickPolling,
+      workerEnv: quickPolling,
+    });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when the provider never calls back, then polling still brings every task to `succeeded`", async () => {
+    const { key } = await stack.newAccount();
+    const image = (await makeImage(400, 400)).toString("base64");
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const created = await call(stack.api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios } });
+      ids.push(created.body.id);
+    }
+    for (const id of ids) {
+      const done = await waitForTask(stack.api.url, key, id, ["succeeded", "failed"]);
+      expect(done.status).toBe("succeeded");
+      expect(done.images[0]).toMatchObject({ width: 560, height: 560 });
+      const events = (await call(stack.api.url, "GET", `/v1/tasks/${id}/events`, { key })).body.data;
+      expect(events.some((e: { source: string }) => e.source === "poll")).toBe(true);
+      expect(await stack.db.providerCallback.count({ where: { taskId: id } })).toBe(0);
+    }
+    const stats = (await call(stack.simulator.url, "GET", "/_sim/stats")).body;
+    expect(stats.callbacks_lost).toBeGreaterThanOrEqual(3);
+    expect(stats.callbacks_sent).toBe(0);
+  });
+});
