@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import { parseApiConfig } from "../../apps/api/api.config.ts";
+import { ConfigError } from "../../apps/domain/config/parse-env.ts";
+import { resolveProviderConfig } from "../../apps/domain/provider/provider-config.schema.ts";
+import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
+
+const problemsOf = (fn: () => unknown): string[] => {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error("expected a ConfigError");
+};
+
+describe("configuration", () => {
+  it("when nothing is set, then the defaults serve a local run", () => {
+    const api = parseApiConfig({});
+    expect(api).toMatchObject({
+      DATABASE_URL: "postgresql://postgres@127.0.0.1:5432/kling_orchestrator",
+      REDIS_URL: "redis://127.0.0.1:6379",
+      PORT: 3000,
+    });
+    const worker = parseWorkerConfig({});
+    expect(resolveProviderConfig(worker)).toMatchObject({ kind: "simulator", baseUrl: "http://127.0.0.1:3100" });
+  });
+
+  it("when variables are malformed, then every one is named in the error", () => {
+    const problems = problemsOf(() => parseApiConfig({ PORT: "eighty", DATABASE_URL: "mysql://x", REDIS_URL: "nope" }));
+    expect(problems.map((p) => p.split(":")[0])).toEqual(expect.arrayContaining(["PORT", "DATABASE_URL", "REDIS_URL"]));
+  });
+
+  it("when running in production with the development signing secret, then the API refuses to start", () => {
+    expect(problemsOf(() => parseApiConfig({ NODE_ENV: "production" }))[0]).toMatch(/^SIGNING_SECRET: must be set in production/);
+  });
+
+  it("when a provider key is configured, then that provider is chosen with its own paths and field names", () => {
+    expect(resolveProviderConfig(parseWorkerConfig({ COMETAPI_API_KEY: "sk-x" }))).toMatchObject({
+      kind: "cometapi",
+      baseUrl: "https://api.cometapi.com",
+      pathPrefix: "/kling",
+      downField: "bottom",
+    });
+    expect(resolveProviderConfig(parseWorkerConfig({ KLING_ACCESS_KEY: "ak", KLING_SECRET_KEY: "sk" }))).toMatchObject({
+      kind: "kling",
+      auth: { type: "jwt", accessKey: "ak", secretKey: "sk" },
+      downField: "down",
+    });
+    expect(() => resolveProviderConfig(parseWorkerConfig({ PROVIDER: "kling" }))).toThrow(/KLING_API_KEY/);
+  });
+});

@@ -1,0 +1,49 @@
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import pg from "pg";
+import { afterAll, describe, expect, inject, it } from "vitest";
+
+const run = promisify(execFile);
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+const schemaOnlyDump = async (databaseUrl: string) => {
+  const { stdout } = await run("pg_dump", ["--schema-only", "--no-owner", "--no-privileges", "-T", "_prisma_migrations", databaseUrl]);
+  // pg_dump 15.20+ prints a per-run random \restrict token; it is not part of the schema.
+  return stdout.replace(/^\\(un)?restrict .*$/gm, "").replace(/^--.*$/gm, "").replace(/\n{2,}/g, "\n");
+};
+
+describe("migrations", () => {
+  const databaseUrl = inject("databaseUrl");
+  const scratchName = `kling_drift_${process.pid}_${Date.now().toString(36)}`;
+  const scratchUrl = databaseUrl.replace(/\/[^/]+$/, `/${scratchName}`);
+  const admin = () => new pg.Client({ connectionString: databaseUrl.replace(/\/[^/]+$/, "/postgres") });
+
+  afterAll(async () => {
+    const client = admin();
+    await client.connect();
+    await client.query(`drop database if exists "${scratchName}" with (force)`);
+    await client.end();
+  });
+
+  it("when schema.prisma is applied from empty, then it gives exactly the schema the migrations build", async () => {
+    // The test database was built by `prisma migrate deploy` in the global setup.
+    const { stdout: script } = await run("node_modules/.bin/prisma", ["migrate", "diff", "--from-empty", "--to-schema-datamodel", "prisma/schema.prisma", "--script"], {
+      cwd: repoRoot,
+      env: { ...process.env, DATABASE_URL: databaseUrl },
+    });
+    const client = admin();
+    await client.connect();
+    await client.query(`create database "${scratchName}"`);
+    await client.end();
+    const scratch = new pg.Client({ connectionString: scratchUrl });
+    await scratch.connect();
+    // The CLI prints its "Loaded Prisma config" line on stdout too.
+    await scratch.query(script.replace(/Loaded Prisma config from .*$/m, ""));
+    await scratch.end();
+
+    const [fromMigrations, fromSchema] = await Promise.all([schemaOnlyDump(databaseUrl), schemaOnlyDump(scratchUrl)]);
+    expect(fromMigrations).toContain('CREATE TABLE public.task');
+    expect(fromSchema).toBe(fromMigrations);
+  });
+});
