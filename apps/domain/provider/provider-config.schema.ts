@@ -14,6 +14,8 @@ export const providerEnv = {
   KLING_SECRET_KEY: z.string().optional(),
   SIMULATOR_API_KEY: z.string().default("sim-local-key"),
   SIMULATOR_PORT: z.coerce.number().int().min(1).max(65535).default(defaultSimulatorPort),
+  // Where the simulator is reached when it is the provider; defaults to loopback on SIMULATOR_PORT.
+  SIMULATOR_URL: z.url({ protocol: /^https?$/ }).optional(),
 };
 
 const providerEnvSchema = z.object(providerEnv);
@@ -40,7 +42,7 @@ export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
     case "simulator":
       return {
         kind,
-        baseUrl: env.PROVIDER_BASE_URL ?? `http://127.0.0.1:${env.SIMULATOR_PORT}`,
+        baseUrl: env.PROVIDER_BASE_URL ?? env.SIMULATOR_URL ?? `http://127.0.0.1:${env.SIMULATOR_PORT}`,
         pathPrefix: "",
         auth: { type: "bearer", token: env.SIMULATOR_API_KEY },
         downField: env.PROVIDER_DOWN_FIELD ?? "down",
