@@ -2,7 +2,8 @@ import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import pg from "pg";
-import { afterAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { cloneDatabase, dropDatabases } from "../support/databases.ts";
 
 const run = promisify(execFile);
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -14,12 +15,17 @@ const schemaOnlyDump = async (databaseUrl: string) => {
 };
 
 describe("migrations", () => {
-  const databaseUrl = inject("databaseUrl");
+  const templateUrl = inject("templateDatabaseUrl");
+  let databaseUrl: string;
   const scratchName = `kling_drift_${process.pid}_${Date.now().toString(36)}`;
-  const scratchUrl = databaseUrl.replace(/\/[^/]+$/, `/${scratchName}`);
-  const admin = () => new pg.Client({ connectionString: databaseUrl.replace(/\/[^/]+$/, "/postgres") });
+  const scratchUrl = templateUrl.replace(/\/[^/]+$/, `/${scratchName}`);
+  const admin = () => new pg.Client({ connectionString: templateUrl.replace(/\/[^/]+$/, "/postgres") });
 
+  beforeAll(async () => {
+    databaseUrl = await cloneDatabase(templateUrl, `drift${process.pid}`);
+  });
   afterAll(async () => {
+    await dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1));
     const client = admin();
     await client.connect();
     await client.query(`drop database if exists "${scratchName}" with (force)`);
@@ -27,7 +33,7 @@ describe("migrations", () => {
   });
 
   it("when schema.prisma is applied from empty, then it gives exactly the schema the migrations build", async () => {
-    // The test database was built by `prisma migrate deploy` in the global setup.
+    // The template database was built by `prisma migrate deploy` in the global setup.
     const { stdout: script } = await run("node_modules/.bin/prisma", ["migrate", "diff", "--from-empty", "--to-schema-datamodel", "prisma/schema.prisma", "--script"], {
       cwd: repoRoot,
       env: { ...process.env, DATABASE_URL: databaseUrl },

@@ -23,7 +23,7 @@ afterAll(() => stack?.stop());
 const startBrokenApi = (env: Record<string, string>): Promise<RunningApi> =>
   startApi(
     parseApiConfig({
-      DATABASE_URL: inject("databaseUrl"),
+      DATABASE_URL: stack.env.databaseUrl,
       REDIS_URL: inject("redisUrl"),
       QUEUE_PREFIX: stack.env.queuePrefix,
       STORAGE_DIR: stack.env.storageDir,
@@ -96,7 +96,7 @@ describe("work survives missing workers and lost jobs", () => {
     await stack.db.task.update({ where: { id: ids[0] }, data: { nextCheckAt: new Date() } });
     await stack.startWorker();
     for (const id of ids) {
-      expect((await waitForTask(stack.api.url, key, id, ["succeeded", "failed"])).status).toBe("succeeded");
+      expect(await waitForTask(stack.api.url, key, id, ["succeeded", "failed"])).toMatchObject({ status: "succeeded", failure: null });
     }
     const events = (await call(stack.api.url, "GET", `/v1/tasks/${ids[0]}/events`, { key })).body.data;
     expect(events.map((e: { to: string }) => e.to).at(-1)).toBe("succeeded");

@@ -125,7 +125,7 @@ describe("callbacks lost", () => {
     }
     for (const id of ids) {
       const done = await waitForTask(stack.api.url, key, id, ["succeeded", "failed"]);
-      expect(done.status).toBe("succeeded");
+      expect(done).toMatchObject({ status: "succeeded", failure: null });
       expect(done.images[0]).toMatchObject({ width: 560, height: 560 });
       const events = (await call(stack.api.url, "GET", `/v1/tasks/${id}/events`, { key })).body.data;
       expect(events.some((e: { source: string }) => e.source === "poll")).toBe(true);

@@ -7,6 +7,7 @@ import { parseApiConfig } from "../../apps/api/api.config.ts";
 import { startApi, type RunningApi } from "../../apps/api/api.server.ts";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
 import { createDb, type Db } from "../../apps/domain/db/prisma-client.ts";
+import { cloneDatabase, dropDatabases } from "./databases.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
@@ -35,9 +36,9 @@ export type Stack = {
 // The whole system in this process, on real Postgres, Redis and HTTP: simulator, API, worker. Each
 // stack has its own queue prefix and storage directory, so test files never see each other's work.
 export const startStack = async (options: StackOptions = {}): Promise<Stack> => {
-  const databaseUrl = inject("databaseUrl");
   const redisUrl = inject("redisUrl");
   const queuePrefix = `t${randomUUID().slice(0, 8)}`;
+  const databaseUrl = await cloneDatabase(inject("templateDatabaseUrl"), queuePrefix);
   const storageDir = await mkdtemp(path.join(tmpdir(), "kling-storage-"));
   const common = { DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, QUEUE_PREFIX: queuePrefix, STORAGE_DIR: storageDir, LOG_LEVEL: "silent" };
   const timing = { CALLBACK_GRACE_MS: "5000", STALL_RECHECK_MS: "5000", POLL_MAX_INTERVAL_MS: "2000" };
@@ -83,6 +84,7 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
       await api.stop();
       await simulator.stop();
       await db.$disconnect();
+      await dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1));
       await rm(storageDir, { recursive: true, force: true });
     },
   };

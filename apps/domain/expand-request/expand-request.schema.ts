@@ -24,6 +24,11 @@ const imageCount = z
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
+// Postgres text cannot hold U+0000, and a lone surrogate is not valid UTF-8: refused here with the
+// field's name rather than failing later as a server error.
+const storable = (s: string) => !s.includes("\u0000") && s.isWellFormed();
+const storableMessage = "must not contain NUL characters or unpaired UTF-16 surrogates";
+
 export type ImageReference = { kind: "url"; url: string } | { kind: "base64"; data: string };
 
 const imageReference = z
@@ -36,6 +41,10 @@ const imageReference = z
       return z.NEVER;
     }
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed)) {
+      if (!storable(trimmed)) {
+        ctx.addIssue({ code: "custom", message: storableMessage });
+        return z.NEVER;
+      }
       let url: URL;
       try {
         url = new URL(trimmed);
@@ -65,6 +74,7 @@ const imageReference = z
 
 const httpUrl = z
   .string()
+  .refine(storable, { error: storableMessage })
   .refine(
     (v) => {
       try {
@@ -88,6 +98,7 @@ export const expandRequestBodySchema = z
     right_expansion_ratio: ratio("right"),
     prompt: z
       .string({ error: "must be a string" })
+      .refine(storable, { error: storableMessage })
       .refine((p) => [...p].length <= L.maxPromptChars, { error: `must be at most ${L.maxPromptChars} characters` })
       .optional(),
     n: imageCount.optional(),
@@ -95,6 +106,7 @@ export const expandRequestBodySchema = z
     callback_url: httpUrl.optional(),
     external_task_id: z
       .string({ error: "must be a string" })
+      .refine(storable, { error: storableMessage })
       .min(1, { error: "must not be empty" })
       .max(L.maxExternalTaskIdChars, { error: `must be at most ${L.maxExternalTaskIdChars} characters` })
       .optional(),

@@ -1,0 +1,38 @@
+import pg from "pg";
+
+const adminUrl = (databaseUrl: string) => databaseUrl.replace(/\/[^/]+$/, "/postgres");
+
+// Each stack gets its own database, copied from the migrated template: the sweeper of one test
+// file's worker must never find (and poll its own simulator for) another file's tasks.
+export const cloneDatabase = async (templateUrl: string, suffix: string): Promise<string> => {
+  const template = new URL(templateUrl).pathname.slice(1);
+  const name = `${template}_${suffix}`.toLowerCase();
+  const client = new pg.Client({ connectionString: adminUrl(templateUrl) });
+  await client.connect();
+  try {
+    // Cloning needs the template to have no open connection; another clone may hold it briefly.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await client.query(`create database "${name}" template "${template}"`);
+        break;
+      } catch (error) {
+        if (attempt >= 50 || !/being accessed by other users/.test((error as Error).message)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  } finally {
+    await client.end();
+  }
+  return templateUrl.replace(/\/[^/]+$/, `/${name}`);
+};
+
+export const dropDatabases = async (anyUrl: string, namePrefix: string) => {
+  const client = new pg.Client({ connectionString: adminUrl(anyUrl) });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ datname: string }>("select datname from pg_database where datname like $1", [`${namePrefix}%`]);
+    for (const { datname } of rows) await client.query(`drop database if exists "${datname}" with (force)`);
+  } finally {
+    await client.end();
+  }
+};
