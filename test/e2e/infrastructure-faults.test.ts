@@ -19,8 +19,9 @@ beforeAll(async () => {
 });
 afterAll(() => stack?.stop());
 
-// An extra API process whose Redis or Postgres address leads nowhere (port 1 refuses at once).
-const startBrokenApi = (env: Record<string, string>): Promise<RunningApi> =>
+// An extra API process on the same stores; a test breaks its Redis or Postgres address by pointing
+// it at port 1, which refuses at once.
+const startExtraApi = (env: Record<string, string>): Promise<RunningApi> =>
   startApi(
     parseApiConfig({
       DATABASE_URL: stack.env.databaseUrl,
@@ -35,7 +36,7 @@ const startBrokenApi = (env: Record<string, string>): Promise<RunningApi> =>
 
 describe("dependencies down at intake", () => {
   it("when Redis is unreachable, then intake answers 503 at once on both route families and nothing is written", async () => {
-    const api = await startBrokenApi({ REDIS_URL: "redis://127.0.0.1:1" });
+    const api = await startExtraApi({ REDIS_URL: "redis://127.0.0.1:1" });
     try {
       const { key, accountId } = await stack.newAccount();
       const native = await call(api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios, external_task_id: "r-1" } });
@@ -59,7 +60,7 @@ describe("dependencies down at intake", () => {
   });
 
   it("when Postgres is unreachable, then requests answer 503 and readiness says which dependency is down", async () => {
-    const api = await startBrokenApi({ DATABASE_URL: "postgresql://postgres@127.0.0.1:1/nowhere" });
+    const api = await startExtraApi({ DATABASE_URL: "postgresql://postgres@127.0.0.1:1/nowhere" });
     try {
       const answer = await call(api.url, "POST", "/v1/tasks", { key: "any-key-at-all", body: { image, ...ratios } });
       expect(answer.status).toBe(503);
@@ -103,6 +104,35 @@ describe("work survives missing workers and lost jobs", () => {
     const simTasks = (await call(stack.simulator.url, "GET", "/_sim/tasks")).body as { external_task_id: string; create_count: number }[];
     for (const id of ids) {
       expect(simTasks.filter((t) => t.external_task_id === id).map((t) => t.create_count)).toEqual([1]);
+    }
+  });
+});
+
+describe("several processes side by side", () => {
+  it("when two APIs and two workers share Postgres and Redis, then every task is submitted once and succeeds", async () => {
+    const secondApi = await startExtraApi({});
+    await stack.startWorker();
+    await stack.startWorker();
+    try {
+      const { key } = await stack.newAccount();
+      const ids: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const api = i % 2 === 0 ? stack.api : secondApi;
+        const created = await call(api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios, n: 1 + (i % 3) } });
+        expect(created.status).toBe(202);
+        ids.push(created.body.id);
+      }
+      for (const [i, id] of ids.entries()) {
+        const done = await waitForTask(i % 2 === 0 ? secondApi.url : stack.api.url, key, id, ["succeeded", "failed"]);
+        expect(done).toMatchObject({ status: "succeeded", failure: null });
+        expect(done.images).toHaveLength(1 + (i % 3));
+      }
+      const simTasks = (await call(stack.simulator.url, "GET", "/_sim/tasks")).body as { external_task_id: string; create_count: number }[];
+      for (const id of ids) {
+        expect(simTasks.filter((t) => t.external_task_id === id).map((t) => t.create_count)).toEqual([1]);
+      }
+    } finally {
+      await secondApi.stop();
     }
   });
 });
