@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../domain/logging/logger.ts";
+import { standardWebhookHeaders } from "../domain/webhooks/standard-webhooks.ts";
 import type { SimSettings } from "./sim-settings.schema.ts";
 import type { SimStats } from "./sim-task.store.ts";
 import type { SimTask, WireTask } from "./sim-task.ts";
-import { standardWebhookHeaders } from "./standard-webhooks.sign.ts";
 
 type Deps = {
   settings: () => SimSettings;
