@@ -14,6 +14,8 @@ export type ApiDeps = {
   storage: ObjectStorage;
   signLink: LinkSigner;
   signingSecret: string;
+  // Empty when callbacks are not signed (PROVIDER_WEBHOOK_SECRET unset).
+  providerWebhookSecrets: string[];
   intake: AcceptTaskDeps;
   reports: ApplyReportDeps;
 };

@@ -3,6 +3,7 @@ import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
+import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
 
 const DEV_SIGNING_SECRET = "dev-only-signing-secret-change-me";
 
@@ -23,6 +24,9 @@ export const apiEnvSchema = z
     IMAGE_LINK_TTL_SECONDS: z.coerce.number().int().min(60).default(3_600),
     // Intake answers 503 rather than wait longer than this for Redis.
     ENQUEUE_TIMEOUT_MS: envPositiveMs.default(2_000),
+    // Provider callback signing secrets (whsec_..., comma-separated while rotating); when set, an
+    // unsigned or badly signed callback is refused. Unset: the per-task URL token is the only check.
+    PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),
   })
   .refine((env) => env.NODE_ENV !== "production" || env.SIGNING_SECRET !== DEV_SIGNING_SECRET, {
     path: ["SIGNING_SECRET"],

@@ -59,6 +59,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     storage: createLocalStorage(config.STORAGE_DIR),
     signLink: createLinkSigner(publicBaseUrl, config.SIGNING_SECRET, config.IMAGE_LINK_TTL_SECONDS),
     signingSecret: config.SIGNING_SECRET,
+    providerWebhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [],
     intake: {
       db,
       enqueueSubmit: (taskId) => enqueue("submit", taskId),

@@ -4,6 +4,7 @@ import { z } from "zod";
 import type { CallbackOutcome } from "../../domain/db/generated/client.ts";
 import { providerTaskSchema } from "../../domain/provider/provider-wire.schema.ts";
 import { applyProviderReport } from "../../domain/task/apply-provider-report.ts";
+import { verifyStandardWebhook } from "../../domain/webhooks/standard-webhooks.ts";
 import type { ApiDeps } from "../api-deps.ts";
 
 const sameSecret = (a: string, b: string) => {
@@ -13,12 +14,15 @@ const sameSecret = (a: string, b: string) => {
 };
 
 // The provider's callbacks are unsigned (or signed with a secret we may not have), so each task's
-// callback URL carries a secret token of its own. Every callback is kept in the inbox first, raw,
-// then applied; a callback we could not persist is answered 5xx so that the provider retries.
+// callback URL carries a secret token of its own. When PROVIDER_WEBHOOK_SECRET is set, the Standard
+// Webhooks signature is checked as well, on the raw bytes and before any parsing. Every callback is
+// kept in the inbox first, raw, then applied; one we could not persist is answered 5xx so that the
+// provider retries.
 export const providerCallbackRouter = (deps: ApiDeps): Router => {
   const router = Router();
   router.post("/:taskId/:token", express.raw({ type: () => true, limit: "1mb" }), async (req, res) => {
-    const rawBody = Buffer.isBuffer(req.body) ? req.body.toString("utf8") : "";
+    const rawBytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const rawBody = rawBytes.toString("utf8");
     const { taskId, token } = req.params;
     let inboxId: bigint;
     let task: { id: string; callbackToken: string } | null;
@@ -37,6 +41,11 @@ export const providerCallbackRouter = (deps: ApiDeps): Router => {
         .catch((error: Error) => deps.logger.warn({ err: error.message }, "callback outcome not recorded"));
       res.status(status).json({ outcome, ...(detail ? { detail } : {}) });
     };
+    // Before the task lookup's answer, so an unsigned sender cannot probe which task ids exist.
+    if (deps.providerWebhookSecrets.length > 0) {
+      const signature = verifyStandardWebhook({ secrets: deps.providerWebhookSecrets, headers: req.headers, rawBody: rawBytes });
+      if (!signature.ok) return settle("rejected", 401, `bad webhook signature: ${signature.reason}`);
+    }
     if (!task) return settle("unknown_task", 404, "no such task");
     if (!sameSecret(task.callbackToken, token)) return settle("rejected", 401, "bad callback token");
     let json: unknown;
