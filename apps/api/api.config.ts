@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
+import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
@@ -14,6 +15,7 @@ export const apiEnvSchema = z
     ...storageEnv,
     ...loggingEnv,
     ...lifecycleEnv,
+    ...providerControlEnv,
     NODE_ENV: z.string().default("development"),
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.

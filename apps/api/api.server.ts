@@ -8,6 +8,7 @@ import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { createLogger } from "../domain/logging/logger.ts";
 import { createProducerRedis } from "../domain/queues/redis-connection.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
+import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
@@ -25,10 +26,10 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
   const timing = lifecycleTimingFrom(config);
 
   // Redis down must be a fast 503 with nothing written, never a request that hangs.
-  const enqueue = async (kind: "submit" | "archive", taskId: string) => {
+  const enqueue = async (kind: "submit" | "archive", taskId: string, priority?: number) => {
     if (redis.status !== "ready") throw queueUnavailable();
     try {
-      await withTimeout(queues.enqueue(kind, { taskId }), config.ENQUEUE_TIMEOUT_MS, "Redis");
+      await withTimeout(queues.enqueue(kind, { taskId }, { priority }), config.ENQUEUE_TIMEOUT_MS, "Redis");
     } catch (error) {
       throw queueUnavailable(error);
     }
@@ -45,9 +46,12 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
   const url = `http://127.0.0.1:${port}`;
   const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
 
+  // Callbacks end provider tasks too, so the API releases slots and reports the gate's state.
+  const provider = createProviderControls(redis, config.QUEUE_PREFIX, config);
   const reports = {
     db,
     logger,
+    releaseSlots: (taskId: string) => provider.slots.release(taskId),
     enqueueArchive: (taskId: string) => enqueue("archive", taskId),
     callbackGraceMs: timing.callbackGraceMs,
     stallRecheckMs: timing.stallRecheckMs,
@@ -62,7 +66,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     providerWebhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [],
     intake: {
       db,
-      enqueueSubmit: (taskId) => enqueue("submit", taskId),
+      enqueueSubmit: (taskId, priority) => enqueue("submit", taskId, priority),
       stallRecheckMs: timing.stallRecheckMs,
     },
     reports,

@@ -3,6 +3,7 @@ import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
+import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
 
 export const workerEnvSchema = z.object({
@@ -13,6 +14,7 @@ export const workerEnvSchema = z.object({
   ...lifecycleEnv,
   ...outboundFetchEnv,
   ...providerEnv,
+  ...providerControlEnv,
   // The API's address as the provider sees it: callback URLs are built on it.
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),
@@ -21,6 +23,12 @@ export const workerEnvSchema = z.object({
   SUBMIT_RETRY_BASE_MS: envPositiveMs.default(1_000),
   SUBMIT_RETRY_MAX_MS: envPositiveMs.default(60_000),
   RECONCILE_EVERY_MS: envPositiveMs.default(5_000),
+  // A submit job waits this long in place for a free slot before going back to the queue.
+  SLOT_WAIT_MS: envPositiveMs.default(20_000),
+  // A task in flight longer than this since submission fails with a timeout reason.
+  TASK_DEADLINE_MS: envPositiveMs.default(3_600_000),
+  // BullMQ job lock: a worker killed mid-job has its job re-run once the lock lapses.
+  JOB_LOCK_MS: envPositiveMs.default(30_000),
   IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(20_000),
   RESULT_MAX_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
   ARCHIVE_DIMENSION_CHECK: z.enum(["exact", "aspect"]).default("exact"),

@@ -7,6 +7,7 @@ import { resolveProviderConfig } from "../domain/provider/provider-config.schema
 import { jobCatalog, type JobKind } from "../domain/queues/job-catalog.ts";
 import { createWorkerRedis } from "../domain/queues/redis-connection.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
+import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
 import { reconcileProcessor } from "./processors/reconcile.processor.ts";
@@ -27,9 +28,11 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const timing = lifecycleTimingFrom(config);
   const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
 
+  const { slots, gate } = createProviderControls(redis, config.QUEUE_PREFIX, config);
   const reports = {
     db,
     logger,
+    releaseSlots: (taskId: string) => slots.release(taskId),
     enqueueArchive: (taskId: string) => queues.enqueue("archive", { taskId }),
     callbackGraceMs: timing.callbackGraceMs,
     stallRecheckMs: timing.stallRecheckMs,
@@ -51,6 +54,8 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       connection: redis,
       prefix: config.QUEUE_PREFIX,
       concurrency,
+      lockDuration: config.JOB_LOCK_MS,
+      stalledInterval: config.JOB_LOCK_MS,
     });
     worker.on("error", (error) => logger.error({ err: error.message, queue: kind }, "worker error"));
     worker.on("failed", (job, error) =>
@@ -64,6 +69,9 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     submitTaskProcessor({
       ...reports,
       provider,
+      slots,
+      gate,
+      slotWaitMs: config.SLOT_WAIT_MS,
       callbackUrlFor: (taskId, token) => `${publicBaseUrl}/webhooks/kling/${taskId}/${token}`,
       maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
       retryBaseMs: config.SUBMIT_RETRY_BASE_MS,
@@ -77,6 +85,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     archiveTaskProcessor({
       db,
       logger,
+      releaseSlots: reports.releaseSlots,
       storage: createLocalStorage(config.STORAGE_DIR),
       fetch: {
         timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
@@ -89,7 +98,15 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   );
   run(
     "reconcile",
-    reconcileProcessor({ ...reports, provider, pollMaxIntervalMs: timing.pollMaxIntervalMs, redriveJob, batchSize: 100 }),
+    reconcileProcessor({
+      ...reports,
+      provider,
+      slots,
+      pollMaxIntervalMs: timing.pollMaxIntervalMs,
+      taskDeadlineMs: config.TASK_DEADLINE_MS,
+      redriveJob,
+      batchSize: 200,
+    }),
     1,
   );
   await queues.queue("reconcile").upsertJobScheduler(
@@ -97,12 +114,16 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     { every: config.RECONCILE_EVERY_MS },
     { name: jobCatalog.reconcile.name, data: {}, opts: jobCatalog.reconcile.options },
   );
-  logger.info({ provider: providerConfig.kind, providerUrl: providerConfig.baseUrl }, "worker started");
+  logger.info(
+    { provider: providerConfig.kind, providerUrl: providerConfig.baseUrl, capacity: config.PROVIDER_CAPACITY },
+    "worker started",
+  );
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       // close() lets active jobs finish; a job cut off by a kill is re-run by BullMQ's stall check.
+      await slots.close();
       await Promise.all(workers.map((w) => w.close()));
       await queues.close().catch(() => undefined);
       redis.disconnect();

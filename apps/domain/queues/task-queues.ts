@@ -3,10 +3,13 @@ import type { Redis } from "ioredis";
 import { jobCatalog, type JobKind, type JobPayload } from "./job-catalog.ts";
 
 export type TaskQueues = {
-  enqueue<K extends Exclude<JobKind, "reconcile">>(kind: K, payload: JobPayload<K>): Promise<void>;
+  enqueue<K extends Exclude<JobKind, "reconcile">>(kind: K, payload: JobPayload<K>, options?: { priority?: number }): Promise<void>;
   queue(kind: JobKind): Queue;
   close(): Promise<void>;
 };
+
+// BullMQ's largest priority (lower runs sooner).
+const MAX_PRIORITY = 2_097_152;
 
 // `jobId` = task id, so enqueueing the same task twice (a retry, the sweeper) is a no-op.
 export const createTaskQueues = (connection: Redis, prefix: string): TaskQueues => {
@@ -21,10 +24,11 @@ export const createTaskQueues = (connection: Redis, prefix: string): TaskQueues 
   };
   return {
     queue,
-    enqueue: async (kind, payload) => {
+    enqueue: async (kind, payload, options = {}) => {
       const entry = jobCatalog[kind];
       const data = entry.payload.parse(payload);
-      await queue(kind).add(entry.name, data, { ...entry.options, jobId: data.taskId });
+      const priority = options.priority === undefined ? undefined : Math.min(MAX_PRIORITY, Math.max(1, Math.round(options.priority)));
+      await queue(kind).add(entry.name, data, { ...entry.options, jobId: data.taskId, ...(priority ? { priority } : {}) });
     },
     close: async () => {
       await Promise.all([...queues.values()].map((q) => q.close()));

@@ -9,7 +9,7 @@ import { inspectSourceImage } from "../expand-request/source-image.ts";
 export type AcceptTaskDeps = {
   db: Db;
   // Must throw (an AppError 503) when the queue cannot take the job: the insert then rolls back.
-  enqueueSubmit: (taskId: string) => Promise<void>;
+  enqueueSubmit: (taskId: string, priority: number) => Promise<void>;
   stallRecheckMs: number;
 };
 
@@ -50,7 +50,10 @@ export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, reques
         });
         if (inline) await tx.taskSourceImage.create({ data: { taskId, bytes: new Uint8Array(inline.bytes) } });
         await tx.taskEvent.create({ data: { taskId, fromStatus: null, toStatus: "queued", source: "api" } });
-        await deps.enqueueSubmit(taskId);
+        // Fairness: an account's k-th waiting task gets priority k, so a single interactive task
+        // overtakes a bulk backlog and accounts sharing the provider take turns.
+        const backlog = await tx.task.count({ where: { accountId, status: "queued" } });
+        await deps.enqueueSubmit(taskId, backlog);
         return task;
       },
       { timeout: 15_000, maxWait: 5_000 },

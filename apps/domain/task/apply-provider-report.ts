@@ -1,12 +1,13 @@
 import type { Db, EventSource, Task } from "../db/prisma-client.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderTask } from "../provider/provider-wire.schema.ts";
+import type { TaskEndDeps } from "./fail-task.ts";
 import { fromProviderStatus, isTerminal, statusRank } from "./task-status.ts";
 import { transitionTaskInTx } from "./task-transition.ts";
 
 export type ReportOutcome = "applied" | "duplicate" | "stale" | "unknown_task" | "rejected";
 
-export type ApplyReportDeps = {
+export type ApplyReportDeps = TaskEndDeps & {
   db: Db;
   logger: Logger;
   enqueueArchive: (taskId: string) => Promise<void>;
@@ -74,6 +75,13 @@ export const applyProviderReport = async (
       return result.applied;
     });
     if (!applied) continue; // raced with another report; look again
+    // The provider's task has ended (succeed or failed): its slots are free at the provider.
+    // If Redis is down now, the sweeper's ledger repair releases them later.
+    if (target === "archiving" || target === "failed") {
+      await deps.releaseSlots(taskId).catch((error: Error) =>
+        deps.logger.warn({ taskId, err: error.message }, "slots not released; the sweeper will repair the ledger"),
+      );
+    }
     if (target === "archiving") {
       // After the commit: if Redis is down now, the sweeper re-drives the archive job later.
       await deps.enqueueArchive(taskId).catch((error: Error) =>

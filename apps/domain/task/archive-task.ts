@@ -5,10 +5,10 @@ import { expandedSize } from "../expand-request/expand-limits.ts";
 import { safeFetch } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
 import { taskImageKey, type ObjectStorage } from "../storage/local-storage.ts";
-import { failTask } from "./fail-task.ts";
+import { failTask, type TaskEndDeps } from "./fail-task.ts";
 import { transitionTask } from "./task-transition.ts";
 
-export type ArchiveTaskDeps = {
+export type ArchiveTaskDeps = TaskEndDeps & {
   db: Db;
   logger: Logger;
   storage: ObjectStorage;
@@ -27,7 +27,7 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
   const task = await deps.db.task.findUnique({ where: { id: taskId }, include: { images: { orderBy: { index: "asc" } } } });
   if (!task || task.status !== "archiving") return "skipped";
   const fail = async (message: string) => {
-    await failTask(deps.db, taskId, "worker", { class: "archive_failed", message });
+    await failTask(deps, taskId, "worker", { class: "archive_failed", message });
     return "failed" as const;
   };
   if (task.images.length === 0) return fail("the provider reported success without result images");

@@ -3,19 +3,24 @@ import { transitionTask } from "./task-transition.ts";
 
 export type FailureClass =
   | "invalid_image" // the source image breaks a provider rule (found by our check)
+  | "over_capacity" // the task needs more slots than the provider account has
   | "provider_rejected" // the provider refused the request (1200-1203, 1300-1301)
   | "provider_failed" // the provider accepted the task, then reported failed
   | "provider_lost" // the provider no longer knows a task it accepted
   | "retries_exhausted" // transient errors until the attempt budget ran out
+  | "timeout" // no end within the overall deadline
   | "archive_failed"; // the result images could not be stored or did not check out
 
-export const failTask = (
-  db: Db,
+// What every path that ends a task's provider side needs: the task's slots go back to the pool.
+export type TaskEndDeps = { db: Db; releaseSlots: (taskId: string) => Promise<unknown> };
+
+export const failTask = async (
+  deps: TaskEndDeps,
   taskId: string,
   source: EventSource,
   failure: { class: FailureClass; message: string; code?: string | number | null },
-) =>
-  transitionTask(db, {
+) => {
+  const result = await transitionTask(deps.db, {
     taskId,
     to: "failed",
     from: ["queued", "submitting", "submitted", "processing", "archiving"],
@@ -25,5 +30,9 @@ export const failTask = (
       failureClass: failure.class,
       failureCode: failure.code === undefined || failure.code === null ? null : String(failure.code),
       failureMessage: failure.message,
+      waitReason: null,
     },
   });
+  await deps.releaseSlots(taskId);
+  return result;
+};

@@ -1,32 +1,51 @@
 import type { Db, Task } from "../db/prisma-client.ts";
 import type { Logger } from "../logging/logger.ts";
+import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
 import type { ProviderClient } from "../provider/provider-client.ts";
 import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { failTask } from "./fail-task.ts";
 import { nextPollDelayMs } from "./retry-policy.ts";
 import { isTerminal } from "./task-status.ts";
+import { transitionTask } from "./task-transition.ts";
 
 export type ReconcileDeps = ApplyReportDeps & {
   provider: ProviderClient;
+  slots: ProviderSlots;
   pollMaxIntervalMs: number;
+  // A task in flight longer than this (since submission) fails with a timeout reason.
+  taskDeadlineMs: number;
   // Re-drives a task's job: adds it when missing, retries it when it ended failed.
   redriveJob: (kind: "submit" | "archive", taskId: string) => Promise<void>;
   batchSize: number;
 };
 
-export type ReconcileSummary = { polled: number; redriven: number; errors: number };
+export type ReconcileSummary = { polled: number; redriven: number; timedOut: number; slotsRepaired: number; errors: number };
+
+const IN_FLIGHT = ["submitted", "processing"] as const;
+const POLL_CONCURRENCY = 16;
+
+const forEachConcurrently = async <T>(items: T[], limit: number, fn: (item: T) => Promise<void>) => {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+};
 
 // Callbacks are hints; the provider's GET is the truth. Every non-terminal task carries the time of
 // its next expected sign of life (`next_check_at`); a task past it is looked at here.
 export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSummary> => {
+  const summary: ReconcileSummary = { polled: 0, redriven: 0, timedOut: 0, slotsRepaired: 0, errors: 0 };
+  summary.timedOut = await failOverdueTasks(deps);
+  summary.slotsRepaired = await repairSlotLedger(deps);
   const overdue = await deps.db.task.findMany({
     where: { status: { in: ["queued", "submitting", "submitted", "processing", "archiving"] }, nextCheckAt: { lte: new Date() } },
     orderBy: { nextCheckAt: "asc" },
     take: deps.batchSize,
   });
-  const summary: ReconcileSummary = { polled: 0, redriven: 0, errors: 0 };
-  for (const task of overdue) {
+  // A bounded number of provider calls at once: a backlog of overdue tasks must not flood the provider.
+  await forEachConcurrently(overdue, POLL_CONCURRENCY, async (task) => {
     try {
       if (task.status === "submitted" || task.status === "processing") {
         await pollTask(deps, task);
@@ -43,42 +62,99 @@ export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSumm
       summary.errors++;
       deps.logger.warn({ taskId: task.id, err: (error as Error).message }, "reconcile step failed");
     }
-  }
+  });
   return summary;
 };
 
+const failOverdueTasks = async (deps: ReconcileDeps) => {
+  const late = await deps.db.task.findMany({
+    where: { status: { in: [...IN_FLIGHT] }, submittedAt: { lt: new Date(Date.now() - deps.taskDeadlineMs) } },
+    select: { id: true },
+    take: deps.batchSize,
+  });
+  for (const { id } of late) {
+    await failTask(deps, id, "sweeper", {
+      class: "timeout",
+      message: `the provider did not finish the task within ${Math.round(deps.taskDeadlineMs / 1000)} s of submission`,
+    });
+  }
+  return late.length;
+};
+
+// The ledger must match what the provider counts: slots of ended tasks go back (a crash between the
+// end and the release), and tasks the provider is running are held (Redis lost the ledger).
+const repairSlotLedger = async (deps: ReconcileDeps) => {
+  const { holders } = await deps.slots.snapshot();
+  const heldIds = Object.keys(holders);
+  let repaired = 0;
+  if (heldIds.length > 0) {
+    const live = await deps.db.task.findMany({
+      where: { id: { in: heldIds }, status: { in: ["queued", "submitting", ...IN_FLIGHT] } },
+      select: { id: true },
+    });
+    const liveIds = new Set(live.map((t) => t.id));
+    for (const id of heldIds) {
+      if (!liveIds.has(id) && (await deps.slots.release(id)) > 0) repaired++;
+    }
+  }
+  const running = await deps.db.task.findMany({
+    where: { status: { in: [...IN_FLIGHT] }, ...(heldIds.length > 0 ? { id: { notIn: heldIds } } : {}) },
+    select: { id: true, n: true },
+  });
+  for (const task of running) {
+    await deps.slots.hold(task.id, task.n);
+    repaired++;
+  }
+  return repaired;
+};
+
 const pollTask = async (deps: ReconcileDeps, task: Task) => {
-  const lookup = task.providerTaskId ?? task.id;
   const reschedule = () =>
     deps.db.task.updateMany({
       where: { id: task.id, status: task.status },
       data: {
         nextCheckAt: new Date(
-          Date.now() + nextPollDelayMs(Date.now() - (task.submittedAt ?? task.acceptedAt).getTime(), deps.callbackGraceMs, deps.pollMaxIntervalMs),
+          Date.now() +
+            nextPollDelayMs(Date.now() - (task.submittedAt ?? task.acceptedAt).getTime(), deps.callbackGraceMs, deps.pollMaxIntervalMs),
         ),
       },
     });
   try {
-    const report = task.providerTaskId ? await deps.provider.getTask(lookup) : await deps.provider.findTaskByExternalId(lookup);
-    if (!report) {
-      await failTask(deps.db, task.id, "poll", {
-        class: "provider_lost",
-        message: "the provider no longer knows this task after accepting it",
-      });
-      return;
-    }
+    const report = task.providerTaskId
+      ? await deps.provider.getTask(task.providerTaskId)
+      : await deps.provider.findTaskByExternalId(task.id);
+    if (!report) return providerLostTask(deps, task, "not found by its external_task_id");
     const { task: after } = await applyProviderReport(deps, task.id, report, "poll");
     if (after && !isTerminal(after.status) && after.status !== "archiving") await reschedule();
   } catch (error) {
     if (error instanceof ProviderError && (error.details.code === 1203 || error.details.code === 1202)) {
-      await failTask(deps.db, task.id, "poll", {
-        class: "provider_lost",
-        message: `the provider no longer knows this task: ${error.message}`,
-        code: error.details.code,
-      });
-      return;
+      return providerLostTask(deps, task, error.message);
     }
     await reschedule();
     throw error;
   }
+};
+
+// The rule for a task the provider no longer knows: if it never reported `processing`, send it again
+// once (its slots are released and its job re-driven); otherwise, or the second time, fail it.
+const providerLostTask = async (deps: ReconcileDeps, task: Task, why: string) => {
+  if (task.status === "submitted" && task.resubmissions === 0) {
+    const requeued = await transitionTask(deps.db, {
+      taskId: task.id,
+      to: "queued",
+      from: ["submitted"],
+      source: "poll",
+      detail: { resubmit: true, reason: `the provider does not know the task: ${why}` },
+      data: { resubmissions: 1, providerTaskId: null, providerStatus: null, nextCheckAt: new Date(Date.now() + deps.stallRecheckMs) },
+    });
+    if (requeued.applied) {
+      await deps.slots.release(task.id);
+      await deps.redriveJob("submit", task.id);
+    }
+    return;
+  }
+  await failTask(deps, task.id, "poll", {
+    class: "provider_lost",
+    message: `the provider no longer knows this task after accepting it: ${why}`,
+  });
 };

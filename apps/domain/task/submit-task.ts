@@ -1,8 +1,9 @@
-import type { Db } from "../db/prisma-client.ts";
-import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { expandLimits } from "../expand-request/expand-limits.ts";
+import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError, safeFetch } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
+import type { ProviderGate } from "../provider-capacity/provider-gate.ts";
+import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
 import type { ProviderClient } from "../provider/provider-client.ts";
 import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
@@ -12,34 +13,50 @@ import { transitionTask } from "./task-transition.ts";
 
 export type SubmitTaskDeps = ApplyReportDeps & {
   provider: ProviderClient;
+  slots: ProviderSlots;
+  gate: ProviderGate;
   logger: Logger;
   callbackUrlFor: (taskId: string, token: string) => string;
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  // How long one job run waits in place for a free slot before it goes back to the queue.
+  slotWaitMs: number;
   imageFetch: { timeoutMs: number; allowedPrivateHosts: readonly string[] };
 };
 
 export type SubmitOutcome =
   | { kind: "submitted" | "adopted" | "already_done" | "failed" }
+  // Waits for slots, rate limits, an open circuit or a paused account do not spend the retry
+  // budget; only transient failures do (see spendRetry).
   | { kind: "retry_later"; delayMs: number; reason: string }
   | { kind: "task_missing" };
 
+const RATE_LIMIT_CODES = new Set([1302, 1303]);
+
 // One submission attempt for one task. Never creates a second provider task for the same task: a
-// task found in `submitting` had an attempt whose outcome we never learned, so we ask first.
+// task found in `submitting` had an attempt whose outcome we may not know, so we ask first.
 export const submitTask = async (deps: SubmitTaskDeps, taskId: string): Promise<SubmitOutcome> => {
   const task = await deps.db.task.findUnique({ where: { id: taskId }, include: { sourceImage: true } });
   if (!task) return { kind: "task_missing" };
   if (task.status !== "queued" && task.status !== "submitting") return { kind: "already_done" };
 
+  if (task.n > deps.slots.capacity) {
+    await failTask(deps, taskId, "worker", {
+      class: "over_capacity",
+      message: `n=${task.n} needs ${task.n} provider slots; the provider account has ${deps.slots.capacity} (PROVIDER_CAPACITY)`,
+    });
+    return { kind: "failed" };
+  }
+
   let image: string;
   if (task.imageUrl) {
     const checked = await checkUrlImage(deps, task.imageUrl);
     if (checked.kind === "invalid") {
-      await failTask(deps.db, taskId, "worker", { class: "invalid_image", message: `image: ${checked.reason}` });
+      await failTask(deps, taskId, "worker", { class: "invalid_image", message: `image: ${checked.reason}` });
       return { kind: "failed" };
     }
-    if (checked.kind === "transient") return retryOrFail(deps, taskId, task.attempts, checked.reason);
+    if (checked.kind === "transient") return spendRetry(deps, taskId, checked.reason);
     if (task.sourceWidth === null) {
       await deps.db.task.update({ where: { id: taskId }, data: { sourceWidth: checked.width, sourceHeight: checked.height } });
     }
@@ -47,21 +64,39 @@ export const submitTask = async (deps: SubmitTaskDeps, taskId: string): Promise<
   } else if (task.sourceImage) {
     image = Buffer.from(task.sourceImage.bytes).toString("base64");
   } else {
-    await failTask(deps.db, taskId, "worker", { class: "invalid_image", message: "image: the task has no source image" });
+    await failTask(deps, taskId, "worker", { class: "invalid_image", message: "image: the task has no source image" });
     return { kind: "failed" };
   }
 
+  const gate = await deps.gate.check();
+  if (!gate.allowed) {
+    const reason = `waiting: provider ${gate.state.mode === "paused" ? "account paused" : "circuit open"} (${gate.state.reason})`;
+    if (task.waitReason !== reason) await deps.db.task.updateMany({ where: { id: taskId, status: task.status }, data: { waitReason: reason } });
+    return { kind: "retry_later", delayMs: gate.retryInMs + Math.round(Math.random() * 500), reason };
+  }
+
+  if (!(await acquireSlots(deps, taskId, task.n))) {
+    return { kind: "retry_later", delayMs: 10, reason: "waiting for a provider slot" };
+  }
+
   const outcomeUnknown = task.status === "submitting";
-  const attempts = task.attempts + 1;
   const marked = await transitionTask(deps.db, {
     taskId,
     to: "submitting",
     from: ["queued", "submitting"],
     source: "worker",
-    detail: { attempt: attempts },
-    data: { attempts, provider: deps.provider.kind, nextCheckAt: new Date(Date.now() + deps.stallRecheckMs) },
+    detail: { attempt: task.attempts + 1 },
+    data: {
+      attempts: task.attempts + 1,
+      provider: deps.provider.kind,
+      waitReason: null,
+      nextCheckAt: new Date(Date.now() + deps.stallRecheckMs),
+    },
   });
-  if (!marked.applied) return { kind: "already_done" };
+  if (!marked.applied) {
+    await deps.slots.release(taskId);
+    return { kind: "already_done" };
+  }
 
   try {
     if (outcomeUnknown) {
@@ -81,34 +116,71 @@ export const submitTask = async (deps: SubmitTaskDeps, taskId: string): Promise<
       externalTaskId: taskId,
       callbackUrl: deps.callbackUrlFor(taskId, task.callbackToken),
     });
+    await deps.gate.recordSuccess();
     await applyProviderReport(deps, taskId, created, "worker");
     return { kind: "submitted" };
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;
-    const { action, code } = error.details;
-    if (action === "fail_task") {
-      await failTask(deps.db, taskId, "worker", { class: "provider_rejected", message: error.message, code });
-      return { kind: "failed" };
-    }
-    return retryOrFail(deps, taskId, attempts, error.message, error.details.retryAfterMs);
+    return handleProviderError(deps, taskId, error);
   }
 };
 
-const retryOrFail = async (
-  deps: SubmitTaskDeps,
-  taskId: string,
-  attempts: number,
-  reason: string,
-  retryAfterMs?: number,
-): Promise<SubmitOutcome> => {
-  if (attempts >= deps.maxAttempts) {
-    await failTask(deps.db, taskId, "worker", {
+const handleProviderError = async (deps: SubmitTaskDeps, taskId: string, error: ProviderError): Promise<SubmitOutcome> => {
+  const { action, code, outcomeUnknown, retryAfterMs } = error.details;
+  // Unless the request may have created a task, the provider holds nothing for it.
+  if (!outcomeUnknown) await deps.slots.release(taskId);
+  if (action === "fail_task") {
+    await failTask(deps, taskId, "worker", { class: "provider_rejected", message: error.message, code });
+    return { kind: "failed" };
+  }
+  if (action === "pause_account") {
+    await deps.gate.pause(`code ${code ?? "none"}: ${error.message}`);
+    deps.logger.error({ code, err: error.message }, "provider account paused: needs a human");
+    return { kind: "retry_later", delayMs: 1_000, reason: error.message };
+  }
+  if (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code)) {
+    // Rate limits never spend the retry budget. 1303 means the account is fuller than our ledger
+    // thinks (shared with someone else): lower our effective capacity, recover it later.
+    if (code === 1303) await deps.slots.lowerCapacity();
+    const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(1, 1_000, deps.retryMaxMs));
+    return { kind: "retry_later", delayMs, reason: error.message };
+  }
+  if (action === "reauthenticate") return { kind: "retry_later", delayMs: 100, reason: error.message };
+  await deps.gate.recordFailure(error.message);
+  return spendRetry(deps, taskId, error.message, retryAfterMs);
+};
+
+// Waits in place (woken by releases) so that the next free slot goes to a task already in hand;
+// after slotWaitMs the job goes back to the queue, where priorities decide again.
+const acquireSlots = async (deps: SubmitTaskDeps, taskId: string, n: number): Promise<boolean> => {
+  const deadline = Date.now() + deps.slotWaitMs;
+  let waitedLong = false;
+  for (;;) {
+    const result = await deps.slots.acquire(taskId, n);
+    if (result.ok) return true;
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    // A large task that keeps losing to small ones reserves the slots it needs.
+    if (waitedLong) await deps.slots.reserve(taskId, n, 2_000);
+    await deps.slots.waitForRelease(Math.min(left, 1_000));
+    waitedLong = Date.now() > deadline - deps.slotWaitMs / 2;
+  }
+};
+
+const spendRetry = async (deps: SubmitTaskDeps, taskId: string, reason: string, retryAfterMs?: number): Promise<SubmitOutcome> => {
+  const updated = await deps.db.task.update({
+    where: { id: taskId },
+    data: { transientFailures: { increment: 1 } },
+    select: { transientFailures: true },
+  });
+  if (updated.transientFailures >= deps.maxAttempts) {
+    await failTask(deps, taskId, "worker", {
       class: "retries_exhausted",
-      message: `gave up after ${attempts} attempts: ${reason}`,
+      message: `gave up after ${updated.transientFailures} transient failures: ${reason}`,
     });
     return { kind: "failed" };
   }
-  const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(Math.max(1, attempts), deps.retryBaseMs, deps.retryMaxMs));
+  const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(updated.transientFailures, deps.retryBaseMs, deps.retryMaxMs));
   return { kind: "retry_later", delayMs, reason };
 };
 

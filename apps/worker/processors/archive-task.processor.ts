@@ -12,7 +12,7 @@ export const archiveTaskProcessor = (deps: ArchiveTaskDeps) => async (job: Job) 
     } catch (error) {
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       if (lastAttempt) {
-        await failTask(deps.db, taskId, "worker", {
+        await failTask(deps, taskId, "worker", {
           class: "archive_failed",
           message: `result images could not be stored: ${(error as Error).message}`,
         });
