@@ -1,6 +1,7 @@
 import type { Redis } from "ioredis";
 import type { Db } from "../domain/db/prisma-client.ts";
 import type { Logger } from "../domain/logging/logger.ts";
+import type { ProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
 import type { ApplyReportDeps } from "../domain/task/apply-provider-report.ts";
@@ -18,6 +19,8 @@ export type ApiDeps = {
   providerWebhookSecrets: string[];
   intake: AcceptTaskDeps;
   reports: ApplyReportDeps;
+  // Read by /readyz: the provider account's slots and whether its circuit is open or it is paused.
+  providerControls: ProviderControls;
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

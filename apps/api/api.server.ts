@@ -70,6 +70,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
       stallRecheckMs: timing.stallRecheckMs,
     },
     reports,
+    providerControls: provider,
   };
   server.on("request", buildApp(deps));
   logger.info({ url, publicBaseUrl }, "api listening");

@@ -17,9 +17,9 @@ const storedImages = (task: TaskWithImages) =>
 const statusMessage = (task: Task): string => {
   switch (task.status) {
     case "queued":
-      return "waiting to be submitted";
+      return task.waitReason ?? "waiting to be submitted";
     case "submitting":
-      return task.attempts > 1 ? `submitting (attempt ${task.attempts})` : "submitting to the provider";
+      return task.waitReason ?? (task.attempts > 1 ? `submitting (attempt ${task.attempts})` : "submitting to the provider");
     case "submitted":
       return "accepted by the provider";
     case "processing":

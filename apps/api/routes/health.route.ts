@@ -12,6 +12,25 @@ const probe = async (check: () => Promise<unknown>) => {
   }
 };
 
+const providerDetails = async (deps: ApiDeps) => {
+  try {
+    const [gate, slots] = await withTimeout(
+      Promise.all([deps.providerControls.gate.state(), deps.providerControls.slots.snapshot()]),
+      2_000,
+      "provider state",
+    );
+    return {
+      state: gate.mode,
+      ...(gate.mode === "closed"
+        ? {}
+        : { reason: gate.reason, since: new Date(gate.since).toISOString(), next_probe_at: new Date(gate.until).toISOString() }),
+      slots: { capacity: slots.capacity, effective: slots.effective, in_use: slots.used },
+    };
+  } catch (error) {
+    return { error: (error as Error).message };
+  }
+};
+
 export const healthRouter = (deps: ApiDeps): Router => {
   const router = Router();
   router.get("/healthz", (_req, res) => {
@@ -23,7 +42,10 @@ export const healthRouter = (deps: ApiDeps): Router => {
       probe(() => deps.redis.ping()),
     ]);
     const ready = postgres.ok && redis.ok;
-    res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "not_ready", checks: { postgres, redis } });
+    // The provider's state does not make this process unready (intake still works and tasks wait),
+    // but operators see it here: an open circuit or a paused account, and slot use.
+    const provider = redis.ok ? await providerDetails(deps) : undefined;
+    res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "not_ready", checks: { postgres, redis }, provider });
   });
   return router;
 };
