@@ -12,7 +12,8 @@ export type ProviderGate = {
   check(): Promise<GateCheck>;
   state(): Promise<GateState>;
   recordSuccess(): Promise<void>;
-  recordFailure(reason: string): Promise<void>;
+  // `immediately`: one is enough (the route itself answered 404); otherwise it takes a run of them.
+  recordFailure(reason: string, options?: { immediately?: boolean }): Promise<void>;
   pause(reason: string): Promise<void>;
 };
 
@@ -61,12 +62,13 @@ export const createProviderGate = (redis: Redis, prefix: string, options: GateOp
       const mode = await redis.hget(stateKey, "mode");
       if (mode && mode !== "closed") await redis.del(stateKey, probeKey);
     },
-    recordFailure: async (reason) => {
+    recordFailure: async (reason, { immediately = false } = {}) => {
       const failures = await redis.incr(failuresKey);
       if (failures === 1) await redis.pexpire(failuresKey, options.failureWindowMs);
       const current = await state();
-      // A failed probe re-opens at once; otherwise only repeated failures open the circuit.
-      if (current.mode === "open" || failures >= options.failureThreshold) {
+      // A failed probe re-opens at once; otherwise only a run of failures (any success resets the
+      // count) opens the circuit, so a sprinkle of 5xx among successes never does.
+      if (immediately || current.mode === "open" || failures >= options.failureThreshold) {
         await open("open", reason, options.openMs);
       }
     },

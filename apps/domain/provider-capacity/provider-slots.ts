@@ -4,9 +4,14 @@ import type { Redis } from "ioredis";
 // until it ends). Every worker shares one ledger in Redis: a hash of task id -> slots held. The sum
 // is computed inside the scripts, so the ledger cannot drift from a separate counter.
 
+// Tasks waiting for slots queue up in a sorted set (score = priority, ties in task id order, which
+// is creation order for UUIDv7). The head waiter's slots are kept free for it: others may only
+// backfill around it, so a large task is never starved by small ones and priority holds.
+// A waiter not seen for staleMs (its worker died, or its job went back to the queue) drops out.
 const ACQUIRE = `
-local holders, effectiveKey, reserveKey, loweredKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local holders, effectiveKey, loweredKey, waiters, seen, wanted = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local taskId, n, configured, now, recoverMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local priority, staleMs = tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('HEXISTS', holders, taskId) == 1 then return {1, -1, -1} end
 local eff = tonumber(redis.call('GET', effectiveKey) or configured)
 if eff > configured then eff = configured end
@@ -19,25 +24,42 @@ if eff < configured then
     redis.call('SET', loweredKey, now)
   end
 end
+redis.call('ZADD', waiters, 'NX', priority, taskId)
+redis.call('HSET', seen, taskId, now)
+redis.call('HSET', wanted, taskId, n)
+local reserved = 0
+for _, member in ipairs(redis.call('ZRANGE', waiters, 0, 31)) do
+  local at = tonumber(redis.call('HGET', seen, member) or 0)
+  if now - at > staleMs then
+    redis.call('ZREM', waiters, member)
+    redis.call('HDEL', seen, member)
+    redis.call('HDEL', wanted, member)
+  else
+    if member ~= taskId then
+      local size = tonumber(redis.call('HGET', wanted, member) or 0)
+      -- A head that cannot fit the current capacity would block everyone: do not keep room for it.
+      if size <= eff then reserved = size end
+    end
+    break
+  end
+end
 local used = 0
 for _, v in ipairs(redis.call('HVALS', holders)) do used = used + tonumber(v) end
-local reserved = 0
-local reservation = redis.call('GET', reserveKey)
-if reservation then
-  local sep = string.find(reservation, ':', 1, true)
-  local owner, size = string.sub(reservation, 1, sep - 1), tonumber(string.sub(reservation, sep + 1))
-  -- A reservation that cannot fit the current capacity would block everyone: ignore it.
-  if owner ~= taskId and size <= eff then reserved = size end
-end
 if used + n + reserved <= eff then
   redis.call('HSET', holders, taskId, n)
-  if reservation and reserved == 0 then
-    local sep = string.find(reservation, ':', 1, true)
-    if string.sub(reservation, 1, sep - 1) == taskId then redis.call('DEL', reserveKey) end
-  end
+  redis.call('ZREM', waiters, taskId)
+  redis.call('HDEL', seen, taskId)
+  redis.call('HDEL', wanted, taskId)
   return {1, used + n, eff}
 end
 return {0, used, eff}
+`;
+
+const LEAVE = `
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
 `;
 
 const RELEASE = `
@@ -60,17 +82,22 @@ redis.call('SET', KEYS[3], ARGV[2])
 return lowered
 `;
 
+// A waiting job re-attempts at least once a second (see waitForRelease's timeout in submit-task).
+const WAITER_STALE_MS = 3_000;
+
 export type AcquireResult = { ok: true } | { ok: false; used: number; effective: number };
 export type SlotSnapshot = { capacity: number; effective: number; used: number; holders: Record<string, number> };
 
 export type ProviderSlots = {
   readonly capacity: number;
-  acquire(taskId: string, n: number): Promise<AcquireResult>;
+  // `priority`: lower goes first (BullMQ's convention); a failed attempt leaves the task waiting in line.
+  acquire(taskId: string, n: number, priority: number): Promise<AcquireResult>;
+  // Leaves the line without slots (the job goes back to the queue or gives up).
+  leaveLine(taskId: string): Promise<void>;
   // Idempotent: releasing a task that holds nothing is a no-op.
   release(taskId: string): Promise<number>;
   // Makes sure a task the provider counts is counted here too (after Redis lost the ledger).
   hold(taskId: string, n: number): Promise<void>;
-  reserve(taskId: string, n: number, ttlMs: number): Promise<void>;
   lowerCapacity(): Promise<number>;
   snapshot(): Promise<SlotSnapshot>;
   // Resolves when any slot is released (or after timeoutMs, in case a message was missed).
@@ -101,31 +128,32 @@ export const createProviderSlots = (
 
   return {
     capacity: options.capacity,
-    acquire: async (taskId, n) => {
+    acquire: async (taskId, n, priority) => {
       const [ok, used, effective] = (await redis.eval(
         ACQUIRE,
-        4,
+        6,
         holders,
         key("effective"),
-        key("reserve"),
         key("lowered-at"),
+        key("waiters"),
+        key("waiter-seen"),
+        key("waiter-wants"),
         taskId,
         n,
         options.capacity,
         Date.now(),
         options.recoverMs,
+        priority,
+        WAITER_STALE_MS,
       )) as [number, number, number];
       return ok === 1 ? { ok: true } : { ok: false, used, effective };
+    },
+    leaveLine: async (taskId) => {
+      await redis.eval(LEAVE, 3, key("waiters"), key("waiter-seen"), key("waiter-wants"), taskId);
     },
     release: async (taskId) => Number(await redis.eval(RELEASE, 2, holders, channel, taskId)),
     hold: async (taskId, n) => {
       await redis.hsetnx(holders, taskId, n);
-    },
-    reserve: async (taskId, n, ttlMs) => {
-      const value = `${taskId}:${n}`;
-      const current = await redis.get(key("reserve"));
-      if (current === value) await redis.pexpire(key("reserve"), ttlMs);
-      else if (!current) await redis.set(key("reserve"), value, "PX", ttlMs, "NX");
     },
     lowerCapacity: async () =>
       Number(await redis.eval(LOWER, 3, holders, key("effective"), key("lowered-at"), options.capacity, Date.now())),

@@ -36,7 +36,11 @@ const RATE_LIMIT_CODES = new Set([1302, 1303]);
 
 // One submission attempt for one task. Never creates a second provider task for the same task: a
 // task found in `submitting` had an attempt whose outcome we may not know, so we ask first.
-export const submitTask = async (deps: SubmitTaskDeps, taskId: string): Promise<SubmitOutcome> => {
+export const submitTask = async (
+  deps: SubmitTaskDeps,
+  taskId: string,
+  options: { priority?: number } = {},
+): Promise<SubmitOutcome> => {
   const task = await deps.db.task.findUnique({ where: { id: taskId }, include: { sourceImage: true } });
   if (!task) return { kind: "task_missing" };
   if (task.status !== "queued" && task.status !== "submitting") return { kind: "already_done" };
@@ -75,7 +79,7 @@ export const submitTask = async (deps: SubmitTaskDeps, taskId: string): Promise<
     return { kind: "retry_later", delayMs: gate.retryInMs + Math.round(Math.random() * 500), reason };
   }
 
-  if (!(await acquireSlots(deps, taskId, task.n))) {
+  if (!(await acquireSlots(deps, taskId, task.n, options.priority ?? 0))) {
     return { kind: "retry_later", delayMs: 10, reason: "waiting for a provider slot" };
   }
 
@@ -129,6 +133,10 @@ const handleProviderError = async (deps: SubmitTaskDeps, taskId: string, error: 
   const { action, code, outcomeUnknown, retryAfterMs } = error.details;
   // Unless the request may have created a task, the provider holds nothing for it.
   if (!outcomeUnknown) await deps.slots.release(taskId);
+  // A considered answer about this request (a refusal, a rate limit) proves the route and the
+  // account work: it closes an open circuit just as a success does.
+  const answered = action === "fail_task" || (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code));
+  if (answered) await deps.gate.recordSuccess();
   if (action === "fail_task") {
     await failTask(deps, taskId, "worker", { class: "provider_rejected", message: error.message, code });
     return { kind: "failed" };
@@ -146,24 +154,24 @@ const handleProviderError = async (deps: SubmitTaskDeps, taskId: string, error: 
     return { kind: "retry_later", delayMs, reason: error.message };
   }
   if (action === "reauthenticate") return { kind: "retry_later", delayMs: 100, reason: error.message };
-  await deps.gate.recordFailure(error.message);
+  // CometAPI answered 404 {"code": null} on the whole route for weeks: no point trying again soon.
+  const routeMissing = error.details.httpStatus === 404 && (code === null || code === undefined);
+  await deps.gate.recordFailure(error.message, { immediately: routeMissing });
   return spendRetry(deps, taskId, error.message, retryAfterMs);
 };
 
-// Waits in place (woken by releases) so that the next free slot goes to a task already in hand;
-// after slotWaitMs the job goes back to the queue, where priorities decide again.
-const acquireSlots = async (deps: SubmitTaskDeps, taskId: string, n: number): Promise<boolean> => {
+// Waits in place, in line by priority and woken by releases, so that the next free slot goes to the
+// task at the head of the line; after slotWaitMs the job leaves the line and goes back to the queue.
+const acquireSlots = async (deps: SubmitTaskDeps, taskId: string, n: number, priority: number): Promise<boolean> => {
   const deadline = Date.now() + deps.slotWaitMs;
-  let waitedLong = false;
   for (;;) {
-    const result = await deps.slots.acquire(taskId, n);
-    if (result.ok) return true;
+    if ((await deps.slots.acquire(taskId, n, priority)).ok) return true;
     const left = deadline - Date.now();
-    if (left <= 0) return false;
-    // A large task that keeps losing to small ones reserves the slots it needs.
-    if (waitedLong) await deps.slots.reserve(taskId, n, 2_000);
+    if (left <= 0) {
+      await deps.slots.leaveLine(taskId);
+      return false;
+    }
     await deps.slots.waitForRelease(Math.min(left, 1_000));
-    waitedLong = Date.now() > deadline - deps.slotWaitMs / 2;
   }
 };
 

@@ -16,7 +16,7 @@ const later = async (job: Job, token: string | undefined, delayMs: number): Prom
 export const submitTaskProcessor = (deps: SubmitTaskDeps) => async (job: Job, token?: string) => {
   const { taskId } = jobCatalog.submit.payload.parse(job.data);
   return withLogContext({ jobId: job.id, taskId }, async () => {
-    const outcome = await submitTask(deps, taskId);
+    const outcome = await submitTask(deps, taskId, { priority: job.opts.priority ?? 0 });
     switch (outcome.kind) {
       case "retry_later":
         deps.logger.info({ delayMs: outcome.delayMs, reason: outcome.reason }, "submission deferred");
