@@ -1,0 +1,578 @@
+// Benchmark (not a test): how close does the orchestrator keep the provider's slots busy?
+//
+// Pushes BENCH_TASKS tasks of mixed `n` through the simulator (capacity C, fixed run time T) via the
+// public API, once with clean provider behaviour and once with lost callbacks and transient errors,
+// and prints the makespan against the ideal bound Σ(n·T)/C as a ratio, plus where the slot-time went.
+// It asserts nothing: it exits non-zero only when the run itself broke (tasks not terminal within the
+// timeout, infrastructure errors). Run: `npm run bench:provider` (see README, "Benchmark").
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Redis } from "ioredis";
+import pg from "pg";
+import sharp from "sharp";
+import { parseApiConfig } from "../../apps/api/api.config.ts";
+import { startApi, type RunningApi } from "../../apps/api/api.server.ts";
+import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
+import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
+import { createDb, type Db } from "../../apps/domain/db/prisma-client.ts";
+import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
+import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
+import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
+import { startWorker, type RunningWorker } from "../../apps/worker/worker.server.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+const env = process.env;
+const int = (name: string, fallback: number) => {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}: expected a non-negative number, got '${raw}'`);
+  return value;
+};
+
+const params = {
+  tasks: int("BENCH_TASKS", 300),
+  capacity: int("BENCH_CAPACITY", 20),
+  runMs: int("BENCH_RUN_MS", 2_000),
+  workers: Math.max(1, int("BENCH_WORKERS", 1)),
+  seed: int("BENCH_SEED", 20_240_601),
+  // Relative weights of n = 1, 2, 3, ... (default: mostly small tasks, mean n = 2.0).
+  nWeights: (env.BENCH_N_WEIGHTS ?? "4,3,2,1").split(",").map(Number),
+  intakeConcurrency: Math.max(1, int("BENCH_INTAKE_CONCURRENCY", 16)),
+  sampleMs: Math.max(20, int("BENCH_SAMPLE_MS", 100)),
+  callbackLoss: int("BENCH_CALLBACK_LOSS", 0.2),
+  errorRate: int("BENCH_ERROR_RATE", 0.1),
+  phases: (env.BENCH_PHASES ?? "clean,faulty").split(",").map((p) => p.trim()).filter(Boolean),
+};
+if (params.nWeights.some((w) => !Number.isFinite(w) || w < 0) || params.nWeights.every((w) => w === 0)) {
+  throw new Error(`BENCH_N_WEIGHTS: expected comma-separated non-negative weights, got '${env.BENCH_N_WEIGHTS}'`);
+}
+for (const phase of params.phases) {
+  if (phase !== "clean" && phase !== "faulty") throw new Error(`BENCH_PHASES: unknown phase '${phase}' (clean, faulty)`);
+}
+
+// Orchestrator timing: the test harness's fast values, each overridable by its own env name.
+const knobDefaults: Record<string, string> = {
+  CALLBACK_GRACE_MS: "5000",
+  STALL_RECHECK_MS: "5000",
+  POLL_MAX_INTERVAL_MS: "2000",
+  RECONCILE_EVERY_MS: "200",
+  SUBMIT_RETRY_BASE_MS: "50",
+  SUBMIT_RETRY_MAX_MS: "500",
+  PROVIDER_TIMEOUT_MS: "5000",
+  SLOT_WAIT_MS: "20000",
+  SUBMIT_CONCURRENCY: "20",
+  ARCHIVE_CONCURRENCY: "4",
+  PROVIDER_CAPACITY_RECOVER_MS: "30000",
+  CIRCUIT_FAILURE_THRESHOLD: "5",
+  CIRCUIT_OPEN_MS: "30000",
+};
+const knobs = Object.fromEntries(Object.entries(knobDefaults).map(([k, v]) => [k, env[k] ?? v]));
+
+const postgresServer = (() => {
+  if (!env.DATABASE_URL) return env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
+  const url = new URL(env.DATABASE_URL);
+  url.pathname = "";
+  return url.toString().replace(/\/$/, "");
+})();
+const redisUrl = env.REDIS_URL ?? env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+const runId = `${process.pid}_${Date.now().toString(36)}`;
+const templateName = `kling_bench_${runId}`;
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+// mulberry32: a seeded generator, so every run draws the same sequence of n.
+const seeded = (seed: number) => {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+};
+
+const drawNs = (count: number): number[] => {
+  const random = seeded(params.seed);
+  const total = params.nWeights.reduce((a, b) => a + b, 0);
+  return Array.from({ length: count }, () => {
+    let roll = random() * total;
+    for (const [i, w] of params.nWeights.entries()) {
+      if (roll < w) return i + 1;
+      roll -= w;
+    }
+    return params.nWeights.length;
+  });
+};
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+const mean = (xs: number[]) => (xs.length ? sum(xs) / xs.length : 0);
+const quantile = (xs: number[], q: number) => {
+  if (!xs.length) return 0;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+};
+const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+const dist = (xs: number[]) =>
+  xs.length ? `mean ${s(mean(xs))}, p50 ${s(quantile(xs, 0.5))}, p95 ${s(quantile(xs, 0.95))}, max ${s(Math.max(...xs))} (${xs.length})` : "none";
+
+const adminUrl = () => `${postgresServer}/postgres`;
+const withAdmin = async <T>(fn: (client: pg.Client) => Promise<T>): Promise<T> => {
+  const client = new pg.Client({ connectionString: adminUrl() });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+};
+const cloneDatabase = (name: string) =>
+  withAdmin(async (client) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await client.query(`create database "${name}" template "${templateName}"`);
+        return `${postgresServer}/${name}`;
+      } catch (error) {
+        if (attempt >= 50 || !/being accessed by other users/.test((error as Error).message)) throw error;
+        await sleep(100);
+      }
+    }
+  });
+const dropBenchDatabases = () =>
+  withAdmin(async (client) => {
+    const { rows } = await client.query<{ datname: string }>("select datname from pg_database where datname like $1", [`${templateName}%`]);
+    for (const { datname } of rows) await client.query(`drop database if exists "${datname}" with (force)`);
+  });
+
+const deleteKeys = async (redis: Redis, prefix: string) => {
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 500);
+    cursor = next;
+    if (keys.length) await redis.del(...keys);
+  } while (cursor !== "0");
+};
+
+const getJson = async <T>(url: string): Promise<T> => {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`);
+  return (await response.json()) as T;
+};
+
+// ---------------------------------------------------------------------------------------------
+// One phase
+
+type SimStats = {
+  tasks_created: number;
+  tasks_succeeded: number;
+  tasks_failed: number;
+  duplicate_external_task_ids: number;
+  rejected_over_capacity: number;
+  create_calls: number;
+  get_calls: number;
+  list_calls: number;
+  errors_injected: number;
+  callbacks_sent: number;
+  callbacks_lost: number;
+  callbacks_failed: number;
+  slots_in_use: number;
+  peak_slots_in_use: number;
+  capacity: number;
+};
+type SimTaskRow = {
+  task_id: string;
+  external_task_id: string | null;
+  status: string;
+  n: number;
+  create_count: number;
+  run_ms: number;
+  created_at: number;
+  updated_at: number;
+};
+type Sample = { t: number; sim: number; ledger: number; effective: number };
+
+type PhaseResult = {
+  name: string;
+  ratio: number;
+  providerRatio: number;
+  duplicates: number;
+  peak: number;
+  capacity: number;
+  failed: number;
+};
+
+type Cleanup = () => Promise<void>;
+
+const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, cleanups: Cleanup[]): Promise<PhaseResult> => {
+  const C = params.capacity;
+  const T = params.runMs;
+  const faulty = name === "faulty";
+  const queuePrefix = `bench${runId.replace(/_/g, "")}${name}`;
+  const databaseUrl = await cloneDatabase(`${templateName}_${name}`);
+  const storageDir = await mkdtemp(path.join(tmpdir(), `kling-bench-${name}-`));
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
+  cleanups.push(async () => {
+    await deleteKeys(redis, queuePrefix).catch(() => undefined);
+    redis.disconnect();
+    await rm(storageDir, { recursive: true, force: true });
+  });
+
+  const simulator: RunningSimulator = await startSimulator(
+    parseSimulatorConfig({
+      SIMULATOR_PORT: "0",
+      LOG_LEVEL: "silent",
+      SIM_CAPACITY: String(C),
+      SIM_RUN_MS: String(T),
+      SIM_CALLBACK_LOSS: faulty ? String(params.callbackLoss) : "0",
+      SIM_ERROR_RATE: faulty ? String(params.errorRate) : "0",
+    }),
+  );
+  cleanups.push(() => simulator.stop());
+  const common = {
+    ...knobs,
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: redisUrl,
+    QUEUE_PREFIX: queuePrefix,
+    STORAGE_DIR: storageDir,
+    LOG_LEVEL: "silent",
+    PROVIDER_CAPACITY: String(C),
+  };
+  const api: RunningApi = await startApi(parseApiConfig({ ...common, PORT: "0", SIGNING_SECRET: "bench-signing-secret-0123456789" }));
+  cleanups.push(() => api.stop());
+  const workers: RunningWorker[] = [];
+  cleanups.push(async () => {
+    await Promise.all(workers.map((w) => w.stop()));
+  });
+  for (let i = 0; i < params.workers; i++) {
+    workers.push(
+      await startWorker(
+        parseWorkerConfig({
+          ...common,
+          PUBLIC_BASE_URL: api.url,
+          PROVIDER: "simulator",
+          PROVIDER_BASE_URL: simulator.url,
+          ALLOWED_PRIVATE_HOSTS: "127.0.0.1",
+        }),
+      ),
+    );
+  }
+  const db: Db = createDb(databaseUrl, { poolSize: 4 });
+  cleanups.push(() => db.$disconnect());
+  const { key } = await createAccountWithKey(db, `bench-${name}`);
+
+  // Timeline of slot use: the provider's own count, our Redis ledger and our effective capacity.
+  const samples: Sample[] = [];
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const t = Date.now();
+      try {
+        const [stats, held, effective] = await Promise.all([
+          getJson<SimStats>(`${simulator.url}/_sim/stats`),
+          redis.hvals(`${queuePrefix}:provider:slots`),
+          redis.get(`${queuePrefix}:provider:effective`),
+        ]);
+        samples.push({ t, sim: stats.slots_in_use, ledger: sum(held.map(Number)), effective: Math.min(C, Number(effective ?? C)) });
+      } catch {
+        // a missed sample only coarsens the timeline
+      }
+      await sleep(Math.max(0, params.sampleMs - (Date.now() - t)));
+    }
+  })();
+
+  // Intake: every task through the public API, a bounded number at once.
+  const intakeStarted = Date.now();
+  let next = 0;
+  let intakeErrors = 0;
+  const lane = async () => {
+    while (next < ns.length) {
+      const i = next++;
+      const body = {
+        image,
+        up_expansion_ratio: 0.1,
+        down_expansion_ratio: 0.1,
+        left_expansion_ratio: 0.1,
+        right_expansion_ratio: 0.1,
+        n: ns[i],
+        external_task_id: `bench-${i}`,
+      };
+      for (let attempt = 1; ; attempt++) {
+        const response = await fetch(`${api.url}/v1/tasks`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        const text = await response.text();
+        if (response.status === 202) break;
+        intakeErrors++;
+        if (response.status === 409) break; // an earlier attempt was accepted after all
+        if (attempt >= 3) throw new Error(`intake of task ${i} failed: HTTP ${response.status} ${text.slice(0, 300)}`);
+        await sleep(200 * attempt);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: params.intakeConcurrency }, lane));
+  const intakeMs = Date.now() - intakeStarted;
+
+  // Wait until every task is terminal.
+  const idealMs = (sum(ns) * T) / C;
+  const timeoutMs = Number(env.BENCH_TIMEOUT_MS ?? Math.max(300_000, 8 * idealMs));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const open = await db.task.count({ where: { status: { notIn: ["succeeded", "failed", "canceled"] } } });
+    if (open === 0) break;
+    if (Date.now() > deadline) {
+      const byStatus = await db.task.groupBy({ by: ["status"], _count: true });
+      throw new Error(
+        `${name}: ${open} tasks not terminal after ${s(timeoutMs)}: ${byStatus.map((g) => `${g.status}=${g._count}`).join(" ")}`,
+      );
+    }
+    await sleep(500);
+  }
+  sampling = false;
+  await sampler;
+
+  // Collect.
+  const tasks = await db.task.findMany({
+    select: {
+      id: true,
+      n: true,
+      status: true,
+      acceptedAt: true,
+      finishedAt: true,
+      attempts: true,
+      transientFailures: true,
+      resubmissions: true,
+      failureClass: true,
+      failureMessage: true,
+    },
+  });
+  const events = await db.taskEvent.findMany({
+    select: { taskId: true, toStatus: true, source: true, createdAt: true },
+    orderBy: { id: "asc" },
+  });
+  const stats = await getJson<SimStats>(`${simulator.url}/_sim/stats`);
+  const simTasks = await getJson<SimTaskRow[]>(`${simulator.url}/_sim/tasks`);
+
+  // Per task timeline.
+  type Timeline = {
+    n: number;
+    accepted: number;
+    firstSubmitting?: number;
+    lastSubmitting?: number;
+    submitted?: number;
+    archiving?: number;
+    archivingSource?: string;
+    succeeded?: number;
+  };
+  const timelines = new Map<string, Timeline>();
+  for (const t of tasks) timelines.set(t.id, { n: t.n, accepted: t.acceptedAt.getTime() });
+  for (const e of events) {
+    const tl = timelines.get(e.taskId);
+    if (!tl) continue;
+    const at = e.createdAt.getTime();
+    if (e.toStatus === "submitting") {
+      tl.firstSubmitting ??= at;
+      tl.lastSubmitting = at;
+    } else if (e.toStatus === "submitted" || (e.toStatus === "processing" && tl.submitted === undefined)) tl.submitted ??= at;
+    else if (e.toStatus === "archiving") {
+      tl.archiving = at;
+      tl.archivingSource = e.source;
+    } else if (e.toStatus === "succeeded") tl.succeeded = at;
+  }
+  const simByTask = new Map<string, SimTaskRow[]>();
+  for (const st of simTasks) {
+    if (!st.external_task_id) continue;
+    const list = simByTask.get(st.external_task_id) ?? [];
+    list.push(st);
+    simByTask.set(st.external_task_id, list);
+  }
+
+  const succeeded = tasks.filter((t) => t.status === "succeeded");
+  const failed = tasks.filter((t) => t.status !== "succeeded");
+  const all = [...timelines.values()];
+  const firstAccepted = Math.min(...all.map((t) => t.accepted));
+  const lastDone = Math.max(...tasks.map((t) => t.finishedAt?.getTime() ?? 0));
+  const makespanMs = lastDone - firstAccepted;
+  const firstSubmitting = Math.min(...all.map((t) => t.firstSubmitting ?? Infinity));
+  const lastArchiving = Math.max(...all.map((t) => t.archiving ?? 0));
+  const providerMakespanMs = lastArchiving - firstSubmitting;
+  const simStart = Math.min(...simTasks.map((t) => t.created_at));
+  const simEnd = Math.max(...simTasks.map((t) => t.updated_at));
+  const simMakespanMs = simEnd - simStart;
+  const ratio = makespanMs / idealMs;
+  const providerRatio = providerMakespanMs / idealMs;
+
+  const duplicatedTasks = [...simByTask.values()].filter((list) => list.length > 1).length;
+  const duplicates = duplicatedTasks + stats.duplicate_external_task_ids;
+  const retriedCreates = simTasks.filter((t) => t.create_count > 1).length;
+  const providerSlotMs = sum(simTasks.map((t) => t.n * (t.updated_at - t.created_at)));
+
+  // Where the time goes, per task.
+  const headMs = firstSubmitting - firstAccepted;
+  const createLatency: number[] = [];
+  const detectCallback: number[] = [];
+  const detectPoll: number[] = [];
+  const archiveMs: number[] = [];
+  let preCreateSlotMs = 0;
+  let detectSlotMs = 0;
+  for (const [id, tl] of timelines) {
+    const sim = simByTask.get(id)?.at(-1);
+    if (tl.lastSubmitting !== undefined && tl.submitted !== undefined) createLatency.push(tl.submitted - tl.lastSubmitting);
+    if (sim && tl.lastSubmitting !== undefined) preCreateSlotMs += tl.n * Math.max(0, sim.created_at - tl.lastSubmitting);
+    if (sim && tl.archiving !== undefined && (sim.status === "succeed" || sim.status === "failed")) {
+      const lag = Math.max(0, tl.archiving - sim.updated_at);
+      (tl.archivingSource === "callback" ? detectCallback : detectPoll).push(lag);
+      detectSlotMs += tl.n * lag;
+    }
+    if (tl.archiving !== undefined && tl.succeeded !== undefined) archiveMs.push(tl.succeeded - tl.archiving);
+  }
+  const tailMs = lastDone - lastArchiving;
+
+  // Slot-time accounting over the provider window, from the samples.
+  const submitTimes = all.map((t) => t.firstSubmitting ?? Infinity).sort((a, b) => a - b);
+  const notYetSubmitted = (t: number) => {
+    let lo = 0;
+    let hi = submitTimes.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (submitTimes[mid]! <= t) lo = mid + 1;
+      else hi = mid;
+    }
+    return submitTimes.length - lo;
+  };
+  const window = samples.filter((x) => x.t >= firstSubmitting && x.t <= lastArchiving);
+  const acc = { running: 0, heldIdle: 0, lowered: 0, freeBacklog: 0, freeNoBacklog: 0, total: 0, effMin: C };
+  for (const x of window) {
+    const backlog = notYetSubmitted(x.t) > 0;
+    acc.running += Math.min(x.sim, C);
+    acc.heldIdle += Math.max(0, x.ledger - x.sim);
+    const free = Math.max(0, C - Math.max(x.ledger, x.sim));
+    const lowered = Math.min(free, C - x.effective);
+    if (backlog) {
+      acc.lowered += lowered;
+      acc.freeBacklog += free - lowered;
+    } else acc.freeNoBacklog += free;
+    acc.total += C;
+    acc.effMin = Math.min(acc.effMin, x.effective);
+  }
+  const share = (v: number) => (acc.total ? v / acc.total : 0);
+  // Shares of C x window, expressed as seconds of makespan.
+  const asMs = (v: number) => share(v) * providerMakespanMs;
+
+  const lines = [
+    ``,
+    `== phase ${name}: ${tasks.length} tasks, capacity ${C}, run ${T} ms` +
+      (faulty ? `, callback loss ${params.callbackLoss}, error rate ${params.errorRate}` : ", no faults"),
+    `tasks: ${succeeded.length} succeeded, ${failed.length} failed` +
+      (failed.length ? `  <<< FAILURES: ${failed.slice(0, 5).map((t) => `${t.failureClass}: ${t.failureMessage}`).join(" | ")}` : ""),
+    `Σn = ${sum(ns)}, ideal = Σ(n·T)/C = ${s(idealMs)}; intake took ${s(intakeMs)} (${intakeErrors} retried POSTs)`,
+    `makespan end-to-end  (first accepted -> last succeeded) ${s(makespanMs)}  ratio ${ratio.toFixed(3)}`,
+    `makespan provider    (first submitting -> last archiving) ${s(providerMakespanMs)}  ratio ${providerRatio.toFixed(3)}`,
+    `makespan simulator   (first create -> last provider end)   ${s(simMakespanMs)}  ratio ${(simMakespanMs / idealMs).toFixed(3)}`,
+    `slot utilisation: Σ provider slot-time / (C·provider makespan) = ${pct(providerSlotMs / (C * providerMakespanMs))}; ` +
+      `sampled mean in use ${pct(share(acc.running))} (${window.length} samples)`,
+    `duplicate_provider_tasks ${duplicates} (our tasks with >1 provider task: ${duplicatedTasks}, sim duplicate_external_task_ids: ${stats.duplicate_external_task_ids}); ` +
+      `provider tasks ${stats.tasks_created}, creates retried for the same task ${retriedCreates}`,
+    `peak_slots_in_use ${stats.peak_slots_in_use} / capacity ${stats.capacity}; rejected over capacity ${stats.rejected_over_capacity}; ` +
+      `min effective capacity in our ledger ${acc.effMin}`,
+    `provider calls: create ${stats.create_calls}, get ${stats.get_calls}, list ${stats.list_calls}, errors injected ${stats.errors_injected}; ` +
+      `callbacks sent ${stats.callbacks_sent}, lost ${stats.callbacks_lost}, failed ${stats.callbacks_failed}; ` +
+      `attempts ${sum(tasks.map((t) => t.attempts))}, transient failures ${sum(tasks.map((t) => t.transientFailures))}, resubmissions ${sum(tasks.map((t) => t.resubmissions))}`,
+    `-- where the time goes`,
+    `head: first accepted -> first submitting ${s(headMs)}; tail: last archiving -> last succeeded ${s(tailMs)}`,
+    `create latency (last submitting -> submitted): ${dist(createLatency)}`,
+    `end detection after the provider finished, by callback: ${dist(detectCallback)}`,
+    `end detection after the provider finished, by poll:     ${dist(detectPoll)}`,
+    `archive (archiving -> succeeded): ${dist(archiveMs)}`,
+    `slot-time held in our ledger while the provider ran nothing for it: before create ${s(preCreateSlotMs / C)}, after end ${s(detectSlotMs / C)} (÷C, as makespan)`,
+    `C x provider window (${s(providerMakespanMs)}) split from samples, as makespan seconds:`,
+    `  provider running ${s(asMs(acc.running))} (${pct(share(acc.running))}) | held in ledger, idle at provider ${s(asMs(acc.heldIdle))} (${pct(share(acc.heldIdle))})`,
+    `  free while tasks wait: lowered capacity ${s(asMs(acc.lowered))} (${pct(share(acc.lowered))}), hand-off/fragmentation ${s(asMs(acc.freeBacklog))} (${pct(share(acc.freeBacklog))})`,
+    `  free with nothing left to submit (drain) ${s(asMs(acc.freeNoBacklog))} (${pct(share(acc.freeNoBacklog))})`,
+  ];
+  console.log(lines.join("\n"));
+  return { name, ratio, providerRatio, duplicates, peak: stats.peak_slots_in_use, capacity: stats.capacity, failed: failed.length };
+};
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+const main = async () => {
+  const cleanups: Cleanup[] = [];
+  const cleanUp = async () => {
+    while (cleanups.length) await cleanups.pop()!().catch((error: Error) => console.error(`cleanup: ${error.message}`));
+  };
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    console.error("interrupted: cleaning up");
+    void cleanUp()
+      .then(() => dropBenchDatabases())
+      .finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  const ns = drawNs(params.tasks);
+  const tooBig = ns.filter((n) => n > params.capacity).length;
+  console.log(
+    `provider makespan benchmark: ${params.tasks} tasks, n weights ${params.nWeights.join(",")} (seed ${params.seed}, ` +
+      `n=1..${params.nWeights.length}: ${params.nWeights.map((_, i) => ns.filter((n) => n === i + 1).length).join("/")}), ` +
+      `capacity ${params.capacity}, run ${params.runMs} ms, ${params.workers} worker(s)` +
+      (tooBig ? ` — WARNING: ${tooBig} tasks have n > capacity and will fail` : ""),
+  );
+  console.log(`orchestrator knobs: ${Object.entries(knobs).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+
+  const png = await sharp({ create: { width: 320, height: 320, channels: 3, background: { r: 40, g: 120, b: 200 } } })
+    .composite([{ input: Buffer.from('<svg width="320" height="320"><circle cx="160" cy="160" r="80" fill="#fff"/></svg>') }])
+    .png()
+    .toBuffer();
+  const image = png.toString("base64");
+
+  const results: PhaseResult[] = [];
+  try {
+    await prepareDatabase(`${postgresServer}/${templateName}`);
+    for (const phase of params.phases as ("clean" | "faulty")[]) {
+      const phaseCleanups: Cleanup[] = [];
+      cleanups.push(async () => {
+        while (phaseCleanups.length) await phaseCleanups.pop()!().catch((error: Error) => console.error(`cleanup: ${error.message}`));
+      });
+      results.push(await runPhase(phase, ns, image, phaseCleanups));
+      await cleanups.pop()!();
+    }
+  } finally {
+    await cleanUp();
+    await dropBenchDatabases().catch((error: Error) => console.error(`dropping the bench databases: ${error.message}`));
+  }
+
+  console.log("");
+  for (const r of results) {
+    console.log(
+      `${r.name}: makespan_ratio=${r.ratio.toFixed(3)} provider_ratio=${r.providerRatio.toFixed(3)} duplicate_provider_tasks=${r.duplicates} ` +
+        `peak_slots=${r.peak} capacity=${r.capacity} failed_tasks=${r.failed}`,
+    );
+  }
+  const headline = results.find((r) => r.name === "faulty") ?? results.at(-1);
+  if (headline) {
+    console.log(
+      `makespan_ratio=${headline.ratio.toFixed(3)} duplicate_provider_tasks=${headline.duplicates} peak_slots=${headline.peak} capacity=${headline.capacity}`,
+    );
+  }
+};
+
+main().then(
+  () => process.exit(0),
+  (error: Error) => {
+    console.error(`benchmark broke: ${error.stack ?? error.message}`);
+    process.exit(1);
+  },
+);
