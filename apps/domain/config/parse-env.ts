@@ -26,6 +26,13 @@ export const envCommaList = z
   .string()
   .transform((v) => v.split(",").map((s) => s.trim().toLowerCase()).filter(Boolean));
 
-export const envPort = z.coerce.number().int().min(0).max(65535);
+export const envPort = z.coerce
+  .number({ error: "must be a port number (0-65535)" })
+  .int({ error: "must be a port number (0-65535)" })
+  .min(0, { error: "must be a port number (0-65535)" })
+  .max(65535, { error: "must be a port number (0-65535)" });
 
-export const envPositiveMs = z.coerce.number().int().positive();
+export const envPositiveMs = z.coerce
+  .number({ error: "must be a whole number of milliseconds" })
+  .int({ error: "must be a whole number of milliseconds" })
+  .positive({ error: "must be a positive number of milliseconds" });

@@ -15,7 +15,14 @@ export const createLogger = (name: string, level = "info"): Logger =>
     level,
     mixin: () => context.getStore() ?? {},
     redact: {
-      paths: ["req.headers.authorization", "headers.authorization", "*.apiKey", "*.secretKey", "*.callbackToken"],
+      paths: [
+        "req.headers.authorization",
+        "headers.authorization",
+        'req.headers["webhook-signature"]',
+        "*.apiKey",
+        "*.secretKey",
+        "*.callbackToken",
+      ],
       censor: "[redacted]",
     },
   });
