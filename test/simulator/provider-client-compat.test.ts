@@ -28,6 +28,7 @@ const clientFor = (overrides: Partial<ProviderConfig> = {}) =>
     auth: { type: "bearer", token: randomToken() },
     downField: "down",
     timeoutMs: 2000,
+    externalIdLookup: "path",
     ...overrides,
   });
 
@@ -82,6 +83,7 @@ describe("the orchestrator's provider client against the simulator", () => {
         auth: { type: "bearer", token: randomToken() },
         downField: "bottom",
         timeoutMs: 2000,
+        externalIdLookup: "path",
       });
       expect(await refusal(client.createTask(input()))).toMatchObject({ action: "retry", code: null, httpStatus: 404 });
       expect(await refusal(client.findTaskByExternalId("x"))).toMatchObject({ action: "retry", httpStatus: 404 });

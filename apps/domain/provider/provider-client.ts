@@ -1,3 +1,4 @@
+import { z } from "zod";
 import type { ExpansionRatios } from "../expand-request/expand-limits.ts";
 import { signKlingJwt } from "./kling-jwt.ts";
 import type { ProviderConfig } from "./provider-config.schema.ts";
@@ -29,6 +30,9 @@ export type ProviderClient = {
 };
 
 const taskEnvelope = providerEnvelopeSchema(providerTaskSchema);
+const listEnvelope = providerEnvelopeSchema(z.array(providerTaskSchema));
+const LIST_PAGE_SIZE = 500;
+const LIST_PAGES_SCANNED = 4;
 
 const parseRetryAfter = (header: string | null): number | undefined => {
   if (!header) return undefined;
@@ -46,7 +50,12 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
       ? `Bearer ${config.auth.token}`
       : `Bearer ${signKlingJwt(config.auth.accessKey, config.auth.secretKey)}`;
 
-  const call = async (method: "GET" | "POST", url: string, body?: unknown): Promise<ProviderTask> => {
+  const call = async <T>(
+    method: "GET" | "POST",
+    url: string,
+    envelope: z.ZodType<{ code: number; data: T }>,
+    body?: unknown,
+  ): Promise<T> => {
     let response: Response;
     try {
       response = await fetch(url, {
@@ -78,7 +87,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
       json = undefined;
     }
     if (response.ok) {
-      const parsed = taskEnvelope.safeParse(json);
+      const parsed = envelope.safeParse(json);
       if (parsed.success && parsed.data.code === 0) return parsed.data.data;
     }
     const error = providerErrorBodySchema.safeParse(json);
@@ -98,7 +107,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
   return {
     kind: config.kind,
     createTask: (input) =>
-      call("POST", route, {
+      call("POST", route, taskEnvelope, {
         image: input.image,
         up_expansion_ratio: input.ratios.up,
         [`${config.downField}_expansion_ratio`]: input.ratios.down,
@@ -112,13 +121,32 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
         external_task_id: input.externalTaskId,
         callback_url: input.callbackUrl,
       }),
-    getTask: (providerTaskId) => call("GET", `${route}/${encodeURIComponent(providerTaskId)}`),
+    getTask: (providerTaskId) => call("GET", `${route}/${encodeURIComponent(providerTaskId)}`, taskEnvelope),
     findTaskByExternalId: async (externalTaskId) => {
+      const notFound = (error: unknown) =>
+        error instanceof ProviderError &&
+        (error.details.code === 1203 || error.details.code === 1202 || (error.details.httpStatus === 404 && error.details.code !== null));
       try {
-        return await call("GET", `${route}/${encodeURIComponent(externalTaskId)}`);
+        switch (config.externalIdLookup) {
+          case "path":
+            return await call("GET", `${route}/${encodeURIComponent(externalTaskId)}`, taskEnvelope);
+          case "query": {
+            const found = await call("GET", `${route}?external_task_id=${encodeURIComponent(externalTaskId)}`, listEnvelope);
+            return found.find((t) => t.task_info?.external_task_id === externalTaskId);
+          }
+          case "list":
+            // Newest first: a task from an attempt moments ago is on the first page.
+            for (let page = 1; page <= LIST_PAGES_SCANNED; page++) {
+              const tasks = await call("GET", `${route}?pageNum=${page}&pageSize=${LIST_PAGE_SIZE}`, listEnvelope);
+              const match = tasks.find((t) => t.task_info?.external_task_id === externalTaskId);
+              if (match || tasks.length < LIST_PAGE_SIZE) return match;
+            }
+            return undefined;
+          case "none":
+            return undefined;
+        }
       } catch (error) {
-        if (error instanceof ProviderError && (error.details.code === 1203 || error.details.code === 1202)) return undefined;
-        if (error instanceof ProviderError && error.details.httpStatus === 404 && error.details.code !== null) return undefined;
+        if (notFound(error)) return undefined;
         throw error;
       }
     },

@@ -8,6 +8,10 @@ export const providerEnv = {
   PROVIDER_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
   PROVIDER_DOWN_FIELD: z.enum(["down", "bottom"]).optional(),
   PROVIDER_TIMEOUT_MS: envPositiveMs.default(30_000),
+  // How to ask "does a task with this external_task_id exist?" (UNCONFIRMED for both providers):
+  // `path` GET .../expand/{id} (Kling: "use either task_id or external_task_id"), `query`
+  // GET .../expand?external_task_id=, `list` scan the newest pages of the list, `none` no lookup.
+  PROVIDER_EXTERNAL_ID_LOOKUP: z.enum(["path", "query", "list", "none"]).default("path"),
   COMETAPI_API_KEY: z.string().optional(),
   KLING_API_KEY: z.string().optional(),
   KLING_ACCESS_KEY: z.string().optional(),
@@ -31,6 +35,7 @@ export type ProviderConfig = {
   auth: ProviderAuth;
   downField: "down" | "bottom";
   timeoutMs: number;
+  externalIdLookup: "path" | "query" | "list" | "none";
 };
 
 export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
@@ -38,6 +43,7 @@ export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
     env.PROVIDER ??
     (env.KLING_API_KEY || env.KLING_ACCESS_KEY ? "kling" : env.COMETAPI_API_KEY ? "cometapi" : "simulator");
   const timeoutMs = env.PROVIDER_TIMEOUT_MS;
+  const externalIdLookup = env.PROVIDER_EXTERNAL_ID_LOOKUP;
   switch (kind) {
     case "simulator":
       return {
@@ -47,6 +53,7 @@ export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
         auth: { type: "bearer", token: env.SIMULATOR_API_KEY },
         downField: env.PROVIDER_DOWN_FIELD ?? "down",
         timeoutMs,
+        externalIdLookup,
       };
     case "cometapi":
       if (!env.COMETAPI_API_KEY) throw new Error("COMETAPI_API_KEY: required when PROVIDER=cometapi");
@@ -58,6 +65,7 @@ export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
         // CometAPI's own example uses bottom_expansion_ratio.
         downField: env.PROVIDER_DOWN_FIELD ?? "bottom",
         timeoutMs,
+        externalIdLookup,
       };
     case "kling": {
       const auth: ProviderAuth | undefined = env.KLING_API_KEY
@@ -73,6 +81,7 @@ export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
         auth,
         downField: env.PROVIDER_DOWN_FIELD ?? "down",
         timeoutMs,
+        externalIdLookup,
       };
     }
   }
