@@ -47,6 +47,7 @@ export const adminRoutes = (deps: AdminRouteDeps): Router => {
       ...store.stats(),
       ...store.slotUsage(account),
       capacity: settings().capacity,
+      foreign_slots_in_use: settings().foreign_slots_in_use,
       ...(account === undefined ? {} : { account, tasks: store.list(account).length }),
       result_bytes_in_memory: deps.results.bytes(),
     });
@@ -70,6 +71,20 @@ export const adminRoutes = (deps: AdminRouteDeps): Router => {
         updated_at: t.updatedAt,
       })),
     );
+  });
+
+  // The provider forgets one task: `{id}` is a task_id, or with ?account= that account's
+  // external_task_id. Gets answer 1203 from then on and the external_task_id may be used again.
+  router.delete("/tasks/:id", (req: Request, res: Response) => {
+    const task = store.forget(String(req.params.id), accountFilter(req));
+    if (!task) return res.status(404).json({ error: "not_found", message: `no task ${String(req.params.id)}` });
+    deps.logger.info({ providerTaskId: task.taskId }, "task forgotten");
+    res.json({ forgotten: true, task_id: task.taskId, account: task.account, external_task_id: task.externalTaskId ?? null, status: task.status });
+  });
+
+  // Create calls per external_task_id, accepted or not (a forced error, a duplicate, over capacity).
+  router.get("/create-calls", (req: Request, res: Response) => {
+    res.json(store.createCalls(accountFilter(req)));
   });
 
   router.post("/reset", (_req, res) => {

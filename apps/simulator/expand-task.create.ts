@@ -1,6 +1,6 @@
 import { expandRequestBodySchema, toFieldViolations } from "../domain/expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../domain/expand-request/source-image.ts";
-import { ProviderRefusal } from "./provider-reply.ts";
+import { forcedErrorMessage, ProviderRefusal } from "./provider-reply.ts";
 import type { SimSettings } from "./sim-settings.schema.ts";
 import type { SimTaskStore } from "./sim-task.store.ts";
 import type { SimTask } from "./sim-task.ts";
@@ -44,6 +44,10 @@ export const createExpandTask = async (
   const body = isObject(rawBody) ? { ...rawBody } : rawBody;
   if (isObject(body) && typeof body.external_task_id === "string") store.countCreateCall(account, body.external_task_id);
   const s = settings();
+  if (s.create_error_code !== null) {
+    store.stats().create_errors_forced += 1;
+    throw new ProviderRefusal(s.create_error_code, forcedErrorMessage(s.create_error_code));
+  }
   if (isObject(body)) applyDownField(body, s.down_field);
 
   const parsed = expandRequestBodySchema.safeParse(body ?? {});
@@ -79,6 +83,7 @@ export const createExpandTask = async (
       reorderCallbacks: random() < now.callback_reorder,
     },
     now.capacity,
+    now.foreign_slots_in_use,
   );
   return { task, submittedCallback: lifecycle.start(task, loaded.bytes) };
 };

@@ -46,3 +46,30 @@ export const transientErrors = [
   { code: 5001, message: "service temporarily unavailable for maintenance" },
   { code: 5002, message: "server timeout, please try again later" },
 ] as const;
+
+// What the provider says for each code when create_error_code forces it (KLING.md "Errors").
+const forcedErrorMessages: Record<number, string> = {
+  1000: "authentication failed",
+  1001: "Authorization header is empty",
+  1002: "Authorization token is invalid",
+  1003: "Authorization token is not yet valid",
+  1004: "Authorization token has expired",
+  1100: "account exception, please contact support",
+  1101: "account in arrears, please recharge",
+  1102: "resource pack exhausted or expired",
+  1103: "no permission for this API or model",
+  1200: "invalid request",
+  1201: "invalid request parameters",
+  1202: "invalid request method",
+  1203: "the requested resource does not exist",
+  1300: "refused by platform policy",
+  1301: "content safety policy: the request was refused",
+  1302: "requests are too frequent, please slow down",
+  1303: "parallel task limit exceeded for this account",
+  1304: "IP whitelist policy: this address is not allowed",
+  5000: "internal server error",
+  5001: "service temporarily unavailable for maintenance",
+  5002: "server timeout, please try again later",
+};
+
+export const forcedErrorMessage = (code: number): string => forcedErrorMessages[code] ?? `error ${code}`;

@@ -30,6 +30,16 @@ export const webhookSecretSchema = z
 
 export const downFields = ["down", "bottom", "both"] as const;
 
+// The provider's documented error codes (KLING.md "Errors"), each answered with its HTTP status.
+export const providerErrorCodes = [
+  1000, 1001, 1002, 1003, 1004, 1100, 1101, 1102, 1103, 1200, 1201, 1202, 1203, 1300, 1301, 1302, 1303, 1304, 5000, 5001, 5002,
+] as const;
+
+export const createErrorCodeSchema = z
+  .number({ error: "must be a provider error code" })
+  .int({ error: "must be a provider error code" })
+  .refine((code) => (providerErrorCodes as readonly number[]).includes(code), { error: `must be one of ${providerErrorCodes.join(", ")}` });
+
 export const simSettingsSchema = z.object({
   // Slots per account; a task holds n slots from submitted until it ends.
   capacity: z.number().int().min(0).max(100_000),
@@ -52,6 +62,12 @@ export const simSettingsSchema = z.object({
   callback_mode: z.enum(["normal", "before_create_response"]),
   callback_timeout_ms: millis,
   route_unavailable: z.boolean(),
+  // Every create is answered with this error code (after it is counted): an account in arrears
+  // (1101), a revoked key (1002), a policy refusal (1301)... null: creates are handled normally.
+  create_error_code: createErrorCodeSchema.nullable(),
+  // Slots of every account held by another client of the same account (a shared account): the
+  // provider counts them against capacity, so creates see 1303 sooner than the caller's own count says.
+  foreign_slots_in_use: z.number({ error: "must be a whole number" }).int({ error: "must be a whole number" }).min(0, { error: "must be >= 0" }).max(100_000),
   down_field: z.enum(downFields),
   webhook_secret: webhookSecretSchema.nullable(),
   // When set, only these bearer tokens (or JWTs whose iss is listed) are accepted.

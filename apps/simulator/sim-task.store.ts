@@ -10,6 +10,8 @@ const emptyStats = () => ({
   duplicate_external_task_ids: 0,
   rejected_over_capacity: 0,
   rejected_invalid: 0,
+  create_errors_forced: 0,
+  tasks_forgotten: 0,
   create_calls: 0,
   get_calls: 0,
   list_calls: 0,
@@ -67,21 +69,24 @@ export const createSimTaskStore = () => {
     createCountOf: (task: SimTask): number =>
       task.externalTaskId === undefined ? 1 : (createCounts.get(externalKey(task.account, task.externalTaskId)) ?? 1),
 
-    admit(input: NewTask, capacity: number): SimTask {
+    // `foreignSlots`: held by another client of the same account; they count against capacity but
+    // not in this account's slot numbers, which are what the caller itself holds.
+    admit(input: NewTask, capacity: number, foreignSlots = 0): SimTask {
       if (input.externalTaskId !== undefined && byExternalId.has(externalKey(input.account, input.externalTaskId))) {
         stats.duplicate_external_task_ids += 1;
         throw new ProviderRefusal(1201, `external_task_id: '${input.externalTaskId}' is duplicate; it must be unique within the account`);
       }
       const accountSlots = slotsOf(input.account);
-      if (accountSlots.inUse + input.n > capacity) {
+      if (accountSlots.inUse + foreignSlots + input.n > capacity) {
         stats.rejected_over_capacity += 1;
-        throw new ProviderRefusal(1303, `parallel task limit exceeded: ${accountSlots.inUse} of ${capacity} slots in use, this task needs ${input.n}`);
+        const foreign = foreignSlots > 0 ? ` (${foreignSlots} of them by another client)` : "";
+        throw new ProviderRefusal(1303, `parallel task limit exceeded: ${accountSlots.inUse + foreignSlots} of ${capacity} slots in use${foreign}, this task needs ${input.n}`);
       }
       accountSlots.inUse += input.n;
       accountSlots.peak = Math.max(accountSlots.peak, accountSlots.inUse);
       const now = Date.now();
       nextId += 1n;
-      const task: SimTask = { ...input, taskId: nextId.toString(), status: "submitted", statusMsg: "", createdAt: now, updatedAt: now, holdsSlots: true };
+      const task: SimTask = { ...input, taskId: nextId.toString(), status: "submitted", statusMsg: "", createdAt: now, updatedAt: now, holdsSlots: true, forgotten: false };
       tasks.set(task.taskId, task);
       if (task.externalTaskId !== undefined) byExternalId.set(externalKey(task.account, task.externalTaskId), task);
       stats.tasks_created += 1;
@@ -107,6 +112,41 @@ export const createSimTaskStore = () => {
       task.holdsSlots = false;
       slotsOf(task.account).inUse -= task.n;
     },
+
+    // The provider loses a task (a provider-side incident): gets answer 1203 from now on, its slots
+    // are free, its external_task_id may be used again, and it never changes or calls back again.
+    // `id` is a task_id, or with `account` also that account's external_task_id.
+    forget(id: string, account?: string): SimTask | undefined {
+      const byTaskId = tasks.get(id);
+      const task =
+        account === undefined
+          ? byTaskId
+          : byTaskId && byTaskId.account === account
+            ? byTaskId
+            : byExternalId.get(externalKey(account, id));
+      if (!task) return undefined;
+      tasks.delete(task.taskId);
+      if (task.externalTaskId !== undefined && byExternalId.get(externalKey(task.account, task.externalTaskId)) === task) {
+        byExternalId.delete(externalKey(task.account, task.externalTaskId));
+      }
+      if (task.holdsSlots) {
+        task.holdsSlots = false;
+        slotsOf(task.account).inUse -= task.n;
+      }
+      task.forgotten = true;
+      stats.tasks_forgotten += 1;
+      return task;
+    },
+
+    // Every external_task_id that came with a create call, and how many such calls there were
+    // (accepted or not), oldest first: what a caller was charged for, or tried to be.
+    createCalls: (account?: string) =>
+      [...createCounts.entries()]
+        .map(([key, count]) => {
+          const [owner = "", externalTaskId = ""] = key.split("\u0000");
+          return { account: owner, external_task_id: externalTaskId, count };
+        })
+        .filter((entry) => account === undefined || entry.account === account),
 
     // Newest first, as Kling's list answers.
     list: (account?: string): SimTask[] =>

@@ -21,6 +21,8 @@ export type SimTask = {
   // This task's "processing" callback is held back and delivered after the terminal one.
   reorderCallbacks: boolean;
   holdsSlots: boolean;
+  // Dropped from the store by DELETE /_sim/tasks/{id}: its timers change nothing any more.
+  forgotten: boolean;
 };
 
 export const isTerminal = (status: ProviderTaskStatus): boolean => status === "succeed" || status === "failed";

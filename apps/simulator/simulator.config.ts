@@ -2,7 +2,7 @@ import { z } from "zod";
 import { defaultSimulatorPort } from "../domain/config/defaults.ts";
 import { envBoolean, envPort, parseEnv } from "../domain/config/parse-env.ts";
 import { loggingEnv } from "../domain/config/shared-env.schema.ts";
-import { downFields, runMsSchema, webhookSecretSchema, type SimSettings } from "./sim-settings.schema.ts";
+import { createErrorCodeSchema, downFields, runMsSchema, webhookSecretSchema, type SimSettings } from "./sim-settings.schema.ts";
 
 const envShare = z.coerce.number().min(0).max(1);
 const envMillis = z.coerce.number().int().min(0);
@@ -33,6 +33,8 @@ export const simulatorEnvSchema = z.object({
   SIM_CALLBACK_MODE: z.enum(["normal", "before_create_response"]).default("normal"),
   SIM_CALLBACK_TIMEOUT_MS: envMillis.default(10_000),
   SIM_ROUTE_UNAVAILABLE: envBoolean.default(false),
+  SIM_CREATE_ERROR_CODE: z.coerce.number().pipe(createErrorCodeSchema).optional(),
+  SIM_FOREIGN_SLOTS_IN_USE: z.coerce.number().int().min(0).default(0),
   SIM_DOWN_FIELD: z.enum(downFields).default("both"),
   SIM_WEBHOOK_SECRET: webhookSecretSchema.optional(),
   SIM_API_KEYS: envKeyList.optional(),
@@ -62,6 +64,8 @@ export const settingsFromConfig = (c: SimulatorConfig): SimSettings => ({
   callback_mode: c.SIM_CALLBACK_MODE,
   callback_timeout_ms: c.SIM_CALLBACK_TIMEOUT_MS,
   route_unavailable: c.SIM_ROUTE_UNAVAILABLE,
+  create_error_code: c.SIM_CREATE_ERROR_CODE ?? null,
+  foreign_slots_in_use: c.SIM_FOREIGN_SLOTS_IN_USE,
   down_field: c.SIM_DOWN_FIELD,
   webhook_secret: c.SIM_WEBHOOK_SECRET ?? null,
   api_keys: c.SIM_API_KEYS && c.SIM_API_KEYS.length > 0 ? c.SIM_API_KEYS : null,

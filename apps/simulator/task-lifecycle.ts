@@ -25,6 +25,7 @@ export const createTaskLifecycle = ({ store, timers, callbacks, results, publicU
   let generation = 0;
 
   const changeStatus = (task: SimTask, status: SimTask["status"], message = "") => {
+    if (task.forgotten) return Promise.resolve();
     store.transition(task, status, message);
     if (isTerminal(status)) {
       store.releaseSlots(task);
