@@ -1,4 +1,4 @@
-import type { Db, Task } from "../db/prisma-client.ts";
+import type { Db, Task, TaskStatus } from "../db/prisma-client.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
 import type { ProviderClient } from "../provider/provider-client.ts";
@@ -39,13 +39,16 @@ export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSumm
   const summary: ReconcileSummary = { polled: 0, redriven: 0, timedOut: 0, slotsRepaired: 0, errors: 0 };
   summary.timedOut = await failOverdueTasks(deps);
   summary.slotsRepaired = await repairSlotLedger(deps);
-  const overdue = await deps.db.task.findMany({
-    where: { status: { in: ["queued", "submitting", "submitted", "processing", "archiving"] }, nextCheckAt: { lte: new Date() } },
-    orderBy: { nextCheckAt: "asc" },
-    take: deps.batchSize,
-  });
+  // Two lists, so that a large backlog of waiting tasks never delays the polls of running ones.
+  const overdue = async (statuses: TaskStatus[]) =>
+    deps.db.task.findMany({
+      where: { status: { in: statuses }, nextCheckAt: { lte: new Date() } },
+      orderBy: { nextCheckAt: "asc" },
+      take: deps.batchSize,
+    });
+  const due = [...(await overdue([...IN_FLIGHT])), ...(await overdue(["queued", "submitting", "archiving"]))];
   // A bounded number of provider calls at once: a backlog of overdue tasks must not flood the provider.
-  await forEachConcurrently(overdue, POLL_CONCURRENCY, async (task) => {
+  await forEachConcurrently(due, POLL_CONCURRENCY, async (task) => {
     try {
       if (task.status === "submitted" || task.status === "processing") {
         await pollTask(deps, task);
