@@ -8,6 +8,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Redis } from "ioredis";
 import pg from "pg";
 import sharp from "sharp";
@@ -287,6 +288,12 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     }
   })();
 
+  // Everything runs on this one event loop (2 cores): its delay and the CPU used say how much of the
+  // latency below is contention rather than the orchestrator's own waiting.
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  const cpuBefore = process.cpuUsage();
+
   // Intake: every task through the public API, a bounded number at once.
   const intakeStarted = Date.now();
   let next = 0;
@@ -338,6 +345,9 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
   }
   sampling = false;
   await sampler;
+  loopDelay.disable();
+  const cpu = process.cpuUsage(cpuBefore);
+  const phaseWallMs = Date.now() - intakeStarted;
 
   // Collect.
   const tasks = await db.task.findMany({
@@ -487,6 +497,8 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
       `callbacks sent ${stats.callbacks_sent}, lost ${stats.callbacks_lost}, failed ${stats.callbacks_failed}; ` +
       `attempts ${sum(tasks.map((t) => t.attempts))}, transient failures ${sum(tasks.map((t) => t.transientFailures))}, resubmissions ${sum(tasks.map((t) => t.resubmissions))}`,
     `-- where the time goes`,
+    `this process: CPU ${((cpu.user + cpu.system) / 1000 / phaseWallMs).toFixed(2)} cores busy on average; event-loop delay ` +
+      `mean ${(loopDelay.mean / 1e6).toFixed(0)} ms, p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms, max ${(loopDelay.max / 1e6).toFixed(0)} ms`,
     `head: first accepted -> first submitting ${s(headMs)}; tail: last archiving -> last succeeded ${s(tailMs)}`,
     `create latency (last submitting -> submitted): ${dist(createLatency)}`,
     `end detection after the provider finished, by callback: ${dist(detectCallback)}`,
