@@ -15,13 +15,15 @@ local priority, staleMs = tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('HEXISTS', holders, taskId) == 1 then return {1, -1, -1} end
 local eff = tonumber(redis.call('GET', effectiveKey) or configured)
 if eff > configured then eff = configured end
--- Additive recovery after a 1303 lowered the effective capacity.
+-- Additive recovery after a 1303 lowered the effective capacity: one slot per recoverMs that has
+-- passed, idle time included (snapshot() computes the same for /readyz).
 if eff < configured then
   local lowered = tonumber(redis.call('GET', loweredKey) or 0)
-  if now - lowered >= recoverMs then
-    eff = eff + 1
+  local steps = math.floor((now - lowered) / recoverMs)
+  if steps > 0 then
+    eff = math.min(configured, eff + steps)
     redis.call('SET', effectiveKey, eff)
-    redis.call('SET', loweredKey, now)
+    redis.call('SET', loweredKey, lowered + steps * recoverMs)
   end
 end
 redis.call('ZADD', waiters, 'NX', priority, taskId)
@@ -158,11 +160,18 @@ export const createProviderSlots = (
     lowerCapacity: async () =>
       Number(await redis.eval(LOWER, 3, holders, key("effective"), key("lowered-at"), options.capacity, Date.now())),
     snapshot: async () => {
-      const [raw, effective] = await Promise.all([redis.hgetall(holders), redis.get(key("effective"))]);
+      const [raw, effective, loweredAt] = await Promise.all([
+        redis.hgetall(holders),
+        redis.get(key("effective")),
+        redis.get(key("lowered-at")),
+      ]);
       const held = Object.fromEntries(Object.entries(raw).map(([id, n]) => [id, Number(n)]));
+      const stored = Math.min(options.capacity, Number(effective ?? options.capacity));
+      const recovered = stored < options.capacity ? Math.floor((Date.now() - Number(loweredAt ?? 0)) / options.recoverMs) : 0;
       return {
         capacity: options.capacity,
-        effective: Math.min(options.capacity, Number(effective ?? options.capacity)),
+        // What the next acquire will find: the time-based recovery counts even while nothing acquires.
+        effective: Math.min(options.capacity, stored + Math.max(0, recovered)),
         used: Object.values(held).reduce((a, b) => a + b, 0),
         holders: held,
       };
