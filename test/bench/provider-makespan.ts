@@ -490,7 +490,7 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     `slot utilisation: Σ provider slot-time / (C·provider makespan) = ${pct(providerSlotMs / (C * providerMakespanMs))}; ` +
       `sampled mean in use ${pct(share(acc.running))} (${window.length} samples)`,
     `duplicate_provider_tasks ${duplicates} (our tasks with >1 provider task: ${duplicatedTasks}, sim duplicate_external_task_ids: ${stats.duplicate_external_task_ids}); ` +
-      `provider tasks ${stats.tasks_created}, creates retried for the same task ${retriedCreates}`,
+      `provider tasks ${stats.tasks_created}, tasks whose external_task_id reached the create handler more than once ${retriedCreates}`,
     `peak_slots_in_use ${stats.peak_slots_in_use} / capacity ${stats.capacity}; rejected over capacity ${stats.rejected_over_capacity}; ` +
       `min effective capacity in our ledger ${acc.effMin}`,
     `provider calls: create ${stats.create_calls}, get ${stats.get_calls}, list ${stats.list_calls}, errors injected ${stats.errors_injected}; ` +
