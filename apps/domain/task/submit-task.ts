@@ -102,6 +102,9 @@ export const submitTask = async (
     return { kind: "already_done" };
   }
 
+  // Whether the provider may hold a task for this one right now: until the lookup answers "no
+  // such task", an earlier attempt's create may have made one, and its slots must stay taken.
+  let mayHoldTask = outcomeUnknown;
   try {
     if (outcomeUnknown) {
       const existing = await deps.provider.findTaskByExternalId(taskId);
@@ -110,6 +113,7 @@ export const submitTask = async (
         await applyProviderReport(deps, taskId, existing, "worker");
         return { kind: "adopted" };
       }
+      mayHoldTask = false;
     }
     const created = await deps.provider.createTask({
       image,
@@ -125,14 +129,20 @@ export const submitTask = async (
     return { kind: "submitted" };
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;
-    return handleProviderError(deps, taskId, error);
+    return handleProviderError(deps, taskId, error, mayHoldTask);
   }
 };
 
-const handleProviderError = async (deps: SubmitTaskDeps, taskId: string, error: ProviderError): Promise<SubmitOutcome> => {
+const handleProviderError = async (
+  deps: SubmitTaskDeps,
+  taskId: string,
+  error: ProviderError,
+  mayHoldTask: boolean,
+): Promise<SubmitOutcome> => {
   const { action, code, outcomeUnknown, retryAfterMs } = error.details;
-  // Unless the request may have created a task, the provider holds nothing for it.
-  if (!outcomeUnknown) await deps.slots.release(taskId);
+  // Unless this request or an earlier one (whose task we could not look up) may have created a
+  // task, the provider holds nothing for it.
+  if (!outcomeUnknown && !mayHoldTask) await deps.slots.release(taskId);
   // A considered answer about this request (a refusal, a rate limit) proves the route and the
   // account work: it closes an open circuit just as a success does.
   const answered = action === "fail_task" || (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code));
