@@ -55,10 +55,12 @@ describe("provider slot ledger", () => {
     await slots.close();
   });
 
-  it("when the provider answers 1303, then effective capacity drops to what we hold and comes back one slot per interval", async () => {
+  it("when the provider answers 1303, then effective capacity steps down by the refused size, never below what we hold, and comes back one slot per interval", async () => {
     const slots = ledger(6, 200);
     await slots.acquire("a", 2, 1);
-    expect(await slots.lowerCapacity()).toBe(2);
+    expect(await slots.lowerCapacity(3)).toBe(3);
+    expect(await slots.lowerCapacity(3)).toBe(2);
+    expect(await slots.lowerCapacity(1)).toBe(2);
     expect(await slots.acquire("b", 1, 1)).toEqual({ ok: false, used: 2, effective: 2 });
     await new Promise((resolve) => setTimeout(resolve, 250));
     // One slot back after the interval.

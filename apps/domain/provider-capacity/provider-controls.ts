@@ -8,7 +8,7 @@ import { createProviderSlots, type ProviderSlots } from "./provider-slots.ts";
 export const providerControlEnv = {
   PROVIDER_CAPACITY: z.coerce.number().int().min(1).max(10_000).default(5),
   // After a 1303 lowered the effective capacity, one slot comes back per this interval.
-  PROVIDER_CAPACITY_RECOVER_MS: envPositiveMs.default(30_000),
+  PROVIDER_CAPACITY_RECOVER_MS: envPositiveMs.default(10_000),
   CIRCUIT_FAILURE_THRESHOLD: z.coerce.number().int().min(1).default(5),
   CIRCUIT_FAILURE_WINDOW_MS: envPositiveMs.default(60_000),
   CIRCUIT_OPEN_MS: envPositiveMs.default(30_000),

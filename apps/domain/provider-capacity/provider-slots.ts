@@ -72,15 +72,21 @@ redis.call('PUBLISH', KEYS[2], n)
 return tonumber(n)
 `;
 
-// After a 1303 the provider accepts no more than what we hold now (the account may be shared).
+// After a 1303 the provider accepted less than our ledger allowed (the account is shared, or its
+// limit is lower than configured). Step down by the refused task's size, never below what we hold:
+// repeated refusals walk the capacity down quickly, a stray one costs a little for a short while.
 const LOWER = `
 local used = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
-local configured = tonumber(ARGV[1])
+local configured, now, recoverMs, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local eff = tonumber(redis.call('GET', KEYS[2]) or configured)
-local lowered = math.max(1, math.min(eff, used))
+if eff < configured then
+  local since = tonumber(redis.call('GET', KEYS[3]) or 0)
+  eff = math.min(configured, eff + math.floor((now - since) / recoverMs))
+end
+local lowered = math.max(1, math.min(eff, math.max(used, eff - n)))
 redis.call('SET', KEYS[2], lowered)
-redis.call('SET', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[3], now)
 return lowered
 `;
 
@@ -100,7 +106,8 @@ export type ProviderSlots = {
   release(taskId: string): Promise<number>;
   // Makes sure a task the provider counts is counted here too (after Redis lost the ledger).
   hold(taskId: string, n: number): Promise<void>;
-  lowerCapacity(): Promise<number>;
+  // `refusedSlots`: the size of the task the provider refused with 1303.
+  lowerCapacity(refusedSlots: number): Promise<number>;
   snapshot(): Promise<SlotSnapshot>;
   // Resolves when any slot is released (or after timeoutMs, in case a message was missed).
   waitForRelease(timeoutMs: number): Promise<void>;
@@ -157,8 +164,10 @@ export const createProviderSlots = (
     hold: async (taskId, n) => {
       await redis.hsetnx(holders, taskId, n);
     },
-    lowerCapacity: async () =>
-      Number(await redis.eval(LOWER, 3, holders, key("effective"), key("lowered-at"), options.capacity, Date.now())),
+    lowerCapacity: async (refusedSlots) =>
+      Number(
+        await redis.eval(LOWER, 3, holders, key("effective"), key("lowered-at"), options.capacity, Date.now(), options.recoverMs, refusedSlots),
+      ),
     snapshot: async () => {
       const [raw, effective, loweredAt] = await Promise.all([
         redis.hgetall(holders),

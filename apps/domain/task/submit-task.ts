@@ -129,7 +129,7 @@ export const submitTask = async (
     return { kind: "submitted" };
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;
-    return handleProviderError(deps, taskId, error, mayHoldTask);
+    return handleProviderError(deps, taskId, error, mayHoldTask, task.n);
   }
 };
 
@@ -138,6 +138,7 @@ const handleProviderError = async (
   taskId: string,
   error: ProviderError,
   mayHoldTask: boolean,
+  refusedSlots: number,
 ): Promise<SubmitOutcome> => {
   const { action, code, outcomeUnknown, retryAfterMs } = error.details;
   // Unless this request or an earlier one (whose task we could not look up) may have created a
@@ -159,7 +160,7 @@ const handleProviderError = async (
   if (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code)) {
     // Rate limits never spend the retry budget. 1303 means the account is fuller than our ledger
     // thinks (shared with someone else): lower our effective capacity, recover it later.
-    if (code === 1303) await deps.slots.lowerCapacity();
+    if (code === 1303) await deps.slots.lowerCapacity(refusedSlots);
     const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(1, 1_000, deps.retryMaxMs));
     return { kind: "retry_later", delayMs, reason: error.message };
   }
