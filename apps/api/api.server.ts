@@ -52,6 +52,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     db,
     logger,
     releaseSlots: (taskId: string) => provider.slots.release(taskId),
+    runTime: provider.runTime,
     enqueueArchive: (taskId: string) => enqueue("archive", taskId),
     callbackGraceMs: timing.callbackGraceMs,
     stallRecheckMs: timing.stallRecheckMs,

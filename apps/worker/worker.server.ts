@@ -28,11 +28,12 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const timing = lifecycleTimingFrom(config);
   const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
 
-  const { slots, gate } = createProviderControls(redis, config.QUEUE_PREFIX, config);
+  const { slots, gate, runTime } = createProviderControls(redis, config.QUEUE_PREFIX, config);
   const reports = {
     db,
     logger,
     releaseSlots: (taskId: string) => slots.release(taskId),
+    runTime,
     enqueueArchive: (taskId: string) => queues.enqueue("archive", { taskId }),
     callbackGraceMs: timing.callbackGraceMs,
     stallRecheckMs: timing.stallRecheckMs,

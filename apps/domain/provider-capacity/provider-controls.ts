@@ -2,6 +2,7 @@ import type { Redis } from "ioredis";
 import { z } from "zod";
 import { envPositiveMs } from "../config/parse-env.ts";
 import { createProviderGate, type ProviderGate } from "./provider-gate.ts";
+import { createProviderRunTime, type ProviderRunTime } from "./provider-run-time.ts";
 import { createProviderSlots, type ProviderSlots } from "./provider-slots.ts";
 
 // One provider account per deployment (per QUEUE_PREFIX): its slots and its gate live under that prefix.
@@ -17,7 +18,7 @@ export const providerControlEnv = {
 
 type ControlEnv = { [K in keyof typeof providerControlEnv]: z.output<(typeof providerControlEnv)[K]> };
 
-export type ProviderControls = { slots: ProviderSlots; gate: ProviderGate };
+export type ProviderControls = { slots: ProviderSlots; gate: ProviderGate; runTime: ProviderRunTime };
 
 export const createProviderControls = (redis: Redis, prefix: string, env: ControlEnv): ProviderControls => ({
   slots: createProviderSlots(redis, prefix, { capacity: env.PROVIDER_CAPACITY, recoverMs: env.PROVIDER_CAPACITY_RECOVER_MS }),
@@ -27,4 +28,5 @@ export const createProviderControls = (redis: Redis, prefix: string, env: Contro
     openMs: env.CIRCUIT_OPEN_MS,
     pauseProbeMs: env.PAUSE_PROBE_MS,
   }),
+  runTime: createProviderRunTime(redis, prefix),
 });

@@ -1,6 +1,7 @@
 import type { Db, EventSource, Task } from "../db/prisma-client.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderTask } from "../provider/provider-wire.schema.ts";
+import { firstCheckDelayMs, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
 import type { TaskEndDeps } from "./fail-task.ts";
 import { fromProviderStatus, isTerminal, statusRank } from "./task-status.ts";
 import { transitionTaskInTx } from "./task-transition.ts";
@@ -10,6 +11,7 @@ export type ReportOutcome = "applied" | "duplicate" | "stale" | "unknown_task" |
 export type ApplyReportDeps = TaskEndDeps & {
   db: Db;
   logger: Logger;
+  runTime: ProviderRunTime;
   enqueueArchive: (taskId: string) => Promise<void>;
   callbackGraceMs: number;
   stallRecheckMs: number;
@@ -33,11 +35,13 @@ export const applyProviderReport = async (
       return { outcome: "rejected", task };
     }
     const now = Date.now();
+    const submittedAt = task.submittedAt ?? new Date(now);
+    const silenceMs = firstCheckDelayMs(submittedAt, await deps.runTime.estimateMs(), deps.callbackGraceMs, now);
     if (isTerminal(task.status) || statusRank[target] <= statusRank[task.status]) {
       if (!isTerminal(task.status) && task.status !== "archiving") {
         await deps.db.task.updateMany({
           where: { id: taskId, status: task.status },
-          data: { nextCheckAt: new Date(now + deps.callbackGraceMs), providerTaskId: task.providerTaskId ?? report.task_id },
+          data: { nextCheckAt: new Date(now + silenceMs), providerTaskId: task.providerTaskId ?? report.task_id },
         });
       }
       return { outcome: statusRank[target] === statusRank[task.status] ? "duplicate" : "stale", task };
@@ -56,11 +60,11 @@ export const applyProviderReport = async (
           providerStatusMsg: report.task_status_msg || null,
           providerUpdatedAt: report.updated_at === undefined ? undefined : BigInt(report.updated_at),
           finalUnitDeduction: report.final_unit_deduction ?? undefined,
-          submittedAt: task.submittedAt ?? new Date(now),
+          submittedAt,
           nextCheckAt:
             target === "failed"
               ? null
-              : new Date(now + (target === "archiving" ? deps.stallRecheckMs : deps.callbackGraceMs)),
+              : new Date(now + (target === "archiving" ? deps.stallRecheckMs : silenceMs)),
           ...(target === "failed"
             ? { failureClass: "provider_failed", failureMessage: report.task_status_msg || "the provider reported failure" }
             : {}),
@@ -75,7 +79,11 @@ export const applyProviderReport = async (
       return result.applied;
     });
     if (!applied) continue; // raced with another report; look again
-    // The provider's task has ended (succeed or failed): its slots are free at the provider.
+    // The provider's task has ended (succeed or failed): its slots are free at the provider, and
+    // its run time teaches when to poll the next ones.
+    if ((target === "archiving" || target === "failed") && task.submittedAt) {
+      await deps.runTime.record(now - task.submittedAt.getTime()).catch(() => undefined);
+    }
     // If Redis is down now, the sweeper's ledger repair releases them later.
     if (target === "archiving" || target === "failed") {
       await deps.releaseSlots(taskId).catch((error: Error) =>

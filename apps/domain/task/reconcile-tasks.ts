@@ -1,5 +1,6 @@
 import type { Db, Task, TaskStatus } from "../db/prisma-client.ts";
 import type { Logger } from "../logging/logger.ts";
+import { MIN_POLL_DELAY_MS } from "../provider-capacity/provider-run-time.ts";
 import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
 import type { ProviderClient } from "../provider/provider-client.ts";
 import { ProviderError } from "../provider/provider-error.ts";
@@ -112,16 +113,16 @@ const repairSlotLedger = async (deps: ReconcileDeps) => {
 };
 
 const pollTask = async (deps: ReconcileDeps, task: Task) => {
-  const reschedule = () =>
-    deps.db.task.updateMany({
+  const reschedule = async () => {
+    // A task past its expected end is looked at again soon, then less and less often as it ages.
+    const estimate = await deps.runTime.estimateMs();
+    const floor = Math.min(deps.callbackGraceMs, Math.max(MIN_POLL_DELAY_MS, (estimate ?? deps.callbackGraceMs) / 8));
+    const age = Date.now() - (task.submittedAt ?? task.acceptedAt).getTime();
+    await deps.db.task.updateMany({
       where: { id: task.id, status: task.status },
-      data: {
-        nextCheckAt: new Date(
-          Date.now() +
-            nextPollDelayMs(Date.now() - (task.submittedAt ?? task.acceptedAt).getTime(), deps.callbackGraceMs, deps.pollMaxIntervalMs),
-        ),
-      },
+      data: { nextCheckAt: new Date(Date.now() + nextPollDelayMs(age, floor, deps.pollMaxIntervalMs)) },
     });
+  };
   try {
     const report = task.providerTaskId
       ? await deps.provider.getTask(task.providerTaskId)

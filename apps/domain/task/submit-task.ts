@@ -2,7 +2,7 @@ import { expandLimits } from "../expand-request/expand-limits.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError, safeFetch } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
-import type { ProviderGate } from "../provider-capacity/provider-gate.ts";
+import type { GateState, ProviderGate } from "../provider-capacity/provider-gate.ts";
 import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
 import type { ProviderClient } from "../provider/provider-client.ts";
 import { ProviderError } from "../provider/provider-error.ts";
@@ -74,7 +74,7 @@ export const submitTask = async (
 
   const gate = await deps.gate.check();
   if (!gate.allowed) {
-    const reason = `waiting: provider ${gate.state.mode === "paused" ? "account paused" : "circuit open"} (${gate.state.reason})`;
+    const reason = gateWaitReason(gate.state);
     if (task.waitReason !== reason) await deps.db.task.updateMany({ where: { id: taskId, status: task.status }, data: { waitReason: reason } });
     return { kind: "retry_later", delayMs: gate.retryInMs + Math.round(Math.random() * 500), reason };
   }
@@ -168,8 +168,20 @@ const handleProviderError = async (
   // CometAPI answered 404 {"code": null} on the whole route for weeks: no point trying again soon.
   const routeMissing = error.details.httpStatus === 404 && (code === null || code === undefined);
   await deps.gate.recordFailure(error.message, { immediately: routeMissing });
+  // A failure that opened the circuit, or a failed probe that re-opened it, is the provider's
+  // outage, not this task's: the task waits with the others and its retry budget is not spent
+  // (else every probe of a long outage would use up the budget of the task that carried it).
+  const after = await deps.gate.state();
+  if (after.mode !== "closed") {
+    const reason = gateWaitReason(after);
+    await deps.db.task.updateMany({ where: { id: taskId, status: { in: ["queued", "submitting"] } }, data: { waitReason: reason } });
+    return { kind: "retry_later", delayMs: Math.max(250, after.until - Date.now()) + Math.round(Math.random() * 500), reason };
+  }
   return spendRetry(deps, taskId, error.message, retryAfterMs);
 };
+
+const gateWaitReason = (state: GateState) =>
+  `waiting: provider ${state.mode === "paused" ? "account paused" : "circuit open"} (${state.reason})`;
 
 // Waits in place, in line by priority and woken by releases, so that the next free slot goes to the
 // task at the head of the line; after slotWaitMs the job leaves the line and goes back to the queue.

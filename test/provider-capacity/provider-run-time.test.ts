@@ -1,0 +1,32 @@
+import { randomUUID } from "node:crypto";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createProviderRunTime, firstCheckDelayMs } from "../../apps/domain/provider-capacity/provider-run-time.ts";
+
+let redis: Redis;
+beforeAll(() => {
+  redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+});
+afterAll(() => redis.disconnect());
+
+describe("provider run time", () => {
+  it("when tasks end, then the estimate is a moving average shared through Redis", async () => {
+    const prefix = `runtime-test-${randomUUID().slice(0, 8)}`;
+    const one = createProviderRunTime(redis, prefix);
+    expect(await one.estimateMs()).toBeUndefined();
+    await one.record(1_000);
+    await one.record(2_000);
+    // Another process reads the same value.
+    expect(await createProviderRunTime(redis, prefix).estimateMs()).toBeCloseTo(1_200);
+  });
+
+  it("when the first check is scheduled, then it falls shortly after the usual run time, within the grace", () => {
+    const submittedAt = new Date(10_000);
+    expect(firstCheckDelayMs(submittedAt, undefined, 60_000, 10_000)).toBe(60_000);
+    expect(firstCheckDelayMs(submittedAt, 2_000, 60_000, 10_000)).toBe(2_600);
+    // A processing callback a second later moves nothing: the expected end is the same moment.
+    expect(firstCheckDelayMs(submittedAt, 2_000, 60_000, 11_000)).toBe(1_600);
+    expect(firstCheckDelayMs(submittedAt, 2_000, 60_000, 30_000)).toBe(250);
+    expect(firstCheckDelayMs(submittedAt, 600_000, 60_000, 10_000)).toBe(60_000);
+  });
+});
