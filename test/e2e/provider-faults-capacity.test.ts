@@ -1,0 +1,109 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectAllAccountedFor } from "../support/accounting.ts";
+import { eventually, readiness, resultSize, sampleWhile, settle, simAdmin, startFaultStack, submitMany, submitTask, testImage, type Submitted } from "../support/fault-kit.ts";
+import type { Stack } from "../support/stack.ts";
+
+// The provider's parallel-slot limit: our ledger keeps within it, a shared account's 1303s lower our
+// effective capacity without spending attempts, and a single interactive task overtakes a backlog.
+
+beforeAll(async () => {
+  await testImage();
+});
+
+describe("more work than the provider's slots", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startFaultStack({ capacity: 4, simulatorEnv: { SIM_RUN_MS: "150-300" } });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when 12 tasks of mixed n need three times the capacity, then all succeed, the provider never holds more than 4 slots and never had to answer 1303", async () => {
+    const { key } = await stack.newAccount();
+    const tasks = await submitMany(stack, key, 12, (i) => ({ n: 1 + (i % 3) }));
+    await settle(stack, tasks);
+
+    const { stats } = await expectAllAccountedFor(
+      stack,
+      tasks.map((t) => ({ ...t, status: "succeeded" as const, imageSize: resultSize })),
+      { capacity: 4 },
+    );
+    expect(stats.rejected_over_capacity).toBe(0);
+    // The capacity was used, not just respected.
+    expect(stats.peak_slots_in_use).toBeGreaterThanOrEqual(3);
+    expect(stats.tasks_created).toBe(12);
+  });
+});
+
+describe("an account shared with another client", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // We are configured for 6 slots, but another client of the account holds 4 of the provider's 6.
+    stack = await startFaultStack({
+      capacity: 6,
+      simulatorEnv: { SIM_RUN_MS: "500", SIM_FOREIGN_SLOTS_IN_USE: "4" },
+      env: { PROVIDER_CAPACITY_RECOVER_MS: "300" },
+    });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when the provider answers 1303 below our capacity, then our effective capacity drops and recovers, every task succeeds, and no attempt budget is spent", async () => {
+    const { key } = await stack.newAccount();
+    const effective = sampleWhile(async () => (await readiness(stack)).provider.slots.effective as number);
+    const tasks = await submitMany(stack, key, 10);
+    await settle(stack, tasks);
+    const seen = await effective.stop();
+
+    const { stats } = await expectAllAccountedFor(
+      stack,
+      tasks.map((t) => ({ ...t, status: "succeeded" as const })),
+      { capacity: 2 },
+    );
+    expect(stats.rejected_over_capacity).toBeGreaterThan(0);
+    expect(Math.min(...seen)).toBeLessThan(6);
+    const rows = await stack.db.task.findMany({ where: { id: { in: tasks.map((t) => t.id) } } });
+    for (const row of rows) expect({ id: row.id, transientFailures: row.transientFailures }).toEqual({ id: row.id, transientFailures: 0 });
+
+    // Once the other client is gone, the capacity comes back one slot per recovery interval (300 ms
+    // here), work or no work: at most 5 slots to recover, so well within 3 s.
+    await simAdmin(stack).patch({ foreign_slots_in_use: 0 });
+    await eventually("effective capacity back to 6 on /readyz", async () =>
+      (await readiness(stack)).provider.slots.effective === 6 ? true : undefined, 3_000);
+    const more = await submitMany(stack, key, 12);
+    await settle(stack, more);
+    const final = await expectAllAccountedFor(
+      stack,
+      [...tasks, ...more].map((t) => ({ ...t, status: "succeeded" as const })),
+      { capacity: 6 },
+    );
+    expect(final.stats.peak_slots_in_use).toBeGreaterThan(2);
+  });
+});
+
+describe("priority: a single task against a bulk backlog", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_RUN_MS: "300" } });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when account A queues 20 tasks and then account B submits one, then B's task goes to the provider ahead of most of A's backlog", async () => {
+    const a = await stack.newAccount();
+    const b = await stack.newAccount();
+    const bulk: Submitted[] = [];
+    for (let i = 0; i < 20; i++) bulk.push(await submitTask(stack, a.key));
+    const single = await submitTask(stack, b.key);
+    const acceptedAt = (await stack.db.task.findUniqueOrThrow({ where: { id: single.id } })).acceptedAt;
+    await settle(stack, [...bulk, single], 20_000);
+
+    await expectAllAccountedFor(stack, [...bulk, single].map((t) => ({ ...t, status: "succeeded" as const })), { capacity: 2 });
+    const later = await stack.db.task.findMany({
+      where: { id: { in: [...bulk, single].map((t) => t.id) }, submittedAt: { gte: acceptedAt } },
+      orderBy: { submittedAt: "asc" },
+      select: { id: true, accountId: true },
+    });
+    // A's backlog still waiting when B's task came in:
+    expect(later.length).toBeGreaterThan(10);
+    const rank = later.findIndex((t) => t.id === single.id);
+    expect(rank, `B's task was submission ${rank + 1} of ${later.length} after it was accepted`).toBeLessThan(3);
+  });
+});

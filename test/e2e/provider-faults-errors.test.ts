@@ -1,0 +1,150 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectAllAccountedFor } from "../support/accounting.ts";
+import { eventually, getTask, resultSize, settle, simAdmin, startFaultStack, submitMany, submitTask, testImage } from "../support/fault-kit.ts";
+import type { Stack } from "../support/stack.ts";
+
+// Provider errors on the wire: transient codes and lost answers are retried without ever creating a
+// second provider task; request and policy refusals fail the task at once.
+
+beforeAll(async () => {
+  await testImage();
+});
+
+// A short open circuit and a quick capacity recovery, so that a run of faults costs little time.
+const quickRecovery = { CIRCUIT_OPEN_MS: "300", PROVIDER_CAPACITY_RECOVER_MS: "200" };
+
+describe("transient provider errors", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startFaultStack({ capacity: 4, simulatorEnv: { SIM_RUN_MS: "200", SIM_ERROR_RATE: "0.3" }, env: quickRecovery });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when 30% of creates and gets answer 1302, 1303 or 5000-5002, then every task succeeds with exactly one provider task", async () => {
+    const { key } = await stack.newAccount();
+    const tasks = await submitMany(stack, key, 8);
+    await settle(stack, tasks);
+    const { stats } = await expectAllAccountedFor(
+      stack,
+      tasks.map((t) => ({ ...t, status: "succeeded" as const, imageSize: resultSize })),
+      { capacity: 4 },
+    );
+    expect(stats.errors_injected).toBeGreaterThan(0);
+  });
+});
+
+describe("answers lost after the provider created the task", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startFaultStack({
+      capacity: 4,
+      simulatorEnv: {
+        SIM_RUN_MS: "200",
+        SIM_TIMEOUT_RATE: "0.15",
+        SIM_DROP_CONNECTION_RATE: "0.15",
+        SIM_CONNECTION_FAULT_POINT: "after_create",
+        SIM_HANG_MS: "1500",
+        // Without callbacks, a lost create answer is only learned by asking the provider.
+        SIM_CALLBACK_LOSS: "1",
+      },
+      env: { ...quickRecovery, CALLBACK_GRACE_MS: "300", POLL_MAX_INTERVAL_MS: "500" },
+      workerEnv: { PROVIDER_TIMEOUT_MS: "400" },
+    });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when creates time out or lose their connection after the task was made, then each task adopts its provider task and none is created twice", async () => {
+    const { key } = await stack.newAccount();
+    const tasks = await submitMany(stack, key, 10);
+    await settle(stack, tasks);
+    // createCalls 1: after a lost answer the worker asked for the task by our id and adopted it;
+    // no second create was even sent.
+    const { stats } = await expectAllAccountedFor(
+      stack,
+      tasks.map((t) => ({ ...t, status: "succeeded" as const, createCalls: 1, imageSize: resultSize })),
+      { capacity: 4 },
+    );
+    expect(stats.connection_faults).toBeGreaterThan(0);
+    expect(stats.rejected_over_capacity).toBe(0);
+    const rows = await stack.db.task.findMany({ where: { id: { in: tasks.map((t) => t.id) } } });
+    // Some submissions had to be retried (and were adopted rather than sent again).
+    expect(rows.reduce((sum, r) => sum + r.attempts, 0)).toBeGreaterThan(tasks.length);
+  });
+});
+
+describe("request and policy refusals", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startFaultStack({ capacity: 2 });
+  });
+  afterAll(() => stack?.stop());
+
+  it.each([
+    [1201, /invalid request parameters/],
+    [1301, /content safety policy/],
+  ])("when the provider refuses the create with %i, then the task fails at once as provider_rejected with the provider's code and message", async (code, message) => {
+    await simAdmin(stack).patch({ create_error_code: code });
+    const { key } = await stack.newAccount();
+    const task = await submitTask(stack, key);
+    const [done] = await settle(stack, [task]);
+    expect(done).toMatchObject({ status: "failed", attempts: 1, failure: { class: "provider_rejected", code: String(code) } });
+    expect(done.failure.message).toMatch(message);
+    expect(done.status_message).toMatch(message);
+    const row = await stack.db.task.findUniqueOrThrow({ where: { id: task.id } });
+    expect(row.transientFailures).toBe(0);
+    await expectAllAccountedFor(stack, [{ ...task, status: "failed", failureClass: "provider_rejected", providerTasks: 0, createCalls: 1 }], {
+      capacity: 2,
+    });
+    // Still failed, and still one create call, a moment later: nothing retries it.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await getTask(stack, task)).status).toBe("failed");
+    const calls = await simAdmin(stack).createCalls();
+    expect(calls.find((c) => c.external_task_id === task.id)?.count).toBe(1);
+  });
+});
+
+describe("the lookup after a lost create answer fails too", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startFaultStack({
+      capacity: 1,
+      // Every create and get hangs until the test lets the provider answer again.
+      // No callbacks: what happened to a create is only learned by asking.
+      simulatorEnv: {
+        SIM_RUN_MS: "1500",
+        SIM_TIMEOUT_RATE: "1",
+        SIM_CONNECTION_FAULT_POINT: "after_create",
+        SIM_HANG_MS: "1000",
+        SIM_CALLBACK_LOSS: "1",
+      },
+      env: { ...quickRecovery, CIRCUIT_FAILURE_THRESHOLD: "100", CALLBACK_GRACE_MS: "300", POLL_MAX_INTERVAL_MS: "500" },
+      workerEnv: { PROVIDER_TIMEOUT_MS: "300", SUBMIT_MAX_ATTEMPTS: "50" },
+    });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when the provider may hold a task whose create answer was lost, then its slots stay taken while we cannot ask, and no other task is sent over capacity", async () => {
+    const { key } = await stack.newAccount();
+    const sim = simAdmin(stack);
+    const first = await submitTask(stack, key);
+    await eventually("the first task created at the provider", async () =>
+      (await sim.tasks()).some((t) => t.external_task_id === first.id) ? true : undefined,
+    );
+    const second = await submitTask(stack, key);
+    // Several lookups of the first task time out meanwhile.
+    await eventually("lookups answered by timeouts", async () => ((await sim.stats()).get_calls >= 3 ? true : undefined), 5_000);
+    await sim.patch({ timeout_rate: 0 });
+    await settle(stack, [first, second]);
+
+    const { stats } = await expectAllAccountedFor(
+      stack,
+      [
+        { ...first, status: "succeeded", createCalls: 1 },
+        { ...second, status: "succeeded" },
+      ],
+      { capacity: 1 },
+    );
+    // Our ledger matched what the provider held: it never had to refuse the second task.
+    expect(stats.rejected_over_capacity).toBe(0);
+  });
+});

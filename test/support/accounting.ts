@@ -1,0 +1,82 @@
+import { expect } from "vitest";
+import { eventually, getTask, readiness, simAdmin } from "./fault-kit.ts";
+import type { Stack } from "./stack.ts";
+
+export type TaskExpectation = {
+  id: string;
+  key: string;
+  status: "succeeded" | "failed";
+  failureClass?: string;
+  // Provider tasks that must exist for it (external_task_id = our task id): 1 for every task that
+  // reached the provider, 0 for one that never should have (or was refused at create).
+  providerTasks?: 0 | 1;
+  // Create calls that carried its id, accepted or refused (a 1303 refusal costs nothing, so this is
+  // only asserted when given): 1 proves that no second create was even tried (the adopt path); 2
+  // for a task the provider lost and ours sent again.
+  createCalls?: number;
+  // Result images, when it succeeded (defaults to n images of any size).
+  imageSize?: { width: number; height: number };
+};
+
+export type AccountingOptions = {
+  // The most slots the simulator may have let this account hold (its capacity less foreign slots).
+  capacity: number;
+  // The orchestrator's slot ledger holds nothing once all is done (false where the provider still
+  // runs a task we gave up on, e.g. after our deadline).
+  ledgerEmpty?: boolean;
+  // Provider tasks dropped with DELETE /_sim/tasks: the only way one external_task_id may have been
+  // accepted twice (the simulator refuses and counts any other second create).
+  forgotten?: number;
+};
+
+// Every task accounted for: each in its expected end state, exactly the provider tasks and create
+// calls it should have caused (so nothing was created or paid twice), every provider task one of
+// ours, and the provider's slots never over capacity.
+export const expectAllAccountedFor = async (stack: Stack, expected: TaskExpectation[], options: AccountingOptions) => {
+  const sim = simAdmin(stack);
+  const [simTasks, createCalls, stats] = await Promise.all([sim.tasks(), sim.createCalls(), sim.stats()]);
+
+  for (const want of expected) {
+    const task = await getTask(stack, want);
+    const label = `task ${want.id}`;
+    expect(task.status, label).toBe(want.status);
+    if (want.status === "failed") {
+      if (want.failureClass) expect(task.failure?.class, label).toBe(want.failureClass);
+    } else {
+      expect(task.failure, label).toBeNull();
+      expect(task.images, label).toHaveLength(task.request.n);
+      if (want.imageSize) for (const image of task.images) expect(image, label).toMatchObject(want.imageSize);
+    }
+
+    const providerTasks = want.providerTasks ?? 1;
+    const mine = simTasks.filter((t) => t.external_task_id === want.id);
+    expect(mine, `${label}: provider tasks`).toHaveLength(providerTasks);
+    const row = await stack.db.task.findUniqueOrThrow({ where: { id: want.id } });
+    if (providerTasks === 1) {
+      expect(mine[0]!.task_id, `${label}: our provider task id`).toBe(row.providerTaskId);
+      expect(mine[0]!.n, label).toBe(row.n);
+    }
+    if (want.createCalls !== undefined) {
+      const calls = createCalls.find((c) => c.external_task_id === want.id)?.count ?? 0;
+      expect(calls, `${label}: create calls`).toBe(want.createCalls);
+    }
+  }
+
+  // Nothing at the provider that is not one of our tasks.
+  const ours = new Set((await stack.db.task.findMany({ select: { id: true } })).map((t) => t.id));
+  for (const t of simTasks) expect(ours.has(t.external_task_id ?? ""), `provider task ${t.task_id} is not one of ours`).toBe(true);
+
+  expect(stats.duplicate_external_task_ids, "creates refused as duplicate external_task_id").toBe(0);
+  expect(stats.tasks_forgotten, "provider tasks the simulator was told to forget").toBe(options.forgotten ?? 0);
+  expect(stats.peak_slots_in_use).toBeLessThanOrEqual(options.capacity);
+
+  if (options.ledgerEmpty !== false) {
+    // A task's slots go back just after its end is committed: allow that moment.
+    const inUse = await eventually("an empty slot ledger", async () => {
+      const used = (await readiness(stack)).provider.slots.in_use as number;
+      return used === 0 ? used : undefined;
+    }, 2_000).catch(async () => (await readiness(stack)).provider.slots.in_use);
+    expect(inUse, "slots still held in our ledger").toBe(0);
+  }
+  return { stats, simTasks };
+};
