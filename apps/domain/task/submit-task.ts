@@ -155,7 +155,10 @@ const handleProviderError = async (
   if (action === "pause_account") {
     await deps.gate.pause(`code ${code ?? "none"}: ${error.message}`);
     deps.logger.error({ code, err: error.message }, "provider account paused: needs a human");
-    return { kind: "retry_later", delayMs: 1_000, reason: error.message };
+    // The task that met the refusal (the first, or a probe) says so too, like those kept waiting.
+    const reason = gateWaitReason(await deps.gate.state());
+    await deps.db.task.updateMany({ where: { id: taskId, status: { in: ["queued", "submitting"] } }, data: { waitReason: reason } });
+    return { kind: "retry_later", delayMs: 1_000, reason };
   }
   if (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code)) {
     // Rate limits never spend the retry budget. 1303 means the account is fuller than our ledger
