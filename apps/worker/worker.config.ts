@@ -22,7 +22,8 @@ export const workerEnvSchema = z.object({
   SUBMIT_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(8),
   SUBMIT_RETRY_BASE_MS: envPositiveMs.default(1_000),
   SUBMIT_RETRY_MAX_MS: envPositiveMs.default(60_000),
-  RECONCILE_EVERY_MS: envPositiveMs.default(5_000),
+  // The sweep is cheap (indexed queries); a late one keeps slots of a finished task taken.
+  RECONCILE_EVERY_MS: envPositiveMs.default(1_000),
   // A submit job waits this long in place for a free slot before going back to the queue.
   SLOT_WAIT_MS: envPositiveMs.default(20_000),
   // A task in flight longer than this since submission fails with a timeout reason.

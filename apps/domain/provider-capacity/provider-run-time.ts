@@ -40,7 +40,7 @@ export const createProviderRunTime = (redis: Redis, prefix: string): ProviderRun
 // run time since submission, but never later than the callback grace allows.
 export const firstCheckDelayMs = (submittedAt: Date, estimateMs: number | undefined, graceMs: number, now = Date.now()) => {
   if (estimateMs === undefined) return graceMs;
-  const expectedEnd = submittedAt.getTime() + estimateMs * 1.2 + 200;
+  const expectedEnd = submittedAt.getTime() + estimateMs * 1.1 + 100;
   return Math.min(graceMs, Math.max(MIN_POLL_DELAY_MS, expectedEnd - now));
 };
 

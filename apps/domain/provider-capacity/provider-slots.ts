@@ -73,17 +73,20 @@ return tonumber(n)
 `;
 
 // After a 1303 the provider accepted less than our ledger allowed (the account is shared, or its
-// limit is lower than configured). Step down by the refused task's size, never below what we hold:
-// repeated refusals walk the capacity down quickly, a stray one costs a little for a short while.
+// limit is lower than configured). A single 1303 among successes is noise and changes nothing; from
+// the second in a row, step down by the refused task's size, never below what we hold: a shared
+// account walks the capacity down in a few refusals (which cost nothing), a stray one costs nothing.
 const LOWER = `
-local used = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
+local run = redis.call('INCR', KEYS[4])
 local configured, now, recoverMs, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local eff = tonumber(redis.call('GET', KEYS[2]) or configured)
 if eff < configured then
   local since = tonumber(redis.call('GET', KEYS[3]) or 0)
   eff = math.min(configured, eff + math.floor((now - since) / recoverMs))
 end
+if run < 2 then return eff end
+local used = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
 local lowered = math.max(1, math.min(eff, math.max(used, eff - n)))
 redis.call('SET', KEYS[2], lowered)
 redis.call('SET', KEYS[3], now)
@@ -108,6 +111,8 @@ export type ProviderSlots = {
   hold(taskId: string, n: number): Promise<void>;
   // `refusedSlots`: the size of the task the provider refused with 1303.
   lowerCapacity(refusedSlots: number): Promise<number>;
+  // A create the provider accepted ends a run of 1303 refusals.
+  noteAccepted(): Promise<void>;
   snapshot(): Promise<SlotSnapshot>;
   // Resolves when any slot is released (or after timeoutMs, in case a message was missed).
   waitForRelease(timeoutMs: number): Promise<void>;
@@ -166,8 +171,22 @@ export const createProviderSlots = (
     },
     lowerCapacity: async (refusedSlots) =>
       Number(
-        await redis.eval(LOWER, 3, holders, key("effective"), key("lowered-at"), options.capacity, Date.now(), options.recoverMs, refusedSlots),
+        await redis.eval(
+          LOWER,
+          4,
+          holders,
+          key("effective"),
+          key("lowered-at"),
+          key("refusals-in-a-row"),
+          options.capacity,
+          Date.now(),
+          options.recoverMs,
+          refusedSlots,
+        ),
       ),
+    noteAccepted: async () => {
+      await redis.del(key("refusals-in-a-row"));
+    },
     snapshot: async () => {
       const [raw, effective, loweredAt] = await Promise.all([
         redis.hgetall(holders),

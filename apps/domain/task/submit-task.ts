@@ -124,7 +124,7 @@ export const submitTask = async (
       externalTaskId: taskId,
       callbackUrl: deps.callbackUrlFor(taskId, task.callbackToken),
     });
-    await deps.gate.recordSuccess();
+    await Promise.all([deps.gate.recordSuccess(), deps.slots.noteAccepted()]);
     await applyProviderReport(deps, taskId, created, "worker");
     return { kind: "submitted" };
   } catch (error) {
