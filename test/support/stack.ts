@@ -28,6 +28,8 @@ export type Stack = {
   simulator: RunningSimulator;
   // Starts one more worker process (in this process) on the same queues, with env overrides.
   startWorker(env?: Record<string, string>): Promise<RunningWorker>;
+  // The env startWorker would use, with overrides: for a worker run as a child process.
+  workerEnv(env?: Record<string, string>): Record<string, string>;
   env: { databaseUrl: string; redisUrl: string; queuePrefix: string; storageDir: string };
   newAccount(): Promise<{ accountId: string; key: string }>;
   stop(): Promise<void>;
@@ -50,23 +52,22 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
     parseApiConfig({ ...common, ...timing, PORT: "0", SIGNING_SECRET: testSigningSecret, ...options.apiEnv }),
   );
   const workers: RunningWorker[] = [];
+  const workerEnv = (env: Record<string, string> = {}): Record<string, string> => ({
+    ...common,
+    ...timing,
+    PUBLIC_BASE_URL: api.url,
+    PROVIDER: "simulator",
+    PROVIDER_BASE_URL: simulator.url,
+    ALLOWED_PRIVATE_HOSTS: "127.0.0.1",
+    RECONCILE_EVERY_MS: "200",
+    SUBMIT_RETRY_BASE_MS: "50",
+    SUBMIT_RETRY_MAX_MS: "500",
+    PROVIDER_TIMEOUT_MS: "5000",
+    ...options.workerEnv,
+    ...env,
+  });
   const launchWorker = async (env: Record<string, string> = {}) => {
-    const worker = await startWorker(
-      parseWorkerConfig({
-        ...common,
-        ...timing,
-        PUBLIC_BASE_URL: api.url,
-        PROVIDER: "simulator",
-        PROVIDER_BASE_URL: simulator.url,
-        ALLOWED_PRIVATE_HOSTS: "127.0.0.1",
-        RECONCILE_EVERY_MS: "200",
-        SUBMIT_RETRY_BASE_MS: "50",
-        SUBMIT_RETRY_MAX_MS: "500",
-        PROVIDER_TIMEOUT_MS: "5000",
-        ...options.workerEnv,
-        ...env,
-      }),
-    );
+    const worker = await startWorker(parseWorkerConfig(workerEnv(env)));
     workers.push(worker);
     return worker;
   };
@@ -77,6 +78,7 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
     api,
     simulator,
     startWorker: launchWorker,
+    workerEnv,
     env: { databaseUrl, redisUrl, queuePrefix, storageDir },
     newAccount: () => createAccountWithKey(db, `test-${randomUUID().slice(0, 8)}`),
     stop: async () => {
