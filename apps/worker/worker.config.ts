@@ -23,7 +23,7 @@ export const workerEnvSchema = z.object({
   SUBMIT_RETRY_BASE_MS: envPositiveMs.default(1_000),
   SUBMIT_RETRY_MAX_MS: envPositiveMs.default(60_000),
   // The sweep is cheap (indexed queries); a late one keeps slots of a finished task taken.
-  RECONCILE_EVERY_MS: envPositiveMs.default(1_000),
+  RECONCILE_EVERY_MS: envPositiveMs.default(500),
   // A submit job waits this long in place for a free slot before going back to the queue.
   SLOT_WAIT_MS: envPositiveMs.default(20_000),
   // A task in flight longer than this since submission fails with a timeout reason.

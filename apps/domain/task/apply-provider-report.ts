@@ -46,6 +46,14 @@ export const applyProviderReport = async (
       }
       return { outcome: statusRank[target] === statusRank[task.status] ? "duplicate" : "stale", task };
     }
+    const providerTaskEnded = target === "archiving" || target === "failed";
+    // The provider freed this task's slots when it ended: give them to the next task before the
+    // bookkeeping below, not after it. If Redis is down now, the sweeper's ledger repair does it.
+    if (providerTaskEnded) {
+      await deps.releaseSlots(taskId).catch((error: Error) =>
+        deps.logger.warn({ taskId, err: error.message }, "slots not released; the sweeper will repair the ledger"),
+      );
+    }
     const images = report.task_result?.images ?? [];
     const applied = await deps.db.$transaction(async (tx) => {
       const result = await transitionTaskInTx(tx, {
@@ -79,16 +87,9 @@ export const applyProviderReport = async (
       return result.applied;
     });
     if (!applied) continue; // raced with another report; look again
-    // The provider's task has ended (succeed or failed): its slots are free at the provider, and
-    // its run time teaches when to poll the next ones.
-    if ((target === "archiving" || target === "failed") && task.submittedAt) {
+    // Its run time teaches when to poll the next ones.
+    if (providerTaskEnded && task.submittedAt) {
       await deps.runTime.record(now - task.submittedAt.getTime()).catch(() => undefined);
-    }
-    // If Redis is down now, the sweeper's ledger repair releases them later.
-    if (target === "archiving" || target === "failed") {
-      await deps.releaseSlots(taskId).catch((error: Error) =>
-        deps.logger.warn({ taskId, err: error.message }, "slots not released; the sweeper will repair the ledger"),
-      );
     }
     if (target === "archiving") {
       // After the commit: if Redis is down now, the sweeper re-drives the archive job later.
