@@ -28,6 +28,10 @@ export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, reques
   try {
     return await deps.db.$transaction(
       async (tx) => {
+        // One intake at a time per account (until commit), so the backlog count below sees every
+        // earlier task of the account: concurrent transactions cannot see each other's inserts, and a
+        // burst of parallel requests would otherwise all count a backlog of 1.
+        await tx.$executeRaw`select pg_advisory_xact_lock(hashtext(${accountId}))`;
         const task = await tx.task.create({
           data: {
             id: taskId,
