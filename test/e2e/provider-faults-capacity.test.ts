@@ -13,7 +13,7 @@ beforeAll(async () => {
 describe("more work than the provider's slots", () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startFaultStack({ capacity: 4, simulatorEnv: { SIM_RUN_MS: "150-300" } });
+    stack = await startFaultStack({ capacity: 4, simulatorEnv: { SIM_RUN_MS: "100-200" } });
   });
   afterAll(() => stack?.stop());
 
@@ -49,7 +49,7 @@ describe("an account shared with another client", () => {
   it("when the provider answers 1303 below our capacity, then our effective capacity drops and recovers, every task succeeds, and no attempt budget is spent", async () => {
     const { key } = await stack.newAccount();
     const effective = sampleWhile(async () => (await readiness(stack)).provider.slots.effective as number);
-    const tasks = await submitMany(stack, key, 10);
+    const tasks = await submitMany(stack, key, 8);
     await settle(stack, tasks);
     const seen = await effective.stop();
 
@@ -68,7 +68,7 @@ describe("an account shared with another client", () => {
     await simAdmin(stack).patch({ foreign_slots_in_use: 0 });
     await eventually("effective capacity back to 6 on /readyz", async () =>
       (await readiness(stack)).provider.slots.effective === 6 ? true : undefined, 3_000);
-    const more = await submitMany(stack, key, 12);
+    const more = await submitMany(stack, key, 6);
     await settle(stack, more);
     const final = await expectAllAccountedFor(
       stack,
@@ -86,11 +86,17 @@ describe("priority: a single task against a bulk backlog", () => {
   });
   afterAll(() => stack?.stop());
 
-  it("when account A queues 20 tasks and then account B submits one, then B's task goes to the provider ahead of most of A's backlog", async () => {
+  it.each([
+    { how: "one after another", submit: async (key: string) => {
+      const tasks: Submitted[] = [];
+      for (let i = 0; i < 20; i++) tasks.push(await submitTask(stack, key));
+      return tasks;
+    } },
+    { how: "all at once", submit: (key: string) => submitMany(stack, key, 20) },
+  ])("when account A queues 20 tasks $how and then account B submits one, then B's task goes to the provider ahead of most of A's backlog", async ({ submit }) => {
     const a = await stack.newAccount();
     const b = await stack.newAccount();
-    const bulk: Submitted[] = [];
-    for (let i = 0; i < 20; i++) bulk.push(await submitTask(stack, a.key));
+    const bulk = await submit(a.key);
     const single = await submitTask(stack, b.key);
     const acceptedAt = (await stack.db.task.findUniqueOrThrow({ where: { id: single.id } })).acceptedAt;
     await settle(stack, [...bulk, single], 20_000);

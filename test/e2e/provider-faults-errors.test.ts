@@ -22,7 +22,7 @@ describe("transient provider errors", () => {
 
   it("when 30% of creates and gets answer 1302, 1303 or 5000-5002, then every task succeeds with exactly one provider task", async () => {
     const { key } = await stack.newAccount();
-    const tasks = await submitMany(stack, key, 8);
+    const tasks = await submitMany(stack, key, 6);
     await settle(stack, tasks);
     const { stats } = await expectAllAccountedFor(
       stack,

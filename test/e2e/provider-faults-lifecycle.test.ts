@@ -22,7 +22,7 @@ describe("the provider fails tasks", () => {
 
   it("when every task fails at the provider, then each ends `provider_failed` with the provider's message, and its slots go back for later tasks", async () => {
     const { key } = await stack.newAccount();
-    const failing = await submitMany(stack, key, 5);
+    const failing = await submitMany(stack, key, 4);
     const done = await settle(stack, failing);
     for (const task of done) {
       expect(task).toMatchObject({ status: "failed", failure: { class: "provider_failed" } });
@@ -32,7 +32,7 @@ describe("the provider fails tasks", () => {
     }
 
     await simAdmin(stack).patch({ fail_rate: 0 });
-    const later = await submitMany(stack, key, 3);
+    const later = await submitMany(stack, key, 2);
     await settle(stack, later);
     const { stats } = await expectAllAccountedFor(
       stack,
@@ -42,7 +42,7 @@ describe("the provider fails tasks", () => {
       ],
       { capacity: 2 },
     );
-    expect(stats).toMatchObject({ tasks_failed: 5, tasks_succeeded: 3, rejected_over_capacity: 0 });
+    expect(stats).toMatchObject({ tasks_failed: 4, tasks_succeeded: 2, rejected_over_capacity: 0 });
   });
 });
 
