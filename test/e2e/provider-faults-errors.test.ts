@@ -16,7 +16,12 @@ const quickRecovery = { CIRCUIT_OPEN_MS: "300", PROVIDER_CAPACITY_RECOVER_MS: "2
 describe("transient provider errors", () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startFaultStack({ capacity: 4, simulatorEnv: { SIM_RUN_MS: "200", SIM_ERROR_RATE: "0.3" }, env: quickRecovery });
+    // No callbacks, so progress is polled and gets meet the errors as well as creates.
+    stack = await startFaultStack({
+      capacity: 4,
+      simulatorEnv: { SIM_RUN_MS: "200", SIM_ERROR_RATE: "0.3", SIM_CALLBACK_LOSS: "1" },
+      env: { ...quickRecovery, CALLBACK_GRACE_MS: "300", POLL_MAX_INTERVAL_MS: "500" },
+    });
   });
   afterAll(() => stack?.stop());
 
@@ -29,6 +34,8 @@ describe("transient provider errors", () => {
       tasks.map((t) => ({ ...t, status: "succeeded" as const, imageSize: resultSize })),
       { capacity: 4 },
     );
+    // About 30% of some 20+ calls (a create and several gets per task).
+    expect(stats.create_calls + stats.get_calls).toBeGreaterThanOrEqual(2 * tasks.length);
     expect(stats.errors_injected).toBeGreaterThan(0);
   });
 });
@@ -55,8 +62,16 @@ describe("answers lost after the provider created the task", () => {
 
   it("when creates time out or lose their connection after the task was made, then each task adopts its provider task and none is created twice", async () => {
     const { key } = await stack.newAccount();
-    const tasks = await submitMany(stack, key, 10);
-    await settle(stack, tasks);
+    const sim = simAdmin(stack);
+    // The first task's create answer is lost for sure; the other 11 meet the 30% of faults.
+    await sim.patch({ timeout_rate: 0, drop_connection_rate: 1 });
+    const first = await submitTask(stack, key);
+    await eventually("the first task created at the provider", async () =>
+      (await sim.tasks()).some((t) => t.external_task_id === first.id) ? true : undefined,
+    );
+    await sim.patch({ timeout_rate: 0.15, drop_connection_rate: 0.15 });
+    const tasks = [first, ...(await submitMany(stack, key, 11))];
+    await settle(stack, tasks, 20_000);
     // createCalls 1: after a lost answer the worker asked for the task by our id and adopted it;
     // no second create was even sent.
     const { stats } = await expectAllAccountedFor(
