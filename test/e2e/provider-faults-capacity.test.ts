@@ -82,7 +82,7 @@ describe("an account shared with another client", () => {
 describe("priority: a single task against a bulk backlog", () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_RUN_MS: "300" } });
+    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_RUN_MS: "400" } });
   });
   afterAll(() => stack?.stop());
 
@@ -107,8 +107,9 @@ describe("priority: a single task against a bulk backlog", () => {
       orderBy: { submittedAt: "asc" },
       select: { id: true, accountId: true },
     });
-    // A's backlog still waiting when B's task came in:
-    expect(later.length).toBeGreaterThan(10);
+    // A good part of A's backlog was still waiting when B's task came in (not a drained queue)...
+    expect(later.length).toBeGreaterThan(6);
+    // ...and B's task went ahead of nearly all of it.
     const rank = later.findIndex((t) => t.id === single.id);
     expect(rank, `B's task was submission ${rank + 1} of ${later.length} after it was accepted`).toBeLessThan(3);
   });
