@@ -62,7 +62,7 @@ describe("a worker killed while its create is in flight", () => {
     // The step out of `submitting` came from the second attempt's lookup (the worker), not from a
     // callback or a poll; by then the provider's task may well have finished already.
     const secondAttempt = events.findIndex((e) => e.to === "submitting" && e.detail?.attempt === 2);
-    expect(events[secondAttempt + 1]).toMatchObject({ from: "submitting", source: "worker" });
+    expect(events[secondAttempt + 1]).toMatchObject({ from: "submitting", source: "worker", detail: { adopted: true } });
     expect(events.at(-1)).toMatchObject({ to: "succeeded" });
   });
 });

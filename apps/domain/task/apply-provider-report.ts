@@ -25,6 +25,8 @@ export const applyProviderReport = async (
   taskId: string,
   report: ProviderTask,
   source: EventSource,
+  // Recorded on the transition's event (e.g. that an earlier attempt's provider task was adopted).
+  note?: Record<string, string | number | boolean>,
 ): Promise<{ outcome: ReportOutcome; task?: Task }> => {
   const target = fromProviderStatus[report.task_status];
   for (let attempt = 0; attempt < 3; attempt++) {
@@ -61,7 +63,7 @@ export const applyProviderReport = async (
         to: target,
         from: [task.status],
         source,
-        detail: { provider_status: report.task_status, provider_updated_at: report.updated_at ?? null },
+        detail: { provider_status: report.task_status, provider_updated_at: report.updated_at ?? null, ...note },
         data: {
           providerTaskId: report.task_id,
           providerStatus: report.task_status,

@@ -110,7 +110,7 @@ export const submitTask = async (
       const existing = await deps.provider.findTaskByExternalId(taskId);
       if (existing) {
         deps.logger.info({ taskId, providerTaskId: existing.task_id }, "adopted the provider task of an earlier attempt");
-        await applyProviderReport(deps, taskId, existing, "worker");
+        await applyProviderReport(deps, taskId, existing, "worker", { adopted: true, provider_task_id: existing.task_id });
         return { kind: "adopted" };
       }
       mayHoldTask = false;
