@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expandedSize } from "../../apps/domain/expand-request/expand-limits.ts";
 import { expansionLayout } from "../../apps/simulator/expanded-image.render.ts";
 import type { RunningSimulator } from "../../apps/simulator/simulator.server.ts";
-import { signStandardWebhook } from "../../apps/simulator/standard-webhooks.sign.ts";
+import { signStandardWebhook } from "../../apps/domain/webhooks/standard-webhooks.ts";
 import {
   adminApi,
   isTerminalIn,
