@@ -39,9 +39,12 @@ export const createProviderRunTime = (redis: Redis, prefix: string): ProviderRun
 // When to look at an in-flight task next if nothing is heard: shortly after the provider's usual
 // run time since submission, but never later than the callback grace allows.
 export const firstCheckDelayMs = (submittedAt: Date, estimateMs: number | undefined, graceMs: number, now = Date.now()) => {
-  if (estimateMs === undefined) return graceMs;
+  // No task has ended yet (a fresh deployment): look soon, then back off with age (see reconcile),
+  // rather than leave the first wave's lost callbacks unnoticed for the whole grace.
+  if (estimateMs === undefined) return Math.min(graceMs, UNKNOWN_RUN_TIME_FIRST_CHECK_MS);
   const expectedEnd = submittedAt.getTime() + estimateMs * 1.1 + 100;
   return Math.min(graceMs, Math.max(MIN_POLL_DELAY_MS, expectedEnd - now));
 };
 
 export const MIN_POLL_DELAY_MS = 250;
+const UNKNOWN_RUN_TIME_FIRST_CHECK_MS = 1_000;

@@ -116,7 +116,7 @@ const pollTask = async (deps: ReconcileDeps, task: Task) => {
   const reschedule = async () => {
     // A task past its expected end is looked at again soon, then less and less often as it ages.
     const estimate = await deps.runTime.estimateMs();
-    const floor = Math.min(deps.callbackGraceMs, Math.max(MIN_POLL_DELAY_MS, (estimate ?? deps.callbackGraceMs) / 8));
+    const floor = Math.min(deps.callbackGraceMs, Math.max(MIN_POLL_DELAY_MS, (estimate ?? 0) / 8));
     const age = Date.now() - (task.submittedAt ?? task.acceptedAt).getTime();
     await deps.db.task.updateMany({
       where: { id: task.id, status: task.status },
