@@ -42,7 +42,7 @@ export const firstCheckDelayMs = (submittedAt: Date, estimateMs: number | undefi
   // No task has ended yet (a fresh deployment): look soon, then back off with age (see reconcile),
   // rather than leave the first wave's lost callbacks unnoticed for the whole grace.
   if (estimateMs === undefined) return Math.min(graceMs, UNKNOWN_RUN_TIME_FIRST_CHECK_MS);
-  const expectedEnd = submittedAt.getTime() + estimateMs * 1.1 + 100;
+  const expectedEnd = submittedAt.getTime() + estimateMs * 1.05 + 100;
   return Math.min(graceMs, Math.max(MIN_POLL_DELAY_MS, expectedEnd - now));
 };
 

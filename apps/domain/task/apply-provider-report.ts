@@ -90,8 +90,16 @@ export const applyProviderReport = async (
     });
     if (!applied) continue; // raced with another report; look again
     // Its run time teaches when to poll the next ones.
-    if (providerTaskEnded && task.submittedAt) {
-      await deps.runTime.record(now - task.submittedAt.getTime()).catch(() => undefined);
+    // The provider's own timestamps give its run time exactly; our clock would add the lag of
+    // noticing the end (a poll after a lost callback), and the estimate would drift later.
+    if (providerTaskEnded) {
+      const ran =
+        report.created_at !== undefined && report.updated_at !== undefined
+          ? report.updated_at - report.created_at
+          : task.submittedAt
+            ? now - task.submittedAt.getTime()
+            : undefined;
+      if (ran !== undefined) await deps.runTime.record(ran).catch(() => undefined);
     }
     if (target === "archiving") {
       // After the commit: if Redis is down now, the sweeper re-drives the archive job later.
