@@ -18,8 +18,6 @@ export type ArchiveTaskDeps = TaskEndDeps & {
   dimensionCheck: "exact" | "aspect";
 };
 
-export class ImageCheckFailed extends Error {}
-
 // Copies every result image into our storage and checks it. Only then is the task `succeeded`:
 // the provider deletes results after 30 days, and its "succeed" is not proof of a usable image.
 // Transient download errors are thrown for the job to retry; images already stored are kept.

@@ -15,7 +15,6 @@ export const statusRank: Record<TaskStatus, number> = {
 };
 
 export const terminalStatuses: readonly TaskStatus[] = ["succeeded", "failed", "canceled"];
-export const inFlightStatuses: readonly TaskStatus[] = ["submitted", "processing"];
 
 export const isTerminal = (status: TaskStatus): boolean => terminalStatuses.includes(status);
 
