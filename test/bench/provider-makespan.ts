@@ -21,6 +21,7 @@ import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
 import { startWorker, type RunningWorker } from "../../apps/worker/worker.server.ts";
+import { dist, mean, pct, quantile, s, seeded, sleep, sum } from "./bench-figures.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -87,18 +88,6 @@ const templateName = `kling_bench_${runId}`;
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-// mulberry32: a seeded generator, so every run draws the same sequence of n.
-const seeded = (seed: number) => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-};
-
 const drawNs = (count: number): number[] => {
   const random = seeded(params.seed);
   const total = params.nWeights.reduce((a, b) => a + b, 0);
@@ -111,19 +100,6 @@ const drawNs = (count: number): number[] => {
     return params.nWeights.length;
   });
 };
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-const mean = (xs: number[]) => (xs.length ? sum(xs) / xs.length : 0);
-const quantile = (xs: number[], q: number) => {
-  if (!xs.length) return 0;
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-};
-const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-const dist = (xs: number[]) =>
-  xs.length ? `mean ${s(mean(xs))}, p50 ${s(quantile(xs, 0.5))}, p95 ${s(quantile(xs, 0.95))}, max ${s(Math.max(...xs))} (${xs.length})` : "none";
 
 const adminUrl = () => `${postgresServer}/postgres`;
 const withAdmin = async <T>(fn: (client: pg.Client) => Promise<T>): Promise<T> => {
