@@ -163,3 +163,32 @@ describe("the lookup after a lost create answer fails too", () => {
     expect(stats.rejected_over_capacity).toBe(0);
   });
 });
+
+describe("a lost create answer after the callback already arrived", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // The simulator creates the task, delivers the `submitted` callback, then drops the connection
+    // instead of answering the create.
+    stack = await startFaultStack({
+      capacity: 2,
+      simulatorEnv: {
+        SIM_RUN_MS: "300",
+        SIM_CALLBACK_MODE: "before_create_response",
+        SIM_DROP_CONNECTION_RATE: "1",
+        SIM_CONNECTION_FAULT_POINT: "after_create",
+      },
+      env: { SUBMIT_MAX_ATTEMPTS: "1" },
+    });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when the callback has already moved the task on, then the lost answer spends no retry and the task runs once", async () => {
+    const { key } = await stack.newAccount();
+    const tasks = await submitMany(stack, key, 2);
+    await settle(stack, tasks);
+    // With a budget of one attempt, spending it on the lost answer would have failed the task.
+    await expectAllAccountedFor(stack, tasks.map((t) => ({ ...t, status: "succeeded" as const, createCalls: 1, imageSize: resultSize })), { capacity: 2 });
+    const rows = await stack.db.task.findMany({ where: { id: { in: tasks.map((t) => t.id) } } });
+    expect(rows.map((r) => [r.attempts, r.transientFailures])).toEqual([[1, 0], [1, 0]]);
+  });
+});

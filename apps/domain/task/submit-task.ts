@@ -141,6 +141,10 @@ const handleProviderError = async (
   refusedSlots: number,
 ): Promise<SubmitOutcome> => {
   const { action, code, outcomeUnknown, retryAfterMs } = error.details;
+  // While the answer was lost, a callback may already have told us the provider has the task: then
+  // nothing failed, and neither the slots nor the retry budget should be touched.
+  const current = await deps.db.task.findUnique({ where: { id: taskId }, select: { status: true } });
+  if (current && current.status !== "submitting") return { kind: "already_done" };
   // Unless this request or an earlier one (whose task we could not look up) may have created a
   // task, the provider holds nothing for it.
   if (!outcomeUnknown && !mayHoldTask) await deps.slots.release(taskId);
