@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningSimulator } from "../../apps/simulator/simulator.server.ts";
-import { adminApi, makeTestImage, providerApi, randomToken, startFileServer, startTestSimulator, validBody } from "./sim-test-kit.ts";
+import { adminApi, makeTestImage, providerApi, randomToken, startTestSimulator, validBody } from "./sim-test-kit.ts";
+import { startFileServer } from "../support/file-server.ts";
 
 let sim: RunningSimulator;
 let files: Awaited<ReturnType<typeof startFileServer>>;
@@ -9,7 +10,7 @@ let image: string;
 beforeAll(async () => {
   sim = await startTestSimulator();
   image = (await makeTestImage()).toString("base64");
-  files = await startFileServer({ "/page.html": { body: "<html>not an image</html>", type: "text/html" } });
+  files = await startFileServer({ "/page.html": { body: "<html>not an image</html>", contentType: "text/html" } });
 });
 afterAll(async () => {
   await sim.stop();
@@ -51,8 +52,8 @@ describe("create validation", () => {
   });
 
   it("when the image URL is unreachable or not an image, then the create answers 400/1201", async () => {
-    await expectInvalid(validBody(`${files.url}/missing.png`), /image: could not be downloaded: HTTP 404/);
-    await expectInvalid(validBody(`${files.url}/page.html`), /image: image must be a JPG\/JPEG or PNG/);
+    await expectInvalid(validBody(files.url("/missing.png")), /image: could not be downloaded: HTTP 404/);
+    await expectInvalid(validBody(files.url("/page.html")), /image: image must be a JPG\/JPEG or PNG/);
     await expectInvalid(validBody("http://127.0.0.1:1/nothing.png"), /image: could not be downloaded/);
   });
 

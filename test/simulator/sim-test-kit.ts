@@ -86,17 +86,6 @@ const close = (server: Server) =>
     server.closeAllConnections();
   });
 
-// Serves fixed bytes per path, for URL images.
-export const startFileServer = async (files: Record<string, { body: Buffer | string; type: string }>) => {
-  const server = createServer((req, res) => {
-    const file = files[req.url ?? ""];
-    if (!file) return res.writeHead(404).end("missing");
-    res.writeHead(200, { "content-type": file.type }).end(file.body);
-  });
-  const url = await listen(server);
-  return { url, stop: () => close(server) };
-};
-
 export type ReceivedCallback = { headers: IncomingHttpHeaders; rawBody: string; body: any; at: number };
 
 // A callback receiver that tests wait on: waitFor resolves as soon as the received list satisfies

@@ -11,11 +11,11 @@ import {
   providerApi,
   randomToken,
   startCallbackReceiver,
-  startFileServer,
   startTestSimulator,
   statusesOf,
   validBody,
 } from "./sim-test-kit.ts";
+import { startFileServer } from "../support/file-server.ts";
 
 let sim: RunningSimulator;
 let receiver: Awaited<ReturnType<typeof startCallbackReceiver>>;
@@ -27,8 +27,8 @@ beforeAll(async () => {
   receiver = await startCallbackReceiver();
   png = await makeTestImage(400, 300);
   files = await startFileServer({
-    "/cat.png": { body: png, type: "image/png" },
-    "/cat.jpg": { body: await makeTestImage(320, 480, "jpeg"), type: "image/jpeg" },
+    "/cat.png": { body: png, contentType: "image/png" },
+    "/cat.jpg": { body: await makeTestImage(320, 480, "jpeg"), contentType: "image/jpeg" },
   });
 });
 afterAll(async () => {
@@ -40,7 +40,7 @@ afterAll(async () => {
 describe("task lifecycle, callbacks and results", () => {
   it("when a task runs, then it goes submitted -> processing -> succeed with a callback for each and exact-size results", async () => {
     const api = providerApi(sim, randomToken());
-    const body = validBody(`${files.url}/cat.png`, { n: 2, callback_url: receiver.url });
+    const body = validBody(files.url("/cat.png"), { n: 2, callback_url: receiver.url });
     const created = await api.create(body);
     expect(created.status).toBe(200);
     const taskId: string = created.body.data.task_id;
@@ -100,7 +100,7 @@ describe("task lifecycle, callbacks and results", () => {
 
   it("when a JPEG URL image is portrait, then the result keeps its orientation and exact size", async () => {
     const api = providerApi(sim, randomToken(), "/kling");
-    const created = await api.create(validBody(`${files.url}/cat.jpg`, { callback_url: receiver.url }));
+    const created = await api.create(validBody(files.url("/cat.jpg"), { callback_url: receiver.url }));
     const taskId: string = created.body.data.task_id;
     const received = await receiver.waitFor((items) => isTerminalIn(items, taskId));
     const url = received.filter((r) => r.body.task_id === taskId).at(-1)?.body.task_result.images[0].url as string;

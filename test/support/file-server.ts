@@ -2,14 +2,14 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 
 // Serves test images over real HTTP, as a caller's image host would.
-export const startFileServer = async (files: Record<string, { body: Buffer; contentType?: string }>) => {
+export const startFileServer = async (files: Record<string, { body: Buffer | string; contentType?: string }>) => {
   const server = createServer((req, res) => {
     const file = files[req.url ?? ""];
     if (!file) {
       res.writeHead(404).end("not found");
       return;
     }
-    res.writeHead(200, { "content-type": file.contentType ?? "image/png", "content-length": file.body.length });
+    res.writeHead(200, { "content-type": file.contentType ?? "image/png", "content-length": Buffer.byteLength(file.body) });
     res.end(file.body);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
