@@ -7,8 +7,8 @@ import { startApi, type RunningApi } from "../../apps/api/api.server.ts";
 import { call, waitForTask } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
+import { ratios } from "../support/fault-kit.ts";
 
-const ratios = { up_expansion_ratio: 0.2, down_expansion_ratio: 0.2, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
 
 let stack: Stack;
 let image: string;

@@ -3,9 +3,9 @@ import { startFileServer } from "../support/file-server.ts";
 import { call, waitForTask } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
+import { ratios } from "../support/fault-kit.ts";
 
 // Source 400x400 with 0.2 on every side: the provider's result must be 560x560.
-const ratios = { up_expansion_ratio: 0.2, down_expansion_ratio: 0.2, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
 
 describe("callbacks: duplicate, out of order, forged", () => {
   let stack: Stack;

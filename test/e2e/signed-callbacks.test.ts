@@ -4,9 +4,9 @@ import { signStandardWebhook, standardWebhookHeaders } from "../../apps/domain/w
 import { call, waitForTask } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
+import { ratios } from "../support/fault-kit.ts";
 
 // Source 400x400 with 0.2 on every side: the provider's result must be 560x560.
-const ratios = { up_expansion_ratio: 0.2, down_expansion_ratio: 0.2, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
 const secretOf = (seed: string) => `whsec_${Buffer.from(`${seed}-${randomUUID()}`).toString("base64")}`;
 
 const inbox = (stack: Stack, taskId: string) =>
