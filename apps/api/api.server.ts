@@ -55,6 +55,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     runTime: provider.runTime,
     enqueueArchive: (taskId: string) => enqueue("archive", taskId),
     callbackGraceMs: timing.callbackGraceMs,
+    pollAtExpectedEnd: timing.pollAtExpectedEnd,
     stallRecheckMs: timing.stallRecheckMs,
   };
   const deps: ApiDeps = {

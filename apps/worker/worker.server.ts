@@ -36,6 +36,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     runTime,
     enqueueArchive: (taskId: string) => queues.enqueue("archive", { taskId }),
     callbackGraceMs: timing.callbackGraceMs,
+    pollAtExpectedEnd: timing.pollAtExpectedEnd,
     stallRecheckMs: timing.stallRecheckMs,
   };
 

@@ -19,7 +19,7 @@ describe("callbacks only (polling is held back by a very long grace)", () => {
   let stack: Stack;
   const all: TaskExpectation[] = [];
   beforeAll(async () => {
-    stack = await startFaultStack({ capacity: 4, simulatorEnv: { SIM_RUN_MS: "300" }, env: { CALLBACK_GRACE_MS: "600000" } });
+    stack = await startFaultStack({ capacity: 4, simulatorEnv: { SIM_RUN_MS: "300" }, env: { CALLBACK_GRACE_MS: "600000", POLL_AT_EXPECTED_END: "false" } });
   });
   afterAll(() => stack?.stop());
 

@@ -55,13 +55,17 @@ describe("provider slot ledger", () => {
     await slots.close();
   });
 
-  it("when the provider answers 1303 twice in a row, then effective capacity steps down by the refused size, never below what we hold, and comes back one slot per interval", async () => {
+  it("when a 1303 is confirmed, then effective capacity steps down by the refused size, never below what we hold, and comes back one slot per interval", async () => {
     const slots = ledger(6, 200);
     await slots.acquire("a", 2, 1);
-    // One refusal among successes is noise.
+    // Refused at level 5 (2 held + 3); a create accepted at level 5 proves it was noise.
     expect(await slots.lowerCapacity(3)).toBe(6);
+    await slots.acquire("c", 3, 1);
     await slots.noteAccepted();
+    await slots.release("c");
     expect(await slots.lowerCapacity(3)).toBe(6);
+    // A create accepted below the refused level proves nothing: the second refusal confirms.
+    await slots.noteAccepted();
     expect(await slots.lowerCapacity(3)).toBe(3);
     expect(await slots.lowerCapacity(3)).toBe(2);
     expect(await slots.lowerCapacity(1)).toBe(2);

@@ -73,24 +73,38 @@ return tonumber(n)
 `;
 
 // After a 1303 the provider accepted less than our ledger allowed (the account is shared, or its
-// limit is lower than configured). A single 1303 among successes is noise and changes nothing; from
-// the second in a row, step down by the refused task's size, never below what we hold: a shared
-// account walks the capacity down in a few refusals (which cost nothing), a stray one costs nothing.
+// limit is lower than configured). One refusal may be noise; a second one, before any create has
+// been accepted at the level refused (what we held plus the refused task), confirms it. Then step
+// down by the refused task's size, never below what we hold: a shared account walks the capacity
+// down in a few refusals (which cost nothing), and a stray 1303 costs nothing.
 const LOWER = `
-local run = redis.call('INCR', KEYS[4])
+local used = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
 local configured, now, recoverMs, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local level = used + n
+local known = tonumber(redis.call('GET', KEYS[5]))
+if not known or level < known then redis.call('SET', KEYS[5], level) end
+local run = redis.call('INCR', KEYS[4])
 local eff = tonumber(redis.call('GET', KEYS[2]) or configured)
 if eff < configured then
   local since = tonumber(redis.call('GET', KEYS[3]) or 0)
   eff = math.min(configured, eff + math.floor((now - since) / recoverMs))
 end
 if run < 2 then return eff end
-local used = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
 local lowered = math.max(1, math.min(eff, math.max(used, eff - n)))
 redis.call('SET', KEYS[2], lowered)
 redis.call('SET', KEYS[3], now)
 return lowered
+`;
+
+// A create accepted at (or above) the level a 1303 refused proves that refusal was noise.
+const ACCEPTED = `
+local level = tonumber(redis.call('GET', KEYS[2]))
+if not level then return 0 end
+local used = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
+if used >= level then redis.call('DEL', KEYS[2], KEYS[3]) return 1 end
+return 0
 `;
 
 // A waiting job re-attempts at least once a second (see waitForRelease's timeout in submit-task).
@@ -111,7 +125,7 @@ export type ProviderSlots = {
   hold(taskId: string, n: number): Promise<void>;
   // `refusedSlots`: the size of the task the provider refused with 1303.
   lowerCapacity(refusedSlots: number): Promise<number>;
-  // A create the provider accepted ends a run of 1303 refusals.
+  // A create the provider accepted while we hold at least the refused level clears the refusals.
   noteAccepted(): Promise<void>;
   snapshot(): Promise<SlotSnapshot>;
   // Resolves when any slot is released (or after timeoutMs, in case a message was missed).
@@ -173,11 +187,12 @@ export const createProviderSlots = (
       Number(
         await redis.eval(
           LOWER,
-          4,
+          5,
           holders,
           key("effective"),
           key("lowered-at"),
-          key("refusals-in-a-row"),
+          key("refusals"),
+          key("refused-level"),
           options.capacity,
           Date.now(),
           options.recoverMs,
@@ -185,7 +200,7 @@ export const createProviderSlots = (
         ),
       ),
     noteAccepted: async () => {
-      await redis.del(key("refusals-in-a-row"));
+      await redis.eval(ACCEPTED, 3, holders, key("refused-level"), key("refusals"));
     },
     snapshot: async () => {
       const [raw, effective, loweredAt] = await Promise.all([

@@ -14,6 +14,7 @@ export type ApplyReportDeps = TaskEndDeps & {
   runTime: ProviderRunTime;
   enqueueArchive: (taskId: string) => Promise<void>;
   callbackGraceMs: number;
+  pollAtExpectedEnd: boolean;
   stallRecheckMs: number;
 };
 
@@ -38,7 +39,9 @@ export const applyProviderReport = async (
     }
     const now = Date.now();
     const submittedAt = task.submittedAt ?? new Date(now);
-    const silenceMs = firstCheckDelayMs(submittedAt, await deps.runTime.estimateMs(), deps.callbackGraceMs, now);
+    const silenceMs = deps.pollAtExpectedEnd
+      ? firstCheckDelayMs(submittedAt, await deps.runTime.estimateMs(), deps.callbackGraceMs, now)
+      : deps.callbackGraceMs;
     if (isTerminal(task.status) || statusRank[target] <= statusRank[task.status]) {
       if (!isTerminal(task.status) && task.status !== "archiving") {
         await deps.db.task.updateMany({
