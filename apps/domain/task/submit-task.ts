@@ -41,7 +41,9 @@ export const submitTask = async (
   taskId: string,
   options: { priority?: number } = {},
 ): Promise<SubmitOutcome> => {
-  const task = await deps.db.task.findUnique({ where: { id: taskId }, include: { sourceImage: true } });
+  // The source bytes (up to 10 MB) are read only once slots are held: a job may run many times
+  // while it waits.
+  const task = await deps.db.task.findUnique({ where: { id: taskId } });
   if (!task) return { kind: "task_missing" };
   if (task.status !== "queued" && task.status !== "submitting") return { kind: "already_done" };
 
@@ -53,23 +55,15 @@ export const submitTask = async (
     return { kind: "failed" };
   }
 
-  let image: string;
-  if (task.imageUrl) {
+  // A URL image is checked once (its dimensions are then known), not on every run of the job.
+  if (task.imageUrl && task.sourceWidth === null) {
     const checked = await checkUrlImage(deps, task.imageUrl);
     if (checked.kind === "invalid") {
       await failTask(deps, taskId, "worker", { class: "invalid_image", message: `image: ${checked.reason}` });
       return { kind: "failed" };
     }
     if (checked.kind === "transient") return spendRetry(deps, taskId, checked.reason);
-    if (task.sourceWidth === null) {
-      await deps.db.task.update({ where: { id: taskId }, data: { sourceWidth: checked.width, sourceHeight: checked.height } });
-    }
-    image = task.imageUrl;
-  } else if (task.sourceImage) {
-    image = Buffer.from(task.sourceImage.bytes).toString("base64");
-  } else {
-    await failTask(deps, taskId, "worker", { class: "invalid_image", message: "image: the task has no source image" });
-    return { kind: "failed" };
+    await deps.db.task.update({ where: { id: taskId }, data: { sourceWidth: checked.width, sourceHeight: checked.height } });
   }
 
   const gate = await deps.gate.check();
@@ -81,6 +75,12 @@ export const submitTask = async (
 
   if (!(await acquireSlots(deps, taskId, task.n, options.priority ?? 0))) {
     return { kind: "retry_later", delayMs: 10, reason: "waiting for a provider slot" };
+  }
+
+  const image = task.imageUrl ?? (await inlineImage(deps, taskId));
+  if (image === undefined) {
+    await failTask(deps, taskId, "worker", { class: "invalid_image", message: "image: the task has no source image" });
+    return { kind: "failed" };
   }
 
   const outcomeUnknown = task.status === "submitting";
@@ -220,6 +220,11 @@ const spendRetry = async (deps: SubmitTaskDeps, taskId: string, reason: string, 
   }
   const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(updated.transientFailures, deps.retryBaseMs, deps.retryMaxMs));
   return { kind: "retry_later", delayMs, reason };
+};
+
+const inlineImage = async (deps: SubmitTaskDeps, taskId: string) => {
+  const source = await deps.db.taskSourceImage.findUnique({ where: { taskId } });
+  return source ? Buffer.from(source.bytes).toString("base64") : undefined;
 };
 
 type UrlImageCheck =
