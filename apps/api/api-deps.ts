@@ -1,10 +1,11 @@
 import type { Redis } from "ioredis";
-import type { Db } from "../domain/db/prisma-client.ts";
+import type { Authenticator } from "../domain/account/authenticator.ts";
+import type { Db } from "../domain/db/database.ts";
 import type { Logger } from "../domain/logging/logger.ts";
 import type { ProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
-import type { ApplyReportDeps } from "../domain/task/apply-provider-report.ts";
+import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
 import type { LinkSigner } from "./presenters/task.presenter.ts";
 
 // What the routes are given: plain values and functions, built once in api.server.ts.
@@ -13,12 +14,12 @@ export type ApiDeps = {
   redis: Redis;
   logger: Logger;
   storage: ObjectStorage;
+  authenticator: Authenticator;
   signLink: LinkSigner;
-  signingSecret: string;
-  // Empty when callbacks are not signed (PROVIDER_WEBHOOK_SECRET unset).
-  providerWebhookSecrets: string[];
+  // Verifies the signed image links (derived from SERVER_KEY).
+  linkKey: Buffer;
   intake: AcceptTaskDeps;
-  reports: ApplyReportDeps;
+  callbacks: ReceiveCallbackDeps;
   // Read by /readyz: the provider account's slots and whether its circuit is open or it is paused.
   providerControls: ProviderControls;
 };

@@ -4,9 +4,8 @@ import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
+import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
-
-const DEV_SIGNING_SECRET = "dev-only-signing-secret-change-me";
 
 export const apiEnvSchema = z
   .object({
@@ -16,13 +15,19 @@ export const apiEnvSchema = z
     ...loggingEnv,
     ...lifecycleEnv,
     ...providerControlEnv,
-    NODE_ENV: z.string().default("development"),
+    ...secretsEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
     BOOTSTRAP_API_KEY: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
-    // Signs the expiring image links; every API process of a deployment must share it.
-    SIGNING_SECRET: z.string().min(16, { error: "must be at least 16 characters" }).default(DEV_SIGNING_SECRET),
+    // Makes sure this access-key/secret-key pair (Kling's JWT scheme) exists for the bootstrap account.
+    BOOTSTRAP_ACCESS_KEY: z.string().min(8, { error: "must be at least 8 characters" }).optional(),
+    BOOTSTRAP_SECRET_KEY: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
+    // How long an API key's or access key's lookup is reused in one process: a revoked key stops
+    // working within this time everywhere.
+    AUTH_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
+    // Leeway for a JWT's exp and nbf (clients' clocks drift).
+    JWT_CLOCK_TOLERANCE_SECONDS: z.coerce.number().int().min(0).max(300).default(10),
     IMAGE_LINK_TTL_SECONDS: z.coerce.number().int().min(60).default(3_600),
     // Intake answers 503 rather than wait longer than this for Redis.
     ENQUEUE_TIMEOUT_MS: envPositiveMs.default(2_000),
@@ -30,9 +35,10 @@ export const apiEnvSchema = z
     // unsigned or badly signed callback is refused. Unset: the per-task URL token is the only check.
     PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),
   })
-  .refine((env) => env.NODE_ENV !== "production" || env.SIGNING_SECRET !== DEV_SIGNING_SECRET, {
-    path: ["SIGNING_SECRET"],
-    error: "must be set in production",
+  .refine(requireServerKeyInProduction, serverKeyRequiredIssue)
+  .refine((env) => (env.BOOTSTRAP_ACCESS_KEY === undefined) === (env.BOOTSTRAP_SECRET_KEY === undefined), {
+    path: ["BOOTSTRAP_SECRET_KEY"],
+    error: "BOOTSTRAP_ACCESS_KEY and BOOTSTRAP_SECRET_KEY go together",
   });
 
 export type ApiConfig = z.output<typeof apiEnvSchema>;

@@ -1,12 +1,16 @@
 import type { AddressInfo } from "node:net";
 import { createServer } from "node:http";
+import { ensureBootstrapAccessKey } from "../domain/account/access-key.ts";
 import { ensureBootstrapAccount } from "../domain/account/api-key.ts";
+import { createAuthenticator } from "../domain/account/authenticator.ts";
 import { withTimeout } from "../domain/async/with-timeout.ts";
 import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
-import { createDb } from "../domain/db/prisma-client.ts";
+import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
+import { createDb } from "../domain/db/database.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { createLogger } from "../domain/logging/logger.ts";
 import { createProducerRedis } from "../domain/queues/redis-connection.ts";
+import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
@@ -23,19 +27,27 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
   const db = createDb(config.DATABASE_URL);
   const redis = createProducerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
+  const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
   const timing = lifecycleTimingFrom(config);
+  const serverKey = await resolveServerKey(config);
+  const storage = createLocalStorage(config.STORAGE_DIR);
 
   // Redis down must be a fast 503 with nothing written, never a request that hangs.
-  const enqueue = async (kind: "submit" | "archive", taskId: string, priority?: number) => {
+  const viaRedis = async <T>(work: () => Promise<T>): Promise<T> => {
     if (redis.status !== "ready") throw queueUnavailable();
     try {
-      await withTimeout(queues.enqueue(kind, { taskId }, { priority }), config.ENQUEUE_TIMEOUT_MS, "Redis");
+      return await withTimeout(work(), config.ENQUEUE_TIMEOUT_MS, "Redis");
     } catch (error) {
       throw queueUnavailable(error);
     }
   };
 
-  if (config.BOOTSTRAP_API_KEY) await ensureBootstrapAccount(db, config.BOOTSTRAP_API_KEY);
+  if (config.BOOTSTRAP_API_KEY) {
+    const accountId = await ensureBootstrapAccount(db, config.BOOTSTRAP_API_KEY);
+    if (config.BOOTSTRAP_ACCESS_KEY && config.BOOTSTRAP_SECRET_KEY) {
+      await ensureBootstrapAccessKey(db, serverKey, accountId, { accessKey: config.BOOTSTRAP_ACCESS_KEY, secretKey: config.BOOTSTRAP_SECRET_KEY });
+    }
+  }
 
   const server = createServer();
   await new Promise<void>((resolve, reject) => {
@@ -53,25 +65,33 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     logger,
     releaseSlots: (taskId: string) => provider.slots.release(taskId),
     runTime: provider.runTime,
-    enqueueArchive: (taskId: string) => enqueue("archive", taskId),
+    enqueueArchive: (taskId: string) => viaRedis(() => queues.enqueue("archive", { taskId })),
     callbackGraceMs: timing.callbackGraceMs,
     pollAtExpectedEnd: timing.pollAtExpectedEnd,
     stallRecheckMs: timing.stallRecheckMs,
   };
+  const linkKey = serverKey.derive("image-links");
   const deps: ApiDeps = {
     db,
     redis,
     logger,
-    storage: createLocalStorage(config.STORAGE_DIR),
-    signLink: createLinkSigner(publicBaseUrl, config.SIGNING_SECRET, config.IMAGE_LINK_TTL_SECONDS),
-    signingSecret: config.SIGNING_SECRET,
-    providerWebhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [],
+    storage,
+    authenticator: createAuthenticator({
+      db,
+      serverKey,
+      cacheMs: config.AUTH_CACHE_MS,
+      clockToleranceSeconds: config.JWT_CLOCK_TOLERANCE_SECONDS,
+    }),
+    signLink: createLinkSigner(publicBaseUrl, linkKey, config.IMAGE_LINK_TTL_SECONDS),
+    linkKey,
     intake: {
       db,
-      enqueueSubmit: (taskId, priority) => enqueue("submit", taskId, priority),
+      storage,
+      enqueueSubmit: (task) => viaRedis(async () => queues.enqueue("submit", { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
+      withdrawSubmit: (taskId) => queues.withdraw("submit", taskId),
       stallRecheckMs: timing.stallRecheckMs,
     },
-    reports,
+    callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
     providerControls: provider,
   };
   server.on("request", buildApp(deps));
@@ -86,7 +106,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
       });
       await queues.close().catch(() => undefined);
       redis.disconnect();
-      await db.$disconnect();
+      await db.destroy();
     })());
   return { url, port, publicBaseUrl, stop };
 };

@@ -1,11 +1,12 @@
 import { Worker, type Processor } from "bullmq";
 import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
-import { createDb } from "../domain/db/prisma-client.ts";
+import { createDb } from "../domain/db/database.ts";
 import { createLogger } from "../domain/logging/logger.ts";
 import { createProviderClient } from "../domain/provider/provider-client.ts";
 import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
 import { jobCatalog, type JobKind } from "../domain/queues/job-catalog.ts";
 import { createWorkerRedis } from "../domain/queues/redis-connection.ts";
+import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
@@ -27,6 +28,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const provider = createProviderClient(providerConfig);
   const timing = lifecycleTimingFrom(config);
   const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
+  const storage = createLocalStorage(config.STORAGE_DIR);
 
   const { slots, gate, runTime } = createProviderControls(redis, config.QUEUE_PREFIX, config);
   const reports = {
@@ -73,6 +75,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       provider,
       slots,
       gate,
+      storage,
       slotWaitMs: config.SLOT_WAIT_MS,
       callbackUrlFor: (taskId, token) => `${publicBaseUrl}/webhooks/kling/${taskId}/${token}`,
       maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
@@ -88,7 +91,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       db,
       logger,
       releaseSlots: reports.releaseSlots,
-      storage: createLocalStorage(config.STORAGE_DIR),
+      storage,
       fetch: {
         timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
         maxBytes: config.RESULT_MAX_BYTES,
@@ -108,6 +111,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       taskDeadlineMs: config.TASK_DEADLINE_MS,
       redriveJob,
       batchSize: 200,
+      fairPriority: createFairPriority(redis, config.QUEUE_PREFIX),
     }),
     1,
   );
@@ -129,7 +133,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       await Promise.all(workers.map((w) => w.close()));
       await queues.close().catch(() => undefined);
       redis.disconnect();
-      await db.$disconnect();
+      await db.destroy();
     })());
   return { providerKind: providerConfig.kind, stop };
 };

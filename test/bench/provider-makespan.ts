@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 // Benchmark (not a test): how close does the orchestrator keep the provider's slots busy?
 //
 // Pushes BENCH_TASKS tasks of mixed `n` through the simulator (capacity C, fixed run time T) via the
@@ -16,7 +17,7 @@ import { parseApiConfig } from "../../apps/api/api.config.ts";
 import { startApi, type RunningApi } from "../../apps/api/api.server.ts";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
 import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
-import { createDb, type Db } from "../../apps/domain/db/prisma-client.ts";
+import { createDb, type Db } from "../../apps/domain/db/database.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
@@ -221,8 +222,9 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     STORAGE_DIR: storageDir,
     LOG_LEVEL: "silent",
     PROVIDER_CAPACITY: String(C),
+    SERVER_KEY: randomBytes(32).toString("base64url"),
   };
-  const api: RunningApi = await startApi(parseApiConfig({ ...common, PORT: "0", SIGNING_SECRET: "bench-signing-secret-0123456789" }));
+  const api: RunningApi = await startApi(parseApiConfig({ ...common, PORT: "0" }));
   cleanups.push(() => api.stop());
   const workers: RunningWorker[] = [];
   cleanups.push(async () => {
@@ -242,7 +244,7 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     );
   }
   const db: Db = createDb(databaseUrl, { poolSize: 4 });
-  cleanups.push(() => db.$disconnect());
+  cleanups.push(() => db.destroy());
   const { key } = await createAccountWithKey(db, `bench-${name}`);
 
   // Timeline of slot use: the provider's own count, our Redis ledger and our effective capacity.
@@ -310,13 +312,16 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
   const timeoutMs = Number(env.BENCH_TIMEOUT_MS ?? Math.max(300_000, 8 * idealMs));
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const open = await db.task.count({ where: { status: { notIn: ["succeeded", "failed", "canceled"] } } });
+    const byStatus = await db
+      .selectFrom("task")
+      .select(["status", (eb) => eb.fn.countAll<string>().as("count")])
+      .where("status", "not in", ["succeeded", "failed", "canceled"])
+      .groupBy("status")
+      .execute();
+    const open = byStatus.reduce((total, g) => total + Number(g.count), 0);
     if (open === 0) break;
     if (Date.now() > deadline) {
-      const byStatus = await db.task.groupBy({ by: ["status"], _count: true });
-      throw new Error(
-        `${name}: ${open} tasks not terminal after ${s(timeoutMs)}: ${byStatus.map((g) => `${g.status}=${g._count}`).join(" ")}`,
-      );
+      throw new Error(`${name}: ${open} tasks not terminal after ${s(timeoutMs)}: ${byStatus.map((g) => `${g.status}=${g.count}`).join(" ")}`);
     }
     await sleep(500);
   }
@@ -327,24 +332,11 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
   const phaseWallMs = Date.now() - intakeStarted;
 
   // Collect.
-  const tasks = await db.task.findMany({
-    select: {
-      id: true,
-      n: true,
-      status: true,
-      acceptedAt: true,
-      finishedAt: true,
-      attempts: true,
-      transientFailures: true,
-      resubmissions: true,
-      failureClass: true,
-      failureMessage: true,
-    },
-  });
-  const events = await db.taskEvent.findMany({
-    select: { taskId: true, toStatus: true, source: true, createdAt: true },
-    orderBy: { id: "asc" },
-  });
+  const tasks = await db
+    .selectFrom("task")
+    .select(["id", "n", "status", "acceptedAt", "finishedAt", "attempts", "transientFailures", "resubmissions", "failureClass", "failureMessage"])
+    .execute();
+  const events = await db.selectFrom("taskEvent").select(["taskId", "toStatus", "source", "createdAt"]).orderBy("id", "asc").execute();
   const stats = await getJson<SimStats>(`${simulator.url}/_sim/stats`);
   const simTasks = await getJson<SimTaskRow[]>(`${simulator.url}/_sim/tasks`);
 

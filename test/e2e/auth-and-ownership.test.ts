@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
-import { startStack, testSigningSecret, type Stack } from "../support/stack.ts";
+import { startStack, testLinkKey, type Stack } from "../support/stack.ts";
+import { countTasksOf, countEventsOf } from "../support/rows.ts";
 
 let stack: Stack;
 let image: string;
@@ -36,7 +37,7 @@ describe("authentication", () => {
   });
 
   it("when the key is unknown or malformed, then the drop-in route answers 401 with code 1002", async () => {
-    for (const header of ["Bearer not-a-key", "Basic abc", "Bearer"]) {
+    for (const header of ["Bearer not-a-key", "Basic abc", "Token abc"]) {
       const answer = await call(stack.api.url, "POST", "/kling/v1/images/editing/expand", {
         body: body(),
         headers: { authorization: header },
@@ -44,6 +45,14 @@ describe("authentication", () => {
       expect(answer.status).toBe(401);
       expect(answer.body.code).toBe(1002);
       expect(typeof answer.body.request_id).toBe("string");
+    }
+  });
+
+  it("when the Bearer token is empty, then the drop-in route answers 401 with code 1001 (missing), like the provider", async () => {
+    for (const header of ["Bearer", "Bearer ", "bearer   "]) {
+      const answer = await call(stack.api.url, "POST", "/kling/v1/images/editing/expand", { body: body(), headers: { authorization: header } });
+      expect(answer.status).toBe(401);
+      expect(answer.body.code).toBe(1001);
     }
   });
 
@@ -87,19 +96,49 @@ describe("ownership", () => {
 });
 
 describe("external_task_id", () => {
-  it("when an account reuses its external_task_id, then it is a clear conflict and only the first task exists", async () => {
+  it("when an account reuses its external_task_id for another request, then it is a clear conflict and only the first task exists", async () => {
     const { key, accountId } = await stack.newAccount();
     const first = await call(stack.api.url, "POST", "/v1/tasks", { key, body: body({ external_task_id: "job-7" }) });
     expect(first.status).toBe(202);
-    const again = await call(stack.api.url, "POST", "/v1/tasks", { key, body: body({ external_task_id: "job-7" }) });
+    const other = body({ external_task_id: "job-7", prompt: "a different request" });
+    const again = await call(stack.api.url, "POST", "/v1/tasks", { key, body: other });
     expect(again.status).toBe(409);
     expect(again.body.detail).toContain("job-7");
     expect(again.body.errors).toEqual([{ field: "external_task_id", message: expect.stringContaining("already used") }]);
-    const dropin = await call(stack.api.url, "POST", "/kling/v1/images/editing/expand", { key, body: body({ external_task_id: "job-7" }) });
+    const dropin = await call(stack.api.url, "POST", "/kling/v1/images/editing/expand", { key, body: other });
     expect(dropin.status).toBe(400);
     expect(dropin.body.code).toBe(1201);
-    expect(await stack.db.task.count({ where: { accountId } })).toBe(1);
-    expect(await stack.db.taskEvent.count({ where: { task: { accountId } } })).toBe(1);
+    expect(await countTasksOf(stack.db, accountId)).toBe(1);
+    expect(await countEventsOf(stack.db, accountId)).toBe(1);
+  });
+
+  it("when a client retries a create with the same external_task_id and the same request, then it gets the first task back and no second one exists", async () => {
+    const { key, accountId } = await stack.newAccount();
+    const request = body({ external_task_id: "retry-1" });
+    const first = await call(stack.api.url, "POST", "/kling/v1/images/editing/expand", { key, body: request });
+    expect(first.body.code).toBe(0);
+    // The same request, with the other spelling of the downward ratio and n as a string: still the same.
+    const { down_expansion_ratio: down, ...rest } = request as Record<string, unknown>;
+    const respelled = { ...rest, bottom_expansion_ratio: down, n: "1" };
+    const retried = await call(stack.api.url, "POST", "/kling/v1/images/editing/expand", { key, body: respelled });
+    expect(retried.status).toBe(200);
+    expect(retried.body.code).toBe(0);
+    expect(retried.body.data).toEqual(first.body.data);
+    const native = await call(stack.api.url, "POST", "/v1/tasks", { key, body: request });
+    expect(native.status).toBe(202);
+    expect(native.headers.get("idempotent-replayed")).toBe("true");
+    expect(native.body.id).toBe(first.body.data.task_id);
+    expect(await countTasksOf(stack.db, accountId)).toBe(1);
+    expect(await countEventsOf(stack.db, accountId)).toBe(1);
+  });
+
+  it("when an external_task_id equals the id of another of the account's tasks, then it is refused, so a lookup by either id is never ambiguous", async () => {
+    const { key, accountId } = await stack.newAccount();
+    const first = await call(stack.api.url, "POST", "/v1/tasks", { key, body: body() });
+    const clash = await call(stack.api.url, "POST", "/v1/tasks", { key, body: body({ external_task_id: first.body.id }) });
+    expect(clash.status).toBe(400);
+    expect(clash.body.errors).toEqual([{ field: "external_task_id", message: expect.stringContaining("task_id of another task") }]);
+    expect(await countTasksOf(stack.db, accountId)).toBe(1);
   });
 
   it("when two accounts use the same external_task_id, then both are accepted", async () => {
@@ -116,7 +155,7 @@ describe("signed image links", () => {
     const taskId = "0190f0c0-0000-7000-8000-000000000000";
     const bad = await call(stack.api.url, "GET", `/files/tasks/${taskId}/images/0?expires=9999999999&signature=abc`);
     expect(bad.status).toBe(401);
-    const expired = signImageLink(stack.api.url, testSigningSecret, taskId, 0, 60, Date.now() - 3_600_000);
+    const expired = signImageLink(stack.api.url, testLinkKey, taskId, 0, 60, Date.now() - 3_600_000);
     const answer = await call(stack.api.url, "GET", new URL(expired).pathname + new URL(expired).search);
     expect(answer.status).toBe(401);
     expect(answer.body.detail).toContain("expired");

@@ -8,6 +8,7 @@ import { call, waitForTask } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 import { ratios } from "../support/fault-kit.ts";
+import { countTasksOf, countEventsOf } from "../support/rows.ts";
 
 
 let stack: Stack;
@@ -46,8 +47,8 @@ describe("dependencies down at intake", () => {
       const dropin = await call(api.url, "POST", "/kling/v1/images/editing/expand", { key, body: { image, ...ratios, external_task_id: "r-2" } });
       expect(dropin.status).toBe(503);
       expect(dropin.body.code).toBe(5001);
-      expect(await stack.db.task.count({ where: { accountId } })).toBe(0);
-      expect(await stack.db.taskEvent.count({ where: { task: { accountId } } })).toBe(0);
+      expect(await countTasksOf(stack.db, accountId)).toBe(0);
+      expect(await countEventsOf(stack.db, accountId)).toBe(0);
       const ready = await call(api.url, "GET", "/readyz");
       expect(ready.status).toBe(503);
       expect(ready.body.checks).toMatchObject({ postgres: { ok: true }, redis: { ok: false } });
@@ -94,7 +95,7 @@ describe("work survives missing workers and lost jobs", () => {
     connection.disconnect();
 
     // The sweeper re-drives tasks that went without progress for STALL_RECHECK_MS.
-    await stack.db.task.update({ where: { id: ids[0] }, data: { nextCheckAt: new Date() } });
+    await stack.db.updateTable("task").set({ nextCheckAt: new Date() }).where("id", "=", ids[0]!).execute();
     await stack.startWorker();
     for (const id of ids) {
       expect(await waitForTask(stack.api.url, key, id, ["succeeded", "failed"])).toMatchObject({ status: "succeeded", failure: null });

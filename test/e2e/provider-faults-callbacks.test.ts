@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectAllAccountedFor, type TaskExpectation } from "../support/accounting.ts";
 import { eventually, getTask, resultSize, settle, simAdmin, startFaultStack, submitMany, taskEvents, testImage, type Submitted } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
+import { callbackRows, countCallbacksOf } from "../support/rows.ts";
 
 // Callbacks are at-least-once, unordered hints: duplicated, reordered, delayed, early or lost, every
 // task still reaches `succeeded` with the right images; callbacks alone, or polling alone, suffice.
@@ -13,7 +14,7 @@ beforeAll(async () => {
 const sources = async (stack: Stack, task: Submitted) => new Set((await taskEvents(stack, task)).map((e) => e.source));
 
 const outcomes = async (stack: Stack, task: Submitted) =>
-  (await stack.db.providerCallback.findMany({ where: { taskId: task.id }, orderBy: { id: "asc" } })).map((c) => c.outcome);
+  (await callbackRows(stack.db, task.id)).map((c) => c.outcome);
 
 describe("callbacks only (polling is held back by a very long grace)", () => {
   let stack: Stack;
@@ -108,7 +109,7 @@ describe("polling only (every callback is lost)", () => {
       const seen = await sources(stack, task);
       expect(seen.has("poll"), `task ${task.id} events`).toBe(true);
       expect(seen.has("callback"), `task ${task.id} events`).toBe(false);
-      expect(await stack.db.providerCallback.count({ where: { taskId: task.id } })).toBe(0);
+      expect(await countCallbacksOf(stack.db, task.id)).toBe(0);
     }
     const { stats } = await expectAllAccountedFor(
       stack,

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectAllAccountedFor } from "../support/accounting.ts";
 import { eventually, readiness, resultSize, sampleWhile, settle, simAdmin, startFaultStack, submitMany, submitTask, testImage, type Submitted } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
+import { taskRow, taskRows } from "../support/rows.ts";
 
 // The provider's parallel-slot limit: our ledger keeps within it, a shared account's 1303s lower our
 // effective capacity without spending attempts, and a single interactive task overtakes a backlog.
@@ -60,7 +61,7 @@ describe("an account shared with another client", () => {
     );
     expect(stats.rejected_over_capacity).toBeGreaterThan(0);
     expect(Math.min(...seen)).toBeLessThan(6);
-    const rows = await stack.db.task.findMany({ where: { id: { in: tasks.map((t) => t.id) } } });
+    const rows = await taskRows(stack.db, tasks.map((t) => t.id));
     for (const row of rows) expect({ id: row.id, transientFailures: row.transientFailures }).toEqual({ id: row.id, transientFailures: 0 });
 
     // Once the other client is gone, the capacity comes back one slot per recovery interval (300 ms
@@ -98,15 +99,17 @@ describe("priority: a single task against a bulk backlog", () => {
     const b = await stack.newAccount();
     const bulk = await submit(a.key);
     const single = await submitTask(stack, b.key);
-    const acceptedAt = (await stack.db.task.findUniqueOrThrow({ where: { id: single.id } })).acceptedAt;
+    const acceptedAt = (await taskRow(stack.db, single.id)).acceptedAt;
     await settle(stack, [...bulk, single], 20_000);
 
     await expectAllAccountedFor(stack, [...bulk, single].map((t) => ({ ...t, status: "succeeded" as const })), { capacity: 2 });
-    const later = await stack.db.task.findMany({
-      where: { id: { in: [...bulk, single].map((t) => t.id) }, submittedAt: { gte: acceptedAt } },
-      orderBy: { submittedAt: "asc" },
-      select: { id: true, accountId: true },
-    });
+    const later = await stack.db
+      .selectFrom("task")
+      .select(["id", "accountId"])
+      .where("id", "in", [...bulk, single].map((t) => t.id))
+      .where("submittedAt", ">=", acceptedAt)
+      .orderBy("submittedAt", "asc")
+      .execute();
     // A good part of A's backlog was still waiting when B's task came in (not a drained queue)...
     expect(later.length).toBeGreaterThan(6);
     // ...and B's task went ahead of nearly all of it.
@@ -127,17 +130,17 @@ describe("fairness: two bulk accounts sharing one provider account", () => {
     const b = await stack.newAccount();
     const bulkA = await submitMany(stack, a.key, 16);
     const bulkB = await submitMany(stack, b.key, 16);
-    const firstOfB = (
-      await stack.db.task.findMany({ where: { id: { in: bulkB.map((t) => t.id) } }, orderBy: { acceptedAt: "asc" }, take: 1 })
-    )[0]!.acceptedAt;
+    const firstOfB = (await taskRows(stack.db, bulkB.map((t) => t.id))).map((t) => t.acceptedAt).sort((x, y) => x.getTime() - y.getTime())[0]!;
     await settle(stack, [...bulkA, ...bulkB], 30_000);
     await expectAllAccountedFor(stack, [...bulkA, ...bulkB].map((t) => ({ ...t, status: "succeeded" as const })), { capacity: 2 });
 
-    const order = await stack.db.task.findMany({
-      where: { id: { in: [...bulkA, ...bulkB].map((t) => t.id) }, submittedAt: { gte: firstOfB } },
-      orderBy: { submittedAt: "asc" },
-      select: { accountId: true },
-    });
+    const order = await stack.db
+      .selectFrom("task")
+      .select("accountId")
+      .where("id", "in", [...bulkA, ...bulkB].map((t) => t.id))
+      .where("submittedAt", ">=", firstOfB)
+      .orderBy("submittedAt", "asc")
+      .execute();
     const aLeft = order.filter((t) => t.accountId === a.accountId).length;
     // Much of A's backlog was still waiting when B arrived, so the order after that shows the policy.
     expect(aLeft).toBeGreaterThan(6);

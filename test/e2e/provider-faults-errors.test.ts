@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectAllAccountedFor } from "../support/accounting.ts";
 import { eventually, getTask, resultSize, settle, simAdmin, startFaultStack, submitMany, submitTask, testImage } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
+import { taskRow, taskRows } from "../support/rows.ts";
 
 // Provider errors on the wire: transient codes and lost answers are retried without ever creating a
 // second provider task; request and policy refusals fail the task at once.
@@ -81,7 +82,7 @@ describe("answers lost after the provider created the task", () => {
     );
     expect(stats.connection_faults).toBeGreaterThan(0);
     expect(stats.rejected_over_capacity).toBe(0);
-    const rows = await stack.db.task.findMany({ where: { id: { in: tasks.map((t) => t.id) } } });
+    const rows = await taskRows(stack.db, tasks.map((t) => t.id));
     // Some submissions had to be retried (and were adopted rather than sent again).
     expect(rows.reduce((sum, r) => sum + r.attempts, 0)).toBeGreaterThan(tasks.length);
   });
@@ -105,7 +106,7 @@ describe("request and policy refusals", () => {
     expect(done).toMatchObject({ status: "failed", attempts: 1, failure: { class: "provider_rejected", code: String(code) } });
     expect(done.failure.message).toMatch(message);
     expect(done.status_message).toMatch(message);
-    const row = await stack.db.task.findUniqueOrThrow({ where: { id: task.id } });
+    const row = await taskRow(stack.db, task.id);
     expect(row.transientFailures).toBe(0);
     await expectAllAccountedFor(stack, [{ ...task, status: "failed", failureClass: "provider_rejected", providerTasks: 0, createCalls: 1 }], {
       capacity: 2,
@@ -188,7 +189,7 @@ describe("a lost create answer after the callback already arrived", () => {
     await settle(stack, tasks);
     // With a budget of one attempt, spending it on the lost answer would have failed the task.
     await expectAllAccountedFor(stack, tasks.map((t) => ({ ...t, status: "succeeded" as const, createCalls: 1, imageSize: resultSize })), { capacity: 2 });
-    const rows = await stack.db.task.findMany({ where: { id: { in: tasks.map((t) => t.id) } } });
+    const rows = await taskRows(stack.db, tasks.map((t) => t.id));
     expect(rows.map((r) => [r.attempts, r.transientFailures])).toEqual([[1, 0], [1, 0]]);
   });
 });

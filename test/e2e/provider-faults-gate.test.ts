@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectAllAccountedFor } from "../support/accounting.ts";
 import { eventually, getTask, readiness, resultSize, settle, simAdmin, startFaultStack, submitMany, testImage } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
+import { taskRows } from "../support/rows.ts";
 
 // When the provider cannot take work at all, queued tasks wait without spending their retry budget,
 // /readyz and each task say why, and work resumes by itself once a probe gets through.
@@ -11,7 +12,7 @@ beforeAll(async () => {
 });
 
 const attemptsSoFar = async (stack: Stack, ids: string[]) =>
-  (await stack.db.task.aggregate({ where: { id: { in: ids } }, _sum: { attempts: true } }))._sum.attempts ?? 0;
+  (await taskRows(stack.db, ids)).reduce((sum, t) => sum + t.attempts, 0);
 
 describe("the provider's route answers 404 {code: null}", () => {
   let stack: Stack;
@@ -49,7 +50,7 @@ describe("the provider's route answers 404 {code: null}", () => {
       expect(view.status, `task ${view.id}: ${view.status_message}`).toMatch(/^(queued|submitting)$/);
       expect(view.failure).toBeNull();
     }
-    const rows = await stack.db.task.findMany({ where: { id: { in: ids } } });
+    const rows = await taskRows(stack.db, ids);
     for (const row of rows) expect(row.transientFailures, `task ${row.id}`).toBeLessThan(3);
 
     await simAdmin(stack).patch({ route_unavailable: false });
@@ -98,7 +99,7 @@ describe("the provider account needs a human", () => {
     await sim.patch(off);
     await settle(stack, tasks);
     await expectAllAccountedFor(stack, tasks.map((t) => ({ ...t, status: "succeeded" as const })), { capacity: 3 });
-    const rows = await stack.db.task.findMany({ where: { id: { in: ids } } });
+    const rows = await taskRows(stack.db, ids);
     for (const row of rows) expect(row.transientFailures, `task ${row.id}`).toBe(0);
     expect((await readiness(stack)).provider.state).toBe("closed");
   });

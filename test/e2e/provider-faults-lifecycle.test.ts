@@ -3,6 +3,7 @@ import { expectAllAccountedFor, type TaskExpectation } from "../support/accounti
 import { waitForTask } from "../support/http.ts";
 import { resultSize, settle, simAdmin, startFaultStack, submitMany, submitTask, taskEvents, testImage } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
+import { taskRow } from "../support/rows.ts";
 
 // What the provider does with a task after accepting it: fails it, never finishes it, or forgets it.
 
@@ -90,7 +91,7 @@ describe("the provider forgets a task", () => {
     const { key } = await stack.newAccount();
     const task = await submitTask(stack, key);
     await waitForTask(stack.api.url, key, task.id, ["submitted"]);
-    const first = await stack.db.task.findUniqueOrThrow({ where: { id: task.id } });
+    const first = await taskRow(stack.db, task.id);
     // The second submission runs quickly.
     await sim.patch({ run_ms: 200 });
     expect((await sim.forget(first.providerTaskId!)).status).toBe(200);
@@ -103,7 +104,7 @@ describe("the provider forgets a task", () => {
     expect(resubmit).toHaveLength(1);
     expect(resubmit[0]).toMatchObject({ from: "submitted", to: "queued", source: "poll" });
     expect(String(resubmit[0]!.detail?.reason)).toMatch(/does not know the task/);
-    const row = await stack.db.task.findUniqueOrThrow({ where: { id: task.id } });
+    const row = await taskRow(stack.db, task.id);
     expect(row.resubmissions).toBe(1);
     expect(row.providerTaskId).not.toBe(first.providerTaskId);
 
@@ -119,7 +120,7 @@ describe("the provider forgets a task", () => {
     const { key } = await stack.newAccount();
     const task = await submitTask(stack, key);
     await waitForTask(stack.api.url, key, task.id, ["processing"]);
-    const row = await stack.db.task.findUniqueOrThrow({ where: { id: task.id } });
+    const row = await taskRow(stack.db, task.id);
     expect((await sim.forget(row.providerTaskId!)).status).toBe(200);
     forgotten++;
 

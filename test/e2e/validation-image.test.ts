@@ -5,6 +5,7 @@ import { startFileServer } from "../support/file-server.ts";
 import { call, waitForTask, type ApiAnswer } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
+import { countTasksOf } from "../support/rows.ts";
 
 // KLING.md "Create: request body", the `image` rule: inline Base64 is checked at intake (400, nothing
 // written); URL images are fetched and checked by the worker, and a bad one fails the task before it
@@ -71,7 +72,7 @@ const submit = async (image: unknown, path = "/v1/tasks"): Promise<Sent> => {
 };
 
 const expectNothingWritten = async (accountId: string) => {
-  expect(await stack.db.task.count({ where: { accountId } })).toBe(0);
+  expect(await countTasksOf(stack.db, accountId)).toBe(0);
 };
 
 const expectAccepted = ({ answer }: Sent) => {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type ApiAnswer } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
+import { countTasksOf } from "../support/rows.ts";
 
 // KLING.md "Create: request body", every rule except the image itself (validation-image.test.ts):
 // the value just inside each limit is accepted, the value just outside is rejected naming the field
@@ -58,7 +59,7 @@ const submit = async (
 };
 
 const expectNothingWritten = async (accountId: string) => {
-  expect(await stack.db.task.count({ where: { accountId } })).toBe(0);
+  expect(await countTasksOf(stack.db, accountId)).toBe(0);
 };
 
 const expectAccepted = async ({ answer }: Sent) => {

@@ -3,6 +3,7 @@ import { expectAllAccountedFor } from "../support/accounting.ts";
 import { spawnWorker, type ChildWorker } from "../support/child-worker.ts";
 import { eventually, resultSize, settle, simAdmin, startFaultStack, submitTask, taskEvents, testImage } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
+import { taskRow } from "../support/rows.ts";
 
 // Exactly one paid provider task per task, even when the worker dies between the provider's answer
 // and our commit: the next attempt asks the provider for our external_task_id and adopts the task.
@@ -44,7 +45,7 @@ describe("a worker killed while its create is in flight", () => {
     const task = await submitTask(stack, key);
     const sim = simAdmin(stack);
     await eventually("the provider task created", async () => ((await sim.tasks()).some((t) => t.external_task_id === task.id) ? true : undefined));
-    const before = await stack.db.task.findUniqueOrThrow({ where: { id: task.id } });
+    const before = await taskRow(stack.db, task.id);
     expect(before).toMatchObject({ status: "submitting", attempts: 1, providerTaskId: null });
 
     expect(await child.kill("SIGKILL")).toEqual({ code: null, signal: "SIGKILL" });

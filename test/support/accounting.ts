@@ -1,6 +1,7 @@
 import { expect } from "vitest";
 import { eventually, getTask, readiness, simAdmin } from "./fault-kit.ts";
 import type { Stack } from "./stack.ts";
+import { taskRow } from "./rows.ts";
 
 export type TaskExpectation = {
   id: string;
@@ -51,7 +52,7 @@ export const expectAllAccountedFor = async (stack: Stack, expected: TaskExpectat
     const providerTasks = want.providerTasks ?? 1;
     const mine = simTasks.filter((t) => t.external_task_id === want.id);
     expect(mine, `${label}: provider tasks`).toHaveLength(providerTasks);
-    const row = await stack.db.task.findUniqueOrThrow({ where: { id: want.id } });
+    const row = await taskRow(stack.db, want.id);
     if (providerTasks === 1) {
       expect(mine[0]!.task_id, `${label}: our provider task id`).toBe(row.providerTaskId);
       expect(mine[0]!.n, label).toBe(row.n);
@@ -63,7 +64,7 @@ export const expectAllAccountedFor = async (stack: Stack, expected: TaskExpectat
   }
 
   // Nothing at the provider that is not one of our tasks.
-  const ours = new Set((await stack.db.task.findMany({ select: { id: true } })).map((t) => t.id));
+  const ours = new Set((await stack.db.selectFrom("task").select("id").execute()).map((t) => t.id));
   for (const t of simTasks) expect(ours.has(t.external_task_id ?? ""), `provider task ${t.task_id} is not one of ours`).toBe(true);
 
   expect(stats.duplicate_external_task_ids, "creates refused as duplicate external_task_id").toBe(0);

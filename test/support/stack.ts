@@ -6,14 +6,17 @@ import { inject } from "vitest";
 import { parseApiConfig } from "../../apps/api/api.config.ts";
 import { startApi, type RunningApi } from "../../apps/api/api.server.ts";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
-import { createDb, type Db } from "../../apps/domain/db/prisma-client.ts";
+import { serverKeyFrom } from "../../apps/domain/crypto/server-key.ts";
+import { createDb, type Db } from "../../apps/domain/db/database.ts";
 import { cloneDatabase, dropDatabases } from "./databases.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
 import { startWorker, type RunningWorker } from "../../apps/worker/worker.server.ts";
 
-export const testSigningSecret = "test-signing-secret-0123456789";
+// Every stack of the test run shares one installation secret; tests derive its keys to forge links.
+export const testServerKey = "test-server-key-0123456789-abcdefghijklmnop";
+export const testLinkKey = serverKeyFrom(testServerKey).derive("image-links");
 
 export type StackOptions = {
   simulatorEnv?: Record<string, string>;
@@ -42,14 +45,21 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
   const queuePrefix = `t${randomUUID().slice(0, 8)}`;
   const databaseUrl = await cloneDatabase(inject("templateDatabaseUrl"), queuePrefix);
   const storageDir = await mkdtemp(path.join(tmpdir(), "kling-storage-"));
-  const common = { DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, QUEUE_PREFIX: queuePrefix, STORAGE_DIR: storageDir, LOG_LEVEL: "silent" };
+  const common = {
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: redisUrl,
+    QUEUE_PREFIX: queuePrefix,
+    STORAGE_DIR: storageDir,
+    LOG_LEVEL: "silent",
+    SERVER_KEY: testServerKey,
+  };
   const timing = { CALLBACK_GRACE_MS: "5000", STALL_RECHECK_MS: "5000", POLL_MAX_INTERVAL_MS: "2000" };
 
   const simulator = await startSimulator(
     parseSimulatorConfig({ SIMULATOR_PORT: "0", SIM_RUN_MS: "150", LOG_LEVEL: "silent", ...options.simulatorEnv }),
   );
   const api = await startApi(
-    parseApiConfig({ ...common, ...timing, PORT: "0", SIGNING_SECRET: testSigningSecret, ...options.apiEnv }),
+    parseApiConfig({ ...common, ...timing, PORT: "0", ...options.apiEnv }),
   );
   const workers: RunningWorker[] = [];
   const workerEnv = (env: Record<string, string> = {}): Record<string, string> => ({
@@ -85,7 +95,7 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
       await Promise.all(workers.map((w) => w.stop()));
       await api.stop();
       await simulator.stop();
-      await db.$disconnect();
+      await db.destroy();
       await dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1));
       await rm(storageDir, { recursive: true, force: true });
     },

@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler, Response } from "express";
 import { z } from "zod";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
+import { databaseUnavailable, isDatabaseUnavailable } from "../../domain/errors/dependency-errors.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import type { Logger } from "../../domain/logging/logger.ts";
 import { AuthError } from "./authenticate.ts";
@@ -9,6 +10,8 @@ import { AuthError } from "./authenticate.ts";
 const normalise = (error: unknown, logger: Logger): AppError => {
   if (error instanceof AppError) return error;
   if (error instanceof z.ZodError) return validationError(toFieldViolations(error));
+  // A read or write that met an unreachable, busy or hung database: a 503 that says which.
+  if (isDatabaseUnavailable(error)) return databaseUnavailable(error);
   const bodyError = error as { type?: string; status?: number; limit?: number };
   if (bodyError.type === "entity.too.large") {
     return new AppError("payload_too_large", `request body exceeds ${bodyError.limit} bytes`);
@@ -54,6 +57,9 @@ const titles: Record<AppError["code"], string> = {
   internal: "Internal error",
 };
 
+// Kling's own codes: 1001 empty, 1002 invalid, 1003 not yet valid, 1004 expired.
+const authCodes: Record<AuthError["reason"], number> = { missing: 1001, invalid: 1002, not_yet_valid: 1003, expired: 1004 };
+
 // Drop-in routes answer like the provider (KLING.md "Errors"), so a CometAPI client needs no change.
 const providerCode = (app: AppError): { http: number; code: number } => {
   switch (app.code) {
@@ -62,7 +68,7 @@ const providerCode = (app: AppError): { http: number; code: number } => {
     case "conflict":
       return { http: 400, code: 1201 };
     case "unauthenticated":
-      return { http: 401, code: app instanceof AuthError && app.reason === "missing" ? 1001 : 1002 };
+      return { http: 401, code: app instanceof AuthError ? authCodes[app.reason] : 1002 };
     case "not_found":
       return { http: 404, code: 1203 };
     case "dependency_unavailable":

@@ -1,20 +1,21 @@
-import type { Task, TaskEvent, TaskImage } from "../../domain/db/prisma-client.ts";
+import type { Task, TaskEvent } from "../../domain/db/database.ts";
+import type { TaskWithImages } from "../../domain/task/task.repository.ts";
 import { signImageLink } from "../../domain/storage/signed-link.ts";
 import { toProviderStatus } from "../../domain/task/task-status.ts";
 
 export type LinkSigner = (taskId: string, index: number) => string;
 
 export const createLinkSigner =
-  (baseUrl: string, secret: string, ttlSeconds: number): LinkSigner =>
+  (baseUrl: string, secret: Buffer, ttlSeconds: number): LinkSigner =>
   (taskId, index) =>
     signImageLink(baseUrl, secret, taskId, index, ttlSeconds);
-
-type TaskWithImages = Task & { images: TaskImage[] };
 
 const storedImages = (task: TaskWithImages) =>
   task.status === "succeeded" ? task.images.filter((i) => i.storageKey).sort((a, b) => a.index - b.index) : [];
 
-const statusMessage = (task: Task): string => {
+// What is happening, in words: while a task waits this says why (a provider slot, a retried
+// download and its reason, a paused provider and until when).
+export const statusMessage = (task: Task): string => {
   switch (task.status) {
     case "queued":
       return task.waitReason ?? "waiting to be submitted";
@@ -41,7 +42,7 @@ export const toProviderTask = (task: TaskWithImages, sign: LinkSigner) => {
   return {
     task_id: task.id,
     task_status: toProviderStatus(task.status),
-    task_status_msg: task.status === "failed" ? (task.failureMessage ?? "") : "",
+    task_status_msg: task.status === "succeeded" ? "" : statusMessage(task),
     task_info: { external_task_id: task.externalTaskId ?? undefined },
     created_at: task.acceptedAt.getTime(),
     updated_at: task.updatedAt.getTime(),

@@ -1,22 +1,31 @@
 import express, { Router } from "express";
+import { z } from "zod";
+import { validationError } from "../../domain/errors/app-error.ts";
+import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { acceptTask } from "../../domain/task/accept-task.ts";
-import { getAccountTask } from "../../domain/task/task.repository.ts";
+import { getAccountTask, pageAccountTasks } from "../../domain/task/task.repository.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
 import { providerErrorHandler } from "../middleware/error-handlers.ts";
 import { toProviderTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
 
+// KLING.md "List": pageNum 1..1000, pageSize 1..500.
+const listQuerySchema = z.object({
+  pageNum: z.coerce.number({ error: "must be a whole number from 1 to 1000" }).int().min(1).max(1000).default(1),
+  pageSize: z.coerce.number({ error: "must be a whole number from 1 to 500" }).int().min(1).max(500).default(30),
+});
+
 // The provider's own routes and shapes (KLING.md), so a client written for CometAPI or Kling works
 // against us unchanged. Mounted under both path families.
 export const dropinExpandRouter = (deps: ApiDeps): Router => {
   const router = Router();
+  router.use(authenticate(deps.authenticator));
   router.use(express.json({ limit: "16mb" }));
-  router.use(authenticate(deps.db));
 
+  // A retried create (same external_task_id, same request) answers the first task's create again.
   router.post("/", async (req, res) => {
-    const request = parseExpandRequest(req.body);
-    const task = await acceptTask(deps.intake, res.locals.accountId, request);
+    const { task } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
     res.status(200).json({
       code: 0,
       message: "SUCCEED",
@@ -26,9 +35,16 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
         task_status: "submitted",
         task_info: { external_task_id: task.externalTaskId ?? undefined },
         created_at: task.acceptedAt.getTime(),
-        updated_at: task.updatedAt.getTime(),
+        updated_at: task.acceptedAt.getTime(),
       },
     });
+  });
+
+  router.get("/", async (req, res) => {
+    const parsed = listQuerySchema.safeParse(req.query);
+    if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
+    const tasks = await pageAccountTasks(deps.db, res.locals.accountId, parsed.data);
+    res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: tasks.map((t) => toProviderTask(t, deps.signLink)) });
   });
 
   // Kling: "use either task_id or external_task_id".

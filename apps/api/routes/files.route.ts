@@ -15,12 +15,17 @@ export const filesRouter = (deps: ApiDeps): Router => {
     const index = z.coerce.number().int().min(0).max(8).safeParse(req.params.index);
     const taskId = z.uuid().safeParse(req.params.taskId);
     if (!index.success || !taskId.success) throw new AppError("not_found", "image not found");
-    const verdict = verifyImageLink(deps.signingSecret, taskId.data, index.data, str(req.query.expires), str(req.query.signature));
+    const verdict = verifyImageLink(deps.linkKey, taskId.data, index.data, str(req.query.expires), str(req.query.signature));
     if (verdict !== "ok") {
       throw new AppError("unauthenticated", verdict === "expired" ? "this image link has expired; fetch the task again for a fresh one" : "invalid image link signature");
     }
-    const image = await deps.db.taskImage.findUnique({ where: { taskId_index: { taskId: taskId.data, index: index.data } } });
-    await sendStoredImage(res, deps.storage, image ?? undefined);
+    const image = await deps.db
+      .selectFrom("taskImage")
+      .select(["storageKey", "sha256"])
+      .where("taskId", "=", taskId.data)
+      .where("index", "=", index.data)
+      .executeTakeFirst();
+    await sendStoredImage(res, deps.storage, image);
   });
   router.use(problemDetailsHandler(deps.logger));
   return router;

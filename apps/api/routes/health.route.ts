@@ -1,4 +1,5 @@
 import { Router } from "express";
+import { sql } from "kysely";
 import { withTimeout } from "../../domain/async/with-timeout.ts";
 import type { ApiDeps } from "../api-deps.ts";
 
@@ -38,7 +39,7 @@ export const healthRouter = (deps: ApiDeps): Router => {
   });
   router.get("/readyz", async (_req, res) => {
     const [postgres, redis] = await Promise.all([
-      probe(() => deps.db.$queryRaw`select 1`),
+      probe(() => sql`select 1`.execute(deps.db)),
       probe(() => deps.redis.ping()),
     ]);
     const ready = postgres.ok && redis.ok;

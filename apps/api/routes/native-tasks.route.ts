@@ -4,6 +4,7 @@ import { validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { acceptTask } from "../../domain/task/accept-task.ts";
 import { getAccountTask, listAccountTasks, listTaskEvents } from "../../domain/task/task.repository.ts";
+import { taskStatuses } from "../../domain/task/task-status.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
@@ -13,9 +14,7 @@ import { sendStoredImage } from "./send-stored-image.ts";
 
 const listQuerySchema = z.object({
   external_task_id: z.string().min(1).optional(),
-  status: z
-    .enum(["queued", "submitting", "submitted", "processing", "archiving", "succeeded", "failed", "canceled"])
-    .optional(),
+  status: z.enum(taskStatuses).optional(),
   cursor: z.uuid({ error: "must be a cursor returned as next_cursor" }).optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),
 });
@@ -28,11 +27,14 @@ const parseQuery = <S extends z.ZodType>(schema: S, query: unknown): z.output<S>
 
 export const nativeTasksRouter = (deps: ApiDeps): Router => {
   const router = Router();
+  router.use(authenticate(deps.authenticator));
   router.use(express.json({ limit: "16mb" }));
-  router.use(authenticate(deps.db));
 
+  // A retried create (same external_task_id, same request) answers the first task again, marked
+  // as a replay; a different request under the same external_task_id is a 409.
   router.post("/", async (req, res) => {
-    const task = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
+    const { task, replayed } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
+    if (replayed) res.setHeader("idempotent-replayed", "true");
     res
       .status(202)
       .location(`${req.baseUrl}/${task.id}`)

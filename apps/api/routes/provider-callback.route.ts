@@ -1,70 +1,24 @@
-import { timingSafeEqual } from "node:crypto";
 import express, { Router } from "express";
-import { z } from "zod";
-import type { CallbackOutcome } from "../../domain/db/generated/client.ts";
-import { providerTaskSchema } from "../../domain/provider/provider-wire.schema.ts";
-import { applyProviderReport } from "../../domain/task/apply-provider-report.ts";
-import { verifyStandardWebhook } from "../../domain/webhooks/standard-webhooks.ts";
+import { receiveProviderCallback } from "../../domain/task/receive-provider-callback.ts";
 import type { ApiDeps } from "../api-deps.ts";
 
-const sameSecret = (a: string, b: string) => {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-};
+// A task object of the provider's is a few KB even with nine images; nothing larger is read.
+const MAX_CALLBACK_BYTES = 64 * 1024;
 
-// The provider's callbacks are unsigned (or signed with a secret we may not have), so each task's
-// callback URL carries a secret token of its own. When PROVIDER_WEBHOOK_SECRET is set, the Standard
-// Webhooks signature is checked as well, on the raw bytes and before any parsing. Every callback is
-// kept in the inbox first, raw, then applied; one we could not persist is answered 5xx so that the
-// provider retries.
+// The provider's callbacks: the raw bytes go to the domain, which verifies before it stores. A
+// failure to apply or store answers 503, so that a provider that retries sends it again (and
+// reconciliation polls the task either way).
 export const providerCallbackRouter = (deps: ApiDeps): Router => {
   const router = Router();
-  router.post("/:taskId/:token", express.raw({ type: () => true, limit: "1mb" }), async (req, res) => {
-    const rawBytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const rawBody = rawBytes.toString("utf8");
-    const { taskId, token } = req.params;
-    let inboxId: bigint;
-    let task: { id: string; callbackToken: string } | null;
+  router.post("/:taskId/:token", express.raw({ type: () => true, limit: MAX_CALLBACK_BYTES }), async (req, res) => {
+    const rawBody = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     try {
-      task = z.uuid().safeParse(taskId).success
-        ? await deps.db.task.findUnique({ where: { id: taskId }, select: { id: true, callbackToken: true } })
-        : null;
-      inboxId = (await deps.db.providerCallback.create({ data: { taskId: task?.id, rawBody }, select: { id: true } })).id;
+      const receipt = await receiveProviderCallback(deps.callbacks, { taskId: req.params.taskId, token: req.params.token, headers: req.headers, rawBody });
+      if (!receipt.stored) deps.logger.info({ outcome: receipt.outcome, detail: receipt.detail }, "callback refused");
+      res.status(receipt.httpStatus).json({ outcome: receipt.outcome, ...(receipt.detail ? { detail: receipt.detail } : {}) });
     } catch (error) {
-      deps.logger.error({ err: (error as Error).message, taskId }, "callback not persisted");
-      return res.status(503).json({ error: "callback not persisted; retry" });
-    }
-    const settle = async (outcome: CallbackOutcome, status: number, detail?: string, providerStatus?: string) => {
-      await deps.db.providerCallback
-        .update({ where: { id: inboxId }, data: { outcome, detail, providerStatus } })
-        .catch((error: Error) => deps.logger.warn({ err: error.message }, "callback outcome not recorded"));
-      res.status(status).json({ outcome, ...(detail ? { detail } : {}) });
-    };
-    // Before the task lookup's answer, so an unsigned sender cannot probe which task ids exist.
-    if (deps.providerWebhookSecrets.length > 0) {
-      const signature = verifyStandardWebhook({ secrets: deps.providerWebhookSecrets, headers: req.headers, rawBody: rawBytes });
-      if (!signature.ok) return settle("rejected", 401, `bad webhook signature: ${signature.reason}`);
-    }
-    if (!task) return settle("unknown_task", 404, "no such task");
-    if (!sameSecret(task.callbackToken, token)) return settle("rejected", 401, "bad callback token");
-    let json: unknown;
-    try {
-      json = JSON.parse(rawBody);
-    } catch {
-      return settle("rejected", 400, "body is not JSON");
-    }
-    const report = providerTaskSchema.safeParse(json);
-    if (!report.success) return settle("rejected", 400, `not a task object: ${report.error.issues[0]?.message}`);
-    const external = report.data.task_info?.external_task_id;
-    if (external && external !== task.id) return settle("rejected", 400, "external_task_id does not match the task");
-    try {
-      const { outcome } = await applyProviderReport(deps.reports, task.id, report.data, "callback");
-      return settle(outcome, 200, undefined, report.data.task_status);
-    } catch (error) {
-      deps.logger.error({ err: (error as Error).message, taskId }, "callback stored but not applied");
-      // Stored in the inbox; a 503 makes the provider send it again, and polling covers it anyway.
-      return res.status(503).json({ error: "callback stored but not applied; retry" });
+      deps.logger.warn({ err: error, taskId: req.params.taskId }, "callback not applied; answered 503 so that it is sent again");
+      res.status(503).setHeader("retry-after", "5").json({ error: "callback not applied; retry" });
     }
   });
   return router;

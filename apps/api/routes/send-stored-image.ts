@@ -1,10 +1,10 @@
 import type { Response } from "express";
 import { pipeline } from "node:stream/promises";
-import type { TaskImage } from "../../domain/db/prisma-client.ts";
+import type { TaskImage } from "../../domain/db/database.ts";
 import { AppError } from "../../domain/errors/app-error.ts";
 import { contentTypeOfKey, type ObjectStorage } from "../../domain/storage/local-storage.ts";
 
-export const sendStoredImage = async (res: Response, storage: ObjectStorage, image: TaskImage | undefined) => {
+export const sendStoredImage = async (res: Response, storage: ObjectStorage, image: Pick<TaskImage, "storageKey" | "sha256"> | undefined) => {
   if (!image?.storageKey) throw new AppError("not_found", "image not found");
   const stored = await storage.open(image.storageKey);
   if (!stored) throw new AppError("not_found", "image not found in storage");

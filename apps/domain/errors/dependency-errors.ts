@@ -1,27 +1,61 @@
-import { Prisma } from "../db/prisma-client.ts";
 import { AppError } from "./app-error.ts";
 
-const connectionCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENOTFOUND", "EHOSTUNREACH", "57P01", "57P03"]);
+// How a database failure reads to a caller: each kind says what happened, truthfully (the issue saw
+// "database is unreachable" for what was an overloaded pool).
+export type DatabaseTrouble = "unreachable" | "busy" | "timeout";
 
-// True for "the database could not be reached", as opposed to a query that the database refused.
-export const isDatabaseUnavailable = (error: unknown): boolean => {
-  if (error instanceof Prisma.PrismaClientInitializationError) return true;
-  if (error instanceof Prisma.PrismaClientKnownRequestError && ["P1001", "P1002", "P1008", "P1017"].includes(error.code)) return true;
+const unreachableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENOTFOUND", "EHOSTUNREACH", "EPIPE", "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"]);
+
+const walk = function* (error: unknown) {
   let current: unknown = error;
   for (let depth = 0; current && depth < 5; depth++) {
-    const { code, message } = current as { code?: unknown; message?: unknown };
-    if (typeof code === "string" && connectionCodes.has(code)) return true;
-    if (typeof message === "string" && /connect(ion)? (terminated|timeout|refused)|timeout exceeded when trying to connect|Can't reach database/i.test(message)) return true;
+    yield current as { code?: unknown; message?: unknown };
     current = (current as { cause?: unknown }).cause;
   }
-  return false;
 };
 
-export const isUniqueViolation = (error: unknown): boolean =>
-  error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2002";
+// Undefined for an error the database raised about the query itself (a constraint, bad input).
+export const databaseTrouble = (error: unknown): DatabaseTrouble | undefined => {
+  for (const { code, message } of walk(error)) {
+    const text = typeof message === "string" ? message : "";
+    // pg-pool: no connection became free (or could be made) within connectionTimeoutMillis.
+    if (/timeout exceeded when trying to connect/i.test(text)) return "busy";
+    // pg's client-side query_timeout, or the server's statement/lock timeout (57014, 55P03).
+    if (/Query read timeout/i.test(text) || code === "57014" || code === "55P03") return "timeout";
+    if (code === "53300") return "busy"; // too many connections
+    if (typeof code === "string" && unreachableCodes.has(code)) return "unreachable";
+    if (/Connection terminated|connect(ion)? refused|Client has encountered a connection error|Connection timeout/i.test(text)) return "unreachable";
+  }
+  return undefined;
+};
 
-export const databaseUnavailable = (cause: unknown) =>
-  new AppError("dependency_unavailable", "the database is unreachable; nothing was stored, retry later", { cause });
+export const isDatabaseUnavailable = (error: unknown): boolean => databaseTrouble(error) !== undefined;
+
+const pgCode = (error: unknown): string | undefined => {
+  for (const { code } of walk(error)) if (typeof code === "string") return code;
+  return undefined;
+};
+
+export const isUniqueViolation = (error: unknown): boolean => pgCode(error) === "23505";
+
+const troubleMessages: Record<DatabaseTrouble, string> = {
+  unreachable: "the database is unreachable; retry later",
+  busy: "the server is busy (no database connection became free in time); retry later",
+  timeout: "the database did not answer in time; retry later",
+};
+
+// `writeOutcome`: what a caller of a write should assume (a timed-out commit may still land, so a
+// create is retried with the same external_task_id, which answers the first task if it exists).
+export const databaseUnavailable = (cause: unknown, writeOutcome?: "nothing_stored" | "unknown") => {
+  const trouble = databaseTrouble(cause) ?? "unreachable";
+  const suffix =
+    writeOutcome === "nothing_stored"
+      ? " (nothing was stored)"
+      : writeOutcome === "unknown"
+        ? " (the request may or may not have been stored: retry it unchanged with the same external_task_id to learn which)"
+        : "";
+  return new AppError("dependency_unavailable", `${troubleMessages[trouble]}${suffix}`, { cause });
+};
 
 export const queueUnavailable = (cause?: unknown) =>
   new AppError("dependency_unavailable", "the job queue (Redis) is unreachable; nothing was stored, retry later", { cause });

@@ -12,6 +12,10 @@ export const expandLimits = {
   minImages: 1,
   maxImages: 9,
   maxExternalTaskIdChars: 256,
+  // Ours, not the provider's (it documents none): a 249 KB PNG may declare 16000x16000 and cost a
+  // provider task before it fails. 40 megapixels is above any camera image the 10 MB cap admits in
+  // practice (e.g. 8000x5000), and bounds what decoding one image can cost.
+  maxSourcePixels: 40_000_000,
 } as const;
 
 export type ExpansionRatios = { up: number; down: number; left: number; right: number };

@@ -24,8 +24,18 @@ export const inspectSourceImage = async (bytes: Buffer): Promise<SourceImageChec
   if (!format) return { ok: false, reason: "image must be a JPG/JPEG or PNG file" };
   let width: number | undefined;
   let height: number | undefined;
+  // The header alone lies: a truncated file or one declaring an enormous size passes a metadata
+  // read. Decode every pixel (stats() streams through the image without holding it whole), refusing
+  // above the pixel limit before decoding starts.
   try {
-    const meta = await sharp(bytes).metadata();
+    // The header only: the pixel limit is checked here so that the reason can name the size.
+    const meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+    if ((meta.width ?? 0) * (meta.height ?? 0) > expandLimits.maxSourcePixels) {
+      return {
+        ok: false,
+        reason: `image is ${meta.width}x${meta.height} px; the limit is ${expandLimits.maxSourcePixels / 1_000_000} megapixels`,
+      };
+    }
     // EXIF orientations 5-8 swap the sides the provider sees.
     const swapped = (meta.orientation ?? 1) >= 5;
     width = swapped ? meta.height : meta.width;
@@ -43,6 +53,11 @@ export const inspectSourceImage = async (bytes: Buffer): Promise<SourceImageChec
       ok: false,
       reason: `image aspect ratio ${width}:${height} is outside 1:2.5 .. 2.5:1`,
     };
+  }
+  try {
+    await sharp(bytes, { limitInputPixels: expandLimits.maxSourcePixels, failOn: "truncated", sequentialRead: true }).stats();
+  } catch {
+    return { ok: false, reason: `image data is truncated or corrupt (the ${format.toUpperCase()} could not be decoded in full)` };
   }
   return { ok: true, info: { format, width, height, bytes: bytes.length } };
 };

@@ -5,6 +5,8 @@ import { jobCatalog, type JobKind, type JobPayload } from "./job-catalog.ts";
 export type TaskQueues = {
   enqueue<K extends Exclude<JobKind, "reconcile">>(kind: K, payload: JobPayload<K>, options?: { priority?: number }): Promise<void>;
   queue(kind: JobKind): Queue;
+  // Takes back a job that was added for a task that was then not written.
+  withdraw(kind: Exclude<JobKind, "reconcile">, taskId: string): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -29,6 +31,9 @@ export const createTaskQueues = (connection: Redis, prefix: string): TaskQueues 
       const data = entry.payload.parse(payload);
       const priority = options.priority === undefined ? undefined : Math.min(MAX_PRIORITY, Math.max(1, Math.round(options.priority)));
       await queue(kind).add(entry.name, data, { ...entry.options, jobId: data.taskId, ...(priority ? { priority } : {}) });
+    },
+    withdraw: async (kind, taskId) => {
+      await queue(kind).remove(taskId);
     },
     close: async () => {
       await Promise.all([...queues.values()].map((q) => q.close()));

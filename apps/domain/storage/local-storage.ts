@@ -1,11 +1,13 @@
 import { createReadStream } from "node:fs";
-import { mkdir, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 
 export type ObjectStorage = {
   put(key: string, bytes: Buffer): Promise<void>;
   open(key: string): Promise<{ stream: Readable; size: number } | undefined>;
+  read(key: string): Promise<Buffer | undefined>;
+  remove(key: string): Promise<void>;
 };
 
 // Keys are ours (task id / index), never the caller's; the resolve check is a second guard anyway.
@@ -35,8 +37,21 @@ export const createLocalStorage = (rootDir: string): ObjectStorage => {
         throw error;
       }
     },
+    read: async (key) => {
+      try {
+        return await readFile(resolveKey(key));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw error;
+      }
+    },
+    remove: async (key) => {
+      await rm(resolveKey(key), { force: true });
+    },
   };
 };
+
+export const sourceImageKey = (taskId: string, format: string) => `sources/${taskId}.${format === "jpeg" ? "jpg" : format}`;
 
 export const taskImageKey = (taskId: string, index: number, format: string) =>
   `tasks/${taskId}/${index}.${format === "jpeg" ? "jpg" : format}`;

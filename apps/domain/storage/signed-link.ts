@@ -1,13 +1,14 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac } from "node:crypto";
+import { safeEqual } from "../crypto/constant-time.ts";
 
 // Result links work without an Authorization header, as the provider's own URLs do, so they carry
 // an expiring HMAC instead.
-const signature = (secret: string, taskId: string, index: number, expires: number) =>
+const signature = (secret: Buffer, taskId: string, index: number, expires: number) =>
   createHmac("sha256", secret).update(`${taskId}.${index}.${expires}`).digest("base64url");
 
 export const signImageLink = (
   baseUrl: string,
-  secret: string,
+  secret: Buffer,
   taskId: string,
   index: number,
   ttlSeconds: number,
@@ -21,7 +22,7 @@ export const signImageLink = (
 };
 
 export const verifyImageLink = (
-  secret: string,
+  secret: Buffer,
   taskId: string,
   index: number,
   expires: string | undefined,
@@ -29,8 +30,6 @@ export const verifyImageLink = (
   nowMs = Date.now(),
 ): "ok" | "expired" | "invalid" => {
   if (!expires || !given || !/^\d+$/.test(expires)) return "invalid";
-  const expected = Buffer.from(signature(secret, taskId, index, Number(expires)));
-  const actual = Buffer.from(given);
-  if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return "invalid";
+  if (!safeEqual(signature(secret, taskId, index, Number(expires)), given)) return "invalid";
   return Number(expires) * 1000 < nowMs ? "expired" : "ok";
 };

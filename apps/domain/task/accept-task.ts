@@ -1,75 +1,137 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { v7 as uuidv7 } from "uuid";
-import type { Db, Task } from "../db/prisma-client.ts";
+import type { Db, Task } from "../db/database.ts";
 import { AppError, validationError } from "../errors/app-error.ts";
 import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation } from "../errors/dependency-errors.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
+import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
 
 export type AcceptTaskDeps = {
   db: Db;
-  // Must throw (an AppError 503) when the queue cannot take the job: the insert then rolls back.
-  enqueueSubmit: (taskId: string, priority: number) => Promise<void>;
+  storage: ObjectStorage;
+  // Adds the task's submit job with the account's fair priority. Must throw (an AppError 503) when
+  // the queue cannot take it: nothing is then written.
+  enqueueSubmit: (task: { id: string; accountId: string }) => Promise<void>;
+  // Takes back a job whose task was not written after all (best effort: the processor drops a job
+  // without a task anyway).
+  withdrawSubmit: (taskId: string) => Promise<void>;
   stallRecheckMs: number;
 };
 
-// Intake: validate what can be validated here, then write the task and enqueue its submit job in one
-// transaction. The job is added before the commit, so a task row never exists without its job; a
-// job whose transaction then fails finds no task and is dropped by the processor.
-export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, request: ExpandRequest): Promise<Task> => {
-  let inline: { bytes: Buffer; width: number; height: number } | undefined;
+export type AcceptedTask = { task: Task; replayed: boolean };
+
+// The request as the caller meant it, so that a retried create is recognised: both spellings of the
+// downward ratio and both types of `n` give the same hash.
+const requestHashOf = (request: ExpandRequest) =>
+  createHash("sha256")
+    .update(
+      JSON.stringify({
+        ...request,
+        image: request.image.kind === "url" ? request.image : { kind: "base64", sha256: createHash("sha256").update(request.image.data).digest("hex") },
+      }),
+    )
+    .digest("hex");
+
+// Intake: validate what can be validated here, then enqueue the submit job and write the task. The
+// job goes first, so a task row never exists without its job; a job whose row is then not written
+// is withdrawn (or dropped by the processor, which finds no task).
+export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, request: ExpandRequest): Promise<AcceptedTask> => {
+  const requestHash = requestHashOf(request);
+  if (request.externalTaskId) await refuseAmbiguousExternalId(deps.db, accountId, request.externalTaskId);
+  const taskId = uuidv7();
+  let inline: { key: string; width: number; height: number } | undefined;
   if (request.image.kind === "base64") {
     const bytes = Buffer.from(request.image.data, "base64");
     const check = await inspectSourceImage(bytes);
     if (!check.ok) throw validationError([{ field: "image", message: check.reason }]);
-    inline = { bytes, width: check.info.width, height: check.info.height };
+    inline = { key: sourceImageKey(taskId, check.info.format), width: check.info.width, height: check.info.height };
+    await deps.storage.put(inline.key, bytes);
   }
-  const taskId = uuidv7();
+  const forget = () => (inline ? deps.storage.remove(inline.key).catch(() => undefined) : undefined);
+
   try {
-    return await deps.db.$transaction(
-      async (tx) => {
-        // One intake at a time per account (until commit), so the backlog count below sees every
-        // earlier task of the account: concurrent transactions cannot see each other's inserts, and a
-        // burst of parallel requests would otherwise all count a backlog of 1.
-        await tx.$executeRaw`select pg_advisory_xact_lock(hashtext(${accountId}))`;
-        const task = await tx.task.create({
-          data: {
+    await deps.enqueueSubmit({ id: taskId, accountId });
+  } catch (error) {
+    await forget();
+    throw error;
+  }
+  try {
+    // One statement, so the task and its first event are written together without a transaction's
+    // extra round trips.
+    const task = await deps.db
+      .with("inserted", (db) =>
+        db
+          .insertInto("task")
+          .values({
             id: taskId,
             accountId,
-            externalTaskId: request.externalTaskId,
-            callbackUrl: request.callbackUrl,
+            externalTaskId: request.externalTaskId ?? null,
+            callbackUrl: request.callbackUrl ?? null,
+            requestHash,
             imageUrl: request.image.kind === "url" ? request.image.url : null,
+            sourceKey: inline?.key ?? null,
             upRatio: request.ratios.up,
             downRatio: request.ratios.down,
             leftRatio: request.ratios.left,
             rightRatio: request.ratios.right,
-            prompt: request.prompt,
+            prompt: request.prompt ?? null,
             n: request.n,
-            watermark: request.watermark,
-            sourceWidth: inline?.width,
-            sourceHeight: inline?.height,
+            watermark: request.watermark ?? null,
+            sourceWidth: inline?.width ?? null,
+            sourceHeight: inline?.height ?? null,
             callbackToken: randomBytes(24).toString("base64url"),
             nextCheckAt: new Date(Date.now() + deps.stallRecheckMs),
-          },
-        });
-        if (inline) await tx.taskSourceImage.create({ data: { taskId, bytes: new Uint8Array(inline.bytes) } });
-        await tx.taskEvent.create({ data: { taskId, fromStatus: null, toStatus: "queued", source: "api" } });
-        // Fairness: an account's k-th waiting task gets priority k, so a single interactive task
-        // overtakes a bulk backlog and accounts sharing the provider take turns.
-        const backlog = await tx.task.count({ where: { accountId, status: "queued" } });
-        await deps.enqueueSubmit(taskId, backlog);
-        return task;
-      },
-      { timeout: 15_000, maxWait: 5_000 },
-    );
+          })
+          .returningAll(),
+      )
+      .with("event", (db) =>
+        db
+          .insertInto("taskEvent")
+          .columns(["taskId", "toStatus", "source"])
+          .expression((eb) => eb.selectFrom("inserted").select((s) => ["inserted.id", s.val("queued").as("toStatus"), s.val("api").as("source")])),
+      )
+      .selectFrom("inserted")
+      .selectAll()
+      .executeTakeFirstOrThrow();
+    return { task, replayed: false };
   } catch (error) {
-    if (error instanceof AppError) throw error;
-    if (isUniqueViolation(error)) {
-      throw new AppError("conflict", `external_task_id '${request.externalTaskId}' already exists for this account`, {
-        violations: [{ field: "external_task_id", message: "already used by another task of this account" }],
-      });
-    }
-    if (isDatabaseUnavailable(error)) throw databaseUnavailable(error);
+    // A statement that timed out may still commit: keep its job and image then (the sweeper or the
+    // processor's grace settles either way), and tell the caller how to learn the outcome.
+    if (isDatabaseUnavailable(error)) throw databaseUnavailable(error, "unknown");
+    await Promise.all([deps.withdrawSubmit(taskId).catch(() => undefined), forget()]);
+    if (isUniqueViolation(error) && request.externalTaskId) return replayOrConflict(deps.db, accountId, request.externalTaskId, requestHash);
     throw error;
+  }
+};
+
+// A client that retries a create it never got an answer to (a timeout, a dropped connection) gets
+// the first task back; the same external_task_id with a different request stays an error.
+const replayOrConflict = async (db: Db, accountId: string, externalTaskId: string, requestHash: string): Promise<AcceptedTask> => {
+  const existing = await db
+    .selectFrom("task")
+    .selectAll()
+    .where("accountId", "=", accountId)
+    .where("externalTaskId", "=", externalTaskId)
+    .executeTakeFirst();
+  if (existing && existing.requestHash === requestHash) return { task: existing, replayed: true };
+  throw new AppError("conflict", `external_task_id '${externalTaskId}' already names another request of this account`, {
+    violations: [{ field: "external_task_id", message: "already used by another task of this account with a different request" }],
+  });
+};
+
+// GET .../{id} takes a task id or an external_task_id: one equal to another task's id would make
+// that lookup ambiguous, so it is refused. (Task ids are random UUIDv7s: a new one never collides
+// with an existing external_task_id in practice.)
+const refuseAmbiguousExternalId = async (db: Db, accountId: string, externalTaskId: string) => {
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(externalTaskId)) return;
+  const clash = await db
+    .selectFrom("task")
+    .select("id")
+    .where("accountId", "=", accountId)
+    .where("id", "=", externalTaskId.toLowerCase())
+    .executeTakeFirst();
+  if (clash) {
+    throw validationError([{ field: "external_task_id", message: "equals the task_id of another task of this account; choose an id that is not one of ours" }]);
   }
 };

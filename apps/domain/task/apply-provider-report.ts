@@ -1,9 +1,11 @@
-import type { Db, EventSource, Task } from "../db/prisma-client.ts";
+import type { Db, EventSource, Task } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderTask } from "../provider/provider-wire.schema.ts";
 import { firstCheckDelayMs, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
 import type { TaskEndDeps } from "./fail-task.ts";
 import { fromProviderStatus, isTerminal, statusRank } from "./task-status.ts";
+import { findTask } from "./task.repository.ts";
+import { insertResultImages, scheduleCheck } from "./task.store.ts";
 import { transitionTaskInTx } from "./task-transition.ts";
 
 export type ReportOutcome = "applied" | "duplicate" | "stale" | "unknown_task" | "rejected";
@@ -26,12 +28,19 @@ export const applyProviderReport = async (
   taskId: string,
   report: ProviderTask,
   source: EventSource,
-  // Recorded on the transition's event (e.g. that an earlier attempt's provider task was adopted).
-  note?: Record<string, string | number | boolean>,
+  options: {
+    // Recorded on the transition's event (e.g. that an earlier attempt's provider task was adopted).
+    note?: Record<string, string | number | boolean>;
+    // The row as the caller just read it (the callback receiver did, to check its token): saves a
+    // read. A stale one only fails the guarded update, and the task is read again.
+    known?: Task;
+  } = {},
 ): Promise<{ outcome: ReportOutcome; task?: Task }> => {
   const target = fromProviderStatus[report.task_status];
+  let known = options.known;
   for (let attempt = 0; attempt < 3; attempt++) {
-    const task = await deps.db.task.findUnique({ where: { id: taskId } });
+    const task = known ?? (await findTask(deps.db, taskId));
+    known = undefined;
     if (!task) return { outcome: "unknown_task" };
     if (task.providerTaskId && task.providerTaskId !== report.task_id) {
       deps.logger.warn({ taskId, reported: report.task_id, known: task.providerTaskId }, "report names another provider task");
@@ -39,15 +48,12 @@ export const applyProviderReport = async (
     }
     const now = Date.now();
     const submittedAt = task.submittedAt ?? new Date(now);
-    const silenceMs = deps.pollAtExpectedEnd
-      ? firstCheckDelayMs(submittedAt, await deps.runTime.estimateMs(), deps.callbackGraceMs, now)
-      : deps.callbackGraceMs;
+    // Redis (where the estimate lives) being down must not stop a report from being applied.
+    const estimate = deps.pollAtExpectedEnd ? await deps.runTime.estimateMs().catch(() => undefined) : undefined;
+    const silenceMs = deps.pollAtExpectedEnd ? firstCheckDelayMs(submittedAt, estimate, deps.callbackGraceMs, now) : deps.callbackGraceMs;
     if (isTerminal(task.status) || statusRank[target] <= statusRank[task.status]) {
       if (!isTerminal(task.status) && task.status !== "archiving") {
-        await deps.db.task.updateMany({
-          where: { id: taskId, status: task.status },
-          data: { nextCheckAt: new Date(now + silenceMs), providerTaskId: task.providerTaskId ?? report.task_id },
-        });
+        await scheduleCheck(deps.db, taskId, task.status, new Date(now + silenceMs), task.providerTaskId ?? report.task_id);
       }
       return { outcome: statusRank[target] === statusRank[task.status] ? "duplicate" : "stale", task };
     }
@@ -55,46 +61,39 @@ export const applyProviderReport = async (
     // The provider freed this task's slots when it ended: give them to the next task before the
     // bookkeeping below, not after it. If Redis is down now, the sweeper's ledger repair does it.
     if (providerTaskEnded) {
-      await deps.releaseSlots(taskId).catch((error: Error) =>
-        deps.logger.warn({ taskId, err: error.message }, "slots not released; the sweeper will repair the ledger"),
+      await deps.releaseSlots(taskId).catch((error: unknown) =>
+        deps.logger.warn({ taskId, err: error }, "slots not released; the sweeper will repair the ledger"),
       );
     }
     const images = report.task_result?.images ?? [];
-    const applied = await deps.db.$transaction(async (tx) => {
-      const result = await transitionTaskInTx(tx, {
+    const result = await deps.db.transaction().execute(async (tx) => {
+      const transition = await transitionTaskInTx(tx, {
         taskId,
         to: target,
         from: [task.status],
         source,
-        detail: { provider_status: report.task_status, provider_updated_at: report.updated_at ?? null, ...note },
+        detail: { provider_status: report.task_status, provider_updated_at: report.updated_at ?? null, ...options.note },
         data: {
           providerTaskId: report.task_id,
           providerStatus: report.task_status,
           providerStatusMsg: report.task_status_msg || null,
-          providerUpdatedAt: report.updated_at === undefined ? undefined : BigInt(report.updated_at),
-          finalUnitDeduction: report.final_unit_deduction ?? undefined,
+          ...(report.updated_at === undefined ? {} : { providerUpdatedAt: String(report.updated_at) }),
+          ...(report.final_unit_deduction ? { finalUnitDeduction: report.final_unit_deduction } : {}),
           submittedAt,
-          nextCheckAt:
-            target === "failed"
-              ? null
-              : new Date(now + (target === "archiving" ? deps.stallRecheckMs : silenceMs)),
+          waitReason: null,
+          nextCheckAt: target === "failed" ? null : new Date(now + (target === "archiving" ? deps.stallRecheckMs : silenceMs)),
           ...(target === "failed"
             ? { failureClass: "provider_failed", failureMessage: report.task_status_msg || "the provider reported failure" }
             : {}),
         },
       });
-      if (result.applied && target === "archiving" && images.length > 0) {
-        await tx.taskImage.createMany({
-          data: images.map((image) => ({ taskId, index: image.index, providerUrl: image.url })),
-          skipDuplicates: true,
-        });
-      }
-      return result.applied;
+      if (transition.applied && target === "archiving") await insertResultImages(tx, taskId, images);
+      return transition;
     });
-    if (!applied) continue; // raced with another report; look again
-    // Its run time teaches when to poll the next ones.
-    // The provider's own timestamps give its run time exactly; our clock would add the lag of
-    // noticing the end (a poll after a lost callback), and the estimate would drift later.
+    if (!result.applied) continue; // raced with another report; look again
+    // Its run time teaches when to poll the next ones. The provider's own timestamps give its run
+    // time exactly; our clock would add the lag of noticing the end (a poll after a lost callback),
+    // and the estimate would drift later.
     if (providerTaskEnded) {
       const ran =
         report.created_at !== undefined && report.updated_at !== undefined
@@ -106,11 +105,11 @@ export const applyProviderReport = async (
     }
     if (target === "archiving") {
       // After the commit: if Redis is down now, the sweeper re-drives the archive job later.
-      await deps.enqueueArchive(taskId).catch((error: Error) =>
-        deps.logger.warn({ taskId, err: error.message }, "archive job not enqueued; the sweeper will retry"),
+      await deps.enqueueArchive(taskId).catch((error: unknown) =>
+        deps.logger.warn({ taskId, err: error }, "archive job not enqueued; the sweeper will retry"),
       );
     }
-    return { outcome: "applied", task: (await deps.db.task.findUnique({ where: { id: taskId } })) ?? undefined };
+    return { outcome: "applied", task: result.task };
   }
   return { outcome: "stale" };
 };

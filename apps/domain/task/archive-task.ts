@@ -1,11 +1,13 @@
 import { createHash } from "node:crypto";
 import sharp from "sharp";
-import type { Db } from "../db/prisma-client.ts";
+import type { Db } from "../db/database.ts";
 import { expandedSize } from "../expand-request/expand-limits.ts";
 import { safeFetch } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
 import { taskImageKey, type ObjectStorage } from "../storage/local-storage.ts";
 import { failTask, type TaskEndDeps } from "./fail-task.ts";
+import { findTaskWithImages } from "./task.repository.ts";
+import { recordStoredImage } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 
 export type ArchiveTaskDeps = TaskEndDeps & {
@@ -22,7 +24,7 @@ export type ArchiveTaskDeps = TaskEndDeps & {
 // the provider deletes results after 30 days, and its "succeed" is not proof of a usable image.
 // Transient download errors are thrown for the job to retry; images already stored are kept.
 export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promise<"succeeded" | "failed" | "skipped"> => {
-  const task = await deps.db.task.findUnique({ where: { id: taskId }, include: { images: { orderBy: { index: "asc" } } } });
+  const task = await findTaskWithImages(deps.db, taskId);
   if (!task || task.status !== "archiving") return "skipped";
   const fail = async (message: string) => {
     await failTask(deps, taskId, "worker", { class: "archive_failed", message });
@@ -62,16 +64,12 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
     }
     const key = taskImageKey(taskId, image.index, format ?? "png");
     await deps.storage.put(key, fetched.body);
-    await deps.db.taskImage.update({
-      where: { taskId_index: { taskId, index: image.index } },
-      data: {
-        storageKey: key,
-        width,
-        height,
-        bytes: fetched.body.length,
-        sha256: createHash("sha256").update(fetched.body).digest("hex"),
-        storedAt: new Date(),
-      },
+    await recordStoredImage(deps.db, taskId, image.index, {
+      storageKey: key,
+      width,
+      height,
+      bytes: fetched.body.length,
+      sha256: createHash("sha256").update(fetched.body).digest("hex"),
     });
   }
   const done = await transitionTask(deps.db, {

@@ -1,4 +1,4 @@
-import type { Db, EventSource } from "../db/prisma-client.ts";
+import type { Db, EventSource } from "../db/database.ts";
 import { transitionTask } from "./task-transition.ts";
 
 export type FailureClass =

@@ -1,13 +1,15 @@
-import type { Db, Task, TaskStatus } from "../db/prisma-client.ts";
+import type { Task, TaskStatus } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import { MIN_POLL_DELAY_MS } from "../provider-capacity/provider-run-time.ts";
 import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
+import type { FairPriority } from "../queues/fair-priority.ts";
 import type { ProviderClient } from "../provider/provider-client.ts";
 import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { failTask } from "./fail-task.ts";
 import { nextPollDelayMs } from "./retry-policy.ts";
-import { isTerminal } from "./task-status.ts";
+import { inFlightStatuses, isTerminal } from "./task-status.ts";
+import { scheduleCheck } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 
 export type ReconcileDeps = ApplyReportDeps & {
@@ -21,9 +23,19 @@ export type ReconcileDeps = ApplyReportDeps & {
   batchSize: number;
 };
 
+// The fair-priority counts drift from the truth as tasks leave the queue; Postgres has the truth.
+export const resyncFairPriority = async (deps: Pick<ReconcileDeps, "db">, fairPriority: FairPriority) => {
+  const rows = await deps.db
+    .selectFrom("task")
+    .select(["accountId", (eb) => eb.fn.countAll<string>().as("queued")])
+    .where("status", "=", "queued")
+    .groupBy("accountId")
+    .execute();
+  await fairPriority.resync(new Map(rows.map((r) => [r.accountId, Number(r.queued)])));
+};
+
 export type ReconcileSummary = { polled: number; redriven: number; timedOut: number; slotsRepaired: number; errors: number };
 
-const IN_FLIGHT = ["submitted", "processing"] as const;
 const POLL_CONCURRENCY = 16;
 
 const forEachConcurrently = async <T>(items: T[], limit: number, fn: (item: T) => Promise<void>) => {
@@ -41,13 +53,16 @@ export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSumm
   summary.timedOut = await failOverdueTasks(deps);
   summary.slotsRepaired = await repairSlotLedger(deps);
   // Two lists, so that a large backlog of waiting tasks never delays the polls of running ones.
-  const overdue = async (statuses: TaskStatus[]) =>
-    deps.db.task.findMany({
-      where: { status: { in: statuses }, nextCheckAt: { lte: new Date() } },
-      orderBy: { nextCheckAt: "asc" },
-      take: deps.batchSize,
-    });
-  const due = [...(await overdue([...IN_FLIGHT])), ...(await overdue(["queued", "submitting", "archiving"]))];
+  const overdue = async (statuses: readonly TaskStatus[]) =>
+    deps.db
+      .selectFrom("task")
+      .selectAll()
+      .where("status", "in", statuses)
+      .where("nextCheckAt", "<=", new Date())
+      .orderBy("nextCheckAt", "asc")
+      .limit(deps.batchSize)
+      .execute();
+  const due = [...(await overdue(inFlightStatuses)), ...(await overdue(["queued", "submitting", "archiving"]))];
   // A bounded number of provider calls at once: a backlog of overdue tasks must not flood the provider.
   await forEachConcurrently(due, POLL_CONCURRENCY, async (task) => {
     try {
@@ -56,26 +71,25 @@ export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSumm
         summary.polled++;
       } else {
         await deps.redriveJob(task.status === "archiving" ? "archive" : "submit", task.id);
-        await deps.db.task.updateMany({
-          where: { id: task.id, status: task.status },
-          data: { nextCheckAt: new Date(Date.now() + deps.stallRecheckMs) },
-        });
+        await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + deps.stallRecheckMs));
         summary.redriven++;
       }
     } catch (error) {
       summary.errors++;
-      deps.logger.warn({ taskId: task.id, err: (error as Error).message }, "reconcile step failed");
+      deps.logger.warn({ taskId: task.id, err: error }, "reconcile step failed");
     }
   });
   return summary;
 };
 
 const failOverdueTasks = async (deps: ReconcileDeps) => {
-  const late = await deps.db.task.findMany({
-    where: { status: { in: [...IN_FLIGHT] }, submittedAt: { lt: new Date(Date.now() - deps.taskDeadlineMs) } },
-    select: { id: true },
-    take: deps.batchSize,
-  });
+  const late = await deps.db
+    .selectFrom("task")
+    .select("id")
+    .where("status", "in", inFlightStatuses)
+    .where("submittedAt", "<", new Date(Date.now() - deps.taskDeadlineMs))
+    .limit(deps.batchSize)
+    .execute();
   for (const { id } of late) {
     await failTask(deps, id, "sweeper", {
       class: "timeout",
@@ -92,19 +106,20 @@ const repairSlotLedger = async (deps: ReconcileDeps) => {
   const heldIds = Object.keys(holders);
   let repaired = 0;
   if (heldIds.length > 0) {
-    const live = await deps.db.task.findMany({
-      where: { id: { in: heldIds }, status: { in: ["queued", "submitting", ...IN_FLIGHT] } },
-      select: { id: true },
-    });
+    const live = await deps.db
+      .selectFrom("task")
+      .select("id")
+      .where("id", "in", heldIds)
+      .where("status", "in", ["queued", "submitting", ...inFlightStatuses])
+      .execute();
     const liveIds = new Set(live.map((t) => t.id));
     for (const id of heldIds) {
       if (!liveIds.has(id) && (await deps.slots.release(id)) > 0) repaired++;
     }
   }
-  const running = await deps.db.task.findMany({
-    where: { status: { in: [...IN_FLIGHT] }, ...(heldIds.length > 0 ? { id: { notIn: heldIds } } : {}) },
-    select: { id: true, n: true },
-  });
+  let runningQuery = deps.db.selectFrom("task").select(["id", "n"]).where("status", "in", inFlightStatuses);
+  if (heldIds.length > 0) runningQuery = runningQuery.where("id", "not in", heldIds);
+  const running = await runningQuery.execute();
   for (const task of running) {
     await deps.slots.hold(task.id, task.n);
     repaired++;
@@ -118,10 +133,7 @@ const pollTask = async (deps: ReconcileDeps, task: Task) => {
     const estimate = await deps.runTime.estimateMs();
     const floor = Math.min(deps.callbackGraceMs, Math.max(MIN_POLL_DELAY_MS, (estimate ?? 0) / 8));
     const age = Date.now() - (task.submittedAt ?? task.acceptedAt).getTime();
-    await deps.db.task.updateMany({
-      where: { id: task.id, status: task.status },
-      data: { nextCheckAt: new Date(Date.now() + nextPollDelayMs(age, floor, deps.pollMaxIntervalMs)) },
-    });
+    await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + nextPollDelayMs(age, floor, deps.pollMaxIntervalMs)));
   };
   try {
     const report = task.providerTaskId

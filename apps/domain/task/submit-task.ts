@@ -9,6 +9,9 @@ import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { failTask } from "./fail-task.ts";
 import { backoffWithJitter } from "./retry-policy.ts";
+import type { ObjectStorage } from "../storage/local-storage.ts";
+import { findTask } from "./task.repository.ts";
+import { markWaiting, recordSourceSize, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 
 export type SubmitTaskDeps = ApplyReportDeps & {
@@ -16,6 +19,7 @@ export type SubmitTaskDeps = ApplyReportDeps & {
   slots: ProviderSlots;
   gate: ProviderGate;
   logger: Logger;
+  storage: ObjectStorage;
   callbackUrlFor: (taskId: string, token: string) => string;
   maxAttempts: number;
   retryBaseMs: number;
@@ -43,7 +47,7 @@ export const submitTask = async (
 ): Promise<SubmitOutcome> => {
   // The source bytes (up to 10 MB) are read only once slots are held: a job may run many times
   // while it waits.
-  const task = await deps.db.task.findUnique({ where: { id: taskId } });
+  const task = await findTask(deps.db, taskId);
   if (!task) return { kind: "task_missing" };
   if (task.status !== "queued" && task.status !== "submitting") return { kind: "already_done" };
 
@@ -63,13 +67,13 @@ export const submitTask = async (
       return { kind: "failed" };
     }
     if (checked.kind === "transient") return spendRetry(deps, taskId, checked.reason);
-    await deps.db.task.update({ where: { id: taskId }, data: { sourceWidth: checked.width, sourceHeight: checked.height } });
+    await recordSourceSize(deps.db, taskId, checked);
   }
 
   const gate = await deps.gate.check();
   if (!gate.allowed) {
     const reason = gateWaitReason(gate.state);
-    if (task.waitReason !== reason) await deps.db.task.updateMany({ where: { id: taskId, status: task.status }, data: { waitReason: reason } });
+    if (task.waitReason !== reason) await markWaiting(deps.db, taskId, [task.status], reason);
     return { kind: "retry_later", delayMs: gate.retryInMs + Math.round(Math.random() * 500), reason };
   }
 
@@ -77,7 +81,7 @@ export const submitTask = async (
     return { kind: "retry_later", delayMs: 10, reason: "waiting for a provider slot" };
   }
 
-  const image = task.imageUrl ?? (await inlineImage(deps, taskId));
+  const image = task.imageUrl ?? (task.sourceKey ? (await deps.storage.read(task.sourceKey))?.toString("base64") : undefined);
   if (image === undefined) {
     await failTask(deps, taskId, "worker", { class: "invalid_image", message: "image: the task has no source image" });
     return { kind: "failed" };
@@ -110,7 +114,7 @@ export const submitTask = async (
       const existing = await deps.provider.findTaskByExternalId(taskId);
       if (existing) {
         deps.logger.info({ taskId, providerTaskId: existing.task_id }, "adopted the provider task of an earlier attempt");
-        await applyProviderReport(deps, taskId, existing, "worker", { adopted: true, provider_task_id: existing.task_id });
+        await applyProviderReport(deps, taskId, existing, "worker", { note: { adopted: true, provider_task_id: existing.task_id } });
         return { kind: "adopted" };
       }
       mayHoldTask = false;
@@ -143,7 +147,7 @@ const handleProviderError = async (
   const { action, code, outcomeUnknown, retryAfterMs } = error.details;
   // While the answer was lost, a callback may already have told us the provider has the task: then
   // nothing failed, and neither the slots nor the retry budget should be touched.
-  const current = await deps.db.task.findUnique({ where: { id: taskId }, select: { status: true } });
+  const current = await findTask(deps.db, taskId);
   if (current && current.status !== "submitting") return { kind: "already_done" };
   // Unless this request or an earlier one (whose task we could not look up) may have created a
   // task, the provider holds nothing for it.
@@ -161,7 +165,7 @@ const handleProviderError = async (
     deps.logger.error({ code, err: error.message }, "provider account paused: needs a human");
     // The task that met the refusal (the first, or a probe) says so too, like those kept waiting.
     const reason = gateWaitReason(await deps.gate.state());
-    await deps.db.task.updateMany({ where: { id: taskId, status: { in: ["queued", "submitting"] } }, data: { waitReason: reason } });
+    await markWaiting(deps.db, taskId, ["queued", "submitting"], reason);
     return { kind: "retry_later", delayMs: 1_000, reason };
   }
   if (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code)) {
@@ -181,7 +185,7 @@ const handleProviderError = async (
   const after = await deps.gate.state();
   if (after.mode !== "closed") {
     const reason = gateWaitReason(after);
-    await deps.db.task.updateMany({ where: { id: taskId, status: { in: ["queued", "submitting"] } }, data: { waitReason: reason } });
+    await markWaiting(deps.db, taskId, ["queued", "submitting"], reason);
     return { kind: "retry_later", delayMs: Math.max(250, after.until - Date.now()) + Math.round(Math.random() * 500), reason };
   }
   return spendRetry(deps, taskId, error.message, retryAfterMs);
@@ -206,25 +210,16 @@ const acquireSlots = async (deps: SubmitTaskDeps, taskId: string, n: number, pri
 };
 
 const spendRetry = async (deps: SubmitTaskDeps, taskId: string, reason: string, retryAfterMs?: number): Promise<SubmitOutcome> => {
-  const updated = await deps.db.task.update({
-    where: { id: taskId },
-    data: { transientFailures: { increment: 1 } },
-    select: { transientFailures: true },
-  });
-  if (updated.transientFailures >= deps.maxAttempts) {
+  const transientFailures = await spendTransientFailure(deps.db, taskId);
+  if (transientFailures >= deps.maxAttempts) {
     await failTask(deps, taskId, "worker", {
       class: "retries_exhausted",
-      message: `gave up after ${updated.transientFailures} transient failures: ${reason}`,
+      message: `gave up after ${transientFailures} transient failures: ${reason}`,
     });
     return { kind: "failed" };
   }
-  const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(updated.transientFailures, deps.retryBaseMs, deps.retryMaxMs));
+  const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(transientFailures, deps.retryBaseMs, deps.retryMaxMs));
   return { kind: "retry_later", delayMs, reason };
-};
-
-const inlineImage = async (deps: SubmitTaskDeps, taskId: string) => {
-  const source = await deps.db.taskSourceImage.findUnique({ where: { taskId } });
-  return source ? Buffer.from(source.bytes).toString("base64") : undefined;
 };
 
 type UrlImageCheck =

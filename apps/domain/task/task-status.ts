@@ -1,5 +1,6 @@
 import type { ProviderTaskStatus } from "../provider/provider-wire.schema.ts";
-import type { TaskStatus } from "../db/prisma-client.ts";
+import { TaskStatus as taskStatusValues } from "../db/generated/enums.ts";
+import type { TaskStatus } from "../db/database.ts";
 
 // Transitions only move forward in this order; terminal states never change (except by an explicit,
 // recorded retry, which is not part of this module).
@@ -14,7 +15,14 @@ export const statusRank: Record<TaskStatus, number> = {
   canceled: 5,
 };
 
+export const taskStatuses = Object.values(taskStatusValues);
+
 export const terminalStatuses: readonly TaskStatus[] = ["succeeded", "failed", "canceled"];
+// At the provider: polled by reconciliation, holding provider slots.
+export const inFlightStatuses = ["submitted", "processing"] as const satisfies readonly TaskStatus[];
+// Ours to move on: a job (submit or archive) must exist for each, or the sweeper re-drives it.
+export const jobDrivenStatuses = ["queued", "submitting", "archiving"] as const satisfies readonly TaskStatus[];
+export const nonTerminalStatuses = ["queued", "submitting", "submitted", "processing", "archiving"] as const satisfies readonly TaskStatus[];
 
 export const isTerminal = (status: TaskStatus): boolean => terminalStatuses.includes(status);
 

@@ -1,47 +1,85 @@
+import { jsonArrayFrom } from "kysely/helpers/postgres";
 import { z } from "zod";
-import type { Db, TaskStatus } from "../db/prisma-client.ts";
+import type { Db, Task, TaskImage, TaskStatus } from "../db/database.ts";
 import { AppError } from "../errors/app-error.ts";
 
 const isUuid = (value: string) => z.uuid().safeParse(value).success;
 
 const notFound = (id: string) => new AppError("not_found", `task '${id}' not found`);
 
-// A task of another account is indistinguishable from one that does not exist.
-export const getAccountTask = async (db: Db, accountId: string, id: string, options: { byExternalId?: boolean } = {}) => {
-  const task = isUuid(id)
-    ? await db.task.findFirst({ where: { id, accountId }, include: { images: true } })
-    : null;
-  if (task) return task;
-  if (options.byExternalId) {
-    const byExternal = await db.task.findUnique({
-      where: { accountId_externalTaskId: { accountId, externalTaskId: id } },
-      include: { images: true },
-    });
-    if (byExternal) return byExternal;
-  }
-  throw notFound(id);
+export type StoredImageView = Pick<TaskImage, "index" | "providerUrl" | "storageKey" | "width" | "height" | "bytes" | "sha256">;
+export type TaskWithImages = Task & { images: StoredImageView[] };
+
+// One round trip: the task and its images (as JSON), so a status read costs one query.
+const selectTaskWithImages = (db: Db) =>
+  db
+    .selectFrom("task")
+    .selectAll("task")
+    .select((eb) => [
+      jsonArrayFrom(
+        eb
+          .selectFrom("taskImage")
+          .select(["taskImage.index", "taskImage.providerUrl", "taskImage.storageKey", "taskImage.width", "taskImage.height", "taskImage.bytes", "taskImage.sha256"])
+          .whereRef("taskImage.taskId", "=", "task.id")
+          .orderBy("taskImage.index"),
+      ).as("images"),
+    ]);
+
+// A task of another account is indistinguishable from one that does not exist. With byExternalId,
+// `id` may be either the task's id or the caller's external_task_id (Kling: "use either"); the
+// task id wins, and intake refuses an external_task_id equal to one of the account's task ids, so
+// the rule never has to choose.
+export const getAccountTask = async (
+  db: Db,
+  accountId: string,
+  id: string,
+  options: { byExternalId?: boolean } = {},
+): Promise<TaskWithImages> => {
+  const byId = isUuid(id);
+  if (!byId && !options.byExternalId) throw notFound(id);
+  const scoped = selectTaskWithImages(db).where("task.accountId", "=", accountId);
+  const query =
+    byId && options.byExternalId
+      ? scoped
+          .where((eb) => eb.or([eb("task.id", "=", id), eb("task.externalTaskId", "=", id)]))
+          .orderBy((eb) => eb.case().when("task.id", "=", id).then(0).else(1).end())
+      : byId
+        ? scoped.where("task.id", "=", id)
+        : scoped.where("task.externalTaskId", "=", id);
+  const task = await query.limit(1).executeTakeFirst();
+  if (!task) throw notFound(id);
+  return task;
 };
 
 export type TaskListQuery = { externalTaskId?: string; status?: TaskStatus; cursor?: string; limit: number };
 
 // Ids are UUIDv7 (time-ordered), so "newest first, after this id" is a stable cursor.
 export const listAccountTasks = async (db: Db, accountId: string, query: TaskListQuery) => {
-  const rows = await db.task.findMany({
-    where: {
-      accountId,
-      ...(query.externalTaskId ? { externalTaskId: query.externalTaskId } : {}),
-      ...(query.status ? { status: query.status } : {}),
-      ...(query.cursor ? { id: { lt: query.cursor } } : {}),
-    },
-    include: { images: true },
-    orderBy: { id: "desc" },
-    take: query.limit + 1,
-  });
+  let select = selectTaskWithImages(db).where("task.accountId", "=", accountId);
+  if (query.externalTaskId) select = select.where("task.externalTaskId", "=", query.externalTaskId);
+  if (query.status) select = select.where("task.status", "=", query.status);
+  if (query.cursor) select = select.where("task.id", "<", query.cursor);
+  const rows = await select.orderBy("task.id", "desc").limit(query.limit + 1).execute();
   const page = rows.slice(0, query.limit);
   return { tasks: page, nextCursor: rows.length > query.limit ? page.at(-1)?.id : undefined };
 };
 
+// The provider's list (KLING.md: pageNum 1..1000, pageSize 1..500), newest first.
+export const pageAccountTasks = (db: Db, accountId: string, page: { pageNum: number; pageSize: number }) =>
+  selectTaskWithImages(db)
+    .where("task.accountId", "=", accountId)
+    .orderBy("task.id", "desc")
+    .limit(page.pageSize)
+    .offset((page.pageNum - 1) * page.pageSize)
+    .execute();
+
 export const listTaskEvents = async (db: Db, accountId: string, taskId: string) => {
-  await getAccountTask(db, accountId, taskId);
-  return db.taskEvent.findMany({ where: { taskId }, orderBy: { id: "asc" } });
+  if (!isUuid(taskId)) throw notFound(taskId);
+  const owned = await db.selectFrom("task").select("id").where("id", "=", taskId).where("accountId", "=", accountId).executeTakeFirst();
+  if (!owned) throw notFound(taskId);
+  return db.selectFrom("taskEvent").selectAll().where("taskId", "=", taskId).orderBy("id", "asc").execute();
 };
+
+export const findTask = (db: Db, taskId: string) => db.selectFrom("task").selectAll().where("id", "=", taskId).executeTakeFirst();
+
+export const findTaskWithImages = (db: Db, taskId: string) => selectTaskWithImages(db).where("task.id", "=", taskId).executeTakeFirst();

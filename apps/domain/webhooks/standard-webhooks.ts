@@ -1,5 +1,6 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac } from "node:crypto";
 import { z } from "zod";
+import { safeEqual } from "../crypto/constant-time.ts";
 
 // Standard Webhooks (KLING.md "Callbacks"): headers webhook-id, webhook-timestamp (seconds) and
 // webhook-signature ("v1,<base64>", several space-separated while the sender rotates its secret).
@@ -101,12 +102,6 @@ const v1Signatures = (header: string): string[] =>
     .map((entry) => entry.slice(3))
     .filter(Boolean);
 
-const sameAscii = (a: string, b: string): boolean => {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-};
-
 const fail = (reason: StandardWebhookFailure): StandardWebhookVerification => ({ ok: false, reason });
 
 // Several secrets (our rotation) times several signatures (theirs): any pair that matches passes.
@@ -135,7 +130,7 @@ export const verifyStandardWebhook = ({
   for (const key of keys as Buffer[]) {
     // Signed over the timestamp exactly as sent, not as re-printed from a number.
     const expected = signWithKey(key, id, timestamp, rawBody);
-    if (offered.some((candidate) => sameAscii(candidate, expected))) return { ok: true };
+    if (offered.some((candidate) => safeEqual(candidate, expected))) return { ok: true };
   }
   return fail("no_matching_signature");
 };

@@ -1,0 +1,60 @@
+import type { IncomingHttpHeaders } from "node:http";
+import { z } from "zod";
+import { safeEqual } from "../crypto/constant-time.ts";
+import type { CallbackOutcome } from "../db/database.ts";
+import { providerTaskSchema } from "../provider/provider-wire.schema.ts";
+import { verifyStandardWebhook } from "../webhooks/standard-webhooks.ts";
+import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
+import { findTask } from "./task.repository.ts";
+
+export type ReceiveCallbackDeps = ApplyReportDeps & {
+  // Empty when callbacks are not signed (PROVIDER_WEBHOOK_SECRET unset): the per-task token is then
+  // the only proof.
+  webhookSecrets: readonly string[];
+};
+
+export type CallbackInput = { taskId: string; token: string; headers: IncomingHttpHeaders; rawBody: Buffer };
+
+// What the route answers. `stored`: whether the callback went into the inbox (only authenticated
+// ones do).
+export type CallbackReceipt = { httpStatus: number; outcome: CallbackOutcome | "unauthenticated"; detail?: string; stored: boolean };
+
+const unauthenticated = (detail: string): CallbackReceipt => ({ httpStatus: 401, outcome: "unauthenticated", detail, stored: false });
+
+// The provider's callbacks are unsigned (or signed with a secret we may not have), so each task's
+// callback URL carries a secret token of its own; with PROVIDER_WEBHOOK_SECRET the Standard Webhooks
+// signature is checked too, on the raw bytes. Verify, then apply, then store: nothing from an
+// unauthenticated sender is written, and an unknown task answers like a bad token, so the route
+// cannot be used to probe which task ids exist.
+export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: CallbackInput): Promise<CallbackReceipt> => {
+  if (deps.webhookSecrets.length > 0) {
+    const signature = verifyStandardWebhook({ secrets: [...deps.webhookSecrets], headers: input.headers, rawBody: input.rawBody });
+    if (!signature.ok) return unauthenticated(`bad webhook signature: ${signature.reason}`);
+  }
+  const task = z.uuid().safeParse(input.taskId).success ? await findTask(deps.db, input.taskId) : undefined;
+  if (!task || !safeEqual(task.callbackToken, input.token)) return unauthenticated("unknown task or bad callback token");
+
+  const rawBody = input.rawBody.toString("utf8");
+  const store = async (outcome: CallbackOutcome, detail: string | null, providerStatus: string | null) => {
+    await deps.db.insertInto("providerCallback").values({ taskId: task.id, rawBody, outcome, detail, providerStatus }).execute();
+  };
+  const reject = async (detail: string): Promise<CallbackReceipt> => {
+    await store("rejected", detail, null);
+    return { httpStatus: 400, outcome: "rejected", detail, stored: true };
+  };
+
+  let json: unknown;
+  try {
+    json = JSON.parse(rawBody);
+  } catch {
+    return reject("body is not JSON");
+  }
+  const report = providerTaskSchema.safeParse(json);
+  if (!report.success) return reject(`not a task object: ${report.error.issues[0]?.message}`);
+  const external = report.data.task_info?.external_task_id;
+  if (external && external !== task.id) return reject("external_task_id does not match the task");
+
+  const { outcome } = await applyProviderReport(deps, task.id, report.data, "callback", { known: task });
+  await store(outcome, null, report.data.task_status);
+  return { httpStatus: 200, outcome, stored: true };
+};

@@ -1,0 +1,62 @@
+import type { Db, Tx, TaskStatus } from "../db/database.ts";
+import type { ProviderTask } from "../provider/provider-wire.schema.ts";
+
+// Writes with names, beside task.repository.ts (reads) and task-transition.ts (status changes).
+// Each is guarded by the status it expects, so a write never lands on a task that moved on.
+
+// Why a task is not moving right now (waiting for slots, a paused provider, a retried download):
+// shown as the native status_message and the drop-in task_status_msg.
+export const markWaiting = async (db: Db, taskId: string, statuses: readonly TaskStatus[], reason: string | null) => {
+  await db
+    .updateTable("task")
+    .set({ waitReason: reason, updatedAt: new Date() })
+    .where("id", "=", taskId)
+    .where("status", "in", statuses)
+    .where((eb) => (reason === null ? eb("waitReason", "is not", null) : eb.or([eb("waitReason", "is", null), eb("waitReason", "!=", reason)])))
+    .execute();
+};
+
+// When reconciliation next looks at the task if nothing is heard from it.
+export const scheduleCheck = async (db: Db, taskId: string, status: TaskStatus, at: Date, providerTaskId?: string) => {
+  await db
+    .updateTable("task")
+    .set({ nextCheckAt: at, ...(providerTaskId ? { providerTaskId } : {}) })
+    .where("id", "=", taskId)
+    .where("status", "=", status)
+    .execute();
+};
+
+export const recordSourceSize = async (db: Db, taskId: string, size: { width: number; height: number }) => {
+  await db.updateTable("task").set({ sourceWidth: size.width, sourceHeight: size.height, updatedAt: new Date() }).where("id", "=", taskId).execute();
+};
+
+// Transient provider errors spend the task's retry budget; the new count decides whether to go on.
+export const spendTransientFailure = async (db: Db, taskId: string): Promise<number> => {
+  const row = await db
+    .updateTable("task")
+    .set((eb) => ({ transientFailures: eb("transientFailures", "+", 1), updatedAt: new Date() }))
+    .where("id", "=", taskId)
+    .returning("transientFailures")
+    .executeTakeFirstOrThrow();
+  return row.transientFailures;
+};
+
+export const insertResultImages = async (tx: Tx, taskId: string, images: NonNullable<NonNullable<ProviderTask["task_result"]>["images"]>) => {
+  if (images.length === 0) return;
+  await tx
+    .insertInto("taskImage")
+    .values(images.map((image) => ({ taskId, index: image.index, providerUrl: image.url })))
+    .onConflict((oc) => oc.columns(["taskId", "index"]).doNothing())
+    .execute();
+};
+
+export type StoredImage = { storageKey: string; width: number; height: number; bytes: number; sha256: string };
+
+export const recordStoredImage = async (db: Db, taskId: string, index: number, image: StoredImage) => {
+  await db
+    .updateTable("taskImage")
+    .set({ ...image, storedAt: new Date() })
+    .where("taskId", "=", taskId)
+    .where("index", "=", index)
+    .execute();
+};
