@@ -30,6 +30,11 @@ export const workerEnvSchema = z.object({
   TASK_DEADLINE_MS: envPositiveMs.default(3_600_000),
   // BullMQ job lock: a worker killed mid-job has its job re-run once the lock lapses.
   JOB_LOCK_MS: envPositiveMs.default(30_000),
+  // A job whose run took its worker down this many times (a poison message) is not run again: its
+  // task fails with the reason instead.
+  JOB_MAX_CRASHES: z.coerce.number().int().min(1).max(20).default(3),
+  // How often each worker checks that Redis still holds our state (a restart empties it).
+  REDIS_WATCHDOG_MS: envPositiveMs.default(2_000),
   IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(20_000),
   RESULT_MAX_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
   ARCHIVE_DIMENSION_CHECK: z.enum(["exact", "aspect"]).default("exact"),

@@ -13,6 +13,8 @@ import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
 import { reconcileProcessor } from "./processors/reconcile.processor.ts";
 import { submitTaskProcessor } from "./processors/submit-task.processor.ts";
+import { startRedisWatchdog } from "./redis-watchdog.ts";
+import { failTask } from "../domain/task/fail-task.ts";
 import type { WorkerConfig } from "./worker.config.ts";
 
 export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
@@ -43,10 +45,19 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   };
 
   // A job that ended (failed for good, or completed while its task still waits) is re-run; one that
-  // is waiting, delayed or active is left alone.
+  // is waiting, delayed or active is left alone. One that BullMQ failed because it kept taking its
+  // worker down (stalled past JOB_MAX_CRASHES) is a poison message: its task fails instead.
   const redriveJob = async (kind: "submit" | "archive", taskId: string) => {
     const job = await queues.queue(kind).getJob(taskId);
     const state = job ? await job.getState() : "missing";
+    if (job && state === "failed" && /stalled more than allowable limit/i.test(job.failedReason ?? "")) {
+      logger.error({ taskId, queue: kind, crashes: config.JOB_MAX_CRASHES }, "poison job: its task is failed, not run again");
+      await failTask(reports, taskId, "sweeper", {
+        class: "worker_crashed",
+        message: `working on this task stopped a worker process ${config.JOB_MAX_CRASHES} times; it was not tried again`,
+      });
+      return;
+    }
     if (job && state === "failed") return job.retry();
     if (job && state === "completed") await job.remove();
     if (!job || state === "completed" || state === "unknown") await queues.enqueue(kind, { taskId });
@@ -60,11 +71,11 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       concurrency,
       lockDuration: config.JOB_LOCK_MS,
       stalledInterval: config.JOB_LOCK_MS,
+      // BullMQ fails a job once it has stalled more than this many times.
+      maxStalledCount: config.JOB_MAX_CRASHES - 1,
     });
-    worker.on("error", (error) => logger.error({ err: error.message, queue: kind }, "worker error"));
-    worker.on("failed", (job, error) =>
-      logger.warn({ jobId: job?.id, queue: kind, attempts: job?.attemptsMade, err: error.message }, "job failed"),
-    );
+    worker.on("error", (error) => logger.error({ err: error, queue: kind }, "worker error"));
+    worker.on("failed", (job, error) => logger.warn({ jobId: job?.id, queue: kind, attempts: job?.attemptsMade, err: error }, "job failed"));
     workers.push(worker);
   };
 
@@ -115,11 +126,16 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     }),
     1,
   );
-  await queues.queue("reconcile").upsertJobScheduler(
-    "reconcile-sweep",
-    { every: config.RECONCILE_EVERY_MS },
-    { name: jobCatalog.reconcile.name, data: {}, opts: jobCatalog.reconcile.options },
-  );
+  const ensureSchedules = async () => {
+    await queues.queue("reconcile").upsertJobScheduler(
+      "reconcile-sweep",
+      { every: config.RECONCILE_EVERY_MS },
+      { name: jobCatalog.reconcile.name, data: {}, opts: jobCatalog.reconcile.options },
+    );
+  };
+  const watchdog = startRedisWatchdog({ db, slots, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
+  await watchdog.firstCheck;
+  await ensureSchedules();
   logger.info(
     { provider: providerConfig.kind, providerUrl: providerConfig.baseUrl, capacity: config.PROVIDER_CAPACITY },
     "worker started",
@@ -129,6 +145,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const stop = () =>
     (stopping ??= (async () => {
       // close() lets active jobs finish; a job cut off by a kill is re-run by BullMQ's stall check.
+      await watchdog.stop();
       await slots.close();
       await Promise.all(workers.map((w) => w.close()));
       await queues.close().catch(() => undefined);

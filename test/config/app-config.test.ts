@@ -31,8 +31,13 @@ describe("configuration", () => {
     expect(problems.map((p) => p.split(":")[0])).toEqual(expect.arrayContaining(["PORT", "DATABASE_URL", "REDIS_URL"]));
   });
 
-  it("when running in production with the development signing secret, then the API refuses to start", () => {
-    expect(problemsOf(() => parseApiConfig({ NODE_ENV: "production" }))[0]).toMatch(/^SIGNING_SECRET: must be set in production/);
+  it("when running in production without SERVER_KEY, then the API refuses to start", () => {
+    expect(problemsOf(() => parseApiConfig({ NODE_ENV: "production" }))[0]).toMatch(/^SERVER_KEY: must be set in production/);
+  });
+
+  it("when SERVER_KEY is short or a published placeholder, then the API refuses to start, in any environment", () => {
+    expect(problemsOf(() => parseApiConfig({ SERVER_KEY: "short" }))[0]).toMatch(/^SERVER_KEY: must be at least 32 characters/);
+    expect(problemsOf(() => parseApiConfig({ SERVER_KEY: "dev-only-signing-secret-change-me" }))[0]).toMatch(/^SERVER_KEY: /);
   });
 
   it("when a provider key is configured, then that provider is chosen with its own paths and field names", () => {

@@ -8,6 +8,9 @@ import { findTask } from "./task.repository.ts";
 import { insertResultImages, scheduleCheck } from "./task.store.ts";
 import { transitionTaskInTx } from "./task-transition.ts";
 
+// An archive job that could not be added (Redis away) is re-added by the sweeper this soon.
+const ARCHIVE_REDRIVE_SOON_MS = 1_000;
+
 export type ReportOutcome = "applied" | "duplicate" | "stale" | "unknown_task" | "rejected";
 
 export type ApplyReportDeps = TaskEndDeps & {
@@ -105,9 +108,10 @@ export const applyProviderReport = async (
     }
     if (target === "archiving") {
       // After the commit: if Redis is down now, the sweeper re-drives the archive job later.
-      await deps.enqueueArchive(taskId).catch((error: unknown) =>
-        deps.logger.warn({ taskId, err: error }, "archive job not enqueued; the sweeper will retry"),
-      );
+      await deps.enqueueArchive(taskId).catch(async (error: unknown) => {
+        deps.logger.warn({ taskId, err: error }, "archive job not enqueued; the sweeper will add it soon");
+        await scheduleCheck(deps.db, taskId, "archiving", new Date(Date.now() + ARCHIVE_REDRIVE_SOON_MS));
+      });
     }
     return { outcome: "applied", task: result.task };
   }

@@ -9,7 +9,8 @@ export type FailureClass =
   | "provider_lost" // the provider no longer knows a task it accepted
   | "retries_exhausted" // transient errors until the attempt budget ran out
   | "timeout" // no end within the overall deadline
-  | "archive_failed"; // the result images could not be stored or did not check out
+  | "archive_failed" // the result images could not be stored or did not check out
+  | "worker_crashed"; // working on the task took a worker process down, repeatedly
 
 // What every path that ends a task's provider side needs: the task's slots go back to the pool.
 export type TaskEndDeps = { db: Db; releaseSlots: (taskId: string) => Promise<unknown> };

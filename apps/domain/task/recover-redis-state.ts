@@ -1,0 +1,36 @@
+import type { Db } from "../db/database.ts";
+import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
+import { inFlightStatuses, nonTerminalStatuses } from "./task-status.ts";
+
+// Postgres is the source of truth; Redis only moves work (DESIGN.md "Redis is disposable").
+export type RecoveryDeps = { db: Db; slots: ProviderSlots };
+
+export type RecoverySummary = { slotsHeld: number; tasksRechecked: number };
+
+// After Redis came back without its data: the slot ledger is empty while the provider still runs
+// our tasks, and every job is gone. Hold the slots of every task the provider may be running
+// (in flight, and `submitting`, whose create may have landed) before anything else can take them,
+// then bring every unfinished task's next check forward, so the sweeper re-adds missing jobs and
+// polls the provider for tasks whose callbacks were refused while Redis was away.
+export const recoverLostRedisState = async (deps: RecoveryDeps): Promise<RecoverySummary> => {
+  const holders = await deps.db
+    .selectFrom("task")
+    .select(["id", "n"])
+    .where("status", "in", [...inFlightStatuses, "submitting"])
+    .execute();
+  for (const task of holders) await deps.slots.hold(task.id, task.n);
+  const tasksRechecked = await recheckUnfinishedTasksNow(deps.db);
+  return { slotsHeld: holders.length, tasksRechecked };
+};
+
+// After an outage without data loss: jobs are still there, but callbacks may have been answered
+// 503 (a provider that does not retry then never sends them again) and archive jobs may not have
+// been added. Looking at every unfinished task now costs a sweep; waiting costs minutes.
+export const recheckUnfinishedTasksNow = async (db: Db): Promise<number> => {
+  const result = await db
+    .updateTable("task")
+    .set({ nextCheckAt: new Date() })
+    .where("status", "in", nonTerminalStatuses)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+};
