@@ -9,6 +9,7 @@ import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { failTask } from "./fail-task.ts";
 import { backoffWithJitter } from "./retry-policy.ts";
+import type { Task } from "../db/database.ts";
 import type { ObjectStorage } from "../storage/local-storage.ts";
 import { findTask } from "./task.repository.ts";
 import { markWaiting, recordSourceSize, spendTransientFailure } from "./task.store.ts";
@@ -77,8 +78,8 @@ export const submitTask = async (
     return { kind: "retry_later", delayMs: gate.retryInMs + Math.round(Math.random() * 500), reason };
   }
 
-  if (!(await acquireSlots(deps, taskId, task.n, options.priority ?? 0))) {
-    return { kind: "retry_later", delayMs: 10, reason: "waiting for a provider slot" };
+  if (!(await acquireSlots(deps, task, options.priority ?? 0))) {
+    return { kind: "retry_later", delayMs: 10, reason: SLOT_WAIT_REASON };
   }
 
   const image = task.imageUrl ?? (task.sourceKey ? (await deps.storage.read(task.sourceKey))?.toString("base64") : undefined);
@@ -192,14 +193,19 @@ const handleProviderError = async (
 };
 
 const gateWaitReason = (state: GateState) =>
-  `waiting: provider ${state.mode === "paused" ? "account paused" : "circuit open"} (${state.reason})`;
+  `waiting: provider ${state.mode === "paused" ? "account paused" : "circuit open"} (${state.reason}); next try at ${new Date(state.until).toISOString()}`;
+
+const SLOT_WAIT_REASON = "waiting for a free provider slot (the provider account's parallel-task limit is reached)";
 
 // Waits in place, in line by priority and woken by releases, so that the next free slot goes to the
 // task at the head of the line; after slotWaitMs the job leaves the line and goes back to the queue.
-const acquireSlots = async (deps: SubmitTaskDeps, taskId: string, n: number, priority: number): Promise<boolean> => {
+const acquireSlots = async (deps: SubmitTaskDeps, task: Task, priority: number): Promise<boolean> => {
+  const taskId = task.id;
   const deadline = Date.now() + deps.slotWaitMs;
-  for (;;) {
-    if ((await deps.slots.acquire(taskId, n, priority)).ok) return true;
+  for (let tries = 0; ; tries++) {
+    if ((await deps.slots.acquire(taskId, task.n, priority)).ok) return true;
+    // Said once, when the wait begins: a poller sees why its task has not moved.
+    if (tries === 0 && task.waitReason !== SLOT_WAIT_REASON) await markWaiting(deps.db, taskId, ["queued", "submitting"], SLOT_WAIT_REASON);
     const left = deadline - Date.now();
     if (left <= 0) {
       await deps.slots.leaveLine(taskId);
