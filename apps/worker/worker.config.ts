@@ -33,6 +33,8 @@ export const workerEnvSchema = z.object({
   // A job whose run took its worker down this many times (a poison message) is not run again: its
   // task fails with the reason instead.
   JOB_MAX_CRASHES: z.coerce.number().int().min(1).max(20).default(3),
+  // Provider callbacks are kept this long in the inbox (at most 50 per task), then pruned.
+  PROVIDER_CALLBACK_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
   // How often each worker checks that Redis still holds our state (a restart empties it).
   REDIS_WATCHDOG_MS: envPositiveMs.default(2_000),
   IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(20_000),

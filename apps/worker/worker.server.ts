@@ -123,6 +123,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       redriveJob,
       batchSize: 200,
       fairPriority: createFairPriority(redis, config.QUEUE_PREFIX),
+      callbackRetentionDays: config.PROVIDER_CALLBACK_RETENTION_DAYS,
     }),
     1,
   );

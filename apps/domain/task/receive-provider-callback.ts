@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from "node:http";
+import { sql } from "kysely";
 import { z } from "zod";
 import { safeEqual } from "../crypto/constant-time.ts";
 import type { CallbackOutcome } from "../db/database.ts";
@@ -6,6 +7,8 @@ import { providerTaskSchema } from "../provider/provider-wire.schema.ts";
 import { verifyStandardWebhook } from "../webhooks/standard-webhooks.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { findTask } from "./task.repository.ts";
+
+export const MAX_CALLBACKS_KEPT_PER_TASK = 50;
 
 export type ReceiveCallbackDeps = ApplyReportDeps & {
   // Empty when callbacks are not signed (PROVIDER_WEBHOOK_SECRET unset): the per-task token is then
@@ -35,8 +38,14 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   if (!task || !safeEqual(task.callbackToken, input.token)) return unauthenticated("unknown task or bad callback token");
 
   const rawBody = input.rawBody.toString("utf8");
+  // Bounded per task: a holder of the token cannot grow the inbox without limit (the task's state
+  // is what counts; the inbox is for reading what the provider said).
   const store = async (outcome: CallbackOutcome, detail: string | null, providerStatus: string | null) => {
-    await deps.db.insertInto("providerCallback").values({ taskId: task.id, rawBody, outcome, detail, providerStatus }).execute();
+    await sql`
+      insert into provider_callback (task_id, raw_body, outcome, detail, provider_status)
+      select ${task.id}::uuid, ${rawBody}, ${outcome}::callback_outcome, ${detail}, ${providerStatus}
+      where (select count(*) from provider_callback where task_id = ${task.id}::uuid) < ${MAX_CALLBACKS_KEPT_PER_TASK}
+    `.execute(deps.db);
   };
   const reject = async (detail: string): Promise<CallbackReceipt> => {
     await store("rejected", detail, null);
@@ -57,4 +66,15 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   const { outcome } = await applyProviderReport(deps, task.id, report.data, "callback", { known: task });
   await store(outcome, null, report.data.task_status);
   return { httpStatus: 200, outcome, stored: true };
+};
+
+// Kept for reading what the provider said, not forever: the sweeper drops rows past the retention,
+// a bounded batch at a time.
+export const pruneCallbackInbox = async (db: ReceiveCallbackDeps["db"], retentionDays: number, batch = 10_000): Promise<number> => {
+  const result = await sql`
+    delete from provider_callback where id in (
+      select id from provider_callback where received_at < now() - make_interval(days => ${retentionDays}) limit ${batch}
+    )
+  `.execute(db);
+  return Number(result.numAffectedRows ?? 0);
 };

@@ -1,16 +1,24 @@
 import type { FairPriority } from "../../domain/queues/fair-priority.ts";
+import { pruneCallbackInbox } from "../../domain/task/receive-provider-callback.ts";
 import { reconcileTasks, resyncFairPriority, type ReconcileDeps } from "../../domain/task/reconcile-tasks.ts";
 
 const FAIR_PRIORITY_RESYNC_MS = 5_000;
+const INBOX_PRUNE_MS = 60_000;
 
 // Runs on a BullMQ job scheduler, so one sweep runs per interval however many workers there are.
-export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority }) => {
+export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; callbackRetentionDays: number }) => {
   let lastResync = 0;
+  let lastPrune = 0;
   return async () => {
     const summary = await reconcileTasks(deps);
     if (Date.now() - lastResync >= FAIR_PRIORITY_RESYNC_MS) {
       lastResync = Date.now();
       await resyncFairPriority(deps, deps.fairPriority);
+    }
+    if (Date.now() - lastPrune >= INBOX_PRUNE_MS) {
+      lastPrune = Date.now();
+      const pruned = await pruneCallbackInbox(deps.db, deps.callbackRetentionDays);
+      if (pruned > 0) deps.logger.info({ pruned }, "old provider callbacks pruned from the inbox");
     }
     if (summary.polled + summary.redriven + summary.errors > 0) deps.logger.info(summary, "reconcile sweep");
     return summary;
