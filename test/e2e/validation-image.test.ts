@@ -157,6 +157,35 @@ describe("inline image: format", () => {
   });
 });
 
+// A file whose header lies: a valid PNG with its IHDR rewritten to claim another size (CRC fixed,
+// so the header reads clean) and its pixel data no longer matching.
+const pngDeclaring = async (width: number, height: number): Promise<Buffer> => {
+  const bytes = Buffer.from(await makeImage(400, 300));
+  bytes.writeUInt32BE(width, 16);
+  bytes.writeUInt32BE(height, 20);
+  bytes.writeUInt32BE(crc32(bytes.subarray(12, 29)), 29);
+  return bytes;
+};
+
+describe("inline image: decoded in full before it is accepted", () => {
+  it("when a small PNG declares 16000x16000, then it is refused above the pixel limit, before it costs a provider task", async () => {
+    const liar = await pngDeclaring(16_000, 16_000);
+    expect(liar.length).toBeLessThan(50_000);
+    await expectImageRejected(await submit(b64(liar)), /16000x16000 px; the limit is 40 megapixels/);
+  });
+
+  it("when a PNG declares a plausible size its data does not fill, then it is refused as truncated or corrupt", async () => {
+    await expectImageRejected(await submit(b64(await pngDeclaring(2_000, 1_500))), /truncated or corrupt/);
+  });
+
+  it.each(["png", "jpeg"] as const)("when a %s is cut off half-way (a good header, half the data), then it is refused as truncated", async (format) => {
+    const whole = await sharp({ create: { width: 800, height: 600, channels: 3, noise: { type: "gaussian", mean: 128, sigma: 40 } } })
+      .toFormat(format)
+      .toBuffer();
+    await expectImageRejected(await submit(b64(whole.subarray(0, Math.floor(whole.length / 2)))), /truncated or corrupt/);
+  });
+});
+
 describe("inline image: 10 MB", () => {
   it("when the image is exactly 10 MB (10485760 bytes), then it is accepted", async () => {
     expect(exactly10MB.length).toBe(MB10);

@@ -155,6 +155,8 @@ describe("expanded area: (1+up+down)*(1+left+right) <= 3", () => {
     { up: 1, down: 1, left: 0.01, right: 0, factor: 3.03 },
     { up: 0.5, down: 0.5, left: 0.5, right: 0.01, factor: 3.02 },
     { up: 2, down: 0.01, left: 0, right: 0, factor: 3.01 },
+    // A hair over: the message must not round it to "is 3; may be at most 3x".
+    { up: 2, down: 0.0000001, left: 0, right: 0, factor: "3\\.0000001" },
   ])("when the area factor is just over 3 ($factor), then it is rejected naming the 3x limit", async ({ factor, ...r }) => {
     const sent = await submit(body(ratios(r)));
     await expectRejected(sent, "expansion", new RegExp(`is ${factor}; the expanded area may be at most 3x`));

@@ -132,7 +132,7 @@ export const expandRequestBodySchema = z
       ctx.addIssue({
         code: "custom",
         path: ["expansion"],
-        message: `(1+up+down)*(1+left+right) is ${Number(factor.toFixed(4))}; the expanded area may be at most ${L.maxAreaFactor}x the original`,
+        message: `(1+up+down)*(1+left+right) is ${Number(factor.toPrecision(12))}; the expanded area may be at most ${L.maxAreaFactor}x the original`,
       });
     }
   })
