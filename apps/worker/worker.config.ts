@@ -30,7 +30,10 @@ export const workerEnvSchema = z.object({
   TASK_DEADLINE_MS: envPositiveMs.default(3_600_000),
   // BullMQ job lock: a worker killed mid-job has its job re-run once the lock lapses.
   JOB_LOCK_MS: envPositiveMs.default(30_000),
-  IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(20_000),
+  // Image downloads (callers' sources, provider results): no byte for IMAGE_FETCH_TIMEOUT_MS, or
+  // the whole download (redirects included) past IMAGE_FETCH_TOTAL_TIMEOUT_MS, ends the try.
+  IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(10_000),
+  IMAGE_FETCH_TOTAL_TIMEOUT_MS: envPositiveMs.default(30_000),
   RESULT_MAX_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
   ARCHIVE_DIMENSION_CHECK: z.enum(["exact", "aspect"]).default("exact"),
 });
