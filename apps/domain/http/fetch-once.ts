@@ -97,4 +97,5 @@ export const fetchOnce = (url: URL, options: FetchOnceOptions): Promise<FetchAns
         fail(error);
       }
     });
+    request.end();
   });
