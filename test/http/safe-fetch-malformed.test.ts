@@ -54,6 +54,9 @@ beforeAll(async () => {
     },
     "/bad-chunk-size": (s) => s.end(`${ok(["transfer-encoding: chunked"])}zz\r\nabc\r\n0\r\n\r\n`),
     "/chunks-cut-short": (s) => s.end(`${ok(["transfer-encoding: chunked"])}3\r\nabc\r\n`),
+    "/header-overflow": (s) => s.end(`${ok([`x-big: ${"a".repeat(100_000)}`, "content-length: 3"])}abc`),
+    "/switching-protocols": (s) => s.end(head(["HTTP/1.1 101 Switching Protocols", "upgrade: websocket", "connection: upgrade"])),
+    "/status-999": (s) => s.end(`${head(["HTTP/1.1 999 Whatever", "content-length: 3"])}abc`),
     "/never-ends": (s) => s.write(`${ok(["content-length: 100000"])}abc`),
     "/hang-up": (s) => s.end(),
     "/reset-before-answer": (s) => s.resetAndDestroy(),
@@ -116,6 +119,7 @@ describe("safeFetch against broken HTTP", () => {
     { what: "two different Content-Lengths", path: "/two-content-lengths" },
     { what: "more bytes than its Content-Length", path: "/longer-than-declared" },
     { what: "a bad chunk size", path: "/bad-chunk-size" },
+    { what: "100 kB of headers", path: "/header-overflow" },
   ])("when a server sends $what, then the fetch rejects as malformed, not retryable", async ({ path }) => {
     const error = await rejection(safeFetch(raw.url(path), options()));
     expect(error).toMatchObject({ kind: "malformed", retryable: false, publicReason: "the server's answer was malformed" });
@@ -140,6 +144,15 @@ describe("safeFetch against broken HTTP", () => {
   ])("when a server $what, then the fetch rejects as interrupted, retryable", async ({ path }) => {
     const error = await rejection(safeFetch(raw.url(path), options()));
     expect(error).toMatchObject({ kind: "interrupted", retryable: true, publicReason: "the connection was cut before the answer was complete" });
+  });
+
+  it("when a server answers 101 Switching Protocols to a plain GET, then the fetch rejects as malformed at once", async () => {
+    const error = await rejection(safeFetch(raw.url("/switching-protocols"), options({ timeoutMs: 5_000, totalTimeoutMs: 10_000 })));
+    expect(error).toMatchObject({ kind: "malformed", retryable: false });
+  });
+
+  it("when a server answers a status outside HTTP's (999), then the fetch rejects as http_status, not retryable", async () => {
+    expect(await rejection(safeFetch(raw.url("/status-999"), options()))).toMatchObject({ kind: "http_status", status: 999, retryable: false, publicReason: "HTTP 999" });
   });
 
   it("when a server sends part of the body and then nothing, then the fetch ends at the idle timeout, retryable", async () => {

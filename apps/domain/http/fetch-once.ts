@@ -55,6 +55,12 @@ export const fetchOnce = (url: URL, options: FetchOnceOptions): Promise<FetchAns
       const reason = `timed out after ${secondsText(options.idleMs)} without data`;
       fail(new SafeFetchError("timeout", `${reason} from ${url.host} (${phase})`, { publicReason: reason }));
     });
+    // A 101 to a plain GET: without this listener node:http drops the socket without a word, and
+    // only the total deadline would end the wait.
+    request.on("upgrade", (_response, socket) => {
+      socket.destroy();
+      fail(new SafeFetchError("malformed", `${url.host} answered 101 Switching Protocols`, { publicReason: publicReasons.malformed }));
+    });
     if (options.signal.aborted) return onAbort();
     options.signal.addEventListener("abort", onAbort, { once: true });
 
