@@ -50,7 +50,13 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const body = (image: string) => ({ image, up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1 });
+const body = (image: string) => ({
+  image,
+  up_expansion_ratio: 0.1,
+  down_expansion_ratio: 0.1,
+  left_expansion_ratio: 0.1,
+  right_expansion_ratio: 0.1,
+});
 
 const submit = async (key: string, image: string): Promise<string> => {
   const answer = await call(stack.api.url, "POST", "/v1/tasks", { key, body: body(image) });
@@ -59,7 +65,7 @@ const submit = async (key: string, image: string): Promise<string> => {
 };
 
 describe("image hosts that answer badly", () => {
-  it("when one task's image URL answers a malformed redirect while another is submitted with it, then the first fails with a clear reason, the second succeeds, and the worker goes on", async () => {
+  it("when one task's image URL answers a malformed redirect beside another task, then it fails with a clear reason, the other succeeds and the worker goes on", async () => {
     const { key } = await stack.newAccount();
     const [badId, goodId] = await Promise.all([submit(key, hostileUrl("/moved.png")), submit(key, files.url("/photo.png"))]);
     const [bad, good] = await Promise.all([

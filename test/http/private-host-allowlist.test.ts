@@ -58,7 +58,8 @@ describe("ALLOWED_PRIVATE_HOSTS", () => {
   );
 
   it("when a host:port is allowed, then only that port of that host is, with http and https default ports", () => {
-    const { ALLOWED_PRIVATE_HOSTS: allowed } = parseWorkerConfig({ ALLOWED_PRIVATE_HOSTS: "api.internal:3000,files.internal,[::1]:443,127.0.0.1:80" });
+    const env = { ALLOWED_PRIVATE_HOSTS: "api.internal:3000,files.internal,[::1]:443,127.0.0.1:80" };
+    const { ALLOWED_PRIVATE_HOSTS: allowed } = parseWorkerConfig(env);
     expect(isPrivateHostAllowed("http://api.internal:3000/x", allowed)).toBe(true);
     expect(isPrivateHostAllowed("http://API.internal:3000/x", allowed)).toBe(true);
     expect(isPrivateHostAllowed("http://api.internal:3001/x", allowed)).toBe(false);

@@ -152,7 +152,8 @@ describe("safeFetch against broken HTTP", () => {
   });
 
   it("when a server answers a status outside HTTP's (999), then the fetch rejects as http_status, not retryable", async () => {
-    expect(await rejection(safeFetch(raw.url("/status-999"), options()))).toMatchObject({ kind: "http_status", status: 999, retryable: false, publicReason: "HTTP 999" });
+    const error = await rejection(safeFetch(raw.url("/status-999"), options()));
+    expect(error).toMatchObject({ kind: "http_status", status: 999, retryable: false, publicReason: "HTTP 999" });
   });
 
   it("when a server sends part of the body and then nothing, then the fetch ends at the idle timeout, retryable", async () => {

@@ -54,12 +54,14 @@ describe("safeFetch over https", () => {
   });
 
   it("when the server's certificate is self-signed, then the fetch rejects as tls, not retryable", async () => {
-    const error = await rejection(safeFetch(`https://images.test:${port}/x.png`, options({ allowedPrivateHosts: [parseAllowedPrivateHost(`images.test:${port}`)!] })));
+    const allowedPrivateHosts = [parseAllowedPrivateHost(`images.test:${port}`)!];
+    const error = await rejection(safeFetch(`https://images.test:${port}/x.png`, options({ allowedPrivateHosts })));
     expect(error).toMatchObject({ kind: "tls", retryable: false, publicReason: "the server's TLS certificate or handshake was refused" });
   });
 
   it("when an https URL points at a plain-HTTP server, then the handshake fails as tls, not retryable", async () => {
-    const error = await rejection(safeFetch(`https://images.test:${plain.port}/x.png`, options({ allowedPrivateHosts: [parseAllowedPrivateHost("images.test")!] })));
+    const allowedPrivateHosts = [parseAllowedPrivateHost("images.test")!];
+    const error = await rejection(safeFetch(`https://images.test:${plain.port}/x.png`, options({ allowedPrivateHosts })));
     expect(error).toMatchObject({ kind: "tls", retryable: false });
   });
 });

@@ -72,8 +72,8 @@ export const guardedLookup =
         const list = found.filter((a) => family === 0 || a.family === family);
         const first = list[0];
         if (!first) {
-          const error = new SafeFetchError("unresolved", `${hostname} has no address of family ${family}`, { publicReason: publicReasons.nameNotPublic });
-          return callback(error, "", 0);
+          const detail = `${hostname} has no address of family ${family}`;
+          return callback(new SafeFetchError("unresolved", detail, { publicReason: publicReasons.nameNotPublic }), "", 0);
         }
         if (options.all) return callback(null, list);
         callback(null, first.address, first.family);

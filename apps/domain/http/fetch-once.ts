@@ -59,7 +59,8 @@ export const fetchOnce = (url: URL, options: FetchOnceOptions): Promise<FetchAns
     // only the total deadline would end the wait.
     request.on("upgrade", (_response, socket) => {
       socket.destroy();
-      fail(new SafeFetchError("malformed", `${url.host} answered 101 Switching Protocols`, { publicReason: publicReasons.malformed }));
+      const detail = `${url.host} answered 101 Switching Protocols`;
+      fail(new SafeFetchError("malformed", detail, { publicReason: publicReasons.malformed }));
     });
     if (options.signal.aborted) return onAbort();
     options.signal.addEventListener("abort", onAbort, { once: true });
@@ -72,13 +73,14 @@ export const fetchOnce = (url: URL, options: FetchOnceOptions): Promise<FetchAns
         if (options.isRedirect(status)) return finish({ answer: { kind: "redirect", status, location: response.headers.location } });
         if (status !== 200) {
           const retryAfterMs = parseRetryAfter(response.headers["retry-after"]);
-          return fail(new SafeFetchError("http_status", `HTTP ${status} from ${url.host}`, { publicReason: `HTTP ${status}`, status, retryAfterMs }));
+          const publicReason = `HTTP ${status}`;
+          return fail(new SafeFetchError("http_status", `${publicReason} from ${url.host}`, { publicReason, status, retryAfterMs }));
         }
         const encoding = response.headers["content-encoding"]?.trim().toLowerCase();
         if (encoding && encoding !== "identity") {
-          return fail(new SafeFetchError("malformed", `${url.host} answered with content-encoding ${JSON.stringify(encoding.slice(0, 50))}, which we did not accept`, {
-            publicReason: "the server sent a compressed (content-encoded) answer, which is not accepted",
-          }));
+          const detail = `${url.host} answered with content-encoding ${JSON.stringify(encoding.slice(0, 50))}, which we did not accept`;
+          const publicReason = "the server sent a compressed (content-encoded) answer, which is not accepted";
+          return fail(new SafeFetchError("malformed", detail, { publicReason }));
         }
         const tooLarge = (size: string) =>
           new SafeFetchError("too_large", `${url.host} sent ${size}; the limit is ${options.maxBytes} bytes`, {
@@ -90,14 +92,17 @@ export const fetchOnce = (url: URL, options: FetchOnceOptions): Promise<FetchAns
         let size = 0;
         response.on("data", (chunk: Buffer) => {
           size += chunk.length;
-          if (size > options.maxBytes) return fail(tooLarge(`more than ${size - chunk.length} bytes`));
+          if (size > options.maxBytes) return fail(tooLarge(`more than ${options.maxBytes} bytes`));
           chunks.push(chunk);
         });
         response.on("end", () => {
           // node:http ends a body early only with an error, but 'end' without completion would be a
           // truncated image: never hand that on.
-          if (!response.complete) return fail(new SafeFetchError("interrupted", `body from ${url.host} ended early`, { publicReason: publicReasons.interrupted }));
-          finish({ answer: { kind: "body", body: { body: Buffer.concat(chunks), contentType: response.headers["content-type"] } } });
+          if (!response.complete) {
+            return fail(new SafeFetchError("interrupted", `body from ${url.host} ended early`, { publicReason: publicReasons.interrupted }));
+          }
+          const body = { body: Buffer.concat(chunks), contentType: response.headers["content-type"] };
+          finish({ answer: { kind: "body", body } });
         });
       } catch (error) {
         fail(error);

@@ -14,7 +14,8 @@ export type SafeFetchErrorKind =
 const retryableKinds = new Set<SafeFetchErrorKind>(["unreachable", "interrupted", "timeout"]);
 
 // 408, 425 and 429 say "not now", as do 5xx; every other 4xx will be the same on the next try.
-export const isRetryableStatus = (status: number): boolean => (status >= 500 && status <= 599) || status === 408 || status === 425 || status === 429;
+export const isRetryableStatus = (status: number): boolean =>
+  (status >= 500 && status <= 599) || status === 408 || status === 425 || status === 429;
 
 export type SafeFetchErrorDetails = {
   // Safe to show the caller: never a resolved address, an internal name or a port probe result.

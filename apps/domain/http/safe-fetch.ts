@@ -41,7 +41,8 @@ export const safeFetch = async (rawUrl: string, options: SafeFetchOptions): Prom
   const deadline = new AbortController();
   const timer = setTimeout(() => {
     const reason = `timed out after ${secondsText(totalMs)}`;
-    deadline.abort(new SafeFetchError("timeout", `${reason} (total deadline) fetching ${rawUrl.slice(0, 200)}`, { publicReason: reason }));
+    const detail = `${reason} (total deadline) fetching ${rawUrl.slice(0, 200)}`;
+    deadline.abort(new SafeFetchError("timeout", detail, { publicReason: reason }));
   }, totalMs);
   try {
     let url = parseHttpUrl(rawUrl, "invalid_url");
@@ -60,7 +61,9 @@ export const safeFetch = async (rawUrl: string, options: SafeFetchOptions): Prom
       if (answer.kind === "body") return { ...answer.body, finalUrl: url.toString() };
       const badRedirect = (detail: string, publicReason: string = publicReasons.badRedirect) =>
         new SafeFetchError("bad_redirect", `${detail} (from ${url.host})`, { publicReason });
-      if (!answer.location) throw badRedirect(`HTTP ${answer.status} without a Location`, "the server answered a redirect without a target");
+      if (!answer.location) {
+        throw badRedirect(`HTTP ${answer.status} without a Location`, "the server answered a redirect without a target");
+      }
       const next = parseHttpUrl(answer.location, "bad_redirect", url);
       if (seen.has(next.href)) throw badRedirect(`redirect loop at ${next.href}`, "the server's redirects loop");
       if (redirects >= maxRedirects) throw badRedirect(`more than ${maxRedirects} redirects`, `more than ${maxRedirects} redirects`);
