@@ -64,12 +64,13 @@ const resolvePublic = async (hostname: string, resolver: Resolver): Promise<read
 export const guardedLookup =
   (url: URL, allowed: readonly AllowedPrivateHost[], resolver: Resolver): net.LookupFunction =>
   (hostname, options, callback) => {
-    const allowPrivate = isPrivateHostAllowed(url, allowed);
-    const resolve = allowPrivate ? resolver(hostname) : resolvePublic(hostname, resolver);
-    resolve.then(
+    // async: a resolver that throws synchronously still ends up in the callback, not out of net.
+    const resolve = async () =>
+      isPrivateHostAllowed(url, allowed) ? await resolver(hostname) : await resolvePublic(hostname, resolver);
+    resolve().then(
       (found) => {
         const family = options.family === 4 || options.family === 6 ? options.family : 0;
-        const list = found.filter((a) => family === 0 || a.family === family);
+        const list = found.filter((a) => net.isIP(a.address) !== 0 && (family === 0 || a.family === family));
         const first = list[0];
         if (!first) {
           const detail = `${hostname} has no address of family ${family}`;
