@@ -37,7 +37,10 @@ export const workerEnvSchema = z.object({
   PROVIDER_CALLBACK_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
   // How often each worker checks that Redis still holds our state (a restart empties it).
   REDIS_WATCHDOG_MS: envPositiveMs.default(2_000),
-  IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(20_000),
+  // Image downloads (callers' sources, provider results): no byte for IMAGE_FETCH_TIMEOUT_MS, or
+  // the whole download (redirects included) past IMAGE_FETCH_TOTAL_TIMEOUT_MS, ends the try.
+  IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(10_000),
+  IMAGE_FETCH_TOTAL_TIMEOUT_MS: envPositiveMs.default(30_000),
   RESULT_MAX_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
   ARCHIVE_DIMENSION_CHECK: z.enum(["exact", "aspect"]).default("exact"),
 });

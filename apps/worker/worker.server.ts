@@ -92,7 +92,11 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
       retryBaseMs: config.SUBMIT_RETRY_BASE_MS,
       retryMaxMs: config.SUBMIT_RETRY_MAX_MS,
-      imageFetch: { timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS, allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS },
+      imageFetch: {
+        timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
+        totalTimeoutMs: config.IMAGE_FETCH_TOTAL_TIMEOUT_MS,
+        allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS,
+      },
     }),
     config.SUBMIT_CONCURRENCY,
   );
@@ -105,6 +109,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       storage,
       fetch: {
         timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
+        totalTimeoutMs: config.IMAGE_FETCH_TOTAL_TIMEOUT_MS,
         maxBytes: config.RESULT_MAX_BYTES,
         allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS,
       },

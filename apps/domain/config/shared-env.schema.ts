@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { defaultDatabaseUrl, defaultRedisUrl } from "./defaults.ts";
+import { allowedPrivateHostEntry } from "../http/private-host-allowlist.ts";
 import { envCommaList } from "./parse-env.ts";
 
 // Fragments that several apps' env schemas are built from; each app still parses its own schema once.
@@ -22,6 +23,7 @@ export const loggingEnv = {
 };
 
 export const outboundFetchEnv = {
-  // Hosts that may resolve to private or loopback addresses (the local simulator, for one).
-  ALLOWED_PRIVATE_HOSTS: envCommaList.default([]),
+  // Hosts that may resolve to private or loopback addresses (the local simulator, for one): `host`
+  // allows every port on it, `host:port` or `[v6]:port` only that port. A bad entry stops the boot.
+  ALLOWED_PRIVATE_HOSTS: envCommaList.pipe(z.array(allowedPrivateHostEntry)).default([]),
 };

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import sharp from "sharp";
 import type { Db } from "../db/database.ts";
 import { expandedSize } from "../expand-request/expand-limits.ts";
-import { safeFetch } from "../http/safe-fetch.ts";
+import { SafeFetchError, safeFetch, type SafeFetchOptions } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
 import { taskImageKey, type ObjectStorage } from "../storage/local-storage.ts";
 import { failTask, type TaskEndDeps } from "./fail-task.ts";
@@ -14,7 +14,7 @@ export type ArchiveTaskDeps = TaskEndDeps & {
   db: Db;
   logger: Logger;
   storage: ObjectStorage;
-  fetch: { timeoutMs: number; maxBytes: number; allowedPrivateHosts: readonly string[] };
+  fetch: SafeFetchOptions;
   // `exact`: each side within 1 px of the requested expansion. `aspect`: the provider may rescale
   // (UNCONFIRMED for Kling), so only the aspect ratio must match, within 1%.
   dimensionCheck: "exact" | "aspect";
@@ -41,7 +41,13 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
 
   for (const image of task.images) {
     if (image.storageKey) continue;
-    const fetched = await safeFetch(image.providerUrl, deps.fetch);
+    const fetched = await safeFetch(image.providerUrl, deps.fetch).catch((error: unknown) => {
+      // A download that cannot pass on a retry fails the task now; the others go back to the job.
+      if (!(error instanceof SafeFetchError) || error.retryable) throw error;
+      deps.logger.warn({ err: error, taskId }, "result image fetch failed");
+      return error;
+    });
+    if (fetched instanceof SafeFetchError) return fail(`result image ${image.index}: ${fetched.publicReason}`);
     let width: number | undefined;
     let height: number | undefined;
     let format: string | undefined;

@@ -1,6 +1,6 @@
 import { expandLimits } from "../expand-request/expand-limits.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
-import { SafeFetchError, safeFetch } from "../http/safe-fetch.ts";
+import { SafeFetchError, safeFetch, type SafeFetchOptions } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { GateState, ProviderGate } from "../provider-capacity/provider-gate.ts";
 import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
@@ -27,7 +27,7 @@ export type SubmitTaskDeps = ApplyReportDeps & {
   retryMaxMs: number;
   // How long one job run waits in place for a free slot before it goes back to the queue.
   slotWaitMs: number;
-  imageFetch: { timeoutMs: number; allowedPrivateHosts: readonly string[] };
+  imageFetch: Pick<SafeFetchOptions, "timeoutMs" | "totalTimeoutMs" | "allowedPrivateHosts">;
 };
 
 export type SubmitOutcome =
@@ -67,7 +67,7 @@ export const submitTask = async (
       await failTask(deps, taskId, "worker", { class: "invalid_image", message: `image: ${checked.reason}` });
       return { kind: "failed" };
     }
-    if (checked.kind === "transient") return spendRetry(deps, taskId, checked.reason);
+    if (checked.kind === "transient") return spendRetry(deps, taskId, `image: ${checked.reason}`, checked.retryAfterMs);
     await recordSourceSize(deps.db, taskId, checked);
   }
 
@@ -231,21 +231,20 @@ const spendRetry = async (deps: SubmitTaskDeps, taskId: string, reason: string, 
 type UrlImageCheck =
   | { kind: "ok"; width: number; height: number }
   | { kind: "invalid"; reason: string }
-  | { kind: "transient"; reason: string };
+  | { kind: "transient"; reason: string; retryAfterMs: number | undefined };
 
 // URL images are checked before submission so that a bad one fails with our reason, for free.
 const checkUrlImage = async (deps: SubmitTaskDeps, url: string): Promise<UrlImageCheck> => {
   try {
-    const fetched = await safeFetch(url, {
-      maxBytes: expandLimits.maxImageBytes,
-      timeoutMs: deps.imageFetch.timeoutMs,
-      allowedPrivateHosts: deps.imageFetch.allowedPrivateHosts,
-    });
+    const fetched = await safeFetch(url, { ...deps.imageFetch, maxBytes: expandLimits.maxImageBytes });
     const check = await inspectSourceImage(fetched.body);
     return check.ok ? { kind: "ok", width: check.info.width, height: check.info.height } : { kind: "invalid", reason: check.reason };
   } catch (error) {
     if (!(error instanceof SafeFetchError)) throw error;
-    const transient = error.kind === "timeout" || error.kind === "network" || /HTTP (5\d\d|429)/.test(error.message);
-    return transient ? { kind: "transient", reason: error.message } : { kind: "invalid", reason: error.message };
+    // The task (which the caller reads) gets the public reason; the detail is for the logs only.
+    deps.logger.warn({ err: error, retryable: error.retryable }, "source image fetch failed");
+    return error.retryable
+      ? { kind: "transient", reason: error.publicReason, retryAfterMs: error.retryAfterMs }
+      : { kind: "invalid", reason: error.publicReason };
   }
 };
