@@ -3,7 +3,7 @@ import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
-import { databaseEnv, loggingEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
+import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
 
@@ -16,6 +16,8 @@ export const apiEnvSchema = z
     ...lifecycleEnv,
     ...providerControlEnv,
     ...secretsEnv,
+    // callback_url destinations follow the same address rules as image URLs.
+    ...outboundFetchEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),

@@ -8,6 +8,7 @@ import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
+import { checkUrlAddress } from "../domain/http/safe-fetch.ts";
 import { createLogger } from "../domain/logging/logger.ts";
 import { createProducerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
@@ -90,6 +91,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
       enqueueSubmit: (task) => viaRedis(async () => queues.enqueue("submit", { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
       withdrawSubmit: (taskId) => queues.withdraw("submit", taskId),
       stallRecheckMs: timing.stallRecheckMs,
+      checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
     },
     callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
     providerControls: provider,

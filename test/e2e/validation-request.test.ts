@@ -217,10 +217,21 @@ describe("callback_url, external_task_id, watermark_info", () => {
     await expectRejected(await submit(body({ callback_url })), "callback_url", /http\(s\) URL|string/);
   });
 
-  it("when callback_url is https://example.com/hook, then it is accepted and kept", async () => {
-    const sent = await submit(body({ callback_url: "https://example.com/hook" }));
+  // A literal public address: this machine has no DNS for public names.
+  it.each([
+    { url: "http://127.0.0.1:9/hook", reason: /public/ },
+    { url: "http://[::7f00:1]/hook", reason: /public/ },
+    { url: "http://10.1.2.3/hook", reason: /public/ },
+    { url: "http://localhost:3000/hook", reason: /public/ },
+    { url: "http://no-such-host.invalid/hook", reason: /does not resolve to a public address/ },
+  ])("when callback_url is $url, then it is refused by the same address rules as image URLs", async ({ url, reason }) => {
+    await expectRejected(await submit(body({ callback_url: url })), "callback_url", reason);
+  });
+
+  it("when callback_url is a public https URL, then it is accepted and kept", async () => {
+    const sent = await submit(body({ callback_url: "https://93.184.215.14/hook" }));
     await expectAccepted(sent);
-    expect(sent.answer.body.callback_url).toBe("https://example.com/hook");
+    expect(sent.answer.body.callback_url).toBe("https://93.184.215.14/hook");
   });
 
   it.each([

@@ -5,6 +5,7 @@ import { AppError, validationError } from "../errors/app-error.ts";
 import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation } from "../errors/dependency-errors.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
+import { SafeFetchError } from "../http/safe-fetch.ts";
 import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
 
 export type AcceptTaskDeps = {
@@ -17,6 +18,9 @@ export type AcceptTaskDeps = {
   // without a task anyway).
   withdrawSubmit: (taskId: string) => Promise<void>;
   stallRecheckMs: number;
+  // The same address rules as image URLs (public http(s) only, unless ALLOWED_PRIVATE_HOSTS names
+  // the host and port): rejects with a SafeFetchError.
+  checkCallbackUrl: (url: string) => Promise<void>;
 };
 
 export type AcceptedTask = { task: Task; replayed: boolean };
@@ -39,6 +43,7 @@ const requestHashOf = (request: ExpandRequest) =>
 export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, request: ExpandRequest): Promise<AcceptedTask> => {
   const requestHash = requestHashOf(request);
   if (request.externalTaskId) await refuseAmbiguousExternalId(deps.db, accountId, request.externalTaskId);
+  if (request.callbackUrl) await refuseUnreachableCallbackUrl(deps, request.callbackUrl);
   const taskId = uuidv7();
   let inline: { key: string; width: number; height: number } | undefined;
   if (request.image.kind === "base64") {
@@ -118,6 +123,18 @@ const replayOrConflict = async (db: Db, accountId: string, externalTaskId: strin
   throw new AppError("conflict", `external_task_id '${externalTaskId}' already names another request of this account`, {
     violations: [{ field: "external_task_id", message: "already used by another task of this account with a different request" }],
   });
+};
+
+// Checked again when a callback is delivered (at connect time); here only what will surely fail is
+// refused: a private or loopback destination, a name that does not resolve. A DNS hiccup passes.
+const refuseUnreachableCallbackUrl = async (deps: AcceptTaskDeps, url: string) => {
+  try {
+    await deps.checkCallbackUrl(url);
+  } catch (error) {
+    if (error instanceof SafeFetchError && !error.retryable) {
+      throw validationError([{ field: "callback_url", message: error.publicReason }]);
+    }
+  }
 };
 
 // GET .../{id} takes a task id or an external_task_id: one equal to another task's id would make

@@ -2,6 +2,7 @@ import type { Job } from "bullmq";
 import { withLogContext } from "../../domain/logging/logger.ts";
 import { jobCatalog } from "../../domain/queues/job-catalog.ts";
 import { archiveTask, type ArchiveTaskDeps } from "../../domain/task/archive-task.ts";
+import { SafeFetchError } from "../../domain/http/safe-fetch.ts";
 import { failTask } from "../../domain/task/fail-task.ts";
 
 export const archiveTaskProcessor = (deps: ArchiveTaskDeps) => async (job: Job) => {
@@ -14,7 +15,8 @@ export const archiveTaskProcessor = (deps: ArchiveTaskDeps) => async (job: Job) 
       if (lastAttempt) {
         await failTask(deps, taskId, "worker", {
           class: "archive_failed",
-          message: `result images could not be stored: ${(error as Error).message}`,
+          // Callers read this: a fetch error gives its public reason, never hosts or addresses.
+          message: `result images could not be stored: ${error instanceof SafeFetchError ? error.publicReason : "internal error"}`,
         });
       }
       throw error;
