@@ -88,8 +88,9 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     intake: {
       db,
       storage,
-      enqueueSubmit: (task) => viaRedis(async () => queues.enqueue("submit", { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
-      withdrawSubmit: (taskId) => queues.withdraw("submit", taskId),
+      enqueueFirstJob: (task) =>
+        viaRedis(async () => queues.enqueue(task.stage, { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
+      withdrawFirstJob: (task) => queues.withdraw(task.stage, task.id),
       stallRecheckMs: timing.stallRecheckMs,
       checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
     },

@@ -18,6 +18,10 @@ export const workerEnvSchema = z.object({
   // The API's address as the provider sees it: callback URLs are built on it.
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),
+  // Source image downloads run in their own stage, so slow image hosts never hold submissions; one
+  // account may use at most SOURCE_ACCOUNT_CONCURRENCY of a process's downloads at once.
+  SOURCE_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(32),
+  SOURCE_ACCOUNT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(8),
   ARCHIVE_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(4),
   SUBMIT_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(8),
   SUBMIT_RETRY_BASE_MS: envPositiveMs.default(1_000),

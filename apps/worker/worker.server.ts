@@ -11,11 +11,14 @@ import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
+import { checkSourceProcessor, createDownloadShares } from "./processors/check-source.processor.ts";
 import { reconcileProcessor } from "./processors/reconcile.processor.ts";
 import { submitTaskProcessor } from "./processors/submit-task.processor.ts";
 import { startRedisWatchdog } from "./redis-watchdog.ts";
 import { failTask } from "../domain/task/fail-task.ts";
 import type { WorkerConfig } from "./worker.config.ts";
+
+type StageKind = "source" | "submit" | "archive";
 
 export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 
@@ -47,7 +50,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   // A job that ended (failed for good, or completed while its task still waits) is re-run; one that
   // is waiting, delayed or active is left alone. One that BullMQ failed because it kept taking its
   // worker down (stalled past JOB_MAX_CRASHES) is a poison message: its task fails instead.
-  const redriveJob = async (kind: "submit" | "archive", taskId: string) => {
+  const redriveJob = async (kind: StageKind, taskId: string, priority?: number) => {
     const job = await queues.queue(kind).getJob(taskId);
     const state = job ? await job.getState() : "missing";
     if (job && state === "failed" && /stalled more than allowable limit/i.test(job.failedReason ?? "")) {
@@ -60,8 +63,9 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     }
     if (job && state === "failed") return job.retry();
     if (job && state === "completed") await job.remove();
-    if (!job || state === "completed" || state === "unknown") await queues.enqueue(kind, { taskId });
+    if (!job || state === "completed" || state === "unknown") await queues.enqueue(kind, { taskId }, { priority });
   };
+  const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
 
   const workers: Worker[] = [];
   const run = (kind: JobKind, processor: Processor, concurrency: number) => {
@@ -92,13 +96,29 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
       retryBaseMs: config.SUBMIT_RETRY_BASE_MS,
       retryMaxMs: config.SUBMIT_RETRY_MAX_MS,
+      enqueueSourceCheck: (taskId, priority) => redriveJob("source", taskId, priority),
+    }),
+    config.SUBMIT_CONCURRENCY,
+  );
+  run(
+    "source",
+    checkSourceProcessor({
+      db,
+      logger,
+      releaseSlots: reports.releaseSlots,
       imageFetch: {
         timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
         totalTimeoutMs: config.IMAGE_FETCH_TOTAL_TIMEOUT_MS,
         allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS,
       },
+      maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
+      retryBaseMs: config.SUBMIT_RETRY_BASE_MS,
+      retryMaxMs: config.SUBMIT_RETRY_MAX_MS,
+      startDownload: createDownloadShares(config.SOURCE_ACCOUNT_CONCURRENCY),
+      // The submit job keeps the place in line the task got at intake.
+      enqueueSubmit: async (task, priority) => redriveJob("submit", task.id, priority ?? (await fairPriority.next(task.accountId))),
     }),
-    config.SUBMIT_CONCURRENCY,
+    config.SOURCE_CONCURRENCY,
   );
   run(
     "archive",
@@ -127,7 +147,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       taskDeadlineMs: config.TASK_DEADLINE_MS,
       redriveJob,
       batchSize: 200,
-      fairPriority: createFairPriority(redis, config.QUEUE_PREFIX),
+      fairPriority,
       callbackRetentionDays: config.PROVIDER_CALLBACK_RETENTION_DAYS,
     }),
     1,

@@ -18,7 +18,7 @@ const storedImages = (task: TaskWithImages) =>
 export const statusMessage = (task: Task): string => {
   switch (task.status) {
     case "queued":
-      return task.waitReason ?? "waiting to be submitted";
+      return task.waitReason ?? (task.imageUrl && task.sourceWidth === null ? "downloading and checking the source image" : "waiting to be submitted");
     case "submitting":
       return task.waitReason ?? (task.attempts > 1 ? `submitting (attempt ${task.attempts})` : "submitting to the provider");
     case "submitted":

@@ -6,6 +6,18 @@ const taskRef = z.object({ taskId: z.uuid() });
 // Every queue's job name, payload schema and options in one place: producers and processors import
 // the same entry, so a payload can't drift between them. Jobs carry ids; Postgres holds the state.
 export const jobCatalog = {
+  // A URL image is downloaded and checked before its task is submitted (check-source-image.ts).
+  source: {
+    queue: "source",
+    name: "check-source-image",
+    payload: taskRef,
+    options: {
+      attempts: 8,
+      backoff: { type: "exponential", delay: 1_000 },
+      removeOnComplete: { count: 1_000 },
+      removeOnFail: { count: 10_000 },
+    } satisfies JobsOptions,
+  },
   submit: {
     queue: "submit",
     name: "submit-task",

@@ -11,12 +11,13 @@ import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts"
 export type AcceptTaskDeps = {
   db: Db;
   storage: ObjectStorage;
-  // Adds the task's submit job with the account's fair priority. Must throw (an AppError 503) when
-  // the queue cannot take it: nothing is then written.
-  enqueueSubmit: (task: { id: string; accountId: string }) => Promise<void>;
+  // Adds the task's first job with the account's fair priority: the source check for a URL image,
+  // else the submission. Must throw (an AppError 503) when the queue cannot take it: nothing is then
+  // written.
+  enqueueFirstJob: (task: { id: string; accountId: string; stage: "source" | "submit" }) => Promise<void>;
   // Takes back a job whose task was not written after all (best effort: the processor drops a job
   // without a task anyway).
-  withdrawSubmit: (taskId: string) => Promise<void>;
+  withdrawFirstJob: (task: { id: string; stage: "source" | "submit" }) => Promise<void>;
   stallRecheckMs: number;
   // The same address rules as image URLs (public http(s) only, unless ALLOWED_PRIVATE_HOSTS names
   // the host and port): rejects with a SafeFetchError.
@@ -53,10 +54,11 @@ export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, reques
     inline = { key: sourceImageKey(taskId, check.info.format), width: check.info.width, height: check.info.height };
     await deps.storage.put(inline.key, bytes);
   }
+  const stage = request.image.kind === "url" ? "source" : "submit";
   const forget = () => (inline ? deps.storage.remove(inline.key).catch(() => undefined) : undefined);
 
   try {
-    await deps.enqueueSubmit({ id: taskId, accountId });
+    await deps.enqueueFirstJob({ id: taskId, accountId, stage });
   } catch (error) {
     await forget();
     throw error;
@@ -104,7 +106,7 @@ export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, reques
     // A statement that timed out may still commit: keep its job and image then (the sweeper or the
     // processor's grace settles either way), and tell the caller how to learn the outcome.
     if (isDatabaseUnavailable(error)) throw databaseUnavailable(error, "unknown");
-    await Promise.all([deps.withdrawSubmit(taskId).catch(() => undefined), forget()]);
+    await Promise.all([deps.withdrawFirstJob({ id: taskId, stage }).catch(() => undefined), forget()]);
     if (isUniqueViolation(error) && request.externalTaskId) return replayOrConflict(deps.db, accountId, request.externalTaskId, requestHash);
     throw error;
   }

@@ -19,7 +19,7 @@ export type ReconcileDeps = ApplyReportDeps & {
   // A task in flight longer than this (since submission) fails with a timeout reason.
   taskDeadlineMs: number;
   // Re-drives a task's job: adds it when missing, retries it when it ended failed.
-  redriveJob: (kind: "submit" | "archive", taskId: string) => Promise<void>;
+  redriveJob: (kind: "source" | "submit" | "archive", taskId: string) => Promise<void>;
   batchSize: number;
 };
 
@@ -33,6 +33,9 @@ export const resyncFairPriority = async (deps: Pick<ReconcileDeps, "db">, fairPr
     .execute();
   await fairPriority.resync(new Map(rows.map((r) => [r.accountId, Number(r.queued)])));
 };
+
+// A URL image not yet checked goes through the source stage before it can be submitted.
+export const needsSourceCheck = (task: Pick<Task, "imageUrl" | "sourceWidth">) => task.imageUrl !== null && task.sourceWidth === null;
 
 export type ReconcileSummary = { polled: number; redriven: number; timedOut: number; slotsRepaired: number; errors: number };
 
@@ -70,7 +73,7 @@ export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSumm
         await pollTask(deps, task);
         summary.polled++;
       } else {
-        await deps.redriveJob(task.status === "archiving" ? "archive" : "submit", task.id);
+        await deps.redriveJob(task.status === "archiving" ? "archive" : needsSourceCheck(task) ? "source" : "submit", task.id);
         await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + deps.stallRecheckMs));
         summary.redriven++;
       }

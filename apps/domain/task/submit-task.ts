@@ -1,6 +1,3 @@
-import { expandLimits } from "../expand-request/expand-limits.ts";
-import { inspectSourceImage } from "../expand-request/source-image.ts";
-import { SafeFetchError, safeFetch, type SafeFetchOptions } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { GateState, ProviderGate } from "../provider-capacity/provider-gate.ts";
 import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
@@ -12,7 +9,7 @@ import { backoffWithJitter } from "./retry-policy.ts";
 import type { Task } from "../db/database.ts";
 import type { ObjectStorage } from "../storage/local-storage.ts";
 import { findTask } from "./task.repository.ts";
-import { markWaiting, recordSourceSize, spendTransientFailure } from "./task.store.ts";
+import { markWaiting, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 
 export type SubmitTaskDeps = ApplyReportDeps & {
@@ -27,7 +24,6 @@ export type SubmitTaskDeps = ApplyReportDeps & {
   retryMaxMs: number;
   // How long one job run waits in place for a free slot before it goes back to the queue.
   slotWaitMs: number;
-  imageFetch: Pick<SafeFetchOptions, "timeoutMs" | "totalTimeoutMs" | "allowedPrivateHosts">;
 };
 
 export type SubmitOutcome =
@@ -35,7 +31,8 @@ export type SubmitOutcome =
   // Waits for slots, rate limits, an open circuit or a paused account do not spend the retry
   // budget; only transient failures do (see spendRetry).
   | { kind: "retry_later"; delayMs: number; reason: string }
-  | { kind: "task_missing" };
+  | { kind: "task_missing" }
+  | { kind: "needs_source_check" };
 
 const RATE_LIMIT_CODES = new Set([1302, 1303]);
 
@@ -60,16 +57,9 @@ export const submitTask = async (
     return { kind: "failed" };
   }
 
-  // A URL image is checked once (its dimensions are then known), not on every run of the job.
-  if (task.imageUrl && task.sourceWidth === null) {
-    const checked = await checkUrlImage(deps, task.imageUrl);
-    if (checked.kind === "invalid") {
-      await failTask(deps, taskId, "worker", { class: "invalid_image", message: `image: ${checked.reason}` });
-      return { kind: "failed" };
-    }
-    if (checked.kind === "transient") return spendRetry(deps, taskId, `image: ${checked.reason}`, checked.retryAfterMs);
-    await recordSourceSize(deps.db, taskId, checked);
-  }
+  // A URL image is checked in its own stage first (check-source-image.ts); a job that got here
+  // without it (queued before that stage existed) is handed there.
+  if (task.imageUrl && task.sourceWidth === null) return { kind: "needs_source_check" };
 
   const gate = await deps.gate.check();
   if (!gate.allowed) {
@@ -226,25 +216,4 @@ const spendRetry = async (deps: SubmitTaskDeps, taskId: string, reason: string, 
   }
   const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(transientFailures, deps.retryBaseMs, deps.retryMaxMs));
   return { kind: "retry_later", delayMs, reason };
-};
-
-type UrlImageCheck =
-  | { kind: "ok"; width: number; height: number }
-  | { kind: "invalid"; reason: string }
-  | { kind: "transient"; reason: string; retryAfterMs: number | undefined };
-
-// URL images are checked before submission so that a bad one fails with our reason, for free.
-const checkUrlImage = async (deps: SubmitTaskDeps, url: string): Promise<UrlImageCheck> => {
-  try {
-    const fetched = await safeFetch(url, { ...deps.imageFetch, maxBytes: expandLimits.maxImageBytes });
-    const check = await inspectSourceImage(fetched.body);
-    return check.ok ? { kind: "ok", width: check.info.width, height: check.info.height } : { kind: "invalid", reason: check.reason };
-  } catch (error) {
-    if (!(error instanceof SafeFetchError)) throw error;
-    // The task (which the caller reads) gets the public reason; the detail is for the logs only.
-    deps.logger.warn({ err: error, retryable: error.retryable }, "source image fetch failed");
-    return error.retryable
-      ? { kind: "transient", reason: error.publicReason, retryAfterMs: error.retryAfterMs }
-      : { kind: "invalid", reason: error.publicReason };
-  }
 };

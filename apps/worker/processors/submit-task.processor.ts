@@ -13,7 +13,7 @@ const later = async (job: Job, token: string | undefined, delayMs: number): Prom
   throw new DelayedError();
 };
 
-export const submitTaskProcessor = (deps: SubmitTaskDeps) => async (job: Job, token?: string) => {
+export const submitTaskProcessor = (deps: SubmitTaskDeps & { enqueueSourceCheck: (taskId: string, priority?: number) => Promise<void> }) => async (job: Job, token?: string) => {
   const { taskId } = jobCatalog.submit.payload.parse(job.data);
   return withLogContext({ jobId: job.id, taskId }, async () => {
     const outcome = await submitTask(deps, taskId, { priority: job.opts.priority ?? 0 });
@@ -25,6 +25,9 @@ export const submitTaskProcessor = (deps: SubmitTaskDeps) => async (job: Job, to
         if (Date.now() - job.timestamp < UNCOMMITTED_GRACE_MS) return later(job, token, 200);
         deps.logger.warn("submit job without a task dropped");
         return { outcome: "dropped" };
+      case "needs_source_check":
+        await deps.enqueueSourceCheck(taskId, job.opts.priority);
+        return { outcome: outcome.kind };
       default:
         return { outcome: outcome.kind };
     }
