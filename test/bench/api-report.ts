@@ -22,7 +22,7 @@ const statusList = (statuses: Record<string, number>) =>
     .join(" ");
 
 export const formatTable = (rows: Row[]): string => {
-  const header = ["path", "conc", "ok/s", "p50 ms", "p99 ms", "non-2xx", "cpu api/bench", "raw baseline", "ops/s", "p50 ms", "p99 ms", "ratio"];
+  const header = ["path", "conc", "ok/s", "p50 ms", "p99 ms", "non-2xx", "cpu api/bench", "ok/api-core", "raw baseline", "ops/s", "p50 ms", "p99 ms", "ratio"];
   const cells = rows.map((row) => {
     const f = row.figures;
     const b = row.baseline?.figures;
@@ -34,6 +34,8 @@ export const formatTable = (rows: Row[]): string => {
       num(f.p99Ms),
       f.non2xx ? `${f.non2xx} <<< ${statusList(f.statuses)}` : "0",
       row.apiCores === undefined ? "-" : `${num(row.apiCores, 2)}/${num(row.benchCores, 2)}`,
+      // What one API core serves: steadier than ok/s when neighbours take CPU away.
+      row.apiCores ? num(f.perSecond / row.apiCores, 0) : "-",
       row.baseline?.name ?? "-",
       num(b?.perSecond),
       num(b?.p50Ms),
@@ -44,7 +46,7 @@ export const formatTable = (rows: Row[]): string => {
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (c: string[]) =>
     c
-      .map((v, i) => (i === 0 || i === 7 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!)))
+      .map((v, i) => (i === 0 || i === 8 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!)))
       .join("  ")
       .trimEnd();
   const out = [line(header), widths.map((w) => "-".repeat(w)).join("  ")];

@@ -7,6 +7,7 @@
 // concurrency, and prints the ratio. Then native status reads at a fixed rate of half the peak, for
 // the p99 there. It asserts nothing: it exits non-zero only when the run itself broke.
 // Run: `npm run bench:api` (see README, "Benchmark").
+import { availableParallelism, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
@@ -20,7 +21,7 @@ import { benchImageUrl, createBenchAccount, fillCallbackTasks, fillStatusTasks, 
 import { closedLoop, hammer, paced, type Figures } from "./api-load.ts";
 import { formatTable, ratioOf, type Row } from "./api-report.ts";
 import { startBenchStack, type BenchStack } from "./api-stack.ts";
-import { seeded } from "./bench-figures.ts";
+import { seeded, sleep } from "./bench-figures.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -39,6 +40,9 @@ type PhaseName = (typeof phaseNames)[number];
 const params = {
   seconds: num("BENCH_API_SECONDS", 8, 1),
   warmupSeconds: num("BENCH_API_WARMUP_SECONDS", 2),
+  // Once, before anything is measured: a fresh API process keeps speeding up for several seconds
+  // under load (JIT tiers, Prisma's WebAssembly query compiler among them).
+  startWarmupSeconds: num("BENCH_API_START_WARMUP_SECONDS", 6),
   tasks: Math.round(num("BENCH_API_TASKS", 4_000, 10)),
   seed: num("BENCH_SEED", 20_240_601),
   readConnections: Math.round(num("BENCH_API_READ_CONNECTIONS", 50, 1)),
@@ -68,6 +72,19 @@ type Ctx = {
 
 const pickFrom = <T>(random: () => number, items: T[]) => () => items[Math.floor(random() * items.length)]!;
 
+// When a window ends autocannon drops its connections, but the API still works through the requests
+// it had taken; the next measurement starts once it has gone quiet (or after 15 s regardless).
+const settle = async (ctx: Ctx) => {
+  const deadline = performance.now() + 15_000;
+  let before = await ctx.stack.apiCpuSeconds();
+  while (performance.now() < deadline) {
+    await sleep(250);
+    const now = await ctx.stack.apiCpuSeconds();
+    if (now - before < 0.25 * 0.05) return;
+    before = now;
+  }
+};
+
 // Cores busy in the API process and in this one (the load generator) over `work`.
 const measured = async (ctx: Ctx, work: () => Promise<Figures>) => {
   const apiCpu0 = await ctx.stack.apiCpuSeconds();
@@ -76,11 +93,9 @@ const measured = async (ctx: Ctx, work: () => Promise<Figures>) => {
   const figures = await work();
   const wall = (performance.now() - t0) / 1000;
   const benchCpu = process.cpuUsage(benchCpu0);
-  return {
-    figures,
-    apiCores: ((await ctx.stack.apiCpuSeconds()) - apiCpu0) / wall,
-    benchCores: (benchCpu.user + benchCpu.system) / 1e6 / wall,
-  };
+  const apiCores = ((await ctx.stack.apiCpuSeconds()) - apiCpu0) / wall;
+  await settle(ctx);
+  return { figures, apiCores, benchCores: (benchCpu.user + benchCpu.system) / 1e6 / wall };
 };
 
 const baseline = (concurrency: number, op: () => Promise<boolean>) =>
@@ -97,6 +112,24 @@ const dropTasksSince = async (ctx: Ctx, since: Date) => {
 
 // ---------------------------------------------------------------------------------------------
 // Phases
+
+// All three read routes in turn, unmeasured; reported only as a sign of life.
+const warmUpApi = async (ctx: Ctx, ids: string[], externalIds: string[]) => {
+  const pickId = pickFrom(ctx.random, ids);
+  const pickExternal = pickFrom(ctx.random, externalIds);
+  const paths = [() => `/v1/tasks/${pickId()}`, () => `/kling/v1/images/editing/expand/${pickId()}`, () => `/kling/v1/images/editing/expand/${pickExternal()}`];
+  let turn = 0;
+  const figures = await hammer({
+    url: ctx.stack.apiUrl,
+    connections: params.readConnections,
+    seconds: params.startWarmupSeconds,
+    warmupSeconds: 0,
+    headers: auth(ctx),
+    next: (request) => ({ ...request, path: paths[turn++ % paths.length]!() }),
+  });
+  await settle(ctx);
+  return figures;
+};
 
 const readPhase = async (ctx: Ctx, ids: string[], externalIds: string[]) => {
   const pickId = pickFrom(ctx.random, ids);
@@ -289,6 +322,8 @@ const main = async () => {
       `connections, intake and callbacks at ${params.writeConnections}; ${params.tasks} tasks to read; pg pool ${params.poolSize}; phases ${params.phases.join(",")}`,
   );
   const started = performance.now();
+  // The machine is shared: a busy neighbour shows here and in the baselines, not only in the API.
+  const loadAtStart = loadavg().map((x) => x.toFixed(1)).join(" ");
   const stack = await startBenchStack();
   let interrupted = false;
   const onSignal = () => {
@@ -310,16 +345,20 @@ const main = async () => {
     console.log(`API ${stack.apiUrl} (pid ${stack.apiPid}), database ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     const ctx: Ctx = { stack, db, redis, accountId, key, random: seeded(params.seed + 1), rows };
 
-    if (runs("reads")) {
-      const externalIds = tasks.flatMap((t) => (t.externalTaskId ? [t.externalTaskId] : []));
-      await readPhase(ctx, tasks.map((t) => t.id), externalIds);
+    const ids = tasks.map((t) => t.id);
+    const externalIds = tasks.flatMap((t) => (t.externalTaskId ? [t.externalTaskId] : []));
+    if (params.startWarmupSeconds > 0) {
+      const warm = await warmUpApi(ctx, ids, externalIds);
+      console.log(`API warm-up: ${params.startWarmupSeconds} s of mixed status reads, ${warm.perSecond.toFixed(1)} ok/s at the end`);
     }
+    if (runs("reads")) await readPhase(ctx, ids, externalIds);
     if (runs("intake")) await intakePhase(ctx);
     if (runs("callbacks")) await callbackPhase(ctx);
   } finally {
     await db.end().catch(() => undefined);
     redis.disconnect();
-    const logLines = stack.apiLogLines();
+    // Before the stop: what the API logs while shutting down under the last window's tail is not news.
+    const logLines = [...stack.apiLogLines()];
     await stack.stop();
     console.log("");
     console.log(formatTable(rows));
@@ -333,7 +372,10 @@ const main = async () => {
     if (logLines.length) {
       console.log(`the API logged ${logLines.length} warn/error lines; the first: ${logLines.slice(0, 3).map((l) => l.slice(0, 300)).join(" | ")}`);
     }
-    console.log(`run took ${((performance.now() - started) / 1000).toFixed(0)} s`);
+    console.log(
+      `run took ${((performance.now() - started) / 1000).toFixed(0)} s; load average ${loadavg().map((x) => x.toFixed(1)).join(" ")} ` +
+        `on ${availableParallelism()} cores (at the start: ${loadAtStart})`,
+    );
   }
 
   const find = (prefix: string) => rows.find((r) => r.path.startsWith(prefix) && r.baseline);
