@@ -7,7 +7,7 @@ import type pg from "pg";
 import { v7 as uuidv7 } from "uuid";
 import { hashApiKey } from "../../apps/domain/account/api-key.ts";
 import { jobCatalog } from "../../apps/domain/queues/job-catalog.ts";
-import { benchImageUrl, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
+import { processingCallbackBody, type CallbackTask } from "./api-fill.ts";
 
 // BullMQ's largest priority, as apps/domain/queues/task-queues.ts clamps it.
 const maxPriority = 2_097_152;
@@ -56,7 +56,8 @@ const inTransaction = async (db: pg.Pool, work: (client: pg.PoolClient) => Promi
 // One intake = one transaction: insert task, insert its `queued` event, add the submit job to BullMQ
 // (jobId = task id, the catalog's options, a priority), commit. With `fairness`, also what intake
 // runs for its priority: the per-account advisory lock first and the account's backlog count.
-export const rawIntake = (db: pg.Pool, queue: Queue, accountId: string, options: { fairness: boolean }) => {
+export const rawIntake = (db: pg.Pool, queue: Queue, options: { accountId: string; imageUrl: string; fairness: boolean }) => {
+  const { accountId, imageUrl } = options;
   let added = 0;
   return async () => {
     const taskId = uuidv7();
@@ -65,7 +66,7 @@ export const rawIntake = (db: pg.Pool, queue: Queue, accountId: string, options:
       await client.query(
         `insert into task (id, account_id, image_url, up_ratio, down_ratio, left_ratio, right_ratio, n, callback_token, next_check_at, updated_at)
          values ($1, $2, $3, 0.1, 0.1, 0.2, 0.2, 1, $4, $5, now())`,
-        [taskId, accountId, benchImageUrl, randomBytes(24).toString("base64url"), new Date(Date.now() + 60_000)],
+        [taskId, accountId, imageUrl, randomBytes(24).toString("base64url"), new Date(Date.now() + 60_000)],
       );
       await client.query("insert into task_event (task_id, from_status, to_status, source) values ($1, null, 'queued', 'api')", [taskId]);
       let priority = ++added;

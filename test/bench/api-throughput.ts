@@ -104,10 +104,20 @@ const baseline = (concurrency: number, op: () => Promise<boolean>) =>
 const auth = (ctx: Ctx) => ({ authorization: `Bearer ${ctx.key}` });
 
 // Intake phases each start from the fill's backlog: intake counts the account's queued tasks, so a
-// backlog left by the phase before would make the next one slower for a reason of its own.
-const dropTasksSince = async (ctx: Ctx, since: Date) => {
-  await ctx.db.query("delete from task where accepted_at >= $1", [since]);
-  await ctx.db.query("vacuum (analyze) task, task_event");
+// backlog left by the phase before would make the next one slower for a reason of its own. Intake's
+// tasks are told from the fill's by their image: another URL, or none (inline).
+const rawIntakeImageUrl = `${benchImageUrl}?from=raw-intake`;
+const apiIntakeImageUrl = `${benchImageUrl}?from=api-intake`;
+const dropIntakeTasks = async (ctx: Ctx) => {
+  await ctx.db.query("delete from task where image_url is null or image_url <> $1", [benchImageUrl]);
+  await ctx.db.query("vacuum (analyze) task, task_event, task_source_image");
+};
+const countTasks = async (ctx: Ctx, imageUrl: string | null) => {
+  const { rows } = await ctx.db.query<{ count: string }>(
+    imageUrl === null ? "select count(*) from task where image_url is null" : "select count(*) from task where image_url = $1",
+    imageUrl === null ? [] : [imageUrl],
+  );
+  return Number(rows[0]!.count);
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -201,15 +211,11 @@ const intakePhase = async (ctx: Ctx) => {
 
   const queue = new Queue(jobCatalog.submit.queue, { connection: ctx.redis, prefix: ctx.stack.baselinePrefix });
   try {
-    let since = new Date();
-    const intakeBaseline = { name: "tx: insert task + event + Queue.add", figures: await baseline(conc, rawIntake(ctx.db, queue, ctx.accountId, { fairness: false })) };
-    await dropTasksSince(ctx, since);
-    since = new Date();
-    const fairBaseline = {
-      name: "same + advisory lock + backlog count",
-      figures: await baseline(conc, rawIntake(ctx.db, queue, ctx.accountId, { fairness: true })),
-    };
-    await dropTasksSince(ctx, since);
+    const intake = (fairness: boolean) => rawIntake(ctx.db, queue, { accountId: ctx.accountId, imageUrl: rawIntakeImageUrl, fairness });
+    const intakeBaseline = { name: "tx: insert task + event + Queue.add", figures: await baseline(conc, intake(false)) };
+    await dropIntakeTasks(ctx);
+    const fairBaseline = { name: "same + advisory lock + backlog count", figures: await baseline(conc, intake(true)) };
+    await dropIntakeTasks(ctx);
 
     const post = (body: string) =>
       hammer({
@@ -222,10 +228,6 @@ const intakePhase = async (ctx: Ctx) => {
         body,
       });
     // What intake left behind: a task row per 202 and a submit job per task, nothing more.
-    const accepted = async (sinceAt: Date) => {
-      const { rows } = await ctx.db.query<{ count: string }>("select count(*) from task where accepted_at >= $1", [sinceAt]);
-      return Number(rows[0]!.count);
-    };
     const submitQueue = new Queue(jobCatalog.submit.queue, { connection: ctx.redis, prefix: ctx.stack.queuePrefix });
     const jobsBefore = (await submitQueue.getJobCounts("prioritized", "waiting")) as Record<string, number>;
     const jobCount = async () => {
@@ -233,29 +235,28 @@ const intakePhase = async (ctx: Ctx) => {
       return (counts.prioritized ?? 0) + (counts.waiting ?? 0) - (jobsBefore.prioritized ?? 0) - (jobsBefore.waiting ?? 0);
     };
 
-    since = new Date();
     const url: Row = {
       path: "POST /v1/tasks (image URL)",
       concurrency: String(conc),
-      ...(await measured(ctx, () => post(JSON.stringify({ image: benchImageUrl, ...ratios })))),
+      ...(await measured(ctx, () => post(JSON.stringify({ image: apiIntakeImageUrl, ...ratios })))),
       baseline: intakeBaseline,
     };
-    const urlTasks = await accepted(since);
+    const urlTasks = await countTasks(ctx, apiIntakeImageUrl);
     const urlJobs = await jobCount();
     url.note = `intake wrote ${urlTasks} tasks and ${urlJobs} submit jobs (warm-up included); with intake's fairness statements the raw baseline gives ${fairBaseline.figures.perSecond.toFixed(1)}/s (ratio ${(url.figures.perSecond / fairBaseline.figures.perSecond).toFixed(3)})`;
     ctx.rows.push(url);
-    await dropTasksSince(ctx, since);
+    await dropIntakeTasks(ctx);
 
-    since = new Date();
     const inline: Row = {
       path: `POST /v1/tasks (inline PNG ${(png.length / 1024).toFixed(1)} KB)`,
       concurrency: String(conc),
       ...(await measured(ctx, () => post(JSON.stringify({ image: base64, ...ratios })))),
       baseline: intakeBaseline,
     };
-    inline.note = `intake wrote ${await accepted(since)} tasks (each with its source image row); not in the last line`;
+    const { rows: sources } = await ctx.db.query<{ count: string }>("select count(*) from task_source_image");
+    inline.note = `intake wrote ${await countTasks(ctx, null)} tasks and ${sources[0]!.count} source image rows (warm-up included); not in the last line`;
     ctx.rows.push(inline);
-    await dropTasksSince(ctx, since);
+    await dropIntakeTasks(ctx);
     await submitQueue.close();
 
     ctx.rows.push({ path: "decode alone: base64 + inspectSourceImage", concurrency: String(conc), figures: check, note: "in this process, no HTTP: what intake spends on an inline image" });
