@@ -63,18 +63,23 @@ const main = async () => {
   // The machine is shared: a busy neighbour shows here and in the baselines, not only in the API.
   const loadAtStart = loadavg().map((x) => x.toFixed(1)).join(" ");
   const stack = await startBenchStack();
-  let interrupted = false;
-  const onSignal = () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    console.error("interrupted: cleaning up");
-    void stack.stop().finally(() => process.exit(130));
+  let leaving = false;
+  const leave = (code: number, why: string) => {
+    if (leaving) process.exit(code);
+    leaving = true;
+    console.error(`${why}: cleaning up`);
+    void stack.stop().finally(() => process.exit(code));
   };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", () => leave(130, "interrupted"));
+  process.on("SIGTERM", () => leave(130, "terminated"));
+  // Still remove the database, keys and directory when something breaks outside the awaited path.
+  process.on("uncaughtException", (error) => leave(1, `benchmark broke: ${error.stack ?? error.message}`));
 
   const db = new pg.Pool({ connectionString: stack.databaseUrl, max: params.poolSize });
+  // An idle client's error (Postgres restarted) must fail the next query, not kill the process.
+  db.on("error", (error) => console.error(`pg pool: ${error.message}`));
   const redis = new Redis(stack.redisUrl, { maxRetriesPerRequest: null });
+  redis.on("error", (error: Error) => console.error(`redis: ${error.message}`));
   const rows: Row[] = [];
   try {
     const { accountId, key } = await createBenchAccount(db);
