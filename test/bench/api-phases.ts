@@ -1,0 +1,287 @@
+// The measured paths of the API benchmark (api-throughput.ts): each API path right next to its raw
+// baseline, with the bookkeeping that keeps the windows apart.
+import { performance } from "node:perf_hooks";
+import { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import sharp from "sharp";
+import { inspectSourceImage } from "../../apps/domain/expand-request/source-image.ts";
+import { jobCatalog } from "../../apps/domain/queues/job-catalog.ts";
+import { makeImage } from "../support/images.ts";
+import { rawCallback, rawIntake, rawStatusRead, rawStatusReadByExternalId } from "./api-baselines.ts";
+import { benchImageUrl, fillCallbackTasks, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
+import { closedLoop, hammer, paced, type Figures } from "./api-load.ts";
+import type { Row } from "./api-report.ts";
+import type { BenchStack } from "./api-stack.ts";
+import { sleep } from "./bench-figures.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Shared state of one run
+
+export type BenchParams = {
+  seconds: number;
+  warmupSeconds: number;
+  startWarmupSeconds: number;
+  readConnections: number;
+  writeConnections: number;
+  decodeSeconds: number;
+};
+
+export type Ctx = {
+  params: BenchParams;
+  stack: BenchStack;
+  db: pg.Pool;
+  redis: Redis;
+  accountId: string;
+  key: string;
+  random: () => number;
+  rows: Row[];
+};
+
+const pickFrom = <T>(random: () => number, items: T[]) => () => items[Math.floor(random() * items.length)]!;
+
+// When a window ends autocannon drops its connections, but the API still works through the requests
+// it had taken; the next measurement starts once it has gone quiet (or after 15 s regardless).
+const settle = async (ctx: Ctx) => {
+  const deadline = performance.now() + 15_000;
+  let before = await ctx.stack.apiCpuSeconds();
+  while (performance.now() < deadline) {
+    await sleep(250);
+    const now = await ctx.stack.apiCpuSeconds();
+    if (now - before < 0.25 * 0.05) return;
+    before = now;
+  }
+};
+
+// Cores busy in the API process and in this one (the load generator) over `work`.
+const measured = async (ctx: Ctx, work: () => Promise<Figures>) => {
+  const apiCpu0 = await ctx.stack.apiCpuSeconds();
+  const benchCpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const figures = await work();
+  const wall = (performance.now() - t0) / 1000;
+  const benchCpu = process.cpuUsage(benchCpu0);
+  const apiCores = ((await ctx.stack.apiCpuSeconds()) - apiCpu0) / wall;
+  await settle(ctx);
+  return { figures, apiCores, benchCores: (benchCpu.user + benchCpu.system) / 1e6 / wall };
+};
+
+const baseline = (ctx: Ctx, concurrency: number, op: () => Promise<boolean>) =>
+  closedLoop({ concurrency, seconds: ctx.params.seconds, warmupSeconds: ctx.params.warmupSeconds, op });
+
+const auth = (ctx: Ctx) => ({ authorization: `Bearer ${ctx.key}` });
+
+// Intake phases each start from the fill's backlog: intake counts the account's queued tasks, so a
+// backlog left by the phase before would make the next one slower for a reason of its own. Intake's
+// tasks are told from the fill's by their image: another URL, or none (inline).
+const rawIntakeImageUrl = `${benchImageUrl}?from=raw-intake`;
+const apiIntakeImageUrl = `${benchImageUrl}?from=api-intake`;
+const dropIntakeTasks = async (ctx: Ctx) => {
+  await ctx.db.query("delete from task where image_url is null or image_url <> $1", [benchImageUrl]);
+  await ctx.db.query("vacuum (analyze) task, task_event");
+};
+const countTasks = async (ctx: Ctx, imageUrl: string | null) => {
+  const { rows } = await ctx.db.query<{ count: string }>(
+    imageUrl === null ? "select count(*) from task where image_url is null" : "select count(*) from task where image_url = $1",
+    imageUrl === null ? [] : [imageUrl],
+  );
+  return Number(rows[0]!.count);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+
+// All three read routes in turn, unmeasured; reported only as a sign of life.
+export const warmUpApi = async (ctx: Ctx, ids: string[], externalIds: string[]) => {
+  const pickId = pickFrom(ctx.random, ids);
+  const pickExternal = pickFrom(ctx.random, externalIds);
+  const paths = [() => `/v1/tasks/${pickId()}`, () => `/kling/v1/images/editing/expand/${pickId()}`, () => `/kling/v1/images/editing/expand/${pickExternal()}`];
+  let turn = 0;
+  const figures = await hammer({
+    url: ctx.stack.apiUrl,
+    connections: ctx.params.readConnections,
+    seconds: ctx.params.startWarmupSeconds,
+    warmupSeconds: 0,
+    headers: auth(ctx),
+    next: (request) => ({ ...request, path: paths[turn++ % paths.length]!() }),
+  });
+  await settle(ctx);
+  return figures;
+};
+
+export const readPhase = async (ctx: Ctx, ids: string[], externalIds: string[]) => {
+  const pickId = pickFrom(ctx.random, ids);
+  const pickExternal = pickFrom(ctx.random, externalIds);
+  const conc = String(ctx.params.readConnections);
+  const read = (prefix: string, pick: () => string) =>
+    hammer({
+      url: ctx.stack.apiUrl,
+      connections: ctx.params.readConnections,
+      seconds: ctx.params.seconds,
+      warmupSeconds: ctx.params.warmupSeconds,
+      headers: auth(ctx),
+      next: (request) => ({ ...request, path: `${prefix}/${encodeURIComponent(pick())}` }),
+    });
+
+  const byIdBaseline = { name: "key + task by id + images", figures: await baseline(ctx, ctx.params.readConnections, rawStatusRead(ctx.db, ctx.key, pickId)) };
+  const native: Row = { path: "GET /v1/tasks/{id}", concurrency: conc, ...(await measured(ctx, () => read("/v1/tasks", pickId))), baseline: byIdBaseline };
+  ctx.rows.push(native);
+
+  // Latency below the peak: an open-loop schedule at half the rate just measured.
+  const rate = Math.max(1, native.figures.perSecond / 2);
+  ctx.rows.push({
+    path: `GET /v1/tasks/{id} @ ${rate.toFixed(0)}/s`,
+    concurrency: `<=${conc}`,
+    ...(await measured(ctx, () =>
+      paced({
+        url: ctx.stack.apiUrl,
+        ratePerSecond: rate,
+        seconds: ctx.params.seconds,
+        maxInFlight: ctx.params.readConnections,
+        headers: auth(ctx),
+        nextPath: () => `/v1/tasks/${pickId()}`,
+      }),
+    )),
+    note: "fixed rate = half the peak above, open loop; p99 from each request's scheduled start (status_p99_ms)",
+  });
+
+  ctx.rows.push({
+    path: "GET /kling/v1/.../expand/{task_id}",
+    concurrency: conc,
+    ...(await measured(ctx, () => read("/kling/v1/images/editing/expand", pickId))),
+    baseline: { ...byIdBaseline, name: `${byIdBaseline.name} (same)` },
+  });
+
+  const byExternal = { name: "key + task by external id + images", figures: await baseline(ctx, ctx.params.readConnections, rawStatusReadByExternalId(ctx.db, ctx.key, pickExternal)) };
+  ctx.rows.push({
+    path: "GET /kling/v1/.../expand/{external_id}",
+    concurrency: conc,
+    ...(await measured(ctx, () => read("/kling/v1/images/editing/expand", pickExternal))),
+    baseline: byExternal,
+  });
+};
+
+export const intakePhase = async (ctx: Ctx) => {
+  const conc = ctx.params.writeConnections;
+  const ratios = { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
+  const png = await makeImage(400, 400);
+  const base64 = png.toString("base64");
+
+  // The decode cost alone, in this process while the API idles: what intake does to an inline image
+  // (Base64 to bytes, then sharp's header read), and a full pixel decode for scale.
+  const decode = (op: () => Promise<unknown>) =>
+    closedLoop({ concurrency: conc, seconds: ctx.params.decodeSeconds, warmupSeconds: 0.5, op: async () => (await op(), true) });
+  const check = await decode(async () => {
+    const result = await inspectSourceImage(Buffer.from(base64, "base64"));
+    if (!result.ok) throw new Error(`the bench image was refused: ${result.reason}`);
+  });
+  const pixels = await decode(() => sharp(Buffer.from(base64, "base64")).raw().toBuffer());
+
+  const queue = new Queue(jobCatalog.submit.queue, { connection: ctx.redis, prefix: ctx.stack.baselinePrefix });
+  try {
+    const intake = rawIntake(ctx.db, queue, { accountId: ctx.accountId, imageUrl: rawIntakeImageUrl });
+    const intakeBaseline = { name: "tx: insert task + event + Queue.add", figures: await baseline(ctx, conc, intake) };
+    await dropIntakeTasks(ctx);
+
+    const post = (body: string) =>
+      hammer({
+        url: `${ctx.stack.apiUrl}/v1/tasks`,
+        connections: conc,
+        seconds: ctx.params.seconds,
+        warmupSeconds: ctx.params.warmupSeconds,
+        method: "POST",
+        headers: { ...auth(ctx), "content-type": "application/json" },
+        body,
+      });
+    // What intake left behind: a task row per 202 and one first job per task (the source check for a
+    // URL image, the submission for an inline one), nothing more.
+    const firstQueues = [jobCatalog.source.queue, jobCatalog.submit.queue].map((name) => new Queue(name, { connection: ctx.redis, prefix: ctx.stack.queuePrefix }));
+    const waitingJobs = async () => {
+      let total = 0;
+      for (const q of firstQueues) {
+        const counts = (await q.getJobCounts("prioritized", "waiting")) as Record<string, number>;
+        total += (counts.prioritized ?? 0) + (counts.waiting ?? 0);
+      }
+      return total;
+    };
+    const jobsBefore = await waitingJobs();
+    const jobCount = async () => (await waitingJobs()) - jobsBefore;
+
+    const url: Row = {
+      path: "POST /v1/tasks (image URL)",
+      concurrency: String(conc),
+      ...(await measured(ctx, () => post(JSON.stringify({ image: apiIntakeImageUrl, ...ratios })))),
+      baseline: intakeBaseline,
+    };
+    const urlTasks = await countTasks(ctx, apiIntakeImageUrl);
+    const urlJobs = await jobCount();
+    url.note = `intake wrote ${urlTasks} tasks and ${urlJobs} first jobs (warm-up included)`;
+    ctx.rows.push(url);
+    await dropIntakeTasks(ctx);
+
+    const inline: Row = {
+      path: `POST /v1/tasks (inline PNG ${(png.length / 1024).toFixed(1)} KB)`,
+      concurrency: String(conc),
+      ...(await measured(ctx, () => post(JSON.stringify({ image: base64, ...ratios })))),
+      baseline: intakeBaseline,
+    };
+    const { rows: sources } = await ctx.db.query<{ count: string }>("select count(*) from task where source_key is not null");
+    inline.note = `intake wrote ${await countTasks(ctx, null)} tasks with ${sources[0]!.count} stored source images (warm-up included); not in the last line`;
+    ctx.rows.push(inline);
+    await dropIntakeTasks(ctx);
+    await Promise.all(firstQueues.map((q) => q.close()));
+
+    ctx.rows.push({ path: "decode alone: base64 + inspectSourceImage", concurrency: String(conc), figures: check, note: "in this process, no HTTP: what intake spends on an inline image" });
+    ctx.rows.push({ path: "decode alone: sharp full pixel decode", concurrency: String(conc), figures: pixels });
+  } finally {
+    await queue.close();
+  }
+};
+
+export const callbackPhase = async (ctx: Ctx) => {
+  const conc = ctx.params.writeConnections;
+  const window = ctx.params.seconds + ctx.params.warmupSeconds;
+  // Every callback must find a fresh `submitted` task; the baseline's supply is sized well above what
+  // raw pg reaches here, the API's from the baseline just measured.
+  const basePool = await fillCallbackTasks(ctx.db, ctx.accountId, Math.ceil(4_000 * window));
+  await ctx.db.query("analyze task");
+  const callbackBaseline = { name: "tx: task + inbox + guarded update + event", figures: await baseline(ctx, conc, rawCallback(ctx.db, basePool)) };
+
+  const apiPool = await fillCallbackTasks(ctx.db, ctx.accountId, Math.ceil(Math.max(200, callbackBaseline.figures.perSecond) * window * 1.25) + 4 * conc);
+  await ctx.db.query("analyze task");
+  let next = 0;
+  let ranOut = false;
+  let last: CallbackTask = apiPool[0]!;
+  const row: Row = {
+    path: "POST /webhooks/kling/{task}/{token}",
+    concurrency: String(conc),
+    ...(await measured(ctx, () =>
+      hammer({
+        url: ctx.stack.apiUrl,
+        connections: conc,
+        seconds: ctx.params.seconds,
+        warmupSeconds: ctx.params.warmupSeconds,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        next: (request, stopEarly) => {
+          const task = apiPool[next++];
+          if (task) last = task;
+          else {
+            ranOut = true;
+            stopEarly();
+          }
+          // Out of fresh tasks: resend the last one (a duplicate) until autocannon stops.
+          return { ...request, path: `/webhooks/kling/${last.id}/${last.token}`, body: processingCallbackBody(last, Date.now()) };
+        },
+      }),
+    )),
+    baseline: callbackBaseline,
+  };
+  const { rows } = await ctx.db.query<{ outcome: string; count: string }>(
+    "select outcome::text, count(*) from provider_callback where outcome is not null group by outcome order by outcome",
+  );
+  row.note =
+    `receiver outcomes: ${rows.map((r) => `${r.outcome}=${r.count}`).join(" ") || "none"} (warm-up included; every callback should be 'applied')` +
+    (ranOut ? "  <<< the supply of fresh tasks ran out: the window was cut short" : "");
+  ctx.rows.push(row);
+};

@@ -1,0 +1,165 @@
+// The API under test as its own process, on a throw-away database, queue prefix and storage directory
+// (all removed by `stop`), so the load generator in the bench process never shares its event loop.
+import { randomBytes } from "node:crypto";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+export type BenchStack = {
+  apiUrl: string;
+  apiPid: number;
+  databaseUrl: string;
+  redisUrl: string;
+  queuePrefix: string;
+  // A second prefix for the raw baseline's BullMQ jobs, so its queue never sits in the API's.
+  baselinePrefix: string;
+  // Warn/error lines the API printed (LOG_LEVEL=warn): a figure with errors behind it is suspect.
+  apiLogLines: () => string[];
+  // CPU seconds the API process has used so far (user + system), from /proc.
+  apiCpuSeconds: () => Promise<number>;
+  stop: () => Promise<void>;
+};
+
+const postgresServerFromEnv = (env: NodeJS.ProcessEnv) => {
+  if (!env.DATABASE_URL) return env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
+  const url = new URL(env.DATABASE_URL);
+  url.pathname = "";
+  return url.toString().replace(/\/$/, "");
+};
+
+const withAdmin = async <T>(server: string, fn: (client: pg.Client) => Promise<T>): Promise<T> => {
+  const client = new pg.Client({ connectionString: `${server}/postgres` });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+};
+
+// SCAN + DEL on our own prefixes only: the Redis is shared with other people's runs.
+export const deletePrefixKeys = async (redis: Redis, prefix: string) => {
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    if (keys.length) await redis.del(...keys);
+  } while (cursor !== "0");
+};
+
+// Linux reports process CPU in clock ticks; USER_HZ is 100 on every architecture Node runs on here.
+const readCpuSeconds = async (pid: number) => {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+};
+
+const waitForListening = (child: ChildProcess, output: () => string, timeoutMs: number) =>
+  new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the API did not start within ${timeoutMs} ms:\n${output()}`)), timeoutMs);
+    const onExit = (code: number | null) => {
+      clearTimeout(timer);
+      reject(new Error(`the API exited (${code}) before listening:\n${output()}`));
+    };
+    child.once("exit", onExit);
+    child.stdout!.on("data", () => {
+      const match = /api listening on (http:\/\/\S+)/.exec(output());
+      if (!match) return;
+      clearTimeout(timer);
+      child.off("exit", onExit);
+      resolve(match[1]!);
+    });
+  });
+
+export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env): Promise<BenchStack> => {
+  const server = postgresServerFromEnv(env);
+  const redisUrl = env.REDIS_URL ?? env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+  const runId = `${process.pid}_${Date.now().toString(36)}`;
+  const databaseName = `kling_benchapi_${runId}`;
+  const databaseUrl = `${server}/${databaseName}`;
+  const queuePrefix = `benchapi${runId.replace(/_/g, "")}`;
+  const baselinePrefix = `${queuePrefix}raw`;
+  const storageDir = await mkdtemp(path.join(tmpdir(), "kling-bench-api-"));
+
+  const cleanups: (() => Promise<void>)[] = [];
+  cleanups.push(() => rm(storageDir, { recursive: true, force: true }));
+  cleanups.push(() =>
+    withAdmin(server, async (client) => {
+      await client.query(`drop database if exists "${databaseName}" with (force)`);
+    }),
+  );
+  cleanups.push(async () => {
+    const redis = new Redis(redisUrl, { maxRetriesPerRequest: 2 });
+    try {
+      await deletePrefixKeys(redis, queuePrefix);
+      await deletePrefixKeys(redis, baselinePrefix);
+    } finally {
+      redis.disconnect();
+    }
+  });
+  const stop = async () => {
+    while (cleanups.length) await cleanups.pop()!().catch((error: Error) => console.error(`cleanup: ${error.message}`));
+  };
+
+  try {
+    await prepareDatabase(databaseUrl);
+    const child = spawn(process.execPath, ["--import", "tsx", "apps/api/main.ts"], {
+      cwd: repoRoot,
+      env: {
+        ...env,
+        NODE_ENV: "production",
+        DATABASE_URL: databaseUrl,
+        REDIS_URL: redisUrl,
+        QUEUE_PREFIX: queuePrefix,
+        STORAGE_DIR: storageDir,
+        LOG_LEVEL: "warn",
+        PORT: "0",
+        SERVER_KEY: randomBytes(32).toString("base64url"),
+        BOOTSTRAP_API_KEY: "",
+        PUBLIC_BASE_URL: "",
+        PROVIDER_WEBHOOK_SECRET: "",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    const logLines: string[] = [];
+    const collect = (chunk: Buffer) => {
+      const text = chunk.toString("utf8");
+      // Keep the head (the start-up line, the first errors) and count the rest.
+      if (output.length < 64_000) output += text;
+      for (const line of text.split("\n")) if (line.trim() && !/api listening on/.test(line)) logLines.push(line);
+    };
+    child.stdout.on("data", collect);
+    child.stderr.on("data", collect);
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    cleanups.push(async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(timer);
+    });
+    const apiUrl = await waitForListening(child, () => output, 60_000);
+    return {
+      apiUrl,
+      apiPid: child.pid!,
+      databaseUrl,
+      redisUrl,
+      queuePrefix,
+      baselinePrefix,
+      apiLogLines: () => logLines,
+      apiCpuSeconds: () => readCpuSeconds(child.pid!),
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+};
