@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../support/http.ts";
+import { call, waitForTask } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, testLinkKey, type Stack } from "../support/stack.ts";
 import { countTasksOf, countEventsOf } from "../support/rows.ts";
@@ -159,5 +159,20 @@ describe("signed image links", () => {
     const answer = await call(stack.api.url, "GET", new URL(expired).pathname + new URL(expired).search);
     expect(answer.status).toBe(401);
     expect(answer.body.detail).toContain("expired");
+  });
+
+  it("when a link is forged with a secret that was ever public (the old development default), then it is refused", async () => {
+    const { signImageLink } = await import("../../apps/domain/storage/signed-link.ts");
+    await stack.startWorker();
+    const { key } = await stack.newAccount();
+    const created = await call(stack.api.url, "POST", "/v1/tasks", { key, body: body() });
+    const done = await waitForTask(stack.api.url, key, created.body.id, ["succeeded", "failed"]);
+    expect(done.status).toBe("succeeded");
+    // Far in the future, signed with what used to sign every link of a development install.
+    const forged = signImageLink(stack.api.url, Buffer.from("dev-only-signing-secret-change-me"), done.id, 0, 10 * 365 * 86_400);
+    const answer = await call(stack.api.url, "GET", new URL(forged).pathname + new URL(forged).search);
+    expect(answer.status).toBe(401);
+    // The genuine link of the same image is served.
+    expect((await fetch(done.images[0].url)).status).toBe(200);
   });
 });

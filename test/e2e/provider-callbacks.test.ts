@@ -84,6 +84,24 @@ describe("callbacks: duplicate, out of order, forged", () => {
     expect(dropin).toMatchObject({ task_status: "failed", task_status_msg: "content policy: flagged" });
   });
 
+  it("when the holder of a task's token sends the same callback over and over, then each is answered but the inbox keeps a bounded number", async () => {
+    const { row, send } = await submittedTask();
+    const answers = [];
+    for (let i = 0; i < 60; i++) answers.push(await send("submitted"));
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    const kept = await outcomes(row.id);
+    expect(kept.length).toBeLessThanOrEqual(50);
+    expect(kept.length).toBeGreaterThanOrEqual(49);
+  });
+
+  it("when a callback body is larger than any task object (64 KB), then it is refused unread and nothing is stored", async () => {
+    const { row } = await submittedTask();
+    const before = await outcomes(row.id);
+    const huge = await call(stack.api.url, "POST", `/webhooks/kling/${row.id}/${row.callbackToken}`, { rawBody: JSON.stringify({ pad: "x".repeat(100_000) }), headers: { "content-type": "application/json" } });
+    expect(huge.status).toBe(413);
+    expect(await outcomes(row.id)).toEqual(before);
+  });
+
   it("when a callback has a wrong token, an unknown task, a foreign external_task_id or a broken body, then it is refused and changes nothing; only the authenticated ones are kept", async () => {
     const { key, row, send } = await submittedTask();
     const forged = await send("failed", {}, "not-the-token");
