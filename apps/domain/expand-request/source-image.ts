@@ -24,9 +24,10 @@ export const inspectSourceImage = async (bytes: Buffer): Promise<SourceImageChec
   if (!format) return { ok: false, reason: "image must be a JPG/JPEG or PNG file" };
   let width: number | undefined;
   let height: number | undefined;
+  let stored: { width: number; height: number } | undefined;
   // The header alone lies: a truncated file or one declaring an enormous size passes a metadata
-  // read. Decode every pixel (stats() streams through the image without holding it whole), refusing
-  // above the pixel limit before decoding starts.
+  // read. Decode every pixel (down to the last row, streamed: memory stays a few rows, not the
+  // whole image), refusing above the pixel limit before decoding starts.
   try {
     // The header only: the pixel limit is checked here so that the reason can name the size.
     const meta = await sharp(bytes, { limitInputPixels: false }).metadata();
@@ -36,6 +37,7 @@ export const inspectSourceImage = async (bytes: Buffer): Promise<SourceImageChec
         reason: `image is ${meta.width}x${meta.height} px; the limit is ${expandLimits.maxSourcePixels / 1_000_000} megapixels`,
       };
     }
+    if (meta.width && meta.height) stored = { width: meta.width, height: meta.height };
     // EXIF orientations 5-8 swap the sides the provider sees.
     const swapped = (meta.orientation ?? 1) >= 5;
     width = swapped ? meta.height : meta.width;
@@ -55,7 +57,12 @@ export const inspectSourceImage = async (bytes: Buffer): Promise<SourceImageChec
     };
   }
   try {
-    await sharp(bytes, { limitInputPixels: expandLimits.maxSourcePixels, failOn: "truncated", sequentialRead: true }).stats();
+    // Measured (2 cores): as fast as a full raw decode and far cheaper than stats(), without a
+    // width x height buffer.
+    await sharp(bytes, { limitInputPixels: expandLimits.maxSourcePixels, failOn: "truncated", sequentialRead: true })
+      .extract({ left: 0, top: stored!.height - 1, width: stored!.width, height: 1 })
+      .raw()
+      .toBuffer();
   } catch {
     return { ok: false, reason: `image data is truncated or corrupt (the ${format.toUpperCase()} could not be decoded in full)` };
   }
