@@ -1,4 +1,4 @@
-import { decodeJwt, errors as joseErrors, jwtVerify } from "jose";
+import { decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from "jose";
 import type { Db } from "../db/database.ts";
 import type { ServerKey } from "../crypto/server-key.ts";
 import type { Logger } from "../logging/logger.ts";
@@ -42,7 +42,15 @@ const createCache = <V>(ttlMs: number) => {
   };
 };
 
-const looksLikeJwt = (token: string) => /^[\w-]+\.[\w-]+\.[\w-]*$/.test(token);
+// The claims of a token shaped and encoded like a JWT (not yet verified); undefined otherwise.
+const jwtClaims = (token: string) => {
+  if (!/^[\w-]+\.[\w-]+\.[\w-]*$/.test(token)) return undefined;
+  try {
+    return decodeJwt(token);
+  } catch {
+    return undefined;
+  }
+};
 
 // `Authorization: Bearer <api key>`, or Kling's scheme: `Bearer <JWT>` signed HS256 with an access
 // key's secret (iss = access key). Both resolve to one account. Lookups are cached for cacheMs, so a
@@ -79,13 +87,8 @@ export const createAuthenticator = (options: AuthenticatorOptions): Authenticato
     return entry;
   };
 
-  const verifyJwt = async (token: string): Promise<AuthResult> => {
-    let issuer: unknown;
-    try {
-      issuer = decodeJwt(token).iss;
-    } catch {
-      return { ok: false, reason: "invalid", detail: "the token is not a valid JWT" };
-    }
+  const verifyJwt = async (token: string, claims: JWTPayload): Promise<AuthResult> => {
+    const issuer: unknown = claims.iss;
     if (typeof issuer !== "string" || issuer.length === 0 || issuer.length > 200) {
       return { ok: false, reason: "invalid", detail: "the JWT has no iss (access key)" };
     }
@@ -113,7 +116,9 @@ export const createAuthenticator = (options: AuthenticatorOptions): Authenticato
 
   return {
     authenticate: async (bearer) => {
-      if (looksLikeJwt(bearer)) return verifyJwt(bearer);
+      // Anything that does not decode as a JWT is an API key: a chosen BOOTSTRAP_API_KEY may have dots.
+      const claims = jwtClaims(bearer);
+      if (claims) return verifyJwt(bearer, claims);
       const accountId = await accountOfApiKey(bearer);
       return accountId ? { ok: true, accountId } : { ok: false, reason: "invalid", detail: "API key is invalid" };
     },
