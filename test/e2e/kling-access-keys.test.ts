@@ -177,6 +177,15 @@ describe("BOOTSTRAP_ACCESS_KEY and BOOTSTRAP_SECRET_KEY", () => {
     for (const api of apis) expect((await probe(api.url, jwt)).code).toBe(0);
   });
 
+  it("when BOOTSTRAP_API_KEY has dots, like a JWT's shape, then it still works as an API key", async () => {
+    const key = `local.dev.key-${random()}`;
+    const api = await stack.startApi({ BOOTSTRAP_API_KEY: key });
+    expect((await probe(api.url, key)).code).toBe(0);
+    expect((await call(api.url, "GET", "/v1/tasks", { key })).status).toBe(200);
+    // Dots alone prove nothing: an unknown dotted key is still refused.
+    expect((await probe(api.url, `${key}x`)).code).toBe(1002);
+  });
+
   it("when the pair already exists with another secret or for another account, then bootstrapping refuses rather than reuse or overwrite it", async () => {
     const env = bootstrapEnv();
     await stack.startApi(env);
