@@ -35,7 +35,13 @@ export const createKlingClient = (options: KlingClientOptions) => {
     if (body !== undefined) headers["content-type"] = "application/json";
     const response = await doFetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await response.text();
-    return { status: response.status, ...(JSON.parse(text) as Omit<KlingAnswer<T>, "status">) };
+    let envelope: Omit<KlingAnswer<T>, "status">;
+    try {
+      envelope = JSON.parse(text);
+    } catch {
+      throw new Error(`${method} ${url} answered ${response.status} with a body that is not JSON: ${text.slice(0, 200)}`);
+    }
+    return { status: response.status, ...envelope };
   };
 
   return {
