@@ -82,6 +82,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
       serverKey,
       cacheMs: config.AUTH_CACHE_MS,
       clockToleranceSeconds: config.JWT_CLOCK_TOLERANCE_SECONDS,
+      logger,
     }),
     signLink: createLinkSigner(publicBaseUrl, linkKey, config.IMAGE_LINK_TTL_SECONDS),
     linkKey,

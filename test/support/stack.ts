@@ -31,6 +31,9 @@ export type Stack = {
   simulator: RunningSimulator;
   // Starts one more worker process (in this process) on the same queues, with env overrides.
   startWorker(env?: Record<string, string>): Promise<RunningWorker>;
+  // Starts one more API (in this process: its own server, pools and auth cache) on the same
+  // database and queues, with env overrides on top of the stack's apiEnv; stopped with the stack.
+  startApi(env?: Record<string, string>): Promise<RunningApi>;
   // The env startWorker would use, with overrides: for a worker run as a child process.
   workerEnv(env?: Record<string, string>): Record<string, string>;
   env: { databaseUrl: string; redisUrl: string; queuePrefix: string; storageDir: string };
@@ -58,9 +61,14 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
   const simulator = await startSimulator(
     parseSimulatorConfig({ SIMULATOR_PORT: "0", SIM_RUN_MS: "150", LOG_LEVEL: "silent", ...options.simulatorEnv }),
   );
-  const api = await startApi(
-    parseApiConfig({ ...common, ...timing, PORT: "0", ...options.apiEnv }),
-  );
+  const apiConfig = (env: Record<string, string> = {}) => parseApiConfig({ ...common, ...timing, PORT: "0", ...options.apiEnv, ...env });
+  const api = await startApi(apiConfig());
+  const extraApis: RunningApi[] = [];
+  const launchApi = async (env: Record<string, string> = {}) => {
+    const extra = await startApi(apiConfig(env));
+    extraApis.push(extra);
+    return extra;
+  };
   const workers: RunningWorker[] = [];
   const workerEnv = (env: Record<string, string> = {}): Record<string, string> => ({
     ...common,
@@ -88,11 +96,13 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
     api,
     simulator,
     startWorker: launchWorker,
+    startApi: launchApi,
     workerEnv,
     env: { databaseUrl, redisUrl, queuePrefix, storageDir },
     newAccount: () => createAccountWithKey(db, `test-${randomUUID().slice(0, 8)}`),
     stop: async () => {
       await Promise.all(workers.map((w) => w.stop()));
+      await Promise.all(extraApis.map((a) => a.stop()));
       await api.stop();
       await simulator.stop();
       await db.destroy();

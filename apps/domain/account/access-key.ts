@@ -40,6 +40,17 @@ export const revokeAccessKey = async (db: Db, accessKey: string): Promise<boolea
   return result.numUpdatedRows > 0n;
 };
 
+// The stored secret does not open with this server's key: SERVER_KEY is not the one it was sealed
+// under (or the row was altered). A fault of the installation, not of the client's credential.
+export class SealedSecretUnreadable extends Error {
+  constructor(
+    readonly accessKey: string,
+    cause: unknown,
+  ) {
+    super(`the secret of access key ${accessKey} does not decrypt: SERVER_KEY is not the one it was sealed under`, { cause });
+  }
+}
+
 // The account and the secret of a live access key; undefined when unknown or revoked.
 export const findAccessKey = async (db: Db, serverKey: ServerKey, accessKey: string) => {
   const row = await db
@@ -49,7 +60,11 @@ export const findAccessKey = async (db: Db, serverKey: ServerKey, accessKey: str
     .where("revokedAt", "is", null)
     .executeTakeFirst();
   if (!row) return undefined;
-  return { accountId: row.accountId, secretKey: decryptSecret(sealingKey(serverKey), row.secretEncrypted, accessKey) };
+  try {
+    return { accountId: row.accountId, secretKey: decryptSecret(sealingKey(serverKey), row.secretEncrypted, accessKey) };
+  } catch (error) {
+    throw new SealedSecretUnreadable(accessKey, error);
+  }
 };
 
 // BOOTSTRAP_ACCESS_KEY + BOOTSTRAP_SECRET_KEY: makes sure the pair exists for the bootstrap account.

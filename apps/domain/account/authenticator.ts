@@ -1,7 +1,8 @@
-import { decodeJwt, errors as joseErrors, jwtVerify } from "jose";
+import { decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from "jose";
 import type { Db } from "../db/database.ts";
 import type { ServerKey } from "../crypto/server-key.ts";
-import { findAccessKey } from "./access-key.ts";
+import type { Logger } from "../logging/logger.ts";
+import { findAccessKey, SealedSecretUnreadable } from "./access-key.ts";
 import { findAccountIdByApiKey, hashApiKey } from "./api-key.ts";
 
 export type AuthFailure = "invalid" | "expired" | "not_yet_valid";
@@ -16,6 +17,7 @@ export type AuthenticatorOptions = {
   cacheMs: number;
   // Leeway for exp and nbf: clients' clocks drift (Kling's own clients sign nbf = now - 5 s).
   clockToleranceSeconds: number;
+  logger: Pick<Logger, "error">;
 };
 
 // A small bounded map: lookups of keys that do not exist are cached too (briefly), so a flood of
@@ -40,14 +42,22 @@ const createCache = <V>(ttlMs: number) => {
   };
 };
 
-const looksLikeJwt = (token: string) => /^[\w-]+\.[\w-]+\.[\w-]*$/.test(token);
+// The claims of a token shaped and encoded like a JWT (not yet verified); undefined otherwise.
+const jwtClaims = (token: string) => {
+  if (!/^[\w-]+\.[\w-]+\.[\w-]*$/.test(token)) return undefined;
+  try {
+    return decodeJwt(token);
+  } catch {
+    return undefined;
+  }
+};
 
 // `Authorization: Bearer <api key>`, or Kling's scheme: `Bearer <JWT>` signed HS256 with an access
 // key's secret (iss = access key). Both resolve to one account. Lookups are cached for cacheMs, so a
 // status poll costs no query for its key.
 export const createAuthenticator = (options: AuthenticatorOptions): Authenticator => {
   const apiKeys = createCache<string | null>(options.cacheMs);
-  const accessKeys = createCache<{ accountId: string; secret: Uint8Array } | null>(options.cacheMs);
+  const accessKeys = createCache<{ accountId: string; secret: Uint8Array } | "unknown" | "unreadable">(options.cacheMs);
 
   const accountOfApiKey = async (key: string) => {
     const cacheKey = hashApiKey(key);
@@ -62,25 +72,29 @@ export const createAuthenticator = (options: AuthenticatorOptions): Authenticato
   const accessKeyOf = async (accessKey: string) => {
     let entry = accessKeys.get(accessKey);
     if (entry === undefined) {
-      const found = await findAccessKey(options.db, options.serverKey, accessKey);
-      entry = found ? { accountId: found.accountId, secret: new TextEncoder().encode(found.secretKey) } : null;
+      try {
+        const found = await findAccessKey(options.db, options.serverKey, accessKey);
+        entry = found ? { accountId: found.accountId, secret: new TextEncoder().encode(found.secretKey) } : "unknown";
+      } catch (error) {
+        if (!(error instanceof SealedSecretUnreadable)) throw error;
+        // The client cannot fix this, so it is refused like a bad key (not a 5xx it would retry
+        // forever); the operator learns from the log, once per cache lifetime per key.
+        options.logger.error({ err: error }, "an access key's secret does not decrypt: check SERVER_KEY");
+        entry = "unreadable";
+      }
       accessKeys.set(accessKey, entry);
     }
     return entry;
   };
 
-  const verifyJwt = async (token: string): Promise<AuthResult> => {
-    let issuer: unknown;
-    try {
-      issuer = decodeJwt(token).iss;
-    } catch {
-      return { ok: false, reason: "invalid", detail: "the token is not a valid JWT" };
-    }
+  const verifyJwt = async (token: string, claims: JWTPayload): Promise<AuthResult> => {
+    const issuer: unknown = claims.iss;
     if (typeof issuer !== "string" || issuer.length === 0 || issuer.length > 200) {
       return { ok: false, reason: "invalid", detail: "the JWT has no iss (access key)" };
     }
     const key = await accessKeyOf(issuer);
-    if (!key) return { ok: false, reason: "invalid", detail: "unknown or revoked access key" };
+    if (key === "unknown") return { ok: false, reason: "invalid", detail: "unknown or revoked access key" };
+    if (key === "unreadable") return { ok: false, reason: "invalid", detail: "this server cannot verify this access key now; contact its operator" };
     try {
       await jwtVerify(token, key.secret, {
         algorithms: ["HS256"],
@@ -102,7 +116,9 @@ export const createAuthenticator = (options: AuthenticatorOptions): Authenticato
 
   return {
     authenticate: async (bearer) => {
-      if (looksLikeJwt(bearer)) return verifyJwt(bearer);
+      // Anything that does not decode as a JWT is an API key: a chosen BOOTSTRAP_API_KEY may have dots.
+      const claims = jwtClaims(bearer);
+      if (claims) return verifyJwt(bearer, claims);
       const accountId = await accountOfApiKey(bearer);
       return accountId ? { ok: true, accountId } : { ok: false, reason: "invalid", detail: "API key is invalid" };
     },
