@@ -30,6 +30,8 @@ export const apiEnvSchema = z
     AUTH_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
     // Leeway for a JWT's exp and nbf (clients' clocks drift).
     JWT_CLOCK_TOLERANCE_SECONDS: z.coerce.number().int().min(0).max(300).default(10),
+    // A JWT whose exp lies further ahead is refused (Kling's own clients sign for 1800 s).
+    JWT_MAX_LIFETIME_SECONDS: z.coerce.number().int().min(60).max(31 * 86_400).default(86_400),
     IMAGE_LINK_TTL_SECONDS: z.coerce.number().int().min(60).default(3_600),
     // Intake answers 503 rather than wait longer than this for Redis.
     ENQUEUE_TIMEOUT_MS: envPositiveMs.default(2_000),

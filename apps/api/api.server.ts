@@ -43,18 +43,24 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     }
   };
 
-  if (config.BOOTSTRAP_API_KEY) {
-    const accountId = await ensureBootstrapAccount(db, config.BOOTSTRAP_API_KEY);
-    if (config.BOOTSTRAP_ACCESS_KEY && config.BOOTSTRAP_SECRET_KEY) {
-      await ensureBootstrapAccessKey(db, serverKey, accountId, { accessKey: config.BOOTSTRAP_ACCESS_KEY, secretKey: config.BOOTSTRAP_SECRET_KEY });
-    }
-  }
-
   const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(config.PORT, "0.0.0.0", () => resolve());
-  });
+  try {
+    if (config.BOOTSTRAP_API_KEY) {
+      const accountId = await ensureBootstrapAccount(db, config.BOOTSTRAP_API_KEY);
+      if (config.BOOTSTRAP_ACCESS_KEY && config.BOOTSTRAP_SECRET_KEY) {
+        await ensureBootstrapAccessKey(db, serverKey, accountId, { accessKey: config.BOOTSTRAP_ACCESS_KEY, secretKey: config.BOOTSTRAP_SECRET_KEY });
+      }
+    }
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(config.PORT, "0.0.0.0", () => resolve());
+    });
+  } catch (error) {
+    // A start that fails (bootstrap refused, port taken) leaves no connection open behind it.
+    redis.disconnect();
+    await db.destroy();
+    throw error;
+  }
   const port = (server.address() as AddressInfo).port;
   const url = `http://127.0.0.1:${port}`;
   const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
@@ -82,6 +88,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
       serverKey,
       cacheMs: config.AUTH_CACHE_MS,
       clockToleranceSeconds: config.JWT_CLOCK_TOLERANCE_SECONDS,
+      maxLifetimeSeconds: config.JWT_MAX_LIFETIME_SECONDS,
       logger,
     }),
     signLink: createLinkSigner(publicBaseUrl, linkKey, config.IMAGE_LINK_TTL_SECONDS),

@@ -174,5 +174,10 @@ describe("signed image links", () => {
     expect(answer.status).toBe(401);
     // The genuine link of the same image is served.
     expect((await fetch(done.images[0].url)).status).toBe(200);
+
+    // Behind a proxy that mounts us under a path, links keep the path.
+    const edge = await stack.startApi({ PUBLIC_BASE_URL: "https://edge.example.com/kling-api/" });
+    const seen = await call(edge.url, "GET", `/v1/tasks/${done.id}`, { key });
+    expect(seen.body.images[0].url).toMatch(/^https:\/\/edge\.example\.com\/kling-api\/files\/tasks\//);
   });
 });

@@ -185,6 +185,10 @@ describe("Kling JWTs", () => {
     await expectRefused(forgeJwt({ claims: klingClaims(accessKey, { exp: String(nowSeconds() + 1800) }), secret: secretKey }), invalid(/exp/));
   });
 
+  it("when the JWT's exp lies years ahead, then it is refused (1002): tokens are short-lived", async () => {
+    await expectRefused(forgeJwt({ claims: klingClaims(accessKey, { exp: nowSeconds() + 10 * 365 * 86_400 }), secret: secretKey }), invalid(/exp/));
+  });
+
   it("when the JWT has no iss, then it is refused (1002)", async () => {
     const { iss: _iss, ...noIss } = klingClaims(accessKey);
     await expectRefused(forgeJwt({ claims: noIss, secret: secretKey }), invalid(/iss/));

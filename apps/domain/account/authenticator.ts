@@ -17,6 +17,8 @@ export type AuthenticatorOptions = {
   cacheMs: number;
   // Leeway for exp and nbf: clients' clocks drift (Kling's own clients sign nbf = now - 5 s).
   clockToleranceSeconds: number;
+  // The furthest a JWT's exp may lie in the future.
+  maxLifetimeSeconds: number;
   logger: Pick<Logger, "error">;
 };
 
@@ -102,6 +104,11 @@ export const createAuthenticator = (options: AuthenticatorOptions): Authenticato
         requiredClaims: ["exp"],
         clockTolerance: options.clockToleranceSeconds,
       });
+      // Kling's clients sign for 30 minutes; a token minted for years would work until revoked.
+      const exp = (claims as { exp?: unknown }).exp;
+      if (typeof exp === "number" && exp - Date.now() / 1000 > options.maxLifetimeSeconds + options.clockToleranceSeconds) {
+        return { ok: false, reason: "invalid", detail: `the JWT's exp is more than ${options.maxLifetimeSeconds} s away; sign short-lived tokens` };
+      }
       return { ok: true, accountId: key.accountId };
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) return { ok: false, reason: "expired", detail: "the JWT has expired (exp)" };

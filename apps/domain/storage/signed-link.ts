@@ -15,7 +15,8 @@ export const signImageLink = (
   nowMs = Date.now(),
 ) => {
   const expires = Math.floor(nowMs / 1000) + ttlSeconds;
-  const url = new URL(`/files/tasks/${taskId}/images/${index}`, baseUrl);
+  // Appended, not resolved: a PUBLIC_BASE_URL with a path (a proxy's prefix) keeps it.
+  const url = new URL(`${baseUrl.replace(/\/+$/, "")}/files/tasks/${taskId}/images/${index}`);
   url.searchParams.set("expires", String(expires));
   url.searchParams.set("signature", signature(secret, taskId, index, expires));
   return url.toString();
