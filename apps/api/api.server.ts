@@ -19,7 +19,7 @@ export type RunningApi = { url: string; port: number; publicBaseUrl: string; sto
 
 // Starts one API process. Several may run side by side: all state is in Postgres and Redis.
 export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
-  const logger = createLogger("api", config.LOG_LEVEL);
+  const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT);
   const db = createDb(config.DATABASE_URL);
   const redis = createProducerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);

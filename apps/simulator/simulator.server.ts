@@ -20,7 +20,7 @@ type BodyParserError = Error & { type?: string; status?: number };
 // Starts the simulated provider on config.SIMULATOR_PORT (0 = any free port). stop() clears every
 // timer, aborts pending callbacks and closes all connections, hanging ones included.
 export const startSimulator = async (config: SimulatorConfig): Promise<RunningSimulator> => {
-  const logger = createLogger("simulator", config.LOG_LEVEL);
+  const logger = createLogger("simulator", config.LOG_LEVEL, config.LOG_FORMAT);
   let settings: SimSettings = settingsFromConfig(config);
   let publicUrl = config.SIM_PUBLIC_URL?.replace(/\/$/, "") ?? "";
   const getSettings = () => settings;
