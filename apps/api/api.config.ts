@@ -5,6 +5,7 @@ import { providerControlEnv } from "../domain/provider-capacity/provider-control
 import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
+import { listenHostEnv } from "../domain/process/listen-url.ts";
 
 const DEV_SIGNING_SECRET = "dev-only-signing-secret-change-me";
 
@@ -17,6 +18,7 @@ export const apiEnvSchema = z
     ...lifecycleEnv,
     ...providerControlEnv,
     NODE_ENV: z.string().default("development"),
+    ...listenHostEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),

@@ -6,6 +6,7 @@ import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { createDb } from "../domain/db/prisma-client.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { createLogger } from "../domain/logging/logger.ts";
+import { localUrlFor } from "../domain/process/listen-url.ts";
 import { createProducerRedis } from "../domain/queues/redis-connection.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
@@ -40,10 +41,10 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
   const server = createServer();
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(config.PORT, "0.0.0.0", () => resolve());
+    server.listen(config.PORT, config.HOST, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  const url = `http://127.0.0.1:${port}`;
+  const url = localUrlFor(config.HOST, port);
   const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
 
   // Callbacks end provider tasks too, so the API releases slots and reports the gate's state.
@@ -75,7 +76,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     providerControls: provider,
   };
   server.on("request", buildApp(deps));
-  logger.info({ url, publicBaseUrl }, "api listening");
+  logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}` }, "api listening");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
