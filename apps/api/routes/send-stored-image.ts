@@ -13,5 +13,12 @@ export const sendStoredImage = async (res: Response, storage: ObjectStorage, ima
   res.setHeader("content-length", String(stored.size));
   res.setHeader("cache-control", "private, max-age=3600");
   if (image.sha256) res.setHeader("etag", `"${image.sha256}"`);
-  await pipeline(stored.stream, res);
+  try {
+    await pipeline(stored.stream, res);
+  } catch (error) {
+    // The client went away mid-download (a closed tab, a cancelled fetch): there is nobody to answer
+    // and nothing broken; pipeline has closed the file. The request log records it (debug, aborted).
+    if ((error as NodeJS.ErrnoException).code === "ERR_STREAM_PREMATURE_CLOSE" && res.destroyed) return;
+    throw error;
+  }
 };
