@@ -4,6 +4,10 @@ import type { TaskImage } from "../../domain/db/prisma-client.ts";
 import { AppError } from "../../domain/errors/app-error.ts";
 import { contentTypeOfKey, type ObjectStorage } from "../../domain/storage/local-storage.ts";
 
+// How pipeline reports a response whose socket closed or reset under it; a failing read of the
+// stored file has other codes and is still an error.
+const clientGone = new Set(["ERR_STREAM_PREMATURE_CLOSE", "ECONNRESET", "EPIPE"]);
+
 export const sendStoredImage = async (res: Response, storage: ObjectStorage, image: TaskImage | undefined) => {
   if (!image?.storageKey) throw new AppError("not_found", "image not found");
   const stored = await storage.open(image.storageKey);
@@ -18,7 +22,7 @@ export const sendStoredImage = async (res: Response, storage: ObjectStorage, ima
   } catch (error) {
     // The client went away mid-download (a closed tab, a cancelled fetch): there is nobody to answer
     // and nothing broken; pipeline has closed the file. The request log records it (debug, aborted).
-    if ((error as NodeJS.ErrnoException).code === "ERR_STREAM_PREMATURE_CLOSE" && res.destroyed) return;
+    if (clientGone.has((error as NodeJS.ErrnoException).code ?? "")) return;
     throw error;
   }
 };
