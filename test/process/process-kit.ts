@@ -78,22 +78,41 @@ export const baseEnv = (): Record<string, string> => ({
   npm_config_fund: "false",
 });
 
-type ProcStat = { pid: number; ppid: number; state: string };
+// A process as /proc shows it. Pids are reused quickly on a busy machine (pid_max is 32768 here),
+// so a process is known by its pid and its start time together.
+export type ProcId = { pid: number; startTime: string };
+type ProcStat = ProcId & { ppid: number; state: string };
+
 const readStat = (pid: number): ProcStat | undefined => {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // The command name may hold spaces and parentheses: the fields start after the last ")".
-    const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { pid, ppid: Number(ppid), state: state! };
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // After the name: state (3), ppid (4), ..., starttime (22).
+    return { pid, state: fields[0]!, ppid: Number(fields[1]), startTime: fields[19]! };
   } catch {
     return undefined;
   }
 };
 
-// A zombie has exited already; it only waits for its parent to read its status.
-export const isAlive = (pid: number) => {
+export const identify = (pid: number): ProcId | undefined => {
   const stat = readStat(pid);
-  return stat !== undefined && stat.state !== "Z" && stat.state !== "X";
+  return stat && { pid, startTime: stat.startTime };
+};
+
+// A zombie has exited already; it only waits for its parent to read its status.
+export const isAlive = (proc: ProcId) => {
+  const stat = readStat(proc.pid);
+  return stat !== undefined && stat.startTime === proc.startTime && stat.state !== "Z" && stat.state !== "X";
+};
+
+// For clean-up after a failed test: only the very process we saw, never a newcomer with its pid.
+export const killIfAlive = (proc: ProcId, signal: NodeJS.Signals = "SIGKILL") => {
+  try {
+    if (isAlive(proc)) process.kill(proc.pid, signal);
+  } catch {
+    // gone meanwhile
+  }
 };
 
 export const commandLine = (pid: number) => {
@@ -105,16 +124,20 @@ export const commandLine = (pid: number) => {
 };
 
 // Every living process below pid, at any depth.
-export const descendants = (pid: number): number[] => {
+export const descendants = (pid: number): ProcId[] => {
   const stats = readdirSync("/proc")
     .filter((name) => /^\d+$/.test(name))
     .map((name) => readStat(Number(name)))
     .filter((s): s is ProcStat => s !== undefined && s.state !== "Z");
-  const found: number[] = [];
+  const found: ProcId[] = [];
   const queue = [pid];
   while (queue.length > 0) {
     const parent = queue.shift()!;
-    for (const s of stats) if (s.ppid === parent) (found.push(s.pid), queue.push(s.pid));
+    for (const s of stats) {
+      if (s.ppid !== parent) continue;
+      found.push({ pid: s.pid, startTime: s.startTime });
+      queue.push(s.pid);
+    }
   }
   return found;
 };
