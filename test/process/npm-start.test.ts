@@ -41,13 +41,17 @@ describe("npm start", () => {
     await Promise.all(storageDirs.map((dir) => rm(dir, { recursive: true, force: true })));
   });
 
-  const startNpm = async (label: string): Promise<RunningStack> => {
+  // In a terminal: under util-linux `script`, which gives it a pseudo-terminal and passes what we
+  // write (a Ctrl-C) to it as a person's keyboard would.
+  const startNpm = async (label: string, options: { terminal?: boolean } = {}): Promise<RunningStack> => {
     const ports = [await freePort(), await freePort()];
     const database = new URL(serverUrl);
     database.pathname = `/${databasePrefix}_${label}`;
     const storageDir = await mkdtemp(path.join(tmpdir(), "kling-npmstart-"));
     storageDirs.push(storageDir);
-    const npm = spawnCaptured("npm", ["start"], {
+    const command: [string, string[]] = options.terminal ? ["script", ["-qefc", "npm start", "/dev/null"]] : ["npm", ["start"]];
+    const npm = spawnCaptured(...command, {
+      stdin: options.terminal,
       env: {
         ...baseEnv(),
         PORT: String(ports[0]),
@@ -57,6 +61,7 @@ describe("npm start", () => {
         QUEUE_PREFIX: `npmstart${runId}${label}`,
         STORAGE_DIR: storageDir,
         LOG_LEVEL: "info",
+        TERM: "xterm",
       },
       // Its own process group, as under a process manager: the terminal's signals are not in play.
       detached: true,
@@ -99,6 +104,14 @@ describe("npm start", () => {
       expect(stack.npm.output()).toContain("[stack] stopped");
     },
   );
+
+  it.concurrent("when Ctrl-C is pressed in the terminal running npm start, then every process it started exits", { timeout: 200_000 }, async ({ expect }) => {
+    const stack = await startNpm("ctrlc", { terminal: true });
+    stack.npm.child.stdin!.write("\u0003");
+    await expectAllGone(stack, [stack.npmProc, ...stack.tree]);
+    expect(stack.npm.output()).toContain("[stack] SIGINT; stopping");
+    expect(stack.npm.output()).toContain("[stack] stopped");
+  });
 
   it("when local-stack itself is SIGKILLed, then its children notice and exit on their own", async () => {
     const stack = await startNpm("sigkill");

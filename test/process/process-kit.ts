@@ -25,9 +25,10 @@ export type Captured = {
 export const spawnCaptured = (
   command: string,
   args: string[],
-  options: { env: Record<string, string>; ipc?: boolean; detached?: boolean },
+  options: { env: Record<string, string>; ipc?: boolean; detached?: boolean; stdin?: boolean },
 ): Captured => {
-  const stdio: StdioOptions = options.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"];
+  const stdin = options.stdin ? "pipe" : "ignore";
+  const stdio: StdioOptions = options.ipc ? [stdin, "pipe", "pipe", "ipc"] : [stdin, "pipe", "pipe"];
   const child = spawn(command, args, { cwd: repoRoot, env: options.env, stdio, detached: options.detached ?? false });
   let output = "";
   const waiters = new Set<() => void>();
