@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { Redis } from "ioredis";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { dropDatabases } from "../support/databases.ts";
 import { ratios, testImage } from "../support/fault-kit.ts";
@@ -38,6 +39,10 @@ describe("npm start", () => {
       for (const proc of [stack.npmProc, ...stack.tree, ...descendants(stack.procs.stack.pid)]) killIfAlive(proc);
     }
     await dropDatabases(serverUrl.toString(), databasePrefix);
+    // Only this file's queue prefixes; the Redis is shared.
+    const redis = new Redis(inject("redisUrl"));
+    for await (const keys of redis.scanStream({ match: `npmstart${runId}*`, count: 500 })) if (keys.length > 0) await redis.del(...(keys as string[]));
+    redis.disconnect();
     await Promise.all(storageDirs.map((dir) => rm(dir, { recursive: true, force: true })));
   });
 
