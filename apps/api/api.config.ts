@@ -6,6 +6,7 @@ import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts"
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
+import { listenHostEnv } from "../domain/process/listen-url.ts";
 
 export const apiEnvSchema = z
   .object({
@@ -18,6 +19,7 @@ export const apiEnvSchema = z
     ...secretsEnv,
     // callback_url destinations follow the same address rules as image URLs.
     ...outboundFetchEnv,
+    ...listenHostEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),

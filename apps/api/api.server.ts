@@ -10,6 +10,7 @@ import { createDb } from "../domain/db/database.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkUrlAddress } from "../domain/http/safe-fetch.ts";
 import { createLogger } from "../domain/logging/logger.ts";
+import { localUrlFor } from "../domain/process/listen-url.ts";
 import { createProducerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
@@ -24,7 +25,7 @@ export type RunningApi = { url: string; port: number; publicBaseUrl: string; sto
 
 // Starts one API process. Several may run side by side: all state is in Postgres and Redis.
 export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
-  const logger = createLogger("api", config.LOG_LEVEL);
+  const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT);
   const db = createDb(config.DATABASE_URL);
   const redis = createProducerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
@@ -53,7 +54,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     }
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(config.PORT, "0.0.0.0", () => resolve());
+      server.listen(config.PORT, config.HOST, () => resolve());
     });
   } catch (error) {
     // A start that fails (bootstrap refused, port taken) leaves no connection open behind it.
@@ -62,7 +63,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     throw error;
   }
   const port = (server.address() as AddressInfo).port;
-  const url = `http://127.0.0.1:${port}`;
+  const url = localUrlFor(config.HOST, port);
   const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
 
   // Callbacks end provider tasks too, so the API releases slots and reports the gate's state.
@@ -106,7 +107,7 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     providerControls: provider,
   };
   server.on("request", buildApp(deps));
-  logger.info({ url, publicBaseUrl }, "api listening");
+  logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}` }, "api listening");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

@@ -3,6 +3,7 @@ import { AppError } from "../domain/errors/app-error.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { problemDetailsHandler } from "./middleware/error-handlers.ts";
 import { requestId } from "./middleware/request-id.ts";
+import { requestLog } from "./middleware/request-log.ts";
 import { dropinExpandRouter } from "./routes/dropin-expand.route.ts";
 import { filesRouter } from "./routes/files.route.ts";
 import { healthRouter } from "./routes/health.route.ts";
@@ -14,6 +15,7 @@ export const buildApp = (deps: ApiDeps): Express => {
   app.disable("x-powered-by");
   app.set("trust proxy", true);
   app.use(requestId);
+  app.use(requestLog(deps.logger));
   app.use(healthRouter(deps));
   // The provider's receiver reads the raw body itself, so no JSON parser runs before it.
   app.use("/webhooks/kling", providerCallbackRouter(deps));

@@ -1,126 +1,136 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { z } from "zod";
-import { defaultApiPort } from "../domain/config/defaults.ts";
-import { ConfigError, envPort, parseEnv } from "../domain/config/parse-env.ts";
-import { databaseEnv } from "../domain/config/shared-env.schema.ts";
+import { ConfigError } from "../domain/config/parse-env.ts";
 import { prepareDatabase } from "../domain/db/prepare-database.ts";
-import { providerEnv, resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
+import { localUrlFor } from "../domain/process/listen-url.ts";
+import { watchParentPid } from "../domain/process/parent-watch.ts";
+import { EX_CONFIG } from "../domain/process/run-service.ts";
+import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
+import { superviseChild, type SupervisedChild } from "./child-supervisor.ts";
+import { readyBanner } from "./ready-banner.ts";
+import { parseStackConfig, type StackConfig } from "./stack.config.ts";
 
 // `npm start`: the whole system on one machine. Prepares the database, then runs the API, the
 // worker and (when no provider key is configured) the provider simulator as separate processes,
-// exactly as they would be deployed.
+// exactly as they would be deployed, restarts any that crashes, and stops them all when it is
+// stopped, by a signal or by its parent (npm) going away.
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
-const LOCAL_KEY = "local-dev-key-0123456789";
+const say = (line: string) => console.log(`[stack] ${line}`);
+// Longer than the apps' own drain deadline (15 s), so they get to finish theirs.
+const STOP_DEADLINE_MS = 20_000;
 
-const env = (() => {
-  try {
-    return parseEnv(
-      z.object({ ...databaseEnv, ...providerEnv, PORT: envPort.default(defaultApiPort), BOOTSTRAP_API_KEY: z.string().default(LOCAL_KEY) }),
-      process.env,
-    );
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(error.message);
-      process.exit(78);
-    }
-    throw error;
-  }
-})();
+let config: StackConfig;
+try {
+  config = parseStackConfig(process.env);
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(error.message);
+  process.exit(EX_CONFIG);
+}
 
-const provider = resolveProviderConfig(env);
+const apiUrl = localUrlFor(config.HOST, config.PORT);
+const publicBaseUrl = config.PUBLIC_BASE_URL ?? apiUrl;
+// A HOST that is neither loopback nor a wildcard is not reachable on 127.0.0.1.
+const simulatorUrl = config.SIMULATOR_URL ?? localUrlFor(config.HOST, config.SIMULATOR_PORT);
+const provider = resolveProviderConfig({ ...config, SIMULATOR_URL: simulatorUrl });
 const useSimulator = provider.kind === "simulator";
-const apiUrl = `http://127.0.0.1:${env.PORT}`;
 
-const db = await prepareDatabase(env.DATABASE_URL);
-console.log(`[stack] database ${new URL(env.DATABASE_URL).pathname.slice(1)}: ${db.created ? "created, " : ""}${db.applied}`);
-
-const shared: NodeJS.ProcessEnv = {
+const childEnv: NodeJS.ProcessEnv = {
   ...process.env,
-  BOOTSTRAP_API_KEY: env.BOOTSTRAP_API_KEY,
-  PUBLIC_BASE_URL: process.env.PUBLIC_BASE_URL ?? apiUrl,
-  // The local simulator and its result images live on loopback.
+  BOOTSTRAP_API_KEY: config.BOOTSTRAP_API_KEY,
+  PUBLIC_BASE_URL: publicBaseUrl,
+  // The children write to a pipe (ours); they should format for where we write.
+  ...(config.LOG_FORMAT === "auto" && process.stdout.isTTY
+    ? { LOG_FORMAT: "pretty", ...(process.env.NO_COLOR === undefined && process.env.FORCE_COLOR === undefined ? { FORCE_COLOR: "1" } : {}) }
+    : {}),
+  // The local simulator and its result images live on this machine.
   ...(useSimulator
     ? {
         PROVIDER: "simulator",
-        ALLOWED_PRIVATE_HOSTS: [process.env.ALLOWED_PRIVATE_HOSTS, "127.0.0.1", "localhost"].filter(Boolean).join(","),
+        SIMULATOR_URL: simulatorUrl,
+        // Its port only, not the whole host: the API on the same machine is no image host.
+        ALLOWED_PRIVATE_HOSTS: [config.ALLOWED_PRIVATE_HOSTS, new URL(simulatorUrl).host].filter(Boolean).join(","),
       }
     : {}),
 };
 
-const children = new Map<string, ChildProcess>();
 let stopping = false;
+const children: SupervisedChild[] = [];
 
-const prefixLines = (name: string, stream: NodeJS.ReadableStream, out: NodeJS.WritableStream) => {
-  let buffer = "";
-  stream.on("data", (chunk: Buffer) => {
-    buffer += chunk.toString();
-    const lines = buffer.split("\n");
-    buffer = lines.pop() ?? "";
-    for (const line of lines) out.write(`[${name}] ${line}\n`);
-  });
-};
-
-const launch = (name: string, entry: string) => {
-  const child = spawn(process.execPath, [`${repoRoot}node_modules/tsx/dist/cli.mjs`, entry], {
-    cwd: repoRoot,
-    env: shared,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  prefixLines(name, child.stdout!, process.stdout);
-  prefixLines(name, child.stderr!, process.stderr);
-  child.on("exit", (code, signal) => {
-    children.delete(name);
-    if (!stopping) {
-      console.error(`[stack] ${name} exited (${signal ?? code}); stopping everything`);
-      void stopAll(1);
-    }
-  });
-  children.set(name, child);
-};
-
-const stopAll = async (code: number) => {
+// Intake and work first, the simulator last: a draining worker may still be talking to it.
+const stopAll = async (reason: string, code: number) => {
+  if (stopping) return;
   stopping = true;
-  const exits = [...children.values()].map((child) => new Promise((resolve) => child.once("exit", resolve)));
-  for (const child of children.values()) child.kill("SIGTERM");
-  const deadline = setTimeout(() => {
-    for (const child of children.values()) child.kill("SIGKILL");
-  }, 15_000);
-  await Promise.all(exits);
-  clearTimeout(deadline);
+  say(`${reason}; stopping`);
+  const last = children.filter((c) => c.name === "simulator");
+  await Promise.all(children.filter((c) => !last.includes(c)).map((c) => c.stop(STOP_DEADLINE_MS)));
+  await Promise.all(last.map((c) => c.stop(STOP_DEADLINE_MS)));
+  say("stopped");
   process.exit(code);
 };
-process.on("SIGINT", () => void stopAll(0));
-process.on("SIGTERM", () => void stopAll(0));
 
-if (useSimulator) launch("simulator", "apps/simulator/main.ts");
-launch("api", "apps/api/main.ts");
-launch("worker", "apps/worker/main.ts");
-
-const waitFor = async (url: string, timeoutMs = 60_000) => {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && !stopping) {
-    try {
-      if ((await fetch(url)).ok) return true;
-    } catch {
-      // not up yet
+// npm passes SIGINT and SIGTERM on to us; a terminal's Ctrl-C comes both from npm and from the
+// terminal, so only a second signal well after the first means "now": it kills the children.
+let firstSignalAt = 0;
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    if (stopping && firstSignalAt && Date.now() - firstSignalAt > 1_000) {
+      say(`${signal} again; killing the children`);
+      for (const child of children) {
+        const pid = child.pid();
+        try {
+          if (pid) process.kill(-pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      process.exit(1);
     }
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    firstSignalAt ||= Date.now();
+    void stopAll(signal, 0);
+  });
+}
+// npm does not pass SIGHUP on, and a SIGKILLed npm passes nothing: its exit re-parents us.
+watchParentPid(() => void stopAll("parent process gone", 0));
+
+const db = await prepareDatabase(config.DATABASE_URL);
+say(`database ${new URL(config.DATABASE_URL).pathname.slice(1)}: ${db.created ? "created, " : ""}${db.applied}`);
+
+const launch = (name: string, entry: string) =>
+  children.push(
+    superviseChild({
+      name,
+      entry,
+      cwd: repoRoot,
+      env: childEnv,
+      say,
+      onConfigError: (child) => void stopAll(`${child} refused its configuration (exit ${EX_CONFIG}; see its lines above)`, EX_CONFIG),
+    }),
+  );
+if (!stopping) {
+  if (useSimulator) launch("simulator", "apps/simulator/main.ts");
+  launch("api", "apps/api/main.ts");
+  launch("worker", "apps/worker/main.ts");
+}
+
+const isReady = async () => {
+  try {
+    return (await fetch(`${apiUrl}/readyz`, { signal: AbortSignal.timeout(5_000) })).ok;
+  } catch {
+    return false;
   }
-  return false;
 };
 
-if (await waitFor(`${apiUrl}/readyz`)) {
-  console.log(`
-[stack] ready
-  api        ${apiUrl}   (drop-in: ${apiUrl}/kling/v1/images/editing/expand, native: ${apiUrl}/v1/tasks)
-  callbacks  ${shared.PUBLIC_BASE_URL}/webhooks/kling/...
-  provider   ${useSimulator ? `simulator at ${provider.baseUrl} (admin: ${provider.baseUrl}/_sim/config)` : `${provider.kind} at ${provider.baseUrl}`}
-  api key    ${env.BOOTSTRAP_API_KEY === LOCAL_KEY ? `${LOCAL_KEY} (local default; set BOOTSTRAP_API_KEY to change)` : "BOOTSTRAP_API_KEY"}
-  try        curl -s -H 'Authorization: Bearer ${env.BOOTSTRAP_API_KEY === LOCAL_KEY ? LOCAL_KEY : "$BOOTSTRAP_API_KEY"}' ${apiUrl}/v1/tasks
-  stop       Ctrl-C
-`);
-} else if (!stopping) {
-  console.error("[stack] the API did not become ready within 60 s");
-  await stopAll(1);
+// Crashes during start are restarted like any other, so this waits as long as it takes.
+const waitStarted = Date.now();
+let warned = false;
+while (!stopping && !(await isReady())) {
+  if (!warned && Date.now() - waitStarted > 60_000) {
+    warned = true;
+    say(`the API at ${apiUrl} is not ready after 60 s; still waiting (see the lines above)`);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 250));
+}
+if (!stopping) {
+  const pids = children.map((c) => `${c.name} ${c.pid() ?? "-"}`).join(", ");
+  console.log(readyBanner({ config, apiUrl, publicBaseUrl, provider, simulator: useSimulator, pids: `stack ${process.pid}, ${pids}` }));
 }

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { defaultSimulatorPort } from "../domain/config/defaults.ts";
 import { envBoolean, envPort, parseEnv } from "../domain/config/parse-env.ts";
 import { loggingEnv } from "../domain/config/shared-env.schema.ts";
+import { listenHostEnv } from "../domain/process/listen-url.ts";
 import { createErrorCodeSchema, downFields, runMsSchema, webhookSecretSchema, type SimSettings } from "./sim-settings.schema.ts";
 
 const envShare = z.coerce.number().min(0).max(1);
@@ -12,8 +13,10 @@ const envKeyList = z.string().transform((v) => v.split(",").map((s) => s.trim())
 export const simulatorEnvSchema = z.object({
   ...loggingEnv,
   SIMULATOR_PORT: envPort.default(defaultSimulatorPort),
-  // Loopback by default: the admin routes have no auth. 0.0.0.0 for a container.
-  SIM_HOST: z.string().min(1).default("127.0.0.1"),
+  // Loopback by default (HOST, shared with the API): the admin routes have no auth. 0.0.0.0 for a
+  // container. SIM_HOST, when set, overrides HOST for the simulator alone.
+  ...listenHostEnv,
+  SIM_HOST: z.string().min(1).optional(),
   // Base of result image URLs; defaults to http://127.0.0.1:<actual port>.
   SIM_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
   SIM_RESULT_MEMORY_MB: z.coerce.number().positive().default(512),

@@ -2,6 +2,7 @@ import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { createLogger } from "../domain/logging/logger.ts";
+import { localUrlFor } from "../domain/process/listen-url.ts";
 import { adminRoutes } from "./admin.routes.ts";
 import { createCallbackSender } from "./callback.sender.ts";
 import { sendProviderError, sendRouteUnavailable } from "./provider-reply.ts";
@@ -20,7 +21,7 @@ type BodyParserError = Error & { type?: string; status?: number };
 // Starts the simulated provider on config.SIMULATOR_PORT (0 = any free port). stop() clears every
 // timer, aborts pending callbacks and closes all connections, hanging ones included.
 export const startSimulator = async (config: SimulatorConfig): Promise<RunningSimulator> => {
-  const logger = createLogger("simulator", config.LOG_LEVEL);
+  const logger = createLogger("simulator", config.LOG_LEVEL, config.LOG_FORMAT);
   let settings: SimSettings = settingsFromConfig(config);
   let publicUrl = config.SIM_PUBLIC_URL?.replace(/\/$/, "") ?? "";
   const getSettings = () => settings;
@@ -57,13 +58,13 @@ export const startSimulator = async (config: SimulatorConfig): Promise<RunningSi
     sendProviderError(res, 5000, "internal server error");
   });
 
-  const server = app.listen(config.SIMULATOR_PORT, config.SIM_HOST);
+  const host = config.SIM_HOST ?? config.HOST;
+  const server = app.listen(config.SIMULATOR_PORT, host);
   await Promise.race([once(server, "listening"), once(server, "error").then(([error]) => Promise.reject(error as Error))]);
   const port = (server.address() as AddressInfo).port;
-  const host = config.SIM_HOST === "0.0.0.0" || config.SIM_HOST === "::" ? "127.0.0.1" : config.SIM_HOST;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const url = localUrlFor(host, port);
   if (!publicUrl) publicUrl = url;
-  logger.info({ url, publicUrl }, "provider simulator listening");
+  logger.info({ url, publicUrl, listen: `${host}:${port}` }, "provider simulator listening");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

@@ -25,7 +25,7 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 // A stateless worker process: run as many as needed; they share work through Redis and state
 // through Postgres.
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
-  const logger = createLogger("worker", config.LOG_LEVEL);
+  const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
   const db = createDb(config.DATABASE_URL, { poolSize: 20 });
   const redis = createWorkerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);

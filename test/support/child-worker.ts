@@ -21,7 +21,8 @@ export type ChildWorker = {
 export const spawnWorker = (env: Record<string, string>): ChildWorker => {
   const child = spawn(process.execPath, [path.join(root, "node_modules/tsx/dist/cli.mjs"), "apps/worker/main.ts"], {
     cwd: root,
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? root, ...env },
+    // At info level: the start line it waits for is a log line, and silent would hide it.
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? root, ...env, LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "pipe"],
     // tsx's CLI runs the script in a child of its own: the worker gets a process group, and signals
     // go to the whole group, so that a SIGKILL reaches the process that does the work.

@@ -20,6 +20,8 @@ export const storageEnv = {
 
 export const loggingEnv = {
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  // auto: readable lines when stdout is a terminal, JSON otherwise.
+  LOG_FORMAT: z.enum(["auto", "pretty", "json"]).default("auto"),
 };
 
 export const outboundFetchEnv = {

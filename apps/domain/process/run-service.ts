@@ -1,9 +1,16 @@
 import { ConfigError } from "../config/parse-env.ts";
-import { runUntilSignal } from "./run-until-signal.ts";
+import { createLogger, type LogFormat } from "../logging/logger.ts";
+import { installProcessHooks } from "./process-hooks.ts";
 
-// The shape of every app's main.ts: parse config once (a bad variable exits 78, EX_CONFIG, with
-// its name), start, print one line a person can read, then stop gracefully on a signal.
-export const runService = async <C, S extends { stop: () => Promise<void> }>(
+// Exit status for a configuration that cannot work (sysexits' EX_CONFIG): `npm start` does not
+// restart a process that exits with it, since the same environment would fail the same way.
+export const EX_CONFIG = 78;
+
+type LoggingConfig = { LOG_LEVEL: string; LOG_FORMAT: LogFormat };
+
+// The shape of every app's main.ts: parse config once (a bad variable exits 78 with its name),
+// hook signals and failures, start, log one line a person can read, then run until stopped.
+export const runService = async <C extends LoggingConfig, S extends { stop: () => Promise<void> }>(
   name: string,
   parseConfig: (env: NodeJS.ProcessEnv) => C,
   start: (config: C) => Promise<S>,
@@ -15,11 +22,20 @@ export const runService = async <C, S extends { stop: () => Promise<void> }>(
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`${name}: ${error.message}`);
-      process.exit(78);
+      process.exit(EX_CONFIG);
     }
     throw error;
   }
-  const service = await start(config);
-  console.log(describe(service));
-  runUntilSignal(name, service.stop);
+  const logger = createLogger(name, config.LOG_LEVEL, config.LOG_FORMAT);
+  const shutdown = installProcessHooks(logger);
+  let service: S;
+  try {
+    service = await start(config);
+  } catch (error) {
+    // Port in use, a dependency refusing at boot: said once, with the stack, then a non-zero exit.
+    logger.fatal({ err: error }, `${name} could not start`);
+    process.exit(1);
+  }
+  shutdown.attach(service.stop);
+  logger.info(describe(service));
 };

@@ -1,0 +1,32 @@
+import type { ProviderConfig } from "../domain/provider/provider-config.schema.ts";
+import { LOCAL_KEY, type StackConfig } from "./stack.config.ts";
+
+type BannerFacts = {
+  config: StackConfig;
+  apiUrl: string;
+  publicBaseUrl: string;
+  provider: ProviderConfig;
+  simulator: boolean;
+  pids: string;
+};
+
+const wildcard = (host: string) => host === "0.0.0.0" || host === "::";
+const listening = (host: string, port: number) =>
+  `listening on ${host.includes(":") ? `[${host}]` : host}:${port}${wildcard(host) ? " (every interface)" : ""}`;
+
+// What a person needs after `npm start`: where things listen, the key, a first command, how to stop.
+export const readyBanner = ({ config, apiUrl, publicBaseUrl, provider, simulator, pids }: BannerFacts) => {
+  const key = config.BOOTSTRAP_API_KEY === LOCAL_KEY ? LOCAL_KEY : "$BOOTSTRAP_API_KEY";
+  const loopbackOnly = config.HOST === "127.0.0.1" || config.HOST === "localhost" || config.HOST === "::1";
+  return `
+[stack] ready
+  api        ${apiUrl}   ${listening(config.HOST, config.PORT)}${loopbackOnly ? "; HOST=0.0.0.0 to accept other machines" : ""}
+             drop-in: ${apiUrl}/kling/v1/images/editing/expand, native: ${apiUrl}/v1/tasks
+  callbacks  ${publicBaseUrl}/webhooks/kling/...
+  provider   ${simulator ? `simulator at ${provider.baseUrl}   ${listening(config.HOST, config.SIMULATOR_PORT)} (admin: ${provider.baseUrl}/_sim/config)` : `${provider.kind} at ${provider.baseUrl}`}
+  api key    ${config.BOOTSTRAP_API_KEY === LOCAL_KEY ? `${LOCAL_KEY} (local default; set BOOTSTRAP_API_KEY to change)` : "BOOTSTRAP_API_KEY"}
+  try        curl -s -H 'Authorization: Bearer ${key}' ${apiUrl}/v1/tasks
+  processes  ${pids} (a crashed one is restarted)
+  stop       Ctrl-C, or SIGTERM/SIGINT/SIGHUP to npm or to this process
+`;
+};

@@ -1,0 +1,24 @@
+import { z } from "zod";
+import { defaultApiPort } from "../domain/config/defaults.ts";
+import { envPort, parseEnv } from "../domain/config/parse-env.ts";
+import { databaseEnv, loggingEnv } from "../domain/config/shared-env.schema.ts";
+import { listenHostEnv } from "../domain/process/listen-url.ts";
+import { providerEnv } from "../domain/provider/provider-config.schema.ts";
+
+export const LOCAL_KEY = "local-dev-key-0123456789";
+
+// What `npm start` itself needs to know; each app still parses its full schema from the same env.
+export const stackEnvSchema = z.object({
+  ...databaseEnv,
+  ...providerEnv,
+  ...listenHostEnv,
+  LOG_FORMAT: loggingEnv.LOG_FORMAT,
+  PORT: envPort.default(defaultApiPort),
+  PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
+  BOOTSTRAP_API_KEY: z.string().default(LOCAL_KEY),
+  ALLOWED_PRIVATE_HOSTS: z.string().optional(),
+});
+
+export type StackConfig = z.output<typeof stackEnvSchema>;
+
+export const parseStackConfig = (env: NodeJS.ProcessEnv): StackConfig => parseEnv(stackEnvSchema, env);

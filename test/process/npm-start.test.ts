@@ -1,0 +1,153 @@
+import { randomUUID } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Redis } from "ioredis";
+import { afterAll, describe, expect, inject, it } from "vitest";
+import { dropDatabases } from "../support/databases.ts";
+import { ratios, testImage } from "../support/fault-kit.ts";
+import { call, waitForTask } from "../support/http.ts";
+import { baseEnv, commandLine, descendants, freePort, identify, isAlive, killIfAlive, portIsFree, spawnCaptured, within, type Captured, type ProcId } from "./process-kit.ts";
+
+// `npm start` as a person or a process manager runs it: the real npm command, stopped by a signal
+// to npm's pid, its children crashed by SIGKILL. Each run has its own ports, database (created by
+// the stack itself, dropped here), queue prefix and storage directory.
+const LOCAL_KEY = "local-dev-key-0123456789";
+// Graceful stops take a second or two; the bound leaves room for a loaded machine.
+const STOP_BOUND_MS = 25_000;
+
+type RunningStack = {
+  npm: Captured;
+  apiUrl: string;
+  ports: number[];
+  npmProc: ProcId;
+  procs: { stack: ProcId; simulator: ProcId; api: ProcId; worker: ProcId };
+  // Every process under npm once the stack was ready: local-stack, the apps, their helpers.
+  tree: ProcId[];
+};
+
+describe("npm start", () => {
+  const runId = randomUUID().slice(0, 8);
+  const databasePrefix = `kling_npmstart_${runId}`;
+  const serverUrl = new URL(inject("templateDatabaseUrl"));
+  const storageDirs: string[] = [];
+  const stacks: RunningStack[] = [];
+
+  afterAll(async () => {
+    // A failed test may leave processes behind: end them by pid, never by name.
+    for (const stack of stacks) {
+      for (const proc of [stack.npmProc, ...stack.tree, ...descendants(stack.procs.stack.pid)]) killIfAlive(proc);
+    }
+    await dropDatabases(serverUrl.toString(), databasePrefix);
+    // Only this file's queue prefixes; the Redis is shared.
+    const redis = new Redis(inject("redisUrl"));
+    for await (const keys of redis.scanStream({ match: `npmstart${runId}*`, count: 500 })) if (keys.length > 0) await redis.del(...(keys as string[]));
+    redis.disconnect();
+    await Promise.all(storageDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  });
+
+  // In a terminal: under util-linux `script`, which gives it a pseudo-terminal and passes what we
+  // write (a Ctrl-C) to it as a person's keyboard would.
+  const startNpm = async (label: string, options: { terminal?: boolean } = {}): Promise<RunningStack> => {
+    const ports = [await freePort(), await freePort()];
+    const database = new URL(serverUrl);
+    database.pathname = `/${databasePrefix}_${label}`;
+    const storageDir = await mkdtemp(path.join(tmpdir(), "kling-npmstart-"));
+    storageDirs.push(storageDir);
+    const command: [string, string[]] = options.terminal ? ["script", ["-qefc", "npm start", "/dev/null"]] : ["npm", ["start"]];
+    const npm = spawnCaptured(...command, {
+      stdin: options.terminal,
+      env: {
+        ...baseEnv(),
+        PORT: String(ports[0]),
+        SIMULATOR_PORT: String(ports[1]),
+        DATABASE_URL: database.toString(),
+        REDIS_URL: inject("redisUrl"),
+        QUEUE_PREFIX: `npmstart${runId}${label}`,
+        STORAGE_DIR: storageDir,
+        LOG_LEVEL: "info",
+        TERM: "xterm",
+      },
+      // Its own process group, as under a process manager: the terminal's signals are not in play.
+      detached: true,
+    });
+    const match = await npm.waitFor(/processes {2}stack (\d+), simulator (\d+), api (\d+), worker (\d+)/, 150_000);
+    const tree = descendants(npm.pid);
+    const known = (pid: string | undefined) => {
+      const proc = tree.find((p) => p.pid === Number(pid));
+      if (!proc) throw new Error(`pid ${pid} from the ready block is not under npm (${tree.map((p) => p.pid).join(", ")})`);
+      return proc;
+    };
+    const running: RunningStack = {
+      npm,
+      npmProc: identify(npm.pid)!,
+      apiUrl: `http://127.0.0.1:${ports[0]}`,
+      ports,
+      procs: { stack: known(match[1]), simulator: known(match[2]), api: known(match[3]), worker: known(match[4]) },
+      tree,
+    };
+    stacks.push(running);
+    return running;
+  };
+
+  const expectAllGone = async (stack: RunningStack, procs: ProcId[]) => {
+    await within("every process of the stack gone", STOP_BOUND_MS, () => procs.every((proc) => !isAlive(proc)));
+    await within("the ports free", 5_000, async () => (await Promise.all(stack.ports.map(portIsFree))).every(Boolean));
+  };
+
+  // Side by side: each stack has its own ports, database and queue prefix, and most of the time is
+  // spent starting up.
+  it.concurrent.for(["SIGTERM", "SIGINT", "SIGHUP"] as const)(
+    "when npm's pid gets %s, then every process it started exits and the ports are free",
+    { timeout: 200_000 },
+    async (signal, { expect }) => {
+      const stack = await startNpm(signal.toLowerCase());
+      process.kill(stack.npm.pid, signal);
+      await expectAllGone(stack, [stack.npmProc, ...stack.tree]);
+      // The apps drained rather than being killed: each logged its stop.
+      for (const name of ["api", "worker", "simulator"]) expect(stack.npm.output()).toMatch(new RegExp(`\\[${name}\\] .*"msg":"stopping"`));
+      expect(stack.npm.output()).toContain("[stack] stopped");
+    },
+  );
+
+  it.concurrent("when Ctrl-C is pressed in the terminal running npm start, then every process it started exits", { timeout: 200_000 }, async ({ expect }) => {
+    const stack = await startNpm("ctrlc", { terminal: true });
+    stack.npm.child.stdin!.write("\u0003");
+    await expectAllGone(stack, [stack.npmProc, ...stack.tree]);
+    expect(stack.npm.output()).toContain("[stack] SIGINT; stopping");
+    expect(stack.npm.output()).toContain("[stack] stopped");
+  });
+
+  it("when local-stack itself is SIGKILLed, then its children notice and exit on their own", async () => {
+    const stack = await startNpm("sigkill");
+    const children = descendants(stack.procs.stack.pid);
+    expect(children.length).toBeGreaterThanOrEqual(3);
+    process.kill(stack.procs.stack.pid, "SIGKILL");
+    await expectAllGone(stack, children);
+  }, 200_000);
+
+  it("when a child crashes, then it is restarted after a backoff and the stack works again", async () => {
+    const stack = await startNpm("crash");
+    const killed = [stack.procs.worker, stack.procs.api];
+    process.kill(stack.procs.worker.pid, "SIGKILL");
+    process.kill(stack.procs.api.pid, "SIGKILL");
+    await stack.npm.waitFor(/\[stack\] worker exited \(signal SIGKILL\) after [\d.]+ s; restarting in 1\.0 s \(restart 1\)/, 10_000);
+    await stack.npm.waitFor(/\[stack\] api exited \(signal SIGKILL\) after [\d.]+ s; restarting in 1\.0 s \(restart 1\)/, 10_000);
+
+    const appPid = (entry: string) =>
+      descendants(stack.procs.stack.pid).find((p) => commandLine(p.pid).endsWith(entry) && !killed.some((k) => k.pid === p.pid && k.startTime === p.startTime));
+    await within("a new worker and api", 60_000, () => appPid("apps/worker/main.ts") !== undefined && appPid("apps/api/main.ts") !== undefined);
+    await within("the api ready again", 90_000, async () => (await call(stack.apiUrl, "GET", "/readyz").catch(() => ({ status: 0 }))).status === 200, 250);
+
+    // The restarted worker does the work: a task goes all the way through.
+    const created = await call(stack.apiUrl, "POST", "/v1/tasks", { key: LOCAL_KEY, body: { image: await testImage(), ...ratios } });
+    expect(created.status).toBe(202);
+    const done = await waitForTask(stack.apiUrl, LOCAL_KEY, created.body.id, ["succeeded", "failed"], 90_000);
+    expect(done.status).toBe("succeeded");
+
+    // And the restarted processes stop with the rest.
+    const tree = [stack.npmProc, ...descendants(stack.npm.pid)];
+    process.kill(stack.npm.pid, "SIGTERM");
+    await expectAllGone(stack, tree);
+  }, 300_000);
+});

@@ -1,0 +1,83 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { freePort, jsonLines, spawnApp, type Captured } from "./process-kit.ts";
+
+// Every app's main.ts goes through runService: these run it in a real process and end that process
+// every way it can end.
+const fixture = "test/process/fixtures/fixture-service.main.ts";
+const json = { LOG_FORMAT: "json", LOG_LEVEL: "info" };
+
+describe("a service process", () => {
+  const started: Captured[] = [];
+  const start = (entry: string, env: Record<string, string>, options: { ipc?: boolean } = {}) => {
+    const proc = spawnApp(entry, env, options);
+    started.push(proc);
+    return proc;
+  };
+  afterAll(() => {
+    for (const proc of started) if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill("SIGKILL");
+  });
+
+  it.each([
+    ["throw", "uncaught exception", "fixture: thrown and not caught"],
+    ["reject", "unhandled rejection", "fixture: rejected and not handled"],
+  ])("when it %ss and nobody catches it, then one fatal line carries the stack, stop runs, and it exits 1", async (crash, kind, message) => {
+    const proc = start(fixture, { ...json, FIXTURE_CRASH: crash });
+    const started = Date.now();
+    const exit = await proc.exited;
+    expect(exit).toEqual({ code: 1, signal: null });
+    expect(Date.now() - started).toBeLessThan(20_000);
+    const fatal = jsonLines(proc.output()).filter((line) => line.level === 60);
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toMatchObject({ name: "fixture", kind, err: { message } });
+    expect(fatal[0]!.err.stack).toContain("fixture-service.main.ts");
+    expect(proc.output()).toContain("fixture: stop called");
+  });
+
+  it("when its stop hangs after a crash, then it still exits 1 at the short crash deadline", async () => {
+    const proc = start(fixture, { ...json, FIXTURE_CRASH: "throw", FIXTURE_STOP: "hang" });
+    await proc.waitFor("fixture: stop called", 30_000);
+    const stopAsked = Date.now();
+    expect(await proc.exited).toEqual({ code: 1, signal: null });
+    // The deadline is 3 s; the margin is for a loaded machine.
+    expect(Date.now() - stopAsked).toBeGreaterThanOrEqual(2_500);
+    expect(Date.now() - stopAsked).toBeLessThan(8_000);
+    expect(jsonLines(proc.output()).some((line) => line.msg === "stop did not finish in time; forcing exit")).toBe(true);
+  });
+
+  it.each(["SIGTERM", "SIGINT", "SIGHUP"] as const)("when it gets %s, then it stops gracefully and exits 0", async (signal) => {
+    const proc = start(fixture, json);
+    await proc.waitFor("fixture started", 30_000);
+    proc.child.kill(signal);
+    expect(await proc.exited).toEqual({ code: 0, signal: null });
+    expect(proc.output()).toContain("fixture: stop called");
+    expect(jsonLines(proc.output()).find((line) => line.msg === "stopping")).toMatchObject({ reason: signal });
+  });
+
+  it("when the parent that started it with an IPC channel goes away, then it stops and exits", async () => {
+    const proc = start(fixture, json, { ipc: true });
+    await proc.waitFor("fixture started", 30_000);
+    // What a SIGKILLed parent looks like from the child: the channel closes.
+    proc.child.disconnect();
+    expect(await proc.exited).toEqual({ code: 0, signal: null });
+    expect(jsonLines(proc.output()).find((line) => line.msg === "stopping")).toMatchObject({ reason: "parent process gone" });
+  });
+
+  it("when a variable is invalid, then it exits 78 naming the variable, and nothing starts", async () => {
+    const proc = start("apps/simulator/main.ts", { SIMULATOR_PORT: "not-a-port", LOG_FORMAT: "loud" });
+    expect(await proc.exited).toEqual({ code: 78, signal: null });
+    expect(proc.output()).toMatch(/SIMULATOR_PORT: must be a port number/);
+    expect(proc.output()).toMatch(/LOG_FORMAT/);
+  });
+
+  it("when it cannot start (its port is taken), then one fatal line carries the stack and it exits 1", async () => {
+    const first = start("apps/simulator/main.ts", { ...json, SIMULATOR_PORT: String(await freePort()) });
+    const [, port] = (await first.waitFor(/"listen":"127\.0\.0\.1:(\d+)"/, 30_000)) as unknown as [string, string];
+    const second = start("apps/simulator/main.ts", { ...json, SIMULATOR_PORT: port });
+    expect(await second.exited).toEqual({ code: 1, signal: null });
+    const fatal = jsonLines(second.output()).find((line) => line.level === 60);
+    expect(fatal).toMatchObject({ msg: "simulator could not start", err: { code: "EADDRINUSE" } });
+    expect(fatal!.err.stack).toMatch(/EADDRINUSE/);
+    first.child.kill("SIGTERM");
+    expect(await first.exited).toEqual({ code: 0, signal: null });
+  });
+});
