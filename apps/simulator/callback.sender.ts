@@ -42,7 +42,7 @@ export const createCallbackSender = ({ settings, stats, logger, random = Math.ra
     } catch (error) {
       if (signal.aborted) return;
       stats().callbacks_failed += 1;
-      logger.warn({ url, err: (error as Error).message }, "callback failed; not retried");
+      logger.warn({ url, err: error }, "callback failed; not retried");
     }
   };
 

@@ -47,7 +47,7 @@ export const createTaskLifecycle = ({ store, timers, callbacks, results, publicU
       void changeStatus(task, "succeed");
     } catch (error) {
       if (started !== generation) return;
-      logger.error({ providerTaskId: task.taskId, err: (error as Error).message }, "rendering the result failed");
+      logger.error({ providerTaskId: task.taskId, err: error }, "rendering the result failed");
       void changeStatus(task, "failed", "internal error: the generation failed, please retry");
     }
   };

@@ -29,7 +29,7 @@ const withErrorLog = (redis: Redis, logger: Logger): Redis => {
   redis.on("error", (error: Error) => {
     if (Date.now() - lastLogged > 10_000) {
       lastLogged = Date.now();
-      logger.warn({ err: error.message }, "redis connection error");
+      logger.warn({ err: error }, "redis connection error");
     }
   });
   return redis;

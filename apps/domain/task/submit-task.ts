@@ -153,7 +153,7 @@ const handleProviderError = async (
   }
   if (action === "pause_account") {
     await deps.gate.pause(`code ${code ?? "none"}: ${error.message}`);
-    deps.logger.error({ code, err: error.message }, "provider account paused: needs a human");
+    deps.logger.error({ code, err: error }, "provider account paused: needs a human");
     // The task that met the refusal (the first, or a probe) says so too, like those kept waiting.
     const reason = gateWaitReason(await deps.gate.state());
     await markWaiting(deps.db, taskId, ["queued", "submitting"], reason);
