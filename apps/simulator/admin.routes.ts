@@ -1,6 +1,7 @@
 import express, { Router, type Request, type Response } from "express";
 import type { Logger } from "../domain/logging/logger.ts";
 import type { ResultImageCache } from "./result-image.cache.ts";
+import { renderSampleImage, sampleImageQuerySchema } from "./sample-image.render.ts";
 import { serializeSettings, simSettingsPatchSchema, type SimSettings } from "./sim-settings.schema.ts";
 import type { SimTaskStore } from "./sim-task.store.ts";
 import type { TaskLifecycle } from "./task-lifecycle.ts";
@@ -91,6 +92,14 @@ export const adminRoutes = (deps: AdminRouteDeps): Router => {
     deps.lifecycle.cancelAll();
     store.reset();
     res.json({ ok: true });
+  });
+
+  // GET /_sim/sample.png?width=600&height=400: a source image to try the orchestrator with.
+  router.get("/sample.png", async (req: Request, res: Response) => {
+    const size = sampleImageQuerySchema.safeParse(req.query);
+    if (!size.success) return res.status(400).json({ error: "bad_request", message: "width and height must be whole numbers from 300 to 4000" });
+    const image = await renderSampleImage(size.data);
+    res.status(200).type("image/png").set("content-length", String(image.length)).send(image);
   });
 
   // Result downloads need no auth, like the provider's CDN URLs.
