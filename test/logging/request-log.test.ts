@@ -79,7 +79,7 @@ describe("the API's request log", () => {
     expect(task.status).toBe("succeeded");
     // Make the stored image far larger than the socket buffers, so the download is still running
     // when the client goes: the server's pipeline must see the connection close under it.
-    const files = (await readdir(stack.env.storageDir, { recursive: true })).filter((file) => file.includes(task.id) && /\.(png|jpe?g)$/.test(file));
+    const files = (await readdir(stack.env.storageDir, { recursive: true })).filter((file) => file.startsWith(`tasks${path.sep}${task.id}`) && /\.(png|jpe?g)$/.test(file));
     expect(files).toHaveLength(1);
     await truncate(path.join(stack.env.storageDir, files[0]!), 256 * 1024 * 1024);
 
