@@ -112,6 +112,17 @@ export const countFault = async (
     else failedAsExpected++;
   }
 
+  // Where tasks were made to misbehave in different ways, how each way ended.
+  if (planned.some((p) => p.label !== "plain")) {
+    const outcomes = new Map<string, number>();
+    for (const plan of planned) {
+      const row = rows.get(plan.id);
+      const end = `${plan.label} -> ${row?.status ?? "missing"}${row?.failure_class ? `/${row.failure_class}` : ""}`;
+      outcomes.set(end, (outcomes.get(end) ?? 0) + 1);
+    }
+    notes.push(`outcomes: ${[...outcomes].sort().map(([end, n]) => `${end} x${n}`).join("; ")}`);
+  }
+
   let duplicated = 0;
   // (Map.groupBy needs Node 21.)
   const byExternalId = new Map<string, SimTaskView[]>();

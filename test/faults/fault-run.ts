@@ -4,6 +4,7 @@ import { call } from "../support/http.ts";
 import { census, countFault, waitUntilTerminal, type FaultCount, type PlannedTask } from "./fault-accounting.ts";
 import type { RemoteImageHost } from "./remote-images.server.ts";
 import { startFaultStack, type FaultStack, type FaultStackOptions } from "./fault-stack.ts";
+import type { Crash } from "./supervised-service.ts";
 
 export type FaultContext = {
   stack: FaultStack;
@@ -60,6 +61,21 @@ export const inSeveralStates = (tasks: Record<string, number>) =>
   count(tasks, "queued") >= 1 && count(tasks, "submitting", "submitted", "processing") >= 2 && count(tasks, "archiving", "succeeded", "failed") >= 1;
 
 const READY_WAIT_MS = 20_000;
+const INTAKE_TRIES = 10;
+
+// A 503 says "nothing was stored, retry": a client does, after Retry-After. The stack is busy
+// starting (and the machine may be shared), so this can happen before any fault.
+const submitAsAClientWould = async (stack: FaultStack, body: Record<string, unknown>) => {
+  for (let retries = 0; ; retries++) {
+    const answer = await call(stack.api.url, "POST", "/v1/tasks", { key: stack.api.key, body });
+    if (answer.status === 202) return { answer, retries };
+    if (answer.status !== 503 || retries + 1 >= INTAKE_TRIES) {
+      throw new Error(`intake answered ${answer.status} before any fault (try ${retries + 1}): ${JSON.stringify(answer.body)}`);
+    }
+    const retryAfterS = Number(answer.headers.get("retry-after") ?? "1");
+    await new Promise((resolve) => setTimeout(resolve, (Number.isFinite(retryAfterS) ? retryAfterS : 1) * 1000));
+  }
+};
 
 // One fault, start to end: a stack of its own, a batch of tasks, the fault injected while the tasks
 // are in several states and healed after its hold, then a bounded wait for every task to end, and
@@ -86,14 +102,16 @@ export const runFault = async (fault: FaultDefinition, options: FaultRunOptions)
 
     const image = options.sourceImage.toString("base64");
     const shapes = Array.from({ length: options.tasks }, (_, i) => fault.task?.(i, stack.images) ?? {});
+    let refusals = 0;
     const submitted = await Promise.all(
       shapes.map(async (shape, i) => {
         const body = { image, ...ratios, n: i % 5 === 4 ? 2 : 1, ...shape.body };
-        const answer = await call(stack.api.url, "POST", "/v1/tasks", { key: stack.api.key, body });
-        if (answer.status !== 202) throw new Error(`intake answered ${answer.status} before any fault: ${JSON.stringify(answer.body)}`);
+        const { answer, retries } = await submitAsAClientWould(stack, body);
+        refusals += retries;
         return { id: answer.body.id as string, n: body.n, label: shape.label ?? "plain", mayFailWith: shape.mayFailWith ?? [], mustFail: shape.mustFail };
       }),
     );
+    if (refusals > 0) notes.push(`intake answered 503 ${refusals} times before any fault (retried as its Retry-After says)`);
     tasks.push(...submitted);
     const ids = tasks.map((t) => t.id);
 
@@ -116,11 +134,17 @@ export const runFault = async (fault: FaultDefinition, options: FaultRunOptions)
     const deadlineAt = healedAt + Math.max(options.deadlineS, fault.minDeadlineS ?? 0) * 1000;
     const allEnded = await waitUntilTerminal(stack.db, ids, deadlineAt);
     const counted = await countFault(stack, tasks, { healedAt, deadlineAt, allEnded }, tainted);
-    const crashes = [stack.api, stack.worker].flatMap((service) =>
-      service.crashes.map((c) => `${c.kind} exited unasked (code ${c.exit.code}, signal ${c.exit.signal}); its last words: ${c.output.trim().split("\n").slice(-3).join(" | ")}`),
-    );
+    const crashes = [stack.api, stack.worker].flatMap((service) => service.crashes.map(describeCrash));
     return { ...counted, notes: [...notes, ...counted.notes], crashes, logDir };
   } finally {
     await stack.stop();
   }
+};
+
+// The error a crashed process printed last, and where it was thrown.
+const describeCrash = (crash: Crash) => {
+  const lines = crash.output.split("\n");
+  const at = lines.findLastIndex((line) => /^\w*Error\b/.test(line));
+  const error = at >= 0 ? `${lines[at]!.trim()} ${lines[at + 1]?.trim() ?? ""} ${lines[at + 2]?.trim() ?? ""}` : lines.slice(-3).join(" | ");
+  return `${crash.kind} exited unasked (code ${crash.exit.code}, signal ${crash.exit.signal}): ${error}`;
 };

@@ -122,7 +122,8 @@ export const startFaultStack = async (options: FaultStackOptions): Promise<Fault
       REDIS_URL: redis.url,
       QUEUE_PREFIX: queuePrefix,
       STORAGE_DIR: storageDir,
-      LOG_LEVEL: "warn",
+      // info: the log files are the evidence of what a fault did (sweeps, adoptions, retries).
+      LOG_LEVEL: "info",
       PUBLIC_BASE_URL: apiUrl,
       PROVIDER_CAPACITY: String(options.capacity),
       ...compressedTiming,
@@ -144,11 +145,9 @@ export const startFaultStack = async (options: FaultStackOptions): Promise<Fault
       ...options.workerEnv,
     };
     const api = superviseService("api", () => apiEnv, path.join(options.logDir, "api.log"));
-    cleanups.push(() => api.stop());
-    await api.start();
     const worker = superviseService("worker", () => workerEnv, path.join(options.logDir, "worker.log"));
-    cleanups.push(() => worker.stop());
-    await worker.start();
+    cleanups.push(() => Promise.all([api.stop(), worker.stop()]));
+    await Promise.all([api.start(), worker.start()]);
 
     return {
       name: options.name,
