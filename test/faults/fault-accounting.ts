@@ -69,10 +69,10 @@ export const waitUntilTerminal = async (db: pg.Pool, ids: string[], deadline: nu
   }
 };
 
-const lastEvents = async (db: pg.Pool, taskId: string) => {
+const lastEvents = async (db: pg.Pool, taskId: string, count = 4) => {
   const { rows } = await db.query<{ from_status: string | null; to_status: string; source: string; detail: unknown }>(
-    "select from_status, to_status, source, detail from task_event where task_id = $1 order by id desc limit 4",
-    [taskId],
+    "select from_status, to_status, source, detail from task_event where task_id = $1 order by id desc limit $2",
+    [taskId, count],
   );
   return rows
     .reverse()
@@ -149,6 +149,10 @@ export const countFault = async (
   if (refusedDuplicates > 0) {
     duplicated += refusedDuplicates;
     notes.push(`${refusedDuplicates} creates were refused as a duplicate external_task_id (a second create was tried)`);
+    // Which tasks had more than one create call (rate-limit refusals among them are harmless).
+    for (const { external_task_id: id, count } of await stack.sim.createCalls()) {
+      if (count > 1 && ours.has(id)) notes.push(`  ${id}: ${count} create calls; events: ${await lastEvents(stack.db, id, 8)}`);
+    }
   }
   if ((stats.peak_slots_in_use ?? 0) > (stats.capacity ?? Infinity)) {
     notes.push(`the provider saw ${stats.peak_slots_in_use} slots in use at once; the capacity is ${stats.capacity}`);

@@ -1,6 +1,9 @@
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import { jobCatalog } from "../../apps/domain/queues/job-catalog.ts";
 import { forgedInboxOutcomes, startForgingCallbacks } from "./forged-callbacks.ts";
 import type { FaultDefinition } from "./fault-run.ts";
-import { simulatorRunMs } from "./fault-stack.ts";
+import { simulatorRunMs, type FaultStack } from "./fault-stack.ts";
 import type { RemoteAnswer } from "./remote-images.server.ts";
 
 // The fault matrix. Each entry says what it injects, when, what heals it, and which task failures
@@ -79,11 +82,31 @@ const redisRestartedEmpty: FaultDefinition = {
     "Redis without persistence is SIGKILLed and a new, empty one started on the same port at once: every queued job, the slot " +
     "ledger, the provider gate and the sweeper's job scheduler are gone. Heal: none beyond the restart. Expected: Postgres is the " +
     "truth; the sweeper re-drives what Redis lost; all succeed.",
-  inject: async ({ stack }) => {
+  inject: async ({ stack, note }) => {
     await stack.redis.restartEmpty();
-    return async () => undefined;
+    return async () => {
+      // Evidence for the notes: the sweeper runs on a BullMQ job scheduler that lives in Redis.
+      const back = await sweeperScheduledWithin(stack, 5_000);
+      note(back ? `the sweeper's job scheduler was back in Redis ${back} ms after the restart` : "the sweeper's job scheduler was not back in Redis 5 s after the restart: nothing sweeps");
+    };
   },
   holdMs: 0,
+};
+
+const sweeperScheduledWithin = async (stack: FaultStack, ms: number): Promise<number | undefined> => {
+  const connection = new Redis(stack.redis.url, { maxRetriesPerRequest: 1 });
+  const queue = new Queue(jobCatalog.reconcile.queue, { connection, prefix: stack.queuePrefix });
+  const started = Date.now();
+  try {
+    for (;;) {
+      if (await queue.getJobScheduler("reconcile-sweep")) return Date.now() - started;
+      if (Date.now() - started > ms) return undefined;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  } finally {
+    await queue.close();
+    connection.disconnect();
+  }
 };
 
 const redisHung: FaultDefinition = {

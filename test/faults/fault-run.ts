@@ -50,6 +50,8 @@ export type FaultRunOptions = {
   sourceImage: Buffer;
   // Progress lines (stderr for the CLI).
   progress?: (line: string) => void;
+  // More checks on the ended batch while its stack still runs (a test's own assertions).
+  inspect?: (stack: FaultStack, tasks: PlannedTask[]) => Promise<void>;
 };
 
 export type FaultResult = FaultCount & { crashes: string[]; logDir: string };
@@ -134,6 +136,7 @@ export const runFault = async (fault: FaultDefinition, options: FaultRunOptions)
     const deadlineAt = healedAt + Math.max(options.deadlineS, fault.minDeadlineS ?? 0) * 1000;
     const allEnded = await waitUntilTerminal(stack.db, ids, deadlineAt);
     const counted = await countFault(stack, tasks, { healedAt, deadlineAt, allEnded }, tainted);
+    await options.inspect?.(stack, tasks);
     const crashes = [stack.api, stack.worker].flatMap((service) => service.crashes.map(describeCrash));
     return { ...counted, notes: [...notes, ...counted.notes], crashes, logDir };
   } finally {
