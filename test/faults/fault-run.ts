@@ -94,6 +94,7 @@ export const runFault = async (fault: FaultDefinition, options: FaultRunOptions)
     capacity: 4,
     ...fault.stack,
   });
+  progress(`${fault.name}: ${fault.description}`);
   progress(`${fault.name}: stack up in ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
   const notes: string[] = [];
   const tainted = new Map<string, string>();

@@ -11,6 +11,16 @@ import { runFault } from "./fault-run.ts";
 // `npm run faults`: the whole fault matrix, one line per fault on stdout and a total line; what
 // explains each lost or duplicated task, process crashes and progress go to stderr. Exits 1 when
 // any task was lost or duplicated at the provider or a fault could not be run at all.
+//
+//   fault=<name> tasks=<n> succeeded=<s> failed_as_expected=<f> lost=<l> duplicated_at_provider=<d> max_recovery_s=<r>
+//
+// succeeded: ended succeeded with all its images stored. failed_as_expected: failed with a class the
+// fault explains (each fault's description in fault-catalog.ts says which). lost: everything else
+// (not ended by the deadline, failed unexplained, succeeded on bad input, changed by a forgery).
+// duplicated_at_provider: provider tasks beyond one per task, second creates of one
+// external_task_id, provider tasks that are none of ours. max_recovery_s: from the heal to the last
+// task's end (the whole wait when a task never ended). Env: FAULTS_TASKS (20), FAULTS_DEADLINE_S
+// (60, after each heal), FAULTS_ONLY=name,name, FAULTS_LOG_DIR (the API's and worker's logs).
 
 const names = faultCatalog.map((f) => f.name);
 const envSchema = z.object({
