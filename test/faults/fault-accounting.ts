@@ -154,6 +154,10 @@ export const countFault = async (
       if (count > 1 && ours.has(id)) notes.push(`  ${id}: ${count} create calls; events: ${await lastEvents(stack.db, id, 8)}`);
     }
   }
+  // What the provider saw: evidence that the fault bit (callbacks that failed while the API was
+  // down, errors and hangs injected), whatever the count.
+  const seen = ["tasks_created", "create_calls", "get_calls", "errors_injected", "connection_faults", "rejected_over_capacity", "callbacks_sent", "callbacks_failed", "callbacks_lost", "callbacks_duplicated"];
+  notes.push(`the provider saw: ${seen.map((k) => `${k}=${stats[k] ?? "?"}`).join(" ")}`);
   if ((stats.peak_slots_in_use ?? 0) > (stats.capacity ?? Infinity)) {
     notes.push(`the provider saw ${stats.peak_slots_in_use} slots in use at once; the capacity is ${stats.capacity}`);
   }
