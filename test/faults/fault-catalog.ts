@@ -55,12 +55,12 @@ const apiSigkill: FaultDefinition = {
   name: "api_sigkill",
   description:
     "The API is SIGKILLed while tasks run at the provider and its callbacks arrive (the simulator does not retry a callback). Heal: " +
-    "the API starts again on the same port after 5 s. Expected: polling covers the callbacks lost meanwhile; all succeed.",
+    "the API starts again on the same port after 3 s. Expected: polling covers the callbacks lost meanwhile; all succeed.",
   inject: async ({ stack }) => {
     await stack.api.kill("SIGKILL");
     return () => stack.api.start();
   },
-  holdMs: 5_000,
+  holdMs: 3_000,
 };
 
 const redisStopped: FaultDefinition = {
