@@ -40,7 +40,7 @@ const workerSigkillArchiving: FaultDefinition = {
     "Result images answer after 4 s, so tasks linger in `archiving`; the worker is SIGKILLed while >= 2 do. Heal: results answer at " +
     "once, a new worker starts (1 s later). Expected: the archive jobs run again; all succeed, images stored once.",
   prepare: async ({ stack }) => stack.images.answerResultsWith(() => "slow"),
-  readyToInject: (tasks) => count(tasks, "archiving") >= 2 && count(tasks, "queued") >= 1,
+  readyToInject: (tasks) => count(tasks, "archiving") >= 2 && count(tasks, "queued", "submitting", "submitted", "processing") >= 1,
   inject: async ({ stack }) => {
     await stack.worker.kill("SIGKILL");
     return async () => {

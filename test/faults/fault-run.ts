@@ -63,6 +63,7 @@ export const inSeveralStates = (tasks: Record<string, number>) =>
   count(tasks, "queued") >= 1 && count(tasks, "submitting", "submitted", "processing") >= 2 && count(tasks, "archiving", "succeeded", "failed") >= 1;
 
 const READY_WAIT_MS = 20_000;
+export const NOT_AT_INJECTION_POINT = "the tasks never reached the injection point";
 const INTAKE_TRIES = 10;
 
 // A 503 says "nothing was stored, retry": a client does, after Retry-After. The stack is busy
@@ -125,7 +126,7 @@ export const runFault = async (fault: FaultDefinition, options: FaultRunOptions)
       await new Promise((resolve) => setTimeout(resolve, 100));
       seen = await census(stack.db);
     }
-    if (!ready(seen)) notes.push(`the tasks never reached the injection point within ${READY_WAIT_MS} ms; injected anyway`);
+    if (!ready(seen)) notes.push(`${NOT_AT_INJECTION_POINT} within ${READY_WAIT_MS} ms; injected anyway`);
     progress(`${fault.name}: injecting with tasks ${JSON.stringify(seen)}`);
 
     const heal = await fault.inject(ctx);
