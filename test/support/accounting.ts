@@ -33,7 +33,11 @@ export type AccountingOptions = {
 // Every task accounted for: each in its expected end state, exactly the provider tasks and create
 // calls it should have caused (so nothing was created or paid twice), every provider task one of
 // ours, and the provider's slots never over capacity.
-export const expectAllAccountedFor = async (stack: Stack, expected: TaskExpectation[], options: AccountingOptions) => {
+export const expectAllAccountedFor = async (
+  stack: Pick<Stack, "db"> & { api: { url: string }; simulator: { url: string } },
+  expected: TaskExpectation[],
+  options: AccountingOptions,
+) => {
   const sim = simAdmin(stack);
   const [simTasks, createCalls, stats] = await Promise.all([sim.tasks(), sim.createCalls(), sim.stats()]);
 

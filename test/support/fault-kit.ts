@@ -43,7 +43,10 @@ export type SimTaskView = {
 };
 
 // The simulator's admin routes (apps/simulator/README.md), over HTTP like the tests' other calls.
-export const simAdmin = (stack: Stack) => {
+// Only the addresses are needed, so a stack of real processes (test/faults) can use these too.
+type Reachable = { api: { url: string } };
+
+export const simAdmin = (stack: { simulator: { url: string } }) => {
   const url = stack.simulator.url;
   return {
     patch: async (patch: Record<string, unknown>) => {
@@ -71,10 +74,10 @@ export const submitTask = async (stack: Stack, key: string, body: Record<string,
 export const submitMany = (stack: Stack, key: string, count: number, body: (i: number) => Record<string, unknown> = () => ({})) =>
   Promise.all(Array.from({ length: count }, (_, i) => submitTask(stack, key, body(i))));
 
-export const getTask = async (stack: Stack, task: { id: string; key: string }) =>
+export const getTask = async (stack: Reachable, task: { id: string; key: string }) =>
   (await call(stack.api.url, "GET", `/v1/tasks/${task.id}`, { key: task.key })).body;
 
-export const taskEvents = async (stack: Stack, task: { id: string; key: string }) =>
+export const taskEvents = async (stack: Reachable, task: { id: string; key: string }) =>
   (await call(stack.api.url, "GET", `/v1/tasks/${task.id}/events`, { key: task.key })).body.data as {
     from: string | null;
     to: string;
@@ -82,7 +85,7 @@ export const taskEvents = async (stack: Stack, task: { id: string; key: string }
     detail: Record<string, unknown> | null;
   }[];
 
-export const readiness = async (stack: Stack) => (await call(stack.api.url, "GET", "/readyz")).body;
+export const readiness = async (stack: Reachable) => (await call(stack.api.url, "GET", "/readyz")).body;
 
 // Every task to an end state; returns the tasks as the API shows them.
 export const settle = (stack: Stack, tasks: { id: string; key: string }[], timeoutMs = 15_000) =>

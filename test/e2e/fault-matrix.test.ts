@@ -1,0 +1,79 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createDb } from "../../apps/domain/db/database.ts";
+import { faultCatalog } from "../faults/fault-catalog.ts";
+import { NOT_AT_INJECTION_POINT, runFault } from "../faults/fault-run.ts";
+import { expectAllAccountedFor } from "../support/accounting.ts";
+import { resultSize } from "../support/fault-kit.ts";
+import { makeImage } from "../support/images.ts";
+
+// A short run of `npm run faults`, from the same code: the cheap faults that pass today, each on a
+// stack of real processes (API and worker as children, a private Redis, Postgres through a proxy)
+// with a small batch. The whole matrix, with the faults that still lose tasks, is `npm run faults`.
+
+// One fault per kind of part the matrix breaks: a process killed, Redis gone, Postgres silent.
+const cases = [
+  { fault: "worker_sigkill_archiving", when: "the worker process is SIGKILLed while tasks are archiving and a new one starts" },
+  { fault: "redis_stopped", when: "the test's own Redis is stopped for 6 s and comes back with its data" },
+  { fault: "postgres_hung", when: "Postgres goes silent for our processes for 6 s (a proxy holds every byte)" },
+];
+
+let logDir: string;
+let sourceImage: Buffer;
+beforeAll(async () => {
+  logDir = await mkdtemp(path.join(tmpdir(), "kling-fault-matrix-"));
+  sourceImage = await makeImage(400, 400);
+});
+afterAll(() => rm(logDir, { recursive: true, force: true }));
+
+describe("the fault matrix, short", () => {
+  for (const { fault: name, when } of cases) {
+    it(`when ${when}, then every task succeeds, none is lost and none is created twice at the provider`, async () => {
+      const fault = faultCatalog.find((f) => f.name === name)!;
+      const result = await runFault(fault, {
+        templateDatabaseUrl: inject("templateDatabaseUrl"),
+        tasks: 8,
+        deadlineS: 60,
+        logDir,
+        sourceImage,
+        // The per-task accounting of the other fault tests as well: each task's one provider task
+        // is the one it tracks, its images are the expanded size, and no slot is left held.
+        inspect: async (stack, tasks) => {
+          const db = createDb(stack.databaseUrl, { poolSize: 2 });
+          try {
+            await expectAllAccountedFor(
+              { db, api: stack.api, simulator: stack.simulator },
+              tasks.map((t) => ({ id: t.id, key: stack.api.key, status: "succeeded" as const, imageSize: resultSize })),
+              { capacity: 4 },
+            );
+          } finally {
+            await db.destroy();
+          }
+        },
+      });
+      const explained = [...result.crashes, ...result.notes].join("\n");
+      expect(result, explained).toMatchObject({ tasks: 8, succeeded: 8, lost: 0, duplicatedAtProvider: 0 });
+      expect(result.crashes).toEqual([]);
+      // The fault hit tasks in the states it is meant for, not a finished batch.
+      expect(result.notes.filter((note) => note.startsWith(NOT_AT_INJECTION_POINT))).toEqual([]);
+    }, 180_000);
+  }
+});
+
+describe("npm run faults, its settings", () => {
+  it("when FAULTS_ONLY names a fault that does not exist, then it stops at once with exit code 2 and the names it knows", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "test/faults/run-faults.main.ts"], {
+      env: { PATH: process.env.PATH ?? "", FAULTS_ONLY: "redis_hung,no_such_fault" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
+    const [code] = await once(child, "exit");
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/FAULTS_ONLY.*must name faults among: worker_sigkill_submitting, .*malformed_remote_answers/);
+  });
+});
