@@ -16,8 +16,19 @@ describe("callbacks: duplicate, out of order, forged", () => {
   beforeAll(async () => {
     // Simulated tasks run for a minute and the simulator's own callbacks are dropped, so only the
     // callbacks this test sends reach the receiver.
-    stack = await startStack({ simulatorEnv: { SIM_RUN_MS: "60000", SIM_CALLBACK_LOSS: "1" } });
-    results = await startFileServer({ "/result-0.png": { body: await makeImage(560, 560) } });
+    // Each test holds a provider slot for that minute: room for all of them.
+    const capacity = "20";
+    stack = await startStack({
+      simulatorEnv: { SIM_RUN_MS: "60000", SIM_CALLBACK_LOSS: "1", SIM_CAPACITY: capacity },
+      apiEnv: { PROVIDER_CAPACITY: capacity },
+      workerEnv: { PROVIDER_CAPACITY: capacity },
+    });
+    const result = await makeImage(560, 560);
+    results = await startFileServer({
+      "/result-0.png": { body: result },
+      // A whole header, half the data: what a download cut off in transit leaves.
+      "/truncated.png": { body: result.subarray(0, Math.floor(result.length / 2)) },
+    });
     image = (await makeImage(400, 400)).toString("base64");
   });
   afterAll(async () => {
@@ -72,6 +83,13 @@ describe("callbacks: duplicate, out of order, forged", () => {
     const events = (await call(stack.api.url, "GET", `/v1/tasks/${row.id}/events`, { key })).body.data;
     expect(events.map((e: { to: string }) => e.to)).toEqual(["queued", "submitting", "submitted", "processing", "archiving", "succeeded"]);
     expect(events.filter((e: { source: string }) => e.source === "callback").map((e: { to: string }) => e.to)).toEqual(["processing", "archiving"]);
+  });
+
+  it("when the provider's result image is cut off (a whole header, half the data), then the task fails as archive_failed, never `succeeded` with a broken image", async () => {
+    const { key, row, send } = await submittedTask();
+    expect((await send("succeed", { task_result: { images: [{ index: 0, url: results.url("/truncated.png") }] } })).body.outcome).toBe("applied");
+    const done = await waitForTask(stack.api.url, key, row.id, ["succeeded", "failed"]);
+    expect(done).toMatchObject({ status: "failed", failure: { class: "archive_failed", message: expect.stringMatching(/truncated or corrupt/) } });
   });
 
   it("when the terminal callback comes before `processing`, then the late `processing` changes nothing", async () => {

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import sharp from "sharp";
 import type { Db } from "../db/database.ts";
-import { expandedSize } from "../expand-request/expand-limits.ts";
+import { expandedSize, expandLimits } from "../expand-request/expand-limits.ts";
+import { decodesInFull } from "../expand-request/source-image.ts";
 import { SafeFetchError, safeFetch, type SafeFetchOptions } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
 import { taskImageKey, type ObjectStorage } from "../storage/local-storage.ts";
@@ -57,6 +58,10 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
       return fail(`result image ${image.index} could not be decoded`);
     }
     if (!width || !height) return fail(`result image ${image.index} has no readable dimensions`);
+    // The provider's "succeed" is no proof: a result cut off in transit has a whole header.
+    if (!(await decodesInFull(fetched.body, { width, height }, expandLimits.maxSourcePixels * expandLimits.maxAreaFactor))) {
+      return fail(`result image ${image.index} is truncated or corrupt`);
+    }
     if (expected) {
       const mismatch =
         deps.dimensionCheck === "exact"
