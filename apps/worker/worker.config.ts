@@ -25,6 +25,9 @@ export const workerEnvSchema = z.object({
   ARCHIVE_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(4),
   SUBMIT_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(8),
   SUBMIT_RETRY_BASE_MS: envPositiveMs.default(1_000),
+  // One submission attempt at a time per task: an attempt holds a lease this long, renewed while it
+  // runs; a crashed worker's attempt is taken over once its lease runs out.
+  SUBMIT_ATTEMPT_LEASE_MS: envPositiveMs.default(15_000),
   SUBMIT_RETRY_MAX_MS: envPositiveMs.default(60_000),
   // The sweep is cheap (indexed queries); a late one keeps slots of a finished task taken.
   RECONCILE_EVERY_MS: envPositiveMs.default(500),

@@ -92,6 +92,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       gate,
       storage,
       slotWaitMs: config.SLOT_WAIT_MS,
+      attemptLeaseMs: config.SUBMIT_ATTEMPT_LEASE_MS,
       callbackUrlFor: (taskId, token) => `${publicBaseUrl}/webhooks/kling/${taskId}/${token}`,
       maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
       retryBaseMs: config.SUBMIT_RETRY_BASE_MS,

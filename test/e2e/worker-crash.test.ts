@@ -12,7 +12,7 @@ describe("a worker killed while its create is in flight", () => {
   let stack: Stack;
   const children: ChildWorker[] = [];
   // Short job locks, so the job of a killed worker is picked up again within seconds.
-  const locks = { JOB_LOCK_MS: "2000" };
+  const locks = { JOB_LOCK_MS: "2000", SUBMIT_ATTEMPT_LEASE_MS: "3000" };
 
   beforeAll(async () => {
     await testImage();

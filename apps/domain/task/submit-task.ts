@@ -9,7 +9,7 @@ import { backoffWithJitter } from "./retry-policy.ts";
 import type { Task } from "../db/database.ts";
 import type { ObjectStorage } from "../storage/local-storage.ts";
 import { findTask } from "./task.repository.ts";
-import { markWaiting, spendTransientFailure } from "./task.store.ts";
+import { claimSubmitAttempt, markWaiting, releaseSubmitAttempt, renewSubmitAttempt, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 
 export type SubmitTaskDeps = ApplyReportDeps & {
@@ -24,6 +24,8 @@ export type SubmitTaskDeps = ApplyReportDeps & {
   retryMaxMs: number;
   // How long one job run waits in place for a free slot before it goes back to the queue.
   slotWaitMs: number;
+  // One attempt's lease (renewed every third of it while the attempt runs).
+  attemptLeaseMs: number;
 };
 
 export type SubmitOutcome =
@@ -35,6 +37,7 @@ export type SubmitOutcome =
   | { kind: "needs_source_check" };
 
 const RATE_LIMIT_CODES = new Set([1302, 1303]);
+const ATTEMPT_BUSY_RETRY_MS = 1_000;
 
 // One submission attempt for one task. Never creates a second provider task for the same task: a
 // task found in `submitting` had an attempt whose outcome we may not know, so we ask first.
@@ -78,6 +81,25 @@ export const submitTask = async (
     return { kind: "failed" };
   }
 
+  // One attempt at a time, whatever BullMQ does: a second run of this job (its lock lost while Redis
+  // hung) finds the lease taken and waits, instead of racing this one to a second create.
+  // The lease is short and renewed while the attempt runs, so a crashed worker's lease runs out soon.
+  const claimed = await claimSubmitAttempt(deps.db, taskId, deps.attemptLeaseMs);
+  if (!claimed) return { kind: "retry_later", delayMs: ATTEMPT_BUSY_RETRY_MS + Math.round(Math.random() * 500), reason: "another attempt is in progress" };
+  const renewal = setInterval(() => {
+    renewSubmitAttempt(deps.db, taskId, deps.attemptLeaseMs).catch((error: unknown) => deps.logger.warn({ err: error, taskId }, "attempt lease not renewed"));
+  }, deps.attemptLeaseMs / 3);
+  try {
+    return await attemptSubmission(deps, claimed, image);
+  } finally {
+    clearInterval(renewal);
+    await releaseSubmitAttempt(deps.db, taskId).catch((error: unknown) => deps.logger.warn({ err: error, taskId }, "attempt lease not released; it runs out"));
+  }
+};
+
+const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string): Promise<SubmitOutcome> => {
+  const taskId = task.id;
+  // Found in `submitting`: an earlier attempt's outcome is unknown (it may have created the task).
   const outcomeUnknown = task.status === "submitting";
   const marked = await transitionTask(deps.db, {
     taskId,

@@ -1,3 +1,4 @@
+import { sql } from "kysely";
 import type { Db, Tx, TaskStatus } from "../db/database.ts";
 import type { ProviderTask } from "../provider/provider-wire.schema.ts";
 
@@ -24,6 +25,31 @@ export const scheduleCheck = async (db: Db, taskId: string, status: TaskStatus, 
     .where("id", "=", taskId)
     .where("status", "=", status)
     .execute();
+};
+
+// The lease of one submission attempt (see submit-task.ts): taken only if no live attempt holds it;
+// answers the task as it is now, or undefined when another attempt is in progress.
+export const claimSubmitAttempt = (db: Db, taskId: string, leaseMs: number) =>
+  db
+    .updateTable("task")
+    .set({ submitLeaseUntil: sql<Date>`now() + make_interval(secs => ${leaseMs / 1000})` })
+    .where("id", "=", taskId)
+    .where("status", "in", ["queued", "submitting"])
+    .where((eb) => eb.or([eb("submitLeaseUntil", "is", null), eb("submitLeaseUntil", "<", sql<Date>`now()`)]))
+    .returningAll()
+    .executeTakeFirst();
+
+export const renewSubmitAttempt = async (db: Db, taskId: string, leaseMs: number) => {
+  await db
+    .updateTable("task")
+    .set({ submitLeaseUntil: sql<Date>`now() + make_interval(secs => ${leaseMs / 1000})` })
+    .where("id", "=", taskId)
+    .where("submitLeaseUntil", "is not", null)
+    .execute();
+};
+
+export const releaseSubmitAttempt = async (db: Db, taskId: string) => {
+  await db.updateTable("task").set({ submitLeaseUntil: null }).where("id", "=", taskId).execute();
 };
 
 export const recordSourceSize = async (db: Db, taskId: string, size: { width: number; height: number }) => {

@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "task" ADD COLUMN     "submit_lease_until" TIMESTAMP(3);
+
