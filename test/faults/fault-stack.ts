@@ -66,6 +66,8 @@ const workerTiming = {
   SUBMIT_RETRY_MAX_MS: "2000",
   PROVIDER_TIMEOUT_MS: "5000",
   IMAGE_FETCH_TIMEOUT_MS: "3000",
+  // A trickling image host ends its download here (production: 30 s), in step with the rest.
+  IMAGE_FETCH_TOTAL_TIMEOUT_MS: "6000",
   // A killed worker's jobs are taken up again once their lock lapses.
   JOB_LOCK_MS: "3000",
 };
