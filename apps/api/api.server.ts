@@ -5,7 +5,7 @@ import { withTimeout } from "../domain/async/with-timeout.ts";
 import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { createDb } from "../domain/db/prisma-client.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
-import { createLogger } from "../domain/logging/logger.ts";
+import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
 import { createProducerRedis } from "../domain/queues/redis-connection.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
@@ -18,8 +18,9 @@ import { createLinkSigner } from "./presenters/task.presenter.ts";
 export type RunningApi = { url: string; port: number; publicBaseUrl: string; stop: () => Promise<void> };
 
 // Starts one API process. Several may run side by side: all state is in Postgres and Redis.
-export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
-  const logger = createLogger("api", config.LOG_LEVEL);
+// `logDestination` (tests only) receives the log lines instead of stdout.
+export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
+  const logger = createLogger("api", config.LOG_LEVEL, options.logDestination);
   const db = createDb(config.DATABASE_URL);
   const redis = createProducerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);

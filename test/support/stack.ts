@@ -7,6 +7,7 @@ import { parseApiConfig } from "../../apps/api/api.config.ts";
 import { startApi, type RunningApi } from "../../apps/api/api.server.ts";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
 import { createDb, type Db } from "../../apps/domain/db/prisma-client.ts";
+import type { LogDestination } from "../../apps/domain/logging/logger.ts";
 import { cloneDatabase, dropDatabases } from "./databases.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
@@ -20,6 +21,8 @@ export type StackOptions = {
   apiEnv?: Record<string, string>;
   workerEnv?: Record<string, string>;
   withWorker?: boolean;
+  // Receives the API's log lines (give apiEnv a LOG_LEVEL too): for tests that check what was logged.
+  apiLogDestination?: LogDestination;
 };
 
 export type Stack = {
@@ -50,6 +53,7 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
   );
   const api = await startApi(
     parseApiConfig({ ...common, ...timing, PORT: "0", SIGNING_SECRET: testSigningSecret, ...options.apiEnv }),
+    { logDestination: options.apiLogDestination },
   );
   const workers: RunningWorker[] = [];
   const workerEnv = (env: Record<string, string> = {}): Record<string, string> => ({

@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { pino, type Logger } from "pino";
+import { pino, type DestinationStream, type Logger } from "pino";
 
 type LogContext = { requestId?: string; jobId?: string; taskId?: string; providerTaskId?: string };
 
@@ -9,8 +9,9 @@ const context = new AsyncLocalStorage<LogContext>();
 export const withLogContext = <T>(values: LogContext, fn: () => T): T =>
   context.run({ ...context.getStore(), ...values }, fn);
 
-export const createLogger = (name: string, level = "info"): Logger =>
-  pino({
+// `destination` defaults to stdout; tests pass their own to read what was logged.
+export const createLogger = (name: string, level = "info", destination?: DestinationStream): Logger => {
+  const options = {
     name,
     level,
     mixin: () => context.getStore() ?? {},
@@ -25,6 +26,8 @@ export const createLogger = (name: string, level = "info"): Logger =>
       ],
       censor: "[redacted]",
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
+};
 
-export type { Logger };
+export type { DestinationStream as LogDestination, Logger };
