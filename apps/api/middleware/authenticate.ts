@@ -13,16 +13,24 @@ export class AuthError extends AppError {
   }
 }
 
+// No header, an empty one or `Bearer` with nothing after it is a missing key (the provider's 1001);
+// anything else that is not `Bearer <one token>` is an invalid one (1002).
+export const parseBearer = (header: string | undefined): string | AuthError => {
+  const value = header?.trim() ?? "";
+  if (value === "" || /^bearer$/i.test(value)) return new AuthError("missing");
+  const match = /^Bearer\s+(\S+)$/i.exec(value);
+  return match?.[1] ?? new AuthError("invalid");
+};
+
 // `Authorization: Bearer <api key>`; the account it names scopes everything the request touches.
+// Mounted before any body parser: an unauthenticated request is answered before its body is read.
 export const authenticate =
   (db: Db): RequestHandler =>
   async (req, res, next) => {
-    const header = req.get("authorization");
-    const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    if (!header) return next(new AuthError("missing"));
-    if (!match?.[1]) return next(new AuthError("invalid"));
+    const key = parseBearer(req.get("authorization"));
+    if (key instanceof AuthError) return next(key);
     try {
-      const accountId = await findAccountIdByApiKey(db, match[1]);
+      const accountId = await findAccountIdByApiKey(db, key);
       if (!accountId) return next(new AuthError("invalid"));
       res.locals.accountId = accountId;
       next();
