@@ -13,6 +13,7 @@ import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
+import { createBodyBudget } from "./middleware/body-intake.ts";
 import { createLinkSigner } from "./presenters/task.presenter.ts";
 
 export type RunningApi = { url: string; port: number; publicBaseUrl: string; stop: () => Promise<void> };
@@ -74,8 +75,13 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     },
     reports,
     providerControls: provider,
+    bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
   };
-  server.on("request", buildApp(deps));
+  const app = buildApp(deps);
+  server.on("request", app);
+  // Expect: 100-continue reaches the app unanswered; the body readers send the 100 only once the
+  // request is authenticated and within budget, so a refused client never sends its body.
+  server.on("checkContinue", app);
   logger.info({ url, publicBaseUrl }, "api listening");
 
   let stopping: Promise<void> | undefined;
