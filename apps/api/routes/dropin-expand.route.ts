@@ -1,20 +1,24 @@
-import express, { Router } from "express";
+import { Router } from "express";
 import { acceptTask } from "../../domain/task/accept-task.ts";
 import { getAccountTask } from "../../domain/task/task.repository.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
+import { readJsonBody } from "../middleware/body-intake.ts";
 import { providerErrorHandler } from "../middleware/error-handlers.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toProviderTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
+
+const bodyLimitBytes = 16 * 1024 * 1024;
 
 // The provider's own routes and shapes (KLING.md), so a client written for CometAPI or Kling works
 // against us unchanged. Mounted under both path families.
 export const dropinExpandRouter = (deps: ApiDeps): Router => {
   const router = Router();
-  router.use(express.json({ limit: "16mb" }));
+  // The key first: an unauthenticated body is never read.
   router.use(authenticate(deps.db));
 
-  router.post("/", async (req, res) => {
+  router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes, lenientContentType: true }), async (req, res) => {
     const request = parseExpandRequest(req.body);
     const task = await acceptTask(deps.intake, res.locals.accountId, request);
     res.status(200).json({
@@ -37,6 +41,8 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
     res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: toProviderTask(task, deps.signLink) });
   });
 
+  router.all("/", methodNotAllowed("POST"));
+  router.all("/:taskId", methodNotAllowed("GET"));
   router.use(providerErrorHandler(deps.logger));
   return router;
 };

@@ -4,6 +4,7 @@ import { AppError } from "../../domain/errors/app-error.ts";
 import { verifyImageLink } from "../../domain/storage/signed-link.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { sendStoredImage } from "./send-stored-image.ts";
 
 const str = (v: unknown) => (typeof v === "string" ? v : undefined);
@@ -22,6 +23,7 @@ export const filesRouter = (deps: ApiDeps): Router => {
     const image = await deps.db.taskImage.findUnique({ where: { taskId_index: { taskId: taskId.data, index: index.data } } });
     await sendStoredImage(res, deps.storage, image ?? undefined);
   });
+  router.all("/tasks/:taskId/images/:index", methodNotAllowed("GET"));
   router.use(problemDetailsHandler(deps.logger));
   return router;
 };

@@ -1,4 +1,4 @@
-import express, { Router } from "express";
+import { Router } from "express";
 import { z } from "zod";
 import { validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
@@ -6,10 +6,14 @@ import { acceptTask } from "../../domain/task/accept-task.ts";
 import { getAccountTask, listAccountTasks, listTaskEvents } from "../../domain/task/task.repository.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
+import { readJsonBody } from "../middleware/body-intake.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toNativeEvent, toNativeTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
 import { sendStoredImage } from "./send-stored-image.ts";
+
+const bodyLimitBytes = 16 * 1024 * 1024;
 
 const listQuerySchema = z.object({
   external_task_id: z.string().min(1).optional(),
@@ -28,10 +32,10 @@ const parseQuery = <S extends z.ZodType>(schema: S, query: unknown): z.output<S>
 
 export const nativeTasksRouter = (deps: ApiDeps): Router => {
   const router = Router();
-  router.use(express.json({ limit: "16mb" }));
+  // The key first: an unauthenticated body is never read.
   router.use(authenticate(deps.db));
 
-  router.post("/", async (req, res) => {
+  router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes }), async (req, res) => {
     const task = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
     res
       .status(202)
@@ -65,6 +69,8 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
     await sendStoredImage(res, deps.storage, task.status === "succeeded" ? task.images.find((i) => i.index === index) : undefined);
   });
 
+  router.all("/", methodNotAllowed("GET", "POST"));
+  router.all(["/:taskId", "/:taskId/events", "/:taskId/images/:index"], methodNotAllowed("GET"));
   router.use(problemDetailsHandler(deps.logger));
   return router;
 };

@@ -1,11 +1,13 @@
 import { timingSafeEqual } from "node:crypto";
-import express, { Router } from "express";
+import { Router } from "express";
 import { z } from "zod";
 import type { CallbackOutcome } from "../../domain/db/generated/client.ts";
 import { providerTaskSchema } from "../../domain/provider/provider-wire.schema.ts";
 import { applyProviderReport } from "../../domain/task/apply-provider-report.ts";
 import { verifyStandardWebhook } from "../../domain/webhooks/standard-webhooks.ts";
 import type { ApiDeps } from "../api-deps.ts";
+import { readRawBody } from "../middleware/body-intake.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 
 const sameSecret = (a: string, b: string) => {
   const x = Buffer.from(a);
@@ -20,7 +22,9 @@ const sameSecret = (a: string, b: string) => {
 // provider retries.
 export const providerCallbackRouter = (deps: ApiDeps): Router => {
   const router = Router();
-  router.post("/:taskId/:token", express.raw({ type: () => true, limit: "1mb" }), async (req, res) => {
+  // The inbox keeps the body as text, which cannot hold NUL bytes: those are refused before it.
+  const readCallback = readRawBody(deps.bodyBudget, { limit: 1024 * 1024, refuseNul: true });
+  router.post("/:taskId/:token", readCallback, async (req, res) => {
     const rawBytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const rawBody = rawBytes.toString("utf8");
     const { taskId, token } = req.params;
@@ -67,5 +71,6 @@ export const providerCallbackRouter = (deps: ApiDeps): Router => {
       return res.status(503).json({ error: "callback stored but not applied; retry" });
     }
   });
+  router.all("/:taskId/:token", methodNotAllowed("POST"));
   return router;
 };
