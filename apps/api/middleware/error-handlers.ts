@@ -19,7 +19,7 @@ type TransportError = { status?: unknown; statusCode?: unknown; type?: unknown; 
 const goneCodes = new Set(["ECONNABORTED", "ECONNRESET", "EPIPE", "ERR_STREAM_PREMATURE_CLOSE"]);
 
 export const payloadTooLarge = (limit: number) =>
-  new AppError("payload_too_large", `request body is larger than the limit of ${limit} bytes (${Math.round(limit / 1024 / 1024)} MB)`);
+  new AppError("payload_too_large", `request body exceeds ${limit} bytes (the limit is ${Math.round(limit / 1024 / 1024)} MB)`);
 
 const fromTransport = (error: unknown): Normalised | undefined => {
   if (typeof error !== "object" || error === null) return undefined;
