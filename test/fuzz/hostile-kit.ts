@@ -1,6 +1,10 @@
+import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { readFile, writeFile } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import type { LogDestination } from "../../apps/domain/logging/logger.ts";
 
 // Tools for sending what a browser or fetch would never send: raw paths (fetch normalises and
@@ -93,7 +97,8 @@ export const sendHeadOnly = async (
   const url = new URL(baseUrl);
   const socket = net.connect(Number(url.port), url.hostname);
   await once(socket, "connect");
-  const closed = once(socket, "close").then(() => undefined);
+  // Not events.once: it would reject on the socket's 'error' (a reset is expected here).
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
   const head = [
     `${request.method} ${request.path} HTTP/1.1`,
     `host: ${url.host}`,
@@ -144,4 +149,114 @@ export const sendHeadOnly = async (
     socket.destroy();
     throw error;
   }
+};
+
+export type ChildApi = {
+  url: string;
+  pid: number;
+  output: () => string;
+  // Resident memory of the API process, from /proc: now and the peak since the last reset.
+  memory: () => Promise<{ rssBytes: number; peakRssBytes: number }>;
+  resetPeak: () => Promise<void>;
+  stop: () => Promise<void>;
+};
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+// The real API entry point in a process of its own (node --import tsx: one process, so its pid
+// is the one whose memory is measured), on the given env. Resolves once it is listening.
+export const spawnApi = async (env: Record<string, string>): Promise<ChildApi> => {
+  const child = spawn(process.execPath, ["--import", "tsx", "--import", "./test/fuzz/exit-with-parent.ts", "apps/api/main.ts"], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? root, PORT: "0", LOG_LEVEL: "warn", ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")));
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")));
+  const exited = once(child, "exit");
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = () => {
+      const match = /api listening on (http:\/\/\S+)/.exec(output);
+      if (match) resolve(match[1]!);
+    };
+    child.stdout!.on("data", onData);
+    void exited.then(([code]) => reject(new Error(`api exited (code ${code}) before listening:\n${output}`)));
+  });
+  const status = async () => {
+    const text = await readFile(`/proc/${child.pid}/status`, "utf8");
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? NaN) * 1024;
+    return { rssBytes: kb("VmRSS"), peakRssBytes: kb("VmHWM") };
+  };
+  return {
+    url,
+    pid: child.pid!,
+    output: () => output,
+    memory: status,
+    // Writing 5 to clear_refs resets the peak (VmHWM) to the current resident size.
+    resetPeak: () => writeFile(`/proc/${child.pid}/clear_refs`, "5"),
+    stop: async () => {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
+};
+
+// Sends a chunked body (no Content-Length) a piece at a time until the server answers or
+// `maxBytes` went out; resolves with the answer's status line and headers.
+export const sendChunkedUntilAnswered = async (
+  baseUrl: string,
+  request: { path: string; headers: Record<string, string>; chunkBytes: number; maxBytes: number },
+): Promise<{ status: number; headers: Record<string, string>; sentBytes: number; closed: Promise<void> }> => {
+  const url = new URL(baseUrl);
+  const socket = net.connect(Number(url.port), url.hostname);
+  await once(socket, "connect");
+  socket.on("error", () => undefined);
+  // Not events.once: it would reject on the socket's 'error' (a reset is expected here).
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  const head = [
+    `POST ${request.path} HTTP/1.1`,
+    `host: ${url.host}`,
+    "transfer-encoding: chunked",
+    ...Object.entries(request.headers).map(([name, value]) => `${name}: ${value}`),
+    "",
+    "",
+  ].join("\r\n");
+  let received = "";
+  let answered: { status: number; headers: Record<string, string> } | undefined;
+  socket.on("data", (chunk: Buffer) => {
+    received += chunk.toString("latin1");
+    const end = received.indexOf("\r\n\r\n");
+    if (answered || end === -1) return;
+    const [statusLine, ...lines] = received.slice(0, end).split("\r\n");
+    answered = {
+      status: Number(statusLine!.split(" ")[1]),
+      headers: Object.fromEntries(lines.map((line) => [line.slice(0, line.indexOf(":")).trim().toLowerCase(), line.slice(line.indexOf(":") + 1).trim()])),
+    };
+  });
+  socket.write(head);
+  const piece = Buffer.alloc(request.chunkBytes, 0x20);
+  let sentBytes = 0;
+  while (!answered && sentBytes < request.maxBytes && !socket.destroyed) {
+    const flushed = socket.write(`${piece.length.toString(16)}\r\n`) && socket.write(piece) && socket.write("\r\n");
+    sentBytes += piece.length;
+    // Let the server read (and answer) between pieces; wait for the kernel buffer when it is full.
+    if (!flushed) {
+      await new Promise<void>((resolve) => {
+        const settle = () => {
+          socket.off("drain", settle).off("close", settle).off("error", settle);
+          resolve();
+        };
+        socket.on("drain", settle).on("close", settle).on("error", settle);
+      });
+    }
+    else await new Promise((resolve) => setImmediate(resolve));
+  }
+  const deadline = Date.now() + 5_000;
+  while (!answered && Date.now() < deadline && !socket.destroyed) await new Promise((resolve) => setTimeout(resolve, 10));
+  if (!answered) {
+    socket.destroy();
+    throw new Error(`no answer after ${sentBytes} chunked bytes; received: ${JSON.stringify(received.slice(0, 500))}`);
+  }
+  return { ...answered, sentBytes, closed };
 };

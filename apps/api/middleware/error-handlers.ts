@@ -78,15 +78,38 @@ const logError = (logger: Logger, error: unknown, { app, origin }: Normalised) =
   }
 };
 
-// Bodies this small that are still arriving are drained by Node after the answer and the
-// connection is kept; a larger or unmeasured one is not worth reading, so the connection closes.
+// A refused request whose body is still arriving. Small ones: Node drains (reads and discards) the
+// rest after the answer. Large or unmeasured ones refused for want of a valid key or for their size
+// are not worth reading: the connection closes after the answer (Connection: close), so a client
+// still sending may see a reset rather than the answer unless it used Expect: 100-continue.
+// A busy refusal goes to a caller with a valid key who must be able to read its Retry-After: the
+// answer is sent at once, the body discarded as it arrives (no memory), and the response is ended
+// only then, so that closing the connection cannot cut the client off mid-upload.
 const drainableBodyBytes = 64 * 1024;
 
-const closeIfBodyUnread = (req: Request, res: Response) => {
-  if (req.complete) return;
+const settleUnreadBody = (req: Request, res: Response, app: AppError) => {
+  if (req.complete || res.getHeader("connection") === "close") return;
   const declared = req.headers["content-length"];
   if (req.headers["transfer-encoding"] === undefined && (declared === undefined || Number(declared) <= drainableBodyBytes)) return;
-  res.setHeader("connection", "close");
+  if (app.code !== "server_busy") {
+    res.setHeader("connection", "close");
+    return;
+  }
+  const end = res.end.bind(res) as (callback?: () => void) => Response;
+  res.end = ((chunk?: unknown, encoding?: unknown, callback?: unknown) => {
+    if (chunk !== undefined && typeof chunk !== "function") res.write(chunk as Buffer, encoding as BufferEncoding);
+    const done = typeof callback === "function" ? callback : typeof encoding === "function" ? encoding : chunk;
+    let ended = false;
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      end(typeof done === "function" ? (done as () => void) : undefined);
+    };
+    req.once("end", finish);
+    req.once("close", finish);
+    req.resume();
+    return res;
+  }) as Response["end"];
 };
 
 const titles: Record<AppError["code"], string> = {
@@ -165,7 +188,7 @@ const handleErrors =
     const retryAfter = retryAfterSeconds[app.code];
     if (retryAfter) res.setHeader("retry-after", retryAfter);
     if (app instanceof MethodNotAllowedError) res.setHeader("allow", app.allow.join(", "));
-    closeIfBodyUnread(req, res);
+    settleUnreadBody(req, res, app);
     if (shapeOf(req) === "provider") sendProviderError(res, app);
     else sendProblem(req, res, app);
   };
