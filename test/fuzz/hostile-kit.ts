@@ -36,42 +36,59 @@ export type RawRequest = {
   headers?: Record<string, string>;
   body?: string | Buffer;
   agent?: http.Agent;
+  // Send the head with Expect: 100-continue and the body only once the server says so, as curl does
+  // for large bodies: a server that refuses first answers without the body ever being sent.
+  expectContinue?: boolean;
+  // Send the body in two pieces without a Content-Length (Transfer-Encoding: chunked).
+  chunked?: boolean;
 };
 
 // One request with the path sent byte for byte as given (node:http only refuses control characters
 // and spaces in it). Resolves with whatever the server answered, JSON-parsed when it parses.
 export const rawRequest = (baseUrl: string, request: RawRequest, timeoutMs = 10_000): Promise<RawAnswer> => {
   const url = new URL(baseUrl);
+  const body = request.body === undefined ? undefined : Buffer.from(request.body);
+  const headers: Record<string, string> = { ...request.headers };
+  if (body && !request.chunked) headers["content-length"] = String(body.length);
+  if (body && request.expectContinue) headers.expect = "100-continue";
   return new Promise((resolve, reject) => {
+    let settled = false;
     const req = http.request(
-      {
-        host: url.hostname,
-        port: url.port,
-        method: request.method,
-        path: request.path,
-        headers: request.headers,
-        agent: request.agent ?? false,
-        timeout: timeoutMs,
-      },
+      { host: url.hostname, port: url.port, method: request.method, path: request.path, headers, agent: request.agent ?? false, timeout: timeoutMs },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (chunk: Buffer) => chunks.push(chunk));
-        res.on("error", reject);
+        res.on("error", (error) => {
+          if (!settled) reject(error);
+        });
         res.on("end", () => {
+          settled = true;
           const text = Buffer.concat(chunks).toString("utf8");
-          let body: unknown = text;
+          let parsed: unknown = text;
           try {
-            body = JSON.parse(text);
+            parsed = JSON.parse(text);
           } catch {
             // not JSON: keep the text
           }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body });
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body: parsed });
+          // A body the server never asked for is never sent: drop the request (and its socket).
+          if (!req.writableFinished) req.destroy();
         });
       },
     );
     req.on("timeout", () => req.destroy(new Error(`no answer to ${request.method} ${request.path} within ${timeoutMs} ms`)));
-    req.on("error", reject);
-    req.end(request.body);
+    req.on("error", (error) => {
+      if (!settled) reject(error);
+    });
+    const sendBody = () => {
+      if (!body || !request.chunked) return void req.end(body);
+      req.write(body.subarray(0, body.length >> 1));
+      req.end(body.subarray(body.length >> 1));
+    };
+    if (body && request.expectContinue) {
+      req.on("continue", sendBody);
+      req.flushHeaders();
+    } else sendBody();
   });
 };
 
