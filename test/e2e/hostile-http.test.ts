@@ -96,6 +96,27 @@ describe("bad percent-encoding and NUL in URLs", () => {
 });
 
 describe("bodies the database cannot store", () => {
+  it("when a callback with a valid token carries \\u0000 or a lone surrogate in a string, then it is refused with a 400 and the task is untouched", async () => {
+    const created = await call(stack.api.url, "POST", "/v1/tasks", { key, body: createBody() });
+    const id = created.body.id as string;
+    const { callbackToken } = await stack.db.task.findUniqueOrThrow({ where: { id } });
+    for (const report of [
+      { task_id: "p-1", task_status: "failed", task_status_msg: "bad\u0000thing", task_info: { external_task_id: id } },
+      { task_id: "p-\u0000", task_status: "processing", task_info: { external_task_id: id } },
+      { task_id: "p-1", task_status: "failed", task_status_msg: "half a pair: \ud800", task_info: { external_task_id: id } },
+    ]) {
+      const answer = await rawRequest(stack.api.url, {
+        method: "POST",
+        path: `/webhooks/kling/${id}/${callbackToken}`,
+        headers: { "content-type": "application/json" },
+        // JSON.stringify writes U+0000 and lone surrogates as escapes: valid JSON, unstorable once parsed.
+        body: JSON.stringify(report),
+      });
+      expectProblem(answer, 400);
+    }
+    expect((await call(stack.api.url, "GET", `/v1/tasks/${id}`, { key })).body.status).toBe("queued");
+  });
+
   it("when a callback body holds a NUL byte, then it is refused with a 400 rather than failing to store", async () => {
     const answer = await rawRequest(stack.api.url, {
       method: "POST",

@@ -18,6 +18,7 @@ const logs = captureLogs();
 let stack: Stack;
 let key: string;
 let taskId: string;
+let callbackToken: string;
 let createBody: Record<string, unknown>;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
 
@@ -39,6 +40,8 @@ beforeAll(async () => {
   const created = await call(stack.api.url, "POST", "/v1/tasks", { key, body: createBody });
   expect(created.status).toBe(202);
   taskId = created.body.id;
+  // The task's callback URL token, as the provider would have it: lets callbacks reach the receiver.
+  callbackToken = (await stack.db.task.findUniqueOrThrow({ where: { id: taskId } })).callbackToken;
 });
 afterAll(async () => {
   agent.destroy();
@@ -78,7 +81,7 @@ const route = fc.oneof(
   fc.constantFrom("/kling/v1/images/editing/expand", "/v1/images/editing/expand", "/KLING/v1/images/editing/expand/"),
   fc.tuple(fc.constantFrom("/kling/v1/images/editing/expand", "/v1/images/editing/expand"), idSegment).map(([p, id]) => `${p}/${id}`),
   fc.tuple(idSegment, indexSegment).map(([id, i]) => `/files/tasks/${id}/images/${i}`),
-  fc.tuple(idSegment, segment).map(([id, token]) => `/webhooks/kling/${id}/${token}`),
+  fc.tuple(idSegment, fc.oneof(fc.constant("{token}"), segment)).map(([id, token]) => `/webhooks/kling/${id}/${token}`),
   fc.constantFrom("/healthz", "/readyz"),
   // Somewhere under a known prefix, or nowhere at all.
   fc
@@ -168,6 +171,12 @@ const body: fc.Arbitrary<Body> = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 100_000, max: 3_000_000 }).map((n) => ({ kind: `huge ${n}`, text: `{"prompt":"${"x".repeat(n)}"}` })) },
 ) as fc.Arbitrary<Body>;
 
+// What the provider posts to a task's callback URL, with one field made wrong.
+const callbackField = fc.constantFrom("task_id", "task_status", "task_status_msg", "task_info", "final_unit_deduction", "task_result", "created_at", "updated_at");
+const callbackBody: fc.Arbitrary<Body> = fc
+  .tuple(fc.constantFrom("submitted", "processing", "succeed", "failed"), fc.option(callbackField, { nil: undefined }), fc.oneof(wrongValue, fc.constant("{delete}")))
+  .map(([status, field, value]) => ({ kind: `${status} callback${field ? ` with ${field} mutated` : ""}`, text: `{callback:${status}:${field ?? ""}}`, value }));
+
 const chunked = fc.oneof({ weight: 5, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) });
 
 // Anything anywhere.
@@ -194,13 +203,38 @@ const createRequest = fc.record({
   chunked,
 });
 
-const fuzzRequest = fc.oneof({ weight: 2, arbitrary: createRequest }, { weight: 3, arbitrary: anyRequest });
+// Callbacks that pass the URL token check, to a task of their own (so that a report can still
+// move it), so that their bodies reach the receiver's parsing and the task's update.
+const callbackRequest = fc.record({
+  method: fc.constant("POST"),
+  route: fc.constant("/webhooks/kling/{fresh-task}/{fresh-token}"),
+  query: fc.constant(""),
+  authorization: fc.constant(undefined),
+  contentType: fc.oneof({ weight: 4, arbitrary: fc.constant("application/json") }, { weight: 1, arbitrary: contentType }),
+  extraHeaders,
+  body: fc.oneof({ weight: 4, arbitrary: callbackBody }, { weight: 1, arbitrary: body }),
+  chunked,
+});
+
+const fuzzRequest = fc.oneof({ weight: 2, arbitrary: createRequest }, { weight: 1, arbitrary: callbackRequest }, { weight: 3, arbitrary: anyRequest });
 type FuzzRequest = typeof fuzzRequest extends fc.Arbitrary<infer T> ? T : never;
 
 // --- what must hold ------------------------------------------------------------------------------
 
-const materialise = (input: FuzzRequest) => {
-  const path = `${input.route.replaceAll("{task}", taskId)}${input.query}`;
+const freshTask = async () => {
+  const created = await call(stack.api.url, "POST", "/v1/tasks", { key, body: { ...createBody, external_task_id: `fuzz-${randomUUID()}` } });
+  const id = created.body.id as string;
+  return { id, token: (await stack.db.task.findUniqueOrThrow({ where: { id } })).callbackToken };
+};
+
+const materialise = async (input: FuzzRequest) => {
+  const fresh = input.route.includes("{fresh-task}") ? await freshTask() : undefined;
+  const target = fresh?.id ?? taskId;
+  const path = `${input.route
+    .replaceAll("{task}", taskId)
+    .replaceAll("{token}", callbackToken)
+    .replaceAll("{fresh-task}", target)
+    .replaceAll("{fresh-token}", fresh?.token ?? "")}${input.query}`;
   const headers: Record<string, string> = { ...input.extraHeaders };
   if (input.authorization === "{key}") headers.authorization = `Bearer ${key}`;
   else if (input.authorization !== undefined) headers.authorization = input.authorization.replaceAll("{key}", key);
@@ -218,6 +252,21 @@ const materialise = (input: FuzzRequest) => {
       if (value === "{delete}") delete mutated[field];
       else mutated[field] = value;
       payload = JSON.stringify(mutated);
+    } else if (typeof text === "string" && text.startsWith("{callback:")) {
+      const [status, field] = text.slice("{callback:".length, -1).split(":");
+      const report: Record<string, unknown> = {
+        task_id: `provider-${target}`,
+        task_status: status,
+        task_status_msg: status === "failed" ? "content policy" : "",
+        task_info: { external_task_id: target },
+        ...(status === "succeed" ? { task_result: { images: [{ index: 0, url: "http://127.0.0.1:9/result.png" }] } } : {}),
+        created_at: Date.now(),
+        updated_at: Date.now(),
+      };
+      const { value } = input.body;
+      if (field && value === "{delete}") delete report[field];
+      else if (field) report[field] = value;
+      payload = JSON.stringify(report);
     } else payload = text;
   }
   // Large or unmeasured bodies go with Expect: 100-continue, as curl sends them: a refusal made
@@ -254,7 +303,8 @@ describe("every route under hostile input", () => {
     const family = (path: string) => (dropinPath.test(path) ? "dropin" : (/^\/(v1\/tasks|files|webhooks|healthz|readyz)/i.exec(path)?.[1] ?? "other").toLowerCase());
     await fc.assert(
       fc.asyncProperty(fuzzRequest, async (input) => {
-        const request = materialise(input);
+        logs.clear();
+        const request = await materialise(input);
         const answer = await rawRequest(stack.api.url, { ...request, agent }, 20_000);
         sent++;
         const bucket = `${family(request.path)} ${answer.status}`;

@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import express from "express";
+import express, { type Request, type Response } from "express";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
-import { payloadTooLarge } from "./error-handlers.ts";
 
 // How many request-body bytes this process holds at once, across every route. A body is buffered
 // whole (and then parsed, decoded, checked), so without a bound, 200 concurrent 9 MB creates took
@@ -31,6 +30,9 @@ export const createBodyBudget = (capacityBytes: number): BodyBudget => {
     },
   };
 };
+
+export const payloadTooLarge = (limit: number) =>
+  new AppError("payload_too_large", `request body exceeds ${limit} bytes (the limit is ${Math.round(limit / 1024 / 1024)} MB)`);
 
 const serverBusy = () =>
   new AppError("server_busy", "the server is busy receiving other request bodies; nothing was stored, retry in a few seconds");
@@ -79,8 +81,11 @@ const budgeted =
           held += chunk.length;
           return;
         }
+        // The parser still holds what it read and would keep reading: stop the flow and close the
+        // connection after the answer rather than drain.
         cutOff = true;
         req.pause();
+        res.setHeader("connection", "close");
         next(serverBusy());
       });
     }
@@ -100,17 +105,81 @@ export const readJsonBody = (budget: BodyBudget, options: { limit: number; lenie
   return budgeted(budget, options.limit, accepts, express.json({ limit: options.limit, type: accepts }));
 };
 
-// Postgres text cannot hold U+0000; a body stored as text (the callback inbox) refuses it up front.
-const refuseNulBytes = (_req: unknown, _res: unknown, body: Buffer) => {
-  if (body.includes(0)) throw validationError([{ field: "body", message: "contains a NUL byte; no JSON text does" }]);
+// Text that Postgres or Prisma cannot store: U+0000 (Postgres text) and unpaired UTF-16 surrogates
+// (Prisma's query engine refuses them). Raw bytes can only carry the first; JSON escapes can carry
+// both, and reach the database once the receiver parses the body and applies it.
+const unstorable = (value: string) => value.includes("\u0000") || !value.isWellFormed();
+const suspiciousEscape = /\\u(0000|[dD][89a-fA-F])/;
+
+const hasUnstorableText = (body: Buffer): boolean => {
+  if (body.includes(0)) return true;
+  if (!suspiciousEscape.test(body.toString("latin1"))) return false;
+  let pending: unknown[];
+  try {
+    pending = [JSON.parse(body.toString("utf8"))];
+  } catch {
+    return false; // not JSON: the receiver refuses it on its own
+  }
+  // Iterative, so a deeply nested body cannot overflow the stack.
+  while (pending.length > 0) {
+    const value = pending.pop();
+    if (typeof value === "string" && unstorable(value)) return true;
+    if (typeof value === "object" && value !== null) {
+      for (const [key, item] of Object.entries(value)) {
+        if (unstorable(key)) return true;
+        pending.push(item);
+      }
+    }
+  }
+  return false;
 };
 
-export const readRawBody = (budget: BodyBudget, options: { limit: number; refuseNul?: boolean }): BodyReader => {
+const refuseUnstorable = (_req: unknown, _res: unknown, body: Buffer) => {
+  if (hasUnstorableText(body)) {
+    throw validationError([{ field: "body", message: "contains NUL (U+0000) or an unpaired UTF-16 surrogate, which cannot be stored" }]);
+  }
+};
+
+export const readRawBody = (budget: BodyBudget, options: { limit: number; refuseUnstorableText?: boolean }): BodyReader => {
   const accepts = () => true;
   return budgeted(
     budget,
     options.limit,
     accepts,
-    express.raw({ limit: options.limit, type: accepts, ...(options.refuseNul ? { verify: refuseNulBytes } : {}) }),
+    express.raw({ limit: options.limit, type: accepts, ...(options.refuseUnstorableText ? { verify: refuseUnstorable } : {}) }),
   );
+};
+
+// A refused request whose body is still arriving. Small ones: Node drains (reads and discards) the
+// rest after the answer. Large or unmeasured ones refused for want of a valid key or for their size
+// are not worth reading: the connection closes after the answer (Connection: close), so a client
+// still sending may see a reset rather than the answer unless it used Expect: 100-continue.
+// A busy refusal goes to a caller with a valid key who must be able to read its Retry-After: the
+// answer is sent at once, the body discarded as it arrives (no memory), and the response is ended
+// only then, so that closing the connection cannot cut the client off mid-upload.
+const drainableBodyBytes = 64 * 1024;
+
+export const settleUnreadBody = (req: Request, res: Response, app: AppError) => {
+  if (req.complete || res.getHeader("connection") === "close") return;
+  const declared = req.headers["content-length"];
+  if (req.headers["transfer-encoding"] === undefined && (declared === undefined || Number(declared) <= drainableBodyBytes)) return;
+  if (app.code !== "server_busy") {
+    res.setHeader("connection", "close");
+    return;
+  }
+  const end = res.end.bind(res) as (callback?: () => void) => Response;
+  res.end = ((chunk?: unknown, encoding?: unknown, callback?: unknown) => {
+    if (chunk !== undefined && typeof chunk !== "function") res.write(chunk as Buffer, (typeof encoding === "string" ? encoding : "utf8") as BufferEncoding);
+    const done = typeof callback === "function" ? callback : typeof encoding === "function" ? encoding : chunk;
+    let ended = false;
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      end(typeof done === "function" ? (done as () => void) : undefined);
+    };
+    req.once("end", finish);
+    req.once("close", finish);
+    req.resume();
+    return res;
+  }) as Response["end"];
 };

@@ -5,6 +5,7 @@ import { toFieldViolations } from "../../domain/expand-request/expand-request.sc
 import type { Logger } from "../../domain/logging/logger.ts";
 import { answerShapeOf, type AnswerShape } from "./answer-shape.ts";
 import { AuthError } from "./authenticate.ts";
+import { payloadTooLarge, settleUnreadBody } from "./body-intake.ts";
 import { MethodNotAllowedError } from "./method-not-allowed.ts";
 
 // Where an error came from decides how loudly it is logged: a caller's mistake or a caller that
@@ -17,9 +18,6 @@ type Normalised = { app: AppError; origin: Origin };
 type TransportError = { status?: unknown; statusCode?: unknown; type?: unknown; limit?: unknown; message?: unknown; expose?: unknown; code?: unknown };
 
 const goneCodes = new Set(["ECONNABORTED", "ECONNRESET", "EPIPE", "ERR_STREAM_PREMATURE_CLOSE"]);
-
-export const payloadTooLarge = (limit: number) =>
-  new AppError("payload_too_large", `request body exceeds ${limit} bytes (the limit is ${Math.round(limit / 1024 / 1024)} MB)`);
 
 const fromTransport = (error: unknown): Normalised | undefined => {
   if (typeof error !== "object" || error === null) return undefined;
@@ -76,40 +74,6 @@ const logError = (logger: Logger, error: unknown, { app, origin }: Normalised) =
   else if (origin === "client") {
     logger.debug({ status: app.httpStatus, type: (error as TransportError).type, reason: app.message }, "request refused");
   }
-};
-
-// A refused request whose body is still arriving. Small ones: Node drains (reads and discards) the
-// rest after the answer. Large or unmeasured ones refused for want of a valid key or for their size
-// are not worth reading: the connection closes after the answer (Connection: close), so a client
-// still sending may see a reset rather than the answer unless it used Expect: 100-continue.
-// A busy refusal goes to a caller with a valid key who must be able to read its Retry-After: the
-// answer is sent at once, the body discarded as it arrives (no memory), and the response is ended
-// only then, so that closing the connection cannot cut the client off mid-upload.
-const drainableBodyBytes = 64 * 1024;
-
-const settleUnreadBody = (req: Request, res: Response, app: AppError) => {
-  if (req.complete || res.getHeader("connection") === "close") return;
-  const declared = req.headers["content-length"];
-  if (req.headers["transfer-encoding"] === undefined && (declared === undefined || Number(declared) <= drainableBodyBytes)) return;
-  if (app.code !== "server_busy") {
-    res.setHeader("connection", "close");
-    return;
-  }
-  const end = res.end.bind(res) as (callback?: () => void) => Response;
-  res.end = ((chunk?: unknown, encoding?: unknown, callback?: unknown) => {
-    if (chunk !== undefined && typeof chunk !== "function") res.write(chunk as Buffer, encoding as BufferEncoding);
-    const done = typeof callback === "function" ? callback : typeof encoding === "function" ? encoding : chunk;
-    let ended = false;
-    const finish = () => {
-      if (ended) return;
-      ended = true;
-      end(typeof done === "function" ? (done as () => void) : undefined);
-    };
-    req.once("end", finish);
-    req.once("close", finish);
-    req.resume();
-    return res;
-  }) as Response["end"];
 };
 
 const titles: Record<AppError["code"], string> = {

@@ -22,8 +22,8 @@ const sameSecret = (a: string, b: string) => {
 // provider retries.
 export const providerCallbackRouter = (deps: ApiDeps): Router => {
   const router = Router();
-  // The inbox keeps the body as text, which cannot hold NUL bytes: those are refused before it.
-  const readCallback = readRawBody(deps.bodyBudget, { limit: 1024 * 1024, refuseNul: true });
+  // The inbox and the task keep text: a body with NUL or a lone surrogate is refused before either.
+  const readCallback = readRawBody(deps.bodyBudget, { limit: 1024 * 1024, refuseUnstorableText: true });
   router.post("/:taskId/:token", readCallback, async (req, res) => {
     const rawBytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const rawBody = rawBytes.toString("utf8");
