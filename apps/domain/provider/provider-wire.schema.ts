@@ -7,10 +7,16 @@ export const providerTaskStatuses = ["submitted", "processing", "succeed", "fail
 export const providerTaskStatusSchema = z.enum(providerTaskStatuses);
 export type ProviderTaskStatus = z.infer<typeof providerTaskStatusSchema>;
 
-// Timestamps are Unix milliseconds; some wrappers send them as strings.
-const millis = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]);
+// Timestamps are Unix milliseconds; some wrappers send them as strings. Stored as a bigint, so a
+// fraction is dropped and what no bigint column holds (negative, past 2^53) is refused here rather
+// than failing the write (a callback that can never be applied was answered 503, retried forever).
+const millis = z
+  .union([z.number(), z.string().regex(/^\d+$/).transform(Number)])
+  .transform(Math.trunc)
+  .pipe(z.number().min(0).max(Number.MAX_SAFE_INTEGER));
 
-export const providerImageSchema = z.object({ index: z.number().int().min(0), url: z.string().min(1) }).loose();
+// `index` goes to a 32-bit column; the provider's are 0..8.
+export const providerImageSchema = z.object({ index: z.number().int().min(0).max(2_147_483_647), url: z.string().min(1) }).loose();
 
 export const providerTaskSchema = z
   .object({
