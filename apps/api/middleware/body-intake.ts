@@ -67,12 +67,13 @@ const budgeted =
     res.once("close", () => budget.release(held));
 
     let cutOff = false;
-    sendContinue(req, res);
     // The parser calls back once it has read (or given up on) the body; after a cut-off the answer
     // is already on its way and that late call is dropped.
     parser(req, res, (error?: unknown) => {
       if (!cutOff) next(error);
     });
+    // Only once the parser is listening (it may have refused at once, e.g. an unknown charset).
+    if (!res.headersSent && req.listenerCount("data") > 0) sendContinue(req, res);
     if (chunked && !encoded) {
       // Added after the parser's own listener (it attaches synchronously), so both see each chunk.
       req.on("data", (chunk: Buffer) => {
