@@ -9,7 +9,8 @@ import { captureLogs, rawRequest, type RawAnswer } from "./hostile-kit.ts";
 
 // Property: whatever arrives on any route (method, path with any percent-encoding, query, headers,
 // body), the API answers below 500, in the shape of the path's family, and logs nothing at error
-// level. FUZZ_RUNS makes the run longer (default 250: ~15-30 s on the 2-core box); FUZZ_SEED replays a failure.
+// level. FUZZ_RUNS makes the run longer (default 250: ~15-30 s on the 2-core box); FUZZ_SEED
+// replays a failure that fast-check printed.
 
 const runs = Number(process.env.FUZZ_RUNS ?? 250);
 const seed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
@@ -101,6 +102,7 @@ const query = fc.oneof(
     ),
   },
 );
+
 // --- headers -------------------------------------------------------------------------------------
 
 const headerText = fc.string({ unit: "grapheme-ascii", maxLength: 40 });
