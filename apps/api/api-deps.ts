@@ -6,6 +6,7 @@ import type { ProviderControls } from "../domain/provider-capacity/provider-cont
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
 import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
+import type { BodyBudget } from "./middleware/body-intake.ts";
 import type { LinkSigner } from "./presenters/task.presenter.ts";
 
 // What the routes are given: plain values and functions, built once in api.server.ts.
@@ -22,6 +23,8 @@ export type ApiDeps = {
   callbacks: ReceiveCallbackDeps;
   // Read by /readyz: the provider account's slots and whether its circuit is open or it is paused.
   providerControls: ProviderControls;
+  // Shared by every route that reads a body: bounds the body bytes held at once.
+  bodyBudget: BodyBudget;
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

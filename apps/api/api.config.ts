@@ -37,6 +37,9 @@ export const apiEnvSchema = z
     IMAGE_LINK_TTL_SECONDS: z.coerce.number().int().min(60).default(3_600),
     // Intake answers 503 rather than wait longer than this for Redis.
     ENQUEUE_TIMEOUT_MS: envPositiveMs.default(2_000),
+    // Request-body bytes this process reads at once across all routes; past it a request is
+    // answered 503 (429/1302 on the drop-in routes) with Retry-After before its body is read.
+    INTAKE_BODY_BUDGET_BYTES: z.coerce.number().int().min(1_048_576, { error: "must be at least 1048576 (1 MB)" }).default(64 * 1_048_576),
     // Provider callback signing secrets (whsec_..., comma-separated while rotating); when set, an
     // unsigned or badly signed callback is refused. Unset: the per-task URL token is the only check.
     PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),

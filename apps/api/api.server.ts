@@ -9,7 +9,7 @@ import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkUrlAddress } from "../domain/http/safe-fetch.ts";
-import { createLogger } from "../domain/logging/logger.ts";
+import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
 import { createProducerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
@@ -19,13 +19,15 @@ import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
+import { createBodyBudget } from "./middleware/body-intake.ts";
 import { createLinkSigner } from "./presenters/task.presenter.ts";
 
 export type RunningApi = { url: string; port: number; publicBaseUrl: string; stop: () => Promise<void> };
 
 // Starts one API process. Several may run side by side: all state is in Postgres and Redis.
-export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
-  const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT);
+// `logDestination` (tests only) receives the log lines instead of stdout.
+export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
+  const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
   const db = createDb(config.DATABASE_URL);
   const redis = createProducerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
@@ -105,8 +107,13 @@ export const startApi = async (config: ApiConfig): Promise<RunningApi> => {
     },
     callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
     providerControls: provider,
+    bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
   };
-  server.on("request", buildApp(deps));
+  const app = buildApp(deps);
+  server.on("request", app);
+  // Expect: 100-continue reaches the app unanswered; the body readers send the 100 only once the
+  // request is authenticated and within budget, so a refused client never sends its body.
+  server.on("checkContinue", app);
   logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}` }, "api listening");
 
   let stopping: Promise<void> | undefined;

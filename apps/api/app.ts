@@ -1,30 +1,34 @@
 import express, { type Express } from "express";
 import { AppError } from "../domain/errors/app-error.ts";
 import type { ApiDeps } from "./api-deps.ts";
-import { problemDetailsHandler } from "./middleware/error-handlers.ts";
+import { dropinPrefixes } from "./middleware/answer-shape.ts";
+import { errorHandlerByPath } from "./middleware/error-handlers.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { requestLog } from "./middleware/request-log.ts";
+import { strictUrl } from "./middleware/strict-url.ts";
 import { dropinExpandRouter } from "./routes/dropin-expand.route.ts";
 import { filesRouter } from "./routes/files.route.ts";
 import { healthRouter } from "./routes/health.route.ts";
 import { nativeTasksRouter } from "./routes/native-tasks.route.ts";
 import { providerCallbackRouter } from "./routes/provider-callback.route.ts";
 
+// Bodies are read by each route that takes one (routes/*, after authentication where there is
+// any), never here: an app-wide parser would buffer bodies that are about to be refused.
 export const buildApp = (deps: ApiDeps): Express => {
   const app = express();
   app.disable("x-powered-by");
   app.set("trust proxy", true);
   app.use(requestId);
   app.use(requestLog(deps.logger));
+  app.use(strictUrl);
   app.use(healthRouter(deps));
-  // The provider's receiver reads the raw body itself, so no JSON parser runs before it.
   app.use("/webhooks/kling", providerCallbackRouter(deps));
   const dropin = dropinExpandRouter(deps);
-  app.use("/kling/v1/images/editing/expand", dropin);
-  app.use("/v1/images/editing/expand", dropin);
+  for (const prefix of dropinPrefixes) app.use(prefix, dropin);
   app.use("/v1/tasks", nativeTasksRouter(deps));
   app.use("/files", filesRouter(deps));
   app.use((req, _res, next) => next(new AppError("not_found", `no route for ${req.method} ${req.path}`)));
-  app.use(problemDetailsHandler(deps.logger));
+  // Problem details, or the provider's shape under the drop-in prefixes (unknown paths included).
+  app.use(errorHandlerByPath(deps.logger));
   return app;
 };

@@ -8,6 +8,7 @@ import { startApi, type RunningApi } from "../../apps/api/api.server.ts";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
 import { serverKeyFrom } from "../../apps/domain/crypto/server-key.ts";
 import { createDb, type Db } from "../../apps/domain/db/database.ts";
+import type { LogDestination } from "../../apps/domain/logging/logger.ts";
 import { cloneDatabase, dropDatabases } from "./databases.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
@@ -23,6 +24,8 @@ export type StackOptions = {
   apiEnv?: Record<string, string>;
   workerEnv?: Record<string, string>;
   withWorker?: boolean;
+  // Receives the API's log lines (give apiEnv a LOG_LEVEL too): for tests that check what was logged.
+  apiLogDestination?: LogDestination;
 };
 
 export type Stack = {
@@ -62,7 +65,7 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
     parseSimulatorConfig({ SIMULATOR_PORT: "0", SIM_RUN_MS: "150", LOG_LEVEL: "silent", ...options.simulatorEnv }),
   );
   const apiConfig = (env: Record<string, string> = {}) => parseApiConfig({ ...common, ...timing, PORT: "0", ...options.apiEnv, ...env });
-  const api = await startApi(apiConfig());
+  const api = await startApi(apiConfig(), { logDestination: options.apiLogDestination });
   const extraApis: RunningApi[] = [];
   const launchApi = async (env: Record<string, string> = {}) => {
     const extra = await startApi(apiConfig(env));

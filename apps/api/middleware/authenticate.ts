@@ -17,18 +17,25 @@ export class AuthError extends AppError {
   }
 }
 
+// No header, an empty one or `Bearer` with nothing after it is a missing key (the provider's 1001);
+// anything else that is not `Bearer <one token>` is an invalid one (1002).
+export const parseBearer = (header: string | undefined): string | AuthError => {
+  const value = header?.trim() ?? "";
+  if (value === "" || /^bearer$/i.test(value)) return new AuthError("missing");
+  const match = /^Bearer\s+(\S+)$/i.exec(value);
+  return match?.[1] ?? new AuthError("invalid", "Authorization must be 'Bearer <api key or JWT>'");
+};
+
 // `Authorization: Bearer <api key | JWT>`; the account it names scopes everything the request
-// touches. Runs before any body is read, so an unauthenticated request never costs its body.
+// touches. Mounted before any body parser: an unauthenticated request is answered before its body
+// is read.
 export const authenticate =
   (authenticator: Authenticator): RequestHandler =>
   async (req, res, next) => {
-    const header = req.get("authorization")?.trim();
-    if (!header) return next(new AuthError("missing"));
-    const match = /^Bearer(?:\s+(\S*))?\s*$/i.exec(header);
-    if (!match) return next(new AuthError("invalid", "Authorization must be 'Bearer <api key or JWT>'"));
-    if (!match[1]) return next(new AuthError("missing"));
+    const token = parseBearer(req.get("authorization"));
+    if (token instanceof AuthError) return next(token);
     try {
-      const result = await authenticator.authenticate(match[1]);
+      const result = await authenticator.authenticate(token);
       if (!result.ok) return next(new AuthError(result.reason, result.detail));
       res.locals.accountId = result.accountId;
       next();

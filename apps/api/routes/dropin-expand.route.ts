@@ -1,4 +1,4 @@
-import express, { Router } from "express";
+import { Router } from "express";
 import { z } from "zod";
 import { validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
@@ -6,7 +6,9 @@ import { acceptTask } from "../../domain/task/accept-task.ts";
 import { getAccountTask, pageAccountTasks } from "../../domain/task/task.repository.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
+import { readJsonBody } from "../middleware/body-intake.ts";
 import { providerErrorHandler } from "../middleware/error-handlers.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toProviderTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
 
@@ -15,16 +17,17 @@ const listQuerySchema = z.object({
   pageNum: z.coerce.number({ error: "must be a whole number from 1 to 1000" }).int().min(1).max(1000).default(1),
   pageSize: z.coerce.number({ error: "must be a whole number from 1 to 500" }).int().min(1).max(500).default(30),
 });
+const bodyLimitBytes = 16 * 1024 * 1024;
 
 // The provider's own routes and shapes (KLING.md), so a client written for CometAPI or Kling works
 // against us unchanged. Mounted under both path families.
 export const dropinExpandRouter = (deps: ApiDeps): Router => {
   const router = Router();
+  // The key first: an unauthenticated body is never read.
   router.use(authenticate(deps.authenticator));
-  router.use(express.json({ limit: "16mb" }));
 
   // A retried create (same external_task_id, same request) answers the first task's create again.
-  router.post("/", async (req, res) => {
+  router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes, lenientContentType: true }), async (req, res) => {
     const { task } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
     res.status(200).json({
       code: 0,
@@ -53,6 +56,8 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
     res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: toProviderTask(task, deps.signLink) });
   });
 
+  router.all("/", methodNotAllowed("POST"));
+  router.all("/:taskId", methodNotAllowed("GET"));
   router.use(providerErrorHandler(deps.logger));
   return router;
 };

@@ -4,6 +4,7 @@ import { AppError } from "../../domain/errors/app-error.ts";
 import { verifyImageLink } from "../../domain/storage/signed-link.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { sendStoredImage } from "./send-stored-image.ts";
 
 const str = (v: unknown) => (typeof v === "string" ? v : undefined);
@@ -27,6 +28,7 @@ export const filesRouter = (deps: ApiDeps): Router => {
       .executeTakeFirst();
     await sendStoredImage(res, deps.storage, image);
   });
+  router.all("/tasks/:taskId/images/:index", methodNotAllowed("GET"));
   router.use(problemDetailsHandler(deps.logger));
   return router;
 };

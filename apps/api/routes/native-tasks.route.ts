@@ -1,4 +1,4 @@
-import express, { Router } from "express";
+import { Router } from "express";
 import { z } from "zod";
 import { validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
@@ -7,10 +7,14 @@ import { getAccountTask, listAccountTasks, listTaskEvents } from "../../domain/t
 import { taskStatuses } from "../../domain/task/task-status.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
+import { readJsonBody } from "../middleware/body-intake.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toNativeEvent, toNativeTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
 import { sendStoredImage } from "./send-stored-image.ts";
+
+const bodyLimitBytes = 16 * 1024 * 1024;
 
 const listQuerySchema = z.object({
   external_task_id: z.string().min(1).optional(),
@@ -27,12 +31,12 @@ const parseQuery = <S extends z.ZodType>(schema: S, query: unknown): z.output<S>
 
 export const nativeTasksRouter = (deps: ApiDeps): Router => {
   const router = Router();
+  // The key first: an unauthenticated body is never read.
   router.use(authenticate(deps.authenticator));
-  router.use(express.json({ limit: "16mb" }));
 
   // A retried create (same external_task_id, same request) answers the first task again, marked
   // as a replay; a different request under the same external_task_id is a 409.
-  router.post("/", async (req, res) => {
+  router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes }), async (req, res) => {
     const { task, replayed } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
     if (replayed) res.setHeader("idempotent-replayed", "true");
     res
@@ -67,6 +71,8 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
     await sendStoredImage(res, deps.storage, task.status === "succeeded" ? task.images.find((i) => i.index === index) : undefined);
   });
 
+  router.all("/", methodNotAllowed("GET", "POST"));
+  router.all(["/:taskId", "/:taskId/events", "/:taskId/images/:index"], methodNotAllowed("GET"));
   router.use(problemDetailsHandler(deps.logger));
   return router;
 };

@@ -1,6 +1,8 @@
-import express, { Router } from "express";
+import { Router } from "express";
 import { receiveProviderCallback } from "../../domain/task/receive-provider-callback.ts";
 import type { ApiDeps } from "../api-deps.ts";
+import { readRawBody } from "../middleware/body-intake.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 
 // A task object of the provider's is a few KB even with nine images; nothing larger is read.
 const MAX_CALLBACK_BYTES = 64 * 1024;
@@ -10,7 +12,9 @@ const MAX_CALLBACK_BYTES = 64 * 1024;
 // reconciliation polls the task either way).
 export const providerCallbackRouter = (deps: ApiDeps): Router => {
   const router = Router();
-  router.post("/:taskId/:token", express.raw({ type: () => true, limit: MAX_CALLBACK_BYTES }), async (req, res) => {
+  // The inbox and the task keep text: a body with NUL or a lone surrogate is refused before either.
+  const readCallback = readRawBody(deps.bodyBudget, { limit: MAX_CALLBACK_BYTES, refuseUnstorableText: true });
+  router.post("/:taskId/:token", readCallback, async (req, res) => {
     const rawBody = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     try {
       const receipt = await receiveProviderCallback(deps.callbacks, { taskId: req.params.taskId, token: req.params.token, headers: req.headers, rawBody });
@@ -21,5 +25,6 @@ export const providerCallbackRouter = (deps: ApiDeps): Router => {
       res.status(503).setHeader("retry-after", "5").json({ error: "callback not applied; retry" });
     }
   });
+  router.all("/:taskId/:token", methodNotAllowed("POST"));
   return router;
 };

@@ -5,8 +5,11 @@ export const errorStatus = {
   payload_too_large: 413,
   unauthenticated: 401,
   not_found: 404,
+  method_not_allowed: 405,
   conflict: 409,
   dependency_unavailable: 503,
+  // Too much request body in flight at once (the API's intake budget): retry shortly.
+  server_busy: 503,
   internal: 500,
 } as const;
 

@@ -27,7 +27,8 @@ const stdoutFor = (format: "pretty" | "json"): DestinationStream =>
 export const resolveLogFormat = (format: LogFormat): "pretty" | "json" =>
   format === "auto" ? (process.stdout.isTTY ? "pretty" : "json") : format;
 
-export const createLogger = (name: string, level = "info", format: LogFormat = "auto"): Logger =>
+// `destination` defaults to stdout in the chosen format; tests pass their own to read what was logged.
+export const createLogger = (name: string, level = "info", format: LogFormat = "auto", destination?: DestinationStream): Logger =>
   pino(
     {
       name,
@@ -45,7 +46,7 @@ export const createLogger = (name: string, level = "info", format: LogFormat = "
         censor: "[redacted]",
       },
     },
-    stdoutFor(resolveLogFormat(format)),
+    destination ?? stdoutFor(resolveLogFormat(format)),
   );
 
-export type { Logger };
+export type { DestinationStream as LogDestination, Logger };

@@ -7,20 +7,32 @@ export const providerTaskStatuses = ["submitted", "processing", "succeed", "fail
 export const providerTaskStatusSchema = z.enum(providerTaskStatuses);
 export type ProviderTaskStatus = z.infer<typeof providerTaskStatusSchema>;
 
-// Timestamps are Unix milliseconds; some wrappers send them as strings.
-const millis = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]);
+// Timestamps are Unix milliseconds; some wrappers send them as strings. Stored as a bigint, so a
+// fraction is dropped and what no bigint column holds (negative, past 2^53) is refused here rather
+// than failing the write (a callback that can never be applied was answered 503, retried forever).
+const millis = z
+  .union([z.number(), z.string().regex(/^\d+$/).transform(Number)])
+  .transform(Math.trunc)
+  .pipe(z.number().min(0).max(Number.MAX_SAFE_INTEGER));
 
-export const providerImageSchema = z.object({ index: z.number().int().min(0), url: z.string().min(1) }).loose();
+// The provider's words end up in Postgres text, which holds no U+0000 and no lone surrogate: a
+// message carrying either is cleaned, whether it came by callback or by poll, instead of failing
+// every write of it (a task that could never be moved on). Identifiers with them are refused.
+const providerText = z.string().transform((text) => text.replaceAll("\u0000", "").toWellFormed());
+const providerId = z.string().min(1).refine((id) => !id.includes("\u0000") && id.isWellFormed(), { error: "must be storable text" });
+
+// `index` goes to a 32-bit column; the provider's are 0..8.
+export const providerImageSchema = z.object({ index: z.number().int().min(0).max(2_147_483_647), url: providerId }).loose();
 
 export const providerTaskSchema = z
   .object({
-    task_id: z.union([z.string().min(1), z.number().transform(String)]),
+    task_id: z.union([providerId, z.number().transform(String)]),
     task_status: providerTaskStatusSchema,
-    task_status_msg: z.string().nullish(),
+    task_status_msg: providerText.nullish(),
     task_info: z.object({ external_task_id: z.string().nullish() }).loose().nullish(),
     created_at: millis.optional(),
     updated_at: millis.optional(),
-    final_unit_deduction: z.union([z.string(), z.number().transform(String)]).nullish(),
+    final_unit_deduction: z.union([providerText, z.number().transform(String)]).nullish(),
     task_result: z.object({ images: z.array(providerImageSchema).nullish() }).loose().nullish(),
   })
   .loose();

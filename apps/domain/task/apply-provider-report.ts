@@ -8,6 +8,8 @@ import { findTask } from "./task.repository.ts";
 import { insertResultImages, scheduleCheck } from "./task.store.ts";
 import { transitionTaskInTx } from "./task-transition.ts";
 
+const MAX_PLAUSIBLE_RUN_MS = 24 * 3_600_000;
+
 // An archive job that could not be added (Redis away) is re-added by the sweeper this soon.
 const ARCHIVE_REDRIVE_SOON_MS = 1_000;
 
@@ -104,7 +106,8 @@ export const applyProviderReport = async (
           : task.submittedAt
             ? now - task.submittedAt.getTime()
             : undefined;
-      if (ran !== undefined) await deps.runTime.record(ran).catch(() => undefined);
+      // A provider's odd timestamps (negative, or days apart) must not skew when every task is polled.
+      if (ran !== undefined && ran > 0 && ran < MAX_PLAUSIBLE_RUN_MS) await deps.runTime.record(ran).catch(() => undefined);
     }
     if (target === "archiving") {
       // After the commit: if Redis is down now, the sweeper re-drives the archive job later.

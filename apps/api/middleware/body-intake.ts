@@ -1,0 +1,186 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import express, { type Request, type Response } from "express";
+import { AppError, validationError } from "../../domain/errors/app-error.ts";
+
+// How many request-body bytes this process holds at once, across every route. A body is buffered
+// whole (and then parsed, decoded, checked), so without a bound, 200 concurrent 9 MB creates took
+// the API to 2.8 GB. A request reserves its declared Content-Length before a byte is read; one
+// without a length (chunked) reserves as it arrives and is cut off when the budget runs out.
+export type BodyBudget = {
+  readonly capacityBytes: number;
+  inFlightBytes(): number;
+  // `heldByCaller`: what this request already holds. A request that is alone may exceed the
+  // budget (up to its route's limit), so a budget set below the largest body refuses nothing forever.
+  tryReserve(bytes: number, heldByCaller?: number): boolean;
+  release(bytes: number): void;
+};
+
+export const createBodyBudget = (capacityBytes: number): BodyBudget => {
+  let used = 0;
+  return {
+    capacityBytes,
+    inFlightBytes: () => used,
+    tryReserve: (bytes, heldByCaller = 0) => {
+      if (used + bytes > capacityBytes && used > heldByCaller) return false;
+      used += bytes;
+      return true;
+    },
+    release: (bytes) => {
+      used = Math.max(0, used - bytes);
+    },
+  };
+};
+
+export const payloadTooLarge = (limit: number) =>
+  new AppError("payload_too_large", `request body exceeds ${limit} bytes (the limit is ${Math.round(limit / 1024 / 1024)} MB)`);
+
+const serverBusy = () =>
+  new AppError("server_busy", "the server is busy receiving other request bodies; nothing was stored, retry in a few seconds");
+
+// Typed like body-parser's own middleware (plain Node request and response), so a route keeps
+// the parameter types Express infers from its path.
+export type BodyReader = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
+
+const hasBody = (req: IncomingMessage) =>
+  req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0");
+
+// With Expect: 100-continue the client waits for our go-ahead before sending the body; the server
+// hands such requests to the app without answering (api.server.ts), so this is the only place
+// that says "send it", after authentication and the budget said yes. `_sent100` is Node's own flag.
+const sendContinue = (req: IncomingMessage, res: ServerResponse) => {
+  if (/100-continue/i.test(req.headers.expect ?? "") && !(res as { _sent100?: boolean })._sent100) res.writeContinue();
+};
+
+// Wraps a body-parser middleware: checks the limit and reserves budget before it reads, tracks an
+// unmeasured body as it grows, and gives everything back when the answer is finished or abandoned.
+const budgeted =
+  (budget: BodyBudget, limit: number, accepts: (req: IncomingMessage) => boolean, parser: BodyReader): BodyReader =>
+  (req, res, next) => {
+    if (!hasBody(req) || !accepts(req)) return parser(req, res, next);
+    const chunked = req.headers["content-length"] === undefined;
+    const declared = chunked ? 0 : Number(req.headers["content-length"]);
+    if (declared > limit) return next(payloadTooLarge(limit));
+    // An encoded body's inflated size is unknown until it is read; it may grow to the limit.
+    const encoded = (req.headers["content-encoding"] ?? "identity").toLowerCase() !== "identity";
+    let held = encoded ? limit : declared;
+    if (!budget.tryReserve(held)) return next(serverBusy());
+    res.once("close", () => budget.release(held));
+
+    let cutOff = false;
+    // The parser calls back once it has read (or given up on) the body; after a cut-off the answer
+    // is already on its way and that late call is dropped.
+    parser(req, res, (error?: unknown) => {
+      if (!cutOff) next(error);
+    });
+    // Only once the parser is listening (it may have refused at once, e.g. an unknown charset).
+    if (!res.headersSent && req.listenerCount("data") > 0) sendContinue(req, res);
+    if (chunked && !encoded) {
+      // Added after the parser's own listener (it attaches synchronously), so both see each chunk.
+      req.on("data", (chunk: Buffer) => {
+        if (cutOff) return;
+        if (budget.tryReserve(chunk.length, held)) {
+          held += chunk.length;
+          return;
+        }
+        // The parser still holds what it read and would keep reading: stop the flow and close the
+        // connection after the answer rather than drain.
+        cutOff = true;
+        req.pause();
+        res.setHeader("connection", "close");
+        next(serverBusy());
+      });
+    }
+  };
+
+const mediaType = (req: IncomingMessage) => (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
+const isJson = (type: string) => type === "application/json" || /^application\/[\w.-]+\+json$/.test(type);
+
+// The provider reads a create body as JSON whatever it is labelled (the seed marks Content-Type
+// optional), so drop-in clients that send none, text/plain, or curl -d's form type still work.
+const lenientJsonTypes = new Set(["", "text/plain", "application/x-www-form-urlencoded"]);
+
+export const readJsonBody = (budget: BodyBudget, options: { limit: number; lenientContentType?: boolean }): BodyReader => {
+  const accepts = options.lenientContentType
+    ? (req: IncomingMessage) => isJson(mediaType(req)) || lenientJsonTypes.has(mediaType(req))
+    : (req: IncomingMessage) => isJson(mediaType(req));
+  return budgeted(budget, options.limit, accepts, express.json({ limit: options.limit, type: accepts }));
+};
+
+// Text that Postgres or Prisma cannot store: U+0000 (Postgres text) and unpaired UTF-16 surrogates
+// (Prisma's query engine refuses them). Raw bytes can only carry the first; JSON escapes can carry
+// both, and reach the database once the receiver parses the body and applies it.
+const unstorable = (value: string) => value.includes("\u0000") || !value.isWellFormed();
+const suspiciousEscape = /\\u(0000|[dD][89a-fA-F])/;
+
+const hasUnstorableText = (body: Buffer): boolean => {
+  if (body.includes(0)) return true;
+  if (!suspiciousEscape.test(body.toString("latin1"))) return false;
+  let pending: unknown[];
+  try {
+    pending = [JSON.parse(body.toString("utf8"))];
+  } catch {
+    return false; // not JSON: the receiver refuses it on its own
+  }
+  // Iterative, so a deeply nested body cannot overflow the stack.
+  while (pending.length > 0) {
+    const value = pending.pop();
+    if (typeof value === "string" && unstorable(value)) return true;
+    if (typeof value === "object" && value !== null) {
+      for (const [key, item] of Object.entries(value)) {
+        if (unstorable(key)) return true;
+        pending.push(item);
+      }
+    }
+  }
+  return false;
+};
+
+const refuseUnstorable = (_req: unknown, _res: unknown, body: Buffer) => {
+  if (hasUnstorableText(body)) {
+    throw validationError([{ field: "body", message: "contains NUL (U+0000) or an unpaired UTF-16 surrogate, which cannot be stored" }]);
+  }
+};
+
+export const readRawBody = (budget: BodyBudget, options: { limit: number; refuseUnstorableText?: boolean }): BodyReader => {
+  const accepts = () => true;
+  return budgeted(
+    budget,
+    options.limit,
+    accepts,
+    express.raw({ limit: options.limit, type: accepts, ...(options.refuseUnstorableText ? { verify: refuseUnstorable } : {}) }),
+  );
+};
+
+// A refused request whose body is still arriving. Small ones: Node drains (reads and discards) the
+// rest after the answer. Large or unmeasured ones refused for want of a valid key or for their size
+// are not worth reading: the connection closes after the answer (Connection: close), so a client
+// still sending may see a reset rather than the answer unless it used Expect: 100-continue.
+// A busy refusal goes to a caller with a valid key who must be able to read its Retry-After: the
+// answer is sent at once, the body discarded as it arrives (no memory), and the response is ended
+// only then, so that closing the connection cannot cut the client off mid-upload.
+const drainableBodyBytes = 64 * 1024;
+
+export const settleUnreadBody = (req: Request, res: Response, app: AppError) => {
+  if (req.complete || res.getHeader("connection") === "close") return;
+  const declared = req.headers["content-length"];
+  if (req.headers["transfer-encoding"] === undefined && (declared === undefined || Number(declared) <= drainableBodyBytes)) return;
+  if (app.code !== "server_busy") {
+    res.setHeader("connection", "close");
+    return;
+  }
+  const end = res.end.bind(res) as (callback?: () => void) => Response;
+  res.end = ((chunk?: unknown, encoding?: unknown, callback?: unknown) => {
+    if (chunk !== undefined && typeof chunk !== "function") res.write(chunk as Buffer, (typeof encoding === "string" ? encoding : "utf8") as BufferEncoding);
+    const done = typeof callback === "function" ? callback : typeof encoding === "function" ? encoding : chunk;
+    let ended = false;
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      end(typeof done === "function" ? (done as () => void) : undefined);
+    };
+    req.once("end", finish);
+    req.once("close", finish);
+    req.resume();
+    return res;
+  }) as Response["end"];
+};

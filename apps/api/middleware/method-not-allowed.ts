@@ -1,0 +1,18 @@
+import type { RequestHandler } from "express";
+import { AppError } from "../../domain/errors/app-error.ts";
+
+export class MethodNotAllowedError extends AppError {
+  constructor(
+    readonly allow: string[],
+    method: string,
+  ) {
+    super("method_not_allowed", `${method} is not supported here; use ${allow.join(" or ")}`);
+  }
+}
+
+// Mounted with `router.all(path, ...)` after a path's real handlers: the path exists, the method
+// does not (405 with Allow; 404/1202 in the provider's shape).
+export const methodNotAllowed =
+  (...allow: string[]): RequestHandler =>
+  (req, _res, next) =>
+    next(new MethodNotAllowedError(allow, req.method));
