@@ -6,6 +6,7 @@ import { createAuthenticator } from "../domain/account/authenticator.ts";
 import { withTimeout } from "../domain/async/with-timeout.ts";
 import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
+import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkUrlAddress } from "../domain/http/safe-fetch.ts";
@@ -28,7 +29,7 @@ export type RunningApi = { url: string; port: number; publicBaseUrl: string; sto
 // `logDestination` (tests only) receives the log lines instead of stdout.
 export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
-  const db = createDb(config.DATABASE_URL);
+  const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
   const redis = createProducerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);

@@ -1,5 +1,6 @@
 import { Worker, type Processor } from "bullmq";
 import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
+import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { createLogger } from "../domain/logging/logger.ts";
 import { createProviderClient } from "../domain/provider/provider-client.ts";
@@ -26,7 +27,7 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 // through Postgres.
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
   const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
-  const db = createDb(config.DATABASE_URL, { poolSize: 20 });
+  const db = createDb(config.DATABASE_URL, { poolSize: 20, ...dbOptionsFrom(config), applicationName: "kling-worker" });
   const redis = createWorkerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
   const providerConfig = resolveProviderConfig(config);

@@ -1,12 +1,22 @@
 import { z } from "zod";
 import { defaultDatabaseUrl, defaultRedisUrl } from "./defaults.ts";
 import { allowedPrivateHostEntry } from "../http/private-host-allowlist.ts";
-import { envCommaList } from "./parse-env.ts";
+import { envCommaList, envPositiveMs } from "./parse-env.ts";
 
 // Fragments that several apps' env schemas are built from; each app still parses its own schema once.
 export const databaseEnv = {
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default(defaultDatabaseUrl),
+  // A query that takes longer is abandoned (client) and cancelled (server): a hung Postgres makes
+  // requests answer within a bound, and a statement that timed out is rolled back.
+  DB_QUERY_TIMEOUT_MS: envPositiveMs.default(10_000),
+  // Waiting for a free pool connection (or a new one) longer than this is a 503.
+  DB_CONNECT_TIMEOUT_MS: envPositiveMs.default(3_000),
 };
+
+export const dbOptionsFrom = (env: { DB_QUERY_TIMEOUT_MS: number; DB_CONNECT_TIMEOUT_MS: number }) => ({
+  queryTimeoutMs: env.DB_QUERY_TIMEOUT_MS,
+  connectTimeoutMs: env.DB_CONNECT_TIMEOUT_MS,
+});
 
 export const redisEnv = {
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default(defaultRedisUrl),

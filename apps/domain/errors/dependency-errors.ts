@@ -18,10 +18,11 @@ const walk = function* (error: unknown) {
 export const databaseTrouble = (error: unknown): DatabaseTrouble | undefined => {
   for (const { code, message } of walk(error)) {
     const text = typeof message === "string" ? message : "";
-    // pg-pool: no connection became free (or could be made) within connectionTimeoutMillis.
+    // pg-pool: every connection is in use and none became free within connectionTimeoutMillis.
     if (/timeout exceeded when trying to connect/i.test(text)) return "busy";
-    // pg's client-side query_timeout, or the server's statement/lock timeout (57014, 55P03).
-    if (/Query read timeout/i.test(text) || code === "57014" || code === "55P03") return "timeout";
+    // pg's client-side query_timeout, the server's statement/lock timeout (57014, 55P03), or a new
+    // connection that got no answer in time (a hung server).
+    if (/Query read timeout|Connection terminated due to connection timeout/i.test(text) || code === "57014" || code === "55P03") return "timeout";
     if (code === "53300") return "busy"; // too many connections
     if (typeof code === "string" && unreachableCodes.has(code)) return "unreachable";
     if (/Connection terminated|connect(ion)? refused|Client has encountered a connection error|Connection timeout/i.test(text)) return "unreachable";
@@ -30,6 +31,16 @@ export const databaseTrouble = (error: unknown): DatabaseTrouble | undefined => 
 };
 
 export const isDatabaseUnavailable = (error: unknown): boolean => databaseTrouble(error) !== undefined;
+
+// Whether the statement may have reached the server (and, alone in its transaction, committed):
+// a query that timed out waiting for its answer, or a connection lost mid-query. A failure to get a
+// connection at all means nothing was sent.
+export const statementMayHaveRun = (error: unknown): boolean => {
+  for (const { message } of walk(error)) {
+    if (typeof message === "string" && /Query read timeout|Connection terminated unexpectedly/i.test(message)) return true;
+  }
+  return false;
+};
 
 const pgCode = (error: unknown): string | undefined => {
   for (const { code } of walk(error)) if (typeof code === "string") return code;

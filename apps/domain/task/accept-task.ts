@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { v7 as uuidv7 } from "uuid";
 import type { Db, Task } from "../db/database.ts";
 import { AppError, validationError } from "../errors/app-error.ts";
-import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation } from "../errors/dependency-errors.ts";
+import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation, statementMayHaveRun } from "../errors/dependency-errors.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
@@ -105,9 +105,10 @@ export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, reques
   } catch (error) {
     // A statement that timed out may still commit: keep its job and image then (the sweeper or the
     // processor's grace settles either way), and tell the caller how to learn the outcome.
-    if (isDatabaseUnavailable(error)) throw databaseUnavailable(error, "unknown");
+    if (isDatabaseUnavailable(error) && statementMayHaveRun(error)) throw databaseUnavailable(error, "unknown");
     await Promise.all([deps.withdrawFirstJob({ id: taskId, stage }).catch(() => undefined), forget()]);
     if (isUniqueViolation(error) && request.externalTaskId) return replayOrConflict(deps.db, accountId, request.externalTaskId, requestHash);
+    if (isDatabaseUnavailable(error)) throw databaseUnavailable(error, "nothing_stored");
     throw error;
   }
 };
