@@ -11,14 +11,14 @@ import { expectAllAccountedFor } from "../support/accounting.ts";
 import { resultSize } from "../support/fault-kit.ts";
 import { makeImage } from "../support/images.ts";
 
-// A short run of `npm run faults`, from the same code: the cheap faults that pass today, each on a
-// stack of real processes (API and worker as children, a private Redis, Postgres through a proxy)
-// with a small batch. The whole matrix, with the faults that still lose tasks, is `npm run faults`.
+// A short run of `npm run faults`, from the same code, each fault on a stack of real processes (API
+// and worker as children, a Redis of the test's own, Postgres through a proxy) with a small batch.
+// The whole matrix is `npm run faults`.
 
-// One fault per kind of part the matrix breaks: a process killed, Redis gone, Postgres silent.
+// One fault per kind of part the matrix breaks: a process killed, Redis emptied, Postgres silent.
 const cases = [
   { fault: "worker_sigkill_archiving", when: "the worker process is SIGKILLed while tasks are archiving and a new one starts" },
-  { fault: "redis_stopped", when: "the test's own Redis is stopped for 6 s and comes back with its data" },
+  { fault: "redis_restarted_empty", when: "the test's own Redis is killed and restarted empty (jobs, schedules and slot ledger gone)" },
   { fault: "postgres_hung", when: "Postgres goes silent for our processes for 6 s (a proxy holds every byte)" },
 ];
 
