@@ -6,12 +6,8 @@ const healthPaths = new Set(["/healthz", "/readyz"]);
 // The path as logged: never the query string (signed image links carry their signature there) and
 // never a provider callback's per-task token (/webhooks/kling/{task}/{token}).
 export const loggablePath = (originalUrl: string) => {
-  let path: string;
-  try {
-    path = new URL(originalUrl, "http://request.invalid").pathname;
-  } catch {
-    return "(unparseable)";
-  }
+  const queryAt = originalUrl.search(/[?#]/);
+  const path = queryAt === -1 ? originalUrl : originalUrl.slice(0, queryAt);
   return path.replace(/^(\/webhooks\/kling\/[^/]+\/)[^/]+/, "$1[redacted]");
 };
 
@@ -26,6 +22,8 @@ export const requestLog =
     res.once("close", () => {
       const path = loggablePath(req.originalUrl);
       const aborted = !res.writableFinished;
+      const level = aborted || healthPaths.has(path) ? "debug" : res.statusCode >= 500 ? "warn" : "info";
+      if (!logger.isLevelEnabled(level)) return;
       const fields = {
         requestId: res.locals.requestId,
         method: req.method,
@@ -34,7 +32,6 @@ export const requestLog =
         ms: Math.round(Number(process.hrtime.bigint() - started) / 1e4) / 100,
         ...(aborted ? { aborted: true } : {}),
       };
-      const level = aborted || healthPaths.has(path) ? "debug" : res.statusCode >= 500 ? "warn" : "info";
       logger[level](fields, aborted ? "request abandoned by the client" : "request");
     });
     next();
