@@ -1,6 +1,5 @@
-import { crc32 } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeImage } from "../support/images.ts";
+import { paddedPng } from "../support/images.ts";
 import { startStack, testServerKey, type Stack } from "../support/stack.ts";
 import { rawRequest, sendChunkedUntilAnswered, sendHeadOnly, spawnApi, type ChildApi, type RawAnswer } from "../fuzz/hostile-kit.ts";
 
@@ -17,19 +16,6 @@ let api: ChildApi;
 let key: string;
 let body: Buffer;
 
-// A valid PNG padded to `size` bytes with a private ancillary chunk, which decoders skip.
-const paddedPng = async (size: number): Promise<Buffer> => {
-  const base = await makeImage(300, 300);
-  const iend = base.subarray(base.length - 12);
-  const dataLength = size - base.length - 12;
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(dataLength, 0);
-  head.write("prVt", 4, "ascii");
-  const data = Buffer.alloc(dataLength, 0x20);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(data, crc32(head.subarray(4))), 0);
-  return Buffer.concat([base.subarray(0, base.length - 12), head, data, crc, iend]);
-};
 
 beforeAll(async () => {
   stack = await startStack({ withWorker: false });

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawnWorker, type ChildWorker } from "../support/child-worker.ts";
+import { spawnService, type ChildService } from "../support/child-processes.ts";
 import { call, waitForTask } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
@@ -48,18 +48,18 @@ describe("poison messages", () => {
     const poison = (await call(stack.api.url, "POST", "/v1/tasks", { key, body: body(`${base}/poison.png`) })).body.id as string;
 
     let crashes = 0;
-    let worker: ChildWorker | undefined;
+    let worker: ChildService | undefined;
     try {
       for (; crashes < 2; crashes++) {
         const requested = new Promise<void>((resolve) => (poisonRequested = resolve));
-        worker = spawnWorker(env);
+        worker = spawnService("worker", { ...env, LOG_LEVEL: "info" });
         await worker.ready;
         await requested;
         await worker.kill("SIGKILL");
       }
       poisonRequested = () => undefined;
       // A worker that keeps running: it finds the job failed as stalled too often and parks it.
-      worker = spawnWorker(env);
+      worker = spawnService("worker", { ...env, LOG_LEVEL: "info" });
       await worker.ready;
       const parked = await waitForTask(stack.api.url, key, poison, ["failed", "succeeded"], 45_000);
       expect(parked).toMatchObject({ status: "failed", failure: { class: "worker_crashed", message: expect.stringMatching(/stopped a worker process 2 times/) } });
@@ -67,7 +67,7 @@ describe("poison messages", () => {
       // The same worker goes on with other work.
       const healthy = (await call(stack.api.url, "POST", "/v1/tasks", { key, body: body(`${base}/photo.png`) })).body.id as string;
       expect((await waitForTask(stack.api.url, key, healthy, ["failed", "succeeded"], 30_000)).status).toBe("succeeded");
-      expect(worker.process.exitCode).toBeNull();
+      expect(worker.alive()).toBe(true);
     } finally {
       await worker?.kill("SIGKILL");
     }

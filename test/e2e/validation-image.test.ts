@@ -3,7 +3,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFileServer } from "../support/file-server.ts";
 import { call, waitForTask, type ApiAnswer } from "../support/http.ts";
-import { makeImage } from "../support/images.ts";
+import { makeImage, paddedPng } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 import { countTasksOf } from "../support/rows.ts";
 
@@ -21,20 +21,6 @@ let png: (w: number, h: number) => Promise<string>;
 let exactly10MB: Buffer;
 let over10MB: Buffer;
 
-// A valid PNG padded to exactly `size` bytes with a private ancillary chunk ("prVt") before IEND,
-// which decoders skip: the file stays a valid 300x300 image whatever its size.
-const paddedPng = async (size: number): Promise<Buffer> => {
-  const base = await makeImage(300, 300);
-  const iend = base.subarray(base.length - 12);
-  const dataLength = size - base.length - 12;
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(dataLength, 0);
-  head.write("prVt", 4, "ascii");
-  const data = Buffer.alloc(dataLength, 0x20);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(data, crc32(head.subarray(4))), 0);
-  return Buffer.concat([base.subarray(0, base.length - 12), head, data, crc, iend]);
-};
 
 beforeAll(async () => {
   b64 = (bytes) => bytes.toString("base64");

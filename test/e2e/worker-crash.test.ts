@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectAllAccountedFor } from "../support/accounting.ts";
-import { spawnWorker, type ChildWorker } from "../support/child-worker.ts";
+import { spawnService, type ChildService } from "../support/child-processes.ts";
 import { eventually, resultSize, settle, simAdmin, startFaultStack, submitTask, taskEvents, testImage } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
 import { taskRow } from "../support/rows.ts";
@@ -10,7 +10,7 @@ import { taskRow } from "../support/rows.ts";
 
 describe("a worker killed while its create is in flight", () => {
   let stack: Stack;
-  const children: ChildWorker[] = [];
+  const children: ChildService[] = [];
   // Short job locks, so the job of a killed worker is picked up again within seconds.
   const locks = { JOB_LOCK_MS: "2000", SUBMIT_ATTEMPT_LEASE_MS: "3000" };
 
@@ -37,7 +37,7 @@ describe("a worker killed while its create is in flight", () => {
   });
 
   it("when the worker is SIGKILLed after the provider created the task, then the next worker adopts that task and the task succeeds with one provider task", async () => {
-    const child = spawnWorker(stack.workerEnv({ ...locks, PROVIDER_TIMEOUT_MS: "60000" }));
+    const child = spawnService("worker", { ...stack.workerEnv({ ...locks, PROVIDER_TIMEOUT_MS: "60000" }), LOG_LEVEL: "info" });
     children.push(child);
     await child.ready;
 

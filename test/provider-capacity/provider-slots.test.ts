@@ -14,11 +14,23 @@ const ledger = (capacity: number, recoverMs = 60_000) =>
   createProviderSlots(redis, `slots-test-${randomUUID().slice(0, 8)}`, { capacity, recoverMs });
 
 describe("provider slot ledger", () => {
+  it("when several wait, then each refusal says its place in line, by priority, so that only the first few wait in place", async () => {
+    const slots = ledger(1);
+    expect((await slots.acquire("holder", 1, 1)).ok).toBe(true);
+    expect(await slots.acquire("late-bulk", 1, 9)).toMatchObject({ ok: false, place: 0 });
+    expect(await slots.acquire("bulk", 1, 5)).toMatchObject({ ok: false, place: 0 });
+    expect(await slots.acquire("late-bulk", 1, 9)).toMatchObject({ ok: false, place: 1 });
+    // A task of higher priority (lower number) goes to the head of the line.
+    expect(await slots.acquire("interactive", 1, 1)).toMatchObject({ ok: false, place: 0 });
+    expect(await slots.acquire("bulk", 1, 5)).toMatchObject({ ok: false, place: 1 });
+  });
+
   it("when tasks take slots, then the sum never exceeds capacity and a release frees exactly what was held", async () => {
     const slots = ledger(5);
     expect((await slots.acquire("a", 3, 1)).ok).toBe(true);
     expect((await slots.acquire("c", 2, 1)).ok).toBe(true);
-    expect(await slots.acquire("b", 3, 1)).toEqual({ ok: false, used: 5, effective: 5 });
+    // Refused, and first in line (place 0) for the next release.
+    expect(await slots.acquire("b", 3, 1)).toEqual({ ok: false, used: 5, effective: 5, place: 0 });
     expect((await slots.snapshot()).used).toBe(5);
     // Idempotent: a task that already holds slots gets them again without counting twice.
     expect((await slots.acquire("a", 3, 1)).ok).toBe(true);
@@ -69,7 +81,7 @@ describe("provider slot ledger", () => {
     expect(await slots.lowerCapacity(3)).toBe(3);
     expect(await slots.lowerCapacity(3)).toBe(2);
     expect(await slots.lowerCapacity(1)).toBe(2);
-    expect(await slots.acquire("b", 1, 1)).toEqual({ ok: false, used: 2, effective: 2 });
+    expect(await slots.acquire("b", 1, 1)).toEqual({ ok: false, used: 2, effective: 2, place: 0 });
     await new Promise((resolve) => setTimeout(resolve, 250));
     // One slot back after the interval.
     expect((await slots.acquire("b", 1, 1)).ok).toBe(true);

@@ -54,7 +54,8 @@ if used + n + reserved <= eff then
   redis.call('HDEL', wanted, taskId)
   return {1, used + n, eff}
 end
-return {0, used, eff}
+-- Where the task stands in line (0 = head), for the caller to decide whether to wait in place.
+return {0, used, eff, redis.call('ZRANK', waiters, taskId) or -1}
 `;
 
 const LEAVE = `
@@ -110,7 +111,7 @@ return 0
 // A waiting job re-attempts at least once a second (see waitForRelease's timeout in submit-task).
 const WAITER_STALE_MS = 3_000;
 
-export type AcquireResult = { ok: true } | { ok: false; used: number; effective: number };
+export type AcquireResult = { ok: true } | { ok: false; used: number; effective: number; place: number };
 export type SlotSnapshot = { capacity: number; effective: number; used: number; holders: Record<string, number> };
 
 export type ProviderSlots = {
@@ -157,7 +158,7 @@ export const createProviderSlots = (
   return {
     capacity: options.capacity,
     acquire: async (taskId, n, priority) => {
-      const [ok, used, effective] = (await redis.eval(
+      const [ok, used, effective, place] = (await redis.eval(
         ACQUIRE,
         6,
         holders,
@@ -173,8 +174,8 @@ export const createProviderSlots = (
         options.recoverMs,
         priority,
         WAITER_STALE_MS,
-      )) as [number, number, number];
-      return ok === 1 ? { ok: true } : { ok: false, used, effective };
+      )) as [number, number, number, number?];
+      return ok === 1 ? { ok: true } : { ok: false, used, effective, place: place ?? -1 };
     },
     leaveLine: async (taskId) => {
       await redis.eval(LEAVE, 3, key("waiters"), key("waiter-seen"), key("waiter-wants"), taskId);

@@ -3,6 +3,15 @@ import { z } from "zod";
 
 const taskRef = z.object({ taskId: z.uuid() });
 
+// A task's own attempt budget is kept in Postgres; BullMQ's attempts only cover crashes and
+// infrastructure errors (Postgres down mid-job) that escape a processor's own handling.
+const stageOptions = {
+  attempts: 8,
+  backoff: { type: "exponential", delay: 1_000 },
+  removeOnComplete: { count: 1_000 },
+  removeOnFail: { count: 10_000 },
+} satisfies JobsOptions;
+
 // Every queue's job name, payload schema and options in one place: producers and processors import
 // the same entry, so a payload can't drift between them. Jobs carry ids; Postgres holds the state.
 export const jobCatalog = {
@@ -11,36 +20,19 @@ export const jobCatalog = {
     queue: "source",
     name: "check-source-image",
     payload: taskRef,
-    options: {
-      attempts: 8,
-      backoff: { type: "exponential", delay: 1_000 },
-      removeOnComplete: { count: 1_000 },
-      removeOnFail: { count: 10_000 },
-    } satisfies JobsOptions,
+    options: stageOptions,
   },
   submit: {
     queue: "submit",
     name: "submit-task",
     payload: taskRef,
-    // The task's own attempt budget is kept in Postgres; BullMQ's attempts only cover crashes and
-    // infrastructure errors (Postgres down mid-job) that escape the processor's own handling.
-    options: {
-      attempts: 8,
-      backoff: { type: "exponential", delay: 1_000 },
-      removeOnComplete: { count: 1_000 },
-      removeOnFail: { count: 10_000 },
-    } satisfies JobsOptions,
+    options: stageOptions,
   },
   archive: {
     queue: "archive",
     name: "archive-task",
     payload: taskRef,
-    options: {
-      attempts: 6,
-      backoff: { type: "exponential", delay: 2_000 },
-      removeOnComplete: { count: 1_000 },
-      removeOnFail: { count: 10_000 },
-    } satisfies JobsOptions,
+    options: { ...stageOptions, attempts: 6, backoff: { type: "exponential", delay: 2_000 } } satisfies JobsOptions,
   },
   reconcile: {
     queue: "reconcile",

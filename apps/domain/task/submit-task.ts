@@ -71,8 +71,9 @@ export const submitTask = async (
     return { kind: "retry_later", delayMs: gate.retryInMs + Math.round(Math.random() * 500), reason };
   }
 
-  if (!(await acquireSlots(deps, task, options.priority ?? 0))) {
-    return { kind: "retry_later", delayMs: 10, reason: SLOT_WAIT_REASON };
+  const slots = await acquireSlots(deps, task, options.priority ?? 0);
+  if (slots !== "acquired") {
+    return { kind: "retry_later", delayMs: slots === "stepped_back" ? STEP_BACK_MS + Math.round(Math.random() * STEP_BACK_MS) : 10, reason: SLOT_WAIT_REASON };
   }
 
   const image = task.imageUrl ?? (task.sourceKey ? (await deps.storage.read(task.sourceKey))?.toString("base64") : undefined);
@@ -209,19 +210,27 @@ const gateWaitReason = (state: GateState) =>
 
 const SLOT_WAIT_REASON = "waiting for a free provider slot (the provider account's parallel-task limit is reached)";
 
+// A job far back in the slot line steps back to the queue (keeping its place in line) this long.
+const STEP_BACK_MS = 250;
+
 // Waits in place, in line by priority and woken by releases, so that the next free slot goes to the
 // task at the head of the line; after slotWaitMs the job leaves the line and goes back to the queue.
-const acquireSlots = async (deps: SubmitTaskDeps, task: Task, priority: number): Promise<boolean> => {
+// Only the first few in line wait in place (as many as the account has slots): the others step back
+// to the queue, so they do not hold every worker while a task of higher priority (another
+// account's single task) waits in BullMQ for a worker to take it.
+const acquireSlots = async (deps: SubmitTaskDeps, task: Task, priority: number): Promise<"acquired" | "timed_out" | "stepped_back"> => {
   const taskId = task.id;
   const deadline = Date.now() + deps.slotWaitMs;
   for (let tries = 0; ; tries++) {
-    if ((await deps.slots.acquire(taskId, task.n, priority)).ok) return true;
+    const acquired = await deps.slots.acquire(taskId, task.n, priority);
+    if (acquired.ok) return "acquired";
     // Said once, when the wait begins: a poller sees why its task has not moved.
     if (tries === 0 && task.waitReason !== SLOT_WAIT_REASON) await markWaiting(deps.db, taskId, ["queued", "submitting"], SLOT_WAIT_REASON);
+    if (acquired.place >= deps.slots.capacity) return "stepped_back";
     const left = deadline - Date.now();
     if (left <= 0) {
       await deps.slots.leaveLine(taskId);
-      return false;
+      return "timed_out";
     }
     await deps.slots.waitForRelease(Math.min(left, 1_000));
   }

@@ -2,6 +2,7 @@ import { DelayedError, type Job } from "bullmq";
 import { withLogContext } from "../../domain/logging/logger.ts";
 import { jobCatalog } from "../../domain/queues/job-catalog.ts";
 import { checkSourceImage, type CheckSourceDeps } from "../../domain/task/check-source-image.ts";
+import { untilTaskWritten } from "./submit-task.processor.ts";
 
 // See submit-task.processor.ts: a job ahead of its intake's commit waits a moment, an orphan is dropped.
 const UNCOMMITTED_GRACE_MS = 30_000;
@@ -12,7 +13,7 @@ export const checkSourceProcessor = (deps: CheckSourceDeps) => async (job: Job, 
     const outcome = await checkSourceImage(deps, taskId, { priority: job.opts.priority });
     if (outcome.kind === "retry_later" || (outcome.kind === "task_missing" && Date.now() - job.timestamp < UNCOMMITTED_GRACE_MS)) {
       // Waiting does not spend a BullMQ attempt: those are for crashes and infrastructure errors.
-      await job.moveToDelayed(Date.now() + (outcome.kind === "retry_later" ? outcome.delayMs : 200), token);
+      await job.moveToDelayed(Date.now() + (outcome.kind === "retry_later" ? outcome.delayMs : untilTaskWritten(job.timestamp)), token);
       throw new DelayedError();
     }
     return { outcome: outcome.kind };
