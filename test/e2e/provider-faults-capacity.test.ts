@@ -112,11 +112,9 @@ describe("priority: a single task against a bulk backlog", () => {
       .execute();
     // A good part of A's backlog was still waiting when B's task came in (not a drained queue)...
     expect(later.length).toBeGreaterThan(6);
-    // ...and B's task went ahead of nearly all of it: FIFO would put it last. Not "next": between B's
-    // acceptance and its job's first try for a slot (intake, pickup; a few hundred ms when the suite
-    // loads the machine) A's tasks keep taking the slots that free up every ~200 ms here.
+    // ...and B's task went ahead of nearly all of it.
     const rank = later.findIndex((t) => t.id === single.id);
-    expect(rank, `B's task was submission ${rank + 1} of ${later.length} after it was accepted`).toBeLessThan(Math.ceil(later.length / 4));
+    expect(rank, `B's task was submission ${rank + 1} of ${later.length} after it was accepted`).toBeLessThan(3);
   });
 });
 
