@@ -1,6 +1,8 @@
 import type { Redis } from "ioredis";
 import type { Authenticator } from "../domain/account/authenticator.ts";
 import type { Db } from "../domain/db/database.ts";
+import type { LiveLimits } from "../domain/live-progress/live-limits.ts";
+import type { LiveDeps } from "../domain/live-progress/task-feed.ts";
 import type { Logger } from "../domain/logging/logger.ts";
 import type { ProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
@@ -25,6 +27,8 @@ export type ApiDeps = {
   providerControls: ProviderControls;
   // Shared by every route that reads a body: bounds the body bytes held at once.
   bodyBudget: BodyBudget;
+  // SSE streams and long-polls: the process's change hub, per-account limits and timings.
+  live: LiveDeps & { limits: LiveLimits; heartbeatMs: number; maxWaitSeconds: number };
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

@@ -12,11 +12,14 @@ import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkUrlAddress } from "../domain/http/safe-fetch.ts";
 import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
-import { createProducerRedis } from "../domain/queues/redis-connection.ts";
+import { createProducerRedis, createSubscriberRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
+import { createChangeHub } from "../domain/live-progress/change-hub.ts";
+import { createLiveLimits } from "../domain/live-progress/live-limits.ts";
+import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
@@ -71,8 +74,11 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
 
   // Callbacks end provider tasks too, so the API releases slots and reports the gate's state.
   const provider = createProviderControls(redis, config.QUEUE_PREFIX, config);
+  // One subscriber connection per process, shared by every stream and long-poll it serves.
+  const hub = createChangeHub(createSubscriberRedis(config.REDIS_URL, logger), config.QUEUE_PREFIX, logger);
   const reports = {
     db,
+    taskChanged: createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger),
     logger,
     releaseSlots: (taskId: string) => provider.slots.release(taskId),
     runTime: provider.runTime,
@@ -109,6 +115,14 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
     providerControls: provider,
     bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
+    live: {
+      db,
+      hub,
+      resyncMs: config.LIVE_RESYNC_MS,
+      limits: createLiveLimits(config.LIVE_MAX_STREAMS_PER_ACCOUNT),
+      heartbeatMs: config.LIVE_HEARTBEAT_MS,
+      maxWaitSeconds: config.LIVE_MAX_WAIT_SECONDS,
+    },
   };
   const app = buildApp(deps);
   server.on("request", app);
@@ -123,6 +137,9 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
+        // Open streams and long-polls end now (a stream without its `end` event, so the client
+        // reconnects, to another process, with its Last-Event-ID); otherwise close() waits for them.
+        void hub.close();
       });
       await queues.close().catch(() => undefined);
       redis.disconnect();

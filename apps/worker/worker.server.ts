@@ -11,6 +11,7 @@ import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
+import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
 import { checkSourceProcessor, createDownloadShares } from "./processors/check-source.processor.ts";
 import { reconcileProcessor } from "./processors/reconcile.processor.ts";
@@ -37,8 +38,10 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const storage = createLocalStorage(config.STORAGE_DIR);
 
   const { slots, gate, runTime } = createProviderControls(redis, config.QUEUE_PREFIX, config);
+  const taskChanged = createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger);
   const reports = {
     db,
+    taskChanged,
     logger,
     releaseSlots: (taskId: string) => slots.release(taskId),
     runTime,
@@ -106,6 +109,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     "source",
     checkSourceProcessor({
       db,
+      taskChanged,
       logger,
       releaseSlots: reports.releaseSlots,
       imageFetch: {
@@ -126,6 +130,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     "archive",
     archiveTaskProcessor({
       db,
+      taskChanged,
       logger,
       releaseSlots: reports.releaseSlots,
       storage,

@@ -88,6 +88,7 @@ const titles: Record<AppError["code"], string> = {
   conflict: "Conflict",
   dependency_unavailable: "Service temporarily unavailable",
   server_busy: "Server busy",
+  too_many_requests: "Too many requests",
   internal: "Internal error",
 };
 
@@ -128,6 +129,7 @@ const providerCode = (app: AppError): { http: number; code: number } => {
     // included) count 5xx toward opening their circuit breaker and spend retry attempts on it,
     // while a busy intake is a reason to wait, not a sign that the service is down.
     case "server_busy":
+    case "too_many_requests":
       return { http: 429, code: 1302 };
     case "dependency_unavailable":
       return { http: 503, code: 5001 };
@@ -141,7 +143,7 @@ export const sendProviderError = (res: Response, app: AppError) => {
   res.status(http).json({ code, message: app.message, request_id: res.locals.requestId });
 };
 
-const retryAfterSeconds: Partial<Record<AppError["code"], string>> = { dependency_unavailable: "5", server_busy: "2" };
+const retryAfterSeconds: Partial<Record<AppError["code"], string>> = { dependency_unavailable: "5", server_busy: "2", too_many_requests: "5" };
 
 const handleErrors =
   (logger: Logger, shapeOf: (req: Request) => AnswerShape): ErrorRequestHandler =>

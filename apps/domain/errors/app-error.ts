@@ -10,6 +10,8 @@ export const errorStatus = {
   dependency_unavailable: 503,
   // Too much request body in flight at once (the API's intake budget): retry shortly.
   server_busy: 503,
+  // One account holds too much of something counted per account (live streams): retry later.
+  too_many_requests: 429,
   internal: 500,
 } as const;
 

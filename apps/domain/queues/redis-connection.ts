@@ -23,6 +23,18 @@ export const createWorkerRedis = (url: string, logger: Logger): Redis =>
     logger,
   );
 
+// The API's one pub/sub subscriber (live progress): it waits for Redis to come back and re-subscribes
+// by itself; live views meanwhile resync from Postgres on a timer.
+export const createSubscriberRedis = (url: string, logger: Logger): Redis =>
+  withErrorLog(
+    new Redis(url, {
+      maxRetriesPerRequest: null,
+      connectTimeout: 2_000,
+      retryStrategy: (times) => Math.min(times * 200, 2_000),
+    } satisfies RedisOptions),
+    logger,
+  );
+
 const withErrorLog = (redis: Redis, logger: Logger): Redis => {
   let lastLogged = 0;
   // Without a listener ioredis prints every reconnect failure; one line per 10 s is enough.

@@ -1,4 +1,4 @@
-import type { Db, EventSource, Task, Tx } from "../db/database.ts";
+import type { Db, EventSource, Task } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderTask } from "../provider/provider-wire.schema.ts";
 import { firstCheckDelayMs, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
@@ -6,7 +6,7 @@ import type { TaskEndDeps } from "./fail-task.ts";
 import { fromProviderStatus, isTerminal, statusRank } from "./task-status.ts";
 import { findTask } from "./task.repository.ts";
 import { insertResultImages, scheduleCheck } from "./task.store.ts";
-import { transitionTaskInTx } from "./task-transition.ts";
+import { transitionTask } from "./task-transition.ts";
 
 const MAX_PLAUSIBLE_RUN_MS = 24 * 3_600_000;
 
@@ -73,8 +73,9 @@ export const applyProviderReport = async (
     const images = report.task_result?.images ?? [];
     // One statement for most reports; a success brings its result images along in the same transaction.
     const withImages = target === "archiving" && images.length > 0;
-    const move = async (tx: Tx | Db) => {
-      const transition = await transitionTaskInTx(tx, {
+    const result = await transitionTask(
+      deps,
+      {
         taskId,
         to: target,
         from: [task.status],
@@ -93,11 +94,9 @@ export const applyProviderReport = async (
             ? { failureClass: "provider_failed", failureMessage: report.task_status_msg || "the provider reported failure" }
             : {}),
         },
-      });
-      if (transition.applied && withImages) await insertResultImages(tx, taskId, images);
-      return transition;
-    };
-    const result = withImages ? await deps.db.transaction().execute(move) : await move(deps.db);
+      },
+      withImages ? (tx) => insertResultImages(tx, taskId, images) : undefined,
+    );
     if (!result.applied) continue; // raced with another report; look again
     // Its run time teaches when to poll the next ones. The provider's own timestamps give its run
     // time exactly; our clock would add the lag of noticing the end (a poll after a lost callback),

@@ -83,7 +83,7 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
       sha256: createHash("sha256").update(fetched.body).digest("hex"),
     });
   }
-  const done = await transitionTask(deps.db, {
+  const done = await transitionTask(deps, {
     taskId,
     to: "succeeded",
     from: ["archiving"],

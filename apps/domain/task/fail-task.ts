@@ -1,5 +1,5 @@
 import type { Db, EventSource } from "../db/database.ts";
-import { transitionTask } from "./task-transition.ts";
+import { transitionTask, type TransitionDeps } from "./task-transition.ts";
 
 export type FailureClass =
   | "invalid_image" // the source image breaks a provider rule (found by our check)
@@ -13,7 +13,8 @@ export type FailureClass =
   | "worker_crashed"; // working on the task took a worker process down, repeatedly
 
 // What every path that ends a task's provider side needs: the task's slots go back to the pool.
-export type TaskEndDeps = { db: Db; releaseSlots: (taskId: string) => Promise<unknown> };
+// Every path that changes a task's state also tells live views (SSE, long-polls) about it.
+export type TaskEndDeps = TransitionDeps & { releaseSlots: (taskId: string) => Promise<unknown> };
 
 export const failTask = async (
   deps: TaskEndDeps,
@@ -21,7 +22,7 @@ export const failTask = async (
   source: EventSource,
   failure: { class: FailureClass; message: string; code?: string | number | null },
 ) => {
-  const result = await transitionTask(deps.db, {
+  const result = await transitionTask(deps, {
     taskId,
     to: "failed",
     from: ["queued", "submitting", "submitted", "processing", "archiving"],

@@ -158,7 +158,7 @@ const pollTask = async (deps: ReconcileDeps, task: Task) => {
 // once (its slots are released and its job re-driven); otherwise, or the second time, fail it.
 const providerLostTask = async (deps: ReconcileDeps, task: Task, why: string) => {
   if (task.status === "submitted" && task.resubmissions === 0) {
-    const requeued = await transitionTask(deps.db, {
+    const requeued = await transitionTask(deps, {
       taskId: task.id,
       to: "queued",
       from: ["submitted"],

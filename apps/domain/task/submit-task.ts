@@ -102,7 +102,7 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
   const taskId = task.id;
   // Found in `submitting`: an earlier attempt's outcome is unknown (it may have created the task).
   const outcomeUnknown = task.status === "submitting";
-  const marked = await transitionTask(deps.db, {
+  const marked = await transitionTask(deps, {
     taskId,
     to: "submitting",
     from: ["queued", "submitting"],

@@ -1,5 +1,6 @@
 import { sql, type Updateable } from "kysely";
 import { asJson, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
+import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
 
 export type TransitionRequest = {
@@ -66,4 +67,24 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
   return { applied: false, current: current?.status ?? null };
 };
 
-export const transitionTask = (db: Db, request: TransitionRequest): Promise<TransitionResult> => transitionTaskInTx(db, request);
+export type TransitionDeps = { db: Db; taskChanged: TaskChangeNotifier };
+
+// Every state change goes through here: the change (with `alsoInTx`, more writes in the same
+// transaction), then, only once it is committed, the live-progress notification. Notified before
+// the commit, a listener could re-read the old row and wait for a message that never comes again.
+// Callers of transitionTaskInTx inside their own transaction notify after their commit.
+export const transitionTask = async (
+  deps: TransitionDeps,
+  request: TransitionRequest,
+  alsoInTx?: (tx: Tx, task: Task) => Promise<void>,
+): Promise<TransitionResult> => {
+  const result = alsoInTx
+    ? await deps.db.transaction().execute(async (tx) => {
+        const moved = await transitionTaskInTx(tx, request);
+        if (moved.applied) await alsoInTx(tx, moved.task);
+        return moved;
+      })
+    : await transitionTaskInTx(deps.db, request);
+  if (result.applied) deps.taskChanged(result.task);
+  return result;
+};
