@@ -26,7 +26,14 @@ import { buildApp } from "./app.ts";
 import { createBodyBudget } from "./middleware/body-intake.ts";
 import { createLinkSigner } from "./presenters/task.presenter.ts";
 
-export type RunningApi = { url: string; port: number; publicBaseUrl: string; stop: () => Promise<void> };
+export type RunningApi = {
+  url: string;
+  port: number;
+  publicBaseUrl: string;
+  // What live progress holds right now (listeners, subscribed channels, open streams and long-polls).
+  liveStats: () => { listeners: number; channels: number; open: number };
+  stop: () => Promise<void>;
+};
 
 // Starts one API process. Several may run side by side: all state is in Postgres and Redis.
 // `logDestination` (tests only) receives the log lines instead of stdout.
@@ -76,6 +83,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const provider = createProviderControls(redis, config.QUEUE_PREFIX, config);
   // One subscriber connection per process, shared by every stream and long-poll it serves.
   const hub = createChangeHub(createSubscriberRedis(config.REDIS_URL, logger), config.QUEUE_PREFIX, logger);
+  const liveLimits = createLiveLimits(config.LIVE_MAX_STREAMS_PER_ACCOUNT);
   const reports = {
     db,
     taskChanged: createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger),
@@ -119,7 +127,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       db,
       hub,
       resyncMs: config.LIVE_RESYNC_MS,
-      limits: createLiveLimits(config.LIVE_MAX_STREAMS_PER_ACCOUNT),
+      limits: liveLimits,
       heartbeatMs: config.LIVE_HEARTBEAT_MS,
       maxWaitSeconds: config.LIVE_MAX_WAIT_SECONDS,
     },
@@ -145,5 +153,5 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       redis.disconnect();
       await db.destroy();
     })());
-  return { url, port, publicBaseUrl, stop };
+  return { url, port, publicBaseUrl, liveStats: () => ({ ...hub.stats(), open: liveLimits.inUse() }), stop };
 };

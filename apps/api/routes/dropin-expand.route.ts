@@ -4,6 +4,7 @@ import { validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { acceptTask } from "../../domain/task/accept-task.ts";
 import { getAccountTask, pageAccountTasks } from "../../domain/task/task.repository.ts";
+import { toProviderStatus } from "../../domain/task/task-status.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
 import { readJsonBody } from "../middleware/body-intake.ts";
@@ -11,6 +12,7 @@ import { providerErrorHandler } from "../middleware/error-handlers.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toProviderTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
+import { afterWait, parseWaitSeconds } from "./task-live.route.ts";
 
 // KLING.md "List": pageNum 1..1000, pageSize 1..500.
 const listQuerySchema = z.object({
@@ -50,9 +52,12 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
     res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: tasks.map((t) => toProviderTask(t, deps.signLink)) });
   });
 
-  // Kling: "use either task_id or external_task_id".
+  // Kling: "use either task_id or external_task_id". Ours: `?wait=<seconds>` long-polls until the
+  // status the provider's vocabulary shows changes (queued -> submitting is no change there).
   router.get("/:taskId", async (req, res) => {
-    const task = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId, { byExternalId: true });
+    const waitSeconds = parseWaitSeconds(deps, req);
+    const seen = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId, { byExternalId: true });
+    const task = await afterWait(deps, res, seen, waitSeconds, (before, after) => toProviderStatus(before) !== toProviderStatus(after));
     res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: toProviderTask(task, deps.signLink) });
   });
 

@@ -13,6 +13,7 @@ import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toNativeEvent, toNativeTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
 import { sendStoredImage } from "./send-stored-image.ts";
+import { afterWait, parseWaitSeconds, taskStreamHandler } from "./task-live.route.ts";
 
 const bodyLimitBytes = 16 * 1024 * 1024;
 
@@ -56,9 +57,14 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
     res.json({ data: page.tasks.map((t) => toNativeTask(t, deps.signLink)), next_cursor: page.nextCursor ?? null });
   });
 
+  // `?wait=<seconds>` long-polls until the status changes.
   router.get("/:taskId", async (req, res) => {
-    res.json(toNativeTask(await getAccountTask(deps.db, res.locals.accountId, req.params.taskId), deps.signLink));
+    const waitSeconds = parseWaitSeconds(deps, req);
+    const task = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId);
+    res.json(toNativeTask(await afterWait(deps, res, task, waitSeconds, (before, after) => before !== after), deps.signLink));
   });
+
+  router.get("/:taskId/stream", taskStreamHandler(deps));
 
   router.get("/:taskId/events", async (req, res) => {
     const events = await listTaskEvents(deps.db, res.locals.accountId, req.params.taskId);
@@ -72,7 +78,7 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
   });
 
   router.all("/", methodNotAllowed("GET", "POST"));
-  router.all(["/:taskId", "/:taskId/events", "/:taskId/images/:index"], methodNotAllowed("GET"));
+  router.all(["/:taskId", "/:taskId/events", "/:taskId/stream", "/:taskId/images/:index"], methodNotAllowed("GET"));
   router.use(problemDetailsHandler(deps.logger));
   return router;
 };
