@@ -1,4 +1,5 @@
 import { createServer, type ServerResponse } from "node:http";
+import { connect } from "node:net";
 import type { AddressInfo } from "node:net";
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
@@ -246,6 +247,30 @@ describe("GET /v1/tasks/{id}/stream", () => {
     await expect.poll(() => apiB.liveStats().open, { timeout: 5_000 }).toBe(0);
     task.release();
     otherTask.release();
+  });
+
+  it("when clients vanish at any moment (before the first event, mid-stream, mid-long-poll), then every place, listener and subscription is released", async () => {
+    const api = await stack.startApi({ LIVE_MAX_STREAMS_PER_ACCOUNT: "100" });
+    const { key, accountId } = await stack.newAccount();
+    const task = await heldTask(key);
+    const { port } = new URL(api.url);
+    const vanish = (path: string, afterMs: number) =>
+      new Promise<void>((resolve) => {
+        const socket = connect(Number(port), "127.0.0.1", () => {
+          socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n\r\n`);
+          setTimeout(() => {
+            socket.destroy();
+            resolve();
+          }, afterMs);
+        });
+        socket.on("error", () => resolve());
+      });
+    const paths = [`/v1/tasks/${task.id}/stream`, `/v1/tasks/${task.id}?wait=20`, `/kling/v1/images/editing/expand/${task.id}?wait=20`];
+    await Promise.all(Array.from({ length: 45 }, (_, i) => vanish(paths[i % 3]!, i % 15)));
+    const channel = `${stack.env.queuePrefix}:live:account:${accountId}`;
+    await expect.poll(() => api.liveStats(), { timeout: 5_000 }).toEqual({ listeners: 0, channels: 0, open: 0 });
+    expect(await redis.pubsub("NUMSUB", channel)).toEqual([channel, 0]);
+    task.release();
   });
 
   it("when the key is missing or wrong, the task unknown or another account's, or Last-Event-ID malformed, then the stream is refused like GET", async () => {

@@ -57,7 +57,7 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
   router.get("/:taskId", async (req, res) => {
     const waitSeconds = parseWaitSeconds(deps, req);
     const seen = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId, { byExternalId: true });
-    const task = await afterWait(deps, res, seen, waitSeconds, (before, after) => toProviderStatus(before) !== toProviderStatus(after));
+    const task = await afterWait(deps, req, res, seen, waitSeconds, (before, after) => toProviderStatus(before) !== toProviderStatus(after));
     res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: toProviderTask(task, deps.signLink) });
   });
 

@@ -61,7 +61,7 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
   router.get("/:taskId", async (req, res) => {
     const waitSeconds = parseWaitSeconds(deps, req);
     const task = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId);
-    res.json(toNativeTask(await afterWait(deps, res, task, waitSeconds, (before, after) => before !== after), deps.signLink));
+    res.json(toNativeTask(await afterWait(deps, req, res, task, waitSeconds, (before, after) => before !== after), deps.signLink));
   });
 
   router.get("/:taskId/stream", taskStreamHandler(deps));

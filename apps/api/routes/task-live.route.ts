@@ -38,6 +38,7 @@ export const parseWaitSeconds = (deps: ApiDeps, req: Request): number => {
 // of the account's live places while it waits.
 export const afterWait = async (
   deps: ApiDeps,
+  req: Request,
   res: Response,
   task: TaskWithImages,
   waitSeconds: number,
@@ -48,6 +49,8 @@ export const afterWait = async (
   const gone = new AbortController();
   const onClose = () => gone.abort();
   res.once("close", onClose);
+  // Gone already while the task was read: its close event has passed.
+  if (req.socket.destroyed) gone.abort();
   try {
     return await waitForTaskChange(deps.live, task, { accountId: res.locals.accountId, waitMs: waitSeconds * 1000, changed, signal: gone.signal });
   } finally {
@@ -79,6 +82,12 @@ export const taskStreamHandler =
     } catch (error) {
       release();
       throw error;
+    }
+    // The client may have left during the first read, its close event already past.
+    if (req.socket.destroyed) {
+      feed.close();
+      release();
+      return;
     }
     const gone = new AbortController();
     const heartbeat = setInterval(() => res.write(": heartbeat\n\n"), deps.live.heartbeatMs);
