@@ -299,6 +299,10 @@ describe("GET /v1/tasks/{id}/stream", () => {
     const post = await call(apiB.url, "POST", `/v1/tasks/${task.id}/stream`, { key });
     expect(post.status).toBe(405);
     expect(post.headers.get("allow")).toBe("GET");
+    // HEAD says the stream exists and holds nothing open.
+    const head = await fetch(url, { method: "HEAD", headers: { authorization: `Bearer ${key}` } });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
     await expect.poll(() => apiB.liveStats().open, { timeout: 5_000 }).toBe(0);
     task.release();
   });

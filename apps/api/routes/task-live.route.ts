@@ -61,6 +61,16 @@ export const afterWait = async (
   }
 };
 
+const sseHeaders = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache, no-transform",
+  // Proxies that buffer (nginx) would hold events back.
+  "x-accel-buffering": "no",
+  // A stream is the connection's last answer: once it ends the socket closes, so a shutting down
+  // server is not kept waiting on an idle keep-alive connection.
+  connection: "close",
+};
+
 const sseFrame = (event: string, data: unknown, id?: string) => `${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 
 // GET /v1/tasks/{id}/stream: Server-Sent Events. `task` (the task as GET shows it) on connect and
@@ -83,10 +93,12 @@ export const taskStreamHandler =
       release();
       throw error;
     }
-    // The client may have left during the first read, its close event already past.
-    if (req.socket.destroyed) {
+    // The client may have left during the first read, its close event already past; a HEAD (which
+    // Express routes here too) learns that the stream exists, and holds nothing open.
+    if (req.socket.destroyed || req.method === "HEAD") {
       feed.close();
       release();
+      if (req.method === "HEAD") res.writeHead(200, sseHeaders).end();
       return;
     }
     const gone = new AbortController();
@@ -98,15 +110,7 @@ export const taskStreamHandler =
       feed.close();
       release();
     });
-    res.writeHead(200, {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache, no-transform",
-      // Proxies that buffer (nginx) would hold events back.
-      "x-accel-buffering": "no",
-      // A stream is the connection's last answer: once it ends the socket closes, so a shutting
-      // down server is not kept waiting on an idle keep-alive connection.
-      connection: "close",
-    });
+    res.writeHead(200, sseHeaders);
     const send = (step: FeedStep) => {
       const frames = step.messages.map((m: FeedMessage) =>
         m.kind === "task" ? sseFrame("task", toNativeTask(m.task, deps.signLink), m.id) : sseFrame("transition", toNativeEvent(m.event), m.id),
