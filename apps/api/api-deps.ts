@@ -2,7 +2,7 @@ import type { Redis } from "ioredis";
 import type { Authenticator } from "../domain/account/authenticator.ts";
 import type { Db } from "../domain/db/database.ts";
 import type { LiveLimits } from "../domain/live-progress/live-limits.ts";
-import type { LiveDeps } from "../domain/live-progress/task-feed.ts";
+import type { LiveDeps } from "../domain/live-progress/live-feed.ts";
 import type { Logger } from "../domain/logging/logger.ts";
 import type { ProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";

@@ -79,19 +79,21 @@ const streamUrl = (api: { url: string }, taskId: string) => new URL(`/v1/tasks/$
 const parse = (event: SseEvent) => JSON.parse(event.data);
 const historyOf = async (key: string, taskId: string) => (await call(stack.api.url, "GET", `/v1/tasks/${taskId}/events`, { key })).body.data as Array<{ id: string; to: string }>;
 
-// What a stream says after its snapshot: transitions (ids strictly growing), each run followed by the
-// task as it then was, and `end` last.
-const expectWellFormedUpdates = (events: SseEvent[]) => {
-  let lastTransition = 0n;
-  let lastTransitionTo: string | undefined;
+// What a stream says after the point `from` (its snapshot, or the event it resumed from):
+// transitions with strictly growing ids, then the task as it then was; a task event between
+// transitions (a change that is not one, such as why the task waits) repeats the latest id; `end` last.
+const expectWellFormedUpdates = (from: { id: string; status: string }, events: SseEvent[]) => {
+  let lastId = BigInt(from.id);
+  let status = from.status;
   for (const event of events) {
     if (event.event === "transition") {
-      expect(BigInt(event.id!)).toBeGreaterThan(lastTransition);
-      lastTransition = BigInt(event.id!);
-      lastTransitionTo = parse(event).to;
+      expect(BigInt(event.id!)).toBeGreaterThan(lastId);
+      lastId = BigInt(event.id!);
+      expect(parse(event).from).toBe(status);
+      status = parse(event).to;
     } else if (event.event === "task") {
-      expect(event.id).toBe(lastTransition.toString());
-      expect(parse(event).status).toBe(lastTransitionTo);
+      expect(event.id).toBe(lastId.toString());
+      expect(parse(event).status).toBe(status);
     }
   }
   expect(events.at(-1)?.event).toBe("end");
@@ -118,7 +120,7 @@ describe("GET /v1/tasks/{id}/stream", () => {
     task.release();
     const updates = await readUntil(stream, (e) => e.event === "end");
     expect(await stream.ended).toBe(true);
-    expectWellFormedUpdates(updates);
+    expectWellFormedUpdates({ id: snapshot.id!, status: "queued" }, updates);
     // Every transition after the snapshot, exactly as the history has them.
     const history = await historyOf(key, task.id);
     const transitions = updates.filter((e) => e.event === "transition").map((e) => ({ id: e.id, to: parse(e).to }));
@@ -145,7 +147,7 @@ describe("GET /v1/tasks/{id}/stream", () => {
 
     const resumed = await openSse(streamUrl(apiB, task.id), { authorization: `Bearer ${key}`, "last-event-id": snapshot.id! });
     const events = await readUntil(resumed, (e) => e.event === "end");
-    expectWellFormedUpdates(events);
+    expectWellFormedUpdates({ id: snapshot.id!, status: "queued" }, events);
     const history = await historyOf(key, task.id);
     expect(events.filter((e) => e.event === "transition").map((e) => e.id)).toEqual(history.slice(1).map((h) => h.id));
     expect(events.map((e) => e.event)).toEqual(["transition", "transition", "transition", "transition", "transition", "task", "end"]);
@@ -176,11 +178,14 @@ describe("GET /v1/tasks/{id}/stream", () => {
     const { key } = await stack.newAccount();
     const task = await heldTask(key);
     const stream = await openSse(streamUrl(api, task.id), { authorization: `Bearer ${key}` });
-    expect(parse(await stream.next())).toMatchObject({ status: "queued" });
+    const snapshot = await stream.next();
+    expect(parse(snapshot)).toMatchObject({ status: "queued" });
     task.release();
     const events = await readUntil(stream, (e) => e.event === "end");
-    expectWellFormedUpdates(events);
+    expectWellFormedUpdates({ id: snapshot.id!, status: "queued" }, events);
     expect(parse(events.filter((e) => e.event === "task").at(-1)!).status).toBe("succeeded");
+    const history = await historyOf(key, task.id);
+    expect(events.filter((e) => e.event === "transition").map((e) => e.id)).toEqual(history.slice(1).map((h) => h.id));
   });
 
   it("when a task has already ended, then the stream answers its snapshot and ends at once", async () => {

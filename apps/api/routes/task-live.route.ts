@@ -2,12 +2,13 @@ import type { Request, RequestHandler, Response } from "express";
 import { z } from "zod";
 import type { TaskStatus } from "../../domain/db/database.ts";
 import { validationError } from "../../domain/errors/app-error.ts";
-import { openTaskFeed, type FeedMessage, type FeedStep } from "../../domain/live-progress/task-feed.ts";
+import { openTaskFeed } from "../../domain/live-progress/task-feed.ts";
 import { waitForTaskChange } from "../../domain/live-progress/wait-for-change.ts";
 import type { TaskWithImages } from "../../domain/task/task.repository.ts";
 import { isTerminal } from "../../domain/task/task-status.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { toNativeEvent, toNativeTask } from "../presenters/task.presenter.ts";
+import { streamFeed } from "./sse-stream.ts";
 
 const MAX_EVENT_ID = 9_223_372_036_854_775_807n; // task_event.id is a Postgres bigint
 
@@ -61,21 +62,8 @@ export const afterWait = async (
   }
 };
 
-const sseHeaders = {
-  "content-type": "text/event-stream; charset=utf-8",
-  "cache-control": "no-cache, no-transform",
-  // Proxies that buffer (nginx) would hold events back.
-  "x-accel-buffering": "no",
-  // A stream is the connection's last answer: once it ends the socket closes, so a shutting down
-  // server is not kept waiting on an idle keep-alive connection.
-  connection: "close",
-};
-
-const sseFrame = (event: string, data: unknown, id?: string) => `${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
-
-// GET /v1/tasks/{id}/stream: Server-Sent Events. `task` (the task as GET shows it) on connect and
-// after each change; with Last-Event-ID, the `transition`s missed since that id come first; `end`
-// once the task has ended, then the stream closes. A comment line every heartbeat.
+// GET /v1/tasks/{id}/stream: `task` (the task as GET shows it) on connect and after each change;
+// with Last-Event-ID, the `transition`s missed since that id come first; `end` once the task ended.
 export const taskStreamHandler =
   (deps: ApiDeps): RequestHandler =>
   async (req, res) => {
@@ -84,46 +72,13 @@ export const taskStreamHandler =
     if (lastEventId && !lastEventId.success) {
       throw validationError([{ field: "Last-Event-ID", message: "must be an event id sent by this stream" }]);
     }
-    const accountId = res.locals.accountId;
-    const release = deps.live.limits.enter(accountId);
-    let feed;
-    try {
-      feed = await openTaskFeed(deps.live, { accountId, taskId: req.params.taskId as string, lastEventId: lastEventId?.data ?? null });
-    } catch (error) {
-      release();
-      throw error;
-    }
-    // The client may have left during the first read, its close event already past; a HEAD (which
-    // Express routes here too) learns that the stream exists, and holds nothing open.
-    if (req.socket.destroyed || req.method === "HEAD") {
-      feed.close();
-      release();
-      if (req.method === "HEAD") res.writeHead(200, sseHeaders).end();
-      return;
-    }
-    const gone = new AbortController();
-    const heartbeat = setInterval(() => res.write(": heartbeat\n\n"), deps.live.heartbeatMs);
-    // Whatever ends the stream (the task, the client, a failed read, shutdown) releases everything.
-    res.once("close", () => {
-      clearInterval(heartbeat);
-      gone.abort();
-      feed.close();
-      release();
-    });
-    res.writeHead(200, sseHeaders);
-    const send = (step: FeedStep) => {
-      const frames = step.messages.map((m: FeedMessage) =>
-        m.kind === "task" ? sseFrame("task", toNativeTask(m.task, deps.signLink), m.id) : sseFrame("transition", toNativeEvent(m.event), m.id),
-      );
-      if (frames.length > 0) res.write(frames.join(""));
-    };
-    let step: FeedStep | undefined = feed.first;
-    send(step);
-    while (!step.terminal) {
-      step = await feed.next(gone.signal);
-      // The client left, or this process is shutting down: the client reconnects with its last id.
-      if (!step) return void res.end();
-      send(step);
-    }
-    res.end(sseFrame("end", { reason: "the task has ended" }));
+    const query = { accountId: res.locals.accountId, taskId: req.params.taskId as string, lastEventId: lastEventId?.data ?? null };
+    await streamFeed(
+      deps,
+      req,
+      res,
+      () => openTaskFeed(deps.live, query),
+      (m) => (m.kind === "task" ? { event: "task", id: m.id, data: toNativeTask(m.task, deps.signLink) } : { event: "transition", id: m.id, data: toNativeEvent(m.event) }),
+      { event: "end", data: { reason: "the task has ended" } },
+    );
   };

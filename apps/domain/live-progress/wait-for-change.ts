@@ -1,7 +1,7 @@
 import type { TaskStatus } from "../db/database.ts";
 import { getAccountTask, type TaskWithImages } from "../task/task.repository.ts";
 import { isTerminal } from "../task/task-status.ts";
-import type { LiveDeps } from "./task-feed.ts";
+import type { LiveDeps } from "./live-feed.ts";
 import { createWakeup } from "./wakeup.ts";
 
 export type WaitOptions = {
