@@ -2,7 +2,7 @@ import type { Redis } from "ioredis";
 import type { Authenticator } from "../domain/account/authenticator.ts";
 import type { Db } from "../domain/db/database.ts";
 import type { Logger } from "../domain/logging/logger.ts";
-import type { ProviderControls } from "../domain/provider-capacity/provider-controls.ts";
+import type { ProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
 import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
@@ -21,8 +21,10 @@ export type ApiDeps = {
   linkKey: Buffer;
   intake: AcceptTaskDeps;
   callbacks: ReceiveCallbackDeps;
-  // Read by /readyz: the provider account's slots and whether its circuit is open or it is paused.
-  providerControls: ProviderControls;
+  // Callbacks whose URL names a route (PROVIDER_ROUTES): undefined for a route not configured.
+  callbacksForRoute: (route: string) => ReceiveCallbackDeps | undefined;
+  // Read by /readyz and /v1/provider/routes: each route's slots, circuit or pause, run time.
+  providerRoutes: ProviderRouteSet;
   // Shared by every route that reads a body: bounds the body bytes held at once.
   bodyBudget: BodyBudget;
 };

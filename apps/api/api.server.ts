@@ -15,7 +15,8 @@ import { localUrlFor } from "../domain/process/listen-url.ts";
 import { createProducerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
-import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
+import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
+import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
@@ -36,6 +37,8 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const timing = lifecycleTimingFrom(config);
   const serverKey = await resolveServerKey(config);
   const storage = createLocalStorage(config.STORAGE_DIR);
+  // Before anything connects: a bad PROVIDER_ROUTES stops the boot like any other bad variable.
+  const providerRoutes = resolveProviderRoutes(config);
 
   // Redis down must be a fast 503 with nothing written, never a request that hangs.
   const viaRedis = async <T>(work: () => Promise<T>): Promise<T> => {
@@ -69,13 +72,13 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const url = localUrlFor(config.HOST, port);
   const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
 
-  // Callbacks end provider tasks too, so the API releases slots and reports the gate's state.
-  const provider = createProviderControls(redis, config.QUEUE_PREFIX, config);
+  // Callbacks end provider tasks too, so the API releases slots and reports each route's state.
+  const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
   const reports = {
     db,
     logger,
-    releaseSlots: (taskId: string) => provider.slots.release(taskId),
-    runTime: provider.runTime,
+    releaseSlots: (taskId: string) => routes.releaseSlots(taskId),
+    runTimeOf: (route: string | null) => (routes.of(route) ?? routes.all[0]!).runTime,
     enqueueArchive: (taskId: string) => viaRedis(() => queues.enqueue("archive", { taskId })),
     callbackGraceMs: timing.callbackGraceMs,
     pollAtExpectedEnd: timing.pollAtExpectedEnd,
@@ -107,7 +110,13 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
     },
     callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
-    providerControls: provider,
+    // A route's callbacks are verified with its own secret, or the installation's.
+    callbacksForRoute: (name) => {
+      const route = routes.all.find((r) => r.route.name === name);
+      if (!route) return undefined;
+      return { ...reports, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
+    },
+    providerRoutes: routes,
     bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
   };
   const app = buildApp(deps);
@@ -125,6 +134,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
         server.closeIdleConnections();
       });
       await queues.close().catch(() => undefined);
+      await routes.close();
       redis.disconnect();
       await db.destroy();
     })());
