@@ -107,9 +107,10 @@ describe("a create answer lost on route A, then A's circuit opens", () => {
   beforeAll(async () => {
     routes = await startRoutesStack({
       routes: [
+        // B is preferred but answers 404 at first, so the first task goes to A.
+        { name: "b", kind: "cometapi", capacity: 2, priority: 1, simulatorEnv: { SIM_ROUTE_UNAVAILABLE: "true" } },
         // Without callbacks, what became of a create is only learnt by asking.
-        { name: "a", kind: "kling", capacity: 2, priority: 1, simulatorEnv: { SIM_CALLBACK_LOSS: "1", SIM_CONNECTION_FAULT_POINT: "after_create" } },
-        { name: "b", kind: "cometapi", capacity: 2, priority: 2 },
+        { name: "a", kind: "kling", capacity: 2, priority: 2, simulatorEnv: { SIM_CALLBACK_LOSS: "1", SIM_CONNECTION_FAULT_POINT: "after_create" } },
       ],
       env: { CIRCUIT_OPEN_MS: "300", CALLBACK_GRACE_MS: "300", POLL_MAX_INTERVAL_MS: "500" },
       // The retry after the lost answer comes 1-2 s later: time to take route A down first.
@@ -118,25 +119,28 @@ describe("a create answer lost on route A, then A's circuit opens", () => {
   });
   afterAll(() => routes?.stop());
 
-  it("when A may hold the task, then it waits for A, never goes to B, and A's lookup settles it once A answers again", async () => {
+  it("when A may hold the task, then it waits for A even with the preferred route B free, never goes to B, and A's lookup settles it once A answers again", async () => {
     const { key } = await routes.stack.newAccount();
     const a = routeAdmin(routes, "a");
+    const b = routeAdmin(routes, "b");
     await a.patch({ drop_connection_rate: 1 });
     const lost = await submitTask(routes.stack, key);
     await eventually("the task created at A, its answer lost", async () =>
       (await a.tasks()).some((t) => t.external_task_id === lost.id) ? true : undefined,
     );
+    // A goes down; the preferred route B comes back and takes every other task.
     await a.patch({ drop_connection_rate: 0, route_unavailable: true });
-
-    // Other tasks go to B meanwhile; the lost one keeps waiting for A, saying so.
+    await b.patch({ route_unavailable: false });
     const others = await submitMany(routes.stack, key, 3);
-    for (const task of await settle(routes.stack, others, 20_000)) expect(task.status).toBe("succeeded");
+    for (const task of await settle(routes.stack, others, 20_000)) expect(task).toMatchObject({ status: "succeeded", provider: { route: "b" } });
+
+    // The lost one keeps waiting for A, saying so.
     const waiting = await eventually("the lost task waiting on A's open circuit", async () => {
       const view = await getTask(routes.stack, lost);
       return /route a circuit open/.test(view.status_message) ? view : undefined;
     });
     expect(waiting).toMatchObject({ status: "submitting", provider: { route: "a" } });
-    // Several of A's probes (lookups for the lost task) fail meanwhile; it still never reaches B.
+    // Several of A's probes (lookups for the lost task) fail meanwhile; it never reaches B.
     const attemptsBefore = (await getTask(routes.stack, lost)).attempts as number;
     await eventually("two more failed probes of A", async () => ((await getTask(routes.stack, lost)).attempts >= attemptsBefore + 2 ? true : undefined));
     expect(await createCallsAt(routes, "b", lost.id)).toBe(0);
@@ -149,7 +153,12 @@ describe("a create answer lost on route A, then A's circuit opens", () => {
     expect(await createCallsAt(routes, "b", lost.id)).toBe(0);
     const events = await taskEvents(routes.stack, lost);
     expect(events.some((e) => e.detail?.adopted === true && e.detail?.route === "a")).toBe(true);
-    expect(events.filter((e) => e.to === "submitting").every((e) => e.detail?.route === "a")).toBe(true);
+    // Its first attempts met B's 404 and left B; from the lost answer on, every attempt was on A.
+    const attempts = events.filter((e) => e.to === "submitting").map((e) => e.detail?.route);
+    const firstOnA = attempts.indexOf("a");
+    expect(firstOnA).toBeGreaterThan(0);
+    expect(attempts.slice(0, firstOnA).every((route) => route === "b")).toBe(true);
+    expect(attempts.slice(firstOnA).every((route) => route === "a")).toBe(true);
     await expectEachRunOnce(routes, [lost, ...others]);
   });
 });
