@@ -14,6 +14,8 @@ export type RouteSpec = {
   capacity: number;
   priority?: number;
   unitPrice?: number;
+  // What the route signs with, when it should differ from what its simulator verifies.
+  secretKey?: string;
   simulatorEnv?: Record<string, string>;
 };
 
@@ -50,7 +52,7 @@ export const startRoutesStack = async (options: {
       name: r.name,
       kind: r.kind,
       baseUrl: sims[r.name]!.url,
-      ...(r.kind === "kling" ? jwtPair : { apiKey: `key-${r.name}` }),
+      ...(r.kind === "kling" ? { ...jwtPair, ...(r.secretKey ? { secretKey: r.secretKey } : {}) } : { apiKey: `key-${r.name}` }),
       capacity: r.capacity,
       ...(r.priority === undefined ? {} : { priority: r.priority }),
       ...(r.unitPrice === undefined ? {} : { unitPrice: r.unitPrice }),
