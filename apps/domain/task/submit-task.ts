@@ -274,11 +274,14 @@ type Picked =
 const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: RouteControls[], priority: number): Promise<Picked> => {
   const taskId = task.id;
   const deadline = Date.now() + deps.slotWaitMs;
+  // A route found open to work stays so for this call (one gate read per route, as with one route).
+  const admitted = new Set<RouteControls>();
   for (let tries = 0; ; tries++) {
     const gated: { reason: string; retryInMs: number }[] = [];
     const inLine: { route: RouteControls; place: number }[] = [];
     for (const route of candidates) {
-      const gate = await route.gate.check();
+      const gate = admitted.has(route) ? ({ allowed: true, probe: false } as const) : await route.gate.check();
+      if (gate.allowed) admitted.add(route);
       if (!gate.allowed) {
         gated.push({ reason: gateWaitReason(gate.state, route.route.name), retryInMs: gate.retryInMs });
         await route.slots.leaveLine(taskId);
