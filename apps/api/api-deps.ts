@@ -4,7 +4,7 @@ import type { Db } from "../domain/db/database.ts";
 import type { LiveLimits } from "../domain/live-progress/live-limits.ts";
 import type { LiveDeps } from "../domain/live-progress/live-feed.ts";
 import type { Logger } from "../domain/logging/logger.ts";
-import type { ProviderControls } from "../domain/provider-capacity/provider-controls.ts";
+import type { ProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
 import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
@@ -23,8 +23,10 @@ export type ApiDeps = {
   linkKey: Buffer;
   intake: AcceptTaskDeps;
   callbacks: ReceiveCallbackDeps;
-  // Read by /readyz: the provider account's slots and whether its circuit is open or it is paused.
-  providerControls: ProviderControls;
+  // Callbacks whose URL names a route (PROVIDER_ROUTES): undefined for a route not configured.
+  callbacksForRoute: (route: string) => ReceiveCallbackDeps | undefined;
+  // Read by /readyz and /v1/provider/routes: each route's slots, circuit or pause, run time.
+  providerRoutes: ProviderRouteSet;
   // Shared by every route that reads a body: bounds the body bytes held at once.
   bodyBudget: BodyBudget;
   // SSE streams and long-polls: the process's change hub, per-account limits and timings.

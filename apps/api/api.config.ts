@@ -2,6 +2,8 @@ import { z } from "zod";
 import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
+import { providerEnv } from "../domain/provider/provider-config.schema.ts";
+import { providerRoutesEnv } from "../domain/provider/provider-routes.schema.ts";
 import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
@@ -17,6 +19,9 @@ export const apiEnvSchema = z
     ...loggingEnv,
     ...lifecycleEnv,
     ...providerControlEnv,
+    // The API reads the routes too: callbacks name their route (its webhook secret), /readyz shows each.
+    ...providerEnv,
+    ...providerRoutesEnv,
     ...secretsEnv,
     // callback_url destinations follow the same address rules as image URLs.
     ...outboundFetchEnv,

@@ -15,7 +15,8 @@ import { localUrlFor } from "../domain/process/listen-url.ts";
 import { createProducerRedis, createSubscriberRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
-import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
+import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
+import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import { createChangeHub } from "../domain/live-progress/change-hub.ts";
 import { createLiveLimits } from "../domain/live-progress/live-limits.ts";
@@ -46,6 +47,8 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const timing = lifecycleTimingFrom(config);
   const serverKey = await resolveServerKey(config);
   const storage = createLocalStorage(config.STORAGE_DIR);
+  // Before anything connects: a bad PROVIDER_ROUTES stops the boot like any other bad variable.
+  const providerRoutes = resolveProviderRoutes(config);
 
   // Redis down must be a fast 503 with nothing written, never a request that hangs.
   const viaRedis = async <T>(work: () => Promise<T>): Promise<T> => {
@@ -79,8 +82,8 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const url = localUrlFor(config.HOST, port);
   const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
 
-  // Callbacks end provider tasks too, so the API releases slots and reports the gate's state.
-  const provider = createProviderControls(redis, config.QUEUE_PREFIX, config);
+  // Callbacks end provider tasks too, so the API releases slots and reports each route's state.
+  const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
   // One subscriber connection per process, shared by every stream and long-poll it serves.
   const hub = createChangeHub(createSubscriberRedis(config.REDIS_URL, logger), config.QUEUE_PREFIX, logger);
   const liveLimits = createLiveLimits(config.LIVE_MAX_STREAMS_PER_ACCOUNT);
@@ -88,8 +91,8 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     db,
     taskChanged: createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger),
     logger,
-    releaseSlots: (taskId: string) => provider.slots.release(taskId),
-    runTime: provider.runTime,
+    releaseSlots: (taskId: string) => routes.releaseSlots(taskId),
+    runTimeOf: (route: string | null) => (routes.of(route) ?? routes.all[0]!).runTime,
     enqueueArchive: (taskId: string) => viaRedis(() => queues.enqueue("archive", { taskId })),
     callbackGraceMs: timing.callbackGraceMs,
     pollAtExpectedEnd: timing.pollAtExpectedEnd,
@@ -121,7 +124,13 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
     },
     callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
-    providerControls: provider,
+    // A route's callbacks are verified with its own secret, or the installation's.
+    callbacksForRoute: (name) => {
+      const route = routes.all.find((r) => r.route.name === name);
+      if (!route) return undefined;
+      return { ...reports, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
+    },
+    providerRoutes: routes,
     bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
     live: {
       db,
@@ -150,6 +159,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
         void hub.close();
       });
       await queues.close().catch(() => undefined);
+      await routes.close();
       redis.disconnect();
       await db.destroy();
     })());

@@ -6,6 +6,7 @@ import { watchParentPid } from "../domain/process/parent-watch.ts";
 import { EX_CONFIG } from "../domain/process/run-service.ts";
 import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
 import { superviseChild, type SupervisedChild } from "./child-supervisor.ts";
+import { localTwoRoutes } from "./local-routes.ts";
 import { readyBanner } from "./ready-banner.ts";
 import { parseStackConfig, type StackConfig } from "./stack.config.ts";
 
@@ -32,7 +33,8 @@ const publicBaseUrl = config.PUBLIC_BASE_URL ?? apiUrl;
 // A HOST that is neither loopback nor a wildcard is not reachable on 127.0.0.1.
 const simulatorUrl = config.SIMULATOR_URL ?? localUrlFor(config.HOST, config.SIMULATOR_PORT);
 const provider = resolveProviderConfig({ ...config, SIMULATOR_URL: simulatorUrl });
-const useSimulator = provider.kind === "simulator";
+const useSimulator = provider.kind === "simulator" && config.PROVIDER_ROUTES === undefined;
+const twoRoutes = useSimulator && config.LOCAL_ROUTES === 2 ? localTwoRoutes(config, simulatorUrl) : undefined;
 
 const childEnv: NodeJS.ProcessEnv = {
   ...process.env,
@@ -51,6 +53,13 @@ const childEnv: NodeJS.ProcessEnv = {
         ALLOWED_PRIVATE_HOSTS: [config.ALLOWED_PRIVATE_HOSTS, new URL(simulatorUrl).host].filter(Boolean).join(","),
       }
     : {}),
+  ...(twoRoutes
+    ? {
+        PROVIDER: "",
+        PROVIDER_ROUTES: twoRoutes.routesJson,
+        ALLOWED_PRIVATE_HOSTS: [config.ALLOWED_PRIVATE_HOSTS, ...twoRoutes.simulators.map((s) => new URL(s.url).host)].filter(Boolean).join(","),
+      }
+    : {}),
 };
 
 let stopping = false;
@@ -61,7 +70,7 @@ const stopAll = async (reason: string, code: number) => {
   if (stopping) return;
   stopping = true;
   say(`${reason}; stopping`);
-  const last = children.filter((c) => c.name === "simulator");
+  const last = children.filter((c) => c.name.startsWith("simulator"));
   await Promise.all(children.filter((c) => !last.includes(c)).map((c) => c.stop(STOP_DEADLINE_MS)));
   await Promise.all(last.map((c) => c.stop(STOP_DEADLINE_MS)));
   say("stopped");
@@ -95,19 +104,20 @@ watchParentPid(() => void stopAll("parent process gone", 0));
 const db = await prepareDatabase(config.DATABASE_URL);
 say(`database ${new URL(config.DATABASE_URL).pathname.slice(1)}: ${db.created ? "created, " : ""}${db.applied}`);
 
-const launch = (name: string, entry: string) =>
+const launch = (name: string, entry: string, env: NodeJS.ProcessEnv = {}) =>
   children.push(
     superviseChild({
       name,
       entry,
       cwd: repoRoot,
-      env: childEnv,
+      env: { ...childEnv, ...env },
       say,
       onConfigError: (child) => void stopAll(`${child} refused its configuration (exit ${EX_CONFIG}; see its lines above)`, EX_CONFIG),
     }),
   );
 if (!stopping) {
-  if (useSimulator) launch("simulator", "apps/simulator/main.ts");
+  if (twoRoutes) for (const sim of twoRoutes.simulators) launch(sim.name, "apps/simulator/main.ts", sim.env);
+  else if (useSimulator) launch("simulator", "apps/simulator/main.ts");
   launch("api", "apps/api/main.ts");
   launch("worker", "apps/worker/main.ts");
 }
@@ -132,5 +142,6 @@ while (!stopping && !(await isReady())) {
 }
 if (!stopping) {
   const pids = children.map((c) => `${c.name} ${c.pid() ?? "-"}`).join(", ");
-  console.log(readyBanner({ config, apiUrl, publicBaseUrl, provider, simulator: useSimulator, pids: `stack ${process.pid}, ${pids}` }));
+  console.log(readyBanner({ config, apiUrl, publicBaseUrl, provider, simulator: useSimulator && !twoRoutes, pids: `stack ${process.pid}, ${pids}` }));
+  if (twoRoutes) console.log(twoRoutes.banner);
 }

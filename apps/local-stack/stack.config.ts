@@ -4,6 +4,7 @@ import { envPort, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv } from "../domain/config/shared-env.schema.ts";
 import { listenHostEnv } from "../domain/process/listen-url.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
+import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 
 export const LOCAL_KEY = "local-dev-key-0123456789";
 
@@ -17,6 +18,12 @@ export const stackEnvSchema = z.object({
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
   BOOTSTRAP_API_KEY: z.string().default(LOCAL_KEY),
   ALLOWED_PRIVATE_HOSTS: z.string().optional(),
+  // 2: two simulators side by side as two provider routes (PROVIDER_ROUTES), a CometAPI-shaped one
+  // on SIMULATOR_PORT+1 that answers 404 (as CometAPI's route did) and a Kling-shaped one with an
+  // access-key pair, to show failover locally. Only when no provider is configured.
+  PROVIDER_CAPACITY: providerControlEnv.PROVIDER_CAPACITY,
+  LOCAL_ROUTES: z.coerce.number().int().min(1).max(2).default(1),
+  PROVIDER_ROUTES: z.string().optional(),
 });
 
 export type StackConfig = z.output<typeof stackEnvSchema>;

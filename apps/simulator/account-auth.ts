@@ -1,4 +1,10 @@
+import { createHmac } from "node:crypto";
+import { safeEqual } from "../domain/crypto/constant-time.ts";
 import type { SimSettings } from "./sim-settings.schema.ts";
+
+// Kling's access-key/secret-key pair (SIM_ACCESS_KEY, SIM_SECRET_KEY): when set, every request on
+// Kling's own path family must carry a JWT with iss = the access key, signed HS256 with the secret.
+export type JwtPair = { accessKey: string; secretKey: string };
 
 export type AuthResult = { ok: true; account: string } | { ok: false; code: number; message: string };
 
@@ -14,19 +20,37 @@ const decodeJwtClaims = (token: string): Record<string, unknown> | undefined => 
 };
 
 // The bearer token names the account: tasks, external_task_id uniqueness and capacity are per
-// account. A JWT (Kling's access-key/secret-key scheme) names it by `iss`; its signature is not
-// checked, since the simulator knows no secret keys, but exp/nbf are, so re-signing paths get tested.
-export const resolveAccount = (header: string | undefined, settings: SimSettings, nowMs = Date.now()): AuthResult => {
+// account. A JWT (Kling's access-key/secret-key scheme) names it by `iss`; its signature is checked
+// when the simulator is given the pair (`jwtPair`), and exp/nbf always, so re-signing paths get tested.
+const signatureMatches = (token: string, secretKey: string) => {
+  const [header, payload, signature] = token.split(".");
+  let alg: unknown;
+  try {
+    alg = (JSON.parse(Buffer.from(header ?? "", "base64url").toString("utf8")) as { alg?: unknown }).alg;
+  } catch {
+    return false;
+  }
+  // Only HS256: "none" or another algorithm is never taken on the token's word.
+  if (alg !== "HS256") return false;
+  const expected = createHmac("sha256", secretKey).update(`${header}.${payload}`).digest("base64url");
+  return safeEqual(expected, signature ?? "");
+};
+
+export const resolveAccount = (header: string | undefined, settings: SimSettings, nowMs = Date.now(), jwtPair?: JwtPair): AuthResult => {
   if (header === undefined || header.trim() === "") return { ok: false, code: 1001, message: "Authorization header is empty" };
   const match = /^Bearer(?:\s+(\S*))?$/i.exec(header.trim());
   if (!match) return { ok: false, code: 1002, message: "Authorization must be 'Bearer <token>'" };
   const token = match[1] ?? "";
   if (token === "") return { ok: false, code: 1001, message: "Authorization token is empty" };
   let account = token;
+  if (jwtPair && !JWT_SHAPE.test(token)) return { ok: false, code: 1002, message: "Authorization token is invalid: a JWT signed with the access key's secret is required" };
   if (JWT_SHAPE.test(token)) {
     const claims = decodeJwtClaims(token);
     if (!claims || typeof claims.iss !== "string" || claims.iss === "") {
       return { ok: false, code: 1002, message: "Authorization token is invalid: a JWT needs an iss claim" };
+    }
+    if (jwtPair && (claims.iss !== jwtPair.accessKey || !signatureMatches(token, jwtPair.secretKey))) {
+      return { ok: false, code: 1002, message: "Authorization token is invalid: unknown access key or bad signature" };
     }
     const nowSeconds = nowMs / 1000;
     if (typeof claims.exp === "number" && claims.exp <= nowSeconds) return { ok: false, code: 1004, message: "Authorization token has expired" };

@@ -1,7 +1,7 @@
 import express, { Router, type Request, type Response } from "express";
 import { z } from "zod";
 import type { Logger } from "../domain/logging/logger.ts";
-import { resolveAccount } from "./account-auth.ts";
+import { resolveAccount, type JwtPair } from "./account-auth.ts";
 import { createExpandTask } from "./expand-task.create.ts";
 import { applyConnectionFault, pickConnectionFault, pickTransientError } from "./fault-injection.ts";
 import { ProviderRefusal, sendProviderData, sendProviderError, sendRouteUnavailable } from "./provider-reply.ts";
@@ -19,6 +19,7 @@ export type ProviderRouteDeps = {
   publicUrl: () => string;
   logger: Logger;
   random?: () => number;
+  jwtPair?: JwtPair;
 };
 
 const pageQuerySchema = z.object({
@@ -35,7 +36,7 @@ export const providerRoutes = (deps: ProviderRouteDeps): Router => {
   router.use((req: Request, res: Response, next) => {
     if (settings().route_unavailable) return sendRouteUnavailable(res);
     if (req.method !== "GET" && req.method !== "POST") return sendProviderError(res, 1202, `method ${req.method} is not supported`);
-    const auth = resolveAccount(req.get("authorization"), settings());
+    const auth = resolveAccount(req.get("authorization"), settings(), Date.now(), deps.jwtPair);
     if (!auth.ok) return sendProviderError(res, auth.code, auth.message);
     res.locals.account = auth.account;
     const s = settings();

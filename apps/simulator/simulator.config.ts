@@ -10,7 +10,8 @@ const envMillis = z.coerce.number().int().min(0);
 // Not envCommaList: that one lower-cases, and API keys are case-sensitive.
 const envKeyList = z.string().transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean));
 
-export const simulatorEnvSchema = z.object({
+export const simulatorEnvSchema = z
+  .object({
   ...loggingEnv,
   SIMULATOR_PORT: envPort.default(defaultSimulatorPort),
   // Loopback by default (HOST, shared with the API): the admin routes have no auth. 0.0.0.0 for a
@@ -42,7 +43,16 @@ export const simulatorEnvSchema = z.object({
   SIM_WEBHOOK_SECRET: webhookSecretSchema.optional(),
   SIM_API_KEYS: envKeyList.optional(),
   SIM_IMAGE_FETCH_TIMEOUT_MS: envMillis.default(10_000),
-});
+  // Kling's access-key/secret-key pair: when set, every request on Kling's path family
+  // (/v1/images/editing/expand) must carry a JWT with iss = SIM_ACCESS_KEY signed HS256 with
+  // SIM_SECRET_KEY (401/1002 otherwise). CometAPI's family (/kling/...) keeps bearer keys.
+  SIM_ACCESS_KEY: z.string().min(1).optional(),
+  SIM_SECRET_KEY: z.string().min(1).optional(),
+  })
+  .refine((env) => (env.SIM_ACCESS_KEY === undefined) === (env.SIM_SECRET_KEY === undefined), {
+    path: ["SIM_SECRET_KEY"],
+    error: "SIM_ACCESS_KEY and SIM_SECRET_KEY go together",
+  });
 
 export type SimulatorConfig = z.output<typeof simulatorEnvSchema>;
 

@@ -41,10 +41,11 @@ export const startSimulator = async (config: SimulatorConfig): Promise<RunningSi
     next();
   });
   app.use("/_sim", adminRoutes({ store, lifecycle, results, settings: getSettings, updateSettings: (next) => (settings = next), logger }));
-  app.use(
-    ["/v1/images/editing/expand", "/kling/v1/images/editing/expand"],
-    providerRoutes({ store, lifecycle, timers, settings: getSettings, publicUrl: getPublicUrl, logger }),
-  );
+  const jwtPair = config.SIM_ACCESS_KEY && config.SIM_SECRET_KEY ? { accessKey: config.SIM_ACCESS_KEY, secretKey: config.SIM_SECRET_KEY } : undefined;
+  const routeDeps = { store, lifecycle, timers, settings: getSettings, publicUrl: getPublicUrl, logger };
+  // Kling's own path family checks JWT signatures when given the pair; CometAPI's does not.
+  app.use("/v1/images/editing/expand", providerRoutes({ ...routeDeps, jwtPair }));
+  app.use("/kling/v1/images/editing/expand", providerRoutes(routeDeps));
   app.use((req: Request, res: Response) => {
     if (settings.route_unavailable && !req.path.startsWith("/_sim")) return sendRouteUnavailable(res);
     sendProviderError(res, 1202, `no such route: ${req.method} ${req.path}`);

@@ -5,6 +5,7 @@ import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
+import { providerRoutesEnv } from "../domain/provider/provider-routes.schema.ts";
 
 export const workerEnvSchema = z.object({
   ...databaseEnv,
@@ -15,6 +16,7 @@ export const workerEnvSchema = z.object({
   ...outboundFetchEnv,
   ...providerEnv,
   ...providerControlEnv,
+  ...providerRoutesEnv,
   // The API's address as the provider sees it: callback URLs are built on it.
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),

@@ -3,13 +3,12 @@ import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { createLogger } from "../domain/logging/logger.ts";
-import { createProviderClient } from "../domain/provider/provider-client.ts";
-import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
+import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
 import { jobCatalog, type JobKind } from "../domain/queues/job-catalog.ts";
 import { createWorkerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
-import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
+import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
@@ -31,20 +30,19 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const db = createDb(config.DATABASE_URL, { poolSize: 20, ...dbOptionsFrom(config), applicationName: "kling-worker" });
   const redis = createWorkerRedis(config.REDIS_URL, logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
-  const providerConfig = resolveProviderConfig(config);
-  const provider = createProviderClient(providerConfig);
+  const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
   const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
   const storage = createLocalStorage(config.STORAGE_DIR);
 
-  const { slots, gate, runTime } = createProviderControls(redis, config.QUEUE_PREFIX, config);
+  const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
   const taskChanged = createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger);
   const reports = {
     db,
     taskChanged,
     logger,
-    releaseSlots: (taskId: string) => slots.release(taskId),
-    runTime,
+    releaseSlots: (taskId: string) => routes.releaseSlots(taskId),
+    runTimeOf: (route: string | null) => (routes.of(route) ?? routes.all[0]!).runTime,
     enqueueArchive: (taskId: string) => queues.enqueue("archive", { taskId }),
     callbackGraceMs: timing.callbackGraceMs,
     pollAtExpectedEnd: timing.pollAtExpectedEnd,
@@ -91,13 +89,14 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     "submit",
     submitTaskProcessor({
       ...reports,
-      provider,
-      slots,
-      gate,
+      routes,
       storage,
       slotWaitMs: config.SLOT_WAIT_MS,
       attemptLeaseMs: config.SUBMIT_ATTEMPT_LEASE_MS,
-      callbackUrlFor: (taskId, token) => `${publicBaseUrl}/webhooks/kling/${taskId}/${token}`,
+      // A route's callbacks name it, so that its own webhook secret verifies them; the single route
+      // of a setup without PROVIDER_ROUTES keeps the URLs it always had.
+      callbackUrlFor: (taskId, token, route) =>
+        `${publicBaseUrl}/webhooks/kling/${taskId}/${token}${route.legacyKeys ? "" : `/${route.name}`}`,
       maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
       retryBaseMs: config.SUBMIT_RETRY_BASE_MS,
       retryMaxMs: config.SUBMIT_RETRY_MAX_MS,
@@ -148,8 +147,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     "reconcile",
     reconcileProcessor({
       ...reports,
-      provider,
-      slots,
+      routes,
       pollMaxIntervalMs: timing.pollMaxIntervalMs,
       taskDeadlineMs: config.TASK_DEADLINE_MS,
       redriveJob,
@@ -166,11 +164,11 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       { name: jobCatalog.reconcile.name, data: {}, opts: jobCatalog.reconcile.options },
     );
   };
-  const watchdog = startRedisWatchdog({ db, slots, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
+  const watchdog = startRedisWatchdog({ db, routes, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
   await watchdog.firstCheck;
   await ensureSchedules();
   logger.info(
-    { provider: providerConfig.kind, providerUrl: providerConfig.baseUrl, capacity: config.PROVIDER_CAPACITY },
+    { routes: providerRoutes.map((r) => ({ name: r.name, provider: r.kind, url: r.baseUrl, capacity: r.capacity })) },
     "worker started",
   );
 
@@ -179,11 +177,11 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     (stopping ??= (async () => {
       // close() lets active jobs finish; a job cut off by a kill is re-run by BullMQ's stall check.
       await watchdog.stop();
-      await slots.close();
+      await routes.close();
       await Promise.all(workers.map((w) => w.close()));
       await queues.close().catch(() => undefined);
       redis.disconnect();
       await db.destroy();
     })());
-  return { providerKind: providerConfig.kind, stop };
+  return { providerKind: providerRoutes[0]!.kind, stop };
 };

@@ -48,13 +48,20 @@ const params = {
   sampleMs: Math.max(20, int("BENCH_SAMPLE_MS", 100)),
   callbackLoss: int("BENCH_CALLBACK_LOSS", 0.2),
   errorRate: int("BENCH_ERROR_RATE", 0.1),
-  phases: (env.BENCH_PHASES ?? "clean,faulty").split(",").map((p) => p.trim()).filter(Boolean),
+  phases: (env.BENCH_PHASES ?? "clean,faulty,routes").split(",").map((p) => p.trim()).filter(Boolean),
+  // The two-route phase: route "a" answers 404 on its route for this long, from this share of the
+  // ideal makespan on; its circuit then opens and its waiting tasks fail over to route "b".
+  outageMs: int("BENCH_OUTAGE_MS", 5_000),
+  outageAt: int("BENCH_OUTAGE_AT", 0.3),
+  // A route's circuit stays open this long before a probe (production default 30 s): the outage
+  // above is short, and the phase measures failover and return, not the probe interval.
+  routesCircuitOpenMs: int("BENCH_ROUTES_CIRCUIT_OPEN_MS", 2_000),
 };
 if (params.nWeights.some((w) => !Number.isFinite(w) || w < 0) || params.nWeights.every((w) => w === 0)) {
   throw new Error(`BENCH_N_WEIGHTS: expected comma-separated non-negative weights, got '${env.BENCH_N_WEIGHTS}'`);
 }
 for (const phase of params.phases) {
-  if (phase !== "clean" && phase !== "faulty") throw new Error(`BENCH_PHASES: unknown phase '${phase}' (clean, faulty)`);
+  if (phase !== "clean" && phase !== "faulty" && phase !== "routes") throw new Error(`BENCH_PHASES: unknown phase '${phase}' (clean, faulty, routes)`);
 }
 
 // The orchestrator runs with its production defaults (apps/*/*.config.ts), so the figures describe
@@ -179,6 +186,7 @@ type Sample = { t: number; sim: number; ledger: number; effective: number };
 
 type PhaseResult = {
   name: string;
+  routes: number;
   ratio: number;
   providerRatio: number;
   duplicates: number;
@@ -189,10 +197,16 @@ type PhaseResult = {
 
 type Cleanup = () => Promise<void>;
 
-const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, cleanups: Cleanup[]): Promise<PhaseResult> => {
+type PhaseName = "clean" | "faulty" | "routes";
+
+const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: Cleanup[]): Promise<PhaseResult> => {
   const C = params.capacity;
   const T = params.runMs;
   const faulty = name === "faulty";
+  // The routes phase splits the same capacity over two routes (two simulators): the same bound
+  // Σ(n·T)/C, with one route failing over mid-run.
+  const twoRoutes = name === "routes";
+  const routeCapacities = twoRoutes ? [Math.ceil(C / 2), Math.floor(C / 2)] : [C];
   const queuePrefix = `bench${runId.replace(/_/g, "")}${name}`;
   const databaseUrl = await cloneDatabase(`${templateName}_${name}`);
   const storageDir = await mkdtemp(path.join(tmpdir(), `kling-bench-${name}-`));
@@ -203,17 +217,31 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     await rm(storageDir, { recursive: true, force: true });
   });
 
-  const simulator: RunningSimulator = await startSimulator(
-    parseSimulatorConfig({
-      SIMULATOR_PORT: "0",
-      LOG_LEVEL: "silent",
-      SIM_CAPACITY: String(C),
-      SIM_RUN_MS: String(T),
-      SIM_CALLBACK_LOSS: faulty ? String(params.callbackLoss) : "0",
-      SIM_ERROR_RATE: faulty ? String(params.errorRate) : "0",
-    }),
-  );
-  cleanups.push(() => simulator.stop());
+  const simulators: RunningSimulator[] = [];
+  for (const capacity of routeCapacities) {
+    const simulator = await startSimulator(
+      parseSimulatorConfig({
+        SIMULATOR_PORT: "0",
+        LOG_LEVEL: "silent",
+        SIM_CAPACITY: String(capacity),
+        SIM_RUN_MS: String(T),
+        SIM_CALLBACK_LOSS: faulty ? String(params.callbackLoss) : "0",
+        SIM_ERROR_RATE: faulty ? String(params.errorRate) : "0",
+      }),
+    );
+    simulators.push(simulator);
+    cleanups.push(() => simulator.stop());
+  }
+  const simulator = simulators[0]!;
+  const routeNames = twoRoutes ? ["a", "b"] : [];
+  const providerEnv = twoRoutes
+    ? {
+        PROVIDER_ROUTES: JSON.stringify(
+          simulators.map((sim, i) => ({ name: routeNames[i], kind: "simulator", baseUrl: sim.url, apiKey: "sim-local-key", capacity: routeCapacities[i] })),
+        ),
+        CIRCUIT_OPEN_MS: env.CIRCUIT_OPEN_MS ?? String(params.routesCircuitOpenMs),
+      }
+    : { PROVIDER_CAPACITY: String(C) };
   const common = {
     ...knobs,
     DATABASE_URL: databaseUrl,
@@ -221,7 +249,7 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     QUEUE_PREFIX: queuePrefix,
     STORAGE_DIR: storageDir,
     LOG_LEVEL: "silent",
-    PROVIDER_CAPACITY: String(C),
+    ...providerEnv,
     SERVER_KEY: randomBytes(32).toString("base64url"),
   };
   const api: RunningApi = await startApi(parseApiConfig({ ...common, PORT: "0" }));
@@ -236,8 +264,7 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
         parseWorkerConfig({
           ...common,
           PUBLIC_BASE_URL: api.url,
-          PROVIDER: "simulator",
-          PROVIDER_BASE_URL: simulator.url,
+          ...(twoRoutes ? {} : { PROVIDER: "simulator", PROVIDER_BASE_URL: simulator.url }),
           ALLOWED_PRIVATE_HOSTS: "127.0.0.1",
         }),
       ),
@@ -254,12 +281,18 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     while (sampling) {
       const t = Date.now();
       try {
+        const keyPrefixes = twoRoutes ? routeNames.map((r) => `${queuePrefix}:route:${r}`) : [queuePrefix];
         const [stats, held, effective] = await Promise.all([
-          getJson<SimStats>(`${simulator.url}/_sim/stats`),
-          redis.hvals(`${queuePrefix}:provider:slots`),
-          redis.get(`${queuePrefix}:provider:effective`),
+          Promise.all(simulators.map((sim) => getJson<SimStats>(`${sim.url}/_sim/stats`))),
+          Promise.all(keyPrefixes.map((k) => redis.hvals(`${k}:provider:slots`))),
+          Promise.all(keyPrefixes.map((k) => redis.get(`${k}:provider:effective`))),
         ]);
-        samples.push({ t, sim: stats.slots_in_use, ledger: sum(held.map(Number)), effective: Math.min(C, Number(effective ?? C)) });
+        samples.push({
+          t,
+          sim: sum(stats.map((x) => x.slots_in_use)),
+          ledger: sum(held.flat().map(Number)),
+          effective: sum(effective.map((e, i) => Math.min(routeCapacities[i]!, Number(e ?? routeCapacities[i])))),
+        });
       } catch {
         // a missed sample only coarsens the timeline
       }
@@ -275,6 +308,21 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
 
   // Intake: every task through the public API, a bounded number at once.
   const intakeStarted = Date.now();
+  // The two-route phase: route a's provider answers 404 on its route for a while, mid-run.
+  const outage: { from?: number; to?: number } = {};
+  const outageDone = twoRoutes
+    ? (async () => {
+        const idealSoFar = (sum(ns) * T) / C;
+        await sleep(params.outageAt * idealSoFar);
+        const patch = (body: unknown) =>
+          fetch(`${simulator.url}/_sim/config`, { method: "PATCH", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+        outage.from = Date.now();
+        await patch({ route_unavailable: true });
+        await sleep(params.outageMs);
+        await patch({ route_unavailable: false });
+        outage.to = Date.now();
+      })()
+    : Promise.resolve();
   let next = 0;
   let intakeErrors = 0;
   const lane = async () => {
@@ -327,6 +375,7 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
   }
   sampling = false;
   await sampler;
+  await outageDone;
   loopDelay.disable();
   const cpu = process.cpuUsage(cpuBefore);
   const phaseWallMs = Date.now() - intakeStarted;
@@ -337,8 +386,15 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     .select(["id", "n", "status", "acceptedAt", "finishedAt", "attempts", "transientFailures", "resubmissions", "failureClass", "failureMessage"])
     .execute();
   const events = await db.selectFrom("taskEvent").select(["taskId", "toStatus", "source", "createdAt"]).orderBy("id", "asc").execute();
-  const stats = await getJson<SimStats>(`${simulator.url}/_sim/stats`);
-  const simTasks = await getJson<SimTaskRow[]>(`${simulator.url}/_sim/tasks`);
+  const statsByRoute = await Promise.all(simulators.map((sim) => getJson<SimStats>(`${sim.url}/_sim/stats`)));
+  const simTasks = (await Promise.all(simulators.map((sim) => getJson<SimTaskRow[]>(`${sim.url}/_sim/tasks`)))).flat();
+  // Summed over the routes; a peak is each route's own peak, summed (an upper bound on the peak at once).
+  const stats = Object.fromEntries(
+    (Object.keys(statsByRoute[0]!) as (keyof SimStats)[]).map((k) => [k, sum(statsByRoute.map((x) => Number(x[k]) || 0))]),
+  ) as SimStats;
+  const byRoute = twoRoutes
+    ? await db.selectFrom("task").select(["route", (eb) => eb.fn.countAll<string>().as("count")]).groupBy("route").execute()
+    : [];
 
   // Per task timeline.
   type Timeline = {
@@ -448,8 +504,15 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
 
   const lines = [
     ``,
-    `== phase ${name}: ${tasks.length} tasks, capacity ${C}, run ${T} ms` +
-      (faulty ? `, callback loss ${params.callbackLoss}, error rate ${params.errorRate}` : ", no faults"),
+    `== phase ${name}: ${tasks.length} tasks, capacity ${C}${twoRoutes ? ` over two routes (${routeCapacities.join(" + ")})` : ""}, run ${T} ms` +
+      (faulty ? `, callback loss ${params.callbackLoss}, error rate ${params.errorRate}` : twoRoutes ? "" : ", no faults"),
+    ...(twoRoutes
+      ? [
+          `route a answered 404 from ${s((outage.from ?? intakeStarted) - intakeStarted)} to ${s((outage.to ?? intakeStarted) - intakeStarted)} after intake began ` +
+            `(CIRCUIT_OPEN_MS ${common.CIRCUIT_OPEN_MS}); tasks by route: ${byRoute.map((r) => `${r.route}=${r.count}`).join(" ")}; ` +
+            `peak slots per route ${statsByRoute.map((x) => `${x.peak_slots_in_use}/${x.capacity}`).join(", ")}`,
+        ]
+      : []),
     `tasks: ${succeeded.length} succeeded, ${failed.length} failed` +
       (failed.length ? `  <<< FAILURES: ${failed.slice(0, 5).map((t) => `${t.failureClass}: ${t.failureMessage}`).join(" | ")}` : ""),
     `Σn = ${sum(ns)}, ideal = Σ(n·T)/C = ${s(idealMs)}; intake took ${s(intakeMs)} (${intakeErrors} retried POSTs)`,
@@ -480,7 +543,7 @@ const runPhase = async (name: "clean" | "faulty", ns: number[], image: string, c
     `  free with nothing left to submit (drain) ${s(asMs(acc.freeNoBacklog))} (${pct(share(acc.freeNoBacklog))})`,
   ];
   console.log(lines.join("\n"));
-  return { name, ratio, providerRatio, duplicates, peak: stats.peak_slots_in_use, capacity: stats.capacity, failed: failed.length };
+  return { name, routes: simulators.length, ratio, providerRatio, duplicates, peak: stats.peak_slots_in_use, capacity: stats.capacity, failed: failed.length };
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -524,7 +587,7 @@ const main = async () => {
   const results: PhaseResult[] = [];
   try {
     await prepareDatabase(`${postgresServer}/${templateName}`);
-    for (const phase of params.phases as ("clean" | "faulty")[]) {
+    for (const phase of params.phases as PhaseName[]) {
       const phaseCleanups: Cleanup[] = [];
       cleanups.push(async () => {
         while (phaseCleanups.length) await phaseCleanups.pop()!().catch((error: Error) => console.error(`cleanup: ${error.message}`));
@@ -541,13 +604,14 @@ const main = async () => {
   for (const r of results) {
     console.log(
       `${r.name}: makespan_ratio=${r.ratio.toFixed(3)} provider_ratio=${r.providerRatio.toFixed(3)} duplicate_provider_tasks=${r.duplicates} ` +
-        `peak_slots=${r.peak} capacity=${r.capacity} failed_tasks=${r.failed}`,
+        `peak_slots=${r.peak} capacity=${r.capacity} failed_tasks=${r.failed} routes=${r.routes}`,
     );
   }
-  const headline = results.find((r) => r.name === "faulty") ?? results.at(-1);
+  // The two-route run when there is one (its aim: ratio <= 1.15), else the faulty one.
+  const headline = results.find((r) => r.name === "routes") ?? results.find((r) => r.name === "faulty") ?? results.at(-1);
   if (headline) {
     console.log(
-      `makespan_ratio=${headline.ratio.toFixed(3)} duplicate_provider_tasks=${headline.duplicates} peak_slots=${headline.peak} capacity=${headline.capacity}`,
+      `makespan_ratio=${headline.ratio.toFixed(3)} duplicate_provider_tasks=${headline.duplicates} peak_slots=${headline.peak} capacity=${headline.capacity} routes=${headline.routes}`,
     );
   }
 };

@@ -72,6 +72,9 @@ export const toNativeTask = (task: TaskWithImages, sign: LinkSigner) => ({
   callback_url: task.callbackUrl,
   provider: {
     name: task.provider,
+    // The route (PROVIDER_ROUTES) that ran the task, or is trying it, and its price per slot-task.
+    route: task.route,
+    unit_price: task.unitPrice === null ? null : Number(task.unitPrice),
     task_id: task.providerTaskId,
     status: task.providerStatus,
     status_message: task.providerStatusMsg,

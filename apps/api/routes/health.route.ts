@@ -2,6 +2,7 @@ import { Router } from "express";
 import { sql } from "kysely";
 import { withTimeout } from "../../domain/async/with-timeout.ts";
 import type { ApiDeps } from "../api-deps.ts";
+import { describeProvider } from "../presenters/provider-routes.presenter.ts";
 
 const probe = async (check: () => Promise<unknown>) => {
   const started = Date.now();
@@ -15,18 +16,7 @@ const probe = async (check: () => Promise<unknown>) => {
 
 const providerDetails = async (deps: ApiDeps) => {
   try {
-    const [gate, slots] = await withTimeout(
-      Promise.all([deps.providerControls.gate.state(), deps.providerControls.slots.snapshot()]),
-      2_000,
-      "provider state",
-    );
-    return {
-      state: gate.mode,
-      ...(gate.mode === "closed"
-        ? {}
-        : { reason: gate.reason, since: new Date(gate.since).toISOString(), next_probe_at: new Date(gate.until).toISOString() }),
-      slots: { capacity: slots.capacity, effective: slots.effective, in_use: slots.used },
-    };
+    return await withTimeout(describeProvider(deps.providerRoutes), 2_000, "provider state");
   } catch (error) {
     return { error: (error as Error).message };
   }
@@ -44,7 +34,7 @@ export const healthRouter = (deps: ApiDeps): Router => {
     ]);
     const ready = postgres.ok && redis.ok;
     // The provider's state does not make this process unready (intake still works and tasks wait),
-    // but operators see it here: an open circuit or a paused account, and slot use.
+    // but operators see it here: an open circuit or a paused account, and slot use, per route.
     const provider = redis.ok ? await providerDetails(deps) : undefined;
     res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "not_ready", checks: { postgres, redis }, provider });
   });

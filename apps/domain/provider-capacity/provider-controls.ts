@@ -5,7 +5,7 @@ import { createProviderGate, type ProviderGate } from "./provider-gate.ts";
 import { createProviderRunTime, type ProviderRunTime } from "./provider-run-time.ts";
 import { createProviderSlots, type ProviderSlots } from "./provider-slots.ts";
 
-// One provider account per deployment (per QUEUE_PREFIX): its slots and its gate live under that prefix.
+// One provider account (a route, see provider-route-set.ts): its slots and its gate live under `prefix`.
 export const providerControlEnv = {
   PROVIDER_CAPACITY: z.coerce.number().int().min(1).max(10_000).default(5),
   // After a 1303 lowered the effective capacity, one slot comes back per this interval.
@@ -16,7 +16,7 @@ export const providerControlEnv = {
   PAUSE_PROBE_MS: envPositiveMs.default(300_000),
 };
 
-type ControlEnv = { [K in keyof typeof providerControlEnv]: z.output<(typeof providerControlEnv)[K]> };
+export type ControlEnv = { [K in keyof typeof providerControlEnv]: z.output<(typeof providerControlEnv)[K]> };
 
 export type ProviderControls = { slots: ProviderSlots; gate: ProviderGate; runTime: ProviderRunTime };
 

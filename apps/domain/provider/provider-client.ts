@@ -34,6 +34,13 @@ const listEnvelope = providerEnvelopeSchema(z.array(providerTaskSchema));
 const LIST_PAGE_SIZE = 500;
 const LIST_PAGES_SCANNED = 4;
 
+const NOT_SENT_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN"]);
+
+const describeFetchFailure = (cause: unknown) => {
+  const inner = (cause as Error).cause as { code?: string; message?: string } | undefined;
+  return inner?.code ? `${(cause as Error).message} (${inner.code})` : (cause as Error).message;
+};
+
 const parseRetryAfter = (header: string | null): number | undefined => {
   if (!header) return undefined;
   const seconds = Number(header);
@@ -65,9 +72,12 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
         signal: AbortSignal.timeout(config.timeoutMs),
       });
     } catch (cause) {
-      throw new ProviderError(`provider ${method} failed before an answer: ${(cause as Error).message}`, {
+      // A refused or unresolvable connection carried no request: nothing can have been created.
+      const notSent = NOT_SENT_CODES.has(((cause as Error).cause as { code?: string } | undefined)?.code ?? "");
+      throw new ProviderError(`provider ${method} failed before an answer: ${describeFetchFailure(cause)}`, {
         action: "retry",
-        outcomeUnknown: method === "POST",
+        outcomeUnknown: method === "POST" && !notSent,
+        notSent,
       });
     }
     let text: string;

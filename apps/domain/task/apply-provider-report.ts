@@ -18,7 +18,8 @@ export type ReportOutcome = "applied" | "duplicate" | "stale" | "unknown_task" |
 export type ApplyReportDeps = TaskEndDeps & {
   db: Db;
   logger: Logger;
-  runTime: ProviderRunTime;
+  // The learnt run time of a route (a task's `route`; null: a row from before routes existed).
+  runTimeOf: (route: string | null) => ProviderRunTime;
   enqueueArchive: (taskId: string) => Promise<void>;
   callbackGraceMs: number;
   pollAtExpectedEnd: boolean;
@@ -54,7 +55,7 @@ export const applyProviderReport = async (
     const now = Date.now();
     const submittedAt = task.submittedAt ?? new Date(now);
     // Redis (where the estimate lives) being down must not stop a report from being applied.
-    const estimate = deps.pollAtExpectedEnd ? await deps.runTime.estimateMs().catch(() => undefined) : undefined;
+    const estimate = deps.pollAtExpectedEnd ? await deps.runTimeOf(task.route).estimateMs().catch(() => undefined) : undefined;
     const silenceMs = deps.pollAtExpectedEnd ? firstCheckDelayMs(submittedAt, estimate, deps.callbackGraceMs, now) : deps.callbackGraceMs;
     if (isTerminal(task.status) || statusRank[target] <= statusRank[task.status]) {
       if (!isTerminal(task.status) && task.status !== "archiving") {
@@ -109,7 +110,7 @@ export const applyProviderReport = async (
             ? now - task.submittedAt.getTime()
             : undefined;
       // A provider's odd timestamps (negative, or days apart) must not skew when every task is polled.
-      if (ran !== undefined && ran > 0 && ran < MAX_PLAUSIBLE_RUN_MS) await deps.runTime.record(ran).catch(() => undefined);
+      if (ran !== undefined && ran > 0 && ran < MAX_PLAUSIBLE_RUN_MS) await deps.runTimeOf(task.route).record(ran).catch(() => undefined);
     }
     if (target === "archiving") {
       // After the commit: if Redis is down now, the sweeper re-drives the archive job later.

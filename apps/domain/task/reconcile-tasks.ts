@@ -1,9 +1,8 @@
 import type { Task, TaskStatus } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import { MIN_POLL_DELAY_MS } from "../provider-capacity/provider-run-time.ts";
-import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
+import type { ProviderRouteSet } from "../provider-capacity/provider-route-set.ts";
 import type { FairPriority } from "../queues/fair-priority.ts";
-import type { ProviderClient } from "../provider/provider-client.ts";
 import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { failTask } from "./fail-task.ts";
@@ -13,8 +12,7 @@ import { scheduleCheck } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 
 export type ReconcileDeps = ApplyReportDeps & {
-  provider: ProviderClient;
-  slots: ProviderSlots;
+  routes: ProviderRouteSet;
   pollMaxIntervalMs: number;
   // A task in flight longer than this (since submission) fails with a timeout reason.
   taskDeadlineMs: number;
@@ -102,30 +100,38 @@ const failOverdueTasks = async (deps: ReconcileDeps) => {
   return late.length;
 };
 
-// The ledger must match what the provider counts: slots of ended tasks go back (a crash between the
-// end and the release), and tasks the provider is running are held (Redis lost the ledger).
+// Each route's ledger must match what its provider counts: slots of ended tasks go back (a crash
+// between the end and the release), and tasks a route is running are held there (Redis lost the
+// ledger).
 const repairSlotLedger = async (deps: ReconcileDeps) => {
-  const { holders } = await deps.slots.snapshot();
-  const heldIds = Object.keys(holders);
   let repaired = 0;
-  if (heldIds.length > 0) {
-    const live = await deps.db
-      .selectFrom("task")
-      .select("id")
-      .where("id", "in", heldIds)
-      .where("status", "in", ["queued", "submitting", ...inFlightStatuses])
-      .execute();
-    const liveIds = new Set(live.map((t) => t.id));
-    for (const id of heldIds) {
-      if (!liveIds.has(id) && (await deps.slots.release(id)) > 0) repaired++;
+  for (const route of deps.routes.all) {
+    const { holders } = await route.slots.snapshot();
+    const heldIds = Object.keys(holders);
+    if (heldIds.length > 0) {
+      const live = await deps.db
+        .selectFrom("task")
+        .select(["id", "route", "status"])
+        .where("id", "in", heldIds)
+        .where("status", "in", ["queued", "submitting", ...inFlightStatuses])
+        .execute();
+      // A task at a provider holds slots on its own route only; one being submitted may hold them on
+      // the route it is about to be sent to, which its row does not name yet.
+      const onThisRoute = (t: { route: string | null; status: TaskStatus }) =>
+        t.status === "queued" || t.status === "submitting" || deps.routes.of(t.route) === route;
+      const liveIds = new Set(live.filter(onThisRoute).map((t) => t.id));
+      for (const id of heldIds) {
+        if (!liveIds.has(id) && (await route.slots.release(id)) > 0) repaired++;
+      }
     }
-  }
-  let runningQuery = deps.db.selectFrom("task").select(["id", "n"]).where("status", "in", inFlightStatuses);
-  if (heldIds.length > 0) runningQuery = runningQuery.where("id", "not in", heldIds);
-  const running = await runningQuery.execute();
-  for (const task of running) {
-    await deps.slots.hold(task.id, task.n);
-    repaired++;
+    let runningQuery = deps.db.selectFrom("task").select(["id", "n"]).where("status", "in", inFlightStatuses);
+    runningQuery = route === deps.routes.all[0] ? runningQuery.where((eb) => eb.or([eb("route", "=", route.route.name), eb("route", "is", null)])) : runningQuery.where("route", "=", route.route.name);
+    if (heldIds.length > 0) runningQuery = runningQuery.where("id", "not in", heldIds);
+    const running = await runningQuery.execute();
+    for (const task of running) {
+      await route.slots.hold(task.id, task.n);
+      repaired++;
+    }
   }
   return repaired;
 };
@@ -133,15 +139,20 @@ const repairSlotLedger = async (deps: ReconcileDeps) => {
 const pollTask = async (deps: ReconcileDeps, task: Task) => {
   const reschedule = async () => {
     // A task past its expected end is looked at again soon, then less and less often as it ages.
-    const estimate = await deps.runTime.estimateMs();
+    const estimate = await deps.runTimeOf(task.route).estimateMs();
     const floor = Math.min(deps.callbackGraceMs, Math.max(MIN_POLL_DELAY_MS, (estimate ?? 0) / 8));
     const age = Date.now() - (task.submittedAt ?? task.acceptedAt).getTime();
     await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + nextPollDelayMs(age, floor, deps.pollMaxIntervalMs)));
   };
+  const route = deps.routes.of(task.route);
+  if (!route) {
+    await reschedule();
+    throw new Error(`task ${task.id} ran on route '${task.route}', which is no longer configured (PROVIDER_ROUTES)`);
+  }
   try {
     const report = task.providerTaskId
-      ? await deps.provider.getTask(task.providerTaskId)
-      : await deps.provider.findTaskByExternalId(task.id);
+      ? await route.client.getTask(task.providerTaskId)
+      : await route.client.findTaskByExternalId(task.id);
     if (!report) return providerLostTask(deps, task, "not found by its external_task_id");
     const { task: after } = await applyProviderReport(deps, task.id, report, "poll");
     if (after && !isTerminal(after.status) && after.status !== "archiving") await reschedule();
@@ -167,7 +178,7 @@ const providerLostTask = async (deps: ReconcileDeps, task: Task, why: string) =>
       data: { resubmissions: 1, providerTaskId: null, providerStatus: null, nextCheckAt: new Date(Date.now() + deps.stallRecheckMs) },
     });
     if (requeued.applied) {
-      await deps.slots.release(task.id);
+      await deps.routes.releaseSlots(task.id);
       await deps.redriveJob("submit", task.id);
     }
     return;

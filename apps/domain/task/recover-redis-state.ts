@@ -1,9 +1,9 @@
 import type { Db } from "../db/database.ts";
-import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
+import type { ProviderRouteSet } from "../provider-capacity/provider-route-set.ts";
 import { inFlightStatuses, nonTerminalStatuses } from "./task-status.ts";
 
 // Postgres is the source of truth; Redis only moves work (DESIGN.md "Redis is disposable").
-export type RecoveryDeps = { db: Db; slots: ProviderSlots };
+export type RecoveryDeps = { db: Db; routes: ProviderRouteSet };
 
 export type RecoverySummary = { slotsHeld: number; tasksRechecked: number };
 
@@ -15,10 +15,11 @@ export type RecoverySummary = { slotsHeld: number; tasksRechecked: number };
 export const recoverLostRedisState = async (deps: RecoveryDeps): Promise<RecoverySummary> => {
   const holders = await deps.db
     .selectFrom("task")
-    .select(["id", "n"])
+    .select(["id", "n", "route"])
     .where("status", "in", [...inFlightStatuses, "submitting"])
     .execute();
-  for (const task of holders) await deps.slots.hold(task.id, task.n);
+  // Each on the route that has it (a route since removed from the configuration holds nothing of ours).
+  for (const task of holders) await deps.routes.of(task.route)?.slots.hold(task.id, task.n);
   const tasksRechecked = await recheckUnfinishedTasksNow(deps.db);
   return { slotsHeld: holders.length, tasksRechecked };
 };

@@ -1,7 +1,6 @@
 import type { Logger } from "../logging/logger.ts";
-import type { GateState, ProviderGate } from "../provider-capacity/provider-gate.ts";
-import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
-import type { ProviderClient } from "../provider/provider-client.ts";
+import type { GateState } from "../provider-capacity/provider-gate.ts";
+import type { ProviderRouteSet, RouteControls } from "../provider-capacity/provider-route-set.ts";
 import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { failTask } from "./fail-task.ts";
@@ -11,14 +10,13 @@ import type { ObjectStorage } from "../storage/local-storage.ts";
 import { findTask } from "./task.repository.ts";
 import { claimSubmitAttempt, markWaiting, releaseSubmitAttempt, renewSubmitAttempt, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
+import { DEFAULT_ROUTE } from "../provider/provider-routes.schema.ts";
 
 export type SubmitTaskDeps = ApplyReportDeps & {
-  provider: ProviderClient;
-  slots: ProviderSlots;
-  gate: ProviderGate;
+  routes: ProviderRouteSet;
   logger: Logger;
   storage: ObjectStorage;
-  callbackUrlFor: (taskId: string, token: string) => string;
+  callbackUrlFor: (taskId: string, token: string, route: RouteControls["route"]) => string;
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
@@ -40,7 +38,8 @@ const RATE_LIMIT_CODES = new Set([1302, 1303]);
 const ATTEMPT_BUSY_RETRY_MS = 1_000;
 
 // One submission attempt for one task. Never creates a second provider task for the same task: a
-// task found in `submitting` had an attempt whose outcome we may not know, so we ask first.
+// task found in `submitting` had an attempt whose outcome we may not know, so we ask first, and
+// only the route of that attempt (which may hold it) is asked or used until it answers.
 export const submitTask = async (
   deps: SubmitTaskDeps,
   taskId: string,
@@ -52,10 +51,18 @@ export const submitTask = async (
   if (!task) return { kind: "task_missing" };
   if (task.status !== "queued" && task.status !== "submitting") return { kind: "already_done" };
 
-  if (task.n > deps.slots.capacity) {
+  const bound = task.status === "submitting" ? deps.routes.of(task.route) : undefined;
+  if (task.status === "submitting" && !bound) {
+    // Its route was removed from PROVIDER_ROUTES while it may hold the task: only a human knows.
+    const reason = `waiting: route '${task.route}' may hold this task but is no longer configured (PROVIDER_ROUTES)`;
+    if (task.waitReason !== reason) await markWaiting(deps.db, taskId, ["submitting"], reason);
+    return { kind: "retry_later", delayMs: 30_000, reason };
+  }
+  const candidates = bound ? [bound] : deps.routes.all.filter((r) => task.n <= r.route.capacity);
+  if (candidates.length === 0) {
     await failTask(deps, taskId, "worker", {
       class: "over_capacity",
-      message: `n=${task.n} needs ${task.n} provider slots; the provider account has ${deps.slots.capacity} (PROVIDER_CAPACITY)`,
+      message: `n=${task.n} needs ${task.n} provider slots; the largest provider route has ${deps.routes.largestCapacity} (PROVIDER_CAPACITY or PROVIDER_ROUTES)`,
     });
     return { kind: "failed" };
   }
@@ -64,17 +71,15 @@ export const submitTask = async (
   // without it (queued before that stage existed) is handed there.
   if (task.imageUrl && task.sourceWidth === null) return { kind: "needs_source_check" };
 
-  const gate = await deps.gate.check();
-  if (!gate.allowed) {
-    const reason = gateWaitReason(gate.state);
-    if (task.waitReason !== reason) await markWaiting(deps.db, taskId, [task.status], reason);
-    return { kind: "retry_later", delayMs: gate.retryInMs + Math.round(Math.random() * 500), reason };
+  const picked = await pickRoute(deps, task, candidates, options.priority ?? 0);
+  if (picked.kind === "gated") {
+    if (task.waitReason !== picked.reason) await markWaiting(deps.db, taskId, [task.status], picked.reason);
+    return { kind: "retry_later", delayMs: picked.retryInMs + Math.round(Math.random() * 500), reason: picked.reason };
   }
-
-  const slots = await acquireSlots(deps, task, options.priority ?? 0);
-  if (slots !== "acquired") {
-    return { kind: "retry_later", delayMs: slots === "stepped_back" ? STEP_BACK_MS + Math.round(Math.random() * STEP_BACK_MS) : 10, reason: SLOT_WAIT_REASON };
+  if (picked.kind !== "acquired") {
+    return { kind: "retry_later", delayMs: picked.kind === "stepped_back" ? STEP_BACK_MS + Math.round(Math.random() * STEP_BACK_MS) : 10, reason: SLOT_WAIT_REASON };
   }
+  const route = picked.route;
 
   const image = task.imageUrl ?? (task.sourceKey ? (await deps.storage.read(task.sourceKey))?.toString("base64") : undefined);
   if (image === undefined) {
@@ -86,20 +91,26 @@ export const submitTask = async (
   // hung) finds the lease taken and waits, instead of racing this one to a second create.
   // The lease is short and renewed while the attempt runs, so a crashed worker's lease runs out soon.
   const claimed = await claimSubmitAttempt(deps.db, taskId, deps.attemptLeaseMs);
-  if (!claimed) return { kind: "retry_later", delayMs: ATTEMPT_BUSY_RETRY_MS + Math.round(Math.random() * 500), reason: "another attempt is in progress" };
+  if (!claimed || (claimed.status === "submitting" && deps.routes.of(claimed.route) !== route)) {
+    // Another attempt left the task bound to a route other than the one picked: only that one may
+    // be asked about it, and the slots taken here go back.
+    if (claimed) await Promise.all([route.slots.release(taskId), releaseSubmitAttempt(deps.db, taskId)]);
+    return { kind: "retry_later", delayMs: ATTEMPT_BUSY_RETRY_MS + Math.round(Math.random() * 500), reason: "another attempt is in progress" };
+  }
   const renewal = setInterval(() => {
     renewSubmitAttempt(deps.db, taskId, deps.attemptLeaseMs).catch((error: unknown) => deps.logger.warn({ err: error, taskId }, "attempt lease not renewed"));
   }, deps.attemptLeaseMs / 3);
   try {
-    return await attemptSubmission(deps, claimed, image);
+    return await attemptSubmission(deps, claimed, image, route);
   } finally {
     clearInterval(renewal);
     await releaseSubmitAttempt(deps.db, taskId).catch((error: unknown) => deps.logger.warn({ err: error, taskId }, "attempt lease not released; it runs out"));
   }
 };
 
-const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string): Promise<SubmitOutcome> => {
+const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string, route: RouteControls): Promise<SubmitOutcome> => {
   const taskId = task.id;
+  const { client, slots, gate } = route;
   // Found in `submitting`: an earlier attempt's outcome is unknown (it may have created the task).
   const outcomeUnknown = task.status === "submitting";
   const marked = await transitionTask(deps, {
@@ -107,16 +118,18 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
     to: "submitting",
     from: ["queued", "submitting"],
     source: "worker",
-    detail: { attempt: task.attempts + 1 },
+    detail: { attempt: task.attempts + 1, route: route.route.name },
     data: {
       attempts: task.attempts + 1,
-      provider: deps.provider.kind,
+      provider: client.kind,
+      route: route.route.name,
+      unitPrice: route.route.unitPrice === null ? null : String(route.route.unitPrice),
       waitReason: null,
       nextCheckAt: new Date(Date.now() + deps.stallRecheckMs),
     },
   });
   if (!marked.applied) {
-    await deps.slots.release(taskId);
+    await slots.release(taskId);
     return { kind: "already_done" };
   }
 
@@ -125,34 +138,67 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
   let mayHoldTask = outcomeUnknown;
   try {
     if (outcomeUnknown) {
-      const existing = await deps.provider.findTaskByExternalId(taskId);
+      const existing = await client.findTaskByExternalId(taskId);
       if (existing) {
-        deps.logger.info({ taskId, providerTaskId: existing.task_id }, "adopted the provider task of an earlier attempt");
-        await applyProviderReport(deps, taskId, existing, "worker", { note: { adopted: true, provider_task_id: existing.task_id } });
+        deps.logger.info({ taskId, providerTaskId: existing.task_id, route: route.route.name }, "adopted the provider task of an earlier attempt");
+        await applyProviderReport(deps, taskId, existing, "worker", { note: { adopted: true, provider_task_id: existing.task_id, route: route.route.name } });
         return { kind: "adopted" };
       }
       mayHoldTask = false;
     }
-    const created = await deps.provider.createTask({
+    const created = await client.createTask({
       image,
       ratios: { up: task.upRatio, down: task.downRatio, left: task.leftRatio, right: task.rightRatio },
       prompt: task.prompt,
       n: task.n,
       watermark: task.watermark,
       externalTaskId: taskId,
-      callbackUrl: deps.callbackUrlFor(taskId, task.callbackToken),
+      callbackUrl: deps.callbackUrlFor(taskId, task.callbackToken, route.route),
     });
-    await Promise.all([deps.gate.recordSuccess(), deps.slots.noteAccepted()]);
-    await applyProviderReport(deps, taskId, created, "worker");
+    await Promise.all([gate.recordSuccess(), slots.noteAccepted()]);
+    await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name } });
     return { kind: "submitted" };
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;
-    return handleProviderError(deps, taskId, error, mayHoldTask, task.n);
+    const outcome = await handleProviderError(deps, route, taskId, error, mayHoldTask, task.n);
+    // The route surely holds nothing for this task: it is free to go to another route next time.
+    if (outcome.kind === "retry_later" && !mayHoldTask && error.definitelyNotCreated) {
+      return leaveRoute(deps, route, taskId, error, outcome);
+    }
+    return outcome;
   }
 };
 
+// Back to `queued`, with the refusal in the task's history: the next attempt picks a route afresh.
+// While the refusing route cannot take work (open circuit, paused account) and another can, the
+// task goes again soon instead of waiting out this route's probe.
+const leaveRoute = async (
+  deps: SubmitTaskDeps,
+  route: RouteControls,
+  taskId: string,
+  error: ProviderError,
+  outcome: Extract<SubmitOutcome, { kind: "retry_later" }>,
+): Promise<SubmitOutcome> => {
+  const left = await transitionTask(deps.db, {
+    taskId,
+    to: "queued",
+    from: ["submitting"],
+    source: "worker",
+    detail: { route: route.route.name, refused: error.message, code: error.details.code ?? null },
+    data: { waitReason: outcome.reason },
+  });
+  if (!left.applied) return outcome;
+  const routeBlocked = (await route.gate.state()).mode !== "closed";
+  const elsewhere = deps.routes.all.some((r) => r !== route);
+  if (routeBlocked && elsewhere) return { ...outcome, delayMs: Math.min(outcome.delayMs, FAILOVER_RETRY_MS + Math.round(Math.random() * FAILOVER_RETRY_MS)) };
+  return outcome;
+};
+
+const FAILOVER_RETRY_MS = 100;
+
 const handleProviderError = async (
   deps: SubmitTaskDeps,
+  { slots, gate, route }: RouteControls,
   taskId: string,
   error: ProviderError,
   mayHoldTask: boolean,
@@ -165,74 +211,101 @@ const handleProviderError = async (
   if (current && current.status !== "submitting") return { kind: "already_done" };
   // Unless this request or an earlier one (whose task we could not look up) may have created a
   // task, the provider holds nothing for it.
-  if (!outcomeUnknown && !mayHoldTask) await deps.slots.release(taskId);
+  if (!outcomeUnknown && !mayHoldTask) await slots.release(taskId);
   // A considered answer about this request (a refusal, a rate limit) proves the route and the
   // account work: it closes an open circuit just as a success does.
   const answered = action === "fail_task" || (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code));
-  if (answered) await deps.gate.recordSuccess();
+  if (answered) await gate.recordSuccess();
   if (action === "fail_task") {
     await failTask(deps, taskId, "worker", { class: "provider_rejected", message: error.message, code });
     return { kind: "failed" };
   }
   if (action === "pause_account") {
-    await deps.gate.pause(`code ${code ?? "none"}: ${error.message}`);
-    deps.logger.error({ code, err: error }, "provider account paused: needs a human");
+    await gate.pause(`code ${code ?? "none"}: ${error.message}`);
+    deps.logger.error({ code, err: error, route: route.name }, "provider account paused: needs a human");
     // The task that met the refusal (the first, or a probe) says so too, like those kept waiting.
-    const reason = gateWaitReason(await deps.gate.state());
+    const reason = gateWaitReason(await gate.state(), route.name);
     await markWaiting(deps.db, taskId, ["queued", "submitting"], reason);
     return { kind: "retry_later", delayMs: 1_000, reason };
   }
   if (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code)) {
     // Rate limits never spend the retry budget. 1303 means the account is fuller than our ledger
     // thinks (shared with someone else): lower our effective capacity, recover it later.
-    if (code === 1303) await deps.slots.lowerCapacity(refusedSlots);
+    if (code === 1303) await slots.lowerCapacity(refusedSlots);
     const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(1, 1_000, deps.retryMaxMs));
     return { kind: "retry_later", delayMs, reason: error.message };
   }
   if (action === "reauthenticate") return { kind: "retry_later", delayMs: 100, reason: error.message };
   // CometAPI answered 404 {"code": null} on the whole route for weeks: no point trying again soon.
   const routeMissing = error.details.httpStatus === 404 && (code === null || code === undefined);
-  await deps.gate.recordFailure(error.message, { immediately: routeMissing });
+  await gate.recordFailure(error.message, { immediately: routeMissing });
   // A failure that opened the circuit, or a failed probe that re-opened it, is the provider's
   // outage, not this task's: the task waits with the others and its retry budget is not spent
   // (else every probe of a long outage would use up the budget of the task that carried it).
-  const after = await deps.gate.state();
+  const after = await gate.state();
   if (after.mode !== "closed") {
-    const reason = gateWaitReason(after);
+    const reason = gateWaitReason(after, route.name);
     await markWaiting(deps.db, taskId, ["queued", "submitting"], reason);
     return { kind: "retry_later", delayMs: Math.max(250, after.until - Date.now()) + Math.round(Math.random() * 500), reason };
   }
   return spendRetry(deps, taskId, error.message, retryAfterMs);
 };
 
-const gateWaitReason = (state: GateState) =>
-  `waiting: provider ${state.mode === "paused" ? "account paused" : "circuit open"} (${state.reason}); next try at ${new Date(state.until).toISOString()}`;
+const gateWaitReason = (state: GateState, route: string) =>
+  `waiting: provider ${route === DEFAULT_ROUTE ? "" : `route ${route} `}${state.mode === "paused" ? "account paused" : "circuit open"} (${state.reason}); next try at ${new Date(state.until).toISOString()}`;
 
 const SLOT_WAIT_REASON = "waiting for a free provider slot (the provider account's parallel-task limit is reached)";
 
 // A job far back in the slot line steps back to the queue (keeping its place in line) this long.
 const STEP_BACK_MS = 250;
 
-// Waits in place, in line by priority and woken by releases, so that the next free slot goes to the
-// task at the head of the line; after slotWaitMs the job leaves the line and goes back to the queue.
-// Only the first few in line wait in place (as many as the account has slots): the others step back
-// to the queue, so they do not hold every worker while a task of higher priority (another
-// account's single task) waits in BullMQ for a worker to take it.
-const acquireSlots = async (deps: SubmitTaskDeps, task: Task, priority: number): Promise<"acquired" | "timed_out" | "stepped_back"> => {
+type Picked =
+  | { kind: "acquired"; route: RouteControls }
+  | { kind: "gated"; reason: string; retryInMs: number }
+  | { kind: "timed_out" | "stepped_back" };
+
+// The preferred route with room: routes whose circuit is open or whose account is paused are passed
+// over (one of their probes is let through when due); the first that has room takes the task.
+// Waits in place, in line by priority on each open route and woken by releases, so that the next
+// free slot goes to the task at the head of the line; after slotWaitMs the job leaves the lines and
+// goes back to the queue. Only the first few in line wait in place (as many as a route has slots):
+// the others step back to the queue, so they do not hold every worker while a task of higher
+// priority (another account's single task) waits in BullMQ for a worker to take it.
+const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: RouteControls[], priority: number): Promise<Picked> => {
   const taskId = task.id;
   const deadline = Date.now() + deps.slotWaitMs;
+  // A route found open to work stays so for this call (one gate read per route, as with one route).
+  const admitted = new Set<RouteControls>();
   for (let tries = 0; ; tries++) {
-    const acquired = await deps.slots.acquire(taskId, task.n, priority);
-    if (acquired.ok) return "acquired";
+    const gated: { reason: string; retryInMs: number }[] = [];
+    const inLine: { route: RouteControls; place: number }[] = [];
+    for (const route of candidates) {
+      const gate = admitted.has(route) ? ({ allowed: true, probe: false } as const) : await route.gate.check();
+      if (gate.allowed) admitted.add(route);
+      if (!gate.allowed) {
+        gated.push({ reason: gateWaitReason(gate.state, route.route.name), retryInMs: gate.retryInMs });
+        await route.slots.leaveLine(taskId);
+        continue;
+      }
+      const acquired = await route.slots.acquire(taskId, task.n, priority);
+      if (acquired.ok) {
+        await Promise.all(candidates.filter((r) => r !== route).map((r) => r.slots.leaveLine(taskId)));
+        return { kind: "acquired", route };
+      }
+      inLine.push({ route, place: acquired.place });
+    }
+    if (inLine.length === 0) {
+      return { kind: "gated", reason: gated.map((g) => g.reason).join("; "), retryInMs: Math.min(...gated.map((g) => g.retryInMs)) };
+    }
     // Said once, when the wait begins: a poller sees why its task has not moved.
     if (tries === 0 && task.waitReason !== SLOT_WAIT_REASON) await markWaiting(deps.db, taskId, ["queued", "submitting"], SLOT_WAIT_REASON);
-    if (acquired.place >= deps.slots.capacity) return "stepped_back";
+    if (inLine.every((l) => l.place >= l.route.slots.capacity)) return { kind: "stepped_back" };
     const left = deadline - Date.now();
     if (left <= 0) {
-      await deps.slots.leaveLine(taskId);
-      return "timed_out";
+      await Promise.all(inLine.map((l) => l.route.slots.leaveLine(taskId)));
+      return { kind: "timed_out" };
     }
-    await deps.slots.waitForRelease(Math.min(left, 1_000));
+    await Promise.race(inLine.map((l) => l.route.slots.waitForRelease(Math.min(left, 1_000))));
   }
 };
 

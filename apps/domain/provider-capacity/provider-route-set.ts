@@ -1,0 +1,40 @@
+import type { Redis } from "ioredis";
+import { createProviderClient, type ProviderClient } from "../provider/provider-client.ts";
+import type { ProviderRoute } from "../provider/provider-routes.schema.ts";
+import { createProviderControls, type ControlEnv, type ProviderControls } from "./provider-controls.ts";
+
+// Every route's controls (slots, gate, learnt run time, all in Redis under the route's own keys)
+// and its client, preferred route first. Shared by the API (callbacks release slots, /readyz) and
+// the worker (submission, polling).
+export type RouteControls = ProviderControls & { route: ProviderRoute; client: ProviderClient };
+
+export type ProviderRouteSet = {
+  readonly all: readonly RouteControls[];
+  // A task's route; a row written before routes existed (null) belongs to the preferred route.
+  of(name: string | null | undefined): RouteControls | undefined;
+  // A task holds slots on one route at most; releasing on every route needs no lookup of which.
+  releaseSlots(taskId: string): Promise<number>;
+  largestCapacity: number;
+  close(): Promise<void>;
+};
+
+export const routeKeyPrefix = (queuePrefix: string, route: Pick<ProviderRoute, "name" | "legacyKeys">) =>
+  route.legacyKeys ? queuePrefix : `${queuePrefix}:route:${route.name}`;
+
+export const createProviderRouteSet = (redis: Redis, queuePrefix: string, routes: ProviderRoute[], env: ControlEnv): ProviderRouteSet => {
+  const all = routes.map((route) => ({
+    ...createProviderControls(redis, routeKeyPrefix(queuePrefix, route), { ...env, PROVIDER_CAPACITY: route.capacity }),
+    route,
+    client: createProviderClient(route),
+  }));
+  const byName = new Map(all.map((r) => [r.route.name, r]));
+  return {
+    all,
+    of: (name) => (name === null || name === undefined ? all[0] : byName.get(name)),
+    releaseSlots: async (taskId) => (await Promise.all(all.map((r) => r.slots.release(taskId)))).reduce((a, b) => a + b, 0),
+    largestCapacity: Math.max(...all.map((r) => r.route.capacity)),
+    close: async () => {
+      await Promise.all(all.map((r) => r.slots.close()));
+    },
+  };
+};

@@ -1,0 +1,3 @@
+-- AlterTable
+ALTER TABLE "task" ADD COLUMN     "route" TEXT,
+ADD COLUMN     "unit_price" DECIMAL(14,6);
