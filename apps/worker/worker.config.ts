@@ -5,9 +5,14 @@ import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
+import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
+import { outboundWebhooksWorkerEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
 
 export const workerEnvSchema = z.object({
   ...databaseEnv,
+  // Outbound callbacks: signed with secrets sealed under SERVER_KEY, image links signed with it.
+  ...secretsEnv,
+  ...outboundWebhooksWorkerEnv,
   ...redisEnv,
   ...storageEnv,
   ...loggingEnv,
@@ -50,7 +55,7 @@ export const workerEnvSchema = z.object({
   IMAGE_FETCH_TOTAL_TIMEOUT_MS: envPositiveMs.default(30_000),
   RESULT_MAX_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
   ARCHIVE_DIMENSION_CHECK: z.enum(["exact", "aspect"]).default("exact"),
-});
+}).refine(requireServerKeyInProduction, serverKeyRequiredIssue);
 
 export type WorkerConfig = z.output<typeof workerEnvSchema>;
 

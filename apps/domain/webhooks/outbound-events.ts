@@ -86,6 +86,7 @@ export const recordWebhookEvent = async (tx: Tx | Db, event: WebhookEventInput):
 };
 
 // Wakes the workers' listeners when the transaction commits (NOTIFY is transactional); a lost
-// notification only costs the sweep interval.
+// notification only costs the sweep interval. The payload is the job id of the delivery's first
+// attempt (webhook-delivery.store.ts deliveryJobId with attempts 0).
 export const notifyDeliverySql = (id: Expression<unknown>) =>
-  sql<string>`pg_notify(${WEBHOOK_NOTIFY_CHANNEL}, ${id}::text)::text`;
+  sql<string>`pg_notify(${WEBHOOK_NOTIFY_CHANNEL}, ${id}::text || '_0')::text`;
