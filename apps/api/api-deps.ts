@@ -8,6 +8,7 @@ import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
 import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
 import type { BodyBudget } from "./middleware/body-intake.ts";
 import type { LinkSigner } from "./presenters/task.presenter.ts";
+import type { ServerKey } from "../domain/crypto/server-key.ts";
 
 // What the routes are given: plain values and functions, built once in api.server.ts.
 export type ApiDeps = {
@@ -25,6 +26,8 @@ export type ApiDeps = {
   providerControls: ProviderControls;
   // Shared by every route that reads a body: bounds the body bytes held at once.
   bodyBudget: BodyBudget;
+  // Outbound callbacks: the accounts' signing secrets are sealed under SERVER_KEY.
+  webhooks: { serverKey: ServerKey; secretGraceSeconds: number };
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

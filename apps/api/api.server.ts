@@ -109,6 +109,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
     providerControls: provider,
     bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
+    webhooks: { serverKey, secretGraceSeconds: config.WEBHOOK_SECRET_GRACE_SECONDS },
   };
   const app = buildApp(deps);
   server.on("request", app);
