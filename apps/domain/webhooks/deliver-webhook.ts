@@ -67,7 +67,7 @@ const judge = (deps: DeliverWebhookDeps, delivery: ClaimedDelivery, result: { st
 // the POST, so a worker killed in between leaves the delivery to be sent again, same webhook-id.
 export const deliverWebhook = async (deps: DeliverWebhookDeps, deliveryId: string): Promise<"sent" | "not_due"> => {
   // Longer than one attempt can take, so a live attempt never loses its lease.
-  const delivery = await claimDelivery(deps.db, deliveryId, deps.attemptTimeoutMs + 5_000);
+  const delivery = await claimDelivery(deps.db, deliveryId, deps.attemptTimeoutMs * 2);
   if (!delivery) return "not_due";
   const startedAt = new Date();
   const started = performance.now();

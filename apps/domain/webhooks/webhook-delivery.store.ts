@@ -25,7 +25,7 @@ export type ClaimedDelivery = WebhookDelivery & { secretRow: { currentSealed: st
 // behind an earlier event. The lease outlives the attempt's timeout; a worker killed mid-attempt
 // leaves it to lapse, and the sweep hands the delivery to another worker.
 export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> => {
-  const result = await sql<ClaimedDelivery>`
+  const result = await sql<Omit<ClaimedDelivery, "payload"> & { payloadText: string }>`
     update webhook_delivery d
     set attempts = d.attempts + 1, lease_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
     where d.id = ${id}::uuid and d.status = 'pending'
@@ -33,7 +33,7 @@ export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promis
       and (d.lease_until is null or d.lease_until < now())
       and not ${waitsForEarlier}
     returning d.id, d.seq, d.account_id as "accountId", d.task_id as "taskId", d.batch_id as "batchId",
-      d.event_type as "eventType", d.url, d.payload_kind as "payloadKind", d.payload, d.status, d.attempts,
+      d.event_type as "eventType", d.url, d.payload_kind as "payloadKind", d.payload::text as "payloadText", d.status, d.attempts,
       d.next_attempt_at as "nextAttemptAt", d.lease_until as "leaseUntil", d.last_status_code as "lastStatusCode",
       d.last_error as "lastError", d.last_latency_ms as "lastLatencyMs", d.created_at as "createdAt",
       d.updated_at as "updatedAt", d.finished_at as "finishedAt",
@@ -41,7 +41,12 @@ export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promis
          'previousUntil', s.previous_until, 'rotatedAt', s.rotated_at)
        from webhook_signing_secret s where s.account_id = d.account_id) as "secretRow"
   `.execute(db);
-  return result.rows[0];
+  const row = result.rows[0];
+  if (!row) return undefined;
+  // As text: Kysely's CamelCasePlugin would rename the keys inside a jsonb value, and a raw event's
+  // data must reach the consumer exactly as it was recorded.
+  const { payloadText, ...delivery } = row;
+  return { ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] };
 };
 
 export type AttemptOutcome = {
