@@ -10,6 +10,7 @@ import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
 import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
 import type { BodyBudget } from "./middleware/body-intake.ts";
 import type { LinkSigner } from "./presenters/task.presenter.ts";
+import type { ServerKey } from "../domain/crypto/server-key.ts";
 
 // What the routes are given: plain values and functions, built once in api.server.ts.
 export type ApiDeps = {
@@ -31,6 +32,8 @@ export type ApiDeps = {
   bodyBudget: BodyBudget;
   // SSE streams and long-polls: the process's change hub, per-account limits and timings.
   live: LiveDeps & { limits: LiveLimits; heartbeatMs: number; maxWaitSeconds: number };
+  // Outbound callbacks: the accounts' signing secrets are sealed under SERVER_KEY.
+  webhooks: { serverKey: ServerKey; secretGraceSeconds: number };
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

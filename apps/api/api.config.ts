@@ -10,6 +10,7 @@ import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
 import { listenHostEnv } from "../domain/process/listen-url.ts";
 import { liveProgressEnv } from "../domain/live-progress/live-env.schema.ts";
+import { outboundWebhooksApiEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
 
 export const apiEnvSchema = z
   .object({
@@ -27,6 +28,7 @@ export const apiEnvSchema = z
     ...outboundFetchEnv,
     ...listenHostEnv,
     ...liveProgressEnv,
+    ...outboundWebhooksApiEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),

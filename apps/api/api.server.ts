@@ -140,6 +140,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       heartbeatMs: config.LIVE_HEARTBEAT_MS,
       maxWaitSeconds: config.LIVE_MAX_WAIT_SECONDS,
     },
+    webhooks: { serverKey, secretGraceSeconds: config.WEBHOOK_SECRET_GRACE_SECONDS },
   };
   const app = buildApp(deps);
   server.on("request", app);

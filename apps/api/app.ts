@@ -12,6 +12,7 @@ import { healthRouter } from "./routes/health.route.ts";
 import { nativeTasksRouter } from "./routes/native-tasks.route.ts";
 import { providerCallbackRouter } from "./routes/provider-callback.route.ts";
 import { providerRoutesRouter } from "./routes/provider-routes.route.ts";
+import { webhooksRouter } from "./routes/webhooks.route.ts";
 
 // Bodies are read by each route that takes one (routes/*, after authentication where there is
 // any), never here: an app-wide parser would buffer bodies that are about to be refused.
@@ -28,6 +29,7 @@ export const buildApp = (deps: ApiDeps): Express => {
   for (const prefix of dropinPrefixes) app.use(prefix, dropin);
   app.use("/v1/tasks", nativeTasksRouter(deps));
   app.use("/v1/provider/routes", providerRoutesRouter(deps));
+  app.use("/v1/webhooks", webhooksRouter(deps));
   app.use("/files", filesRouter(deps));
   app.use((req, _res, next) => next(new AppError("not_found", `no route for ${req.method} ${req.path}`)));
   // Problem details, or the provider's shape under the drop-in prefixes (unknown paths included).

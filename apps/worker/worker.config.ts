@@ -6,9 +6,14 @@ import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from 
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
 import { providerRoutesEnv } from "../domain/provider/provider-routes.schema.ts";
+import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
+import { outboundWebhooksWorkerEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
 
 export const workerEnvSchema = z.object({
   ...databaseEnv,
+  // Outbound callbacks: signed with secrets sealed under SERVER_KEY, image links signed with it.
+  ...secretsEnv,
+  ...outboundWebhooksWorkerEnv,
   ...redisEnv,
   ...storageEnv,
   ...loggingEnv,
@@ -52,7 +57,7 @@ export const workerEnvSchema = z.object({
   IMAGE_FETCH_TOTAL_TIMEOUT_MS: envPositiveMs.default(30_000),
   RESULT_MAX_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
   ARCHIVE_DIMENSION_CHECK: z.enum(["exact", "aspect"]).default("exact"),
-});
+}).refine(requireServerKeyInProduction, serverKeyRequiredIssue);
 
 export type WorkerConfig = z.output<typeof workerEnvSchema>;
 

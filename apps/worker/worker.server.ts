@@ -18,6 +18,8 @@ import { submitTaskProcessor } from "./processors/submit-task.processor.ts";
 import { startRedisWatchdog } from "./redis-watchdog.ts";
 import { failTask } from "../domain/task/fail-task.ts";
 import type { WorkerConfig } from "./worker.config.ts";
+import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
+import { startOutboundWebhooks } from "./outbound-webhooks.ts";
 
 type StageKind = "source" | "submit" | "archive";
 
@@ -157,12 +159,14 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     }),
     1,
   );
+  const webhooks = await startOutboundWebhooks({ config, db, redis, logger, serverKey: await resolveServerKey(config), publicBaseUrl });
   const ensureSchedules = async () => {
     await queues.queue("reconcile").upsertJobScheduler(
       "reconcile-sweep",
       { every: config.RECONCILE_EVERY_MS },
       { name: jobCatalog.reconcile.name, data: {}, opts: jobCatalog.reconcile.options },
     );
+    await webhooks.ensureSchedule();
   };
   const watchdog = startRedisWatchdog({ db, routes, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
   await watchdog.firstCheck;
@@ -178,7 +182,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       // close() lets active jobs finish; a job cut off by a kill is re-run by BullMQ's stall check.
       await watchdog.stop();
       await routes.close();
-      await Promise.all(workers.map((w) => w.close()));
+      await Promise.all([...workers.map((w) => w.close()), webhooks.stop()]);
       await queues.close().catch(() => undefined);
       redis.disconnect();
       await db.destroy();

@@ -30,7 +30,7 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
 
   // A retried create (same external_task_id, same request) answers the first task's create again.
   router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes, lenientContentType: true }), async (req, res) => {
-    const { task } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
+    const { task } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body), "dropin");
     res.status(200).json({
       code: 0,
       message: "SUCCEED",

@@ -40,7 +40,24 @@ export const jobCatalog = {
     payload: z.object({}),
     options: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } satisfies JobsOptions,
   },
+  // Outbound callbacks: one job per attempt of a delivery (jobId: webhook-delivery.store.ts
+  // deliveryJobId); the delivery's state and retry schedule live in Postgres, so a failed job is
+  // dropped and the sweep finds the delivery again.
+  webhook: {
+    queue: "webhook",
+    name: "deliver-webhook",
+    payload: z.object({ deliveryId: z.uuid() }),
+    options: { removeOnComplete: true, removeOnFail: true } satisfies JobsOptions,
+  },
+  webhookSweep: {
+    queue: "webhook-sweep",
+    name: "webhook-sweep",
+    payload: z.object({}),
+    options: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } satisfies JobsOptions,
+  },
 } as const;
+
+export type WebhookJobKind = "webhook" | "webhookSweep";
 
 export type JobKind = keyof typeof jobCatalog;
 export type JobPayload<K extends JobKind> = z.output<(typeof jobCatalog)[K]["payload"]>;

@@ -1,12 +1,12 @@
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import { jobCatalog, type JobKind, type JobPayload } from "./job-catalog.ts";
+import { jobCatalog, type JobKind, type JobPayload, type WebhookJobKind } from "./job-catalog.ts";
 
 export type TaskQueues = {
-  enqueue<K extends Exclude<JobKind, "reconcile">>(kind: K, payload: JobPayload<K>, options?: { priority?: number }): Promise<void>;
+  enqueue<K extends Exclude<JobKind, "reconcile" | WebhookJobKind>>(kind: K, payload: JobPayload<K>, options?: { priority?: number }): Promise<void>;
   queue(kind: JobKind): Queue;
   // Takes back a job that was added for a task that was then not written.
-  withdraw(kind: Exclude<JobKind, "reconcile">, taskId: string): Promise<void>;
+  withdraw(kind: Exclude<JobKind, "reconcile" | WebhookJobKind>, taskId: string): Promise<void>;
   close(): Promise<void>;
 };
 

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { v7 as uuidv7 } from "uuid";
 import type { Db, Task } from "../db/database.ts";
+import type { TaskOrigin } from "../db/generated/enums.ts";
 import { AppError, validationError } from "../errors/app-error.ts";
 import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation, statementMayHaveRun } from "../errors/dependency-errors.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
@@ -41,7 +42,13 @@ const requestHashOf = (request: ExpandRequest) =>
 // Intake: validate what can be validated here, then enqueue the submit job and write the task. The
 // job goes first, so a task row never exists without its job; a job whose row is then not written
 // is withdrawn (or dropped by the processor, which finds no task).
-export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, request: ExpandRequest): Promise<AcceptedTask> => {
+// `origin`: the API the task came through, which decides the shape of its outbound callbacks.
+export const acceptTask = async (
+  deps: AcceptTaskDeps,
+  accountId: string,
+  request: ExpandRequest,
+  origin: TaskOrigin = "native",
+): Promise<AcceptedTask> => {
   const requestHash = requestHashOf(request);
   if (request.externalTaskId) await refuseAmbiguousExternalId(deps.db, accountId, request.externalTaskId);
   if (request.callbackUrl) await refuseUnreachableCallbackUrl(deps, request.callbackUrl);
@@ -75,6 +82,7 @@ export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, reques
             accountId,
             externalTaskId: request.externalTaskId ?? null,
             callbackUrl: request.callbackUrl ?? null,
+            origin,
             requestHash,
             imageUrl: request.image.kind === "url" ? request.image.url : null,
             sourceKey: inline?.key ?? null,

@@ -30,9 +30,13 @@ const unauthenticated = (detail: string): CallbackReceipt => ({ httpStatus: 401,
 // unauthenticated sender is written, and an unknown task answers like a bad token, so the route
 // cannot be used to probe which task ids exist.
 export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: CallbackInput): Promise<CallbackReceipt> => {
+  // A signed callback's webhook-id names the message: the same id again (a replay inside the
+  // signature's tolerance window, or the sender's own retry) is the same message.
+  let webhookId: string | null = null;
   if (deps.webhookSecrets.length > 0) {
     const signature = verifyStandardWebhook({ secrets: [...deps.webhookSecrets], headers: input.headers, rawBody: input.rawBody });
     if (!signature.ok) return unauthenticated(`bad webhook signature: ${signature.reason}`);
+    webhookId = String(input.headers["webhook-id"]).slice(0, 200);
   }
   const task = z.uuid().safeParse(input.taskId).success ? await findTask(deps.db, input.taskId) : undefined;
   if (!task || !safeEqual(task.callbackToken, input.token)) return unauthenticated("unknown task or bad callback token");
@@ -42,8 +46,8 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   // is what counts; the inbox is for reading what the provider said).
   const store = async (outcome: CallbackOutcome, detail: string | null, providerStatus: string | null) => {
     await sql`
-      insert into provider_callback (task_id, raw_body, outcome, detail, provider_status)
-      select ${task.id}::uuid, ${rawBody}, ${outcome}::callback_outcome, ${detail}, ${providerStatus}
+      insert into provider_callback (task_id, raw_body, outcome, detail, provider_status, webhook_id)
+      select ${task.id}::uuid, ${rawBody}, ${outcome}::callback_outcome, ${detail}, ${providerStatus}, ${webhookId}
       where (select count(*) from provider_callback where task_id = ${task.id}::uuid) < ${MAX_CALLBACKS_KEPT_PER_TASK}
     `.execute(deps.db);
   };
@@ -51,6 +55,20 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
     await store("rejected", detail, null);
     return { httpStatus: 400, outcome: "rejected", detail, stored: true };
   };
+
+  if (webhookId !== null) {
+    const seen = await deps.db
+      .selectFrom("providerCallback")
+      .select("id")
+      .where("taskId", "=", task.id)
+      .where("webhookId", "=", webhookId)
+      .limit(1)
+      .executeTakeFirst();
+    if (seen) {
+      await store("duplicate", `replay of webhook-id ${webhookId}`, null);
+      return { httpStatus: 200, outcome: "duplicate", detail: "replayed webhook-id", stored: true };
+    }
+  }
 
   let json: unknown;
   try {

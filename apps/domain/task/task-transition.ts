@@ -1,6 +1,7 @@
 import { sql, type Updateable } from "kysely";
 import { asJson, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
 import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
+import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
 
 export type TransitionRequest = {
@@ -20,9 +21,14 @@ export type TransitionResult = { applied: true; from: TaskStatus; task: Task } |
 // lock in the same statement, so two reports racing for the same task apply one after the other,
 // each against the status the other left. One round trip (a callback's hot path; measured by
 // `npm run bench:api`), inside a transaction or alone.
+// The same statement records the outbound callback the change causes (outbound-events.ts), as a
+// snapshot of the row, for tasks with a callback_url: every status change passes through here, so
+// no change goes without its event and no event without its change.
 export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest): Promise<TransitionResult> => {
   const allowed = request.from ?? statusesBefore(request.to);
   const now = new Date();
+  // `null` (no insert) for statuses that no task is called back about.
+  const eventType = taskEventTypeSql(request.to, "moved", "moved.from_status") ?? sql<null>`null`;
   const moved = await tx
     .with("before", (db) => db.selectFrom("task").select(["id", "status"]).where("id", "=", request.taskId).forUpdate())
     .with("moved", (db) =>
@@ -55,6 +61,27 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
               sql`${asJson(request.detail)}::jsonb`.as("detail"),
             ]),
         ),
+    )
+    .with("outbound", (db) =>
+        db
+          .insertInto("webhookDelivery")
+          .columns(["accountId", "taskId", "eventType", "url", "payloadKind", "payload", "status"])
+          .expression((eb) =>
+            eb
+              .selectFrom("moved")
+              .select([
+                "moved.accountId",
+                "moved.id",
+                sql<string>`${eventType}`.as("eventType"),
+                "moved.callbackUrl",
+                sql<string>`case when moved.origin = 'dropin' then 'provider_task' else 'native_task' end`.as("payloadKind"),
+                // The row as it is now (less its secrets): rendered at each attempt, so links are fresh.
+                sql`to_jsonb(moved) - 'from_status' - 'callback_token' - 'request_hash'`.as("payload"),
+                initialDeliveryStatusSql(sql.ref("moved.account_id"), sql.ref("moved.callback_url")).as("status"),
+              ])
+              .where(sql<boolean>`${eventType} is not null`),
+          )
+          .returning((eb) => notifyDeliverySql(eb.ref("id")).as("notified")),
     )
     .selectFrom("moved")
     .selectAll()

@@ -1,0 +1,108 @@
+import type { Task, TaskEvent } from "../db/database.ts";
+import type { TaskWithImages } from "./task.repository.ts";
+import { signImageLink } from "../storage/signed-link.ts";
+import { toProviderStatus } from "./task-status.ts";
+
+export type LinkSigner = (taskId: string, index: number) => string;
+
+export const createLinkSigner =
+  (baseUrl: string, secret: Buffer, ttlSeconds: number): LinkSigner =>
+  (taskId, index) =>
+    signImageLink(baseUrl, secret, taskId, index, ttlSeconds);
+
+const storedImages = (task: TaskWithImages) =>
+  task.status === "succeeded" ? task.images.filter((i) => i.storageKey).sort((a, b) => a.index - b.index) : [];
+
+// What is happening, in words: while a task waits this says why (a provider slot, a retried
+// download and its reason, a paused provider and until when).
+export const statusMessage = (task: Task): string => {
+  switch (task.status) {
+    case "queued":
+      return task.waitReason ?? (task.imageUrl && task.sourceWidth === null ? "downloading and checking the source image" : "waiting to be submitted");
+    case "submitting":
+      return task.waitReason ?? (task.attempts > 1 ? `submitting (attempt ${task.attempts})` : "submitting to the provider");
+    case "submitted":
+      return "accepted by the provider";
+    case "processing":
+      return "the provider is expanding the image";
+    case "archiving":
+      return "copying the result images to storage";
+    case "succeeded":
+      return "done";
+    case "failed":
+      return task.failureMessage ?? "failed";
+    case "canceled":
+      return "canceled";
+  }
+};
+
+// The provider's task object, served by the drop-in GET: same fields, same vocabulary.
+export const toProviderTask = (task: TaskWithImages, sign: LinkSigner) => {
+  const images = storedImages(task);
+  return {
+    task_id: task.id,
+    task_status: toProviderStatus(task.status),
+    task_status_msg: task.status === "succeeded" ? "" : statusMessage(task),
+    task_info: { external_task_id: task.externalTaskId ?? undefined },
+    created_at: task.acceptedAt.getTime(),
+    updated_at: task.updatedAt.getTime(),
+    ...(task.finalUnitDeduction !== null ? { final_unit_deduction: task.finalUnitDeduction } : {}),
+    ...(task.status === "succeeded"
+      ? { task_result: { images: images.map((i) => ({ index: i.index, url: sign(task.id, i.index) })) } }
+      : {}),
+  };
+};
+
+export const toNativeTask = (task: TaskWithImages, sign: LinkSigner) => ({
+  id: task.id,
+  external_task_id: task.externalTaskId,
+  status: task.status,
+  status_message: statusMessage(task),
+  request: {
+    image: task.imageUrl ? { kind: "url", url: task.imageUrl } : { kind: "base64" },
+    up_expansion_ratio: task.upRatio,
+    down_expansion_ratio: task.downRatio,
+    left_expansion_ratio: task.leftRatio,
+    right_expansion_ratio: task.rightRatio,
+    prompt: task.prompt,
+    n: task.n,
+    watermark: task.watermark,
+    source: task.sourceWidth ? { width: task.sourceWidth, height: task.sourceHeight } : null,
+  },
+  callback_url: task.callbackUrl,
+  provider: {
+    name: task.provider,
+    // The route (PROVIDER_ROUTES) that ran the task, or is trying it, and its price per slot-task.
+    route: task.route,
+    unit_price: task.unitPrice === null ? null : Number(task.unitPrice),
+    task_id: task.providerTaskId,
+    status: task.providerStatus,
+    status_message: task.providerStatusMsg,
+    final_unit_deduction: task.finalUnitDeduction,
+  },
+  attempts: task.attempts,
+  failure: task.failureClass
+    ? { class: task.failureClass, code: task.failureCode, message: task.failureMessage }
+    : null,
+  images: storedImages(task).map((i) => ({
+    index: i.index,
+    url: sign(task.id, i.index),
+    width: i.width,
+    height: i.height,
+    bytes: i.bytes,
+    sha256: i.sha256,
+  })),
+  created_at: task.acceptedAt.toISOString(),
+  submitted_at: task.submittedAt?.toISOString() ?? null,
+  finished_at: task.finishedAt?.toISOString() ?? null,
+  updated_at: task.updatedAt.toISOString(),
+});
+
+export const toNativeEvent = (event: TaskEvent) => ({
+  id: event.id.toString(),
+  from: event.fromStatus,
+  to: event.toStatus,
+  source: event.source,
+  detail: event.detail,
+  at: event.createdAt.toISOString(),
+});

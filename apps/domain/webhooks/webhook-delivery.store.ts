@@ -1,0 +1,164 @@
+import { sql, type Selectable } from "kysely";
+import type { DB, Db } from "../db/database.ts";
+import { notifyDeliverySql } from "./outbound-events.ts";
+
+// Where each outbound callback stands, in Postgres: Redis only carries the jobs that wake a worker,
+// and the sweep finds anything due whose job went missing.
+export type WebhookDelivery = Selectable<DB["webhookDelivery"]>;
+export type WebhookAttempt = Selectable<DB["webhookAttempt"]>;
+export type DeliveryStatus = WebhookDelivery["status"];
+
+// A BullMQ job id per attempt: adding the same one twice (a notification and the sweep) is a no-op.
+export const deliveryJobId = (delivery: { id: string; attempts: number }) => `${delivery.id}_${delivery.attempts}`;
+
+// An earlier event of the same task (or, for batch events, of the same batch) still undecided: this
+// one waits for it, so a consumer sees a task's states in order.
+const waitsForEarlier = sql<boolean>`exists (
+  select 1 from webhook_delivery p
+  where p.status = 'pending' and p.seq < d.seq
+    and ((d.task_id is not null and p.task_id = d.task_id)
+      or (d.task_id is null and d.batch_id is not null and p.task_id is null and p.batch_id = d.batch_id)))`;
+
+export type ClaimedDelivery = WebhookDelivery & { secretRow: { currentSealed: string; previousSealed: string | null; previousUntil: string | null; rotatedAt: string } | null };
+
+// Takes the delivery for one attempt: it must be pending, due, not held by a live attempt, and not
+// behind an earlier event. The lease outlives the attempt's timeout; a worker killed mid-attempt
+// leaves it to lapse, and the sweep hands the delivery to another worker.
+export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> => {
+  const result = await sql<Omit<ClaimedDelivery, "payload"> & { payloadText: string }>`
+    update webhook_delivery d
+    set attempts = d.attempts + 1, lease_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
+    where d.id = ${id}::uuid and d.status = 'pending'
+      and d.next_attempt_at <= now() + interval '1 second'
+      and (d.lease_until is null or d.lease_until < now())
+      and not ${waitsForEarlier}
+    returning d.id, d.seq, d.account_id as "accountId", d.task_id as "taskId", d.batch_id as "batchId",
+      d.event_type as "eventType", d.url, d.payload_kind as "payloadKind", d.payload::text as "payloadText", d.status, d.attempts,
+      d.next_attempt_at as "nextAttemptAt", d.lease_until as "leaseUntil", d.last_status_code as "lastStatusCode",
+      d.last_error as "lastError", d.last_latency_ms as "lastLatencyMs", d.created_at as "createdAt",
+      d.updated_at as "updatedAt", d.finished_at as "finishedAt",
+      (select json_build_object('currentSealed', s.current_sealed, 'previousSealed', s.previous_sealed,
+         'previousUntil', s.previous_until, 'rotatedAt', s.rotated_at)
+       from webhook_signing_secret s where s.account_id = d.account_id) as "secretRow"
+  `.execute(db);
+  const row = result.rows[0];
+  if (!row) return undefined;
+  // As text: Kysely's CamelCasePlugin would rename the keys inside a jsonb value, and a raw event's
+  // data must reach the consumer exactly as it was recorded.
+  const { payloadText, ...delivery } = row;
+  return { ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] };
+};
+
+export type AttemptOutcome = {
+  status: DeliveryStatus;
+  nextAttemptAt: Date | null;
+  statusCode: number | null;
+  latencyMs: number;
+  error: string | null;
+  responseBody: string | null;
+  startedAt: Date;
+};
+
+// The attempt and the delivery's new state in one statement; a 410 also disables the URL for the
+// account and every delivery still waiting for it. Answers the next event of the same task or batch
+// when this one is decided (it was waiting for this one).
+export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: AttemptOutcome): Promise<{ id: string; attempts: number }[]> =>
+  db.transaction().execute(async (tx) => {
+    const decided = outcome.status !== "pending";
+    await sql`
+      with attempt as (
+        insert into webhook_attempt (delivery_id, attempt, started_at, status_code, latency_ms, error, response_body)
+        values (${delivery.id}::uuid, ${delivery.attempts}, ${outcome.startedAt}, ${outcome.statusCode}, ${outcome.latencyMs}, ${outcome.error}, ${outcome.responseBody})
+      )
+      update webhook_delivery set status = ${outcome.status}::webhook_delivery_status, next_attempt_at = ${outcome.nextAttemptAt},
+        lease_until = null, last_status_code = ${outcome.statusCode}, last_error = ${outcome.error},
+        last_latency_ms = ${outcome.latencyMs}, updated_at = now(), finished_at = ${decided ? sql`now()` : sql`null`}
+      where id = ${delivery.id}::uuid
+    `.execute(tx);
+    if (outcome.status === "disabled") {
+      const reason = `HTTP 410 Gone to delivery ${delivery.id}`;
+      await sql`
+        insert into webhook_disabled_url (account_id, url, reason) values (${delivery.accountId}::uuid, ${delivery.url}, ${reason})
+        on conflict (account_id, url) do update set disabled_at = now(), reason = excluded.reason
+      `.execute(tx);
+      await sql`
+        update webhook_delivery set status = 'disabled', lease_until = null, last_error = 'the URL answered 410 Gone to an earlier delivery',
+          updated_at = now(), finished_at = now()
+        where account_id = ${delivery.accountId}::uuid and url = ${delivery.url} and status = 'pending' and id <> ${delivery.id}::uuid
+      `.execute(tx);
+    }
+    if (!decided) return [];
+    const next = await sql<{ id: string; attempts: number }>`
+      select d.id, d.attempts from webhook_delivery d
+      where d.status = 'pending' and d.seq > ${delivery.seq}
+        and ${delivery.taskId !== null ? sql`d.task_id = ${delivery.taskId}::uuid` : delivery.batchId !== null ? sql`d.task_id is null and d.batch_id = ${delivery.batchId}::uuid` : sql`false`}
+      order by d.seq limit 1
+    `.execute(tx);
+    return next.rows;
+  });
+
+// Due deliveries whose job may be gone (Redis emptied, a killed worker's lease lapsed, a missed
+// notification), oldest first.
+export const dueDeliveries = async (db: Db, limit: number) =>
+  (
+    await sql<{ id: string; attempts: number; nextAttemptAt: Date }>`
+      select d.id, d.attempts, d.next_attempt_at as "nextAttemptAt" from webhook_delivery d
+      where d.status = 'pending' and d.next_attempt_at <= now()
+        and (d.lease_until is null or d.lease_until < now())
+        and not ${waitsForEarlier}
+      order by d.next_attempt_at limit ${limit}
+    `.execute(db)
+  ).rows;
+
+export type DeliveryListQuery = {
+  taskId?: string;
+  batchId?: string;
+  status?: DeliveryStatus;
+  eventType?: string;
+  since?: Date;
+  until?: Date;
+  cursor?: string;
+  limit: number;
+};
+
+// Newest first; the cursor is the last row's seq.
+export const listDeliveries = async (db: Db, accountId: string, query: DeliveryListQuery) => {
+  let select = db.selectFrom("webhookDelivery").selectAll().where("accountId", "=", accountId);
+  if (query.taskId) select = select.where("taskId", "=", query.taskId);
+  if (query.batchId) select = select.where("batchId", "=", query.batchId);
+  if (query.status) select = select.where("status", "=", query.status);
+  if (query.eventType) select = select.where("eventType", "=", query.eventType);
+  if (query.since) select = select.where("createdAt", ">=", query.since);
+  if (query.until) select = select.where("createdAt", "<", query.until);
+  if (query.cursor) select = select.where("seq", "<", query.cursor);
+  const rows = await select.orderBy("seq", "desc").limit(query.limit + 1).execute();
+  const page = rows.slice(0, query.limit);
+  return { deliveries: page, nextCursor: rows.length > query.limit ? page.at(-1)?.seq : undefined };
+};
+
+export const findDelivery = async (db: Db, accountId: string, id: string) => {
+  const delivery = await db.selectFrom("webhookDelivery").selectAll().where("id", "=", id).where("accountId", "=", accountId).executeTakeFirst();
+  if (!delivery) return undefined;
+  const attempts = await db.selectFrom("webhookAttempt").selectAll().where("deliveryId", "=", id).orderBy("id", "asc").execute();
+  return { delivery, attempts };
+};
+
+// Sends a delivery again with the same webhook-id, from the start of the schedule, whatever its
+// state (a pending one just becomes due now). Asking for it again is the way to re-enable a URL
+// that answered 410. The workers are woken by the notification when this commits.
+export const redeliver = async (db: Db, accountId: string, filter: { id: string } | { status: "failed" | "disabled"; since: Date; until?: Date }) =>
+  db.transaction().execute(async (tx) => {
+    let update = tx
+      .updateTable("webhookDelivery as d")
+      .set({ status: "pending", attempts: 0, nextAttemptAt: sql<Date>`now()`, leaseUntil: null, finishedAt: null, updatedAt: sql<Date>`now()` })
+      .where("d.accountId", "=", accountId);
+    if ("id" in filter) update = update.where("d.id", "=", filter.id);
+    else {
+      update = update.where("d.status", "=", filter.status).where("d.createdAt", ">=", filter.since);
+      if (filter.until) update = update.where("d.createdAt", "<", filter.until);
+    }
+    const rows = await update.returning(["d.id", "d.url", notifyDeliverySql(sql.ref("d.id")).as("notified")]).execute();
+    const urls = [...new Set(rows.map((r) => r.url))];
+    if (urls.length > 0) await tx.deleteFrom("webhookDisabledUrl").where("accountId", "=", accountId).where("url", "in", urls).execute();
+    return rows.map((r) => r.id);
+  });
