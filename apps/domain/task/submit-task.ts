@@ -179,7 +179,7 @@ const leaveRoute = async (
   error: ProviderError,
   outcome: Extract<SubmitOutcome, { kind: "retry_later" }>,
 ): Promise<SubmitOutcome> => {
-  const left = await transitionTask(deps.db, {
+  const left = await transitionTask(deps, {
     taskId,
     to: "queued",
     from: ["submitting"],
