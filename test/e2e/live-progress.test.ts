@@ -188,6 +188,22 @@ describe("GET /v1/tasks/{id}/stream", () => {
     expect(events.filter((e) => e.event === "transition").map((e) => e.id)).toEqual(history.slice(1).map((h) => h.id));
   });
 
+  it("when the API cannot reach Redis at all, then streams and long-polls still work from Postgres on the resync timer", async () => {
+    const api = await stack.startApi({ REDIS_URL: "redis://127.0.0.1:1", LIVE_RESYNC_MS: "300" });
+    const { key } = await stack.newAccount();
+    const task = await heldTask(key);
+    const stream = await openSse(streamUrl(api, task.id), { authorization: `Bearer ${key}` });
+    const snapshot = await stream.next();
+    expect(parse(snapshot)).toMatchObject({ status: "queued" });
+    const poll = call(api.url, "GET", `/v1/tasks/${task.id}?wait=30`, { key });
+    task.release();
+    expect((await poll).body.status).not.toBe("queued");
+    const events = await readUntil(stream, (e) => e.event === "end");
+    expectWellFormedUpdates({ id: snapshot.id!, status: "queued" }, events);
+    expect(parse(events.filter((e) => e.event === "task").at(-1)!).status).toBe("succeeded");
+    await api.stop();
+  });
+
   it("when a task has already ended, then the stream answers its snapshot and ends at once", async () => {
     const { key } = await stack.newAccount();
     const task = await heldTask(key);
