@@ -31,6 +31,14 @@ describe("configuration", () => {
     expect(problems.map((p) => p.split(":")[0])).toEqual(expect.arrayContaining(["PORT", "DATABASE_URL", "REDIS_URL"]));
   });
 
+  it("when live-progress settings are malformed, then each is named, and the defaults are what the README says", () => {
+    expect(parseApiConfig({})).toMatchObject({ LIVE_HEARTBEAT_MS: 15_000, LIVE_RESYNC_MS: 5_000, LIVE_MAX_STREAMS_PER_ACCOUNT: 100, LIVE_MAX_WAIT_SECONDS: 60 });
+    const problems = problemsOf(() =>
+      parseApiConfig({ LIVE_HEARTBEAT_MS: "0", LIVE_RESYNC_MS: "soon", LIVE_MAX_STREAMS_PER_ACCOUNT: "0", LIVE_MAX_WAIT_SECONDS: "1.5" }),
+    );
+    expect(problems.map((p) => p.split(":")[0]).sort()).toEqual(["LIVE_HEARTBEAT_MS", "LIVE_MAX_STREAMS_PER_ACCOUNT", "LIVE_MAX_WAIT_SECONDS", "LIVE_RESYNC_MS"]);
+  });
+
   it("when running in production without SERVER_KEY, then the API refuses to start", () => {
     expect(problemsOf(() => parseApiConfig({ NODE_ENV: "production" }))[0]).toMatch(/^SERVER_KEY: must be set in production/);
   });

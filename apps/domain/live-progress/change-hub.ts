@@ -18,7 +18,9 @@ export type ChangeHub = {
   close(): Promise<void>;
 };
 
-const topicKey = (topic: ChangeTopic) => ("taskId" in topic ? `task:${topic.taskId}` : `batch:${topic.batchId}`);
+// Keyed by account too: a listener only ever hears of its own account's tasks.
+const topicKey = (accountId: string, topic: ChangeTopic) =>
+  "taskId" in topic ? `${accountId}/task/${topic.taskId}` : `${accountId}/batch/${topic.batchId}`;
 
 // One Redis subscriber connection per API process, whatever the number of clients: channels are
 // subscribed while at least one listener of that account exists, and each message is handed to the
@@ -44,8 +46,8 @@ export const createChangeHub = (subscriber: Redis, prefix: string, logger: Logge
   subscriber.on("message", (_channel: string, message: string) => {
     const change = parseTaskChange(message);
     if (!change) return logger.debug({ channel: _channel }, "malformed live message ignored");
-    deliver(`task:${change.taskId}`, change);
-    if (change.batchId !== null) deliver(`batch:${change.batchId}`, change);
+    deliver(topicKey(change.accountId, { taskId: change.taskId }), change);
+    if (change.batchId !== null) deliver(topicKey(change.accountId, { batchId: change.batchId }), change);
   });
   // ioredis re-subscribes by itself after a reconnect; what was published meanwhile is lost, so
   // every listener looks at Postgres again.
@@ -73,7 +75,7 @@ export const createChangeHub = (subscriber: Redis, prefix: string, logger: Logge
         queueMicrotask(() => listener(undefined));
         return () => undefined;
       }
-      const key = topicKey(topic);
+      const key = topicKey(accountId, topic);
       const channel = accountChannel(prefix, accountId);
       const set = listeners.get(key) ?? new Set();
       // The same function registered twice would be one entry; wrap it so each watch is its own.

@@ -1,4 +1,4 @@
-import type { Db, EventSource } from "../db/database.ts";
+import type { EventSource } from "../db/database.ts";
 import { transitionTask, type TransitionDeps } from "./task-transition.ts";
 
 export type FailureClass =
