@@ -32,6 +32,11 @@ describe("two healthy routes", () => {
     });
     const ledger = sampleWhile(async () => (await readiness(routes.stack)).provider.slots.in_use as number);
     const tasks = await submitMany(routes.stack, key, 4 * C);
+    // A task that waits says for which routes' slots.
+    await eventually("a task waiting for both routes' slots", async () => {
+      const views = await Promise.all(tasks.map((t) => getTask(routes.stack, t)));
+      return views.find((v) => /waiting for a free provider slot \(full: route first, route second\)/.test(v.status_message));
+    });
     const done = await settle(routes.stack, tasks, 30_000);
     const seen = await busy.stop();
     const held = await ledger.stop();

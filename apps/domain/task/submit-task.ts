@@ -256,6 +256,12 @@ const gateWaitReason = (state: GateState, route: string) =>
 
 const SLOT_WAIT_REASON = "waiting for a free provider slot (the provider account's parallel-task limit is reached)";
 
+// With several routes the wait names them (and those passed over, with why).
+const slotWaitReason = (full: RouteControls[], gated: string[]) =>
+  full.length === 1 && full[0]!.route.name === DEFAULT_ROUTE
+    ? SLOT_WAIT_REASON
+    : `waiting for a free provider slot (full: ${full.map((r) => `route ${r.route.name}`).join(", ")}${gated.length > 0 ? `; ${gated.join("; ")}` : ""})`;
+
 // A job far back in the slot line steps back to the queue (keeping its place in line) this long.
 const STEP_BACK_MS = 250;
 
@@ -298,7 +304,8 @@ const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: RouteCont
       return { kind: "gated", reason: gated.map((g) => g.reason).join("; "), retryInMs: Math.min(...gated.map((g) => g.retryInMs)) };
     }
     // Said once, when the wait begins: a poller sees why its task has not moved.
-    if (tries === 0 && task.waitReason !== SLOT_WAIT_REASON) await markWaiting(deps.db, taskId, ["queued", "submitting"], SLOT_WAIT_REASON);
+    const waitReason = slotWaitReason(inLine.map((l) => l.route), gated.map((g) => g.reason));
+    if (tries === 0 && task.waitReason !== waitReason) await markWaiting(deps.db, taskId, ["queued", "submitting"], waitReason);
     if (inLine.every((l) => l.place >= l.route.slots.capacity)) return { kind: "stepped_back" };
     const left = deadline - Date.now();
     if (left <= 0) {
