@@ -38,10 +38,23 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
   const deadline = Date.now() + deps.slotWaitMs;
   // A route found open to work stays so for this call (one gate read per route, as with one route).
   const admitted = new Set<RouteControls>();
+  // A task a route has just refused (back in `queued`, naming it) does not carry that route's next
+  // probe while there are other routes: another task will. Else a route whose probes keep failing
+  // draws the same task back each time one is due, and under load (a retry slower than
+  // CIRCUIT_OPEN_MS) that task never fails over.
+  const refusedBy = candidates.length > 1 && task.status === "queued" ? candidates.find((r) => r.route.name === task.route) : undefined;
   for (let tries = 0; ; tries++) {
     const gated: { reason: string; retryInMs: number }[] = [];
     const inLine: { route: RouteControls; place: number }[] = [];
     for (const route of candidates) {
+      if (route === refusedBy && !admitted.has(route)) {
+        const state = await route.gate.state();
+        if (state.mode !== "closed") {
+          gated.push({ reason: gateWaitReason(state, route.route.name), retryInMs: Math.max(250, state.until - Date.now()) });
+          await route.slots.leaveLine(taskId);
+          continue;
+        }
+      }
       const gate = admitted.has(route) ? ({ allowed: true, probe: false } as const) : await route.gate.check();
       if (gate.allowed) admitted.add(route);
       if (!gate.allowed) {
