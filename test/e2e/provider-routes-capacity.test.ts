@@ -22,7 +22,7 @@ describe("two healthy routes", () => {
   });
   afterAll(() => routes?.stop());
 
-  it("when there is more work than one route's slots, then both routes' slots are used at once (2C busy) and neither is asked past its capacity", async () => {
+  it("when there is more work than one route's slots, then both routes' slots are used at once (2C busy) and neither is asked past its capacity", { timeout: 60_000 }, async () => {
     const { key } = await routes.stack.newAccount();
     const first = routeAdmin(routes, "first");
     const second = routeAdmin(routes, "second");
@@ -31,10 +31,21 @@ describe("two healthy routes", () => {
       return (a.slots_in_use as number) + (b.slots_in_use as number);
     });
     const ledger = sampleWhile(async () => (await readiness(routes.stack)).provider.slots.in_use as number);
-    const tasks = await submitMany(routes.stack, key, 4 * C);
-    const done = await settle(routes.stack, tasks, 30_000);
-    const seen = await busy.stop();
-    const held = await ledger.stop();
+    let done: Awaited<ReturnType<typeof settle>>;
+    let tasks: Awaited<ReturnType<typeof submitMany>>;
+    try {
+      tasks = await submitMany(routes.stack, key, 4 * C);
+      // A task that waits says for which routes' slots.
+      await eventually("a task waiting for both routes' slots", async () => {
+        const views = await Promise.all(tasks.map((t) => getTask(routes.stack, t)));
+        return views.find((v) => /waiting for a free provider slot \(full: route first, route second\)/.test(v.status_message));
+      });
+      done = await settle(routes.stack, tasks, 40_000);
+    } finally {
+      await Promise.all([busy.stop(), ledger.stop()]);
+    }
+    const seen = busy.seen;
+    const held = ledger.seen;
     for (const task of done) expect(task.status, `task ${task.id}: ${task.status_message}`).toBe("succeeded");
 
     expect(Math.max(...seen), "tasks running at the provider at once, both routes").toBe(2 * C);

@@ -22,10 +22,10 @@ describe("the CometAPI route answers 404 from the start", () => {
   });
   afterAll(() => routes?.stop());
 
-  it("when the preferred route is gone, then its circuit opens and every task completes once on the Kling route, at its price, with the refusal in its history", async () => {
+  it("when the preferred route is gone, then its circuit opens and every task completes once on the Kling route, at its price, with the refusal in its history", { timeout: 90_000 }, async () => {
     const { key } = await routes.stack.newAccount();
     const tasks = await submitMany(routes.stack, key, 6, (i) => ({ n: i % 2 === 0 ? 1 : 2 }));
-    const done = await settle(routes.stack, tasks, 20_000);
+    const done = await settle(routes.stack, tasks, 40_000);
     for (const task of done) {
       expect(task.status, `task ${task.id}: ${task.status_message}`).toBe("succeeded");
       expect(task.images[0]).toMatchObject(resultSize);
@@ -68,15 +68,15 @@ describe("the preferred route goes down mid-run, then recovers", () => {
   });
   afterAll(() => routes?.stop());
 
-  it("when the Kling route answers 404 mid-run, then waiting tasks flow to the other route, and once it is back traffic returns to it; nothing runs twice", async () => {
+  it("when the Kling route answers 404 mid-run, then waiting tasks flow to the other route, and once it is back traffic returns to it; nothing runs twice", { timeout: 90_000 }, async () => {
     const { key } = await routes.stack.newAccount();
     const before = await submitMany(routes.stack, key, 4);
-    await settle(routes.stack, before, 20_000);
+    await settle(routes.stack, before, 40_000);
 
     await routeAdmin(routes, "kling").patch({ route_unavailable: true });
     const during = await submitMany(routes.stack, key, 6);
     await eventually("kling's circuit open on /readyz", async () => ((await routeView(routes, "kling"))?.state === "open" ? true : undefined));
-    const duringDone = await settle(routes.stack, during, 20_000);
+    const duringDone = await settle(routes.stack, during, 40_000);
     for (const task of duringDone) expect(task.status, `task ${task.id}: ${task.status_message}`).toBe("succeeded");
     const { ranOn: duringRan } = await expectEachRunOnce(routes, during);
     expect(new Set(Object.values(duringRan))).toEqual(new Set(["backup"]));
@@ -89,7 +89,7 @@ describe("the preferred route goes down mid-run, then recovers", () => {
       async () => {
         const task = await submitTask(routes.stack, key);
         after.push(task);
-        const [done] = await settle(routes.stack, [task], 20_000);
+        const [done] = await settle(routes.stack, [task], 40_000);
         return done.provider.route === "kling" ? true : undefined;
       },
       20_000,
@@ -119,7 +119,7 @@ describe("a create answer lost on route A, then A's circuit opens", () => {
   });
   afterAll(() => routes?.stop());
 
-  it("when A may hold the task, then it waits for A even with the preferred route B free, never goes to B, and A's lookup settles it once A answers again", async () => {
+  it("when A may hold the task, then it waits for A even with the preferred route B free, never goes to B, and A's lookup settles it once A answers again", { timeout: 90_000 }, async () => {
     const { key } = await routes.stack.newAccount();
     const a = routeAdmin(routes, "a");
     const b = routeAdmin(routes, "b");
@@ -147,7 +147,7 @@ describe("a create answer lost on route A, then A's circuit opens", () => {
     expect((await getTask(routes.stack, lost)).status).toBe("submitting");
 
     await a.patch({ route_unavailable: false });
-    const [done] = await settle(routes.stack, [lost], 20_000);
+    const [done] = await settle(routes.stack, [lost], 40_000);
     expect(done).toMatchObject({ status: "succeeded", provider: { route: "a" } });
     expect(await createCallsAt(routes, "a", lost.id)).toBe(1);
     expect(await createCallsAt(routes, "b", lost.id)).toBe(0);

@@ -88,7 +88,9 @@ const route = fc.oneof(
   fc.tuple(fc.constantFrom("/kling/v1/images/editing/expand", "/v1/images/editing/expand"), idSegment).map(([p, id]) => `${p}/${id}`),
   fc.tuple(idSegment, indexSegment).map(([id, i]) => `/files/tasks/${id}/images/${i}`),
   fc.tuple(idSegment, fc.oneof(fc.constant("{token}"), segment)).map(([id, token]) => `/webhooks/kling/${id}/${token}`),
-  fc.constantFrom("/healthz", "/readyz"),
+  // A provider route's callbacks name the route (PROVIDER_ROUTES); this stack has only "default".
+  fc.tuple(idSegment, fc.oneof(fc.constant("{token}"), segment), fc.oneof(fc.constant("default"), segment)).map(([id, token, r]) => `/webhooks/kling/${id}/${token}/${r}`),
+  fc.constantFrom("/healthz", "/readyz", "/v1/provider/routes"),
   // Somewhere under a known prefix, or nowhere at all.
   fc
     .tuple(fc.constantFrom("", "/v1/tasks", "/kling/v1/images/editing/expand", "/v1/images/editing/expand", "/files", "/webhooks/kling"), fc.array(segment, { minLength: 1, maxLength: 4 }))
@@ -294,8 +296,9 @@ const checkAnswer = (method: string, path: string, answer: RawAnswer) => {
   if (dropinPath.test(path)) {
     expect(answer.body, `provider shape: ${answer.text.slice(0, 300)}`).toEqual({ code: expect.any(Number), message: expect.any(String), request_id: expect.any(String) });
     expect(providerCodes[answer.status], `code for HTTP ${answer.status}`).toContain((answer.body as { code: number }).code);
-  } else if (/^\/webhooks\/kling\/[^/?]+\/[^/?]+\/?(\?|$)/i.test(path) && method === "POST") {
-    // The receiver's own answers ({outcome, detail}) or a refusal made before it ran.
+  } else if (/^\/webhooks\/kling\/[^/?]+\/[^/?]+(\/[^/?]+)?\/?(\?|$)/i.test(path) && method === "POST") {
+    // The receiver's own answers ({outcome, detail}) or a refusal made before it ran (the third
+    // segment, when there is one, names a provider route).
     expect(answer.body, answer.text.slice(0, 300)).toSatisfy((b: unknown) => typeof b === "object" && b !== null && ("outcome" in b || "title" in b));
   } else {
     expect(answer.headers["content-type"], answer.text.slice(0, 300)).toMatch(/^application\/problem\+json/);

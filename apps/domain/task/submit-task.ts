@@ -1,5 +1,4 @@
 import type { Logger } from "../logging/logger.ts";
-import type { GateState } from "../provider-capacity/provider-gate.ts";
 import type { ProviderRouteSet, RouteControls } from "../provider-capacity/provider-route-set.ts";
 import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
@@ -10,7 +9,7 @@ import type { ObjectStorage } from "../storage/local-storage.ts";
 import { findTask } from "./task.repository.ts";
 import { claimSubmitAttempt, markWaiting, releaseSubmitAttempt, renewSubmitAttempt, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
-import { DEFAULT_ROUTE } from "../provider/provider-routes.schema.ts";
+import { gateWaitReason, pickRoute, SLOT_WAIT_REASON, STEP_BACK_MS } from "./pick-route.ts";
 
 export type SubmitTaskDeps = ApplyReportDeps & {
   routes: ProviderRouteSet;
@@ -249,64 +248,6 @@ const handleProviderError = async (
     return { kind: "retry_later", delayMs: Math.max(250, after.until - Date.now()) + Math.round(Math.random() * 500), reason };
   }
   return spendRetry(deps, taskId, error.message, retryAfterMs);
-};
-
-const gateWaitReason = (state: GateState, route: string) =>
-  `waiting: provider ${route === DEFAULT_ROUTE ? "" : `route ${route} `}${state.mode === "paused" ? "account paused" : "circuit open"} (${state.reason}); next try at ${new Date(state.until).toISOString()}`;
-
-const SLOT_WAIT_REASON = "waiting for a free provider slot (the provider account's parallel-task limit is reached)";
-
-// A job far back in the slot line steps back to the queue (keeping its place in line) this long.
-const STEP_BACK_MS = 250;
-
-type Picked =
-  | { kind: "acquired"; route: RouteControls }
-  | { kind: "gated"; reason: string; retryInMs: number }
-  | { kind: "timed_out" | "stepped_back" };
-
-// The preferred route with room: routes whose circuit is open or whose account is paused are passed
-// over (one of their probes is let through when due); the first that has room takes the task.
-// Waits in place, in line by priority on each open route and woken by releases, so that the next
-// free slot goes to the task at the head of the line; after slotWaitMs the job leaves the lines and
-// goes back to the queue. Only the first few in line wait in place (as many as a route has slots):
-// the others step back to the queue, so they do not hold every worker while a task of higher
-// priority (another account's single task) waits in BullMQ for a worker to take it.
-const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: RouteControls[], priority: number): Promise<Picked> => {
-  const taskId = task.id;
-  const deadline = Date.now() + deps.slotWaitMs;
-  // A route found open to work stays so for this call (one gate read per route, as with one route).
-  const admitted = new Set<RouteControls>();
-  for (let tries = 0; ; tries++) {
-    const gated: { reason: string; retryInMs: number }[] = [];
-    const inLine: { route: RouteControls; place: number }[] = [];
-    for (const route of candidates) {
-      const gate = admitted.has(route) ? ({ allowed: true, probe: false } as const) : await route.gate.check();
-      if (gate.allowed) admitted.add(route);
-      if (!gate.allowed) {
-        gated.push({ reason: gateWaitReason(gate.state, route.route.name), retryInMs: gate.retryInMs });
-        await route.slots.leaveLine(taskId);
-        continue;
-      }
-      const acquired = await route.slots.acquire(taskId, task.n, priority);
-      if (acquired.ok) {
-        await Promise.all(candidates.filter((r) => r !== route).map((r) => r.slots.leaveLine(taskId)));
-        return { kind: "acquired", route };
-      }
-      inLine.push({ route, place: acquired.place });
-    }
-    if (inLine.length === 0) {
-      return { kind: "gated", reason: gated.map((g) => g.reason).join("; "), retryInMs: Math.min(...gated.map((g) => g.retryInMs)) };
-    }
-    // Said once, when the wait begins: a poller sees why its task has not moved.
-    if (tries === 0 && task.waitReason !== SLOT_WAIT_REASON) await markWaiting(deps.db, taskId, ["queued", "submitting"], SLOT_WAIT_REASON);
-    if (inLine.every((l) => l.place >= l.route.slots.capacity)) return { kind: "stepped_back" };
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      await Promise.all(inLine.map((l) => l.route.slots.leaveLine(taskId)));
-      return { kind: "timed_out" };
-    }
-    await Promise.race(inLine.map((l) => l.route.slots.waitForRelease(Math.min(left, 1_000))));
-  }
 };
 
 const spendRetry = async (deps: SubmitTaskDeps, taskId: string, reason: string, retryAfterMs?: number): Promise<SubmitOutcome> => {

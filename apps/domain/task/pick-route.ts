@@ -1,0 +1,86 @@
+import type { GateState } from "../provider-capacity/provider-gate.ts";
+import type { RouteControls } from "../provider-capacity/provider-route-set.ts";
+import { DEFAULT_ROUTE } from "../provider/provider-routes.schema.ts";
+import type { Task } from "../db/database.ts";
+import type { SubmitTaskDeps } from "./submit-task.ts";
+import { markWaiting } from "./task.store.ts";
+
+// Which provider route a submission attempt goes to (see README "Routes and failover").
+
+export const gateWaitReason = (state: GateState, route: string) =>
+  `waiting: provider ${route === DEFAULT_ROUTE ? "" : `route ${route} `}${state.mode === "paused" ? "account paused" : "circuit open"} (${state.reason}); next try at ${new Date(state.until).toISOString()}`;
+
+export const SLOT_WAIT_REASON = "waiting for a free provider slot (the provider account's parallel-task limit is reached)";
+
+// With several routes the wait names them (and those passed over, with why).
+const slotWaitReason = (full: RouteControls[], gated: string[]) =>
+  full.length === 1 && full[0]!.route.name === DEFAULT_ROUTE
+    ? SLOT_WAIT_REASON
+    : `waiting for a free provider slot (full: ${full.map((r) => `route ${r.route.name}`).join(", ")}${gated.length > 0 ? `; ${gated.join("; ")}` : ""})`;
+
+// A job far back in the slot line steps back to the queue (keeping its place in line) this long.
+export const STEP_BACK_MS = 250;
+
+type Picked =
+  | { kind: "acquired"; route: RouteControls }
+  | { kind: "gated"; reason: string; retryInMs: number }
+  | { kind: "timed_out" | "stepped_back" };
+
+// The preferred route with room: routes whose circuit is open or whose account is paused are passed
+// over (one of their probes is let through when due); the first that has room takes the task.
+// Waits in place, in line by priority on each open route and woken by releases, so that the next
+// free slot goes to the task at the head of the line; after slotWaitMs the job leaves the lines and
+// goes back to the queue. Only the first few in line wait in place (as many as a route has slots):
+// the others step back to the queue, so they do not hold every worker while a task of higher
+// priority (another account's single task) waits in BullMQ for a worker to take it.
+export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: RouteControls[], priority: number): Promise<Picked> => {
+  const taskId = task.id;
+  const deadline = Date.now() + deps.slotWaitMs;
+  // A route found open to work stays so for this call (one gate read per route, as with one route).
+  const admitted = new Set<RouteControls>();
+  // A task a route has just refused (back in `queued`, naming it) does not carry that route's next
+  // probe while there are other routes: another task will. Else a route whose probes keep failing
+  // draws the same task back each time one is due, and under load (a retry slower than
+  // CIRCUIT_OPEN_MS) that task never fails over.
+  const refusedBy = candidates.length > 1 && task.status === "queued" ? candidates.find((r) => r.route.name === task.route) : undefined;
+  for (let tries = 0; ; tries++) {
+    const gated: { reason: string; retryInMs: number }[] = [];
+    const inLine: { route: RouteControls; place: number }[] = [];
+    for (const route of candidates) {
+      if (route === refusedBy && !admitted.has(route)) {
+        const state = await route.gate.state();
+        if (state.mode !== "closed") {
+          gated.push({ reason: gateWaitReason(state, route.route.name), retryInMs: Math.max(250, state.until - Date.now()) });
+          await route.slots.leaveLine(taskId);
+          continue;
+        }
+      }
+      const gate = admitted.has(route) ? ({ allowed: true, probe: false } as const) : await route.gate.check();
+      if (gate.allowed) admitted.add(route);
+      if (!gate.allowed) {
+        gated.push({ reason: gateWaitReason(gate.state, route.route.name), retryInMs: gate.retryInMs });
+        await route.slots.leaveLine(taskId);
+        continue;
+      }
+      const acquired = await route.slots.acquire(taskId, task.n, priority);
+      if (acquired.ok) {
+        await Promise.all(candidates.filter((r) => r !== route).map((r) => r.slots.leaveLine(taskId)));
+        return { kind: "acquired", route };
+      }
+      inLine.push({ route, place: acquired.place });
+    }
+    if (inLine.length === 0) {
+      return { kind: "gated", reason: gated.map((g) => g.reason).join("; "), retryInMs: Math.min(...gated.map((g) => g.retryInMs)) };
+    }
+    // Said once, when the wait begins: a poller sees why its task has not moved.
+    const waitReason = slotWaitReason(inLine.map((l) => l.route), gated.map((g) => g.reason));
+    if (tries === 0 && task.waitReason !== waitReason) await markWaiting(deps.db, taskId, ["queued", "submitting"], waitReason);
+    if (inLine.every((l) => l.place >= l.route.slots.capacity)) return { kind: "stepped_back" };
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      await Promise.all(inLine.map((l) => l.route.slots.leaveLine(taskId)));
+      return { kind: "timed_out" };
+    }
+    await Promise.race(inLine.map((l) => l.route.slots.waitForRelease(Math.min(left, 1_000))));
+  }
+};
