@@ -1,0 +1,175 @@
+// `npm run bench:callbacks`: how long from a provider callback arriving at our receiver to our
+// outbound callback reaching the caller's endpoint, at a steady rate, against a bare BullMQ hop
+// (add -> a worker picks it up) measured in the same run. The API and the worker run as their own
+// processes (the API through startBenchStack, the worker spawned here) on a throw-away database and
+// queue prefix; the consumer endpoint and the load run in this process. Last line:
+// `p50_ms=<a> p99_ms=<b> baseline_p50_ms=<c> baseline_p99_ms=<d>`. Exits non-zero only if the run breaks.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+import { Queue, Worker } from "bullmq";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { createBenchAccount, fillCallbackTasks, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
+import { startBenchStack } from "./api-stack.ts";
+import { quantile, sleep } from "./bench-figures.ts";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+const num = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
+const RATE = num("BENCH_CALLBACKS_RATE", 50);
+const SECONDS = num("BENCH_CALLBACKS_SECONDS", 10);
+const WARMUP_SECONDS = num("BENCH_CALLBACKS_WARMUP_SECONDS", 2);
+
+const figures = (xs: number[]) => ({ n: xs.length, p50: quantile(xs, 0.5), p99: quantile(xs, 0.99), max: Math.max(...xs) });
+const ms = (x: number) => x.toFixed(1);
+
+// Open loop: each send starts at its scheduled time whatever the earlier ones are doing, and its
+// latency counts from that time, so a slow system cannot hide its queueing.
+const atSteadyRate = async (count: number, rate: number, send: (i: number, scheduledAt: number) => void) => {
+  const start = performance.now() + 50;
+  for (let i = 0; i < count; i++) {
+    const at = start + (i * 1000) / rate;
+    const wait = at - performance.now();
+    if (wait > 1) await sleep(wait);
+    send(i, at);
+  }
+};
+
+const main = async () => {
+  const stack = await startBenchStack();
+  const db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
+  const redis = new Redis(stack.redisUrl, { maxRetriesPerRequest: null });
+  const cleanups: (() => Promise<unknown>)[] = [async () => stack.stop(), async () => db.end(), async () => redis.quit()];
+  try {
+    // The consumer: the arrival time of each task's first callback.
+    const arrivals = new Map<string, number>();
+    const consumer = createServer((req, res) => {
+      const at = performance.now();
+      req.resume();
+      req.on("end", () => {
+        const id = (req.url ?? "").split("/").at(-1) ?? "";
+        if (!arrivals.has(id)) arrivals.set(id, at);
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => consumer.listen(0, "127.0.0.1", resolve));
+    cleanups.unshift(() => new Promise((resolve) => consumer.close(resolve)));
+    const consumerUrl = `http://127.0.0.1:${(consumer.address() as AddressInfo).port}`;
+
+    const worker = spawn(process.execPath, ["--import", "tsx", "apps/worker/main.ts"], {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        NODE_ENV: "production",
+        DATABASE_URL: stack.databaseUrl,
+        REDIS_URL: stack.redisUrl,
+        QUEUE_PREFIX: stack.queuePrefix,
+        SERVER_KEY: randomBytes(32).toString("base64url"),
+        LOG_LEVEL: "info",
+        LOG_FORMAT: "json",
+        PROVIDER: "simulator",
+        PROVIDER_BASE_URL: "http://127.0.0.1:9",
+        PUBLIC_BASE_URL: stack.apiUrl,
+        ALLOWED_PRIVATE_HOSTS: "127.0.0.1",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+    cleanups.unshift(async () => {
+      if (worker.exitCode === null && worker.signalCode === null) worker.kill("SIGTERM");
+      await exited;
+    });
+    let workerOutput = "";
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the worker did not start:\n${workerOutput}`)), 60_000);
+      const onData = (chunk: Buffer) => {
+        workerOutput += chunk.toString("utf8");
+        if (/worker started/.test(workerOutput)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      worker.stdout.on("data", onData);
+      worker.stderr.on("data", onData);
+      worker.once("exit", (code) => reject(new Error(`the worker exited (${code}):\n${workerOutput}`)));
+    });
+
+    // Drop-in tasks the provider accepted, each with a callback_url: one `processing` callback each
+    // makes one outbound `kling.processing` callback.
+    const account = await createBenchAccount(db);
+    const warmupCount = Math.ceil(RATE * WARMUP_SECONDS);
+    const count = Math.ceil(RATE * SECONDS);
+    const tasks = await fillCallbackTasks(db, account.accountId, warmupCount + count);
+    await db.query(`update task set origin = 'dropin', callback_url = $1 || '/t/' || id::text where account_id = $2`, [consumerUrl, account.accountId]);
+
+    const sendCallback = (task: CallbackTask, sentAt: Map<string, number>, scheduledAt: number) => {
+      sentAt.set(task.id, scheduledAt);
+      fetch(`${stack.apiUrl}/webhooks/kling/${task.id}/${task.token}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: processingCallbackBody(task, Date.now()),
+      })
+        .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(`callback answered ${r.status}`))))
+        .catch((error: Error) => console.error(`callback ${task.id}: ${error.message}`));
+    };
+    const measureCallbacks = async (slice: CallbackTask[]) => {
+      const sentAt = new Map<string, number>();
+      await atSteadyRate(slice.length, RATE, (i, at) => sendCallback(slice[i]!, sentAt, at));
+      const deadline = performance.now() + 30_000;
+      while (slice.some((t) => !arrivals.has(t.id)) && performance.now() < deadline) await sleep(50);
+      const missing = slice.filter((t) => !arrivals.has(t.id)).length;
+      return { latencies: slice.filter((t) => arrivals.has(t.id)).map((t) => arrivals.get(t.id)! - sentAt.get(t.id)!), missing };
+    };
+
+    // The baseline: a bare BullMQ hop at the same rate, its worker in this process.
+    const measureBaseline = async (n: number) => {
+      const connection = new Redis(stack.redisUrl, { maxRetriesPerRequest: null });
+      const queue = new Queue("hop", { connection, prefix: stack.baselinePrefix });
+      const addedAt = new Map<string, number>();
+      const latencies: number[] = [];
+      let done = 0;
+      const hop = new Worker(
+        "hop",
+        async (job) => {
+          latencies.push(performance.now() - addedAt.get(job.id!)!);
+          done++;
+        },
+        { connection: new Redis(stack.redisUrl, { maxRetriesPerRequest: null }), prefix: stack.baselinePrefix, concurrency: 50 },
+      );
+      await hop.waitUntilReady();
+      await atSteadyRate(n, RATE, (i, at) => {
+        addedAt.set(`j${i}`, at);
+        void queue.add("hop", { i }, { jobId: `j${i}`, removeOnComplete: true });
+      });
+      const deadline = performance.now() + 30_000;
+      while (done < n && performance.now() < deadline) await sleep(20);
+      await hop.close();
+      await queue.close();
+      connection.disconnect();
+      return latencies;
+    };
+
+    console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}; rate ${RATE}/s for ${SECONDS} s after ${WARMUP_SECONDS} s of warm-up`);
+    await measureBaseline(warmupCount);
+    await measureCallbacks(tasks.slice(0, warmupCount));
+    const baseline = figures(await measureBaseline(count));
+    const measured = await measureCallbacks(tasks.slice(warmupCount));
+    const ours = figures(measured.latencies);
+    console.log(`bare BullMQ hop:      n=${baseline.n} p50=${ms(baseline.p50)} ms p99=${ms(baseline.p99)} ms max=${ms(baseline.max)} ms`);
+    console.log(
+      `provider callback -> outbound callback: n=${ours.n} p50=${ms(ours.p50)} ms p99=${ms(ours.p99)} ms max=${ms(ours.max)} ms missing=${measured.missing}`,
+    );
+    console.log(`p99 ratio to the baseline: ${(ours.p99 / baseline.p99).toFixed(2)} (aim <= 2)`);
+    const failed = workerOutput.split("\n").filter((line) => /"level":(40|50)/.test(line));
+    if (failed.length) console.log(`worker warnings: ${failed.length} (first: ${failed[0]?.slice(0, 300)})`);
+    console.log(`p50_ms=${ms(ours.p50)} p99_ms=${ms(ours.p99)} baseline_p50_ms=${ms(baseline.p50)} baseline_p99_ms=${ms(baseline.p99)}`);
+    if (measured.missing > 0) process.exitCode = 1;
+  } finally {
+    for (const cleanup of cleanups) await cleanup().catch((error: Error) => console.error(`cleanup: ${error.message}`));
+  }
+};
+
+await main();
