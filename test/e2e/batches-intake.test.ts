@@ -193,3 +193,126 @@ describe("POST /v1/batches", () => {
     expect(await stack.db.selectFrom("task").select("id").where("accountId", "=", account2).execute()).toHaveLength(0);
   });
 });
+
+describe("dry run, spend cap, cancel, idempotency", () => {
+  it("when ?dry_run=true, then it answers count, credits and an estimated duration and creates nothing", async () => {
+    const { key, accountId } = await stack.newAccount();
+    const body = [...ndjsonLines(30, (i) => ({ image: imageUrl, ...ratios, n: i % 3 === 0 ? 3 : 1 })), "{bad\n"].join("");
+    const answer = await postBatchStream(stack.api.url, key, body, { query: "dry_run=true" });
+    expect(answer.status).toBe(200);
+    // 10 items of n=3 and 20 of n=1: 50 images, one credit each (CREDITS_PER_IMAGE=1).
+    expect(answer.body).toMatchObject({ dry_run: true, items: 30, rejected: 1, credits: 50, images: 50, errors: [{ line: 31 }] });
+    const { provider_slots, run_time_ms } = answer.body.capacity;
+    expect(answer.body.estimated_duration_seconds).toBe(Math.ceil((Math.ceil(50 / provider_slots) * run_time_ms) / 1000));
+    expect(answer.body.spend_cap).toBeNull();
+    expect(await stack.db.selectFrom("batch").select("id").where("accountId", "=", accountId).execute()).toHaveLength(0);
+    expect(await stack.db.selectFrom("task").select("id").where("accountId", "=", accountId).execute()).toHaveLength(0);
+  });
+
+  it("when a batch would take the account past its spend cap, then it is refused with a clear error; a dry run says so", async () => {
+    const { key, accountId } = await stack.newAccount();
+    await stack.db.updateTable("account").set({ spendCapCredits: 10 }).where("id", "=", accountId).execute();
+    const items = Array.from({ length: 4 }, () => ({ image: imageUrl, ...ratios, n: 2 }));
+    const first = await call(stack.api.url, "POST", "/v1/batches", { key, body: { items } });
+    expect(first.status).toBe(201);
+    // 8 committed; 4 more would make 12 > 10.
+    const over = await call(stack.api.url, "POST", "/v1/batches", { key, body: { items: items.slice(0, 2) } });
+    expect(over.status).toBe(402);
+    expect(over.body.detail).toMatch(/costs 4 credits; with 8 spent or committed the account would pass its spend cap of 10 credits; nothing was created/);
+    const dry = await call(stack.api.url, "POST", "/v1/batches?dry_run=true", { key, body: { items: items.slice(0, 2) } });
+    expect(dry.body.spend_cap).toEqual({ cap: 10, spent: 0, committed: 8, would_exceed: true });
+    const atomic = await postBatchStream(stack.api.url, key, [...ndjsonLines(2, () => ({ image: imageUrl, ...ratios, n: 2 }))].join(""), { query: "atomic=true" });
+    expect(atomic.status).toBe(402);
+    // Streamed without atomic: the lines past the cap are refused, the others accepted.
+    const streamed = await postBatchStream(stack.api.url, key, [...ndjsonLines(3, () => ({ image: imageUrl, ...ratios }))].join(""));
+    expect(streamed.body.intake).toMatchObject({ accepted: 2, rejected: 1, spend_cap_reached: true, errors: [{ line: 3, field: "n" }] });
+    expect(await stack.db.selectFrom("batch").select("id").where("accountId", "=", accountId).execute()).toHaveLength(2);
+  });
+
+  it("when a batch is canceled, then its queued tasks are canceled at once with an event each, and a worker never submits them", async () => {
+    const { key } = await stack.newAccount();
+    const inline = (await makeImage(300, 300)).toString("base64");
+    const created = await postBatchStream(stack.api.url, key, [...ndjsonLines(40, () => ({ image: inline, ...ratios }))].join(""));
+    expect(created.body.items.accepted).toBe(40);
+    const id = created.body.id;
+    const canceled = await call(stack.api.url, "POST", `/v1/batches/${id}/cancel`, { key });
+    expect(canceled.status).toBe(200);
+    expect(canceled.body).toMatchObject({ status: "canceled", canceled_now: 40, counts: { canceled: 40, queued: 0 }, percent: 100 });
+    expect(canceled.body.canceled_at).toEqual(expect.any(String));
+    const tasks = await stack.db.selectFrom("task").select(["id", "status"]).where("batchId", "=", id).execute();
+    const events = await stack.db.selectFrom("taskEvent").select(["fromStatus", "toStatus"]).where("taskId", "in", tasks.map((t) => t.id)).where("toStatus", "=", "canceled").execute();
+    expect(events).toHaveLength(40);
+    expect(events.every((e) => e.fromStatus === "queued")).toBe(true);
+    // A worker now takes their submit jobs: they end without reaching the provider.
+    const redis = new Redis(stack.env.redisUrl, { maxRetriesPerRequest: null });
+    const submitQueue = new Queue("submit", { connection: redis, prefix: stack.env.queuePrefix });
+    const worker = await stack.startWorker();
+    try {
+      await waitUntil(
+        () => Promise.all(tasks.map(async (t) => (await submitQueue.getJob(t.id))?.getState() ?? "missing")),
+        (states) => states.every((s) => s === "completed"),
+        20_000,
+        "submit jobs completed",
+      );
+    } finally {
+      await worker.stop();
+      await submitQueue.close();
+      redis.disconnect();
+    }
+    const atProvider = await (await fetch(`${stack.simulator.url}/_sim/tasks`)).text();
+    for (const t of tasks) expect(atProvider).not.toContain(t.id);
+    const after = await stack.db.selectFrom("task").select("status").where("batchId", "=", id).execute();
+    expect(after.every((t) => t.status === "canceled")).toBe(true);
+    const retry = await call(stack.api.url, "POST", `/v1/batches/${id}/retry`, { key });
+    expect(retry.status).toBe(409);
+  });
+
+  it("when an Idempotency-Key is reused, then the same body replays the first answer, another body is a 422, one in flight is a 409", async () => {
+    const { key, accountId } = await stack.newAccount();
+    const body = { image: imageUrl, ...ratios };
+    const headers = { "idempotency-key": "create-1" };
+    const first = await call(stack.api.url, "POST", "/v1/tasks", { key, body, headers });
+    expect(first.status).toBe(202);
+    const again = await call(stack.api.url, "POST", "/v1/tasks", { key, body: { ...ratios, image: imageUrl }, headers });
+    expect(again.status).toBe(202);
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.body.id).toBe(first.body.id);
+    const other = await call(stack.api.url, "POST", "/v1/tasks", { key, body: { ...body, prompt: "other" }, headers });
+    expect(other.status).toBe(422);
+    expect(await stack.db.selectFrom("task").select("id").where("accountId", "=", accountId).execute()).toHaveLength(1);
+    // Another account's same key is its own.
+    const { key: otherKey } = await stack.newAccount();
+    expect((await call(stack.api.url, "POST", "/v1/tasks", { key: otherKey, body, headers })).body.id).not.toBe(first.body.id);
+    const bad = await call(stack.api.url, "POST", "/v1/tasks", { key, body, headers: { "idempotency-key": "é".repeat(3) } });
+    expect(bad.status).toBe(400);
+
+    // Streamed batches: replay, mismatch, and a key in flight while its upload is still arriving.
+    const ndjson = [...ndjsonLines(5, () => body)].join("");
+    const b1 = await postBatchStream(stack.api.url, key, ndjson, { headers: { "idempotency-key": "batch-1" } });
+    expect(b1.status).toBe(201);
+    const b2 = await postBatchStream(stack.api.url, key, ndjson, { headers: { "idempotency-key": "batch-1" } });
+    expect(b2.status).toBe(201);
+    expect(b2.headers["idempotent-replayed"]).toBe("true");
+    expect(b2.body.id).toBe(b1.body.id);
+    const b3 = await postBatchStream(stack.api.url, key, ndjson + ndjson, { headers: { "idempotency-key": "batch-1" } });
+    expect(b3.status).toBe(422);
+
+    const slow = request(new URL("/v1/batches", stack.api.url), {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/x-ndjson", "idempotency-key": "batch-2" },
+    });
+    slow.on("error", () => undefined);
+    const slowAnswer = new Promise<number>((resolve) => slow.on("response", (res) => (res.resume(), resolve(res.statusCode ?? 0))));
+    slow.write(ndjson);
+    await waitUntil(
+      () => stack.db.selectFrom("idempotencyKey").select("state").where("accountId", "=", accountId).where("key", "=", "batch-2").executeTakeFirst(),
+      (row) => row?.state === "in_flight",
+    );
+    const busy = await postBatchStream(stack.api.url, key, ndjson, { headers: { "idempotency-key": "batch-2" } });
+    expect(busy.status).toBe(409);
+    slow.end();
+    expect(await slowAnswer).toBe(201);
+    const batches = await stack.db.selectFrom("batch").select("id").where("accountId", "=", accountId).execute();
+    expect(batches).toHaveLength(2);
+  });
+});
