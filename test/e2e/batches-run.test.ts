@@ -23,6 +23,7 @@ afterAll(async () => {
 });
 
 const getBatch = (stack: Stack, key: string, id: string) => call(stack.api.url, "GET", `/v1/batches/${id}`, { key }).then((a) => a.body);
+const ended = (b: any) => ["completed", "completed_with_errors", "canceled"].includes(b?.status);
 
 describe("a large batch, end to end", () => {
   let stack: Stack;
@@ -57,7 +58,7 @@ describe("a large batch, end to end", () => {
     expect(created.body.intake).toMatchObject({ accepted: count, rejected: 0 });
     const id = created.body.id;
 
-    const done = await waitUntil(() => getBatch(stack, key, id), (b) => b.status !== "running", 240_000, "batch finished");
+    const done = await waitUntil(() => getBatch(stack, key, id), ended, 240_000, "batch finished");
     expect(done).toMatchObject({
       status: "completed",
       total: count,
@@ -143,7 +144,7 @@ describe("fairness and retry on a provider with two slots", () => {
     const lastSmall = Math.max(...smallIds.map((id) => order.indexOf(id)));
     expect(lastSmall).toBeLessThan(60);
     await call(stack.api.url, "POST", `/v1/batches/${created.body.id}/cancel`, { key: big.key });
-    await waitUntil(() => getBatch(stack, big.key, created.body.id), (b) => b.status === "canceled", 30_000, "large batch canceled");
+    await waitUntil(() => getBatch(stack, big.key, created.body.id), ended, 30_000, "large batch canceled");
     const ended = await getBatch(stack, big.key, created.body.id);
     // Tasks already at the provider finished and are reported as such; the rest were canceled.
     expect(ended.counts.succeeded + ended.counts.canceled).toBe(150);
@@ -161,13 +162,13 @@ describe("fairness and retry on a provider with two slots", () => {
     });
     expect(created.status).toBe(201);
     const id = created.body.id;
-    const failed = await waitUntil(() => getBatch(stack, key, id), (b) => b.status !== "running", 60_000, "batch ended");
+    const failed = await waitUntil(() => getBatch(stack, key, id), ended, 60_000, "batch ended");
     expect(failed).toMatchObject({ status: "completed_with_errors", counts: { failed: 3 } });
     await patch({ error_rate: 0 });
     const retried = await call(stack.api.url, "POST", `/v1/batches/${id}/retry`, { key });
     expect(retried.status).toBe(200);
     expect(retried.body.retried).toBe(2);
-    const done = await waitUntil(() => getBatch(stack, key, id), (b) => b.status !== "running", 60_000, "retried batch ended");
+    const done = await waitUntil(() => getBatch(stack, key, id), ended, 60_000, "retried batch ended");
     expect(done).toMatchObject({ status: "completed_with_errors", counts: { succeeded: 2, failed: 1 } });
     const tasks = await call(stack.api.url, "GET", `/v1/batches/${id}/tasks`, { key });
     for (const t of tasks.body.data) {
