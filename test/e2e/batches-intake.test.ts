@@ -310,6 +310,13 @@ describe("dry run, spend cap, cancel, idempotency", () => {
     );
     const busy = await postBatchStream(stack.api.url, key, ndjson, { headers: { "idempotency-key": "batch-2" } });
     expect(busy.status).toBe(409);
+    // While its upload is still arriving, the batch says so and cannot be canceled yet.
+    const receiving = await waitUntil(
+      () => stack.db.selectFrom("batch").select("id").where("accountId", "=", accountId).where("upload", "=", "receiving").executeTakeFirst(),
+      (row) => row !== undefined,
+    );
+    expect((await call(stack.api.url, "GET", `/v1/batches/${receiving!.id}`, { key })).body.status).toBe("receiving");
+    expect((await call(stack.api.url, "POST", `/v1/batches/${receiving!.id}/cancel`, { key })).status).toBe(409);
     slow.end();
     expect(await slowAnswer).toBe(201);
     const batches = await stack.db.selectFrom("batch").select("id").where("accountId", "=", accountId).execute();

@@ -36,7 +36,7 @@ describe("a large batch, end to end", () => {
         SUBMIT_CONCURRENCY: "40",
         SOURCE_CONCURRENCY: "24",
         SOURCE_ACCOUNT_CONCURRENCY: "24",
-        ARCHIVE_CONCURRENCY: "8",
+        ARCHIVE_CONCURRENCY: "48",
       },
     });
   });
@@ -58,7 +58,7 @@ describe("a large batch, end to end", () => {
     expect(created.body.intake).toMatchObject({ accepted: count, rejected: 0 });
     const id = created.body.id;
 
-    const done = await waitUntil(() => getBatch(stack, key, id), ended, 240_000, "batch finished");
+    const done = await waitUntil(() => getBatch(stack, key, id), ended, 420_000, "batch finished");
     expect(done).toMatchObject({
       status: "completed",
       total: count,
@@ -105,7 +105,7 @@ describe("a large batch, end to end", () => {
     expect((await call(stack.api.url, "GET", `/v1/batches/${id}/results`, { key: stranger })).status).toBe(404);
     expect((await call(stack.api.url, "GET", `/v1/batches/not-a-uuid`, { key })).status).toBe(404);
     expect((await call(stack.api.url, "GET", `/v1/batches/${id}/tasks?status=nope`, { key })).status).toBe(400);
-  }, 300_000);
+  }, 480_000);
 });
 
 describe("fairness and retry on a provider with two slots", () => {
