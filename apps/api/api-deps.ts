@@ -7,6 +7,8 @@ import type { Logger } from "../domain/logging/logger.ts";
 import type { ProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
+import type { AcceptBatchDeps } from "../domain/batch/accept-batch.ts";
+import type { IdempotencyOptions } from "../domain/idempotency/idempotency-key.ts";
 import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
 import type { BodyBudget } from "./middleware/body-intake.ts";
 import type { LinkSigner } from "./presenters/task.presenter.ts";
@@ -34,6 +36,8 @@ export type ApiDeps = {
   live: LiveDeps & { limits: LiveLimits; heartbeatMs: number; maxWaitSeconds: number };
   // Outbound callbacks: the accounts' signing secrets are sealed under SERVER_KEY.
   webhooks: { serverKey: ServerKey; secretGraceSeconds: number };
+  batches: AcceptBatchDeps & { estimateRunMs: number };
+  idempotency: IdempotencyOptions;
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

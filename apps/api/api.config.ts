@@ -11,6 +11,7 @@ import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-web
 import { listenHostEnv } from "../domain/process/listen-url.ts";
 import { liveProgressEnv } from "../domain/live-progress/live-env.schema.ts";
 import { outboundWebhooksApiEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
+import { batchEnv } from "../domain/batch/batch-env.schema.ts";
 
 export const apiEnvSchema = z
   .object({
@@ -29,6 +30,7 @@ export const apiEnvSchema = z
     ...listenHostEnv,
     ...liveProgressEnv,
     ...outboundWebhooksApiEnv,
+    ...batchEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),

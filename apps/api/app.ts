@@ -10,6 +10,7 @@ import { dropinExpandRouter } from "./routes/dropin-expand.route.ts";
 import { filesRouter } from "./routes/files.route.ts";
 import { healthRouter } from "./routes/health.route.ts";
 import { nativeTasksRouter } from "./routes/native-tasks.route.ts";
+import { batchesRouter } from "./routes/batches.route.ts";
 import { providerCallbackRouter } from "./routes/provider-callback.route.ts";
 import { providerRoutesRouter } from "./routes/provider-routes.route.ts";
 import { webhooksRouter } from "./routes/webhooks.route.ts";
@@ -30,6 +31,7 @@ export const buildApp = (deps: ApiDeps): Express => {
   app.use("/v1/tasks", nativeTasksRouter(deps));
   app.use("/v1/provider/routes", providerRoutesRouter(deps));
   app.use("/v1/webhooks", webhooksRouter(deps));
+  app.use("/v1/batches", batchesRouter(deps));
   app.use("/files", filesRouter(deps));
   app.use((req, _res, next) => next(new AppError("not_found", `no route for ${req.method} ${req.path}`)));
   // Problem details, or the provider's shape under the drop-in prefixes (unknown paths included).
