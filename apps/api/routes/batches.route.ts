@@ -65,6 +65,15 @@ async function* hashing(source: AsyncIterable<Buffer>, hash: ReturnType<typeof c
 const streamHashBase = (req: Request) =>
   createHash("sha256").update(`${scopeOf(req)}?${new URL(req.originalUrl, "http://x").search}\n${mediaType(req)}\n`);
 
+// The routes' learnt run times, weighted by their capacity; undefined while none has been observed.
+const routesRunTimeMs = async (routes: ApiDeps["providerRoutes"]): Promise<number | undefined> => {
+  const known = (await Promise.all(routes.all.map(async (r) => ({ capacity: r.route.capacity, ms: await r.runTime.estimateMs() })))).filter(
+    (r): r is { capacity: number; ms: number } => r.ms !== undefined,
+  );
+  const weight = known.reduce((sum, r) => sum + r.capacity, 0);
+  return weight > 0 ? known.reduce((sum, r) => sum + r.ms * r.capacity, 0) / weight : undefined;
+};
+
 export const batchesRouter = (deps: ApiDeps): Router => {
   const router = Router();
   router.use(authenticate(deps.authenticator));
@@ -72,11 +81,12 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   const answerIntake = async (res: Response, accountId: string, result: BatchIntakeResult, dryRun: boolean, atomic: boolean) => {
     if (dryRun) {
       const [runMs, spend, cap] = await Promise.all([
-        deps.providerControls.runTime.estimateMs(),
+        routesRunTimeMs(deps.providerRoutes),
         accountSpend(deps.db, accountId, deps.batches.creditsPerImage),
         spendCapOf(deps.db, accountId, deps.batches.defaultSpendCap),
       ]);
-      const capacity = deps.providerControls.slots.capacity;
+      // Every route's slots work the backlog together (PROVIDER_ROUTES).
+      const capacity = deps.providerRoutes.all.reduce((sum, r) => sum + r.route.capacity, 0);
       const runTimeMs = Math.round(runMs ?? deps.batches.estimateRunMs);
       const backlogImages = deps.batches.creditsPerImage > 0 ? Math.round(spend.committed / deps.batches.creditsPerImage) : 0;
       res.status(200).json({
