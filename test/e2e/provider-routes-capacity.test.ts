@@ -15,8 +15,8 @@ describe("two healthy routes", () => {
   beforeAll(async () => {
     routes = await startRoutesStack({
       routes: [
-        { name: "first", kind: "kling", capacity: C, simulatorEnv: { SIM_RUN_MS: "1500" } },
-        { name: "second", kind: "cometapi", capacity: C, simulatorEnv: { SIM_RUN_MS: "1500" } },
+        { name: "first", kind: "kling", capacity: C, simulatorEnv: { SIM_RUN_MS: "4000" } },
+        { name: "second", kind: "cometapi", capacity: C, simulatorEnv: { SIM_RUN_MS: "4000" } },
       ],
     });
   });
@@ -35,7 +35,8 @@ describe("two healthy routes", () => {
     let tasks: Awaited<ReturnType<typeof submitMany>>;
     try {
       tasks = await submitMany(routes.stack, key, 4 * C);
-      // A task that waits says for which routes' slots.
+      // A task that waits says for which routes' slots. Each run is long (4 s) so that the first
+      // wave overlaps at the provider even when the machine is loaded and creates are slow.
       await eventually("a task waiting for both routes' slots", async () => {
         const views = await Promise.all(tasks.map((t) => getTask(routes.stack, t)));
         return views.find((v) => /waiting for a free provider slot \(full: route first, route second\)/.test(v.status_message));
