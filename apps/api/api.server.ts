@@ -124,7 +124,13 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       stallRecheckMs: timing.stallRecheckMs,
       checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
     },
-    callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
+    // Callback URLs without a route name (a single-provider setup, or tasks sent before routes
+    // were configured) are verified with every secret configured: a route's own secret cannot be
+    // bypassed by dropping the route from the URL.
+    callbacks: {
+      ...reports,
+      webhookSecrets: [...new Set([...(config.PROVIDER_WEBHOOK_SECRET ?? []), ...providerRoutes.flatMap((r) => r.webhookSecrets ?? [])])],
+    },
     // A route's callbacks are verified with its own secret, or the installation's.
     callbacksForRoute: (name) => {
       const route = routes.all.find((r) => r.route.name === name);

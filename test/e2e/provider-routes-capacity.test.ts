@@ -15,8 +15,8 @@ describe("two healthy routes", () => {
   beforeAll(async () => {
     routes = await startRoutesStack({
       routes: [
-        { name: "first", kind: "kling", capacity: C, simulatorEnv: { SIM_RUN_MS: "1500" } },
-        { name: "second", kind: "cometapi", capacity: C, simulatorEnv: { SIM_RUN_MS: "1500" } },
+        { name: "first", kind: "kling", capacity: C, simulatorEnv: { SIM_RUN_MS: "8000" } },
+        { name: "second", kind: "cometapi", capacity: C, simulatorEnv: { SIM_RUN_MS: "8000" } },
       ],
     });
   });
@@ -34,8 +34,9 @@ describe("two healthy routes", () => {
     let done: Awaited<ReturnType<typeof settle>>;
     let tasks: Awaited<ReturnType<typeof submitMany>>;
     try {
-      tasks = await submitMany(routes.stack, key, 4 * C);
-      // A task that waits says for which routes' slots.
+      tasks = await submitMany(routes.stack, key, 2 * C + 2);
+      // A task that waits says for which routes' slots. Each run is long (8 s) so that the first
+      // wave overlaps at the provider even when the machine is loaded and intake and creates are slow.
       await eventually("a task waiting for both routes' slots", async () => {
         const views = await Promise.all(tasks.map((t) => getTask(routes.stack, t)));
         return views.find((v) => /waiting for a free provider slot \(full: route first, route second\)/.test(v.status_message));

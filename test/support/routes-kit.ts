@@ -16,6 +16,8 @@ export type RouteSpec = {
   unitPrice?: number;
   // What the route signs with, when it should differ from what its simulator verifies.
   secretKey?: string;
+  // The route's callback signing secret, shared with its simulator.
+  webhookSecret?: string;
   simulatorEnv?: Record<string, string>;
 };
 
@@ -43,6 +45,7 @@ export const startRoutesStack = async (options: {
         SIM_RUN_MS: "300",
         SIM_CAPACITY: String(route.capacity),
         ...(route.kind === "kling" ? { SIM_ACCESS_KEY: jwtPair.accessKey, SIM_SECRET_KEY: jwtPair.secretKey } : {}),
+        ...(route.webhookSecret ? { SIM_WEBHOOK_SECRET: route.webhookSecret } : {}),
         ...route.simulatorEnv,
       }),
     );
@@ -56,6 +59,7 @@ export const startRoutesStack = async (options: {
       capacity: r.capacity,
       ...(r.priority === undefined ? {} : { priority: r.priority }),
       ...(r.unitPrice === undefined ? {} : { unitPrice: r.unitPrice }),
+      ...(r.webhookSecret === undefined ? {} : { webhookSecret: r.webhookSecret }),
     })),
   );
   // The stack's own simulator stays idle: PROVIDER and PROVIDER_BASE_URL are unset ("" is unset).
