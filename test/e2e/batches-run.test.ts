@@ -8,8 +8,8 @@ import { call } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 
-// Batches run end to end on the simulator: a fast provider with many slots, so that 5,000 tasks
-// go through source check, submission, callback and archive in about half a minute.
+// Batches run end to end on the simulator: a fast provider (30 ms runs) with 100 slots, so that
+// the run is bound by our own pipeline (source check, submission, callback, archive), not by it.
 let files: Awaited<ReturnType<typeof startFileServer>>;
 let imageUrl: string;
 const ratios = { up_expansion_ratio: 0.1, down_expansion_ratio: 0, left_expansion_ratio: 0, right_expansion_ratio: 0 };
