@@ -19,7 +19,7 @@ import { quantile, sleep } from "./bench-figures.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const num = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
-const RATE = num("BENCH_CALLBACKS_RATE", 50);
+const RATE = num("BENCH_CALLBACKS_RATE", 20);
 const SECONDS = num("BENCH_CALLBACKS_SECONDS", 10);
 const WARMUP_SECONDS = num("BENCH_CALLBACKS_WARMUP_SECONDS", 2);
 
