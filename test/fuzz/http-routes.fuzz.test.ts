@@ -95,13 +95,16 @@ const route = fc.oneof(
   fc
     .tuple(fc.oneof(fc.uuid().map(String), segment), fc.constantFrom("", "/tasks", "/results", "/cancel", "/retry"))
     .map(([id, tail]) => `/v1/batches/${id}${tail}`),
+  fc.constantFrom("/v1/webhooks/secret", "/v1/webhooks/secret/rotate", "/v1/webhooks/deliveries", "/v1/webhooks/deliveries/redeliver"),
+  fc.tuple(idSegment).map(([id]) => `/v1/webhooks/deliveries/${id}`),
+  fc.tuple(idSegment).map(([id]) => `/v1/webhooks/deliveries/${id}/redeliver`),
   // Somewhere under a known prefix, or nowhere at all.
   fc
-    .tuple(fc.constantFrom("", "/v1/tasks", "/kling/v1/images/editing/expand", "/v1/images/editing/expand", "/files", "/webhooks/kling"), fc.array(segment, { minLength: 1, maxLength: 4 }))
+    .tuple(fc.constantFrom("", "/v1/tasks", "/kling/v1/images/editing/expand", "/v1/images/editing/expand", "/files", "/webhooks/kling", "/v1/webhooks"), fc.array(segment, { minLength: 1, maxLength: 4 }))
     .map(([prefix, rest]) => `${prefix}/${rest.join("/")}`),
 );
 
-const queryName = fc.oneof(fc.constantFrom("external_task_id", "status", "limit", "cursor", "expires", "signature", "wait", "atomic", "dry_run", "format", "n"), segment);
+const queryName = fc.oneof(fc.constantFrom("external_task_id", "status", "limit", "cursor", "expires", "signature", "wait", "atomic", "dry_run", "format", "n", "task_id", "batch_id", "since", "until"), segment);
 const queryValue = fc.oneof(fc.constantFrom("queued", "succeeded", "0", "1", "2", "200", "201", "-5", "1e2", "", "fuzz-known"), fc.uuid().map(String), segment);
 const query = fc.oneof(
   { weight: 2, arbitrary: fc.constant("") },
