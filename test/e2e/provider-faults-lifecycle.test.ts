@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectAllAccountedFor, type TaskExpectation } from "../support/accounting.ts";
-import { waitForTask } from "../support/http.ts";
+import { call, waitForTask } from "../support/http.ts";
 import { resultSize, settle, simAdmin, startFaultStack, submitMany, submitTask, taskEvents, testImage } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
 import { taskRow } from "../support/rows.ts";
@@ -132,5 +132,40 @@ describe("the provider forgets a task", () => {
     // No second create: the forgotten task was the only one.
     all.push({ ...task, status: "failed", failureClass: "provider_lost", providerTasks: 0, createCalls: 1 });
     await expectAllAccountedFor(stack, all, { capacity: 2, forgotten });
+  });
+});
+
+describe("the provider already holds a task it is asked to create", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // Our ledger has one slot; the provider account two, so the direct create below is admitted.
+    stack = await startFaultStack({ capacity: 1, simulatorEnv: { SIM_RUN_MS: "1500", SIM_CAPACITY: "2" } });
+  });
+  afterAll(() => stack?.stop());
+
+  // An earlier create whose answer was lost, and which the lookup does not show yet, makes the next
+  // create answer 1201 "external_task_id is duplicate". The provider holds (and bills) that task, so
+  // failing ours would leave it uncollected: it must be adopted.
+  it("when a create is refused as a duplicate external_task_id, then the task adopts the provider's task and succeeds, created once", async () => {
+    const { key } = await stack.newAccount();
+    const blocker = await submitTask(stack, key);
+    await waitForTask(stack.api.url, key, blocker.id, ["submitted", "processing"]);
+    const task = await submitTask(stack, key);
+    // While the task waits for the only slot, the provider gets a task under its external_task_id.
+    const direct = await call(stack.simulator.url, "POST", "/v1/images/editing/expand", {
+      headers: { authorization: "Bearer sim-local-key" },
+      body: { image: await testImage(), up_expansion_ratio: 0.2, down_expansion_ratio: 0.2, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2, external_task_id: task.id },
+    });
+    expect(direct.status).toBe(200);
+    const heldId = direct.body.data.task_id as string;
+
+    const [, done] = await settle(stack, [blocker, task], 30_000);
+    expect(done).toMatchObject({ status: "succeeded", failure: null });
+    const row = await taskRow(stack.db, task.id);
+    expect(row.providerTaskId).toBe(heldId);
+    const events = await taskEvents(stack, task);
+    expect(events.some((e) => e.detail?.adopted === true)).toBe(true);
+    const tasksAtProvider = (await simAdmin(stack).tasks()).filter((t) => t.external_task_id === task.id);
+    expect(tasksAtProvider).toHaveLength(1);
   });
 });

@@ -159,6 +159,14 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
     return { kind: "submitted" };
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;
+    // The external_task_id is this task's id, so "duplicate" proves the route already holds it: an
+    // earlier create whose answer was lost, not yet visible to the lookup. The task stays bound to
+    // the route in `submitting` with its slots, and the next attempt looks it up and adopts it;
+    // failing it would leave a paid provider task nobody collects.
+    if (isDuplicateExternalId(error)) {
+      deps.logger.warn({ taskId, route: route.route.name }, "the provider already holds this task; adopting it on the next attempt");
+      return { kind: "retry_later", delayMs: DUPLICATE_LOOKUP_RETRY_MS, reason: "the provider already holds this task; looking it up" };
+    }
     const outcome = await handleProviderError(deps, route, taskId, error, mayHoldTask, task.n);
     // The route surely holds nothing for this task: it is free to go to another route next time.
     if (outcome.kind === "retry_later" && !mayHoldTask && error.definitelyNotCreated) {
@@ -194,6 +202,10 @@ const leaveRoute = async (
 };
 
 const FAILOVER_RETRY_MS = 100;
+const DUPLICATE_LOOKUP_RETRY_MS = 1_000;
+
+const isDuplicateExternalId = (error: ProviderError) =>
+  error.details.code === 1201 && /external_task_id/i.test(error.message) && /duplicate/i.test(error.message);
 
 const handleProviderError = async (
   deps: SubmitTaskDeps,
