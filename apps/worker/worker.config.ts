@@ -38,6 +38,8 @@ export const workerEnvSchema = z.object({
   SUBMIT_RETRY_MAX_MS: envPositiveMs.default(60_000),
   // The sweep is cheap (indexed queries); a late one keeps slots of a finished task taken.
   RECONCILE_EVERY_MS: envPositiveMs.default(500),
+  // batch.progress events: at most one per batch this often (batch.completed is not throttled).
+  BATCH_PROGRESS_EVERY_MS: envPositiveMs.default(5_000),
   // A submit job waits this long in place for a free slot before going back to the queue.
   SLOT_WAIT_MS: envPositiveMs.default(20_000),
   // A task in flight longer than this since submission fails with a timeout reason.

@@ -18,7 +18,9 @@ import { readJsonBody } from "../middleware/body-intake.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
 import { idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, replay, scopeOf } from "../middleware/idempotency.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
-import { toBatchView, toIntakeView } from "../presenters/batch.presenter.ts";
+import { toBatchView, toIntakeView } from "../../domain/batch/batch.presenter.ts";
+import { openBatchFeed } from "../../domain/live-progress/batch-feed.ts";
+import { streamFeed } from "./sse-stream.ts";
 import { toNativeTask } from "../presenters/task.presenter.ts";
 import { streamManifest } from "./batch-manifest.ts";
 
@@ -219,6 +221,19 @@ export const batchesRouter = (deps: ApiDeps): Router => {
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
     res.json(toBatchView(await batchProgress(deps.db, batch)));
   });
+
+  // Server-Sent Events: `batch` (as GET shows it) on connect and whenever its counts move; `end`
+  // once it has ended. A resumed stream starts with a fresh snapshot.
+  router.get("/:batchId/stream", (req, res) =>
+    streamFeed(
+      deps,
+      req,
+      res,
+      () => openBatchFeed(deps.live, { accountId: res.locals.accountId, batchId: req.params.batchId as string }),
+      (progress) => ({ event: "batch", data: toBatchView(progress) }),
+      { event: "end", data: { reason: "the batch has ended" } },
+    ),
+  );
 
   router.get("/:batchId/tasks", async (req, res) => {
     const query = parse(tasksQuerySchema, req.query);

@@ -4,6 +4,8 @@ import type { DB, Db, TaskStatus } from "../db/database.ts";
 import { AppError } from "../errors/app-error.ts";
 import { selectTaskWithImages, type TaskWithImages } from "../task/task.repository.ts";
 import { taskStatuses } from "../task/task-status.ts";
+import { recordWebhookEvent } from "../webhooks/outbound-events.ts";
+import { toBatchView } from "./batch.presenter.ts";
 
 export type Batch = Selectable<DB["batch"]>;
 export type BatchEndStatus = "completed" | "completed_with_errors" | "canceled";
@@ -78,25 +80,9 @@ export const batchProgress = async (db: Db, batch: Batch): Promise<BatchProgress
   const throughputPerSecond = recent > 0 ? recent / windowSeconds : null;
   const etaSeconds = remaining === 0 ? 0 : throughputPerSecond ? Math.ceil(remaining / throughputPerSecond) : null;
 
-  let status: BatchStatus;
-  if (batch.endStatus) status = batch.endStatus as BatchEndStatus;
-  else if (batch.upload === "receiving") status = "receiving";
-  else if (remaining > 0) status = "running";
-  else {
-    status = endStatusOf(batch, counts);
-    // Guarded, so that concurrent readers record the end once (the lead's batch.completed hook goes here).
-    const recorded = await db
-      .updateTable("batch")
-      .set({ endStatus: status, finishedAt: lastFinishedAt ?? new Date() })
-      .where("id", "=", batch.id)
-      .where("endStatus", "is", null)
-      .returningAll()
-      .executeTakeFirst();
-    if (recorded) batch = recorded;
-  }
-  return {
-    batch,
-    status,
+  const progressOf = (b: Batch, s: BatchStatus): BatchProgress => ({
+    batch: b,
+    status: s,
     counts,
     total,
     finished,
@@ -106,7 +92,39 @@ export const batchProgress = async (db: Db, batch: Batch): Promise<BatchProgress
     etaSeconds,
     firstSubmittedAt,
     lastFinishedAt,
-  };
+  });
+
+  let status: BatchStatus;
+  if (batch.endStatus) status = batch.endStatus as BatchEndStatus;
+  else if (batch.upload === "receiving") status = "receiving";
+  else if (remaining > 0) status = "running";
+  else {
+    status = endStatusOf(batch, counts);
+    // Guarded, so that concurrent readers (a GET, the worker's batch sweep) record the end once, and
+    // its batch.completed event with it, in the same transaction.
+    const ended = batch;
+    const recorded = await db.transaction().execute(async (tx) => {
+      const row = await tx
+        .updateTable("batch")
+        .set({ endStatus: status, finishedAt: lastFinishedAt ?? new Date() })
+        .where("id", "=", ended.id)
+        .where("endStatus", "is", null)
+        .returningAll()
+        .executeTakeFirst();
+      if (row?.callbackUrl) {
+        await recordWebhookEvent(tx, {
+          accountId: row.accountId,
+          batchId: row.id,
+          eventType: "batch.completed",
+          url: row.callbackUrl,
+          payload: toBatchView(progressOf(row, status)),
+        });
+      }
+      return row;
+    });
+    if (recorded) batch = recorded;
+  }
+  return progressOf(batch, status);
 };
 
 // Newest first; ids are UUIDv7, so "after this id" is a stable cursor.

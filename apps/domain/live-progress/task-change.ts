@@ -30,8 +30,7 @@ export const taskChangeOf = (task: Task): TaskChange => ({
   taskId: task.id,
   accountId: task.accountId,
   status: task.status,
-  // Tasks gain a batch_id with batches (helper/batches); until then every task is outside one.
-  batchId: (task as Task & { batchId?: string | null }).batchId ?? null,
+  batchId: task.batchId,
 });
 
 export const createTaskChangeNotifier =

@@ -1,19 +1,28 @@
+import { sweepBatchEvents } from "../../domain/batch/batch-events.ts";
 import type { FairPriority } from "../../domain/queues/fair-priority.ts";
 import { pruneCallbackInbox } from "../../domain/task/receive-provider-callback.ts";
 import { reconcileTasks, resyncFairPriority, type ReconcileDeps } from "../../domain/task/reconcile-tasks.ts";
 
 const FAIR_PRIORITY_RESYNC_MS = 5_000;
 const INBOX_PRUNE_MS = 60_000;
+const BATCH_SWEEP_MS = 1_000;
 
 // Runs on a BullMQ job scheduler, so one sweep runs per interval however many workers there are.
-export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; callbackRetentionDays: number }) => {
+export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; callbackRetentionDays: number; batchProgressEveryMs: number }) => {
   let lastResync = 0;
+  let lastBatchSweep = 0;
   let lastPrune = 0;
   return async () => {
     const summary = await reconcileTasks(deps);
     if (Date.now() - lastResync >= FAIR_PRIORITY_RESYNC_MS) {
       lastResync = Date.now();
       await resyncFairPriority(deps, deps.fairPriority);
+    }
+    // Batch ends and progress events; a second is fine-grained enough for both.
+    if (Date.now() - lastBatchSweep >= BATCH_SWEEP_MS) {
+      lastBatchSweep = Date.now();
+      const batches = await sweepBatchEvents(deps.db, { progressEveryMs: deps.batchProgressEveryMs });
+      if (batches.ended > 0) deps.logger.info(batches, "batches ended");
     }
     if (Date.now() - lastPrune >= INBOX_PRUNE_MS) {
       lastPrune = Date.now();

@@ -1,5 +1,5 @@
-import type { BatchProgress } from "../../domain/batch/batch.repository.ts";
-import type { BatchIntakeResult } from "../../domain/batch/accept-batch.ts";
+import type { BatchProgress } from "./batch.repository.ts";
+import type { BatchIntakeResult } from "./accept-batch.ts";
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
