@@ -16,7 +16,8 @@ import { createProducerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
-import { createLocalStorage } from "../domain/storage/local-storage.ts";
+import { createObjectStorage } from "../domain/storage/object-storage.ts";
+import { storageConfigFrom } from "../domain/storage/storage-config.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
@@ -35,7 +36,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
   const timing = lifecycleTimingFrom(config);
   const serverKey = await resolveServerKey(config);
-  const storage = createLocalStorage(config.STORAGE_DIR);
+  const storage = await createObjectStorage(storageConfigFrom(config));
 
   // Redis down must be a fast 503 with nothing written, never a request that hangs.
   const viaRedis = async <T>(work: () => Promise<T>): Promise<T> => {
@@ -61,6 +62,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     });
   } catch (error) {
     // A start that fails (bootstrap refused, port taken) leaves no connection open behind it.
+    storage.close();
     redis.disconnect();
     await db.destroy();
     throw error;
@@ -115,7 +117,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   // Expect: 100-continue reaches the app unanswered; the body readers send the 100 only once the
   // request is authenticated and within budget, so a refused client never sends its body.
   server.on("checkContinue", app);
-  logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}` }, "api listening");
+  logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}`, storage: storage.describe }, "api listening");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -126,6 +128,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       });
       await queues.close().catch(() => undefined);
       redis.disconnect();
+      storage.close();
       await db.destroy();
     })());
   return { url, port, publicBaseUrl, stop };

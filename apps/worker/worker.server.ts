@@ -10,7 +10,8 @@ import { createWorkerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
-import { createLocalStorage } from "../domain/storage/local-storage.ts";
+import { createObjectStorage } from "../domain/storage/object-storage.ts";
+import { storageConfigFrom } from "../domain/storage/storage-config.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
 import { checkSourceProcessor, createDownloadShares } from "./processors/check-source.processor.ts";
 import { reconcileProcessor } from "./processors/reconcile.processor.ts";
@@ -34,7 +35,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const provider = createProviderClient(providerConfig);
   const timing = lifecycleTimingFrom(config);
   const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
-  const storage = createLocalStorage(config.STORAGE_DIR);
+  const storage = await createObjectStorage(storageConfigFrom(config));
 
   const { slots, gate, runTime } = createProviderControls(redis, config.QUEUE_PREFIX, config);
   const reports = {
@@ -165,7 +166,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   await watchdog.firstCheck;
   await ensureSchedules();
   logger.info(
-    { provider: providerConfig.kind, providerUrl: providerConfig.baseUrl, capacity: config.PROVIDER_CAPACITY },
+    { provider: providerConfig.kind, providerUrl: providerConfig.baseUrl, capacity: config.PROVIDER_CAPACITY, storage: storage.describe },
     "worker started",
   );
 
@@ -178,6 +179,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       await Promise.all(workers.map((w) => w.close()));
       await queues.close().catch(() => undefined);
       redis.disconnect();
+      storage.close();
       await db.destroy();
     })());
   return { providerKind: providerConfig.kind, stop };
