@@ -5,6 +5,8 @@ import type { Logger } from "../domain/logging/logger.ts";
 import type { ProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
+import type { AcceptBatchDeps } from "../domain/batch/accept-batch.ts";
+import type { IdempotencyOptions } from "../domain/idempotency/idempotency-key.ts";
 import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
 import type { BodyBudget } from "./middleware/body-intake.ts";
 import type { LinkSigner } from "./presenters/task.presenter.ts";
@@ -25,6 +27,8 @@ export type ApiDeps = {
   providerControls: ProviderControls;
   // Shared by every route that reads a body: bounds the body bytes held at once.
   bodyBudget: BodyBudget;
+  batches: AcceptBatchDeps & { estimateRunMs: number };
+  idempotency: IdempotencyOptions;
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

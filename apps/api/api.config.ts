@@ -8,6 +8,7 @@ import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
 import { checkStorageEnv } from "../domain/storage/storage-config.ts";
 import { listenHostEnv } from "../domain/process/listen-url.ts";
+import { batchEnv } from "../domain/batch/batch-env.schema.ts";
 
 export const apiEnvSchema = z
   .object({
@@ -21,6 +22,7 @@ export const apiEnvSchema = z
     // callback_url destinations follow the same address rules as image URLs.
     ...outboundFetchEnv,
     ...listenHostEnv,
+    ...batchEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),

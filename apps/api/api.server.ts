@@ -18,6 +18,7 @@ import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createObjectStorage } from "../domain/storage/object-storage.ts";
 import { storageConfigFrom } from "../domain/storage/storage-config.ts";
+import { pruneIdempotencyKeys } from "../domain/idempotency/idempotency-key.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
@@ -111,7 +112,34 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
     providerControls: provider,
     bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
+    batches: {
+      db,
+      storage,
+      stallRecheckMs: timing.stallRecheckMs,
+      checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
+      // One HINCRBY for the chunk's priorities, one addBulk per stage.
+      enqueueBatchJobs: (accountId, jobs) =>
+        viaRedis(async () => {
+          const first = await fairPriority.nextBatchRange(accountId, jobs.length);
+          const byStage = { source: [] as { taskId: string; priority: number }[], submit: [] as { taskId: string; priority: number }[] };
+          jobs.forEach((job, i) => byStage[job.stage].push({ taskId: job.id, priority: first + i }));
+          await Promise.all([queues.enqueueBulk("source", byStage.source), queues.enqueueBulk("submit", byStage.submit)]);
+        }),
+      withdrawBatchJobs: async (jobs) => {
+        await Promise.all(jobs.map((job) => queues.withdraw(job.stage, job.id)));
+      },
+      creditsPerImage: config.CREDITS_PER_IMAGE,
+      defaultSpendCap: config.BATCH_SPEND_CAP_CREDITS,
+      chunkItems: config.BATCH_CHUNK_ITEMS,
+      estimateRunMs: config.BATCH_ESTIMATE_RUN_MS,
+    },
+    idempotency: { ttlMs: config.IDEMPOTENCY_KEY_TTL_SECONDS * 1000, inFlightMs: config.IDEMPOTENCY_IN_FLIGHT_SECONDS * 1000 },
   };
+  // Expired Idempotency-Keys go; every API process prunes (a delete of nothing costs little).
+  const pruning = setInterval(() => {
+    pruneIdempotencyKeys(db).catch((error: unknown) => logger.warn({ err: error }, "idempotency keys not pruned"));
+  }, config.IDEMPOTENCY_PRUNE_EVERY_MS);
+  pruning.unref();
   const app = buildApp(deps);
   server.on("request", app);
   // Expect: 100-continue reaches the app unanswered; the body readers send the 100 only once the
@@ -122,6 +150,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
+      clearInterval(pruning);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

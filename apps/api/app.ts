@@ -10,6 +10,7 @@ import { dropinExpandRouter } from "./routes/dropin-expand.route.ts";
 import { filesRouter } from "./routes/files.route.ts";
 import { healthRouter } from "./routes/health.route.ts";
 import { nativeTasksRouter } from "./routes/native-tasks.route.ts";
+import { batchesRouter } from "./routes/batches.route.ts";
 import { providerCallbackRouter } from "./routes/provider-callback.route.ts";
 
 // Bodies are read by each route that takes one (routes/*, after authentication where there is
@@ -26,6 +27,7 @@ export const buildApp = (deps: ApiDeps): Express => {
   const dropin = dropinExpandRouter(deps);
   for (const prefix of dropinPrefixes) app.use(prefix, dropin);
   app.use("/v1/tasks", nativeTasksRouter(deps));
+  app.use("/v1/batches", batchesRouter(deps));
   app.use("/files", filesRouter(deps));
   app.use((req, _res, next) => next(new AppError("not_found", `no route for ${req.method} ${req.path}`)));
   // Problem details, or the provider's shape under the drop-in prefixes (unknown paths included).

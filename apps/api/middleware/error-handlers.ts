@@ -86,6 +86,9 @@ const titles: Record<AppError["code"], string> = {
   not_found: "Not found",
   method_not_allowed: "Method not allowed",
   conflict: "Conflict",
+  unsupported_media_type: "Unsupported media type",
+  unprocessable: "Unprocessable request",
+  spend_cap_exceeded: "Spend cap exceeded",
   dependency_unavailable: "Service temporarily unavailable",
   server_busy: "Server busy",
   internal: "Internal error",
@@ -117,6 +120,9 @@ const providerCode = (app: AppError): { http: number; code: number } => {
     case "validation_failed":
     case "payload_too_large":
     case "conflict":
+    case "unsupported_media_type":
+    case "unprocessable":
+    case "spend_cap_exceeded":
       return { http: 400, code: 1201 };
     case "unauthenticated":
       return { http: 401, code: app instanceof AuthError ? authCodes[app.reason] : 1002 };

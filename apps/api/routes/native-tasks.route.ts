@@ -10,6 +10,7 @@ import { authenticate } from "../middleware/authenticate.ts";
 import { readJsonBody } from "../middleware/body-intake.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
+import { idempotentJson } from "../middleware/idempotency.ts";
 import { toNativeEvent, toNativeTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
 import { sendStoredImage } from "./send-stored-image.ts";
@@ -36,7 +37,8 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
 
   // A retried create (same external_task_id, same request) answers the first task again, marked
   // as a replay; a different request under the same external_task_id is a 409.
-  router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes }), async (req, res) => {
+  // Idempotency-Key: the same key and body answers the first answer again (idempotency.ts).
+  router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes }), idempotentJson(deps.db, deps.idempotency), async (req, res) => {
     const { task, replayed } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
     if (replayed) res.setHeader("idempotent-replayed", "true");
     res

@@ -7,6 +7,11 @@ export const errorStatus = {
   not_found: 404,
   method_not_allowed: 405,
   conflict: 409,
+  // Batches: an intake in a form we do not read; an Idempotency-Key reused with another body; a
+  // batch that would take the account past its spend cap.
+  unsupported_media_type: 415,
+  unprocessable: 422,
+  spend_cap_exceeded: 402,
   dependency_unavailable: 503,
   // Too much request body in flight at once (the API's intake budget): retry shortly.
   server_busy: 503,

@@ -6,18 +6,30 @@ import type { Redis } from "ioredis";
 // only grows at intake; the sweeper sets it back to the true number of queued tasks from Postgres
 // every few seconds (resync), so tasks that left the queue are forgotten without bookkeeping on
 // every path that moves a task on.
+//
+// Batch items count in a hash of their own and queue behind single tasks: an account's k-th waiting
+// batch item has priority BATCH_PRIORITY_BASE + k. A single task (of any account) overtakes every
+// batch, and two accounts' batches take turns item by item. A chunk of items takes its range of
+// priorities with one HINCRBY, not one per item.
+export const BATCH_PRIORITY_BASE = 10_000;
+
 export type FairPriority = {
   next(accountId: string): Promise<number>;
-  resync(queuedByAccount: ReadonlyMap<string, number>): Promise<void>;
+  // The first of `count` consecutive priorities for an account's batch items.
+  nextBatchRange(accountId: string, count: number): Promise<number>;
+  resync(queuedByAccount: ReadonlyMap<string, number>, batchQueuedByAccount?: ReadonlyMap<string, number>): Promise<void>;
 };
 
 export const createFairPriority = (redis: Redis, prefix: string): FairPriority => {
   const key = `${prefix}:fair:queued-by-account`;
+  const batchKey = `${prefix}:fair:batch-queued-by-account`;
   return {
     next: (accountId) => redis.hincrby(key, accountId, 1),
-    resync: async (queuedByAccount) => {
-      const multi = redis.multi().del(key);
+    nextBatchRange: async (accountId, count) => BATCH_PRIORITY_BASE + (await redis.hincrby(batchKey, accountId, count)) - count + 1,
+    resync: async (queuedByAccount, batchQueuedByAccount = new Map()) => {
+      const multi = redis.multi().del(key).del(batchKey);
       if (queuedByAccount.size > 0) multi.hset(key, Object.fromEntries(queuedByAccount));
+      if (batchQueuedByAccount.size > 0) multi.hset(batchKey, Object.fromEntries(batchQueuedByAccount));
       await multi.exec();
     },
   };

@@ -4,6 +4,8 @@ import { jobCatalog, type JobKind, type JobPayload } from "./job-catalog.ts";
 
 export type TaskQueues = {
   enqueue<K extends Exclude<JobKind, "reconcile">>(kind: K, payload: JobPayload<K>, options?: { priority?: number }): Promise<void>;
+  // One round trip for many tasks' jobs (a batch chunk); each job's priority given.
+  enqueueBulk(kind: "source" | "submit", jobs: { taskId: string; priority: number }[]): Promise<void>;
   queue(kind: JobKind): Queue;
   // Takes back a job that was added for a task that was then not written.
   withdraw(kind: Exclude<JobKind, "reconcile">, taskId: string): Promise<void>;
@@ -31,6 +33,17 @@ export const createTaskQueues = (connection: Redis, prefix: string): TaskQueues 
       const data = entry.payload.parse(payload);
       const priority = options.priority === undefined ? undefined : Math.min(MAX_PRIORITY, Math.max(1, Math.round(options.priority)));
       await queue(kind).add(entry.name, data, { ...entry.options, jobId: data.taskId, ...(priority ? { priority } : {}) });
+    },
+    enqueueBulk: async (kind, jobs) => {
+      if (jobs.length === 0) return;
+      const entry = jobCatalog[kind];
+      await queue(kind).addBulk(
+        jobs.map((job) => ({
+          name: entry.name,
+          data: { taskId: job.taskId },
+          opts: { ...entry.options, jobId: job.taskId, priority: Math.min(MAX_PRIORITY, Math.max(1, Math.round(job.priority))) },
+        })),
+      );
     },
     withdraw: async (kind, taskId) => {
       await queue(kind).remove(taskId);

@@ -27,11 +27,13 @@ export type ReconcileDeps = ApplyReportDeps & {
 export const resyncFairPriority = async (deps: Pick<ReconcileDeps, "db">, fairPriority: FairPriority) => {
   const rows = await deps.db
     .selectFrom("task")
-    .select(["accountId", (eb) => eb.fn.countAll<string>().as("queued")])
+    .select(["accountId", (eb) => eb("batchId", "is not", null).as("inBatch"), (eb) => eb.fn.countAll<string>().as("queued")])
     .where("status", "=", "queued")
-    .groupBy("accountId")
+    .groupBy(["accountId", "inBatch"])
     .execute();
-  await fairPriority.resync(new Map(rows.map((r) => [r.accountId, Number(r.queued)])));
+  // Single tasks and batch items are counted apart (fair-priority.ts).
+  const count = (inBatch: boolean) => new Map(rows.filter((r) => Boolean(r.inBatch) === inBatch).map((r) => [r.accountId, Number(r.queued)]));
+  await fairPriority.resync(count(false), count(true));
 };
 
 // A URL image not yet checked goes through the source stage before it can be submitted.

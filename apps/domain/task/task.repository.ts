@@ -12,7 +12,7 @@ export type StoredImageView = Pick<TaskImage, "index" | "providerUrl" | "storage
 export type TaskWithImages = Task & { images: StoredImageView[] };
 
 // One round trip: the task and its images (as JSON), so a status read costs one query.
-const selectTaskWithImages = (db: Db) =>
+export const selectTaskWithImages = (db: Db) =>
   db
     .selectFrom("task")
     .selectAll("task")

@@ -1,0 +1,87 @@
+import { createHash } from "node:crypto";
+import type { NextFunction, Request, Response } from "express";
+import { AppError } from "../../domain/errors/app-error.ts";
+import {
+  claimIdempotencyKey,
+  completeIdempotencyKey,
+  releaseIdempotencyKey,
+  type IdempotencyClaim,
+  type IdempotencyOptions,
+  type StoredAnswer,
+} from "../../domain/idempotency/idempotency-key.ts";
+import type { Db } from "../../domain/db/database.ts";
+
+// Key order does not make two bodies different.
+const canonical = (value: unknown): unknown => {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical((value as Record<string, unknown>)[k])]));
+  }
+  return value;
+};
+
+export const jsonRequestHash = (req: Request) =>
+  createHash("sha256")
+    .update(`${req.method} ${req.baseUrl}${req.path}?${new URL(req.originalUrl, "http://x").search}\n`)
+    .update(JSON.stringify(canonical(req.body) ?? null))
+    .digest("hex");
+
+export const idempotencyKeyOf = (req: Request) => {
+  const key = req.headers["idempotency-key"];
+  return typeof key === "string" ? key : undefined;
+};
+
+export const scopeOf = (req: Request) => `${req.method} ${req.baseUrl}${req.path}`;
+
+export const replay = (res: Response, answer: StoredAnswer) => {
+  res.setHeader("idempotent-replayed", "true");
+  res.status(answer.status);
+  if (answer.status >= 400) res.type("application/problem+json");
+  res.json(answer.body);
+};
+
+export const refusal = (claim: Exclude<IdempotencyClaim, { kind: "claimed" | "replay" }>) =>
+  claim.kind === "in_flight"
+    ? new AppError("conflict", "a request with this Idempotency-Key is still in progress; retry once it has answered")
+    : new AppError("unprocessable", "this Idempotency-Key was used with another request; use a new key for a new request");
+
+// Stores the answer before it is sent (so a retry right after it sees it); a 5xx gives the key back
+// (nothing is known to be created), so the caller can retry with the same key.
+export const recordAnswer = (db: Db, res: Response, ids: { accountId: string; key: string; requestHash: () => string | null }) => {
+  const json = res.json.bind(res);
+  let settled = false;
+  res.json = ((body: unknown) => {
+    if (settled) return json(body);
+    settled = true;
+    const status = res.statusCode;
+    const store =
+      status >= 500
+        ? releaseIdempotencyKey(db, ids.accountId, ids.key)
+        : completeIdempotencyKey(db, { accountId: ids.accountId, key: ids.key, requestHash: ids.requestHash() }, { status, body });
+    store.then(
+      () => json(body),
+      () => json(body),
+    );
+    return res;
+  }) as Response["json"];
+  // No answer at all (the caller went away first): the key goes back.
+  res.once("close", () => {
+    if (!settled) {
+      settled = true;
+      releaseIdempotencyKey(db, ids.accountId, ids.key).catch(() => undefined);
+    }
+  });
+};
+
+// For routes whose body is JSON and already read: claim, replay, or refuse before the route runs.
+export const idempotentJson = (db: Db, options: IdempotencyOptions) => async (req: Request, res: Response, next: NextFunction) => {
+  const key = idempotencyKeyOf(req);
+  if (key === undefined) return next();
+  const accountId = res.locals.accountId;
+  const requestHash = jsonRequestHash(req);
+  const claim = await claimIdempotencyKey(db, { accountId, key, scope: scopeOf(req), requestHash }, options);
+  if (claim.kind === "replay") return replay(res, claim.answer);
+  if (claim.kind !== "claimed") throw refusal(claim);
+  recordAnswer(db, res, { accountId, key, requestHash: () => requestHash });
+  next();
+};

@@ -1,0 +1,37 @@
+import type { BatchProgress } from "../../domain/batch/batch.repository.ts";
+import type { BatchIntakeResult } from "../../domain/batch/accept-batch.ts";
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export const toBatchView = (p: BatchProgress) => ({
+  id: p.batch.id,
+  name: p.batch.name,
+  status: p.status,
+  source: p.batch.source,
+  upload: p.batch.upload,
+  callback_url: p.batch.callbackUrl,
+  defaults: p.batch.defaults,
+  items: { accepted: p.batch.acceptedItems, rejected: p.batch.rejectedItems, lines_read: p.batch.linesRead },
+  counts: p.counts,
+  total: p.total,
+  finished: p.finished,
+  percent: p.percent,
+  credits_spent: p.creditsSpent,
+  throughput_per_second: p.throughputPerSecond,
+  eta_seconds: p.etaSeconds,
+  created_at: iso(p.batch.createdAt),
+  received_at: iso(p.batch.receivedAt),
+  first_submitted_at: iso(p.firstSubmittedAt),
+  last_finished_at: iso(p.lastFinishedAt),
+  canceled_at: iso(p.batch.canceledAt),
+  finished_at: iso(p.batch.finishedAt),
+});
+
+export const toIntakeView = (r: BatchIntakeResult) => ({
+  accepted: r.accepted,
+  rejected: r.rejected,
+  credits: r.credits,
+  errors: r.errors,
+  errors_truncated: r.errorsTruncated,
+  spend_cap_reached: r.spendCapReached,
+});

@@ -1,0 +1,55 @@
+import { once } from "node:events";
+import type { Response } from "express";
+import { batchTasksInPages } from "../../domain/batch/batch.repository.ts";
+import type { TaskWithImages } from "../../domain/task/task.repository.ts";
+import type { ApiDeps } from "../api-deps.ts";
+
+// One line per task, in upload order: what went in (line, image URL or "inline"), how it ended,
+// where its images are kept (with size and SHA-256), what it cost, and why it failed.
+const manifestLine = (deps: Pick<ApiDeps, "signLink">, t: TaskWithImages) => ({
+  line: t.batchLine,
+  task_id: t.id,
+  external_task_id: t.externalTaskId,
+  input: t.imageUrl ?? "inline",
+  status: t.status,
+  images: t.status === "succeeded"
+    ? t.images.map((i) => ({ index: i.index, location: i.storageKey, url: deps.signLink(t.id, i.index), width: i.width, height: i.height, sha256: i.sha256 }))
+    : [],
+  credits: t.finalUnitDeduction === null ? null : Number(t.finalUnitDeduction),
+  error: t.status === "failed" || t.status === "canceled" ? { class: t.failureClass, code: t.failureCode, message: t.failureMessage } : null,
+});
+
+const csvHeader = "line,task_id,external_task_id,input,status,credits,error_class,error_message,image_locations,image_widths,image_heights,image_sha256s";
+const csvCell = (v: unknown) => {
+  const s = v === null || v === undefined ? "" : String(v);
+  return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+};
+const toCsv = (m: ReturnType<typeof manifestLine>) =>
+  [
+    m.line,
+    m.task_id,
+    m.external_task_id,
+    m.input,
+    m.status,
+    m.credits,
+    m.error?.class,
+    m.error?.message,
+    m.images.map((i) => i.location).join(";"),
+    m.images.map((i) => i.width).join(";"),
+    m.images.map((i) => i.height).join(";"),
+    m.images.map((i) => i.sha256).join(";"),
+  ]
+    .map(csvCell)
+    .join(",");
+
+// Streamed page by page with backpressure: memory holds one page whatever the batch's size.
+export const streamManifest = async (deps: Pick<ApiDeps, "db" | "signLink">, res: Response, batchId: string, format: "ndjson" | "csv") => {
+  res.status(200).type(format === "csv" ? "text/csv" : "application/x-ndjson");
+  if (format === "csv") res.write(`${csvHeader}\n`);
+  for await (const page of batchTasksInPages(deps.db, batchId)) {
+    if (res.destroyed) return;
+    const text = page.map((t) => (format === "csv" ? toCsv(manifestLine(deps, t)) : JSON.stringify(manifestLine(deps, t)))).join("\n") + "\n";
+    if (!res.write(text)) await Promise.race([once(res, "drain"), once(res, "close")]);
+  }
+  res.end();
+};

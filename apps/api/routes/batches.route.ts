@@ -1,0 +1,249 @@
+import { createHash } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import { Router, type Request, type Response } from "express";
+import { z } from "zod";
+import { acceptBatch, BatchBrokenOffError, type BatchIntakeResult, type BatchSource } from "../../domain/batch/accept-batch.ts";
+import { arrayItems, csvItems, ndjsonItems } from "../../domain/batch/batch-item-sources.ts";
+import { itemCredits, jsonBatchBodySchema, parseBatchItem, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
+import { batchProgress, findAccountBatch, listAccountBatches, listBatchTasks } from "../../domain/batch/batch.repository.ts";
+import { cancelBatch, retryBatch } from "../../domain/batch/batch-control.ts";
+import { accountSpend, estimateDurationSeconds, spendCapOf } from "../../domain/batch/batch-spend.ts";
+import { AppError, validationError } from "../../domain/errors/app-error.ts";
+import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
+import { claimIdempotencyKey, completeIdempotencyKey } from "../../domain/idempotency/idempotency-key.ts";
+import { taskStatuses } from "../../domain/task/task-status.ts";
+import type { ApiDeps } from "../api-deps.ts";
+import { authenticate } from "../middleware/authenticate.ts";
+import { readJsonBody } from "../middleware/body-intake.ts";
+import { problemDetailsHandler } from "../middleware/error-handlers.ts";
+import { idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, replay, scopeOf } from "../middleware/idempotency.ts";
+import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
+import { toBatchView, toIntakeView } from "../presenters/batch.presenter.ts";
+import { toNativeTask } from "../presenters/task.presenter.ts";
+import { streamManifest } from "./batch-manifest.ts";
+
+// A JSON batch of 10,000 items with URLs is a few MB; inline images belong in the streamed forms.
+const jsonLimitBytes = 32 * 1024 * 1024;
+
+const parse = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
+  return parsed.data;
+};
+
+const jsonQuerySchema = z.strictObject(
+  {
+    atomic: z.enum(["true", "false", "1", "0"], { error: "must be true or false" }).optional(),
+    dry_run: z.enum(["true", "false", "1", "0"], { error: "must be true or false" }).optional(),
+  },
+  { error: (issue) => (issue.code === "unrecognized_keys" ? "names a query parameter the JSON form does not take (batch fields go in the body)" : undefined) },
+);
+const truthy = (v: string | undefined) => v === "true" || v === "1";
+
+const listQuerySchema = z.object({
+  cursor: z.uuid({ error: "must be a cursor returned as next_cursor" }).optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+});
+const tasksQuerySchema = listQuerySchema.extend({ status: z.enum(taskStatuses).optional() });
+
+const mediaType = (req: IncomingMessage) => (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
+const streamedSources: Record<string, BatchSource> = {
+  "application/x-ndjson": "ndjson",
+  "application/ndjson": "ndjson",
+  "application/jsonl": "ndjson",
+  "text/csv": "csv",
+};
+
+// The body's bytes pass through a hash on their way to the parser (for Idempotency-Key).
+async function* hashing(source: AsyncIterable<Buffer>, hash: ReturnType<typeof createHash>): AsyncGenerator<Buffer> {
+  for await (const chunk of source) {
+    hash.update(chunk);
+    yield chunk;
+  }
+}
+
+const streamHashBase = (req: Request) =>
+  createHash("sha256").update(`${scopeOf(req)}?${new URL(req.originalUrl, "http://x").search}\n${mediaType(req)}\n`);
+
+export const batchesRouter = (deps: ApiDeps): Router => {
+  const router = Router();
+  router.use(authenticate(deps.authenticator));
+
+  const answerIntake = async (res: Response, accountId: string, result: BatchIntakeResult, dryRun: boolean, atomic: boolean) => {
+    if (dryRun) {
+      const [runMs, spend, cap] = await Promise.all([
+        deps.providerControls.runTime.estimateMs(),
+        accountSpend(deps.db, accountId, deps.batches.creditsPerImage),
+        spendCapOf(deps.db, accountId, deps.batches.defaultSpendCap),
+      ]);
+      const capacity = deps.providerControls.slots.capacity;
+      const runTimeMs = Math.round(runMs ?? deps.batches.estimateRunMs);
+      const backlogImages = deps.batches.creditsPerImage > 0 ? Math.round(spend.committed / deps.batches.creditsPerImage) : 0;
+      res.status(200).json({
+        dry_run: true,
+        items: result.accepted,
+        ...toIntakeView(result),
+        images: result.images,
+        estimated_duration_seconds: estimateDurationSeconds(result.images, backlogImages, capacity, runTimeMs),
+        capacity: { provider_slots: capacity, run_time_ms: runTimeMs, run_time_observed: runMs !== undefined, backlog_images: backlogImages },
+        spend_cap: cap === undefined ? null : { cap, spent: spend.spent, committed: spend.committed, would_exceed: spend.spent + spend.committed + result.credits > cap },
+      });
+      return;
+    }
+    if (!result.batchId) {
+      // Atomic and refused: nothing was created.
+      throw new AppError(
+        "validation_failed",
+        `${result.rejected} item(s) are invalid; nothing was created (atomic)`,
+        { violations: result.errors.map((e) => ({ field: `line ${e.line}: ${e.field}`, message: e.message })) },
+      );
+    }
+    void atomic;
+    const batch = await findAccountBatch(deps.db, accountId, result.batchId);
+    res
+      .status(201)
+      .location(`/v1/batches/${batch.id}`)
+      .json({ ...toBatchView(await batchProgress(deps.db, batch)), intake: toIntakeView(result) });
+  };
+
+  const jsonReader = readJsonBody(deps.bodyBudget, { limit: jsonLimitBytes });
+
+  router.post("/", jsonReader, async (req, res) => {
+    const accountId = res.locals.accountId;
+    const key = idempotencyKeyOf(req);
+    const type = mediaType(req);
+    if (type === "application/json" || /^application\/[\w.-]+\+json$/.test(type)) {
+      // The JSON form.
+      const query = parse(jsonQuerySchema, req.query);
+      if (key !== undefined) {
+        const requestHash = jsonRequestHash(req);
+        const claim = await claimIdempotencyKey(deps.db, { accountId, key, scope: scopeOf(req), requestHash }, deps.idempotency);
+        if (claim.kind === "replay") return replay(res, claim.answer);
+        if (claim.kind !== "claimed") throw refusal(claim);
+        recordAnswer(deps.db, res, { accountId, key, requestHash: () => requestHash });
+      }
+      if (typeof req.body !== "object" || req.body === null || Array.isArray(req.body)) {
+        throw validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
+      }
+      const body = parse(jsonBatchBodySchema, req.body);
+      const dryRun = truthy(query.dry_run);
+      const atomic = truthy(query.atomic);
+      // Known up front: a batch over the spend cap is refused whole.
+      const plannedCredits = body.items.reduce<number>((sum, item) => {
+        if (typeof item !== "object" || item === null || Array.isArray(item)) return sum;
+        const checked = parseBatchItem(body.defaults, item as Record<string, unknown>);
+        return checked.ok ? sum + itemCredits(checked.request.n, deps.batches.creditsPerImage) : sum;
+      }, 0);
+      const result = await acceptBatch(deps.batches, {
+        accountId,
+        source: "json",
+        fields: { name: body.name, callback_url: body.callback_url, defaults: body.defaults },
+        items: arrayItems(body.items),
+        atomic,
+        dryRun,
+        plannedCredits,
+      });
+      return answerIntake(res, accountId, result, dryRun, atomic);
+    }
+
+    const source = streamedSources[type];
+    if (!source) {
+      throw new AppError("unsupported_media_type", "send the batch as application/json, application/x-ndjson or text/csv");
+    }
+    if ((req.headers["content-encoding"] ?? "identity").toLowerCase() !== "identity") {
+      throw new AppError("unsupported_media_type", "a streamed batch must be sent without Content-Encoding");
+    }
+    const query = parse(streamedBatchQuerySchema, req.query);
+    const hash = streamHashBase(req);
+    let hashed: string | undefined;
+    if (key !== undefined) {
+      const claim = await claimIdempotencyKey(deps.db, { accountId, key, scope: scopeOf(req), requestHash: undefined }, deps.idempotency);
+      if (claim.kind === "in_flight") throw refusal(claim);
+      if (claim.kind === "mismatch") throw refusal(claim);
+      if (claim.kind === "replay") {
+        if (claim.requestHash === null) return replay(res, claim.answer);
+        // The body decides between a replay and a mismatch: read it through the hash, keep nothing.
+        if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
+        for await (const chunk of req as AsyncIterable<Buffer>) hash.update(chunk);
+        if (hash.digest("hex") === claim.requestHash) return replay(res, claim.answer);
+        throw refusal({ kind: "mismatch" });
+      }
+      recordAnswer(deps.db, res, { accountId, key, requestHash: () => hashed ?? null });
+    }
+    if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
+    const body = hashing(req as AsyncIterable<Buffer>, hash);
+    try {
+      const result = await acceptBatch(deps.batches, {
+        accountId,
+        source,
+        fields: query.fields,
+        items: source === "csv" ? csvItems(body) : ndjsonItems(body),
+        atomic: query.atomic,
+        dryRun: query.dryRun,
+      });
+      hashed = hash.digest("hex");
+      return await answerIntake(res, accountId, result, query.dryRun, query.atomic);
+    } catch (error) {
+      // The batch exists with what was accepted: the key keeps that answer, so that a retry with it
+      // learns what happened instead of creating the same items again.
+      if (error instanceof BatchBrokenOffError && key !== undefined) {
+        await completeIdempotencyKey(
+          deps.db,
+          { accountId, key, requestHash: null },
+          { status: error.httpStatus, body: { title: "Upload incomplete", status: error.httpStatus, detail: error.message, batch_id: error.batchId } },
+        ).catch(() => undefined);
+      }
+      throw error;
+    }
+  });
+
+  router.get("/", async (req, res) => {
+    const query = parse(listQuerySchema, req.query);
+    const page = await listAccountBatches(deps.db, res.locals.accountId, query);
+    const data = [];
+    for (const batch of page.batches) data.push(toBatchView(await batchProgress(deps.db, batch)));
+    res.json({ data, next_cursor: page.nextCursor ?? null });
+  });
+
+  router.get("/:batchId", async (req, res) => {
+    const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
+    res.json(toBatchView(await batchProgress(deps.db, batch)));
+  });
+
+  router.get("/:batchId/tasks", async (req, res) => {
+    const query = parse(tasksQuerySchema, req.query);
+    const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
+    const page = await listBatchTasks(deps.db, batch.id, query);
+    res.json({
+      data: page.tasks.map((t) => ({ ...toNativeTask(t, deps.signLink), batch_line: t.batchLine })),
+      next_cursor: page.nextCursor ?? null,
+    });
+  });
+
+  router.get("/:batchId/results", async (req, res) => {
+    const format = parse(z.object({ format: z.enum(["ndjson", "csv"], { error: "must be ndjson or csv" }).optional() }), req.query).format;
+    const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
+    const chosen = format ?? (req.accepts(["application/x-ndjson", "text/csv"]) === "text/csv" ? "csv" : "ndjson");
+    await streamManifest(deps, res, batch.id, chosen);
+  });
+
+  router.post("/:batchId/cancel", async (req, res) => {
+    const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
+    const { canceled } = await cancelBatch(deps.db, batch);
+    const after = await findAccountBatch(deps.db, res.locals.accountId, batch.id);
+    res.json({ ...toBatchView(await batchProgress(deps.db, after)), canceled_now: canceled });
+  });
+
+  router.post("/:batchId/retry", async (req, res) => {
+    const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
+    const { retried } = await retryBatch(deps.db, batch);
+    const after = await findAccountBatch(deps.db, res.locals.accountId, batch.id);
+    res.json({ ...toBatchView(await batchProgress(deps.db, after)), retried });
+  });
+
+  router.all("/", methodNotAllowed("GET", "POST"));
+  router.all(["/:batchId", "/:batchId/tasks", "/:batchId/results"], methodNotAllowed("GET"));
+  router.all(["/:batchId/cancel", "/:batchId/retry"], methodNotAllowed("POST"));
+  router.use(problemDetailsHandler(deps.logger));
+  return router;
+};

@@ -1,0 +1,20 @@
+import { z } from "zod";
+
+// The API's batch and idempotency settings (a fragment of its env schema).
+export const batchEnv = {
+  // Items per multi-row insert and per BullMQ addBulk.
+  BATCH_CHUNK_ITEMS: z.coerce.number().int().min(1).max(3_000).default(1_000),
+  // Provider credits per result image (the simulator charges n per task; KLING.md names no price).
+  CREDITS_PER_IMAGE: z.coerce.number().min(0).default(1),
+  // Credits an account may have spent plus committed; a batch past it is refused. Unset: no cap
+  // (an account's own spend_cap_credits column overrides it).
+  BATCH_SPEND_CAP_CREDITS: z.coerce.number().int().min(0).optional(),
+  // The provider's run time per task assumed by a dry run's estimate until one has been observed.
+  BATCH_ESTIMATE_RUN_MS: z.coerce.number().int().min(1).default(30_000),
+  // How long an Idempotency-Key's first answer is kept (and replayed).
+  IDEMPOTENCY_KEY_TTL_SECONDS: z.coerce.number().int().min(1).default(86_400),
+  // An in-flight key older than this belonged to a request that died with its process: taken over.
+  IDEMPOTENCY_IN_FLIGHT_SECONDS: z.coerce.number().int().min(1).default(900),
+  // Expired keys are deleted this often by each API process.
+  IDEMPOTENCY_PRUNE_EVERY_MS: z.coerce.number().int().min(1_000).default(600_000),
+};

@@ -1,0 +1,140 @@
+import { sql, type Selectable } from "kysely";
+import { z } from "zod";
+import type { DB, Db, TaskStatus } from "../db/database.ts";
+import { AppError } from "../errors/app-error.ts";
+import { selectTaskWithImages, type TaskWithImages } from "../task/task.repository.ts";
+import { taskStatuses } from "../task/task-status.ts";
+
+export type Batch = Selectable<DB["batch"]>;
+export type BatchEndStatus = "completed" | "completed_with_errors" | "canceled";
+export type BatchStatus = "receiving" | "running" | BatchEndStatus;
+
+export type BatchProgress = {
+  batch: Batch;
+  status: BatchStatus;
+  counts: Record<TaskStatus, number>;
+  total: number;
+  finished: number;
+  percent: number;
+  creditsSpent: number;
+  throughputPerSecond: number | null;
+  etaSeconds: number | null;
+  firstSubmittedAt: Date | null;
+  lastFinishedAt: Date | null;
+};
+
+// Throughput is measured over the last minute of completions (or since the first submission, when
+// the batch started less than a minute ago).
+const THROUGHPUT_WINDOW_MS = 60_000;
+
+const notFound = (id: string) => new AppError("not_found", `batch '${id}' not found`);
+const isUuid = (value: string) => z.uuid().safeParse(value).success;
+
+export const findAccountBatch = async (db: Db, accountId: string, batchId: string): Promise<Batch> => {
+  if (!isUuid(batchId)) throw notFound(batchId);
+  const batch = await db.selectFrom("batch").selectAll().where("id", "=", batchId).where("accountId", "=", accountId).executeTakeFirst();
+  if (!batch) throw notFound(batchId);
+  return batch;
+};
+
+const endStatusOf = (batch: Batch, counts: Record<TaskStatus, number>): BatchEndStatus =>
+  batch.canceledAt ? "canceled" : counts.failed > 0 || batch.rejectedItems > 0 || batch.upload === "broken_off" ? "completed_with_errors" : "completed";
+
+// Counts by status come from the task table (indexed by batch and status): nothing is counted per
+// item on the intake or worker paths. The end is recorded the first time it is seen.
+export const batchProgress = async (db: Db, batch: Batch): Promise<BatchProgress> => {
+  const now = Date.now();
+  const windowStart = new Date(now - THROUGHPUT_WINDOW_MS);
+  const rows = await db
+    .selectFrom("task")
+    .select([
+      "status",
+      (eb) => eb.fn.countAll<string>().as("count"),
+      sql<string>`coalesce(sum(case when final_unit_deduction ~ '^[0-9]+(\\.[0-9]+)?$' then final_unit_deduction::numeric else 0 end), 0)`.as("credits"),
+      sql<Date | null>`min(submitted_at)`.as("firstSubmittedAt"),
+      sql<Date | null>`max(finished_at)`.as("lastFinishedAt"),
+      sql<string>`count(*) filter (where finished_at >= ${windowStart})`.as("recent"),
+    ])
+    .where("batchId", "=", batch.id)
+    .groupBy("status")
+    .execute();
+  const counts = Object.fromEntries(taskStatuses.map((s) => [s, 0])) as Record<TaskStatus, number>;
+  let creditsSpent = 0;
+  let recent = 0;
+  let firstSubmittedAt: Date | null = null;
+  let lastFinishedAt: Date | null = null;
+  for (const row of rows) {
+    counts[row.status] = Number(row.count);
+    creditsSpent += Number(row.credits);
+    recent += Number(row.recent);
+    if (row.firstSubmittedAt && (!firstSubmittedAt || row.firstSubmittedAt < firstSubmittedAt)) firstSubmittedAt = row.firstSubmittedAt;
+    if (row.lastFinishedAt && (!lastFinishedAt || row.lastFinishedAt > lastFinishedAt)) lastFinishedAt = row.lastFinishedAt;
+  }
+  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+  const finished = counts.succeeded + counts.failed + counts.canceled;
+  const remaining = total - finished;
+  const windowFrom = Math.max(windowStart.getTime(), (firstSubmittedAt ?? batch.createdAt).getTime());
+  const windowSeconds = Math.max(1, (now - windowFrom) / 1000);
+  const throughputPerSecond = recent > 0 ? recent / windowSeconds : null;
+  const etaSeconds = remaining === 0 ? 0 : throughputPerSecond ? Math.ceil(remaining / throughputPerSecond) : null;
+
+  let status: BatchStatus;
+  if (batch.endStatus) status = batch.endStatus as BatchEndStatus;
+  else if (batch.upload === "receiving") status = "receiving";
+  else if (remaining > 0) status = "running";
+  else {
+    status = endStatusOf(batch, counts);
+    // Guarded, so that concurrent readers record the end once (the lead's batch.completed hook goes here).
+    const recorded = await db
+      .updateTable("batch")
+      .set({ endStatus: status, finishedAt: lastFinishedAt ?? new Date() })
+      .where("id", "=", batch.id)
+      .where("endStatus", "is", null)
+      .returningAll()
+      .executeTakeFirst();
+    if (recorded) batch = recorded;
+  }
+  return {
+    batch,
+    status,
+    counts,
+    total,
+    finished,
+    percent: total === 0 ? 100 : Math.round((finished / total) * 1000) / 10,
+    creditsSpent,
+    throughputPerSecond: throughputPerSecond === null ? null : Math.round(throughputPerSecond * 100) / 100,
+    etaSeconds,
+    firstSubmittedAt,
+    lastFinishedAt,
+  };
+};
+
+// Newest first; ids are UUIDv7, so "after this id" is a stable cursor.
+export const listAccountBatches = async (db: Db, accountId: string, query: { cursor?: string; limit: number }) => {
+  let select = db.selectFrom("batch").selectAll().where("accountId", "=", accountId);
+  if (query.cursor) select = select.where("id", "<", query.cursor);
+  const rows = await select.orderBy("id", "desc").limit(query.limit + 1).execute();
+  const page = rows.slice(0, query.limit);
+  return { batches: page, nextCursor: rows.length > query.limit ? page.at(-1)?.id : undefined };
+};
+
+// In upload order (task ids are UUIDv7 given as the lines were read).
+export const listBatchTasks = async (db: Db, batchId: string, query: { status?: TaskStatus; cursor?: string; limit: number }) => {
+  let select = selectTaskWithImages(db).where("task.batchId", "=", batchId);
+  if (query.status) select = select.where("task.status", "=", query.status);
+  if (query.cursor) select = select.where("task.id", ">", query.cursor);
+  const rows = await select.orderBy("task.id", "asc").limit(query.limit + 1).execute();
+  const page = rows.slice(0, query.limit);
+  return { tasks: page, nextCursor: rows.length > query.limit ? page.at(-1)?.id : undefined };
+};
+
+// Every task of the batch, page by page: memory holds one page whatever the batch's size.
+export async function* batchTasksInPages(db: Db, batchId: string, pageSize = 500): AsyncGenerator<TaskWithImages[]> {
+  let cursor: string | undefined;
+  for (;;) {
+    const { tasks, nextCursor } = await listBatchTasks(db, batchId, { cursor, limit: pageSize });
+    if (tasks.length > 0) yield tasks;
+    if (!nextCursor) return;
+    cursor = nextCursor;
+  }
+}
