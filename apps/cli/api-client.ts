@@ -15,8 +15,8 @@ const describeProblem = (status: number, body: string) => {
 };
 
 const unreachable = (target: ApiTarget, error: unknown) => {
-  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  const why = cause?.code ?? cause?.message ?? (error as Error).message;
+  const cause = (error as { cause?: { code?: string; message?: string; errors?: { code?: string }[] } }).cause;
+  const why = cause?.code ?? cause?.errors?.[0]?.code ?? cause?.message ?? (error as Error).message;
   return new CliError(
     exitCodes.unreachable,
     `Cannot reach the API at ${target.apiUrl} (${why}).`,

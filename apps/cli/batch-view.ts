@@ -12,7 +12,9 @@ export const batchViewSchema = z.looseObject({
   eta_seconds: z.number().nullish(),
   throughput_per_second: z.number().nullish(),
   credits_spent: z.number().nullish(),
-  rejected_items: z.number().nullish(),
+  created_at: z.string().nullish(),
+  finished_at: z.string().nullish(),
+  items: z.looseObject({ accepted: z.number().nullish(), rejected: z.number().nullish() }).nullish(),
 });
 
 export type BatchView = z.output<typeof batchViewSchema>;
@@ -35,4 +37,11 @@ export const totalOf = (batch: BatchView) => batch.total ?? Object.values(batch.
 export const groupCount = (batch: BatchView, statuses: readonly string[]) => statuses.reduce((sum, s) => sum + (batch.counts[s] ?? 0), 0);
 
 export const batchHadFailures = (batch: BatchView) =>
-  batch.status !== "completed" || (batch.counts.failed ?? 0) > 0 || (batch.counts.canceled ?? 0) > 0 || (batch.rejected_items ?? 0) > 0;
+  batch.status !== "completed" || (batch.counts.failed ?? 0) > 0 || (batch.counts.canceled ?? 0) > 0 || (batch.items?.rejected ?? 0) > 0;
+
+// From creation to the end, as the API recorded it (not how long this process watched).
+export const runSeconds = (batch: BatchView, nowMs = Date.now()) => {
+  const start = batch.created_at ? Date.parse(batch.created_at) : NaN;
+  const end = batch.finished_at ? Date.parse(batch.finished_at) : nowMs;
+  return Number.isFinite(start) ? Math.max(0, (end - start) / 1000) : undefined;
+};

@@ -9,7 +9,7 @@ const expandOptions = `Expansion (batch defaults; an item of a CSV/NDJSON input 
   --down <ratio>    down_expansion_ratio, 0..2 times the height
   --left <ratio>    left_expansion_ratio, 0..2 times the width
   --right <ratio>   right_expansion_ratio, 0..2 times the width
-                    (the provider requires (1+up+down)*(1+left+right) <= 3)
+                    (each defaults to 0; the provider requires (1+up+down)*(1+left+right) <= 3)
   --prompt <text>   what to paint in the new area (at most 2500 characters)
   --n <count>       images per input, 1..9 (default 1)
   --name <text>     the batch's name (default: the input's name)

@@ -24,11 +24,13 @@ const text = (flag: string, value: FlagValue) => {
   return value;
 };
 
+// The provider requires all four ratios; a side not given is not expanded (0), and an item of a
+// CSV/NDJSON input that sets its own ratio overrides it.
 export const batchOptionsFrom = (flags: Flags): BatchOptions => ({
-  up: number("up", flags.up, ratio),
-  down: number("down", flags.down, ratio),
-  left: number("left", flags.left, ratio),
-  right: number("right", flags.right, ratio),
+  up: number("up", flags.up, ratio) ?? 0,
+  down: number("down", flags.down, ratio) ?? 0,
+  left: number("left", flags.left, ratio) ?? 0,
+  right: number("right", flags.right, ratio) ?? 0,
   prompt: text("prompt", flags.prompt),
   n: number("n", flags.n, positiveInt("a whole number", 9)),
   name: text("name", flags.name),

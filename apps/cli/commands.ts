@@ -1,20 +1,21 @@
 import path from "node:path";
+import { z } from "zod";
 import { apiJson, type ApiTarget } from "./api-client.ts";
 import { batchHadFailures, batchViewSchema, type BatchView } from "./batch-view.ts";
 import { downloadBatch } from "./download-batch.ts";
 import { CliError, exitCodes, usageError } from "./exit-codes.ts";
 import { resolveInput, type InputKind } from "./input-items.ts";
 import { formatDuration, renderProgressBlock, renderProgressLine } from "./progress-view.ts";
-import { batchQuery, postBatch, rejectionsIn, scanInput, submittedSchema, type BatchOptions, type Rejection } from "./submit-batch.ts";
+import { batchQuery, postBatch, rejectedCountIn, rejectionsIn, scanInput, submittedSchema, type BatchOptions, type Rejection } from "./submit-batch.ts";
 import { fetchBatch, resumeHint, watchBatch, type Output } from "./watch-batch.ts";
 
 const note = (text: string) => process.stderr.write(`${text}\n`);
 
-const printRejections = (rejections: Rejection[]) => {
-  if (!rejections.length) return;
-  note(`${rejections.length} item(s) refused:`);
+const printRejections = (rejections: Rejection[], count: number) => {
+  if (!count) return;
+  note(`${count} item(s) refused:`);
   for (const r of rejections.slice(0, 20)) note(`  line ${r.line}${r.label ? ` (${r.label})` : ""}: ${r.reason}`);
-  if (rejections.length > 20) note(`  ... and ${rejections.length - 20} more (see the batch's manifest)`);
+  if (count > Math.min(rejections.length, 20)) note(`  ... and ${count - Math.min(rejections.length, 20)} more`);
 };
 
 const finalWords = (batch: BatchView) => {
@@ -53,20 +54,20 @@ export const submitCommand = async (target: ApiTarget, args: SubmitArgs, out: Ou
   } finally {
     process.removeListener("SIGINT", onSigint);
   }
-  const submitted = submittedSchema.parse(answer.body);
-  const batchId = submitted.id ?? submitted.batch_id;
-  if (!batchId) throw new CliError(exitCodes.api, "The API's answer names no batch id.");
+  const submitted = submittedSchema.safeParse(answer.body);
+  if (!submitted.success) throw new CliError(exitCodes.api, "The API's answer names no batch id.");
+  const batchId = submitted.data.id;
   if (answer.replayed) note(`Already submitted as batch ${batchId} (same input and options): following that one, nothing new was created.`);
   else note(`Batch ${batchId} created.`);
-  const rejections = rejectionsIn(answer.body, labels);
-  printRejections(rejections);
+  const refused = rejectedCountIn(answer.body);
+  printRejections(rejectionsIn(answer.body, labels), refused);
   if (!args.watch) {
     out.write(`${batchId}\n`);
-    return rejections.length ? exitCodes.batchHadFailures : exitCodes.ok;
+    return refused ? exitCodes.batchHadFailures : exitCodes.ok;
   }
   const final = await watchBatch(target, batchId, out, { intervalMs: args.intervalMs });
   const code = finalWords(final);
-  return rejections.length ? exitCodes.batchHadFailures : code;
+  return refused ? exitCodes.batchHadFailures : code;
 };
 
 export const estimateCommand = async (target: ApiTarget, args: Omit<SubmitArgs, "watch" | "intervalMs">, out: Output): Promise<number> => {
@@ -75,26 +76,34 @@ export const estimateCommand = async (target: ApiTarget, args: Omit<SubmitArgs, 
   const { labels } = await scanInput(source, query);
   if (labels.length === 0) throw usageError(`${source.label} holds no items.`);
   const { body } = await postBatch(target, source, query, undefined);
-  const field = (...names: string[]) => names.map((n) => body[n]).find((v) => v !== undefined && v !== null);
-  const valid = field("valid_items", "accepted_items", "item_count", "items");
-  const credits = field("credits", "estimated_credits", "credits_estimate");
-  const duration = field("estimated_duration_seconds", "estimated_seconds", "duration_seconds");
+  const estimate = dryRunSchema.safeParse(body);
+  if (!estimate.success) throw new CliError(exitCodes.api, "The API's dry-run answer is not what this CLI expects.");
+  const e = estimate.data;
   out.write(`Dry run for ${source.label} (nothing was created):\n`);
-  out.write(`  items read      ${labels.length}\n`);
-  if (valid !== undefined) out.write(`  valid items     ${typeof valid === "number" ? valid : JSON.stringify(valid)}\n`);
-  if (credits !== undefined) out.write(`  credits         ${credits}\n`);
-  if (duration !== undefined) out.write(`  estimated time  ${formatDuration(Number(duration))}\n`);
-  const rejections = rejectionsIn(body, labels);
-  printRejections(rejections);
-  if (valid === undefined && credits === undefined) out.write(`${JSON.stringify(body, null, 2)}\n`);
-  return rejections.length ? exitCodes.batchHadFailures : exitCodes.ok;
+  out.write(`  items           ${labels.length} read, ${e.accepted} valid, ${e.rejected} refused\n`);
+  out.write(`  images          ${e.images ?? "?"}\n`);
+  out.write(`  credits         ${e.credits}\n`);
+  out.write(`  estimated time  ${formatDuration(e.estimated_duration_seconds)}${e.capacity ? ` (${e.capacity.provider_slots} provider slots, ~${Math.round(e.capacity.run_time_ms / 1000)}s per task)` : ""}\n`);
+  if (e.spend_cap) out.write(`  spend cap       ${e.spend_cap.cap} (spent ${e.spend_cap.spent}, committed ${e.spend_cap.committed})${e.spend_cap.would_exceed ? " - this batch WOULD EXCEED it" : ""}\n`);
+  printRejections(rejectionsIn(body, labels), e.rejected);
+  return e.rejected || e.spend_cap?.would_exceed ? exitCodes.batchHadFailures : exitCodes.ok;
 };
+
+const dryRunSchema = z.looseObject({
+  accepted: z.number(),
+  rejected: z.number(),
+  credits: z.number(),
+  images: z.number().optional(),
+  estimated_duration_seconds: z.number().nullish(),
+  capacity: z.looseObject({ provider_slots: z.number(), run_time_ms: z.number() }).nullish(),
+  spend_cap: z.looseObject({ cap: z.number(), spent: z.number(), committed: z.number(), would_exceed: z.boolean() }).nullish(),
+});
 
 export const statusCommand = async (target: ApiTarget, batchId: string, json: boolean, out: Output): Promise<number> => {
   const raw = await apiJson<unknown>(target, `/v1/batches/${encodeURIComponent(batchId)}`);
   const batch = batchViewSchema.parse(raw);
   if (json) out.write(`${JSON.stringify(raw, null, 2)}\n`);
-  else if (out.isTTY) out.write(`${renderProgressBlock(batch, { color: out.color, width: out.columns, elapsedSeconds: 0 }).join("\n")}\n`);
+  else if (out.isTTY) out.write(`${renderProgressBlock(batch, { color: out.color, width: out.columns }).join("\n")}\n`);
   else out.write(`${renderProgressLine(batch)}\n`);
   return ["completed_with_errors", "canceled"].includes(batch.status) ? exitCodes.batchHadFailures : exitCodes.ok;
 };

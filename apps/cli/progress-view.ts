@@ -1,4 +1,4 @@
-import { groupCount, isFinished, statusGroups, totalOf, type BatchView } from "./batch-view.ts";
+import { groupCount, isFinished, runSeconds, statusGroups, totalOf, type BatchView } from "./batch-view.ts";
 
 export const formatDuration = (seconds: number | null | undefined) => {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "estimating";
@@ -22,11 +22,11 @@ const percentOf = (batch: BatchView, total: number) => {
 };
 
 // The block a terminal shows and redraws: one overall bar, then one bar per status group.
-export const renderProgressBlock = (batch: BatchView, options: { color: boolean; width: number; elapsedSeconds: number }) => {
+export const renderProgressBlock = (batch: BatchView, options: { color: boolean; width: number }) => {
   const total = totalOf(batch);
   const percent = percentOf(batch, total);
   const barWidth = Math.max(10, Math.min(40, options.width - 46));
-  const eta = isFinished(batch) ? `done in ${formatDuration(options.elapsedSeconds)}` : `ETA ${formatDuration(batch.eta_seconds)}`;
+  const eta = isFinished(batch) ? `done in ${formatDuration(runSeconds(batch))}` : `ETA ${formatDuration(batch.eta_seconds)}`;
   const rate = batch.throughput_per_second ? `  ${batch.throughput_per_second}/s` : "";
   const head = `${paint(options.color, 1, `batch ${batch.id}`)}${batch.name ? ` (${batch.name})` : ""}  ${batch.status}`;
   const lines = [

@@ -59,29 +59,26 @@ const uploadStream = (source: InputSource) => {
   });
 };
 
-const rejectedSchema = z.array(
-  z.looseObject({
-    line: z.number(),
-    errors: z.array(z.looseObject({ field: z.string().optional(), message: z.string() })).optional(),
-    message: z.string().optional(),
-    reason: z.string().optional(),
-  }),
-);
+const lineErrorsSchema = z.array(z.looseObject({ line: z.number().int(), field: z.string().nullish(), message: z.string() }));
 
-export const submittedSchema = z.looseObject({ id: z.string().optional(), batch_id: z.string().optional() });
+export const submittedSchema = z.looseObject({ id: z.string() });
 
 export type Rejection = { line: number; label: string | undefined; reason: string };
 
-// Rejected items, wherever the answer lists them, with the input's own name for each line.
+// The API lists refused items as {line, field, message} (one entry per problem), under `intake` for a
+// created batch and at the top for a dry run; shown once per line with the input's own name for it.
 export const rejectionsIn = (answer: Record<string, unknown>, labels: string[]): Rejection[] => {
-  const list = [answer.rejected, answer.rejected_items, answer.errors, answer.invalid_items].find((v) => Array.isArray(v));
-  const parsed = rejectedSchema.safeParse(list ?? []);
+  const intake = answer.intake as Record<string, unknown> | undefined;
+  const parsed = lineErrorsSchema.safeParse(intake?.errors ?? answer.errors ?? []);
   if (!parsed.success) return [];
-  return parsed.data.map((r) => ({
-    line: r.line,
-    label: labels[r.line - 1],
-    reason: r.errors?.map((e) => (e.field ? `${e.field}: ${e.message}` : e.message)).join("; ") ?? r.message ?? r.reason ?? "refused",
-  }));
+  const byLine = new Map<number, string[]>();
+  for (const e of parsed.data) byLine.set(e.line, [...(byLine.get(e.line) ?? []), e.field ? `${e.field}: ${e.message}` : e.message]);
+  return [...byLine].map(([line, reasons]) => ({ line, label: labels[line - 1], reason: reasons.join("; ") }));
+};
+
+export const rejectedCountIn = (answer: Record<string, unknown>): number => {
+  const intake = (answer.intake ?? answer) as Record<string, unknown>;
+  return typeof intake.rejected === "number" ? intake.rejected : 0;
 };
 
 export const postBatch = async (target: ApiTarget, source: InputSource, query: URLSearchParams, idempotencyKey: string | undefined) => {

@@ -28,7 +28,6 @@ const interrupted = (batchId: string) => new CliError(exitCodes.interrupted, "In
 // Follows a batch to its end: bars redrawn in place on a terminal, a plain line whenever something
 // changed (and at least every 30 s) elsewhere.
 export const watchBatch = async (target: ApiTarget, batchId: string, out: Output, options: { intervalMs: number }): Promise<BatchView> => {
-  const started = Date.now();
   const abort = new AbortController();
   const onSigint = () => abort.abort();
   process.once("SIGINT", onSigint);
@@ -37,7 +36,7 @@ export const watchBatch = async (target: ApiTarget, batchId: string, out: Output
   let lastLineAt = 0;
   const draw = (batch: BatchView) => {
     if (out.isTTY) {
-      const lines = renderProgressBlock(batch, { color: out.color, width: out.columns, elapsedSeconds: (Date.now() - started) / 1000 });
+      const lines = renderProgressBlock(batch, { color: out.color, width: out.columns });
       // Move up over the previous block and overwrite it line by line (clearing each line's rest).
       out.write(`${drawn ? `\u001b[${drawn}F` : ""}${lines.map((l) => `${l}\u001b[K`).join("\n")}\n`);
       drawn = lines.length;
