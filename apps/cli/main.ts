@@ -1,9 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { commandHelp, mainHelp } from "./cli-help.ts";
 import { apiTargetFrom, batchOptionsFrom, intervalFrom, positiveInt } from "./cli-options.ts";
-import { controlCommand, downloadCommand, estimateCommand, statusCommand, submitCommand, watchCommand } from "./commands.ts";
 import { CliError, exitCodes, usageError } from "./exit-codes.ts";
-import { terminalOutput } from "./watch-batch.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
@@ -60,7 +58,10 @@ const run = async (argv: string[]): Promise<number> => {
     process.stdout.write(`${commandHelp[command]}\n`);
     return exitCodes.ok;
   }
+  const { terminalOutput } = await import("./watch-batch.ts");
   const out = terminalOutput();
+  // Loaded only for a command that runs: `--help` and usage errors answer at once.
+  const { controlCommand, downloadCommand, estimateCommand, statusCommand, submitCommand, watchCommand } = await import("./commands.ts");
   switch (command) {
     case "submit":
     case "estimate": {
