@@ -27,6 +27,8 @@ const interrupted = (batchId: string) => new CliError(exitCodes.interrupted, "In
 
 // Follows a batch to its end: bars redrawn in place on a terminal, a plain line whenever something
 // changed (and at least every 30 s) elsewhere.
+const maxFailures = 30;
+
 export const watchBatch = async (target: ApiTarget, batchId: string, out: Output, options: { intervalMs: number }): Promise<BatchView> => {
   const abort = new AbortController();
   const onSigint = () => abort.abort();
@@ -50,12 +52,26 @@ export const watchBatch = async (target: ApiTarget, batchId: string, out: Output
       lastLineAt = Date.now();
     }
   };
+  // A restarting API or a blip of the network should not end a long watch: keep trying for a while.
+  let failures = 0;
+  const readBatch = async (): Promise<BatchView | undefined> => {
+    try {
+      const batch = await fetchBatch(target, batchId);
+      failures = 0;
+      return batch;
+    } catch (error) {
+      const transient = error instanceof CliError && (error.exitCode === exitCodes.unreachable || /answered 5\d\d/.test(error.message));
+      if (!transient || ++failures > maxFailures) throw error;
+      if (failures === 1) process.stderr.write(`(the API did not answer: ${error.message} Still trying...)\n`);
+      return undefined;
+    }
+  };
   try {
     while (true) {
       if (abort.signal.aborted) throw interrupted(batchId);
-      const batch = await fetchBatch(target, batchId);
-      draw(batch);
-      if (isFinished(batch)) return batch;
+      const batch = await readBatch();
+      if (batch) draw(batch);
+      if (batch && isFinished(batch)) return batch;
       try {
         await sleep(options.intervalMs, undefined, { signal: abort.signal });
       } catch {
