@@ -3,7 +3,7 @@ import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
 import { apiFetch, type ApiTarget } from "./api-client.ts";
-import { CliError, exitCodes } from "./exit-codes.ts";
+import { CliError, exitCodes, usageError } from "./exit-codes.ts";
 import type { Output } from "./watch-batch.ts";
 
 const manifestImage = z.looseObject({
@@ -86,7 +86,11 @@ const fetchImage = async (target: ApiTarget, want: Wanted, dest: string) => {
 export type DownloadSummary = { manifest: string; images: number; fetched: number; skipped: number; failed: { file: string; reason: string; exitCode: number }[] };
 
 export const downloadBatch = async (target: ApiTarget, batchId: string, outDir: string, out: Output, concurrency: number): Promise<DownloadSummary> => {
-  await mkdir(outDir, { recursive: true });
+  try {
+    await mkdir(outDir, { recursive: true });
+  } catch (error) {
+    throw usageError(`Cannot use ${outDir} as the output folder (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}).`);
+  }
   const response = await apiFetch(target, `/v1/batches/${encodeURIComponent(batchId)}/results?format=ndjson`, { headers: { accept: "application/x-ndjson" } });
   const manifestText = await response.text();
   const manifest = path.join(outDir, "manifest.ndjson");

@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { commandHelp } from "../../apps/cli/cli-help.ts";
 import { runCli } from "../support/cli-runner.ts";
 import { startFileServer } from "../support/file-server.ts";
 import { freePort } from "../support/free-port.ts";
@@ -51,20 +52,25 @@ afterAll(async () => {
 
 describe("the CLI as a subprocess", () => {
   it("when asked for help, then the tool and each command explain themselves and exit 0; with no command it exits 2", async () => {
-    const [main, none, ...each] = await Promise.all([
+    // Two commands' help through the bin; every command's text is checked in the module it prints from.
+    const [main, none, submit, download] = await Promise.all([
       runCli(["--help"], {}),
       runCli([], {}),
-      ...commands.map((c) => runCli([c, "--help"], {})),
+      runCli(["submit", "--help"], {}),
+      runCli(["download", "-h"], {}),
     ]);
     expect(main.code).toBe(0);
     expect(main.stdout).toMatch(/Exit codes:/);
     for (const c of commands) expect(main.stdout).toContain(`  ${c} `);
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/Usage: kling-expand <command>/);
-    for (const [i, run] of each.entries()) {
-      expect(run.code, commands[i]).toBe(0);
-      expect(run.stdout).toMatch(new RegExp(`^Usage: kling-expand ${commands[i]} `));
-      expect(run.stdout).toMatch(/--api-url/);
+    expect(submit.code).toBe(0);
+    expect(submit.stdout).toBe(`${commandHelp.submit}\n`);
+    expect(download.code).toBe(0);
+    expect(download.stdout).toBe(`${commandHelp.download}\n`);
+    for (const c of commands) {
+      expect(commandHelp[c]).toMatch(new RegExp(`^Usage: kling-expand ${c} `));
+      expect(commandHelp[c]).toMatch(/--api-url/);
     }
   });
 
@@ -75,15 +81,11 @@ describe("the CLI as a subprocess", () => {
       [["frobnicate"], /Unknown command "frobnicate"/],
       [["submit", work, "--bogus"], /Unknown option '--bogus'/],
       [["submit", path.join(work, "photos"), "--up", "5"], /--up must be a number from 0 to 2/],
-      [["submit", path.join(work, "photos"), "--n", "10"], /--n must be a whole number from 1 to 9/],
-      [["submit"], /exactly one input/],
       [["submit", path.join(work, "missing")], /no such file or folder/],
       [["submit", path.join(work, "photos", "notes.txt")], /Cannot tell the format/],
       [["submit", "-", "--format", "xml"], /--format must be csv or ndjson/],
       [["download", "some-id"], /needs --out/],
-      [["status", "a", "b"], /exactly one batch id/],
       [["status", "x"], /No API key/, { API_URL: nowhere.API_URL }],
-      [["status", "x", "--api-url", "ftp://x"], /must be an http\(s\) URL/],
     ];
     const runs = [];
     // Four at a time: each is a Node process, and the machine has two cores.
