@@ -86,13 +86,17 @@ const route = fc.oneof(
   fc.tuple(idSegment, indexSegment).map(([id, i]) => `/files/tasks/${id}/images/${i}`),
   fc.tuple(idSegment, fc.oneof(fc.constant("{token}"), segment)).map(([id, token]) => `/webhooks/kling/${id}/${token}`),
   fc.constantFrom("/healthz", "/readyz"),
+  fc.constant("/v1/batches"),
+  fc
+    .tuple(fc.oneof(fc.uuid().map(String), segment), fc.constantFrom("", "/tasks", "/results", "/cancel", "/retry"))
+    .map(([id, tail]) => `/v1/batches/${id}${tail}`),
   // Somewhere under a known prefix, or nowhere at all.
   fc
     .tuple(fc.constantFrom("", "/v1/tasks", "/kling/v1/images/editing/expand", "/v1/images/editing/expand", "/files", "/webhooks/kling"), fc.array(segment, { minLength: 1, maxLength: 4 }))
     .map(([prefix, rest]) => `${prefix}/${rest.join("/")}`),
 );
 
-const queryName = fc.oneof(fc.constantFrom("external_task_id", "status", "limit", "cursor", "expires", "signature"), segment);
+const queryName = fc.oneof(fc.constantFrom("external_task_id", "status", "limit", "cursor", "expires", "signature", "atomic", "dry_run", "format", "n"), segment);
 const queryValue = fc.oneof(fc.constantFrom("queued", "succeeded", "0", "1", "200", "201", "-5", "1e2", "", "fuzz-known"), fc.uuid().map(String), segment);
 const query = fc.oneof(
   { weight: 2, arbitrary: fc.constant("") },
@@ -117,6 +121,7 @@ const authorization = fc.oneof(
 const contentType = fc.oneof(
   { weight: 3, arbitrary: fc.constant("application/json") },
   { weight: 3, arbitrary: fc.constantFrom(undefined, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/merge-patch+json") },
+  { weight: 1, arbitrary: fc.constantFrom("application/x-ndjson", "text/csv") },
   {
     weight: 2,
     arbitrary: fc.constantFrom("application/json; charset=utf-16", "application/json; charset=latin1", "application/json; charset=", "application/json; charset=utf-8; x=\"", "application/", ";;", "application/json;"),

@@ -3,6 +3,13 @@ import type { BatchIntakeResult } from "../../domain/batch/accept-batch.ts";
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
+// The query layer's camel-casing reaches into jsonb values too: the defaults go back to the
+// provider's field names.
+const snakeKeys = (value: unknown): unknown =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+    ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snakeKeys(v)]))
+    : value;
+
 export const toBatchView = (p: BatchProgress) => ({
   id: p.batch.id,
   name: p.batch.name,
@@ -10,7 +17,7 @@ export const toBatchView = (p: BatchProgress) => ({
   source: p.batch.source,
   upload: p.batch.upload,
   callback_url: p.batch.callbackUrl,
-  defaults: p.batch.defaults,
+  defaults: snakeKeys(p.batch.defaults),
   items: { accepted: p.batch.acceptedItems, rejected: p.batch.rejectedItems, lines_read: p.batch.linesRead },
   counts: p.counts,
   total: p.total,

@@ -119,7 +119,8 @@ export const acceptBatch = async (
       if (refusal) return void reject(raw.line, [{ field: "callback_url", message: refusal }]);
     }
     const credits = itemCredits(request.n, deps.creditsPerImage);
-    if (capBase + result.credits + credits > room) {
+    // A dry run reports the whole batch against the cap instead (the route's spend_cap.would_exceed).
+    if (!input.dryRun && capBase + result.credits + credits > room) {
       result.spendCapReached = true;
       return void reject(raw.line, [
         { field: "n", message: `would take the account past its spend cap of ${cap} credits (${capBase + result.credits} spent or committed)` },

@@ -62,6 +62,8 @@ const moveAll = async (db: Db, batchId: string, move: Parameters<typeof moveBatc
 // Tasks already at the provider run to their end and are reported as they end.
 export const cancelBatch = async (db: Db, batch: Batch) => {
   if (batch.endStatus && batch.endStatus !== "canceled") throw new AppError("conflict", `batch ${batch.id} has already ended (${batch.endStatus})`);
+  // Chunks still arriving would be written as queued after the cancel: wait for the upload's end.
+  if (batch.upload === "receiving") throw new AppError("conflict", `batch ${batch.id} is still being uploaded; cancel it once the upload has ended`);
   await db.updateTable("batch").set({ canceledAt: new Date() }).where("id", "=", batch.id).where("canceledAt", "is", null).execute();
   const canceled = await moveAll(db, batch.id, {
     from: "queued",

@@ -9,10 +9,10 @@ export const nextPollDelayMs = (ageMs: number, graceMs: number, maxMs: number): 
   Math.min(maxMs, Math.max(graceMs, Math.round(ageMs / 4)));
 
 // Failures that may pass when the task is run again (a batch's retry re-runs only these). Not:
-// a bad image, a request the provider refused, more images than the account has slots, or a task
-// the provider itself ran and failed (its external_task_id is taken there, and its outcome would
-// most likely repeat). `archive_failed` goes back to archiving: the provider still holds the results.
-export const retryableFailureClasses = ["retries_exhausted", "timeout", "provider_lost", "worker_crashed", "archive_failed"] as const;
+// a bad image, a request the provider refused, more images than the account has slots, a task the
+// provider itself ran and failed, or one that timed out at the provider (the provider holds a task
+// under its external_task_id, our task id, and refuses a second create with it). `archive_failed` goes back to archiving: the provider still holds the results.
+export const retryableFailureClasses = ["retries_exhausted", "provider_lost", "worker_crashed", "archive_failed"] as const;
 
 export const mayPassOnRetry = (failureClass: string | null): boolean =>
   failureClass !== null && (retryableFailureClasses as readonly string[]).includes(failureClass);
