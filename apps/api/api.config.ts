@@ -8,6 +8,7 @@ import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts"
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
+import { checkStorageEnv } from "../domain/storage/storage-config.ts";
 import { listenHostEnv } from "../domain/process/listen-url.ts";
 import { liveProgressEnv } from "../domain/live-progress/live-env.schema.ts";
 import { outboundWebhooksApiEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
@@ -56,6 +57,7 @@ export const apiEnvSchema = z
     PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),
   })
   .refine(requireServerKeyInProduction, serverKeyRequiredIssue)
+  .superRefine(checkStorageEnv)
   .refine((env) => (env.BOOTSTRAP_ACCESS_KEY === undefined) === (env.BOOTSTRAP_SECRET_KEY === undefined), {
     path: ["BOOTSTRAP_SECRET_KEY"],
     error: "BOOTSTRAP_ACCESS_KEY and BOOTSTRAP_SECRET_KEY go together",

@@ -17,10 +17,11 @@ import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
-import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import { createChangeHub } from "../domain/live-progress/change-hub.ts";
 import { createLiveLimits } from "../domain/live-progress/live-limits.ts";
 import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
+import { createObjectStorage } from "../domain/storage/object-storage.ts";
+import { storageConfigFrom } from "../domain/storage/storage-config.ts";
 import { pruneIdempotencyKeys } from "../domain/idempotency/idempotency-key.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
@@ -47,7 +48,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
   const timing = lifecycleTimingFrom(config);
   const serverKey = await resolveServerKey(config);
-  const storage = createLocalStorage(config.STORAGE_DIR);
+  const storage = await createObjectStorage(storageConfigFrom(config));
   // Before anything connects: a bad PROVIDER_ROUTES stops the boot like any other bad variable.
   const providerRoutes = resolveProviderRoutes(config);
 
@@ -75,6 +76,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     });
   } catch (error) {
     // A start that fails (bootstrap refused, port taken) leaves no connection open behind it.
+    storage.close();
     redis.disconnect();
     await db.destroy();
     throw error;
@@ -181,7 +183,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   // Expect: 100-continue reaches the app unanswered; the body readers send the 100 only once the
   // request is authenticated and within budget, so a refused client never sends its body.
   server.on("checkContinue", app);
-  logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}` }, "api listening");
+  logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}`, storage: storage.describe }, "api listening");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -197,6 +199,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       await queues.close().catch(() => undefined);
       await routes.close();
       redis.disconnect();
+      storage.close();
       await db.destroy();
     })());
   return { url, port, publicBaseUrl, liveStats: () => ({ ...hub.stats(), open: liveLimits.inUse() }), stop };

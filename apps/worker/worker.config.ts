@@ -4,6 +4,7 @@ import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
+import { checkStorageEnv } from "../domain/storage/storage-config.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
 import { providerRoutesEnv } from "../domain/provider/provider-routes.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
@@ -59,7 +60,7 @@ export const workerEnvSchema = z.object({
   IMAGE_FETCH_TOTAL_TIMEOUT_MS: envPositiveMs.default(30_000),
   RESULT_MAX_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
   ARCHIVE_DIMENSION_CHECK: z.enum(["exact", "aspect"]).default("exact"),
-}).refine(requireServerKeyInProduction, serverKeyRequiredIssue);
+}).refine(requireServerKeyInProduction, serverKeyRequiredIssue).superRefine(checkStorageEnv);
 
 export type WorkerConfig = z.output<typeof workerEnvSchema>;
 

@@ -9,8 +9,9 @@ import { createWorkerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
-import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
+import { createObjectStorage } from "../domain/storage/object-storage.ts";
+import { storageConfigFrom } from "../domain/storage/storage-config.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
 import { checkSourceProcessor, createDownloadShares } from "./processors/check-source.processor.ts";
 import { reconcileProcessor } from "./processors/reconcile.processor.ts";
@@ -35,7 +36,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
   const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
-  const storage = createLocalStorage(config.STORAGE_DIR);
+  const storage = await createObjectStorage(storageConfigFrom(config));
 
   const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
   const taskChanged = createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger);
@@ -173,7 +174,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   await watchdog.firstCheck;
   await ensureSchedules();
   logger.info(
-    { routes: providerRoutes.map((r) => ({ name: r.name, provider: r.kind, url: r.baseUrl, capacity: r.capacity })) },
+    { routes: providerRoutes.map((r) => ({ name: r.name, provider: r.kind, url: r.baseUrl, capacity: r.capacity })), storage: storage.describe },
     "worker started",
   );
 
@@ -186,6 +187,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       await Promise.all([...workers.map((w) => w.close()), webhooks.stop()]);
       await queues.close().catch(() => undefined);
       redis.disconnect();
+      storage.close();
       await db.destroy();
     })());
   return { providerKind: providerRoutes[0]!.kind, stop };

@@ -24,9 +24,8 @@ export const redisEnv = {
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default("kling"),
 };
 
-export const storageEnv = {
-  STORAGE_DIR: z.string().default("var/storage"),
-};
+// Local directory or S3-compatible store; its fragment lives beside the stores.
+export { storageEnv } from "../storage/storage-config.ts";
 
 export const loggingEnv = {
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -1,7 +1,9 @@
+import { randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
+import { assertStorageKey } from "./storage-key.ts";
 
 export type ObjectStorage = {
   put(key: string, bytes: Buffer): Promise<void>;
@@ -14,6 +16,7 @@ export type ObjectStorage = {
 export const createLocalStorage = (rootDir: string): ObjectStorage => {
   const root = path.resolve(rootDir);
   const resolveKey = (key: string) => {
+    assertStorageKey(key);
     const full = path.resolve(root, key);
     if (!full.startsWith(root + path.sep)) throw new Error(`storage key escapes the root: ${key}`);
     return full;
@@ -23,7 +26,7 @@ export const createLocalStorage = (rootDir: string): ObjectStorage => {
       const full = resolveKey(key);
       await mkdir(path.dirname(full), { recursive: true });
       // Write then rename, so a reader never sees half a file.
-      const temp = `${full}.${process.pid}.${Date.now()}.tmp`;
+      const temp = `${full}.${randomUUID()}.tmp`;
       await writeFile(temp, bytes);
       await rename(temp, full);
     },
