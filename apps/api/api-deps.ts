@@ -1,7 +1,9 @@
+import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Authenticator } from "../domain/account/authenticator.ts";
 import type { Db } from "../domain/db/database.ts";
 import type { Logger } from "../domain/logging/logger.ts";
+import type { JobKind } from "../domain/queues/job-catalog.ts";
 import type { ProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
@@ -25,6 +27,8 @@ export type ApiDeps = {
   providerControls: ProviderControls;
   // Shared by every route that reads a body: bounds the body bytes held at once.
   bodyBudget: BodyBudget;
+  // /metrics and the queue board (/admin/queues, mounted only with an ADMIN_TOKEN).
+  operations: { scrapeMetrics: () => Promise<{ contentType: string; body: string }>; adminToken?: string; queue: (kind: JobKind) => Queue };
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

@@ -43,6 +43,10 @@ export const apiEnvSchema = z
     // Provider callback signing secrets (whsec_..., comma-separated while rotating); when set, an
     // unsigned or badly signed callback is refused. Unset: the per-task URL token is the only check.
     PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),
+    // Opens BullMQ's board at /admin/queues (Bearer, or Basic with this as the password); unset: 404.
+    ADMIN_TOKEN: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
+    // A worker's pushed metrics older than this leave /metrics (workers push every METRICS_PUSH_MS).
+    METRICS_STALE_MS: envPositiveMs.default(30_000),
   })
   .refine(requireServerKeyInProduction, serverKeyRequiredIssue)
   .refine((env) => (env.BOOTSTRAP_ACCESS_KEY === undefined) === (env.BOOTSTRAP_SECRET_KEY === undefined), {

@@ -20,6 +20,7 @@ import { createLocalStorage } from "../domain/storage/local-storage.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
+import { createMetricsScrape } from "./metrics/scrape-metrics.ts";
 import { createBodyBudget } from "./middleware/body-intake.ts";
 import { createLinkSigner } from "./presenters/task.presenter.ts";
 
@@ -109,6 +110,19 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     callbacks: { ...reports, webhookSecrets: config.PROVIDER_WEBHOOK_SECRET ?? [] },
     providerControls: provider,
     bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
+    operations: {
+      scrapeMetrics: createMetricsScrape({
+        db,
+        redis,
+        prefix: config.QUEUE_PREFIX,
+        queue: queues.queue,
+        providerControls: provider,
+        staleAfterMs: config.METRICS_STALE_MS,
+        timeoutMs: 2_000,
+      }),
+      adminToken: config.ADMIN_TOKEN,
+      queue: queues.queue,
+    },
   };
   const app = buildApp(deps);
   server.on("request", app);

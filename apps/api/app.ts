@@ -6,6 +6,10 @@ import { errorHandlerByPath } from "./middleware/error-handlers.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { requestLog } from "./middleware/request-log.ts";
 import { strictUrl } from "./middleware/strict-url.ts";
+import { apiDocsRouter } from "./routes/api-docs.route.ts";
+import { dashboardRouter } from "./routes/dashboard.route.ts";
+import { metricsRouter } from "./routes/metrics.route.ts";
+import { queueBoardRouter } from "./routes/queue-board.route.ts";
 import { dropinExpandRouter } from "./routes/dropin-expand.route.ts";
 import { filesRouter } from "./routes/files.route.ts";
 import { healthRouter } from "./routes/health.route.ts";
@@ -27,6 +31,11 @@ export const buildApp = (deps: ApiDeps): Express => {
   for (const prefix of dropinPrefixes) app.use(prefix, dropin);
   app.use("/v1/tasks", nativeTasksRouter(deps));
   app.use("/files", filesRouter(deps));
+  // Operator and first-time-user pages (described in openapi/route-catalog.ts like every route).
+  app.use(metricsRouter(deps.operations.scrapeMetrics));
+  app.use(apiDocsRouter());
+  app.use(dashboardRouter());
+  app.use(queueBoardRouter({ adminToken: deps.operations.adminToken, queue: deps.operations.queue }));
   app.use((req, _res, next) => next(new AppError("not_found", `no route for ${req.method} ${req.path}`)));
   // Problem details, or the provider's shape under the drop-in prefixes (unknown paths included).
   app.use(errorHandlerByPath(deps.logger));

@@ -44,6 +44,8 @@ export const workerEnvSchema = z.object({
   PROVIDER_CALLBACK_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
   // How often each worker checks that Redis still holds our state (a restart empties it).
   REDIS_WATCHDOG_MS: envPositiveMs.default(2_000),
+  // How often this worker pushes its counters and histograms to Redis for the API's /metrics.
+  METRICS_PUSH_MS: envPositiveMs.default(5_000),
   // Image downloads (callers' sources, provider results): no byte for IMAGE_FETCH_TIMEOUT_MS, or
   // the whole download (redirects included) past IMAGE_FETCH_TOTAL_TIMEOUT_MS, ends the try.
   IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(10_000),

@@ -3,6 +3,8 @@ import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { createLogger } from "../domain/logging/logger.ts";
+import { startMetricsPush } from "../domain/metrics/metrics-push.ts";
+import { metrics } from "../domain/metrics/metrics.ts";
 import { createProviderClient } from "../domain/provider/provider-client.ts";
 import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
 import { jobCatalog, type JobKind } from "../domain/queues/job-catalog.ts";
@@ -70,7 +72,14 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
 
   const workers: Worker[] = [];
   const run = (kind: JobKind, processor: Processor, concurrency: number) => {
-    const worker = new Worker(jobCatalog[kind].queue, processor, {
+    const queueName = jobCatalog[kind].queue;
+    // Time from being due (added, or its delay over) to being taken, on a job's first run (a retry's
+    // timestamps no longer say when it became due).
+    const timed: Processor = (job, token) => {
+      if (job.attemptsStarted <= 1) metrics.jobWait.observe({ queue: queueName }, Math.max(0, Date.now() - job.timestamp - (job.opts.delay ?? 0)) / 1000);
+      return processor(job, token);
+    };
+    const worker = new Worker(queueName, timed, {
       connection: redis,
       prefix: config.QUEUE_PREFIX,
       concurrency,
@@ -162,6 +171,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     );
   };
   const watchdog = startRedisWatchdog({ db, slots, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
+  const metricsPush = startMetricsPush({ redis, prefix: config.QUEUE_PREFIX, everyMs: config.METRICS_PUSH_MS, logger });
   await watchdog.firstCheck;
   await ensureSchedules();
   logger.info(
@@ -176,6 +186,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       await watchdog.stop();
       await slots.close();
       await Promise.all(workers.map((w) => w.close()));
+      await metricsPush.stop();
       await queues.close().catch(() => undefined);
       redis.disconnect();
       await db.destroy();

@@ -13,7 +13,7 @@ import { toProviderTask } from "../presenters/task.presenter.ts";
 import { parseExpandRequest } from "./parse-body.ts";
 
 // KLING.md "List": pageNum 1..1000, pageSize 1..500.
-const listQuerySchema = z.object({
+export const dropinListQuerySchema = z.object({
   pageNum: z.coerce.number({ error: "must be a whole number from 1 to 1000" }).int().min(1).max(1000).default(1),
   pageSize: z.coerce.number({ error: "must be a whole number from 1 to 500" }).int().min(1).max(500).default(30),
 });
@@ -44,7 +44,7 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/", async (req, res) => {
-    const parsed = listQuerySchema.safeParse(req.query);
+    const parsed = dropinListQuerySchema.safeParse(req.query);
     if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
     const tasks = await pageAccountTasks(deps.db, res.locals.accountId, parsed.data);
     res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: tasks.map((t) => toProviderTask(t, deps.signLink)) });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { metrics, providerCodeLabel } from "../metrics/metrics.ts";
 import type { ExpansionRatios } from "../expand-request/expand-limits.ts";
 import { signKlingJwt } from "./kling-jwt.ts";
 import type { ProviderConfig } from "./provider-config.schema.ts";
@@ -42,6 +43,8 @@ const parseRetryAfter = (header: string | null): number | undefined => {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 };
 
+type ProviderOperation = "create" | "get" | "get_by_external_id" | "list";
+
 export const createProviderClient = (config: ProviderConfig): ProviderClient => {
   const route = `${config.baseUrl.replace(/\/$/, "")}${config.pathPrefix}/v1/images/editing/expand`;
 
@@ -51,6 +54,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
       : `Bearer ${signKlingJwt(config.auth.accessKey, config.auth.secretKey)}`;
 
   const call = async <T>(
+    operation: ProviderOperation,
     method: "GET" | "POST",
     url: string,
     envelope: z.ZodType<{ code: number; data: T }>,
@@ -65,6 +69,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
         signal: AbortSignal.timeout(config.timeoutMs),
       });
     } catch (cause) {
+      metrics.providerCalls.inc({ operation, code: "network" });
       throw new ProviderError(`provider ${method} failed before an answer: ${(cause as Error).message}`, {
         action: "retry",
         outcomeUnknown: method === "POST",
@@ -88,10 +93,15 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
     }
     if (response.ok) {
       const parsed = envelope.safeParse(json);
-      if (parsed.success && parsed.data.code === 0) return parsed.data.data;
+      if (parsed.success && parsed.data.code === 0) {
+        metrics.providerCalls.inc({ operation, code: "0" });
+        return parsed.data.data;
+      }
     }
     const error = providerErrorBodySchema.safeParse(json);
     const code = error.success ? error.data.code : undefined;
+    metrics.providerCalls.inc({ operation, code: providerCodeLabel(code ?? undefined, response.status) });
+    if (code === 1303) metrics.providerParallelLimit.inc();
     const message = error.success && error.data.message ? error.data.message : text.slice(0, 200) || response.statusText;
     const action = response.ok && code === undefined ? "retry" : providerErrorAction(code, response.status);
     throw new ProviderError(`provider answered HTTP ${response.status} code ${code ?? "none"}: ${message}`, {
@@ -107,7 +117,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
   return {
     kind: config.kind,
     createTask: (input) =>
-      call("POST", route, taskEnvelope, {
+      call("create", "POST", route, taskEnvelope, {
         image: input.image,
         up_expansion_ratio: input.ratios.up,
         [`${config.downField}_expansion_ratio`]: input.ratios.down,
@@ -121,7 +131,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
         external_task_id: input.externalTaskId,
         callback_url: input.callbackUrl,
       }),
-    getTask: (providerTaskId) => call("GET", `${route}/${encodeURIComponent(providerTaskId)}`, taskEnvelope),
+    getTask: (providerTaskId) => call("get", "GET", `${route}/${encodeURIComponent(providerTaskId)}`, taskEnvelope),
     findTaskByExternalId: async (externalTaskId) => {
       const notFound = (error: unknown) =>
         error instanceof ProviderError &&
@@ -129,15 +139,15 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
       try {
         switch (config.externalIdLookup) {
           case "path":
-            return await call("GET", `${route}/${encodeURIComponent(externalTaskId)}`, taskEnvelope);
+            return await call("get_by_external_id", "GET", `${route}/${encodeURIComponent(externalTaskId)}`, taskEnvelope);
           case "query": {
-            const found = await call("GET", `${route}?external_task_id=${encodeURIComponent(externalTaskId)}`, listEnvelope);
+            const found = await call("list", "GET", `${route}?external_task_id=${encodeURIComponent(externalTaskId)}`, listEnvelope);
             return found.find((t) => t.task_info?.external_task_id === externalTaskId);
           }
           case "list":
             // Newest first: a task from an attempt moments ago is on the first page.
             for (let page = 1; page <= LIST_PAGES_SCANNED; page++) {
-              const tasks = await call("GET", `${route}?pageNum=${page}&pageSize=${LIST_PAGE_SIZE}`, listEnvelope);
+              const tasks = await call("list", "GET", `${route}?pageNum=${page}&pageSize=${LIST_PAGE_SIZE}`, listEnvelope);
               const match = tasks.find((t) => t.task_info?.external_task_id === externalTaskId);
               if (match || tasks.length < LIST_PAGE_SIZE) return match;
             }

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { metrics } from "../metrics/metrics.ts";
 import { v7 as uuidv7 } from "uuid";
 import type { Db, Task } from "../db/database.ts";
 import { AppError, validationError } from "../errors/app-error.ts";
@@ -101,6 +102,7 @@ export const acceptTask = async (deps: AcceptTaskDeps, accountId: string, reques
       .selectFrom("inserted")
       .selectAll()
       .executeTakeFirstOrThrow();
+    metrics.tasksAccepted.inc({ image: inline ? "base64" : "url" });
     return { task, replayed: false };
   } catch (error) {
     // A statement that timed out may still commit: keep its job and image then (the sweeper or the
