@@ -47,7 +47,7 @@ const renderRows = () => {
     const row = el(
       "tr",
       { className: `status-${task.status}` },
-      el("td", {}, el("code", { textContent: task.id.slice(0, 8), title: task.id })),
+      el("td", {}, el("code", { textContent: task.id.slice(-12), title: task.id })),
       el("td", { textContent: task.status }),
       el("td", {}, bar),
       el("td", { textContent: task.status_message }),
@@ -104,7 +104,7 @@ const renderPair = async (task) => {
   const pair = el(
     "div",
     { className: `pair status-${task.status}` },
-    el("div", {}, el("code", { textContent: task.id.slice(0, 8) }), " ", el("span", { textContent: task.status })),
+    el("div", {}, el("code", { textContent: task.id.slice(-12), title: task.id }), " ", el("span", { textContent: task.status })),
     el("div", { className: "images" }, source, ...results),
     failure,
   );
