@@ -7,6 +7,7 @@ import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from 
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
 import { listenHostEnv } from "../domain/process/listen-url.ts";
+import { tracingEnv } from "../domain/telemetry/tracing.ts";
 
 export const apiEnvSchema = z
   .object({
@@ -20,6 +21,7 @@ export const apiEnvSchema = z
     // callback_url destinations follow the same address rules as image URLs.
     ...outboundFetchEnv,
     ...listenHostEnv,
+    ...tracingEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),

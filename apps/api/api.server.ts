@@ -17,6 +17,7 @@ import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderControls } from "../domain/provider-capacity/provider-controls.ts";
 import { createLocalStorage } from "../domain/storage/local-storage.ts";
+import { bullmqTelemetry, flushTracing, inTaskSpan, startTracing } from "../domain/telemetry/tracing.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
@@ -31,8 +32,9 @@ export type RunningApi = { url: string; port: number; publicBaseUrl: string; sto
 export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
+  startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const redis = createProducerRedis(config.REDIS_URL, logger);
-  const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
+  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, bullmqTelemetry());
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
   const timing = lifecycleTimingFrom(config);
   const serverKey = await resolveServerKey(config);
@@ -101,8 +103,11 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     intake: {
       db,
       storage,
+      // The task's trace starts here; BullMQ carries it on to the worker.
       enqueueFirstJob: (task) =>
-        viaRedis(async () => queues.enqueue(task.stage, { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
+        inTaskSpan(task.id, "task.enqueue", () =>
+          viaRedis(async () => queues.enqueue(task.stage, { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
+        ),
       withdrawFirstJob: (task) => queues.withdraw(task.stage, task.id),
       stallRecheckMs: timing.stallRecheckMs,
       checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
@@ -141,6 +146,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       await queues.close().catch(() => undefined);
       redis.disconnect();
       await db.destroy();
+      await flushTracing();
     })());
   return { url, port, publicBaseUrl, stop };
 };

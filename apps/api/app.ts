@@ -6,6 +6,7 @@ import { errorHandlerByPath } from "./middleware/error-handlers.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { requestLog } from "./middleware/request-log.ts";
 import { strictUrl } from "./middleware/strict-url.ts";
+import { traceRequests } from "./middleware/trace-requests.ts";
 import { apiDocsRouter } from "./routes/api-docs.route.ts";
 import { dashboardRouter } from "./routes/dashboard.route.ts";
 import { metricsRouter } from "./routes/metrics.route.ts";
@@ -23,6 +24,7 @@ export const buildApp = (deps: ApiDeps): Express => {
   app.disable("x-powered-by");
   app.set("trust proxy", true);
   app.use(requestId);
+  app.use(traceRequests);
   app.use(requestLog(deps.logger));
   app.use(strictUrl);
   app.use(healthRouter(deps));

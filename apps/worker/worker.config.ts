@@ -2,6 +2,7 @@ import { z } from "zod";
 import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
+import { tracingEnv } from "../domain/telemetry/tracing.ts";
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
@@ -15,6 +16,7 @@ export const workerEnvSchema = z.object({
   ...outboundFetchEnv,
   ...providerEnv,
   ...providerControlEnv,
+  ...tracingEnv,
   // The API's address as the provider sees it: callback URLs are built on it.
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),

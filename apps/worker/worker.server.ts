@@ -4,6 +4,7 @@ import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { createLogger } from "../domain/logging/logger.ts";
 import { startMetricsPush } from "../domain/metrics/metrics-push.ts";
+import { bullmqTelemetry, flushTracing, startTracing } from "../domain/telemetry/tracing.ts";
 import { metrics } from "../domain/metrics/metrics.ts";
 import { createProviderClient } from "../domain/provider/provider-client.ts";
 import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
@@ -30,8 +31,10 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
   const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
   const db = createDb(config.DATABASE_URL, { poolSize: 20, ...dbOptionsFrom(config), applicationName: "kling-worker" });
+  startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
+  const telemetry = bullmqTelemetry();
   const redis = createWorkerRedis(config.REDIS_URL, logger);
-  const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
+  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry);
   const providerConfig = resolveProviderConfig(config);
   const provider = createProviderClient(providerConfig);
   const timing = lifecycleTimingFrom(config);
@@ -87,6 +90,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       stalledInterval: config.JOB_LOCK_MS,
       // BullMQ fails a job once it has stalled more than this many times.
       maxStalledCount: config.JOB_MAX_CRASHES - 1,
+      ...(telemetry ? { telemetry } : {}),
     });
     worker.on("error", (error) => logger.error({ err: error, queue: kind }, "worker error"));
     worker.on("failed", (job, error) => logger.warn({ jobId: job?.id, queue: kind, attempts: job?.attemptsMade, err: error }, "job failed"));
@@ -187,6 +191,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       await slots.close();
       await Promise.all(workers.map((w) => w.close()));
       await metricsPush.stop();
+      await flushTracing();
       await queues.close().catch(() => undefined);
       redis.disconnect();
       await db.destroy();

@@ -58,14 +58,19 @@ describe("the OpenAPI document", () => {
   it("when /openapi.json is fetched, then it is the 3.1 document with both auth schemes, the errors and the outbound callbacks", async () => {
     const res = await fetch(`${stack.api.url}/openapi.json`);
     expect(res.status).toBe(200);
-    const doc = await res.json();
+    const doc = (await res.json()) as {
+      openapi: string;
+      components: { securitySchemes: object; schemas: object };
+      webhooks: object;
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
     expect(doc).toEqual(JSON.parse(JSON.stringify(openApiDocument())));
     expect(doc.openapi).toBe("3.1.0");
     expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(["apiKey", "klingJwt"]);
     expect(Object.keys(doc.webhooks).sort()).toEqual(["task.canceled", "task.failed", "task.succeeded"]);
     expect(doc.components.schemas).toHaveProperty("Problem");
     expect(doc.components.schemas).toHaveProperty("ProviderError");
-    expect(doc.paths["/kling/v1/images/editing/expand"].post.responses["401"]).toBeDefined();
+    expect(doc.paths["/kling/v1/images/editing/expand"]?.post?.responses["401"]).toBeDefined();
   });
 
   it("when the client's types are generated again, then they equal the committed apps/client/openapi-types.ts", async () => {
@@ -77,7 +82,7 @@ describe("the OpenAPI document", () => {
     const page = await fetch(`${stack.api.url}/docs`);
     expect(page.status).toBe(200);
     const html = await page.text();
-    const scripts = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]);
+    const scripts = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1] ?? "");
     expect(scripts.length).toBeGreaterThanOrEqual(3);
     for (const src of scripts) {
       expect(src.startsWith("/docs/assets/")).toBe(true);

@@ -1,3 +1,5 @@
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { Browser, Page } from "playwright-core";
@@ -68,7 +70,7 @@ describe("the dashboard at /, in headless Chromium", () => {
 
     // What the page shows for the first task's progress, sampled until it is done.
     const seen: number[] = [];
-    const watched = `#task-rows tr[data-task-id="${tasks[0].id}"]`;
+    const watched = `#task-rows tr[data-task-id="${tasks[0]!.id}"]`;
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
       const progress = await page.getAttribute(watched, "data-progress").catch(() => null);

@@ -1,5 +1,6 @@
 import { Router } from "express";
 import { metrics } from "../../domain/metrics/metrics.ts";
+import { inTaskSpan } from "../../domain/telemetry/tracing.ts";
 import { receiveProviderCallback } from "../../domain/task/receive-provider-callback.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { readRawBody } from "../middleware/body-intake.ts";
@@ -18,7 +19,9 @@ export const providerCallbackRouter = (deps: ApiDeps): Router => {
   router.post("/:taskId/:token", readCallback, async (req, res) => {
     const rawBody = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     try {
-      const receipt = await receiveProviderCallback(deps.callbacks, { taskId: req.params.taskId, token: req.params.token, headers: req.headers, rawBody });
+      const receipt = await inTaskSpan(req.params.taskId, "provider.callback", () =>
+        receiveProviderCallback(deps.callbacks, { taskId: req.params.taskId, token: req.params.token, headers: req.headers, rawBody }),
+      );
       metrics.callbacksReceived.inc({ outcome: receipt.outcome });
       if (!receipt.stored) deps.logger.info({ outcome: receipt.outcome, detail: receipt.detail }, "callback refused");
       res.status(receipt.httpStatus).json({ outcome: receipt.outcome, ...(receipt.detail ? { detail: receipt.detail } : {}) });

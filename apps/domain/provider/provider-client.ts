@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { metrics, providerCodeLabel } from "../metrics/metrics.ts";
+import { inProviderSpan } from "../telemetry/tracing.ts";
 import type { ExpansionRatios } from "../expand-request/expand-limits.ts";
 import { signKlingJwt } from "./kling-jwt.ts";
 import type { ProviderConfig } from "./provider-config.schema.ts";
@@ -62,12 +63,14 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
   ): Promise<T> => {
     let response: Response;
     try {
-      response = await fetch(url, {
-        method,
-        headers: { authorization: authorization(), "content-type": "application/json", accept: "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(config.timeoutMs),
-      });
+      response = await inProviderSpan(operation, (traceHeaders) =>
+        fetch(url, {
+          method,
+          headers: { ...traceHeaders, authorization: authorization(), "content-type": "application/json", accept: "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(config.timeoutMs),
+        }),
+      );
     } catch (cause) {
       metrics.providerCalls.inc({ operation, code: "network" });
       throw new ProviderError(`provider ${method} failed before an answer: ${(cause as Error).message}`, {
