@@ -1606,13 +1606,13 @@ export interface operations {
                     "application/octet-stream": string;
                 };
             };
-            /** @description Not one of the page's files */
+            /** @description No such resource for this account */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/plain": string;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -1658,13 +1658,13 @@ export interface operations {
                     "application/octet-stream": string;
                 };
             };
-            /** @description Not one of the page's files */
+            /** @description No such resource for this account */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/plain": string;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -1696,13 +1696,13 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description Board disabled */
+            /** @description No such resource for this account */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/plain": string;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

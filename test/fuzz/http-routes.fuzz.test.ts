@@ -86,6 +86,9 @@ const route = fc.oneof(
   fc.tuple(idSegment, indexSegment).map(([id, i]) => `/files/tasks/${id}/images/${i}`),
   fc.tuple(idSegment, fc.oneof(fc.constant("{token}"), segment)).map(([id, token]) => `/webhooks/kling/${id}/${token}`),
   fc.constantFrom("/healthz", "/readyz"),
+  fc.tuple(idSegment).map(([id]) => `/v1/tasks/${id}/source`),
+  fc.constantFrom("/metrics", "/openapi.json", "/docs", "/", "/admin/queues", "/admin/queues/api/queues"),
+  fc.tuple(fc.constantFrom("/docs/assets", "/dashboard"), fc.oneof(fc.constantFrom("app.js", "init.js", "swagger-ui.css", "..%2fapp.ts"), segment)).map(([p, f]) => `${p}/${f}`),
   // Somewhere under a known prefix, or nowhere at all.
   fc
     .tuple(fc.constantFrom("", "/v1/tasks", "/kling/v1/images/editing/expand", "/v1/images/editing/expand", "/files", "/webhooks/kling"), fc.array(segment, { minLength: 1, maxLength: 4 }))

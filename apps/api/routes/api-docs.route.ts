@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import path from "node:path";
 import { Router, type Response } from "express";
+import { AppError } from "../../domain/errors/app-error.ts";
 import { openApiDocument } from "../openapi/openapi-document.ts";
 
 // Swagger UI's files, from node_modules (no CDN: these machines have no internet).
@@ -47,7 +48,7 @@ export const apiDocsRouter = (): Router => {
     securityHeaders(res);
     if (req.params.file === "init.js") return void res.type("js").send(init);
     const file = Object.hasOwn(assets, req.params.file) ? assets[req.params.file] : undefined;
-    if (!file) return void res.status(404).type("text").send("not found");
+    if (!file) throw new AppError("not_found", "no such file of the docs page");
     res.sendFile(path.join(swaggerDir, file), { maxAge: "1h" });
   });
   return router;

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { Router, type Response } from "express";
+import { AppError } from "../../domain/errors/app-error.ts";
 
 const dir = new URL("../dashboard/", import.meta.url);
 // Read once at start: three small files, the whole dashboard.
@@ -32,7 +33,7 @@ export const dashboardRouter = (): Router => {
   router.get("/dashboard/:file", (req, res) => {
     headers(res);
     const name = req.params.file;
-    if (name !== "app.js" && name !== "app.css") return void res.status(404).type("text").send("not found");
+    if (name !== "app.js" && name !== "app.css") throw new AppError("not_found", "no such file of the dashboard");
     res.type(types[name]).send(files[name]);
   });
   return router;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { bytes, json, type RouteDoc } from "../route-doc.ts";
+import { bytes, json, problemResponses, type RouteDoc } from "../route-doc.ts";
 
 const probe = z.object({ ok: z.boolean(), latency_ms: z.number().optional(), error: z.string().optional() });
 
@@ -69,7 +69,7 @@ export const operationsDocs: RouteDoc[] = [
       tags: ["operations"],
       summary: "The docs page's scripts and styles",
       requestParams: { path: fileParam },
-      responses: { "200": bytes("application/octet-stream", "The file"), "404": bytes("text/plain", "Not one of the page's files") },
+      responses: { "200": bytes("application/octet-stream", "The file"), ...problemResponses("not_found") },
     },
   },
   {
@@ -85,7 +85,7 @@ export const operationsDocs: RouteDoc[] = [
       tags: ["operations"],
       summary: "The dashboard's script and styles",
       requestParams: { path: fileParam },
-      responses: { "200": bytes("application/octet-stream", "The file"), "404": bytes("text/plain", "Not one of the page's files") },
+      responses: { "200": bytes("application/octet-stream", "The file"), ...problemResponses("not_found") },
     },
   },
   {
@@ -95,7 +95,7 @@ export const operationsDocs: RouteDoc[] = [
       operationId: "queueBoard",
       tags: ["operations"],
       summary: "BullMQ's board (bull-board) and everything under it; needs ADMIN_TOKEN (Bearer, or Basic with any user name); 404 when ADMIN_TOKEN is unset",
-      responses: { "200": bytes("text/html", "The board"), "401": bytes("text/plain", "No or a wrong admin credential"), "404": bytes("text/plain", "Board disabled") },
+      responses: { "200": bytes("text/html", "The board"), "401": bytes("text/plain", "No or a wrong admin credential"), ...problemResponses("not_found") },
     },
   },
 ];
