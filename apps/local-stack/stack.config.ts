@@ -17,6 +17,8 @@ export const stackEnvSchema = z.object({
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
   BOOTSTRAP_API_KEY: z.string().default(LOCAL_KEY),
   ALLOWED_PRIVATE_HOSTS: z.string().optional(),
+  // Only whether it is set (the banner names the queue board); the API checks its length.
+  ADMIN_TOKEN: z.string().optional(),
 });
 
 export type StackConfig = z.output<typeof stackEnvSchema>;
