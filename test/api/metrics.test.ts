@@ -1,3 +1,5 @@
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNativeClient, waitForTask } from "../../apps/client/native-client.ts";
 import { spawnService, type ChildService } from "../support/child-processes.ts";
@@ -80,6 +82,14 @@ describe("/metrics", () => {
 
     const uuid = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
     expect(after.filter((s) => Object.values(s.labels).some((v) => uuid.test(v)))).toEqual([]);
+  });
+
+  // Prometheus's own checker (Debian's `prometheus` package), where it is installed.
+  it.skipIf(!existsSync("/usr/bin/promtool"))("when promtool checks the exposition, then it finds no error", async () => {
+    const text = await (await fetch(`${stack.api.url}/metrics`)).text();
+    const check = spawnSync("/usr/bin/promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
+    expect(check.stderr + check.stdout).not.toMatch(/error/i);
+    expect(check.status, check.stderr + check.stdout).toBe(0);
   });
 
   it("when a task is queued and not yet taken, then it shows as active and waiting in its queue", async () => {

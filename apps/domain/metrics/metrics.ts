@@ -59,7 +59,7 @@ export const metrics = {
   }),
   callbacksReceived: new Counter({
     name: "kling_callbacks_received_total",
-    help: "Provider callbacks by outcome (applied, duplicate, stale, rejected, unauthenticated, error)",
+    help: "Provider callbacks by outcome (applied, duplicate, stale, unknown_task, rejected, unauthenticated, error)",
     labelNames: ["outcome"] as const,
     registers: [processRegistry],
   }),
