@@ -79,7 +79,9 @@ describe("the dashboard at /, in headless Chromium", () => {
       await page.waitForTimeout(100);
     }
     expect(seen.at(-1)).toBe(5);
-    expect(seen.length, `progress values seen: ${seen.join(",")}`).toBeGreaterThanOrEqual(3);
+    // Seen part-way (under load the first sample may already be at the provider), then done.
+    expect(seen.length, `progress values seen: ${seen.join(",")}`).toBeGreaterThanOrEqual(2);
+    expect(seen[0]).toBeLessThan(5);
     expect([...seen].sort((a, b) => a - b)).toEqual(seen);
     expect(await page.textContent("#slots-text")).toMatch(/in use of \d+ usable/);
     expect(await page.textContent("#provider-state")).toBe("available");
@@ -120,6 +122,19 @@ describe("the dashboard at /, in headless Chromium", () => {
     await page.screenshot({ path: screenshotPath, fullPage: true });
     console.log(`dashboard screenshot: ${screenshotPath}`);
     expect(pageErrors).toEqual([]);
+  });
+
+  it("when a task's text is markup, then the page shows it as text and runs nothing", async () => {
+    const hostile = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>`;
+    const image = (await makeImage(300, 300)).toString("base64");
+    const { data } = await client.POST("/v1/tasks", {
+      body: { image, up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1, external_task_id: hostile },
+    });
+    const cell = `#task-rows tr[data-task-id="${data!.id}"] .external-id`;
+    await page.waitForSelector(cell);
+    expect(await page.textContent(cell)).toBe(hostile);
+    expect(await page.$$eval(`${cell} *`, (nodes) => nodes.length)).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
   });
 
   it("when a signed-in tab signs out, then the key is gone from sessionStorage and the page asks again", async () => {

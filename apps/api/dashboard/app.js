@@ -48,6 +48,7 @@ const renderRows = () => {
       "tr",
       { className: `status-${task.status}` },
       el("td", {}, el("code", { textContent: task.id.slice(-12), title: task.id })),
+      el("td", { className: "external-id", textContent: task.external_task_id ?? "" }),
       el("td", { textContent: task.status }),
       el("td", {}, bar),
       el("td", { textContent: task.status_message }),
