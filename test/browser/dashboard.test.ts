@@ -137,6 +137,21 @@ describe("the dashboard at /, in headless Chromium", () => {
     expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
   });
 
+  it("when /docs is opened, then Swagger UI renders every operation of the document from local files", async () => {
+    const docs = await browser.newPage();
+    const errors: string[] = [];
+    docs.on("pageerror", (error) => errors.push(error.message));
+    await docs.goto(`${stack.api.url}/docs`);
+    await docs.waitForSelector(".opblock", { timeout: 20_000 });
+    const operations = await docs.$$eval(".opblock", (nodes) => nodes.length);
+    const doc = (await (await fetch(`${stack.api.url}/openapi.json`)).json()) as { paths: Record<string, object>; webhooks: Record<string, object> };
+    // Each operation of every path, and each outbound callback (rendered as webhooks).
+    const documented = [...Object.values(doc.paths), ...Object.values(doc.webhooks)].reduce<number>((n, item) => n + Object.keys(item).length, 0);
+    expect(operations).toBe(documented);
+    expect(errors).toEqual([]);
+    await docs.close();
+  });
+
   it("when a signed-in tab signs out, then the key is gone from sessionStorage and the page asks again", async () => {
     await page.click("#sign-out");
     expect(await page.evaluate(() => sessionStorage.getItem("kling.apiKey"))).toBeNull();
