@@ -1,3 +1,4 @@
+import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Authenticator } from "../domain/account/authenticator.ts";
 import type { Db } from "../domain/db/database.ts";
@@ -5,6 +6,7 @@ import type { LiveLimits } from "../domain/live-progress/live-limits.ts";
 import type { LiveDeps } from "../domain/live-progress/live-feed.ts";
 import type { Logger } from "../domain/logging/logger.ts";
 import type { ProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
+import type { JobKind } from "../domain/queues/job-catalog.ts";
 import type { ObjectStorage } from "../domain/storage/local-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
 import type { AcceptBatchDeps } from "../domain/batch/accept-batch.ts";
@@ -38,6 +40,8 @@ export type ApiDeps = {
   webhooks: { serverKey: ServerKey; secretGraceSeconds: number };
   batches: AcceptBatchDeps & { estimateRunMs: number };
   idempotency: IdempotencyOptions;
+  // /metrics and the queue board (/admin/queues, mounted only with an ADMIN_TOKEN).
+  operations: { scrapeMetrics: () => Promise<{ contentType: string; body: string }>; adminToken?: string; queue: (kind: JobKind) => Queue };
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

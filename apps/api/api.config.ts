@@ -13,6 +13,7 @@ import { listenHostEnv } from "../domain/process/listen-url.ts";
 import { liveProgressEnv } from "../domain/live-progress/live-env.schema.ts";
 import { outboundWebhooksApiEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
 import { batchEnv } from "../domain/batch/batch-env.schema.ts";
+import { tracingEnv } from "../domain/telemetry/tracing.ts";
 
 export const apiEnvSchema = z
   .object({
@@ -32,6 +33,7 @@ export const apiEnvSchema = z
     ...liveProgressEnv,
     ...outboundWebhooksApiEnv,
     ...batchEnv,
+    ...tracingEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.
     PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
@@ -55,6 +57,10 @@ export const apiEnvSchema = z
     // Provider callback signing secrets (whsec_..., comma-separated while rotating); when set, an
     // unsigned or badly signed callback is refused. Unset: the per-task URL token is the only check.
     PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),
+    // Opens BullMQ's board at /admin/queues (Bearer, or Basic with this as the password); unset: 404.
+    ADMIN_TOKEN: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
+    // A worker's pushed metrics older than this leave /metrics (workers push every METRICS_PUSH_MS).
+    METRICS_STALE_MS: envPositiveMs.default(30_000),
   })
   .refine(requireServerKeyInProduction, serverKeyRequiredIssue)
   .superRefine(checkStorageEnv)

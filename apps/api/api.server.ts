@@ -23,9 +23,11 @@ import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts
 import { createObjectStorage } from "../domain/storage/object-storage.ts";
 import { storageConfigFrom } from "../domain/storage/storage-config.ts";
 import { pruneIdempotencyKeys } from "../domain/idempotency/idempotency-key.ts";
+import { bullmqTelemetry, flushTracing, inTaskSpan, startTracing } from "../domain/telemetry/tracing.ts";
 import type { ApiConfig } from "./api.config.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
+import { createMetricsScrape } from "./metrics/scrape-metrics.ts";
 import { createBodyBudget } from "./middleware/body-intake.ts";
 import { createLinkSigner } from "./presenters/task.presenter.ts";
 
@@ -43,8 +45,9 @@ export type RunningApi = {
 export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
+  startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const redis = createProducerRedis(config.REDIS_URL, logger);
-  const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
+  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, bullmqTelemetry());
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
   const timing = lifecycleTimingFrom(config);
   const serverKey = await resolveServerKey(config);
@@ -120,8 +123,11 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     intake: {
       db,
       storage,
+      // The task's trace starts here; BullMQ carries it on to the worker.
       enqueueFirstJob: (task) =>
-        viaRedis(async () => queues.enqueue(task.stage, { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
+        inTaskSpan(task.id, "task.enqueue", () =>
+          viaRedis(async () => queues.enqueue(task.stage, { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
+        ),
       withdrawFirstJob: (task) => queues.withdraw(task.stage, task.id),
       stallRecheckMs: timing.stallRecheckMs,
       checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
@@ -172,6 +178,19 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       estimateRunMs: config.BATCH_ESTIMATE_RUN_MS,
     },
     idempotency: { ttlMs: config.IDEMPOTENCY_KEY_TTL_SECONDS * 1000, inFlightMs: config.IDEMPOTENCY_IN_FLIGHT_SECONDS * 1000 },
+    operations: {
+      scrapeMetrics: createMetricsScrape({
+        db,
+        redis,
+        prefix: config.QUEUE_PREFIX,
+        queue: queues.queue,
+        providerRoutes: routes,
+        staleAfterMs: config.METRICS_STALE_MS,
+        timeoutMs: 2_000,
+      }),
+      adminToken: config.ADMIN_TOKEN,
+      queue: queues.queue,
+    },
   };
   // Expired Idempotency-Keys go; every API process prunes (a delete of nothing costs little).
   const pruning = setInterval(() => {
@@ -201,6 +220,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       redis.disconnect();
       storage.close();
       await db.destroy();
+      await flushTracing();
     })());
   return { url, port, publicBaseUrl, liveStats: () => ({ ...hub.stats(), open: liveLimits.inUse() }), stop };
 };

@@ -6,6 +6,11 @@ import { errorHandlerByPath } from "./middleware/error-handlers.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { requestLog } from "./middleware/request-log.ts";
 import { strictUrl } from "./middleware/strict-url.ts";
+import { traceRequests } from "./middleware/trace-requests.ts";
+import { apiDocsRouter } from "./routes/api-docs.route.ts";
+import { dashboardRouter } from "./routes/dashboard.route.ts";
+import { metricsRouter } from "./routes/metrics.route.ts";
+import { queueBoardRouter } from "./routes/queue-board.route.ts";
 import { dropinExpandRouter } from "./routes/dropin-expand.route.ts";
 import { filesRouter } from "./routes/files.route.ts";
 import { healthRouter } from "./routes/health.route.ts";
@@ -22,6 +27,7 @@ export const buildApp = (deps: ApiDeps): Express => {
   app.disable("x-powered-by");
   app.set("trust proxy", true);
   app.use(requestId);
+  app.use(traceRequests);
   app.use(requestLog(deps.logger));
   app.use(strictUrl);
   app.use(healthRouter(deps));
@@ -33,6 +39,11 @@ export const buildApp = (deps: ApiDeps): Express => {
   app.use("/v1/webhooks", webhooksRouter(deps));
   app.use("/v1/batches", batchesRouter(deps));
   app.use("/files", filesRouter(deps));
+  // Operator and first-time-user pages (described in openapi/route-catalog.ts like every route).
+  app.use(metricsRouter(deps.operations.scrapeMetrics));
+  app.use(apiDocsRouter());
+  app.use(dashboardRouter());
+  app.use(queueBoardRouter({ adminToken: deps.operations.adminToken, queue: deps.operations.queue }));
   app.use((req, _res, next) => next(new AppError("not_found", `no route for ${req.method} ${req.path}`)));
   // Problem details, or the provider's shape under the drop-in prefixes (unknown paths included).
   app.use(errorHandlerByPath(deps.logger));

@@ -24,6 +24,8 @@ export const stackEnvSchema = z.object({
   PROVIDER_CAPACITY: providerControlEnv.PROVIDER_CAPACITY,
   LOCAL_ROUTES: z.coerce.number().int().min(1).max(2).default(1),
   PROVIDER_ROUTES: z.string().optional(),
+  // Only whether it is set (the banner names the queue board); the API checks its length.
+  ADMIN_TOKEN: z.string().optional(),
 });
 
 export type StackConfig = z.output<typeof stackEnvSchema>;

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
+import { tracingEnv } from "../domain/telemetry/tracing.ts";
 import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { checkStorageEnv } from "../domain/storage/storage-config.ts";
@@ -23,6 +24,7 @@ export const workerEnvSchema = z.object({
   ...providerEnv,
   ...providerControlEnv,
   ...providerRoutesEnv,
+  ...tracingEnv,
   // The API's address as the provider sees it: callback URLs are built on it.
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),
@@ -54,6 +56,8 @@ export const workerEnvSchema = z.object({
   PROVIDER_CALLBACK_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
   // How often each worker checks that Redis still holds our state (a restart empties it).
   REDIS_WATCHDOG_MS: envPositiveMs.default(2_000),
+  // How often this worker pushes its counters and histograms to Redis for the API's /metrics.
+  METRICS_PUSH_MS: envPositiveMs.default(5_000),
   // Image downloads (callers' sources, provider results): no byte for IMAGE_FETCH_TIMEOUT_MS, or
   // the whole download (redirects included) past IMAGE_FETCH_TOTAL_TIMEOUT_MS, ends the try.
   IMAGE_FETCH_TIMEOUT_MS: envPositiveMs.default(10_000),

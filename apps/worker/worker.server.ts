@@ -4,6 +4,9 @@ import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { createLogger } from "../domain/logging/logger.ts";
 import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
+import { startMetricsPush } from "../domain/metrics/metrics-push.ts";
+import { bullmqTelemetry, flushTracing, startTracing } from "../domain/telemetry/tracing.ts";
+import { metrics } from "../domain/metrics/metrics.ts";
 import { jobCatalog, type JobKind } from "../domain/queues/job-catalog.ts";
 import { createWorkerRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
@@ -31,8 +34,10 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
   const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
   const db = createDb(config.DATABASE_URL, { poolSize: 20, ...dbOptionsFrom(config), applicationName: "kling-worker" });
+  startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
+  const telemetry = bullmqTelemetry();
   const redis = createWorkerRedis(config.REDIS_URL, logger);
-  const queues = createTaskQueues(redis, config.QUEUE_PREFIX);
+  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry);
   const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
   const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
@@ -74,7 +79,14 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
 
   const workers: Worker[] = [];
   const run = (kind: JobKind, processor: Processor, concurrency: number) => {
-    const worker = new Worker(jobCatalog[kind].queue, processor, {
+    const queueName = jobCatalog[kind].queue;
+    // Time from being due (added, or its delay over) to being taken, on a job's first run (a retry's
+    // timestamps no longer say when it became due).
+    const timed: Processor = (job, token) => {
+      if (job.attemptsStarted <= 1) metrics.jobWait.observe({ queue: queueName }, Math.max(0, Date.now() - job.timestamp - (job.opts.delay ?? 0)) / 1000);
+      return processor(job, token);
+    };
+    const worker = new Worker(queueName, timed, {
       connection: redis,
       prefix: config.QUEUE_PREFIX,
       concurrency,
@@ -82,6 +94,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       stalledInterval: config.JOB_LOCK_MS,
       // BullMQ fails a job once it has stalled more than this many times.
       maxStalledCount: config.JOB_MAX_CRASHES - 1,
+      ...(telemetry ? { telemetry } : {}),
     });
     worker.on("error", (error) => logger.error({ err: error, queue: kind }, "worker error"));
     worker.on("failed", (job, error) => logger.warn({ jobId: job?.id, queue: kind, attempts: job?.attemptsMade, err: error }, "job failed"));
@@ -171,6 +184,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     await webhooks.ensureSchedule();
   };
   const watchdog = startRedisWatchdog({ db, routes, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
+  const metricsPush = startMetricsPush({ redis, prefix: config.QUEUE_PREFIX, everyMs: config.METRICS_PUSH_MS, logger });
   await watchdog.firstCheck;
   await ensureSchedules();
   logger.info(
@@ -185,6 +199,8 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       await watchdog.stop();
       await routes.close();
       await Promise.all([...workers.map((w) => w.close()), webhooks.stop()]);
+      await metricsPush.stop();
+      await flushTracing();
       await queues.close().catch(() => undefined);
       redis.disconnect();
       storage.close();

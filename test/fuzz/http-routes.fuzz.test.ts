@@ -93,11 +93,14 @@ const route = fc.oneof(
   fc.constantFrom("/healthz", "/readyz", "/v1/provider/routes"),
   fc.constant("/v1/batches"),
   fc
-    .tuple(fc.oneof(fc.uuid().map(String), segment), fc.constantFrom("", "/tasks", "/results", "/cancel", "/retry"))
+    .tuple(fc.oneof(fc.uuid().map(String), segment), fc.constantFrom("", "/tasks", "/results", "/cancel", "/retry", "/stream"))
     .map(([id, tail]) => `/v1/batches/${id}${tail}`),
   fc.constantFrom("/v1/webhooks/secret", "/v1/webhooks/secret/rotate", "/v1/webhooks/deliveries", "/v1/webhooks/deliveries/redeliver"),
   fc.tuple(idSegment).map(([id]) => `/v1/webhooks/deliveries/${id}`),
   fc.tuple(idSegment).map(([id]) => `/v1/webhooks/deliveries/${id}/redeliver`),
+  fc.tuple(idSegment).map(([id]) => `/v1/tasks/${id}/source`),
+  fc.constantFrom("/metrics", "/openapi.json", "/docs", "/", "/admin/queues", "/admin/queues/api/queues"),
+  fc.tuple(fc.constantFrom("/docs/assets", "/dashboard"), fc.oneof(fc.constantFrom("app.js", "init.js", "swagger-ui.css", "..%2fapp.ts"), segment)).map(([p, f]) => `${p}/${f}`),
   // Somewhere under a known prefix, or nowhere at all.
   fc
     .tuple(fc.constantFrom("", "/v1/tasks", "/kling/v1/images/editing/expand", "/v1/images/editing/expand", "/files", "/webhooks/kling", "/v1/webhooks"), fc.array(segment, { minLength: 1, maxLength: 4 }))

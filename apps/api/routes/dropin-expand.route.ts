@@ -15,7 +15,7 @@ import { parseExpandRequest } from "./parse-body.ts";
 import { afterWait, parseWaitSeconds } from "./task-live.route.ts";
 
 // KLING.md "List": pageNum 1..1000, pageSize 1..500.
-const listQuerySchema = z.object({
+export const dropinListQuerySchema = z.object({
   pageNum: z.coerce.number({ error: "must be a whole number from 1 to 1000" }).int().min(1).max(1000).default(1),
   pageSize: z.coerce.number({ error: "must be a whole number from 1 to 500" }).int().min(1).max(500).default(30),
 });
@@ -46,7 +46,7 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/", async (req, res) => {
-    const parsed = listQuerySchema.safeParse(req.query);
+    const parsed = dropinListQuerySchema.safeParse(req.query);
     if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
     const tasks = await pageAccountTasks(deps.db, res.locals.accountId, parsed.data);
     res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: tasks.map((t) => toProviderTask(t, deps.signLink)) });

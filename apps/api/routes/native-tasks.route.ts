@@ -18,7 +18,7 @@ import { afterWait, parseWaitSeconds, taskStreamHandler } from "./task-live.rout
 
 const bodyLimitBytes = 16 * 1024 * 1024;
 
-const listQuerySchema = z.object({
+export const nativeListQuerySchema = z.object({
   external_task_id: z.string().min(1).optional(),
   status: z.enum(taskStatuses).optional(),
   cursor: z.uuid({ error: "must be a cursor returned as next_cursor" }).optional(),
@@ -49,7 +49,7 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/", async (req, res) => {
-    const query = parseQuery(listQuerySchema, req.query);
+    const query = parseQuery(nativeListQuerySchema, req.query);
     const page = await listAccountTasks(deps.db, res.locals.accountId, {
       externalTaskId: query.external_task_id,
       status: query.status,
@@ -79,8 +79,14 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
     await sendStoredImage(res, deps.storage, task.status === "succeeded" ? task.images.find((i) => i.index === index) : undefined);
   });
 
+  // The source as we keep it: an inline (Base64) one; a URL source is the caller's own URL (404).
+  router.get("/:taskId/source", async (req, res) => {
+    const task = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId);
+    await sendStoredImage(res, deps.storage, task.sourceKey ? { storageKey: task.sourceKey, sha256: null } : undefined);
+  });
+
   router.all("/", methodNotAllowed("GET", "POST"));
-  router.all(["/:taskId", "/:taskId/events", "/:taskId/stream", "/:taskId/images/:index"], methodNotAllowed("GET"));
+  router.all(["/:taskId", "/:taskId/events", "/:taskId/stream", "/:taskId/images/:index", "/:taskId/source"], methodNotAllowed("GET"));
   router.use(problemDetailsHandler(deps.logger));
   return router;
 };

@@ -1,4 +1,6 @@
 import { Router, type RequestHandler } from "express";
+import { metrics } from "../../domain/metrics/metrics.ts";
+import { inTaskSpan } from "../../domain/telemetry/tracing.ts";
 import { receiveProviderCallback } from "../../domain/task/receive-provider-callback.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { readRawBody } from "../middleware/body-intake.ts";
@@ -27,10 +29,15 @@ export const providerCallbackRouter = (deps: ApiDeps): Router => {
     const callbacks = callbacksFor(req.params)!;
     const rawBody = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     try {
-      const receipt = await receiveProviderCallback(callbacks, { taskId: String(req.params.taskId), token: String(req.params.token), headers: req.headers, rawBody });
+      const taskId = String(req.params.taskId);
+      const receipt = await inTaskSpan(taskId, "provider.callback", () =>
+        receiveProviderCallback(callbacks, { taskId, token: String(req.params.token), headers: req.headers, rawBody }),
+      );
+      metrics.callbacksReceived.inc({ outcome: receipt.outcome });
       if (!receipt.stored) deps.logger.info({ outcome: receipt.outcome, detail: receipt.detail }, "callback refused");
       res.status(receipt.httpStatus).json({ outcome: receipt.outcome, ...(receipt.detail ? { detail: receipt.detail } : {}) });
     } catch (error) {
+      metrics.callbacksReceived.inc({ outcome: "error" });
       deps.logger.warn({ err: error, taskId: req.params.taskId }, "callback not applied; answered 503 so that it is sent again");
       res.status(503).setHeader("retry-after", "5").json({ error: "callback not applied; retry" });
     }

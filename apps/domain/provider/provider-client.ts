@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { metrics, providerCodeLabel } from "../metrics/metrics.ts";
+import { inProviderSpan } from "../telemetry/tracing.ts";
 import type { ExpansionRatios } from "../expand-request/expand-limits.ts";
 import { signKlingJwt } from "./kling-jwt.ts";
 import type { ProviderConfig } from "./provider-config.schema.ts";
@@ -49,6 +51,8 @@ const parseRetryAfter = (header: string | null): number | undefined => {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 };
 
+type ProviderOperation = "create" | "get" | "get_by_external_id" | "list";
+
 export const createProviderClient = (config: ProviderConfig): ProviderClient => {
   const route = `${config.baseUrl.replace(/\/$/, "")}${config.pathPrefix}/v1/images/editing/expand`;
 
@@ -58,6 +62,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
       : `Bearer ${signKlingJwt(config.auth.accessKey, config.auth.secretKey)}`;
 
   const call = async <T>(
+    operation: ProviderOperation,
     method: "GET" | "POST",
     url: string,
     envelope: z.ZodType<{ code: number; data: T }>,
@@ -65,15 +70,18 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
   ): Promise<T> => {
     let response: Response;
     try {
-      response = await fetch(url, {
-        method,
-        headers: { authorization: authorization(), "content-type": "application/json", accept: "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(config.timeoutMs),
-      });
+      response = await inProviderSpan(operation, (traceHeaders) =>
+        fetch(url, {
+          method,
+          headers: { ...traceHeaders, authorization: authorization(), "content-type": "application/json", accept: "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(config.timeoutMs),
+        }),
+      );
     } catch (cause) {
       // A refused or unresolvable connection carried no request: nothing can have been created.
       const notSent = NOT_SENT_CODES.has(((cause as Error).cause as { code?: string } | undefined)?.code ?? "");
+      metrics.providerCalls.inc({ operation, code: "network" });
       throw new ProviderError(`provider ${method} failed before an answer: ${describeFetchFailure(cause)}`, {
         action: "retry",
         outcomeUnknown: method === "POST" && !notSent,
@@ -98,10 +106,15 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
     }
     if (response.ok) {
       const parsed = envelope.safeParse(json);
-      if (parsed.success && parsed.data.code === 0) return parsed.data.data;
+      if (parsed.success && parsed.data.code === 0) {
+        metrics.providerCalls.inc({ operation, code: "0" });
+        return parsed.data.data;
+      }
     }
     const error = providerErrorBodySchema.safeParse(json);
     const code = error.success ? error.data.code : undefined;
+    metrics.providerCalls.inc({ operation, code: providerCodeLabel(code ?? undefined, response.status) });
+    if (code === 1303) metrics.providerParallelLimit.inc();
     const message = error.success && error.data.message ? error.data.message : text.slice(0, 200) || response.statusText;
     const action = response.ok && code === undefined ? "retry" : providerErrorAction(code, response.status);
     throw new ProviderError(`provider answered HTTP ${response.status} code ${code ?? "none"}: ${message}`, {
@@ -117,7 +130,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
   return {
     kind: config.kind,
     createTask: (input) =>
-      call("POST", route, taskEnvelope, {
+      call("create", "POST", route, taskEnvelope, {
         image: input.image,
         up_expansion_ratio: input.ratios.up,
         [`${config.downField}_expansion_ratio`]: input.ratios.down,
@@ -131,7 +144,7 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
         external_task_id: input.externalTaskId,
         callback_url: input.callbackUrl,
       }),
-    getTask: (providerTaskId) => call("GET", `${route}/${encodeURIComponent(providerTaskId)}`, taskEnvelope),
+    getTask: (providerTaskId) => call("get", "GET", `${route}/${encodeURIComponent(providerTaskId)}`, taskEnvelope),
     findTaskByExternalId: async (externalTaskId) => {
       const notFound = (error: unknown) =>
         error instanceof ProviderError &&
@@ -139,15 +152,15 @@ export const createProviderClient = (config: ProviderConfig): ProviderClient => 
       try {
         switch (config.externalIdLookup) {
           case "path":
-            return await call("GET", `${route}/${encodeURIComponent(externalTaskId)}`, taskEnvelope);
+            return await call("get_by_external_id", "GET", `${route}/${encodeURIComponent(externalTaskId)}`, taskEnvelope);
           case "query": {
-            const found = await call("GET", `${route}?external_task_id=${encodeURIComponent(externalTaskId)}`, listEnvelope);
+            const found = await call("list", "GET", `${route}?external_task_id=${encodeURIComponent(externalTaskId)}`, listEnvelope);
             return found.find((t) => t.task_info?.external_task_id === externalTaskId);
           }
           case "list":
             // Newest first: a task from an attempt moments ago is on the first page.
             for (let page = 1; page <= LIST_PAGES_SCANNED; page++) {
-              const tasks = await call("GET", `${route}?pageNum=${page}&pageSize=${LIST_PAGE_SIZE}`, listEnvelope);
+              const tasks = await call("list", "GET", `${route}?pageNum=${page}&pageSize=${LIST_PAGE_SIZE}`, listEnvelope);
               const match = tasks.find((t) => t.task_info?.external_task_id === externalTaskId);
               if (match || tasks.length < LIST_PAGE_SIZE) return match;
             }

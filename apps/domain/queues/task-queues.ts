@@ -1,4 +1,4 @@
-import { Queue } from "bullmq";
+import { Queue, type Telemetry } from "bullmq";
 import type { Redis } from "ioredis";
 import { jobCatalog, type JobKind, type JobPayload, type WebhookJobKind } from "./job-catalog.ts";
 
@@ -16,12 +16,12 @@ export type TaskQueues = {
 const MAX_PRIORITY = 2_097_152;
 
 // `jobId` = task id, so enqueueing the same task twice (a retry, the sweeper) is a no-op.
-export const createTaskQueues = (connection: Redis, prefix: string): TaskQueues => {
+export const createTaskQueues = (connection: Redis, prefix: string, telemetry?: Telemetry): TaskQueues => {
   const queues = new Map<JobKind, Queue>();
   const queue = (kind: JobKind): Queue => {
     let q = queues.get(kind);
     if (!q) {
-      q = new Queue(jobCatalog[kind].queue, { connection, prefix });
+      q = new Queue(jobCatalog[kind].queue, { connection, prefix, ...(telemetry ? { telemetry } : {}) });
       queues.set(kind, q);
     }
     return q;

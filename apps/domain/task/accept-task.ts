@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { metrics } from "../metrics/metrics.ts";
 import { v7 as uuidv7 } from "uuid";
 import type { Db, Task } from "../db/database.ts";
 import type { TaskOrigin } from "../db/generated/enums.ts";
@@ -109,6 +110,7 @@ export const acceptTask = async (
       .selectFrom("inserted")
       .selectAll()
       .executeTakeFirstOrThrow();
+    metrics.tasksAccepted.inc({ image: inline ? "base64" : "url" });
     return { task, replayed: false };
   } catch (error) {
     // A statement that timed out may still commit: keep its job and image then (the sweeper or the

@@ -2,6 +2,7 @@ import { sql, type Updateable } from "kysely";
 import { asJson, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
 import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
+import { recordTransition } from "../metrics/task-metrics.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
 
 export type TransitionRequest = {
@@ -30,7 +31,7 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
   // `null` (no insert) for statuses that no task is called back about.
   const eventType = taskEventTypeSql(request.to, "moved", "moved.from_status") ?? sql<null>`null`;
   const moved = await tx
-    .with("before", (db) => db.selectFrom("task").select(["id", "status"]).where("id", "=", request.taskId).forUpdate())
+    .with("before", (db) => db.selectFrom("task").select(["id", "status", "updatedAt"]).where("id", "=", request.taskId).forUpdate())
     .with("moved", (db) =>
       db
         .updateTable("task")
@@ -44,7 +45,8 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
         .whereRef("task.id", "=", "before.id")
         .where("before.status", "in", allowed)
         .returningAll("task")
-        .returning(sql<TaskStatus>`before.status`.as("fromStatus")),
+        .returning(sql<TaskStatus>`before.status`.as("fromStatus"))
+        .returning(sql<Date>`before.updated_at`.as("fromUpdatedAt")),
     )
     .with("event", (db) =>
       db
@@ -87,7 +89,8 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
     .selectAll()
     .executeTakeFirst();
   if (moved) {
-    const { fromStatus, ...task } = moved;
+    const { fromStatus, fromUpdatedAt, ...task } = moved;
+    recordTransition(fromStatus, task, fromUpdatedAt);
     return { applied: true, from: fromStatus, task };
   }
   const current = await tx.selectFrom("task").select("status").where("id", "=", request.taskId).executeTakeFirst();

@@ -2,6 +2,7 @@ import type { Task, TaskEvent } from "../db/database.ts";
 import type { TaskWithImages } from "./task.repository.ts";
 import { signImageLink } from "../storage/signed-link.ts";
 import { toProviderStatus } from "./task-status.ts";
+import type { DropinTask, NativeTask, NativeTaskEvent } from "./task-response.schema.ts";
 
 export type LinkSigner = (taskId: string, index: number) => string;
 
@@ -37,7 +38,7 @@ export const statusMessage = (task: Task): string => {
 };
 
 // The provider's task object, served by the drop-in GET: same fields, same vocabulary.
-export const toProviderTask = (task: TaskWithImages, sign: LinkSigner) => {
+export const toProviderTask = (task: TaskWithImages, sign: LinkSigner): DropinTask => {
   const images = storedImages(task);
   return {
     task_id: task.id,
@@ -53,7 +54,7 @@ export const toProviderTask = (task: TaskWithImages, sign: LinkSigner) => {
   };
 };
 
-export const toNativeTask = (task: TaskWithImages, sign: LinkSigner) => ({
+export const toNativeTask = (task: TaskWithImages, sign: LinkSigner): NativeTask => ({
   id: task.id,
   external_task_id: task.externalTaskId,
   status: task.status,
@@ -98,7 +99,7 @@ export const toNativeTask = (task: TaskWithImages, sign: LinkSigner) => ({
   updated_at: task.updatedAt.toISOString(),
 });
 
-export const toNativeEvent = (event: TaskEvent) => ({
+export const toNativeEvent = (event: TaskEvent): NativeTaskEvent => ({
   id: event.id.toString(),
   from: event.fromStatus,
   to: event.toStatus,

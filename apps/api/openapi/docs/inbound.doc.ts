@@ -1,0 +1,48 @@
+import { z } from "zod";
+import { providerTaskSchema } from "../../../domain/provider/provider-wire.schema.ts";
+import { problemSchema } from "../../presenters/error-response.schema.ts";
+import { bytes, json, problemResponses, type RouteDoc } from "../route-doc.ts";
+
+const callbackReceipt = z.object({ outcome: z.string(), detail: z.string().optional() }).meta({ id: "CallbackReceipt" });
+
+// Routes called without an account credential: the provider's callbacks (a per-task token in the
+// path, and a Standard Webhooks signature when PROVIDER_WEBHOOK_SECRET is set) and signed image links.
+export const inboundDocs: RouteDoc[] = [
+  {
+    method: "post",
+    path: "/webhooks/kling/{taskId}/{token}",
+    operation: {
+      operationId: "receiveProviderCallback",
+      tags: ["provider callbacks"],
+      summary: "The provider's task callback",
+      description:
+        "Authenticated by the per-task token (and the webhook-id/-timestamp/-signature headers when signing is configured) before anything is stored; duplicates and stale reports are acknowledged and ignored.",
+      requestParams: { path: z.object({ taskId: z.string(), token: z.string() }) },
+      requestBody: { required: true, content: { "application/json": { schema: providerTaskSchema } } },
+      responses: {
+        "200": json(callbackReceipt, "Applied, duplicate or stale (outcome says which)"),
+        "400": json(callbackReceipt, "Stored but not a task report the receiver can apply (outcome: rejected)"),
+        "401": json(callbackReceipt, "Token or signature refused; nothing stored"),
+        ...problemResponses("payload_too_large"),
+        "503": {
+          description: "Not applied, or too many bodies in flight: send it again (Retry-After)",
+          content: { "application/json": { schema: z.object({ error: z.string() }) }, "application/problem+json": { schema: problemSchema } },
+        },
+      },
+    },
+  },
+  {
+    method: "get",
+    path: "/files/tasks/{taskId}/images/{index}",
+    operation: {
+      operationId: "getSignedImage",
+      tags: ["tasks"],
+      summary: "A result image through a signed, expiring link (the url in a task's images)",
+      requestParams: {
+        path: z.object({ taskId: z.uuid(), index: z.int().min(0).max(8) }),
+        query: z.object({ expires: z.string(), signature: z.string() }),
+      },
+      responses: { "200": bytes("image/*", "The stored image"), ...problemResponses("unauthenticated", "not_found") },
+    },
+  },
+];
