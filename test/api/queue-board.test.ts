@@ -25,7 +25,7 @@ describe("the queue board at /admin/queues", () => {
     }
   });
 
-  it("when the admin token is sent as Bearer or as a Basic password, then the board and its API answer with our four queues", async () => {
+  it("when the admin token is sent as Bearer or as a Basic password, then the board and its API answer with every queue of the job catalog", async () => {
     for (const authorization of [`Bearer ${adminToken}`, basic("anyone", adminToken)]) {
       const page = await fetch(`${stack.api.url}/admin/queues`, { headers: { authorization } });
       expect(page.status).toBe(200);
@@ -33,7 +33,7 @@ describe("the queue board at /admin/queues", () => {
       const api = await fetch(`${stack.api.url}/admin/queues/api/queues`, { headers: { authorization } });
       expect(api.status).toBe(200);
       const body = (await api.json()) as { queues: { name: string }[] };
-      expect(body.queues.map((q) => q.name).sort()).toEqual(["archive", "reconcile", "source", "submit"]);
+      expect(body.queues.map((q) => q.name).sort()).toEqual(["archive", "reconcile", "source", "submit", "webhook", "webhook-sweep"]);
     }
   });
 
