@@ -241,6 +241,38 @@ describe("the dashboard at /, in headless Chromium", () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it("when the server has no batch stream, then the page polls GET /v1/batches/{id} and still follows the batch to its end", async () => {
+    await page.route("**/v1/batches/*/stream", (route) => route.fulfill({ status: 404, contentType: "application/problem+json", body: "{}" }));
+    try {
+      const image = (await makeImage(320, 320)).toString("base64");
+      const res = await fetch(`${stack.api.url}/v1/batches`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: "polled", defaults: { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1 }, items: [{ image }] }),
+      });
+      const { id } = (await res.json()) as { id: string };
+      expect(res.status).toBe(201);
+      const row = `#batch-rows tr[data-batch-id="${id}"]`;
+      const via = new Set<string>();
+      const deadline = Date.now() + 15_000;
+      let status = "";
+      while (Date.now() < deadline && status !== "completed") {
+        const seen = await page.$eval(row, (node) => ({ ...(node as HTMLElement).dataset })).catch(() => null);
+        if (seen) {
+          via.add(seen.via!);
+          status = seen.status!;
+        }
+        await page.waitForTimeout(100);
+      }
+      expect(status).toBe("completed");
+      expect([...via]).toContain("poll");
+      expect([...via]).not.toContain("stream");
+      expect(await page.textContent("#batch-live-mode")).toBe("(live: polling every second)");
+    } finally {
+      await page.unroute("**/v1/batches/*/stream");
+    }
+  });
+
   it("when /docs is opened, then Swagger UI renders every operation of the document from local files", async () => {
     const docs = await browser.newPage();
     const errors: string[] = [];
