@@ -5,19 +5,24 @@ import { createNativeClient, waitForTask } from "../../apps/client/native-client
 import { spawnService, type ChildService } from "../support/child-processes.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
+import { startWebhookConsumer, type WebhookConsumer } from "../support/webhook-consumer.ts";
 
 // The worker runs as its own process, as deployed: what it counts (provider calls, stage times,
 // queue waits) reaches the API's /metrics only through its push to Redis.
 let stack: Stack;
 let worker: ChildService;
+let consumer: WebhookConsumer;
 beforeAll(async () => {
-  stack = await startStack({ withWorker: false });
-  worker = spawnService("worker", { ...stack.workerEnv(), METRICS_PUSH_MS: "200", LOG_LEVEL: "info" });
+  consumer = await startWebhookConsumer();
+  // Loopback callback URLs accepted at intake, for the outbound deliveries' counter.
+  stack = await startStack({ withWorker: false, apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1" } });
+  worker = spawnService("worker", { ...stack.workerEnv(), METRICS_PUSH_MS: "200", LOG_LEVEL: "info", WEBHOOK_RETRY_SCHEDULE: "0,100ms,200ms" });
   await worker.ready.catch((e) => { throw new Error(`${e}\n${worker.output()}`); });
 });
 afterAll(async () => {
   await worker?.kill("SIGTERM");
   await stack?.stop();
+  await consumer?.close();
 });
 
 type Sample = { name: string; labels: Record<string, string>; value: number };
@@ -48,15 +53,28 @@ describe("/metrics", () => {
     const client = createNativeClient({ baseUrl: stack.api.url, apiKey: key });
     const image = (await makeImage(400, 300)).toString("base64");
     const ids: string[] = [];
+    // Outbound callbacks: the first answer on /flaky is a 500 (tried again, then delivered), /gone answers 410.
+    consumer.script("/flaky", [{ status: 500 }]);
+    consumer.script("/gone", [{ status: 410 }]);
+    const callbacks = [`${consumer.url}/flaky`, `${consumer.url}/gone`, undefined];
     for (let i = 0; i < 3; i++) {
-      const { data } = await client.POST("/v1/tasks", { body: { image, up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1, n: 2 } });
+      const { data } = await client.POST("/v1/tasks", {
+        body: { image, up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1, n: 2, callback_url: callbacks[i] },
+      });
       ids.push(data!.id);
     }
     for (const id of ids) expect((await waitForTask(client, id)).status).toBe("succeeded");
 
     // Pushed every 200 ms: wait for a scrape that has the worker's last transitions.
     let after = await scrape();
-    for (let i = 0; i < 50 && value(after, "kling_task_stage_duration_seconds_count", { stage: "archiving" }) - value(before, "kling_task_stage_duration_seconds_count", { stage: "archiving" }) < 3; i++) {
+    const moved = (name: string, labels: Record<string, string>) => value(after, name, labels) - value(before, name, labels);
+    for (
+      let i = 0;
+      i < 100 &&
+      (moved("kling_task_stage_duration_seconds_count", { stage: "archiving" }) < 3 ||
+        ["succeeded", "failed_attempt", "disabled"].some((result) => moved("kling_webhook_deliveries_total", { result }) < 1));
+      i++
+    ) {
       await new Promise((r) => setTimeout(r, 100));
       after = await scrape();
     }
@@ -77,8 +95,12 @@ describe("/metrics", () => {
     expect(after.some((s) => s.name === "kling_queue_jobs" && s.labels.queue === "submit" && s.labels.state === "waiting")).toBe(true);
     expect(value(after, "kling_tasks_active", { status: "queued" })).toBe(0);
     expect(value(after, "kling_scrape_source_up", { source: "postgres" })).toBe(1);
-    // Registered for the outbound-webhook sender.
-    expect((await (await fetch(`${stack.api.url}/metrics`)).text())).toContain("# TYPE kling_webhook_deliveries_total counter");
+    // Outbound deliveries by result, counted in the worker process.
+    expect(delta("kling_webhook_deliveries_total", { result: "failed_attempt" })).toBeGreaterThanOrEqual(1);
+    expect(delta("kling_webhook_deliveries_total", { result: "succeeded" })).toBeGreaterThanOrEqual(1);
+    expect(delta("kling_webhook_deliveries_total", { result: "disabled" })).toBeGreaterThanOrEqual(1);
+    expect(delta("kling_webhook_deliveries_total", { result: "gave_up" })).toBe(0);
+    expect(after.filter((s) => s.name === "kling_webhook_deliveries_total").every((s) => ["succeeded", "failed_attempt", "gave_up", "disabled", "refused"].includes(s.labels.result!))).toBe(true);
 
     const uuid = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
     expect(after.filter((s) => Object.values(s.labels).some((v) => uuid.test(v)))).toEqual([]);

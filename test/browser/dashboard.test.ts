@@ -11,6 +11,7 @@ import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 
 const screenshotPath = path.resolve("test-results/dashboard.png");
+const batchScreenshotPath = path.resolve("test-results/dashboard-batch.png");
 
 let stack: Stack;
 let browser: Browser;
@@ -21,7 +22,8 @@ const pageErrors: string[] = [];
 
 beforeAll(async () => {
   // The provider takes 2.5 s per task, so progress can be watched moving.
-  stack = await startStack({ simulatorEnv: { SIM_RUN_MS: "2500" } });
+  // Loopback image URLs accepted at intake: a batch item whose source the provider cannot read.
+  stack = await startStack({ simulatorEnv: { SIM_RUN_MS: "2500" }, apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1" } });
   ({ key } = await stack.newAccount());
   client = createNativeClient({ baseUrl: stack.api.url, apiKey: key });
   browser = await launchChromium();
@@ -135,6 +137,140 @@ describe("the dashboard at /, in headless Chromium", () => {
     expect(await page.textContent(cell)).toBe(hostile);
     expect(await page.$$eval(`${cell} *`, (nodes) => nodes.length)).toBe(0);
     expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+  });
+
+  it("when a batch runs, then it is listed with its progress moving over its stream to completion, its counts and ETA, the provider's routes, and a gallery of each result at its real size beside its source, the failure with its reason", async () => {
+    const ratios = { up_expansion_ratio: 0.2, down_expansion_ratio: 0.1, left_expansion_ratio: 0.3, right_expansion_ratio: 0.1 };
+    const sizes = [
+      { width: 450, height: 300 },
+      { width: 300, height: 420 },
+      { width: 600, height: 320 },
+    ];
+    const items: Record<string, unknown>[] = [];
+    for (const size of sizes) items.push({ image: (await makeImage(size.width, size.height)).toString("base64") });
+    // Nothing to read at this address: the provider refuses the item, which fails with its reason.
+    items.push({ image: `${stack.simulator.url}/no-such-image.png` });
+    const res = await fetch(`${stack.api.url}/v1/batches`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "<b>gallery</b> batch", defaults: ratios, items }),
+    });
+    const created = (await res.json()) as { id: string; total: number };
+    expect(res.status, JSON.stringify(created)).toBe(201);
+    expect(created.total, JSON.stringify(created)).toBe(4);
+
+    // The batch's row, sampled until it has ended: percent, status and where the view came from.
+    const row = `#batch-rows tr[data-batch-id="${created.id}"]`;
+    const percents: number[] = [];
+    const via = new Set<string>();
+    let status = "";
+    const deadline = Date.now() + 25_000;
+    while (Date.now() < deadline) {
+      const seen = await page
+        .$eval(row, (node) => ({ percent: Number((node as HTMLElement).dataset.percent), status: (node as HTMLElement).dataset.status!, via: (node as HTMLElement).dataset.via! }))
+        .catch(() => null);
+      if (seen) {
+        if (percents.at(-1) !== seen.percent) percents.push(seen.percent);
+        via.add(seen.via);
+        status = seen.status;
+        if (["completed", "completed_with_errors", "canceled"].includes(status)) break;
+      }
+      await page.waitForTimeout(100);
+    }
+    expect(status).toBe("completed_with_errors");
+    expect(percents.at(-1)).toBe(100);
+    expect(percents[0], `percents seen: ${percents.join(",")}`).toBeLessThan(100);
+    expect([...percents].sort((a, b) => a - b)).toEqual(percents);
+    // Live over the batch's event stream (the SSE parser), not only the list's reads.
+    expect([...via]).toContain("stream");
+    expect(await page.textContent("#batch-live-mode")).toBe("(live: event stream)");
+    expect(await page.textContent(`${row} .batch-name`)).toBe("<b>gallery</b> batch");
+    expect(await page.$$eval(`${row} .batch-name *`, (nodes) => nodes.length)).toBe(0);
+    expect(await page.textContent(`${row} .counts`)).toBe("succeeded 3 · failed 1");
+    expect(await page.textContent(`${row} .percent`)).toBe("100% (4/4)");
+    expect(await page.textContent(`${row} .eta`)).toBe("done");
+
+    // The provider's one route (the simulator): its circuit and slots.
+    const routes = await page.$$eval("#route-rows tr", (rows) => rows.map((r) => ({ state: (r as HTMLElement).dataset.state, slots: r.querySelector(".slots")!.textContent })));
+    expect(routes.length).toBeGreaterThanOrEqual(1);
+    expect(routes[0]!.state).toBe("closed");
+    expect(routes[0]!.slots).toMatch(/^ ?\d+ \/ \d+ \(\d+ configured\)$/);
+
+    // The gallery of the newest batch (this one), once it shows every task at its end.
+    await page.click(`${row} .show-gallery`);
+    const gallery = `#batch-gallery[data-batch-id="${created.id}"]`;
+    await page.waitForFunction(
+      (selector) => {
+        const node = document.querySelector(selector);
+        return !!node && node.querySelectorAll('.pair.status-succeeded img[alt="result 0"]').length === 3 && node.querySelectorAll(".pair.status-failed .failure").length === 1;
+      },
+      gallery,
+      { timeout: 10_000 },
+    );
+    const pairs = await page.$$eval(`${gallery} .pair.status-succeeded`, async (nodes) =>
+      Promise.all(
+        nodes.map(async (node) => {
+          const imgs = [...node.querySelectorAll("img")];
+          await Promise.all(imgs.map((img) => (img.complete ? undefined : new Promise((r) => img.addEventListener("load", r, { once: true })))));
+          const source = node.querySelector<HTMLImageElement>('img[alt="source"]')!;
+          const result = node.querySelector<HTMLImageElement>('img[alt="result 0"]')!;
+          return {
+            source: { width: source.naturalWidth, height: source.naturalHeight },
+            result: { width: result.naturalWidth, height: result.naturalHeight },
+            expected: { width: Number(result.dataset.expectedWidth), height: Number(result.dataset.expectedHeight) },
+            line: node.querySelector(".line")?.textContent ?? "",
+          };
+        }),
+      ),
+    );
+    const bySize = (a: { width: number }, b: { width: number }) => a.width - b.width;
+    expect(pairs.map((p) => p.source).sort(bySize)).toEqual([...sizes].sort(bySize));
+    const ratioOf = { up: ratios.up_expansion_ratio, down: ratios.down_expansion_ratio, left: ratios.left_expansion_ratio, right: ratios.right_expansion_ratio };
+    for (const pair of pairs) {
+      expect(pair.result).toEqual(expandedSize(pair.source, ratioOf));
+      expect(pair.expected).toEqual(pair.result);
+      expect(pair.line).toMatch(/^line \d+$/);
+    }
+    const failure = await page.textContent(`${gallery} .pair.status-failed .failure`);
+    expect(failure).toMatch(/^failed \(\w+\): \S/);
+    expect(await page.textContent("#batch-gallery-summary")).toBe("4 task(s): 3 succeeded, 1 failed, 0 still running.");
+
+    await mkdir(path.dirname(batchScreenshotPath), { recursive: true });
+    await page.screenshot({ path: batchScreenshotPath, fullPage: true });
+    console.log(`dashboard batch screenshot: ${batchScreenshotPath}`);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("when the server has no batch stream, then the page polls GET /v1/batches/{id} and still follows the batch to its end", async () => {
+    await page.route("**/v1/batches/*/stream", (route) => route.fulfill({ status: 404, contentType: "application/problem+json", body: "{}" }));
+    try {
+      const image = (await makeImage(320, 320)).toString("base64");
+      const res = await fetch(`${stack.api.url}/v1/batches`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: "polled", defaults: { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1 }, items: [{ image }] }),
+      });
+      const { id } = (await res.json()) as { id: string };
+      expect(res.status).toBe(201);
+      const row = `#batch-rows tr[data-batch-id="${id}"]`;
+      const via = new Set<string>();
+      const deadline = Date.now() + 15_000;
+      let status = "";
+      while (Date.now() < deadline && status !== "completed") {
+        const seen = await page.$eval(row, (node) => ({ ...(node as HTMLElement).dataset })).catch(() => null);
+        if (seen) {
+          via.add(seen.via!);
+          status = seen.status!;
+        }
+        await page.waitForTimeout(100);
+      }
+      expect(status).toBe("completed");
+      expect([...via]).toContain("poll");
+      expect([...via]).not.toContain("stream");
+      expect(await page.textContent("#batch-live-mode")).toBe("(live: polling every second)");
+    } finally {
+      await page.unroute("**/v1/batches/*/stream");
+    }
   });
 
   it("when /docs is opened, then Swagger UI renders every operation of the document from local files", async () => {

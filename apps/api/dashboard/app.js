@@ -4,6 +4,14 @@ const KEY_STORE = "kling.apiKey";
 const STEPS = ["queued", "submitting", "submitted", "processing", "archiving", "succeeded"];
 const FINAL = new Set(["succeeded", "failed", "canceled"]);
 const LIST_LIMIT = 20;
+const BATCH_LIMIT = 10;
+const BATCH_FINAL = new Set(["completed", "completed_with_errors", "canceled"]);
+// A browser opens at most 6 HTTP/1.1 connections to one server and each open stream holds one:
+// past these, the periodic reads keep things moving, and the page's other requests still get through.
+const MAX_TASK_STREAMS = 2;
+const MAX_BATCH_STREAMS = 2;
+// The most of one batch's tasks the gallery shows (read a page of 200 at a time).
+const GALLERY_MAX = 400;
 
 const state = {
   key: sessionStorage.getItem(KEY_STORE),
@@ -13,6 +21,17 @@ const state = {
   openStreams: new Map(),
   sources: new Map(),
   timers: [],
+  batches: new Map(),
+  // Per batch: its stream's (or poll's) AbortController while one follows it.
+  batchFollowers: new Map(),
+  batchStreams: undefined,
+  selectedBatch: null,
+  // What the batch gallery shows (batch id, finished count, status) and a counter so that only the
+  // latest of overlapping renders lands.
+  galleryShown: "",
+  galleryRun: 0,
+  // Where each batch's view last came from (stream, poll or list), shown as data-via on its row.
+  batchVia: new Map(),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -105,7 +124,14 @@ const renderPair = async (task) => {
   const pair = el(
     "div",
     { className: `pair status-${task.status}` },
-    el("div", {}, el("code", { textContent: task.id.slice(-12), title: task.id }), " ", el("span", { textContent: task.status })),
+    el(
+      "div",
+      {},
+      el("code", { textContent: task.id.slice(-12), title: task.id }),
+      " ",
+      el("span", { className: "status", textContent: task.status }),
+      task.batch_line === undefined ? "" : el("span", { className: "line", textContent: `line ${task.batch_line}` }),
+    ),
     el("div", { className: "images" }, source, ...results),
     failure,
   );
@@ -142,7 +168,7 @@ const refreshTask = async (id) => {
 // Live progress: the task's event stream when this server has one (any event means "read the task
 // again"), otherwise the list is polled every second.
 const follow = async (id) => {
-  if (state.streams === false || state.openStreams.has(id)) return;
+  if (state.streams === false || state.openStreams.has(id) || state.openStreams.size >= MAX_TASK_STREAMS) return;
   const abort = new AbortController();
   state.openStreams.set(id, abort);
   try {
@@ -185,6 +211,237 @@ const refreshProvider = async () => {
   $("slots-meter").max = provider.slots.capacity;
   $("slots-meter").value = provider.slots.in_use;
   $("slots-text").textContent = `${provider.slots.in_use} in use of ${provider.slots.effective} usable (${provider.slots.capacity} configured)`;
+  renderRoutes(Array.isArray(provider.routes) ? provider.routes : []);
+};
+
+// Each route of PROVIDER_ROUTES: its own circuit and slots (work flows while any circuit is closed).
+const renderRoutes = (routes) => {
+  const rows = routes.map((route) => {
+    const meter = el("meter", { min: 0, max: Math.max(1, route.slots.capacity), value: route.slots.in_use });
+    const circuit = route.state === "closed" ? "closed (available)" : `${route.state}${route.reason ? `: ${route.reason}` : ""}${route.next_probe_at ? ` (next try ${new Date(route.next_probe_at).toLocaleTimeString()})` : ""}`;
+    const row = el(
+      "tr",
+      {},
+      el("td", {}, el("code", { textContent: route.name })),
+      el("td", { textContent: route.kind }),
+      el("td", {}, el("span", { className: `badge ${route.state}`, textContent: circuit })),
+      el("td", { className: "slots" }, meter, ` ${route.slots.in_use} / ${route.slots.effective} (${route.slots.capacity} configured)`),
+      el("td", { textContent: route.run_ms === null ? "not yet observed" : `${(route.run_ms / 1000).toFixed(1)} s` }),
+    );
+    row.dataset.route = route.name;
+    row.dataset.state = route.state;
+    return row;
+  });
+  $("route-rows").replaceChildren(...rows);
+};
+
+// ---- Batches -------------------------------------------------------------------------------------
+
+const eta = (batch) => {
+  if (BATCH_FINAL.has(batch.status)) return "done";
+  if (batch.eta_seconds === null) return "estimating";
+  const s = batch.eta_seconds;
+  return s < 90 ? `~${s} s` : s < 5400 ? `~${Math.round(s / 60)} min` : `~${(s / 3600).toFixed(1)} h`;
+};
+
+const countsText = (counts) =>
+  Object.entries(counts)
+    .filter(([, n]) => n > 0)
+    .map(([status, n]) => `${status} ${n}`)
+    .join(" · ") || "no tasks";
+
+const renderBatchRows = () => {
+  const batches = [...state.batches.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
+  $("no-batches").hidden = batches.length > 0;
+  const rows = batches.map((batch) => {
+    const row = el(
+      "tr",
+      { className: `status-${batch.status}${batch.id === state.selectedBatch ? " selected" : ""}` },
+      el("td", {}, el("code", { textContent: batch.id.slice(-12), title: batch.id })),
+      el("td", { className: "batch-name", textContent: batch.name ?? "" }),
+      el("td", { className: "batch-status", textContent: batch.status }),
+      el("td", {}, el("progress", { max: 100, value: batch.percent }), el("span", { className: "percent", textContent: `${batch.percent}% (${batch.finished}/${batch.total})` })),
+      el("td", { className: "counts", textContent: countsText(batch.counts) }),
+      el("td", { className: "eta", textContent: eta(batch) }),
+      el("td", { textContent: new Date(batch.created_at).toLocaleTimeString() }),
+      el("td", {}, el("button", { type: "button", className: "show-gallery", textContent: "gallery", onclick: () => selectBatch(batch.id) })),
+    );
+    row.dataset.batchId = batch.id;
+    row.dataset.status = batch.status;
+    row.dataset.percent = String(batch.percent);
+    row.dataset.via = state.batchVia.get(batch.id) ?? "list";
+    return row;
+  });
+  $("batch-rows").replaceChildren(...rows);
+};
+
+const setBatchLiveMode = () => {
+  $("batch-live-mode").textContent = state.batchStreams === false ? "(live: polling every second)" : "(live: event stream)";
+};
+
+// One batch's latest view, from its stream, a poll or the list.
+const updateBatch = (batch, via) => {
+  if (!batch || typeof batch.id !== "string") return;
+  state.batches.set(batch.id, batch);
+  state.batchVia.set(batch.id, via);
+  renderBatchRows();
+  if (batch.id === state.selectedBatch) void renderBatchGallery();
+};
+
+// Server-Sent Events read from a fetch body (EventSource cannot send the Bearer header): calls
+// onEvent(name, data) per event; stops when it returns false or the stream ends.
+const readEvents = async (res, onEvent) => {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    // Lines may end in CRLF, CR or LF (a CR at the end may be half of a CRLF: wait for more).
+    buffer = (buffer + value).replace(/\r\n|\r(?=.)/gs, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line === "" || line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") event = text;
+        else if (field === "data") data.push(text);
+      }
+      if (data.length > 0 && onEvent(event, data.join("\n")) === false) {
+        await reader.cancel().catch(() => undefined);
+        return;
+      }
+    }
+  }
+};
+
+const sleep = (ms, signal) =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+
+// Without a stream (none on this server, or too many open): GET /v1/batches/{id} every second.
+const pollBatch = async (id, abort) => {
+  while (!abort.signal.aborted) {
+    const res = await api(`/v1/batches/${encodeURIComponent(id)}`, { signal: abort.signal });
+    if (!res.ok) return;
+    const batch = await res.json();
+    updateBatch(batch, "poll");
+    if (BATCH_FINAL.has(batch.status)) return;
+    await sleep(1000, abort.signal);
+  }
+};
+
+// Live progress of a running batch: its event stream (`batch` carries the view, `end` closes it),
+// else polling.
+const followBatch = async (id) => {
+  if (state.batchFollowers.has(id)) return;
+  const abort = new AbortController();
+  state.batchFollowers.set(id, abort);
+  try {
+    const streaming = [...state.batchFollowers.values()].filter((a) => a.streaming).length;
+    if (state.batchStreams !== false && streaming < MAX_BATCH_STREAMS) {
+      abort.streaming = true;
+      const res = await api(`/v1/batches/${encodeURIComponent(id)}/stream`, { signal: abort.signal, headers: { accept: "text/event-stream" } });
+      if (res.ok && (res.headers.get("content-type") ?? "").includes("text/event-stream")) {
+        state.batchStreams = true;
+        setBatchLiveMode();
+        let ended = false;
+        await readEvents(res, (event, data) => {
+          if (event === "batch") updateBatch(JSON.parse(data), "stream");
+          if (event === "end") ended = true;
+          return !ended;
+        });
+        if (ended) return;
+      } else if (res.status === 404 || res.status === 405 || res.ok) {
+        // No stream route here (a 404 for the batch itself shows in the next list read).
+        state.batchStreams = false;
+        setBatchLiveMode();
+      }
+      abort.streaming = false;
+    }
+    await pollBatch(id, abort);
+  } catch {
+    // Aborted or dropped: the next list read follows the batch again.
+  } finally {
+    state.batchFollowers.delete(id);
+  }
+};
+
+const refreshBatches = async () => {
+  const res = await api(`/v1/batches?limit=${BATCH_LIMIT}`);
+  if (!res.ok) return;
+  const page = await res.json();
+  // The list's own views, except for batches a stream or poll follows (it has them first).
+  const listed = new Map(page.data.map((b) => [b.id, b]));
+  for (const [id, batch] of listed) {
+    if (!state.batches.has(id) || !state.batchFollowers.has(id)) {
+      state.batches.set(id, batch);
+      state.batchVia.set(id, "list");
+    }
+  }
+  for (const id of [...state.batches.keys()]) if (!listed.has(id)) state.batches.delete(id);
+  if (state.selectedBatch === null && page.data.length > 0) state.selectedBatch = page.data[0].id;
+  renderBatchRows();
+  await renderBatchGallery();
+  for (const batch of page.data) if (!BATCH_FINAL.has(batch.status)) void followBatch(batch.id);
+};
+
+const selectBatch = (id) => {
+  state.selectedBatch = id;
+  renderBatchRows();
+  void renderBatchGallery();
+};
+
+const batchTasks = async (id) => {
+  const tasks = [];
+  let cursor = null;
+  do {
+    const params = new URLSearchParams({ limit: "200" });
+    if (cursor) params.set("cursor", cursor);
+    const res = await api(`/v1/batches/${encodeURIComponent(id)}/tasks?${params}`);
+    if (!res.ok) break;
+    const page = await res.json();
+    tasks.push(...page.data);
+    cursor = page.next_cursor;
+  } while (cursor && tasks.length < GALLERY_MAX);
+  return tasks.slice(0, GALLERY_MAX);
+};
+
+// The selected batch's tasks, source beside results, failures with their reasons; read again
+// whenever the batch's finished count or status moves.
+const renderBatchGallery = async () => {
+  const batch = state.batches.get(state.selectedBatch);
+  $("batch-gallery-section").hidden = !batch;
+  if (!batch) return;
+  const key = `${batch.id}:${batch.finished}:${batch.status}`;
+  if (key === state.galleryShown) return;
+  state.galleryShown = key;
+  const run = ++state.galleryRun;
+  let tasks, pairs;
+  try {
+    tasks = await batchTasks(batch.id);
+    pairs = await Promise.all(tasks.map(renderPair));
+  } catch (error) {
+    // Read again on the next update.
+    if (run === state.galleryRun) state.galleryShown = "";
+    throw error;
+  }
+  if (run !== state.galleryRun) return;
+  $("batch-gallery-id").textContent = batch.id;
+  $("batch-gallery-id").title = batch.name ?? "";
+  const failed = tasks.filter((t) => t.status === "failed").length;
+  const shown = tasks.length < batch.total ? ` (the first ${tasks.length})` : "";
+  $("batch-gallery-summary").textContent = `${batch.total} task(s)${shown}: ${batch.counts.succeeded} succeeded, ${failed} failed, ${batch.total - batch.finished} still running.`;
+  const section = $("batch-gallery");
+  section.dataset.batchId = batch.id;
+  section.replaceChildren(...pairs);
 };
 
 const every = (ms, work) => {
@@ -198,8 +455,10 @@ const start = () => {
   $("main").hidden = false;
   $("sign-out").hidden = false;
   setLiveMode();
+  setBatchLiveMode();
   every(1000, refreshList);
   every(3000, refreshProvider);
+  every(2000, refreshBatches);
 };
 
 const signOut = (message = "") => {
@@ -208,6 +467,11 @@ const signOut = (message = "") => {
   for (const t of state.timers) clearInterval(t);
   state.timers = [];
   for (const abort of state.openStreams.values()) abort.abort();
+  for (const abort of state.batchFollowers.values()) abort.abort();
+  state.batches.clear();
+  state.batchVia.clear();
+  state.selectedBatch = null;
+  state.galleryShown = "";
   $("main").hidden = true;
   $("sign-out").hidden = true;
   $("sign-in").hidden = false;

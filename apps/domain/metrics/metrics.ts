@@ -66,7 +66,7 @@ export const metrics = {
   // Incremented by the outbound-webhook sender.
   webhookDeliveries: new Counter({
     name: "kling_webhook_deliveries_total",
-    help: "Outbound callback delivery attempts by result (delivered, failed, retrying, gave_up)",
+    help: "Outbound callback delivery attempts by result (succeeded, failed_attempt: tried again later, gave_up: schedule spent, disabled: 410, refused: destination blocked or invalid)",
     labelNames: ["result"] as const,
     registers: [processRegistry],
   }),

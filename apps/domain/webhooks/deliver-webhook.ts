@@ -5,6 +5,7 @@ import type { AllowedPrivateHost } from "../http/private-host-allowlist.ts";
 import { safePost } from "../http/safe-post.ts";
 import { SafeFetchError } from "../http/safe-fetch-error.ts";
 import type { Logger } from "../logging/logger.ts";
+import { metrics } from "../metrics/metrics.ts";
 import type { LinkSigner } from "../task/task.presenter.ts";
 import { nextAttemptDelayMs } from "./retry-schedule.ts";
 import { ensureSigningSecrets, openSigningSecrets, secretsToSignWith, type SigningSecrets } from "./signing-secret.store.ts";
@@ -63,6 +64,10 @@ const judge = (deps: DeliverWebhookDeps, delivery: ClaimedDelivery, result: { st
   return { status: "pending" as const, nextAttemptAt: new Date(Date.now() + delay) };
 };
 
+// The metric's bounded result: a failure for good tells a refused destination from a spent schedule.
+const resultLabel = (status: ReturnType<typeof judge>["status"], final: boolean) =>
+  status === "pending" ? "failed_attempt" : status === "failed" ? (final ? "refused" : "gave_up") : status;
+
 // One attempt of one delivery (the job's whole work). At least once: the attempt is recorded after
 // the POST, so a worker killed in between leaves the delivery to be sent again, same webhook-id.
 export const deliverWebhook = async (deps: DeliverWebhookDeps, deliveryId: string): Promise<"sent" | "not_due"> => {
@@ -115,6 +120,7 @@ export const deliverWebhook = async (deps: DeliverWebhookDeps, deliveryId: strin
     startedAt,
   };
   const successors = await recordAttempt(deps.db, delivery, outcome);
+  metrics.webhookDeliveries.inc({ result: resultLabel(verdict.status, answer.final) });
   if (verdict.status === "pending" && verdict.nextAttemptAt) {
     await deps.enqueue(delivery, verdict.nextAttemptAt.getTime() - Date.now()).catch((error: unknown) =>
       deps.logger.warn({ deliveryId, err: error }, "retry not scheduled in Redis; the sweep will find it when due"),
