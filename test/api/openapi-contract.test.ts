@@ -12,6 +12,7 @@ import { readFile } from "node:fs/promises";
 import { listExpressRoutes, toOpenApiPath } from "../support/express-routes.ts";
 import { makeImage } from "../support/images.ts";
 import { responseSchemaErrors, webhookSchemaErrors } from "../support/openapi-validator.ts";
+import { openSse } from "../support/sse.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 import { startWebhookConsumer, type WebhookConsumer } from "../support/webhook-consumer.ts";
 
@@ -181,7 +182,7 @@ describe("answers match the document", () => {
     expect(responseSchemaErrors("get", "/readyz", ready.status, "application/json", await ready.json())).toEqual([]);
   });
 
-  it("when a batch and a drop-in task with callback URLs run, then the batch, delivery, secret and provider-route answers and every callback sent validate against the document", async () => {
+  it("when a batch and a drop-in task with callback URLs run, then the batch, delivery, secret and provider-route answers, the task and batch stream frames and every callback sent validate against the document", async () => {
     const { key } = await stack.newAccount();
     const headers = { authorization: `Bearer ${key}` };
     const get = async (path: string) => {
@@ -226,6 +227,28 @@ describe("answers match the document", () => {
     expect(responseSchemaErrors("get", "/v1/batches/{batchId}/tasks", 200, "application/json", tasks)).toEqual([]);
     const waited = await get(`/v1/tasks/${tasks.data[0]!.id}?wait=1`);
     expect(responseSchemaErrors("get", "/v1/tasks/{taskId}", 200, "application/json", waited)).toEqual([]);
+
+    // The streams' frames carry the schemas their descriptions name (the task's and the batch's as GET shows them).
+    const taskStream = await openSse(`${stack.api.url}/v1/tasks/${tasks.data[0]!.id}/stream`, { ...headers, "last-event-id": "0" });
+    expect(taskStream.status).toBe(200);
+    const frames = [];
+    for (let f = await taskStream.next(); ; f = await taskStream.next()) {
+      frames.push(f);
+      if (f.event === "end") break;
+    }
+    taskStream.close();
+    expect(frames.map((f) => f.event)).toEqual([...frames.slice(0, -2).map(() => "transition"), "task", "end"]);
+    expect(frames.length).toBeGreaterThanOrEqual(5);
+    for (const f of frames.slice(0, -2)) {
+      expect(responseSchemaErrors("get", "/v1/tasks/{taskId}/events", 200, "application/json", { data: [JSON.parse(f.data)] })).toEqual([]);
+    }
+    expect(responseSchemaErrors("get", "/v1/tasks/{taskId}", 200, "application/json", JSON.parse(frames.at(-2)!.data))).toEqual([]);
+    const batchStream = await openSse(`${stack.api.url}/v1/batches/${batch.id}/stream`, headers);
+    const batchFrame = await batchStream.next();
+    expect(batchFrame.event).toBe("batch");
+    expect(responseSchemaErrors("get", "/v1/batches/{batchId}", 200, "application/json", JSON.parse(batchFrame.data))).toEqual([]);
+    expect((await batchStream.next()).event).toBe("end");
+    batchStream.close();
 
     // Every callback: two task.succeeded, batch.completed, and the drop-in task's kling.* events.
     await consumer.waitFor("/task", 2, 30_000);
