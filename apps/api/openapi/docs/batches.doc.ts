@@ -9,7 +9,7 @@ import {
   batchTaskPageSchema,
   batchViewSchema,
 } from "../../../domain/batch/batch-response.schema.ts";
-import { listQuerySchema, resultsQuerySchema, tasksQuerySchema } from "../../routes/batches.route.ts";
+import { batchListQuerySchema, batchResultsQuerySchema, batchTasksQuerySchema } from "../../routes/batches.route.ts";
 import { accountAuth, json, problemResponses, type RouteDoc } from "../route-doc.ts";
 import { idempotencyHeaders, idempotencyReplayHeader, sse } from "./shared-params.ts";
 
@@ -64,7 +64,7 @@ export const batchDocs: RouteDoc[] = [
       tags: ["batches"],
       summary: "The account's batches, newest first",
       security: accountAuth,
-      requestParams: { query: listQuerySchema },
+      requestParams: { query: batchListQuerySchema },
       responses: { "200": json(batchPageSchema, "One page; pass next_cursor as cursor for the next"), ...problemResponses("validation_failed"), ...common },
     },
   },
@@ -88,7 +88,7 @@ export const batchDocs: RouteDoc[] = [
       tags: ["batches"],
       summary: "A batch's tasks in upload order (the native task plus batch_line)",
       security: accountAuth,
-      requestParams: { path: batchPath, query: tasksQuerySchema },
+      requestParams: { path: batchPath, query: batchTasksQuerySchema },
       responses: { "200": json(batchTaskPageSchema, "One page"), ...problemResponses("validation_failed", "not_found"), ...common },
     },
   },
@@ -100,7 +100,7 @@ export const batchDocs: RouteDoc[] = [
       tags: ["batches"],
       summary: "The manifest, streamed: one line per task (NDJSON by default; CSV with Accept: text/csv or format=csv)",
       security: accountAuth,
-      requestParams: { path: batchPath, query: resultsQuerySchema },
+      requestParams: { path: batchPath, query: batchResultsQuerySchema },
       responses: {
         "200": {
           description: "line, task_id, external_task_id, input, status, images (location, url, width, height, sha256), credits, error",
