@@ -29,8 +29,28 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One task */
+        /** One task; with ?wait, once its status changes */
         get: operations["getTask"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tasks/{taskId}/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Server-Sent Events: `task` (as GET shows it) on connect and after each change, `transition` for each state change, `end` once the task has ended
+         * @description Each `task` and `transition` frame carries an `id:` (a task event id). A client that reconnects with Last-Event-ID first gets every `transition` it missed, then the task as it is now. A comment line every LIVE_HEARTBEAT_MS keeps the stream open; on shutdown a stream closes without `end`.
+         */
+        get: operations["streamTask"];
         put?: never;
         post?: never;
         delete?: never;
@@ -115,7 +135,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One task, by task_id or external_task_id */
+        /** One task, by task_id or external_task_id; with ?wait, once its provider-shaped status changes */
         get: operations["dropinGetKling"];
         put?: never;
         post?: never;
@@ -150,7 +170,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One task, by task_id or external_task_id */
+        /** One task, by task_id or external_task_id; with ?wait, once its provider-shaped status changes */
         get: operations["dropinGetComet"];
         put?: never;
         post?: never;
@@ -171,9 +191,29 @@ export interface paths {
         put?: never;
         /**
          * The provider's task callback
-         * @description Authenticated by the per-task token (and the webhook-id/-timestamp/-signature headers when signing is configured) before anything is stored; duplicates and stale reports are acknowledged and ignored.
+         * @description Authenticated by the per-task token (and the webhook-id/-timestamp/-signature headers when signing is configured: the route's own secrets, else PROVIDER_WEBHOOK_SECRET) before anything is stored; duplicates and stale reports are acknowledged and ignored.
          */
         post: operations["receiveProviderCallback"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/webhooks/kling/{taskId}/{token}/{route}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The provider's task callback, for a task submitted through a named provider route
+         * @description Authenticated by the per-task token (and the webhook-id/-timestamp/-signature headers when signing is configured: the route's own secrets, else PROVIDER_WEBHOOK_SECRET) before anything is stored; duplicates and stale reports are acknowledged and ignored. An unknown route is refused like a bad token (401).
+         */
+        post: operations["receiveProviderCallbackForRoute"];
         delete?: never;
         options?: never;
         head?: never;
@@ -189,6 +229,251 @@ export interface paths {
         };
         /** A result image through a signed, expiring link (the url in a task's images) */
         get: operations["getSignedImage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/batches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The account's batches, newest first */
+        get: operations["listBatches"];
+        put?: never;
+        /**
+         * Submit many expansions at once (JSON up to 10,000 items; NDJSON or CSV streamed, any length)
+         * @description Each item is validated as a single create is, over the batch's defaults; bad items are reported by line and the valid ones proceed (or none, with atomic=true). The JSON form takes only `atomic` and `dry_run` in the query (its fields go in the body); the streamed forms take the batch's fields and defaults in the query.
+         */
+        post: operations["createBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/batches/{batchId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A batch's status, counts by task status, progress and ETA */
+        get: operations["getBatch"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/batches/{batchId}/tasks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A batch's tasks in upload order (the native task plus batch_line) */
+        get: operations["listBatchTasks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/batches/{batchId}/results": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The manifest, streamed: one line per task (NDJSON by default; CSV with Accept: text/csv or format=csv) */
+        get: operations["getBatchResults"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/batches/{batchId}/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Server-Sent Events: `batch` (as GET shows it) on connect and whenever its counts move; `end` once it has ended
+         * @description A comment line every LIVE_HEARTBEAT_MS keeps the stream open; a resumed stream starts with a fresh snapshot.
+         */
+        get: operations["streamBatch"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/batches/{batchId}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel the queued tasks at once; tasks already at the provider run to their end */
+        post: operations["cancelBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/batches/{batchId}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Re-run the failed tasks whose failure may pass on a retry */
+        post: operations["retryBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The account's signing secret (created on first read) */
+        get: operations["getWebhookSecret"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/secret/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A new signing secret; the old one keeps signing (a second signature) for the grace period */
+        post: operations["rotateWebhookSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The account's callback deliveries, newest first, by task, batch, status, event type and time */
+        get: operations["listWebhookDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/deliveries/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send again every delivery that failed (or was disabled) in a time range */
+        post: operations["redeliverWebhooks"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/deliveries/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One delivery with its attempt log */
+        get: operations["getWebhookDelivery"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/deliveries/{id}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send one delivery again (same webhook-id) */
+        post: operations["redeliverWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/provider/routes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Each provider route's state (as /readyz shows it) and what the account's tasks cost on it */
+        get: operations["listProviderRoutes"];
         put?: never;
         post?: never;
         delete?: never;
@@ -221,7 +506,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: Postgres and Redis, and the provider's state (circuit, pause, slots) */
+        /** Readiness: Postgres and Redis, and the provider's state (circuit, pause, slots) in sum and per route */
         get: operations["readiness"];
         put?: never;
         post?: never;
@@ -361,7 +646,7 @@ export interface webhooks {
         };
         get?: never;
         put?: never;
-        /** task.succeeded: the images are in our storage; data.task_result.images has signed links */
+        /** task.succeeded: the images are in our storage; data.images has signed links */
         post: operations["webhook_task_succeeded"];
         delete?: never;
         options?: never;
@@ -378,7 +663,7 @@ export interface webhooks {
         };
         get?: never;
         put?: never;
-        /** task.failed: the task failed for good; data.task_status_msg says why */
+        /** task.failed: the task failed for good; data.status_message and data.failure say why */
         post: operations["webhook_task_failed"];
         delete?: never;
         options?: never;
@@ -403,6 +688,108 @@ export interface webhooks {
         patch?: never;
         trace?: never;
     };
+    "kling.submitted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** kling.submitted: the provider accepted the task (drop-in tasks: the body is the provider's task object, no envelope) */
+        post: operations["webhook_kling_submitted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "kling.processing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** kling.processing: the provider is working on it (drop-in tasks: the body is the provider's task object, no envelope) */
+        post: operations["webhook_kling_processing"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "kling.succeed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** kling.succeed: the images are in our storage; task_result.images has signed links (drop-in tasks: the body is the provider's task object, no envelope) */
+        post: operations["webhook_kling_succeed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "kling.failed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** kling.failed: the task failed or was canceled; task_status_msg says why (drop-in tasks: the body is the provider's task object, no envelope) */
+        post: operations["webhook_kling_failed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "batch.progress": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** batch.progress: the batch's counts moved (at most one per BATCH_PROGRESS_EVERY_MS) */
+        post: operations["webhook_batch_progress"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "batch.completed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** batch.completed: the batch's last task has ended (status completed, completed_with_errors or canceled) */
+        post: operations["webhook_batch_completed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export interface components {
     schemas: {
@@ -411,42 +798,7 @@ export interface components {
             type: "task.succeeded";
             /** Format: date-time */
             timestamp: string;
-            data: components["schemas"]["DropinTask"];
-        };
-        DropinTask: {
-            task_id: string;
-            /** @enum {string} */
-            task_status: "submitted" | "processing" | "succeed" | "failed";
-            task_status_msg: string;
-            task_info: {
-                external_task_id?: string;
-            };
-            /** @description Unix milliseconds */
-            created_at: number;
-            /** @description Unix milliseconds */
-            updated_at: number;
-            final_unit_deduction?: string;
-            task_result?: {
-                images: {
-                    index: number;
-                    /** Format: uri */
-                    url: string;
-                }[];
-            };
-        };
-        WebhookEvent_task_failed: {
-            /** @constant */
-            type: "task.failed";
-            /** Format: date-time */
-            timestamp: string;
-            data: components["schemas"]["DropinTask"];
-        };
-        WebhookEvent_task_canceled: {
-            /** @constant */
-            type: "task.canceled";
-            /** Format: date-time */
-            timestamp: string;
-            data: components["schemas"]["DropinTask"];
+            data: components["schemas"]["NativeTask"];
         };
         NativeTask: {
             /** Format: uuid */
@@ -481,6 +833,10 @@ export interface components {
             callback_url: string | null;
             provider: {
                 name: string | null;
+                /** @description The provider route (PROVIDER_ROUTES) that ran the task, or is trying it */
+                route: string | null;
+                /** @description That route's price per slot-task (n = 1), when configured */
+                unit_price: number | null;
                 task_id: string | null;
                 status: string | null;
                 status_message: string | null;
@@ -512,7 +868,94 @@ export interface components {
             bytes: number | null;
             sha256: string | null;
         };
-        /** @description RFC 9457 problem details. Codes: validation_failed (400), payload_too_large (413), unauthenticated (401), not_found (404), method_not_allowed (405), conflict (409), dependency_unavailable (503), server_busy (503), internal (500) */
+        WebhookEvent_task_failed: {
+            /** @constant */
+            type: "task.failed";
+            /** Format: date-time */
+            timestamp: string;
+            data: components["schemas"]["NativeTask"];
+        };
+        WebhookEvent_task_canceled: {
+            /** @constant */
+            type: "task.canceled";
+            /** Format: date-time */
+            timestamp: string;
+            data: components["schemas"]["NativeTask"];
+        };
+        DropinTask: {
+            task_id: string;
+            /** @enum {string} */
+            task_status: "submitted" | "processing" | "succeed" | "failed";
+            task_status_msg: string;
+            task_info: {
+                external_task_id?: string;
+            };
+            /** @description Unix milliseconds */
+            created_at: number;
+            /** @description Unix milliseconds */
+            updated_at: number;
+            final_unit_deduction?: string;
+            task_result?: {
+                images: {
+                    index: number;
+                    /** Format: uri */
+                    url: string;
+                }[];
+            };
+        };
+        WebhookEvent_batch_progress: {
+            /** @constant */
+            type: "batch.progress";
+            /** Format: date-time */
+            timestamp: string;
+            data: components["schemas"]["Batch"];
+        };
+        Batch: {
+            /** Format: uuid */
+            id: string;
+            name: string | null;
+            /** @enum {string} */
+            status: "receiving" | "running" | "completed" | "completed_with_errors" | "canceled";
+            /** @description json, ndjson or csv: the form the batch was sent in */
+            source: string;
+            /**
+             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @enum {string}
+             */
+            upload: "receiving" | "complete" | "broken_off";
+            callback_url: string | null;
+            /** @description The batch's defaults, by the provider's field names */
+            defaults: unknown;
+            items: {
+                accepted: number;
+                rejected: number;
+                lines_read: number;
+            };
+            /** @description Tasks by status */
+            counts: {
+                [key: string]: number;
+            };
+            total: number;
+            finished: number;
+            percent: number;
+            credits_spent: number;
+            throughput_per_second: number | null;
+            eta_seconds: number | null;
+            created_at: string | null;
+            received_at: string | null;
+            first_submitted_at: string | null;
+            last_finished_at: string | null;
+            canceled_at: string | null;
+            finished_at: string | null;
+        };
+        WebhookEvent_batch_completed: {
+            /** @constant */
+            type: "batch.completed";
+            /** Format: date-time */
+            timestamp: string;
+            data: components["schemas"]["Batch"];
+        };
+        /** @description RFC 9457 problem details. Codes: validation_failed (400), payload_too_large (413), unauthenticated (401), not_found (404), method_not_allowed (405), conflict (409), unsupported_media_type (415), unprocessable (422), spend_cap_exceeded (402), dependency_unavailable (503), server_busy (503), too_many_requests (429), internal (500) */
         Problem: {
             /** @description https://kling-orchestrator.dev/problems/<code>, one per error code */
             type: string;
@@ -528,7 +971,7 @@ export interface components {
             }[];
         };
         NativeTaskPage: {
-            data: components["schemas"]["NativeTask"][];
+            data: components["schemas"]["NativeTaskOutput"][];
             next_cursor: string | null;
         };
         NativeTaskEventList: {
@@ -584,6 +1027,358 @@ export interface components {
             outcome: string;
             detail?: string;
         };
+        BatchDryRun: {
+            accepted: number;
+            rejected: number;
+            credits: number;
+            /** @description The first 1,000 field errors, by line */
+            errors: {
+                line: number;
+                field: string;
+                message: string;
+            }[];
+            errors_truncated: boolean;
+            spend_cap_reached: boolean;
+            /** @constant */
+            dry_run: true;
+            items: number;
+            images: number;
+            estimated_duration_seconds: number;
+            capacity: {
+                provider_slots: number;
+                run_time_ms: number;
+                run_time_observed: boolean;
+                backlog_images: number;
+            };
+            spend_cap: {
+                cap: number;
+                spent: number;
+                committed: number;
+                would_exceed: boolean;
+            } | null;
+        };
+        BatchCreated: {
+            /** Format: uuid */
+            id: string;
+            name: string | null;
+            /** @enum {string} */
+            status: "receiving" | "running" | "completed" | "completed_with_errors" | "canceled";
+            /** @description json, ndjson or csv: the form the batch was sent in */
+            source: string;
+            /**
+             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @enum {string}
+             */
+            upload: "receiving" | "complete" | "broken_off";
+            callback_url: string | null;
+            /** @description The batch's defaults, by the provider's field names */
+            defaults: unknown;
+            items: {
+                accepted: number;
+                rejected: number;
+                lines_read: number;
+            };
+            /** @description Tasks by status */
+            counts: {
+                [key: string]: number;
+            };
+            total: number;
+            finished: number;
+            percent: number;
+            credits_spent: number;
+            throughput_per_second: number | null;
+            eta_seconds: number | null;
+            created_at: string | null;
+            received_at: string | null;
+            first_submitted_at: string | null;
+            last_finished_at: string | null;
+            canceled_at: string | null;
+            finished_at: string | null;
+            intake: components["schemas"]["BatchIntake"];
+        };
+        BatchIntake: {
+            accepted: number;
+            rejected: number;
+            credits: number;
+            /** @description The first 1,000 field errors, by line */
+            errors: {
+                line: number;
+                field: string;
+                message: string;
+            }[];
+            errors_truncated: boolean;
+            spend_cap_reached: boolean;
+        };
+        BatchPage: {
+            data: components["schemas"]["BatchOutput"][];
+            next_cursor: string | null;
+        };
+        BatchTaskPage: {
+            data: {
+                /** Format: uuid */
+                id: string;
+                external_task_id: string | null;
+                /** @enum {string} */
+                status: "queued" | "submitting" | "submitted" | "processing" | "archiving" | "succeeded" | "failed" | "canceled";
+                /** @description What is happening, in words (why a task waits, why it failed) */
+                status_message: string;
+                request: {
+                    image: {
+                        /** @constant */
+                        kind: "url";
+                        url: string;
+                    } | {
+                        /** @constant */
+                        kind: "base64";
+                    };
+                    up_expansion_ratio: number;
+                    down_expansion_ratio: number;
+                    left_expansion_ratio: number;
+                    right_expansion_ratio: number;
+                    prompt: string | null;
+                    n: number;
+                    watermark: boolean | null;
+                    /** @description The source image's size once it has been checked */
+                    source: {
+                        width: number | null;
+                        height: number | null;
+                    } | null;
+                };
+                callback_url: string | null;
+                provider: {
+                    name: string | null;
+                    /** @description The provider route (PROVIDER_ROUTES) that ran the task, or is trying it */
+                    route: string | null;
+                    /** @description That route's price per slot-task (n = 1), when configured */
+                    unit_price: number | null;
+                    task_id: string | null;
+                    status: string | null;
+                    status_message: string | null;
+                    final_unit_deduction: string | null;
+                };
+                attempts: number;
+                failure: {
+                    class: string;
+                    code: string | null;
+                    message: string | null;
+                } | null;
+                images: components["schemas"]["NativeTaskImageOutput"][];
+                /** Format: date-time */
+                created_at: string;
+                submitted_at: string | null;
+                finished_at: string | null;
+                /** Format: date-time */
+                updated_at: string;
+                batch_line: number | null;
+            }[];
+            next_cursor: string | null;
+        };
+        BatchCanceled: {
+            /** Format: uuid */
+            id: string;
+            name: string | null;
+            /** @enum {string} */
+            status: "receiving" | "running" | "completed" | "completed_with_errors" | "canceled";
+            /** @description json, ndjson or csv: the form the batch was sent in */
+            source: string;
+            /**
+             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @enum {string}
+             */
+            upload: "receiving" | "complete" | "broken_off";
+            callback_url: string | null;
+            /** @description The batch's defaults, by the provider's field names */
+            defaults: unknown;
+            items: {
+                accepted: number;
+                rejected: number;
+                lines_read: number;
+            };
+            /** @description Tasks by status */
+            counts: {
+                [key: string]: number;
+            };
+            total: number;
+            finished: number;
+            percent: number;
+            credits_spent: number;
+            throughput_per_second: number | null;
+            eta_seconds: number | null;
+            created_at: string | null;
+            received_at: string | null;
+            first_submitted_at: string | null;
+            last_finished_at: string | null;
+            canceled_at: string | null;
+            finished_at: string | null;
+            canceled_now: number;
+        };
+        BatchRetried: {
+            /** Format: uuid */
+            id: string;
+            name: string | null;
+            /** @enum {string} */
+            status: "receiving" | "running" | "completed" | "completed_with_errors" | "canceled";
+            /** @description json, ndjson or csv: the form the batch was sent in */
+            source: string;
+            /**
+             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @enum {string}
+             */
+            upload: "receiving" | "complete" | "broken_off";
+            callback_url: string | null;
+            /** @description The batch's defaults, by the provider's field names */
+            defaults: unknown;
+            items: {
+                accepted: number;
+                rejected: number;
+                lines_read: number;
+            };
+            /** @description Tasks by status */
+            counts: {
+                [key: string]: number;
+            };
+            total: number;
+            finished: number;
+            percent: number;
+            credits_spent: number;
+            throughput_per_second: number | null;
+            eta_seconds: number | null;
+            created_at: string | null;
+            received_at: string | null;
+            first_submitted_at: string | null;
+            last_finished_at: string | null;
+            canceled_at: string | null;
+            finished_at: string | null;
+            retried: number;
+        };
+        WebhookSigningSecret: {
+            /** @description whsec_<base64>: verify callbacks with it (Standard Webhooks) */
+            secret: string;
+            /** Format: date-time */
+            rotated_at: string;
+            /** @description The secret before the last rotation while it still signs (callbacks carry both signatures) */
+            previous: {
+                secret: string;
+                valid_until: string | null;
+            } | null;
+        };
+        WebhookDeliveryPage: {
+            data: components["schemas"]["WebhookDelivery"][];
+            next_cursor: string | null;
+        };
+        WebhookDelivery: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: uuid
+             * @description Sent as the webhook-id header on every attempt and redelivery
+             */
+            webhook_id: string;
+            event_type: string;
+            task_id: string | null;
+            batch_id: string | null;
+            url: string;
+            /**
+             * @description disabled: the URL answered 410 Gone; nothing more is sent to it
+             * @enum {string}
+             */
+            status: "pending" | "succeeded" | "failed" | "disabled";
+            attempts: number;
+            next_attempt_at: string | null;
+            last_attempt: {
+                status_code: number | null;
+                latency_ms: number;
+                error: string | null;
+            } | null;
+            /** Format: date-time */
+            created_at: string;
+            finished_at: string | null;
+        };
+        Redelivered: {
+            redelivered: number;
+            ids: string[];
+        };
+        WebhookDeliveryDetail: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: uuid
+             * @description Sent as the webhook-id header on every attempt and redelivery
+             */
+            webhook_id: string;
+            event_type: string;
+            task_id: string | null;
+            batch_id: string | null;
+            url: string;
+            /**
+             * @description disabled: the URL answered 410 Gone; nothing more is sent to it
+             * @enum {string}
+             */
+            status: "pending" | "succeeded" | "failed" | "disabled";
+            attempts: number;
+            next_attempt_at: string | null;
+            last_attempt: {
+                status_code: number | null;
+                latency_ms: number;
+                error: string | null;
+            } | null;
+            /** Format: date-time */
+            created_at: string;
+            finished_at: string | null;
+            attempt_log: components["schemas"]["WebhookAttempt"][];
+        };
+        WebhookAttempt: {
+            attempt: number;
+            /** Format: date-time */
+            started_at: string;
+            status_code: number | null;
+            latency_ms: number;
+            error: string | null;
+            /** @description The start of what the receiver answered */
+            response_body: string | null;
+        };
+        ProviderRoutes: {
+            data: components["schemas"]["ProviderRouteUsage"][];
+        };
+        ProviderRouteUsage: {
+            name: string;
+            /** @description false: a route no longer in PROVIDER_ROUTES that ran some of the account's tasks */
+            configured: boolean;
+            /** @description null when not configured, or when the state could not be read in time */
+            state: components["schemas"]["ProviderRouteState"] | null;
+            tasks: number;
+            succeeded: number;
+            failed: number;
+            /** @description Sum of n over the tasks */
+            slot_tasks: number;
+            /** @description Sum of unit_price × n, when a price is configured */
+            cost: number | null;
+        };
+        ProviderRouteState: {
+            name: string;
+            /** @enum {string} */
+            kind: "cometapi" | "kling" | "simulator";
+            /** @description 1 is the preferred route; later ones take work it cannot */
+            order: number;
+            /**
+             * @description closed (normal), open (circuit open) or paused (account paused by the provider)
+             * @enum {string}
+             */
+            state: "closed" | "open" | "paused";
+            reason?: string;
+            /** Format: date-time */
+            since?: string;
+            /** Format: date-time */
+            next_probe_at?: string;
+            slots: {
+                capacity: number;
+                effective: number;
+                in_use: number;
+            };
+            /** @description The learnt run time of a task on this route, while one has been observed */
+            run_ms: number | null;
+            unit_price: number | null;
+        };
         Readiness: {
             /** @enum {string} */
             status: "ready" | "not_ready";
@@ -599,20 +1394,96 @@ export interface components {
                     error?: string;
                 };
             };
-            provider?: {
-                /** @description closed (normal), open (circuit open) or paused (account paused by the provider) */
-                state: string;
-                reason?: string;
-                since?: string;
-                next_probe_at?: string;
-                slots: {
-                    capacity: number;
-                    effective: number;
-                    in_use: number;
-                };
-            } | {
+            /** @description Absent when Redis is down; {error} when the routes' state could not be read in time */
+            provider?: components["schemas"]["ProviderSummary"] | {
                 error: string;
             };
+        };
+        ProviderSummary: {
+            /**
+             * @description closed (normal), open (circuit open) or paused (account paused by the provider)
+             * @enum {string}
+             */
+            state: "closed" | "open" | "paused";
+            reason?: string;
+            /** Format: date-time */
+            since?: string;
+            /** Format: date-time */
+            next_probe_at?: string;
+            slots: {
+                capacity: number;
+                effective: number;
+                in_use: number;
+            };
+            routes: components["schemas"]["ProviderRouteState"][];
+        };
+        NativeTaskOutput: {
+            /** Format: uuid */
+            id: string;
+            external_task_id: string | null;
+            /** @enum {string} */
+            status: "queued" | "submitting" | "submitted" | "processing" | "archiving" | "succeeded" | "failed" | "canceled";
+            /** @description What is happening, in words (why a task waits, why it failed) */
+            status_message: string;
+            request: {
+                image: {
+                    /** @constant */
+                    kind: "url";
+                    url: string;
+                } | {
+                    /** @constant */
+                    kind: "base64";
+                };
+                up_expansion_ratio: number;
+                down_expansion_ratio: number;
+                left_expansion_ratio: number;
+                right_expansion_ratio: number;
+                prompt: string | null;
+                n: number;
+                watermark: boolean | null;
+                /** @description The source image's size once it has been checked */
+                source: {
+                    width: number | null;
+                    height: number | null;
+                } | null;
+            };
+            callback_url: string | null;
+            provider: {
+                name: string | null;
+                /** @description The provider route (PROVIDER_ROUTES) that ran the task, or is trying it */
+                route: string | null;
+                /** @description That route's price per slot-task (n = 1), when configured */
+                unit_price: number | null;
+                task_id: string | null;
+                status: string | null;
+                status_message: string | null;
+                final_unit_deduction: string | null;
+            };
+            attempts: number;
+            failure: {
+                class: string;
+                code: string | null;
+                message: string | null;
+            } | null;
+            images: components["schemas"]["NativeTaskImageOutput"][];
+            /** Format: date-time */
+            created_at: string;
+            submitted_at: string | null;
+            finished_at: string | null;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        NativeTaskImageOutput: {
+            index: number;
+            /**
+             * Format: uri
+             * @description Signed link, valid without an Authorization header until it expires (IMAGE_LINK_TTL_SECONDS)
+             */
+            url: string;
+            width: number | null;
+            height: number | null;
+            bytes: number | null;
+            sha256: string | null;
         };
         DropinTaskOutput: {
             task_id: string;
@@ -634,6 +1505,44 @@ export interface components {
                     url: string;
                 }[];
             };
+        };
+        BatchOutput: {
+            /** Format: uuid */
+            id: string;
+            name: string | null;
+            /** @enum {string} */
+            status: "receiving" | "running" | "completed" | "completed_with_errors" | "canceled";
+            /** @description json, ndjson or csv: the form the batch was sent in */
+            source: string;
+            /**
+             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @enum {string}
+             */
+            upload: "receiving" | "complete" | "broken_off";
+            callback_url: string | null;
+            /** @description The batch's defaults, by the provider's field names */
+            defaults: unknown;
+            items: {
+                accepted: number;
+                rejected: number;
+                lines_read: number;
+            };
+            /** @description Tasks by status */
+            counts: {
+                [key: string]: number;
+            };
+            total: number;
+            finished: number;
+            percent: number;
+            credits_spent: number;
+            throughput_per_second: number | null;
+            eta_seconds: number | null;
+            created_at: string | null;
+            received_at: string | null;
+            first_submitted_at: string | null;
+            last_finished_at: string | null;
+            canceled_at: string | null;
+            finished_at: string | null;
         };
     };
     responses: never;
@@ -699,7 +1608,10 @@ export interface operations {
     createTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The same key and body answers the first answer again (Idempotent-Replayed: true); another body is a 422; a key still in flight a 409 */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -727,10 +1639,12 @@ export interface operations {
             202: {
                 headers: {
                     location?: string;
+                    /** @description Present when this is a replay of the key's first answer */
+                    "idempotent-replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["NativeTask"];
+                    "application/json": components["schemas"]["NativeTaskOutput"];
                 };
             };
             /** @description The request is invalid: `errors` names each field and why */
@@ -769,6 +1683,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description unprocessable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
@@ -782,7 +1705,10 @@ export interface operations {
     };
     getTask: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */
+                wait?: string;
+            };
             header?: never;
             path: {
                 /** @description Our task id (a UUID) */
@@ -798,7 +1724,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["NativeTask"];
+                    "application/json": components["schemas"]["NativeTaskOutput"];
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description No API key or JWT, or one that is not valid */
@@ -812,6 +1747,86 @@ export interface operations {
             };
             /** @description No such resource for this account */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description too_many_requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    streamTask: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The last id this stream sent */
+                "last-event-id"?: string;
+            };
+            path: {
+                /** @description Our task id (a UUID) */
+                taskId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description event: task (data: NativeTask), event: transition (data: NativeTaskEvent), event: end (data: {reason}) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description too_many_requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1116,7 +2131,10 @@ export interface operations {
     };
     dropinGetKling: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */
+                wait?: string;
+            };
             header?: never;
             path: {
                 /** @description task_id or external_task_id */
@@ -1135,6 +2153,15 @@ export interface operations {
                     "application/json": components["schemas"]["DropinTaskAnswer"];
                 };
             };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
             /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
             401: {
                 headers: {
@@ -1146,6 +2173,15 @@ export interface operations {
             };
             /** @description 1203 not found; 1202 method not allowed */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1302: too many request bodies in flight; retry after Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1290,7 +2326,10 @@ export interface operations {
     };
     dropinGetComet: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */
+                wait?: string;
+            };
             header?: never;
             path: {
                 /** @description task_id or external_task_id */
@@ -1309,6 +2348,15 @@ export interface operations {
                     "application/json": components["schemas"]["DropinTaskAnswer"];
                 };
             };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
             /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
             401: {
                 headers: {
@@ -1320,6 +2368,15 @@ export interface operations {
             };
             /** @description 1203 not found; 1202 method not allowed */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1302: too many request bodies in flight; retry after Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1345,6 +2402,99 @@ export interface operations {
             path: {
                 taskId: string;
                 token: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    task_id: string | number;
+                    /** @enum {string} */
+                    task_status: "submitted" | "processing" | "succeed" | "failed";
+                    task_status_msg?: string | null;
+                    task_info?: ({
+                        external_task_id?: string | null;
+                    } & {
+                        [key: string]: unknown;
+                    }) | null;
+                    created_at?: number | string;
+                    updated_at?: number | string;
+                    final_unit_deduction?: string | number | null;
+                    task_result?: ({
+                        images?: ({
+                            index: number;
+                            url: string;
+                        } & {
+                            [key: string]: unknown;
+                        })[] | null;
+                    } & {
+                        [key: string]: unknown;
+                    }) | null;
+                } & {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description Applied, duplicate or stale (outcome says which) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallbackReceipt"];
+                };
+            };
+            /** @description Stored but not a task report the receiver can apply (outcome: rejected) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallbackReceipt"];
+                };
+            };
+            /** @description Token or signature refused; nothing stored */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallbackReceipt"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not applied, or too many bodies in flight: send it again (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: string;
+                    };
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    receiveProviderCallbackForRoute: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                taskId: string;
+                token: string;
+                /** @description The PROVIDER_ROUTES name the task was submitted through */
+                route: string;
             };
             cookie?: never;
         };
@@ -1464,6 +2614,891 @@ export interface operations {
             };
             /** @description No such resource for this account */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listBatches: {
+        parameters: {
+            query?: {
+                cursor?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page; pass next_cursor as cursor for the next */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchPage"];
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createBatch: {
+        parameters: {
+            query?: {
+                name?: string;
+                callback_url?: string;
+                atomic?: "0" | "1" | "true" | "false";
+                dry_run?: "0" | "1" | "true" | "false";
+                up_expansion_ratio?: string;
+                down_expansion_ratio?: string;
+                bottom_expansion_ratio?: string;
+                left_expansion_ratio?: string;
+                right_expansion_ratio?: string;
+                prompt?: string;
+                n?: string;
+                watermark?: "0" | "1" | "true" | "false";
+                item_callback_url?: string;
+            };
+            header?: {
+                /** @description The same key and body answers the first answer again (Idempotent-Replayed: true); another body is a 422; a key still in flight a 409 */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    name?: string;
+                    callback_url?: string;
+                    /** @default {} */
+                    defaults?: {
+                        up_expansion_ratio?: unknown;
+                        down_expansion_ratio?: unknown;
+                        bottom_expansion_ratio?: unknown;
+                        left_expansion_ratio?: unknown;
+                        right_expansion_ratio?: unknown;
+                        prompt?: unknown;
+                        n?: unknown;
+                        watermark_info?: unknown;
+                        callback_url?: unknown;
+                    };
+                    items: unknown[];
+                };
+                "application/x-ndjson": string;
+                "text/csv": string;
+            };
+        };
+        responses: {
+            /** @description dry_run=true: validated, nothing created */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchDryRun"];
+                };
+            };
+            /** @description Created: the batch and how its items were taken; Location names it */
+            201: {
+                headers: {
+                    location?: string;
+                    /** @description Present when this is a replay of the key's first answer */
+                    "idempotent-replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchCreated"];
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description spend_cap_exceeded */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description external_task_id already names a different request */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unsupported_media_type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unprocessable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The batch's id (a UUID) */
+                batchId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The batch */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchOutput"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listBatchTasks: {
+        parameters: {
+            query?: {
+                cursor?: string;
+                limit?: number;
+                status?: "queued" | "submitting" | "submitted" | "processing" | "archiving" | "succeeded" | "failed" | "canceled";
+            };
+            header?: never;
+            path: {
+                /** @description The batch's id (a UUID) */
+                batchId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchTaskPage"];
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getBatchResults: {
+        parameters: {
+            query?: {
+                format?: "ndjson" | "csv";
+            };
+            header?: never;
+            path: {
+                /** @description The batch's id (a UUID) */
+                batchId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description line, task_id, external_task_id, input, status, images (location, url, width, height, sha256), credits, error */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": string;
+                    "text/csv": string;
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    streamBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The batch's id (a UUID) */
+                batchId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description event: batch (data: Batch), event: end (data: {reason}) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description too_many_requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancelBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The batch's id (a UUID) */
+                batchId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The batch, and how many tasks this call canceled */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchCanceled"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description external_task_id already names a different request */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    retryBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The batch's id (a UUID) */
+                batchId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The batch, and how many tasks were retried */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchRetried"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description external_task_id already names a different request */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The secret, and the previous one while it still signs */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSigningSecret"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The new secret and the previous one */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSigningSecret"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listWebhookDeliveries: {
+        parameters: {
+            query?: {
+                task_id?: string;
+                batch_id?: string;
+                status?: "pending" | "succeeded" | "failed" | "disabled";
+                event_type?: string;
+                since?: string;
+                until?: string;
+                cursor?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page; pass next_cursor as cursor for the next */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDeliveryPage"];
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    redeliverWebhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * @default failed
+                     * @enum {string}
+                     */
+                    status?: "failed" | "disabled";
+                    /** Format: date-time */
+                    since: string;
+                    /** Format: date-time */
+                    until?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Queued again */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Redelivered"];
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWebhookDelivery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The delivery's id (also its webhook-id) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDeliveryDetail"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    redeliverWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The delivery's id (also its webhook-id) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Queued again */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Redelivered"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listProviderRoutes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Configured routes in order, then routes no longer configured that ran tasks */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderRoutes"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1727,7 +3762,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Received; anything else (or no answer) is retried on a schedule */
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
             "2XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1756,7 +3791,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Received; anything else (or no answer) is retried on a schedule */
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
             "2XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1785,7 +3820,181 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Received; anything else (or no answer) is retried on a schedule */
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_kling_submitted: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per event; the same across retries of one delivery (deduplicate on it) */
+                "webhook-id": string;
+                /** @description Unix seconds */
+                "webhook-timestamp": string;
+                /** @description v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'> (space-separated list while the secret rotates) */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DropinTask"];
+            };
+        };
+        responses: {
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_kling_processing: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per event; the same across retries of one delivery (deduplicate on it) */
+                "webhook-id": string;
+                /** @description Unix seconds */
+                "webhook-timestamp": string;
+                /** @description v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'> (space-separated list while the secret rotates) */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DropinTask"];
+            };
+        };
+        responses: {
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_kling_succeed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per event; the same across retries of one delivery (deduplicate on it) */
+                "webhook-id": string;
+                /** @description Unix seconds */
+                "webhook-timestamp": string;
+                /** @description v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'> (space-separated list while the secret rotates) */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DropinTask"];
+            };
+        };
+        responses: {
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_kling_failed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per event; the same across retries of one delivery (deduplicate on it) */
+                "webhook-id": string;
+                /** @description Unix seconds */
+                "webhook-timestamp": string;
+                /** @description v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'> (space-separated list while the secret rotates) */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DropinTask"];
+            };
+        };
+        responses: {
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_batch_progress: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per event; the same across retries of one delivery (deduplicate on it) */
+                "webhook-id": string;
+                /** @description Unix seconds */
+                "webhook-timestamp": string;
+                /** @description v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'> (space-separated list while the secret rotates) */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookEvent_batch_progress"];
+            };
+        };
+        responses: {
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_batch_completed: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Unique per event; the same across retries of one delivery (deduplicate on it) */
+                "webhook-id": string;
+                /** @description Unix seconds */
+                "webhook-timestamp": string;
+                /** @description v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'> (space-separated list while the secret rotates) */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookEvent_batch_completed"];
+            };
+        };
+        responses: {
+            /** @description Received; anything else (or no answer) is retried on a schedule; 410 Gone disables the URL */
             "2XX": {
                 headers: {
                     [name: string]: unknown;

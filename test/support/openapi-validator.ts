@@ -20,3 +20,13 @@ export const responseSchemaErrors = (method: string, path: string, status: numbe
   if (!validate) return ["schema not found"];
   return validate(body) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`);
 };
+
+// Checks a callback body we sent against the document's `webhooks` entry for its event type.
+export const webhookSchemaErrors = (eventType: string, body: unknown): string[] => {
+  const doc = openApiDocument();
+  const entry = doc.webhooks?.[eventType];
+  if (!entry || !("post" in entry)) return [`the document has no webhook ${eventType}`];
+  const validate = ajv.getSchema(`openapi#/${pointer("webhooks", eventType, "post", "requestBody", "content", "application/json", "schema")}`);
+  if (!validate) return ["schema not found"];
+  return validate(body) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`);
+};

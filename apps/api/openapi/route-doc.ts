@@ -4,7 +4,7 @@ import { errorStatus, type ErrorCode } from "../../domain/errors/app-error.ts";
 import { problemSchema, providerErrorSchema } from "../presenters/error-response.schema.ts";
 
 // One documented operation. `path` is OpenAPI-style (`/v1/tasks/{taskId}`); the coverage test
-// (test/api/openapi-coverage.test.ts) maps every Express route onto these and fails on any route
+// (in test/api/openapi-contract.test.ts) maps every Express route onto these and fails on any route
 // without one, and on any entry without a route.
 export type HttpMethod = "get" | "post" | "put" | "patch" | "delete";
 export type RouteDoc = { method: HttpMethod; path: string; operation: ZodOpenApiOperationObject };

@@ -1,12 +1,13 @@
 import type { GateState } from "../../domain/provider-capacity/provider-gate.ts";
 import type { ProviderRouteSet, RouteControls } from "../../domain/provider-capacity/provider-route-set.ts";
+import type { ProviderRouteStateView, ProviderSummaryView } from "./provider-routes.schema.ts";
 
 const gateView = (gate: GateState) =>
   gate.mode === "closed"
     ? { state: gate.mode }
     : { state: gate.mode, reason: gate.reason, since: new Date(gate.since).toISOString(), next_probe_at: new Date(gate.until).toISOString() };
 
-export const describeRoute = async (route: RouteControls, order: number) => {
+export const describeRoute = async (route: RouteControls, order: number): Promise<ProviderRouteStateView> => {
   const [gate, slots, runMs] = await Promise.all([route.gate.state(), route.slots.snapshot(), route.runTime.estimateMs()]);
   return {
     name: route.route.name,
@@ -19,11 +20,11 @@ export const describeRoute = async (route: RouteControls, order: number) => {
   };
 };
 
-export type RouteView = Awaited<ReturnType<typeof describeRoute>>;
+export type RouteView = ProviderRouteStateView;
 
 // The provider as a whole, for /readyz: work can flow while any route's circuit is closed, and the
 // slots add up. With a single route this is exactly that route's state.
-export const describeProvider = async (routes: ProviderRouteSet) => {
+export const describeProvider = async (routes: ProviderRouteSet): Promise<ProviderSummaryView> => {
   const views = await Promise.all(routes.all.map((route, index) => describeRoute(route, index + 1)));
   const flowing = views.find((v) => v.state === "closed");
   const { state, reason, since, next_probe_at } = flowing ?? views[0]!;

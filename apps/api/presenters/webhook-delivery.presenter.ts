@@ -1,7 +1,8 @@
 import type { SigningSecrets } from "../../domain/webhooks/signing-secret.store.ts";
 import type { WebhookAttempt, WebhookDelivery } from "../../domain/webhooks/webhook-delivery.store.ts";
+import type { SigningSecretView, WebhookAttemptView, WebhookDeliveryView } from "./webhook-delivery.schema.ts";
 
-export const toDeliveryView = (d: WebhookDelivery) => ({
+export const toDeliveryView = (d: WebhookDelivery): WebhookDeliveryView => ({
   id: d.id,
   // Sent as the webhook-id header on every attempt and redelivery.
   webhook_id: d.id,
@@ -17,7 +18,7 @@ export const toDeliveryView = (d: WebhookDelivery) => ({
   finished_at: d.finishedAt?.toISOString() ?? null,
 });
 
-export const toAttemptView = (a: WebhookAttempt) => ({
+export const toAttemptView = (a: WebhookAttempt): WebhookAttemptView => ({
   attempt: a.attempt,
   started_at: a.startedAt.toISOString(),
   status_code: a.statusCode,
@@ -26,7 +27,7 @@ export const toAttemptView = (a: WebhookAttempt) => ({
   response_body: a.responseBody,
 });
 
-export const toSigningSecretView = (s: SigningSecrets) => ({
+export const toSigningSecretView = (s: SigningSecrets): SigningSecretView => ({
   secret: s.current,
   rotated_at: s.rotatedAt.toISOString(),
   // During the grace period after a rotation, callbacks carry a signature with each.

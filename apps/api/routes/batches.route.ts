@@ -40,13 +40,14 @@ const jsonQuerySchema = z.strictObject(
   },
   { error: (issue) => (issue.code === "unrecognized_keys" ? "names a query parameter the JSON form does not take (batch fields go in the body)" : undefined) },
 );
+export const batchResultsQuerySchema = z.object({ format: z.enum(["ndjson", "csv"], { error: "must be ndjson or csv" }).optional() });
 const truthy = (v: string | undefined) => v === "true" || v === "1";
 
-const listQuerySchema = z.object({
+export const batchListQuerySchema = z.object({
   cursor: z.uuid({ error: "must be a cursor returned as next_cursor" }).optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),
 });
-const tasksQuerySchema = listQuerySchema.extend({ status: z.enum(taskStatuses).optional() });
+export const batchTasksQuerySchema = batchListQuerySchema.extend({ status: z.enum(taskStatuses).optional() });
 
 const mediaType = (req: IncomingMessage) => (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
 const streamedSources: Record<string, BatchSource> = {
@@ -210,7 +211,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/", async (req, res) => {
-    const query = parse(listQuerySchema, req.query);
+    const query = parse(batchListQuerySchema, req.query);
     const page = await listAccountBatches(deps.db, res.locals.accountId, query);
     const data = [];
     for (const batch of page.batches) data.push(toBatchView(await batchProgress(deps.db, batch)));
@@ -236,7 +237,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   );
 
   router.get("/:batchId/tasks", async (req, res) => {
-    const query = parse(tasksQuerySchema, req.query);
+    const query = parse(batchTasksQuerySchema, req.query);
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
     const page = await listBatchTasks(deps.db, batch.id, query);
     res.json({
@@ -246,7 +247,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/:batchId/results", async (req, res) => {
-    const format = parse(z.object({ format: z.enum(["ndjson", "csv"], { error: "must be ndjson or csv" }).optional() }), req.query).format;
+    const format = parse(batchResultsQuerySchema, req.query).format;
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
     const chosen = format ?? (req.accepts(["application/x-ndjson", "text/csv"]) === "text/csv" ? "csv" : "ndjson");
     await streamManifest(deps, res, batch.id, chosen);

@@ -6,6 +6,7 @@ import { authenticate } from "../middleware/authenticate.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { describeRoute } from "../presenters/provider-routes.presenter.ts";
+import type { ProviderRouteUsageView } from "../presenters/provider-routes.schema.ts";
 
 // GET /v1/provider/routes: each route's state (as /readyz shows it) and what the caller's tasks
 // cost on it. A route no longer configured still shows its tasks and costs.
@@ -21,7 +22,7 @@ export const providerRoutesRouter = (deps: ApiDeps): Router => {
     const nameOf = (route: string | null) => route ?? deps.providerRoutes.all[0]!.route.name;
     const names = [...new Set([...deps.providerRoutes.all.map((r) => r.route.name), ...costs.map((c) => nameOf(c.route))])];
     res.json({
-      data: names.map((name) => {
+      data: names.map((name): ProviderRouteUsageView => {
         const mine = costs.filter((c) => nameOf(c.route) === name);
         const cost = mine.some((c) => c.cost !== null) ? mine.reduce((a, c) => a + Number(c.cost ?? 0), 0) : null;
         return {

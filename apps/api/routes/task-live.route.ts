@@ -13,12 +13,12 @@ import { streamFeed } from "./sse-stream.ts";
 const MAX_EVENT_ID = 9_223_372_036_854_775_807n; // task_event.id is a Postgres bigint
 
 // An id this API sent (a task_event id); anything else is refused rather than silently replayed.
-const lastEventIdSchema = z
+export const lastEventIdSchema = z
   .string()
   .refine((v) => /^\d{1,19}$/.test(v) && BigInt(v) <= MAX_EVENT_ID);
 
 const waitMessage = (maxSeconds: number) => `must be a whole number of seconds from 0 to ${maxSeconds}`;
-const waitSchema = (maxSeconds: number) =>
+export const waitSchema = (maxSeconds: number) =>
   z.object({
     wait: z
       .string({ error: waitMessage(maxSeconds) })

@@ -15,7 +15,7 @@ const bodyLimitBytes = 16 * 1024;
 const instant = z.iso.datetime({ offset: true, error: "must be an ISO 8601 date-time, e.g. 2026-11-29T10:00:00Z" }).transform((s) => new Date(s));
 const deliveryStatus = z.enum(["pending", "succeeded", "failed", "disabled"]);
 
-const listQuerySchema = z.object({
+export const deliveriesQuerySchema = z.object({
   task_id: z.uuid().optional(),
   batch_id: z.uuid().optional(),
   status: deliveryStatus.optional(),
@@ -26,7 +26,7 @@ const listQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(50),
 });
 
-const bulkRedeliverSchema = z.strictObject({
+export const bulkRedeliverSchema = z.strictObject({
   status: z.enum(["failed", "disabled"]).default("failed"),
   since: instant,
   until: instant.optional(),
@@ -57,7 +57,7 @@ export const webhooksRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/deliveries", async (req, res) => {
-    const query = parse(listQuerySchema, req.query);
+    const query = parse(deliveriesQuerySchema, req.query);
     const page = await listDeliveries(deps.db, res.locals.accountId, {
       taskId: query.task_id,
       batchId: query.batch_id,

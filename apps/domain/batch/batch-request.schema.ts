@@ -63,9 +63,8 @@ const queryNumber = z.string().transform((v, ctx) => {
 
 // The streamed forms carry the batch's own fields in the query string: name, callback_url and the
 // defaults by their provider names (watermark=true for watermark_info.enabled).
-export const streamedBatchQuerySchema = z
-  .strictObject(
-    {
+export const streamedBatchQueryFieldsSchema = z.strictObject(
+  {
     name: batchName.optional(),
     callback_url: httpUrl.optional(),
     atomic: flag.optional(),
@@ -79,16 +78,17 @@ export const streamedBatchQuerySchema = z
     n: z.string().optional(),
     watermark: flag.optional(),
     item_callback_url: httpUrl.optional(),
-    },
-    { error: (issue) => (issue.code === "unrecognized_keys" ? "names a query parameter that batches do not take" : undefined) },
-  )
-  .transform((q) => {
-    const { name, callback_url, atomic, dry_run, watermark, item_callback_url, ...rest } = q;
-    const defaults: BatchDefaults = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
-    if (watermark !== undefined) defaults.watermark_info = { enabled: watermark };
-    if (item_callback_url !== undefined) defaults.callback_url = item_callback_url;
-    return { fields: { name, callback_url, defaults } satisfies BatchFields, atomic: atomic ?? false, dryRun: dry_run ?? false };
-  });
+  },
+  { error: (issue) => (issue.code === "unrecognized_keys" ? "names a query parameter that batches do not take" : undefined) },
+);
+
+export const streamedBatchQuerySchema = streamedBatchQueryFieldsSchema.transform((q) => {
+  const { name, callback_url, atomic, dry_run, watermark, item_callback_url, ...rest } = q;
+  const defaults: BatchDefaults = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
+  if (watermark !== undefined) defaults.watermark_info = { enabled: watermark };
+  if (item_callback_url !== undefined) defaults.callback_url = item_callback_url;
+  return { fields: { name, callback_url, defaults } satisfies BatchFields, atomic: atomic ?? false, dryRun: dry_run ?? false };
+});
 
 export type ItemCheck = { ok: true; request: ExpandRequest } | { ok: false; violations: FieldViolation[] };
 

@@ -1,5 +1,6 @@
 import type { BatchProgress } from "./batch.repository.ts";
 import type { BatchIntakeResult } from "./accept-batch.ts";
+import type { BatchIntakeView, BatchView } from "./batch-response.schema.ts";
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -10,7 +11,7 @@ const snakeKeys = (value: unknown): unknown =>
     ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snakeKeys(v)]))
     : value;
 
-export const toBatchView = (p: BatchProgress) => ({
+export const toBatchView = (p: BatchProgress): BatchView => ({
   id: p.batch.id,
   name: p.batch.name,
   status: p.status,
@@ -34,7 +35,7 @@ export const toBatchView = (p: BatchProgress) => ({
   finished_at: iso(p.batch.finishedAt),
 });
 
-export const toIntakeView = (r: BatchIntakeResult) => ({
+export const toIntakeView = (r: BatchIntakeResult): BatchIntakeView => ({
   accepted: r.accepted,
   rejected: r.rejected,
   credits: r.credits,

@@ -4,6 +4,7 @@ import { dropinPrefixes } from "../../middleware/answer-shape.ts";
 import { dropinCreatedSchema, dropinTaskAnswerSchema, dropinTaskListAnswerSchema } from "../../../domain/task/task-response.schema.ts";
 import { dropinListQuerySchema } from "../../routes/dropin-expand.route.ts";
 import { accountAuth, json, providerErrorResponses, type RouteDoc } from "../route-doc.ts";
+import { waitQuery } from "./native-tasks.doc.ts";
 
 // The provider's own routes and shapes, under both path families (Kling's and CometAPI's).
 const family = (prefix: string): RouteDoc[] => {
@@ -40,10 +41,10 @@ const family = (prefix: string): RouteDoc[] => {
       operation: {
         operationId: `dropinGet${suffix}`,
         tags: [tag],
-        summary: "One task, by task_id or external_task_id",
+        summary: "One task, by task_id or external_task_id; with ?wait, once its provider-shaped status changes",
         security: accountAuth,
-        requestParams: { path: z.object({ taskId: z.string().meta({ description: "task_id or external_task_id" }) }) },
-        responses: { "200": json(dropinTaskAnswerSchema, "The task in the provider's shape"), ...providerErrorResponses(401, 404, 503) },
+        requestParams: { path: z.object({ taskId: z.string().meta({ description: "task_id or external_task_id" }) }), query: waitQuery },
+        responses: { "200": json(dropinTaskAnswerSchema, "The task in the provider's shape"), ...providerErrorResponses(400, 401, 404, 429, 503) },
       },
     },
   ];

@@ -7,30 +7,38 @@ const callbackReceipt = z.object({ outcome: z.string(), detail: z.string().optio
 
 // Routes called without an account credential: the provider's callbacks (a per-task token in the
 // path, and a Standard Webhooks signature when PROVIDER_WEBHOOK_SECRET is set) and signed image links.
-export const inboundDocs: RouteDoc[] = [
-  {
-    method: "post",
-    path: "/webhooks/kling/{taskId}/{token}",
-    operation: {
-      operationId: "receiveProviderCallback",
-      tags: ["provider callbacks"],
-      summary: "The provider's task callback",
-      description:
-        "Authenticated by the per-task token (and the webhook-id/-timestamp/-signature headers when signing is configured) before anything is stored; duplicates and stale reports are acknowledged and ignored.",
-      requestParams: { path: z.object({ taskId: z.string(), token: z.string() }) },
-      requestBody: { required: true, content: { "application/json": { schema: providerTaskSchema } } },
-      responses: {
-        "200": json(callbackReceipt, "Applied, duplicate or stale (outcome says which)"),
-        "400": json(callbackReceipt, "Stored but not a task report the receiver can apply (outcome: rejected)"),
-        "401": json(callbackReceipt, "Token or signature refused; nothing stored"),
-        ...problemResponses("payload_too_large"),
-        "503": {
-          description: "Not applied, or too many bodies in flight: send it again (Retry-After)",
-          content: { "application/json": { schema: z.object({ error: z.string() }) }, "application/problem+json": { schema: problemSchema } },
-        },
+const providerCallback = (withRoute: boolean): RouteDoc => ({
+  method: "post",
+  path: withRoute ? "/webhooks/kling/{taskId}/{token}/{route}" : "/webhooks/kling/{taskId}/{token}",
+  operation: {
+    operationId: withRoute ? "receiveProviderCallbackForRoute" : "receiveProviderCallback",
+    tags: ["provider callbacks"],
+    summary: withRoute ? "The provider's task callback, for a task submitted through a named provider route" : "The provider's task callback",
+    description:
+      "Authenticated by the per-task token (and the webhook-id/-timestamp/-signature headers when signing is configured: the route's own secrets, else PROVIDER_WEBHOOK_SECRET) before anything is stored; duplicates and stale reports are acknowledged and ignored." +
+      (withRoute ? " An unknown route is refused like a bad token (401)." : ""),
+    requestParams: {
+      path: withRoute
+        ? z.object({ taskId: z.string(), token: z.string(), route: z.string().meta({ description: "The PROVIDER_ROUTES name the task was submitted through" }) })
+        : z.object({ taskId: z.string(), token: z.string() }),
+    },
+    requestBody: { required: true, content: { "application/json": { schema: providerTaskSchema } } },
+    responses: {
+      "200": json(callbackReceipt, "Applied, duplicate or stale (outcome says which)"),
+      "400": json(callbackReceipt, "Stored but not a task report the receiver can apply (outcome: rejected)"),
+      "401": json(callbackReceipt, "Token or signature refused; nothing stored"),
+      ...problemResponses("payload_too_large"),
+      "503": {
+        description: "Not applied, or too many bodies in flight: send it again (Retry-After)",
+        content: { "application/json": { schema: z.object({ error: z.string() }) }, "application/problem+json": { schema: problemSchema } },
       },
     },
   },
+});
+
+export const inboundDocs: RouteDoc[] = [
+  providerCallback(false),
+  providerCallback(true),
   {
     method: "get",
     path: "/files/tasks/{taskId}/images/{index}",

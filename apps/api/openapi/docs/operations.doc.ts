@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { providerSummarySchema } from "../../presenters/provider-routes.schema.ts";
 import { bytes, json, problemResponses, type RouteDoc } from "../route-doc.ts";
 
 const probe = z.object({ ok: z.boolean(), latency_ms: z.number().optional(), error: z.string().optional() });
@@ -8,17 +9,9 @@ export const readinessSchema = z
     status: z.enum(["ready", "not_ready"]),
     checks: z.object({ postgres: probe, redis: probe }),
     provider: z
-      .union([
-        z.object({
-          state: z.string().meta({ description: "closed (normal), open (circuit open) or paused (account paused by the provider)" }),
-          reason: z.string().optional(),
-          since: z.string().optional(),
-          next_probe_at: z.string().optional(),
-          slots: z.object({ capacity: z.number(), effective: z.number(), in_use: z.number() }),
-        }),
-        z.object({ error: z.string() }),
-      ])
-      .optional(),
+      .union([providerSummarySchema, z.object({ error: z.string() })])
+      .optional()
+      .meta({ description: "Absent when Redis is down; {error} when the routes' state could not be read in time" }),
   })
   .meta({ id: "Readiness" });
 
@@ -37,7 +30,7 @@ export const operationsDocs: RouteDoc[] = [
     operation: {
       operationId: "readiness",
       tags: ["operations"],
-      summary: "Readiness: Postgres and Redis, and the provider's state (circuit, pause, slots)",
+      summary: "Readiness: Postgres and Redis, and the provider's state (circuit, pause, slots) in sum and per route",
       responses: { "200": json(readinessSchema, "Ready"), "503": json(readinessSchema, "Postgres or Redis unreachable") },
     },
   },
