@@ -1,25 +1,13 @@
-import { z } from "zod";
+import type { components } from "../client/openapi-types.ts";
 
-// The parts of GET /v1/batches/{id} the CLI shows. Lenient on purpose: a newer API may add fields,
-// and a field the CLI does not know is ignored rather than fatal.
-export const batchViewSchema = z.looseObject({
-  id: z.string(),
-  name: z.string().nullish(),
-  status: z.string(),
-  counts: z.record(z.string(), z.number()).default({}),
-  total: z.number().optional(),
-  percent: z.number().nullish(),
-  eta_seconds: z.number().nullish(),
-  throughput_per_second: z.number().nullish(),
-  credits_spent: z.number().nullish(),
-  created_at: z.string().nullish(),
-  finished_at: z.string().nullish(),
-  items: z.looseObject({ accepted: z.number().nullish(), rejected: z.number().nullish() }).nullish(),
-});
+// GET /v1/batches/{id} as the API documents it (generated from /openapi.json), narrowed to the parts
+// the CLI shows, so the cancel and retry answers (the same batch plus a count) fit too.
+export type BatchView = Pick<
+  components["schemas"]["BatchOutput"],
+  "id" | "name" | "status" | "counts" | "total" | "percent" | "eta_seconds" | "throughput_per_second" | "credits_spent" | "created_at" | "finished_at" | "items"
+>;
 
-export type BatchView = z.output<typeof batchViewSchema>;
-
-export const endStatuses = new Set(["completed", "completed_with_errors", "canceled"]);
+export const endStatuses = new Set<BatchView["status"]>(["completed", "completed_with_errors", "canceled"]);
 
 export const isFinished = (batch: BatchView) => endStatuses.has(batch.status);
 

@@ -1,12 +1,11 @@
 import path from "node:path";
-import { z } from "zod";
-import { apiJson, type ApiTarget } from "./api-client.ts";
-import { batchHadFailures, batchViewSchema, type BatchView } from "./batch-view.ts";
+import { answerOf, apiClient, type ApiTarget } from "./api-client.ts";
+import { batchHadFailures, type BatchView } from "./batch-view.ts";
 import { downloadBatch } from "./download-batch.ts";
 import { CliError, exitCodes, usageError } from "./exit-codes.ts";
 import { resolveInput, type InputKind } from "./input-items.ts";
 import { formatDuration, renderProgressBlock, renderProgressLine } from "./progress-view.ts";
-import { batchQuery, postBatch, rejectedCountIn, rejectionsIn, scanInput, submittedSchema, type BatchOptions, type Rejection } from "./submit-batch.ts";
+import { batchQuery, postBatch, rejectedCountIn, rejectionsIn, scanInput, type BatchOptions, type Rejection } from "./submit-batch.ts";
 import { fetchBatch, resumeHint, watchBatch, type Output } from "./watch-batch.ts";
 
 const note = (text: string) => process.stderr.write(`${text}\n`);
@@ -54,9 +53,8 @@ export const submitCommand = async (target: ApiTarget, args: SubmitArgs, out: Ou
   } finally {
     process.removeListener("SIGINT", onSigint);
   }
-  const submitted = submittedSchema.safeParse(answer.body);
-  if (!submitted.success) throw new CliError(exitCodes.api, "The API's answer names no batch id.");
-  const batchId = submitted.data.id;
+  if (!("id" in answer.body)) throw new CliError(exitCodes.api, "The API's answer names no batch id.");
+  const batchId = answer.body.id;
   if (answer.replayed) note(`Already submitted as batch ${batchId} (same input and options): following that one, nothing new was created.`);
   else note(`Batch ${batchId} created.`);
   const refused = rejectedCountIn(answer.body);
@@ -76,9 +74,8 @@ export const estimateCommand = async (target: ApiTarget, args: Omit<SubmitArgs, 
   const { labels } = await scanInput(source, query);
   if (labels.length === 0) throw usageError(`${source.label} holds no items.`);
   const { body } = await postBatch(target, source, query, undefined);
-  const estimate = dryRunSchema.safeParse(body);
-  if (!estimate.success) throw new CliError(exitCodes.api, "The API's dry-run answer is not what this CLI expects.");
-  const e = estimate.data;
+  if (!("dry_run" in body)) throw new CliError(exitCodes.api, "The API's dry-run answer is not what this CLI expects.");
+  const e = body;
   out.write(`Dry run for ${source.label} (nothing was created):\n`);
   out.write(`  items           ${labels.length} read, ${e.accepted} valid, ${e.rejected} refused\n`);
   out.write(`  images          ${e.images ?? "?"}\n`);
@@ -89,20 +86,9 @@ export const estimateCommand = async (target: ApiTarget, args: Omit<SubmitArgs, 
   return e.rejected || e.spend_cap?.would_exceed ? exitCodes.batchHadFailures : exitCodes.ok;
 };
 
-const dryRunSchema = z.looseObject({
-  accepted: z.number(),
-  rejected: z.number(),
-  credits: z.number(),
-  images: z.number().optional(),
-  estimated_duration_seconds: z.number().nullish(),
-  capacity: z.looseObject({ provider_slots: z.number(), run_time_ms: z.number() }).nullish(),
-  spend_cap: z.looseObject({ cap: z.number(), spent: z.number(), committed: z.number(), would_exceed: z.boolean() }).nullish(),
-});
-
 export const statusCommand = async (target: ApiTarget, batchId: string, json: boolean, out: Output): Promise<number> => {
-  const raw = await apiJson<unknown>(target, `/v1/batches/${encodeURIComponent(batchId)}`);
-  const batch = batchViewSchema.parse(raw);
-  if (json) out.write(`${JSON.stringify(raw, null, 2)}\n`);
+  const batch = await fetchBatch(target, batchId);
+  if (json) out.write(`${JSON.stringify(batch, null, 2)}\n`);
   else if (out.isTTY) out.write(`${renderProgressBlock(batch, { color: out.color, width: out.columns }).join("\n")}\n`);
   else out.write(`${renderProgressLine(batch)}\n`);
   return ["completed_with_errors", "canceled"].includes(batch.status) ? exitCodes.batchHadFailures : exitCodes.ok;
@@ -129,15 +115,16 @@ export const downloadCommand = async (target: ApiTarget, batchId: string, outDir
 };
 
 export const controlCommand = async (target: ApiTarget, action: "cancel" | "retry", batchId: string, watch: boolean, intervalMs: number, out: Output) => {
-  const raw = await apiJson<Record<string, unknown>>(target, `/v1/batches/${encodeURIComponent(batchId)}/${action}`, { method: "POST" });
-  const parsed = batchViewSchema.safeParse(raw);
+  const api = apiClient(target);
+  const params = { path: { batchId } };
   if (action === "cancel") {
+    const canceled = await answerOf(api.POST("/v1/batches/{batchId}/cancel", { params }));
     note(`Batch ${batchId}: cancel requested. Queued tasks will not be submitted; tasks already at the provider finish.`);
-    if (parsed.success) out.write(`${renderProgressLine(parsed.data)}\n`);
+    out.write(`${renderProgressLine(canceled)}\n`);
     return exitCodes.ok;
   }
-  const again = typeof raw.retried === "number" ? raw.retried : typeof raw.retried_tasks === "number" ? raw.retried_tasks : undefined;
-  note(`Batch ${batchId}: ${again === undefined ? "failed tasks" : `${again} failed task(s)`} queued again.`);
+  const { retried } = await answerOf(api.POST("/v1/batches/{batchId}/retry", { params }));
+  note(`Batch ${batchId}: ${retried} failed task(s) queued again.`);
   if (!watch) {
     note(resumeHint(batchId));
     return exitCodes.ok;

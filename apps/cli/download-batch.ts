@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
-import { apiFetch, type ApiTarget } from "./api-client.ts";
+import { answerOf, apiClient, apiFetch, type ApiTarget } from "./api-client.ts";
 import { CliError, exitCodes, usageError } from "./exit-codes.ts";
 import type { Output } from "./watch-batch.ts";
 
@@ -91,8 +91,13 @@ export const downloadBatch = async (target: ApiTarget, batchId: string, outDir: 
   } catch (error) {
     throw usageError(`Cannot use ${outDir} as the output folder (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}).`);
   }
-  const response = await apiFetch(target, `/v1/batches/${encodeURIComponent(batchId)}/results?format=ndjson`, { headers: { accept: "application/x-ndjson" } });
-  const manifestText = await response.text();
+  const manifestText = await answerOf(
+    apiClient(target).GET("/v1/batches/{batchId}/results", {
+      params: { path: { batchId }, query: { format: "ndjson" } },
+      headers: { accept: "application/x-ndjson" },
+      parseAs: "text",
+    }),
+  );
   const manifest = path.join(outDir, "manifest.ndjson");
   await writeFile(`${manifest}.part`, manifestText);
   await rename(`${manifest}.part`, manifest);

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { z } from "zod";
-import { apiFetch, type ApiTarget } from "./api-client.ts";
+import type { components } from "../client/openapi-types.ts";
+import { answerOf, apiClient, type ApiTarget } from "./api-client.ts";
 import { readItems, type InputSource } from "./input-items.ts";
 
 // Batch-level defaults and fields, sent as query parameters of the streamed upload (the provider's
@@ -59,37 +59,43 @@ const uploadStream = (source: InputSource) => {
   });
 };
 
-const lineErrorsSchema = z.array(z.looseObject({ line: z.number().int(), field: z.string().nullish(), message: z.string() }));
+// What POST /v1/batches answers: a created batch (201), or what a dry run found (200).
+export type BatchAnswer = components["schemas"]["BatchCreated"] | components["schemas"]["BatchDryRun"];
 
-export const submittedSchema = z.looseObject({ id: z.string() });
+type Intake = Pick<components["schemas"]["BatchIntake"], "rejected" | "errors">;
 
 export type Rejection = { line: number; label: string | undefined; reason: string };
 
 // The API lists refused items as {line, field, message} (one entry per problem), under `intake` for a
 // created batch and at the top for a dry run; shown once per line with the input's own name for it.
-export const rejectionsIn = (answer: Record<string, unknown>, labels: string[]): Rejection[] => {
-  const intake = answer.intake as Record<string, unknown> | undefined;
-  const parsed = lineErrorsSchema.safeParse(intake?.errors ?? answer.errors ?? []);
-  if (!parsed.success) return [];
+export const rejectionsIn = (answer: { intake: Intake } | Intake, labels: string[]): Rejection[] => {
+  const errors = "intake" in answer ? answer.intake.errors : answer.errors;
   const byLine = new Map<number, string[]>();
-  for (const e of parsed.data) byLine.set(e.line, [...(byLine.get(e.line) ?? []), e.field ? `${e.field}: ${e.message}` : e.message]);
+  for (const e of errors) byLine.set(e.line, [...(byLine.get(e.line) ?? []), e.field ? `${e.field}: ${e.message}` : e.message]);
   return [...byLine].map(([line, reasons]) => ({ line, label: labels[line - 1], reason: reasons.join("; ") }));
 };
 
-export const rejectedCountIn = (answer: Record<string, unknown>): number => {
-  const intake = (answer.intake ?? answer) as Record<string, unknown>;
-  return typeof intake.rejected === "number" ? intake.rejected : 0;
-};
+export const rejectedCountIn = (answer: { intake: Intake } | Intake): number => ("intake" in answer ? answer.intake.rejected : answer.rejected);
 
 export const postBatch = async (target: ApiTarget, source: InputSource, query: URLSearchParams, idempotencyKey: string | undefined) => {
-  const headers: Record<string, string> = { "content-type": "application/x-ndjson" };
-  if (idempotencyKey) headers["idempotency-key"] = idempotencyKey;
-  const response = await apiFetch(target, `/v1/batches?${query.toString()}`, {
-    method: "POST",
-    headers,
-    body: uploadStream(source),
-    duplex: "half",
-  });
-  const body = (await response.json()) as Record<string, unknown>;
-  return { body, replayed: /^true$/i.test(response.headers.get("idempotent-replayed") ?? "") };
+  let replayed = false;
+  const body: BatchAnswer = await answerOf(
+    apiClient(target)
+      .POST("/v1/batches", {
+        params: { header: idempotencyKey ? { "idempotency-key": idempotencyKey } : {} },
+        // The query was hashed into the idempotency key as this exact string: send it unchanged.
+        querySerializer: () => query.toString(),
+        headers: { "content-type": "application/x-ndjson" },
+        // openapi-fetch serialises only a defined body; the serialiser ignores it and streams the
+        // items as they are read (a request body stream needs duplex: "half").
+        body: "",
+        bodySerializer: () => uploadStream(source),
+        duplex: "half",
+      })
+      .then((result) => {
+        replayed = /^true$/i.test(result.response.headers.get("idempotent-replayed") ?? "");
+        return result;
+      }),
+  );
+  return { body, replayed };
 };

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { apiJson, type ApiTarget } from "./api-client.ts";
-import { batchViewSchema, isFinished, type BatchView } from "./batch-view.ts";
+import { answerOf, apiClient, type ApiTarget } from "./api-client.ts";
+import { isFinished, type BatchView } from "./batch-view.ts";
 import { CliError, exitCodes } from "./exit-codes.ts";
 import { renderProgressBlock, renderProgressLine } from "./progress-view.ts";
 
@@ -16,8 +16,8 @@ export const terminalOutput = (): Output => {
   };
 };
 
-export const fetchBatch = async (target: ApiTarget, batchId: string): Promise<BatchView> =>
-  batchViewSchema.parse(await apiJson(target, `/v1/batches/${encodeURIComponent(batchId)}`));
+export const fetchBatch = async (target: ApiTarget, batchId: string) =>
+  answerOf(apiClient(target).GET("/v1/batches/{batchId}", { params: { path: { batchId } } }));
 
 export const resumeHint = (batchId: string) =>
   `The batch keeps running on the server. Follow it again with:\n  kling-expand watch ${batchId}\nand fetch its results with:\n  kling-expand download ${batchId} --out <dir>`;

@@ -1,11 +1,14 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
-import { batchViewSchema } from "../../apps/cli/batch-view.ts";
+import type { BatchView } from "../../apps/cli/batch-view.ts";
 import { imagesInManifest } from "../../apps/cli/download-batch.ts";
 import { CliError } from "../../apps/cli/exit-codes.ts";
 import { formatDuration, renderProgressBlock, renderProgressLine } from "../../apps/cli/progress-view.ts";
 import { batchQuery, rejectionsIn } from "../../apps/cli/submit-batch.ts";
+import { fetchBatch } from "../../apps/cli/watch-batch.ts";
 
-const batch = batchViewSchema.parse({
+const batch: BatchView = {
   id: "b1",
   name: "photos",
   status: "running",
@@ -17,7 +20,8 @@ const batch = batchViewSchema.parse({
   credits_spent: 4,
   created_at: "2026-11-28T10:00:00.000Z",
   finished_at: null,
-});
+  items: { accepted: 10, rejected: 0, lines_read: 10 },
+};
 
 describe("CLI parts", () => {
   it("when a batch runs, then the plain line groups statuses and shows the ETA", () => {
@@ -85,5 +89,35 @@ describe("CLI parts", () => {
     expect(batchQuery({ up: 0.1, down: 0, left: 0.5, right: 0.5, prompt: "sea", n: 2, name: "x" }, { dry_run: "true" }).toString()).toBe(
       "name=x&up_expansion_ratio=0.1&down_expansion_ratio=0&left_expansion_ratio=0.5&right_expansion_ratio=0.5&prompt=sea&n=2&dry_run=true",
     );
+  });
+
+  it("when the API answers an error through the typed client, then the CLI's message and exit code say what it answered", async () => {
+    // Each path answers one way, as a broken or foreign server might.
+    const answers: Record<string, { status: number; type?: string; body: string }> = {
+      "/v1/batches/problem": { status: 503, type: "application/problem+json", body: JSON.stringify({ title: "Unavailable", detail: "Postgres is down", errors: [{ field: "x", message: "y" }] }) },
+      "/v1/batches/text": { status: 502, type: "text/plain", body: "bad gateway" },
+      "/v1/batches/empty": { status: 500, body: "" },
+      "/v1/batches/key": { status: 401, type: "application/problem+json", body: JSON.stringify({ detail: "unknown key" }) },
+      "/v1/batches/nobody": { status: 200, body: "" },
+    };
+    const server = createServer((req, res) => {
+      const answer = answers[req.url ?? ""] ?? { status: 418, body: "" };
+      res.writeHead(answer.status, answer.type ? { "content-type": answer.type } : {}).end(answer.body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const target = { apiUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, apiKey: "k" };
+    const failure = (id: string) => fetchBatch(target, id).then(() => undefined, (error: unknown) => error as CliError);
+    try {
+      const [problem, text, empty, key, nobody] = await Promise.all(["problem", "text", "empty", "key", "nobody"].map(failure));
+      expect([problem, text, empty, key, nobody].map((e) => e?.exitCode)).toEqual([3, 3, 3, 3, 3]);
+      expect(problem?.message).toBe("The API answered 503: Postgres is down\n  x: y");
+      expect(text?.message).toBe("The API answered 502: HTTP 502: bad gateway");
+      expect(empty?.message).toBe("The API answered 500: HTTP 500");
+      expect(key?.message).toBe("The API refused the key (401): unknown key");
+      expect(key?.hint).toMatch(/API_KEY/);
+      expect(nobody?.message).toBe("The API answered 200 with no body.");
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
