@@ -195,7 +195,8 @@ const main = async () => {
         byMessage.set(key, (byMessage.get(key) ?? 0) + 1);
       }
       console.log(`worker warnings: ${[...byMessage].map(([m, n]) => `${n}x ${m}`).join("; ")}`);
-      console.log(`first: ${failed.find((l) => !/rebuilt it from Postgres/.test(l))?.slice(0, 600)}`);
+      const first = failed.find((l) => !/rebuilt it from Postgres/.test(l));
+      if (first) console.log(`first: ${first.slice(0, 600)}`);
     }
     console.log(`p50_ms=${ms(ours.p50)} p99_ms=${ms(ours.p99)} baseline_p50_ms=${ms(baseline.p50)} baseline_p99_ms=${ms(baseline.p99)}`);
     if (measured.missing > 0) process.exitCode = 1;
