@@ -107,6 +107,12 @@ describe("POST /v1/batches", () => {
     expect(badRatio.status).toBe(400);
     const noKey = await postBatchStream(stack.api.url, "wrong-key-0123456789", "{}");
     expect(noKey.status).toBe(401);
+    // An empty upload, or a CSV of only its header, is refused rather than made an empty batch.
+    for (const [body, contentType, query] of [["", "application/x-ndjson", ""], ["", "text/csv", ""], ["image,up_expansion_ratio\n", "text/csv", ""], ["", "application/x-ndjson", "atomic=true"]]) {
+      const empty = await postBatchStream(stack.api.url, key, body!, { contentType, query });
+      expect(empty.status, `${contentType} ${JSON.stringify(body)} ${query}`).toBe(400);
+      expect(empty.body.errors).toEqual([{ field: "body", message: expect.stringMatching(/no items/) }]);
+    }
     const batches = await stack.db.selectFrom("batch").select("id").where("accountId", "=", accountId).execute();
     expect(batches).toHaveLength(0);
   });

@@ -196,8 +196,6 @@ export const acceptBatch = async (
       if (chunk.length >= deps.chunkItems) await flush();
     }
     await flush();
-    await deps.db.updateTable("batch").set({ upload: "complete", receivedAt: new Date() }).where("id", "=", batchId).execute();
-    return result;
   } catch (error) {
     // Whatever was committed stays and runs; the batch says the upload did not complete.
     await cleanUp(deps, chunk);
@@ -209,7 +207,16 @@ export const acceptBatch = async (
       .catch(() => undefined);
     throw brokenOff(error, batchId, result.accepted);
   }
+  if (lastLine === 0) {
+    // Nothing to do is a mistake worth saying, not an empty batch that "completed".
+    await deps.db.deleteFrom("batch").where("id", "=", batchId).execute();
+    throw emptyUpload();
+  }
+  await deps.db.updateTable("batch").set({ upload: "complete", receivedAt: new Date() }).where("id", "=", batchId).execute();
+  return result;
 };
+
+const emptyUpload = () => new AppError("validation_failed", "the upload has no items", { violations: [{ field: "body", message: "has no items (an empty file, or only a header row)" }] });
 
 const jobOf = (p: Prepared): BatchJob => ({ id: p.id, stage: p.request.image.kind === "url" ? "source" : "submit" });
 
@@ -369,6 +376,7 @@ const acceptAtomically = async (
         if (chunk.length >= deps.chunkItems) await flush();
       }
       await flush();
+      if (lastLine === 0) throw emptyUpload();
       if (result.rejected > 0) throw rollback;
       await tx.updateTable("batch").set({ upload: "complete", receivedAt: new Date() }).where("id", "=", batchRow.id).execute();
       outcome = "committed";
