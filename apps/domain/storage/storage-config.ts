@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { envBoolean, envPositiveMs } from "../config/parse-env.ts";
+import type { S3StorageOptions } from "./s3-storage.ts";
 
 // Where images live: a local directory (default; shared by the API and workers on one machine) or
 // any S3-compatible object store. Setting S3_BUCKET is enough to choose S3.
@@ -28,18 +29,7 @@ export const storageEnv = {
 
 type StorageEnv = z.output<z.ZodObject<typeof storageEnv>>;
 
-export type StorageConfig =
-  | { kind: "local"; dir: string }
-  | {
-      kind: "s3";
-      bucket: string;
-      prefix: string;
-      region: string;
-      endpoint?: string | undefined;
-      forcePathStyle: boolean;
-      credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
-      timeoutMs: number;
-    };
+export type StorageConfig = { kind: "local"; dir: string } | ({ kind: "s3" } & S3StorageOptions);
 
 const storageKind = (env: Pick<StorageEnv, "STORAGE_BACKEND" | "S3_BUCKET">) => env.STORAGE_BACKEND ?? (env.S3_BUCKET ? "s3" : "local");
 
