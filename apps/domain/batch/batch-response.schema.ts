@@ -1,12 +1,9 @@
 import { z } from "zod";
-import { nativeTaskSchema } from "../task/task-response.schema.ts";
+import { isoTime, nativeTaskSchema, nullableIso } from "../task/task-response.schema.ts";
 import { taskStatuses } from "../task/task-status.ts";
 
 // What the batch routes (and batch.* callbacks) answer, as zod: batch.presenter.ts is typed
 // against these, and the OpenAPI document is generated from them (apps/api/openapi/).
-
-const isoTime = z.iso.datetime({ offset: true });
-const nullableIso = isoTime.nullable();
 
 export const batchStatuses = ["receiving", "running", "completed", "completed_with_errors", "canceled"] as const;
 

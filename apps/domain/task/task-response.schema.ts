@@ -5,8 +5,8 @@ import { taskStatuses } from "./task-status.ts";
 // What the task routes answer, as zod: the presenters are typed against these (so the code cannot
 // drift from them) and the OpenAPI document is generated from them (apps/api/openapi/).
 
-const isoTime = z.iso.datetime({ offset: true });
-const nullableIso = isoTime.nullable();
+export const isoTime = z.iso.datetime({ offset: true });
+export const nullableIso = isoTime.nullable();
 
 export const nativeTaskImageSchema = z
   .object({
