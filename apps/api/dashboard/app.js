@@ -139,7 +139,12 @@ const renderPair = async (task) => {
   return pair;
 };
 
-const renderGallery = async () => {
+// One render at a time: two overlapping ones (a list refresh and a stream event) both saw the old
+// gallery and both replaced it, swapping out the images under whoever was looking at them.
+let galleryRender = Promise.resolve();
+const renderGallery = () => (galleryRender = galleryRender.then(renderGalleryNow, renderGalleryNow));
+
+const renderGalleryNow = async () => {
   const done = [...state.tasks.values()].filter((t) => t.status === "succeeded" || t.status === "failed");
   const shown = new Set([...$("gallery").children].map((c) => `${c.dataset.taskId}:${c.className}`));
   if (done.length === shown.size && done.every((t) => shown.has(`${t.id}:pair status-${t.status}`))) return;
