@@ -64,13 +64,6 @@ export const applyProviderReport = async (
       return { outcome: statusRank[target] === statusRank[task.status] ? "duplicate" : "stale", task };
     }
     const providerTaskEnded = target === "archiving" || target === "failed";
-    // The provider freed this task's slots when it ended: give them to the next task before the
-    // bookkeeping below, not after it. If Redis is down now, the sweeper's ledger repair does it.
-    if (providerTaskEnded) {
-      await deps.releaseSlots(taskId).catch((error: unknown) =>
-        deps.logger.warn({ taskId, err: error }, "slots not released; the sweeper will repair the ledger"),
-      );
-    }
     const images = report.task_result?.images ?? [];
     // One statement for most reports; a success brings its result images along in the same transaction.
     const withImages = target === "archiving" && images.length > 0;
@@ -99,6 +92,15 @@ export const applyProviderReport = async (
       withImages ? (tx) => insertResultImages(tx, taskId, images) : undefined,
     );
     if (!result.applied) continue; // raced with another report; look again
+    // The provider freed this task's slots when it ended. Released only once the row says so: the
+    // sweeper's ledger repair re-holds the slots of every task whose row says it is still running,
+    // and a release that came first would be undone by it (a slot counted twice until the next
+    // sweep). If Redis is down now, that repair releases them later.
+    if (providerTaskEnded) {
+      await deps.releaseSlots(taskId).catch((error: unknown) =>
+        deps.logger.warn({ taskId, err: error }, "slots not released; the sweeper will repair the ledger"),
+      );
+    }
     // Its run time teaches when to poll the next ones. The provider's own timestamps give its run
     // time exactly; our clock would add the lag of noticing the end (a poll after a lost callback),
     // and the estimate would drift later.

@@ -6,6 +6,7 @@ import type { FairPriority } from "../queues/fair-priority.ts";
 import { ProviderError } from "../provider/provider-error.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { failTask } from "./fail-task.ts";
+import { holdSlotsOfRunningTasks } from "./recover-redis-state.ts";
 import { nextPollDelayMs } from "./retry-policy.ts";
 import { inFlightStatuses, isTerminal } from "./task-status.ts";
 import { scheduleCheck } from "./task.store.ts";
@@ -129,11 +130,7 @@ const repairSlotLedger = async (deps: ReconcileDeps) => {
     let runningQuery = deps.db.selectFrom("task").select(["id", "n"]).where("status", "in", inFlightStatuses);
     runningQuery = route === deps.routes.all[0] ? runningQuery.where((eb) => eb.or([eb("route", "=", route.route.name), eb("route", "is", null)])) : runningQuery.where("route", "=", route.route.name);
     if (heldIds.length > 0) runningQuery = runningQuery.where("id", "not in", heldIds);
-    const running = await runningQuery.execute();
-    for (const task of running) {
-      await route.slots.hold(task.id, task.n);
-      repaired++;
-    }
+    repaired += await holdSlotsOfRunningTasks(deps.db, route.slots, await runningQuery.execute(), inFlightStatuses);
   }
   return repaired;
 };

@@ -1,5 +1,7 @@
 import type { Db } from "../db/database.ts";
+import type { ProviderSlots } from "../provider-capacity/provider-slots.ts";
 import type { ProviderRouteSet } from "../provider-capacity/provider-route-set.ts";
+import type { TaskStatus } from "../db/database.ts";
 import { inFlightStatuses, nonTerminalStatuses } from "./task-status.ts";
 
 // Postgres is the source of truth; Redis only moves work (DESIGN.md "Redis is disposable").
@@ -19,7 +21,9 @@ export const recoverLostRedisState = async (deps: RecoveryDeps): Promise<Recover
     .where("status", "in", [...inFlightStatuses, "submitting"])
     .execute();
   // Each on the route that has it (a route since removed from the configuration holds nothing of ours).
-  for (const task of holders) await deps.routes.of(task.route)?.slots.hold(task.id, task.n);
+  for (const route of deps.routes.all) {
+    await holdSlotsOfRunningTasks(deps.db, route.slots, holders.filter((t) => deps.routes.of(t.route) === route), [...inFlightStatuses, "submitting"]);
+  }
   const tasksRechecked = await recheckUnfinishedTasksNow(deps.db);
   return { slotsHeld: holders.length, tasksRechecked };
 };
@@ -34,4 +38,22 @@ export const recheckUnfinishedTasksNow = async (db: Db): Promise<number> => {
     .where("status", "in", nonTerminalStatuses)
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
+};
+
+// Holds the slots of tasks a read found running, then reads them again and gives back the slots of
+// those that ended meanwhile. A task's slots are released only after its row says it ended (see
+// applyProviderReport), so a task still running at the second read releases after this hold, and
+// one that ended before it is caught here: either way no ended task keeps slots.
+export const holdSlotsOfRunningTasks = async (
+  db: Db,
+  slots: ProviderSlots,
+  tasks: readonly { id: string; n: number }[],
+  runningStatuses: readonly TaskStatus[],
+): Promise<number> => {
+  if (tasks.length === 0) return 0;
+  for (const task of tasks) await slots.hold(task.id, task.n);
+  const still = await db.selectFrom("task").select("id").where("id", "in", tasks.map((t) => t.id)).where("status", "in", runningStatuses).execute();
+  const running = new Set(still.map((t) => t.id));
+  for (const task of tasks) if (!running.has(task.id)) await slots.release(task.id);
+  return running.size;
 };
