@@ -139,16 +139,26 @@ const renderPair = async (task) => {
   return pair;
 };
 
+// A gallery's pairs for these tasks: a pair already shown for a task in the same state is kept (the
+// same element, its images loaded), so that one more finished task adds its pair without swapping
+// out the images under whoever is looking at the others.
+const pairKey = (task) => `${task.id}:pair status-${task.status}`;
+const galleryPairs = (container, tasks) => {
+  const shown = new Map([...container.children].map((c) => [`${c.dataset.taskId}:${c.className}`, c]));
+  const unchanged = tasks.length === shown.size && tasks.every((t) => shown.has(pairKey(t)));
+  return { unchanged, pairs: () => Promise.all(tasks.map((t) => shown.get(pairKey(t)) ?? renderPair(t))) };
+};
+
 // One render at a time: two overlapping ones (a list refresh and a stream event) both saw the old
-// gallery and both replaced it, swapping out the images under whoever was looking at them.
+// gallery and both replaced it.
 let galleryRender = Promise.resolve();
 const renderGallery = () => (galleryRender = galleryRender.then(renderGalleryNow, renderGalleryNow));
 
 const renderGalleryNow = async () => {
   const done = [...state.tasks.values()].filter((t) => t.status === "succeeded" || t.status === "failed");
-  const shown = new Set([...$("gallery").children].map((c) => `${c.dataset.taskId}:${c.className}`));
-  if (done.length === shown.size && done.every((t) => shown.has(`${t.id}:pair status-${t.status}`))) return;
-  $("gallery").replaceChildren(...(await Promise.all(done.map(renderPair))));
+  const gallery = galleryPairs($("gallery"), done);
+  if (gallery.unchanged) return;
+  $("gallery").replaceChildren(...(await gallery.pairs()));
 };
 
 const refreshList = async () => {
@@ -429,10 +439,11 @@ const renderBatchGallery = async () => {
   if (key === state.galleryShown) return;
   state.galleryShown = key;
   const run = ++state.galleryRun;
+  const section = $("batch-gallery");
   let tasks, pairs;
   try {
     tasks = await batchTasks(batch.id);
-    pairs = await Promise.all(tasks.map(renderPair));
+    pairs = await galleryPairs(section.dataset.batchId === batch.id ? section : document.createElement("div"), tasks).pairs();
   } catch (error) {
     // Read again on the next update.
     if (run === state.galleryRun) state.galleryShown = "";
@@ -444,7 +455,6 @@ const renderBatchGallery = async () => {
   const failed = tasks.filter((t) => t.status === "failed").length;
   const shown = tasks.length < batch.total ? ` (the first ${tasks.length})` : "";
   $("batch-gallery-summary").textContent = `${batch.total} task(s)${shown}: ${batch.counts.succeeded} succeeded, ${failed} failed, ${batch.total - batch.finished} still running.`;
-  const section = $("batch-gallery");
   section.dataset.batchId = batch.id;
   section.replaceChildren(...pairs);
 };
