@@ -221,11 +221,13 @@ export const spawnApi = async (env: Record<string, string>): Promise<ChildApi> =
 };
 
 // Sends a chunked body (no Content-Length) a piece at a time until the server answers or
-// `maxBytes` went out; resolves with the answer's status line and headers.
+// `maxBytes` went out (with `afterAnswer: "keep_sending"`, on past the answer until the server
+// closes the connection); resolves with the answer's status line and headers, and `finish()`
+// ends the body and resolves with everything the server sent.
 export const sendChunkedUntilAnswered = async (
   baseUrl: string,
-  request: { path: string; headers: Record<string, string>; chunkBytes: number; maxBytes: number },
-): Promise<{ status: number; headers: Record<string, string>; sentBytes: number; closed: Promise<void> }> => {
+  request: { path: string; headers: Record<string, string>; chunkBytes: number; maxBytes: number; afterAnswer?: "stop" | "keep_sending" },
+): Promise<{ status: number; headers: Record<string, string>; sentBytes: number; closed: Promise<void>; serverClosed: boolean; finish(): Promise<string> }> => {
   const url = new URL(baseUrl);
   const socket = net.connect(Number(url.port), url.hostname);
   await once(socket, "connect");
@@ -255,8 +257,12 @@ export const sendChunkedUntilAnswered = async (
   socket.write(head);
   const piece = Buffer.alloc(request.chunkBytes, 0x20);
   let sentBytes = 0;
-  while (!answered && sentBytes < request.maxBytes && !socket.destroyed) {
-    const flushed = socket.write(`${piece.length.toString(16)}\r\n`) && socket.write(piece) && socket.write("\r\n");
+  let serverClosed = false;
+  void closed.then(() => (serverClosed = true));
+  const keepSending = request.afterAnswer === "keep_sending";
+  while ((!answered || keepSending) && sentBytes < request.maxBytes && !socket.destroyed && !serverClosed) {
+    // One write: `a && b && c` skipped the rest of a chunk once the buffer was full (a malformed body).
+    const flushed = socket.write(Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from("\r\n")]));
     sentBytes += piece.length;
     // Let the server read (and answer) between pieces; wait for the kernel buffer when it is full.
     if (!flushed) {
@@ -276,5 +282,10 @@ export const sendChunkedUntilAnswered = async (
     socket.destroy();
     throw new Error(`no answer after ${sentBytes} chunked bytes; received: ${JSON.stringify(received.slice(0, 500))}`);
   }
-  return { ...answered, sentBytes, closed };
+  const finish = async () => {
+    socket.end("0\r\n\r\n");
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    return received;
+  };
+  return { ...answered, sentBytes, closed, serverClosed: serverClosed || socket.destroyed, finish };
 };

@@ -75,18 +75,25 @@ const budgeted =
     // Only once the parser is listening (it may have refused at once, e.g. an unknown charset).
     if (!res.headersSent && req.listenerCount("data") > 0) sendContinue(req, res);
     if (chunked && !encoded) {
+      const parserListeners = req.listeners("data") as ((chunk: Buffer) => void)[];
+      let dropped = 0;
       // Added after the parser's own listener (it attaches synchronously), so both see each chunk.
       req.on("data", (chunk: Buffer) => {
-        if (cutOff) return;
+        if (cutOff) {
+          // A client that sends on past the route's limit would have been refused anyway.
+          dropped += chunk.length;
+          if (held + dropped > limit) req.socket.destroy();
+          return;
+        }
         if (budget.tryReserve(chunk.length, held)) {
           held += chunk.length;
           return;
         }
-        // The parser still holds what it read and would keep reading: stop the flow and close the
-        // connection after the answer rather than drain.
+        // The parser would keep all it reads: it stops reading here, and the rest of the body is
+        // read and dropped (settleUnreadBody). Closing the connection with the body unread reset
+        // it, and a client still sending (or slow to read) could lose the answer to the reset.
         cutOff = true;
-        req.pause();
-        res.setHeader("connection", "close");
+        for (const listener of parserListeners) req.removeListener("data", listener);
         next(serverBusy());
       });
     }
