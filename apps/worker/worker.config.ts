@@ -54,6 +54,9 @@ export const workerEnvSchema = z.object({
   JOB_MAX_CRASHES: z.coerce.number().int().min(1).max(20).default(3),
   // Provider callbacks are kept this long in the inbox (at most 50 per task), then pruned.
   PROVIDER_CALLBACK_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
+  // Outbound deliveries that ended (with their attempt logs) are kept this long, then pruned; past
+  // it they can no longer be read or redelivered. Longer than the retry schedule's three days.
+  WEBHOOK_DELIVERY_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
   // How often each worker checks that Redis still holds our state (a restart empties it).
   REDIS_WATCHDOG_MS: envPositiveMs.default(2_000),
   // How often this worker pushes its counters and histograms to Redis for the API's /metrics.

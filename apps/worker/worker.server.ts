@@ -170,6 +170,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       batchSize: 200,
       fairPriority,
       callbackRetentionDays: config.PROVIDER_CALLBACK_RETENTION_DAYS,
+      deliveryRetentionDays: config.WEBHOOK_DELIVERY_RETENTION_DAYS,
       batchProgressEveryMs: config.BATCH_PROGRESS_EVERY_MS,
     }),
     1,

@@ -1,6 +1,7 @@
 import { sweepBatchEvents } from "../../domain/batch/batch-events.ts";
 import type { FairPriority } from "../../domain/queues/fair-priority.ts";
 import { pruneCallbackInbox } from "../../domain/task/receive-provider-callback.ts";
+import { pruneFinishedDeliveries } from "../../domain/webhooks/webhook-delivery.store.ts";
 import { reconcileTasks, resyncFairPriority, type ReconcileDeps } from "../../domain/task/reconcile-tasks.ts";
 
 const FAIR_PRIORITY_RESYNC_MS = 5_000;
@@ -8,7 +9,7 @@ const INBOX_PRUNE_MS = 60_000;
 const BATCH_SWEEP_MS = 1_000;
 
 // Runs on a BullMQ job scheduler, so one sweep runs per interval however many workers there are.
-export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; callbackRetentionDays: number; batchProgressEveryMs: number }) => {
+export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; callbackRetentionDays: number; deliveryRetentionDays: number; batchProgressEveryMs: number }) => {
   let lastResync = 0;
   let lastBatchSweep = 0;
   let lastPrune = 0;
@@ -28,6 +29,8 @@ export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPri
       lastPrune = Date.now();
       const pruned = await pruneCallbackInbox(deps.db, deps.callbackRetentionDays);
       if (pruned > 0) deps.logger.info({ pruned }, "old provider callbacks pruned from the inbox");
+      const deliveries = await pruneFinishedDeliveries(deps.db, deps.deliveryRetentionDays);
+      if (deliveries > 0) deps.logger.info({ pruned: deliveries }, "old outbound deliveries pruned from the delivery log");
     }
     if (summary.polled + summary.redriven + summary.errors > 0) deps.logger.info(summary, "reconcile sweep");
     return summary;
