@@ -18,7 +18,10 @@ export type ProviderRouteDeps = {
   settings: () => SimSettings;
   publicUrl: () => string;
   logger: Logger;
+  // Run times, failures and callback order of created tasks.
   random?: () => number;
+  // Transient errors and connection faults of calls (default: `random`).
+  faultRandom?: () => number;
   jwtPair?: JwtPair;
 };
 
@@ -29,7 +32,7 @@ const pageQuerySchema = z.object({
 
 // Kling's expand routes; mounted at /v1/images/editing/expand and /kling/v1/images/editing/expand.
 export const providerRoutes = (deps: ProviderRouteDeps): Router => {
-  const { store, settings, random = Math.random } = deps;
+  const { store, settings, random = Math.random, faultRandom = random } = deps;
   const router = Router();
 
   // Order as a real gateway would: the route exists, the caller is known, then rate faults.
@@ -41,12 +44,12 @@ export const providerRoutes = (deps: ProviderRouteDeps): Router => {
     res.locals.account = auth.account;
     const s = settings();
     store.stats()[req.method === "POST" ? "create_calls" : req.path === "/" ? "list_calls" : "get_calls"] += 1;
-    const injected = pickTransientError(s, random);
+    const injected = pickTransientError(s, faultRandom);
     if (injected) {
       store.stats().errors_injected += 1;
       return sendProviderError(res, injected.code, injected.message);
     }
-    const fault = pickConnectionFault(s, random);
+    const fault = pickConnectionFault(s, faultRandom);
     // A lost create answer usually means the task exists: that is what makes a blind retry costly.
     if (fault && !(req.method === "POST" && s.connection_fault_point === "after_create")) {
       store.stats().connection_faults += 1;

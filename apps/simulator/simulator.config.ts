@@ -43,6 +43,9 @@ export const simulatorEnvSchema = z
   SIM_WEBHOOK_SECRET: webhookSecretSchema.optional(),
   SIM_API_KEYS: envKeyList.optional(),
   SIM_IMAGE_FETCH_TIMEOUT_MS: envMillis.default(10_000),
+  // Seeds the simulator's dice (errors, faults, run times, failures, callback loss): the n-th call
+  // meets the same fault on every run. Unset: Math.random.
+  SIM_SEED: z.coerce.number().int().min(0).max(4_294_967_295).optional(),
   // Kling's access-key/secret-key pair: when set, every request on Kling's path family
   // (/v1/images/editing/expand) must carry a JWT with iss = SIM_ACCESS_KEY signed HS256 with
   // SIM_SECRET_KEY (401/1002 otherwise). CometAPI's family (/kling/...) keeps bearer keys.

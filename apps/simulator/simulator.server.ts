@@ -5,6 +5,7 @@ import { createLogger } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
 import { adminRoutes } from "./admin.routes.ts";
 import { createCallbackSender } from "./callback.sender.ts";
+import { seededRandom } from "./seeded-random.ts";
 import { sendProviderError, sendRouteUnavailable } from "./provider-reply.ts";
 import { providerRoutes } from "./provider.routes.ts";
 import { createResultImageCache } from "./result-image.cache.ts";
@@ -30,7 +31,10 @@ export const startSimulator = async (config: SimulatorConfig): Promise<RunningSi
   const store = createSimTaskStore();
   const timers = createTimerSet();
   const results = createResultImageCache(config.SIM_RESULT_MEMORY_MB * 1024 * 1024);
-  const callbacks = createCallbackSender({ settings: getSettings, stats: store.stats, logger });
+  // One stream per kind of decision, so that the faults calls meet depend on their order of arrival
+  // alone, not on how creates and callbacks interleave with them.
+  const dice = (stream: number) => (config.SIM_SEED === undefined ? Math.random : seededRandom(config.SIM_SEED + stream));
+  const callbacks = createCallbackSender({ settings: getSettings, stats: store.stats, logger, random: dice(3) });
   const lifecycle = createTaskLifecycle({ store, timers, callbacks, results, publicUrl: getPublicUrl, logger });
 
   const app = express();
@@ -42,7 +46,7 @@ export const startSimulator = async (config: SimulatorConfig): Promise<RunningSi
   });
   app.use("/_sim", adminRoutes({ store, lifecycle, results, settings: getSettings, updateSettings: (next) => (settings = next), logger }));
   const jwtPair = config.SIM_ACCESS_KEY && config.SIM_SECRET_KEY ? { accessKey: config.SIM_ACCESS_KEY, secretKey: config.SIM_SECRET_KEY } : undefined;
-  const routeDeps = { store, lifecycle, timers, settings: getSettings, publicUrl: getPublicUrl, logger };
+  const routeDeps = { store, lifecycle, timers, settings: getSettings, publicUrl: getPublicUrl, logger, faultRandom: dice(1), random: dice(2) };
   // Kling's own path family checks JWT signatures when given the pair; CometAPI's does not.
   app.use("/v1/images/editing/expand", providerRoutes({ ...routeDeps, jwtPair }));
   app.use("/kling/v1/images/editing/expand", providerRoutes(routeDeps));

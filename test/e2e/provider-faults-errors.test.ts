@@ -20,7 +20,9 @@ describe("transient provider errors", () => {
     // No callbacks, so progress is polled and gets meet the errors as well as creates.
     stack = await startFaultStack({
       capacity: 4,
-      simulatorEnv: { SIM_RUN_MS: "200", SIM_ERROR_RATE: "0.3", SIM_CALLBACK_LOSS: "1" },
+      // Seeded: with seed 8 the 1st, 2nd, 4th and 5th calls meet an error, whatever the timing
+      // (unseeded, 30% of a dozen calls was once none at all in CI).
+      simulatorEnv: { SIM_RUN_MS: "200", SIM_ERROR_RATE: "0.3", SIM_CALLBACK_LOSS: "1", SIM_SEED: "8" },
       env: { ...quickRecovery, CALLBACK_GRACE_MS: "300", POLL_MAX_INTERVAL_MS: "500" },
     });
   });

@@ -57,6 +57,21 @@ describe("route and error faults", () => {
     expect((await adminApi(sim).stats()).body).toMatchObject({ tasks_created: 0, errors_injected: 24 });
   });
 
+  it("when two simulators share SIM_SEED, then the n-th call meets the same answer on both; another seed differs", async () => {
+    const codesOf = async (seed: string) => {
+      const { api } = await setup({ SIM_ERROR_RATE: "0.5", SIM_SEED: seed });
+      const codes = [];
+      for (let i = 0; i < 16; i += 1) codes.push((await api.get("1")).body.code as number);
+      return codes;
+    };
+    const first = await codesOf("8");
+    expect(await codesOf("8")).toEqual(first);
+    // Some calls met an error and some got through (1203: no such task).
+    expect(first).toContain(1203);
+    expect(first.some((code) => code !== 1203)).toBe(true);
+    expect(await codesOf("9")).not.toEqual(first);
+  });
+
   it("when a create's connection is dropped after the task was made, then the client sees a reset and the task exists", async () => {
     const { sim, api } = await setup({ SIM_DROP_CONNECTION_RATE: "1", SIM_RUN_MS: "5000" });
     const body = validBody(image);
