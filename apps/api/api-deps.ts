@@ -38,7 +38,7 @@ export type ApiDeps = {
   live: LiveDeps & { limits: LiveLimits; heartbeatMs: number; maxWaitSeconds: number };
   // Outbound callbacks: the accounts' signing secrets are sealed under SERVER_KEY.
   webhooks: { serverKey: ServerKey; secretGraceSeconds: number };
-  batches: AcceptBatchDeps & { estimateRunMs: number };
+  batches: AcceptBatchDeps & { estimateRunMs: number; maxStreams: number };
   idempotency: IdempotencyOptions;
   // /metrics and the queue board (/admin/queues, mounted only with an ADMIN_TOKEN).
   operations: { scrapeMetrics: () => Promise<{ contentType: string; body: string }>; adminToken?: string; queue: (kind: JobKind) => Queue };

@@ -176,6 +176,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       defaultSpendCap: config.BATCH_SPEND_CAP_CREDITS,
       chunkItems: config.BATCH_CHUNK_ITEMS,
       estimateRunMs: config.BATCH_ESTIMATE_RUN_MS,
+      maxStreams: config.BATCH_STREAMS_MAX,
     },
     idempotency: { ttlMs: config.IDEMPOTENCY_KEY_TTL_SECONDS * 1000, inFlightMs: config.IDEMPOTENCY_IN_FLIGHT_SECONDS * 1000 },
     operations: {

@@ -200,6 +200,48 @@ describe("POST /v1/batches", () => {
   });
 });
 
+describe("streamed uploads at once", () => {
+  it("when a process already reads BATCH_STREAMS_MAX streamed uploads, then one more is answered 503 with Retry-After and nothing is created; once one ends, the next is taken", async () => {
+    const api = await stack.startApi({ BATCH_STREAMS_MAX: "1" });
+    const { key, accountId } = await stack.newAccount();
+    const line = () => `${JSON.stringify({ image: imageUrl, ...ratios })}\n`;
+    // The first upload sends a line and stays open.
+    const first = request(new URL("/v1/batches?name=slow", api.url), {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/x-ndjson" },
+    });
+    const firstAnswer = new Promise<number>((resolve, reject) => {
+      first.on("response", (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      first.on("error", reject);
+    });
+    first.write(line());
+    await waitUntil(
+      () => stack.db.selectFrom("batch").select("id").where("accountId", "=", accountId).execute(),
+      (rows) => rows.length === 1,
+      10_000,
+      "the first upload's batch",
+    );
+
+    const refused = await postBatchStream(api.url, key, ndjsonLines(200, () => ({ image: imageUrl, ...ratios })), { query: "name=second" });
+    expect(refused.status).toBe(503);
+    expect(Number(refused.headers["retry-after"])).toBeGreaterThan(0);
+    expect(refused.body.detail).toMatch(/streamed batch uploads/);
+    // A JSON batch is not a stream: it is taken meanwhile.
+    const json = await call(api.url, "POST", "/v1/batches", { key, body: { name: "json", items: [{ image: imageUrl, ...ratios }] } });
+    expect(json.status).toBe(201);
+
+    first.end(line());
+    expect(await firstAnswer).toBe(201);
+    const third = await postBatchStream(api.url, key, ndjsonLines(3, () => ({ image: imageUrl, ...ratios })), { query: "name=third" });
+    expect(third.status).toBe(201);
+    const names = (await stack.db.selectFrom("batch").select("name").where("accountId", "=", accountId).execute()).map((b) => b.name);
+    expect(names.sort()).toEqual(["json", "slow", "third"]);
+  });
+});
+
 describe("dry run, spend cap, cancel, idempotency", () => {
   it("when ?dry_run=true, then it answers count, credits and an estimated duration and creates nothing", async () => {
     const { key, accountId } = await stack.newAccount();

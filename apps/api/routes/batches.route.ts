@@ -80,6 +80,8 @@ const routesRunTimeMs = async (routes: ApiDeps["providerRoutes"]): Promise<numbe
 export const batchesRouter = (deps: ApiDeps): Router => {
   const router = Router();
   router.use(authenticate(deps.authenticator));
+  // Streamed uploads being read by this process (BATCH_STREAMS_MAX).
+  let streamsOpen = 0;
 
   const answerIntake = async (res: Response, accountId: string, result: BatchIntakeResult, dryRun: boolean, atomic: boolean) => {
     if (dryRun) {
@@ -167,6 +169,25 @@ export const batchesRouter = (deps: ApiDeps): Router => {
       throw new AppError("unsupported_media_type", "a streamed batch must be sent without Content-Encoding");
     }
     const query = parse(streamedBatchQuerySchema, req.query);
+    if (streamsOpen >= deps.batches.maxStreams) {
+      throw new AppError("server_busy", `this server is reading ${streamsOpen} streamed batch uploads already; nothing was stored, retry in a few seconds`);
+    }
+    streamsOpen++;
+    try {
+      return await readStreamedBatch(req, res, accountId, key, source, query);
+    } finally {
+      streamsOpen--;
+    }
+  });
+
+  const readStreamedBatch = async (
+    req: Request,
+    res: Response,
+    accountId: string,
+    key: string | undefined,
+    source: BatchSource,
+    query: z.output<typeof streamedBatchQuerySchema>,
+  ) => {
     const hash = streamHashBase(req);
     let hashed: string | undefined;
     if (key !== undefined) {
@@ -208,7 +229,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
       }
       throw error;
     }
-  });
+  };
 
   router.get("/", async (req, res) => {
     const query = parse(batchListQuerySchema, req.query);

@@ -2,6 +2,10 @@ import { z } from "zod";
 
 // The API's batch and idempotency settings (a fragment of its env schema).
 export const batchEnv = {
+  // Streamed (NDJSON/CSV) batch uploads one API process reads at once. They are flat in memory (a
+  // line at a time) but each holds a database connection while a chunk is written: one more is
+  // answered 503 with Retry-After before its body is read, rather than starving the pool.
+  BATCH_STREAMS_MAX: z.coerce.number().int().min(1).max(1_000).default(8),
   // Items per multi-row insert and per BullMQ addBulk.
   BATCH_CHUNK_ITEMS: z.coerce.number().int().min(1).max(3_000).default(1_000),
   // Provider credits per result image (the simulator charges n per task; KLING.md names no price).
