@@ -6,7 +6,7 @@ import type pg from "pg";
 import { v7 as uuidv7 } from "uuid";
 import { generateApiKey, hashApiKey } from "../../apps/domain/account/api-key.ts";
 import type { TaskStatus } from "../../apps/domain/db/database.ts";
-import { seeded } from "./bench-figures.ts";
+import { seededRandom } from "../../apps/simulator/seeded-random.ts";
 
 export type StatusTask = { id: string; externalTaskId: string | null; status: TaskStatus };
 export type CallbackTask = { id: string; token: string; providerTaskId: string };
@@ -35,7 +35,7 @@ export const createBenchAccount = async (db: pg.Pool) => {
 };
 
 export const fillStatusTasks = async (db: pg.Pool, accountId: string, count: number, seed: number): Promise<StatusTask[]> => {
-  const random = seeded(seed);
+  const random = seededRandom(seed);
   const pick = (): TaskStatus => {
     let roll = random();
     for (const [status, share] of statusMix) {

@@ -15,7 +15,7 @@ import { createBenchAccount, fillStatusTasks } from "./api-fill.ts";
 import { callbackPhase, intakePhase, readPhase, warmUpApi, type BenchParams, type Ctx } from "./api-phases.ts";
 import { formatTable, ratioOf, type Row } from "./api-report.ts";
 import { startBenchStack } from "./api-stack.ts";
-import { seeded } from "./bench-figures.ts";
+import { seededRandom } from "../../apps/simulator/seeded-random.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -86,7 +86,7 @@ const main = async () => {
     const tasks = await fillStatusTasks(db, accountId, params.tasks, params.seed);
     await db.query("vacuum (analyze)");
     console.log(`API ${stack.apiUrl} (pid ${stack.apiPid}), database ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-    const ctx: Ctx = { params, stack, db, redis, accountId, key, random: seeded(params.seed + 1), rows };
+    const ctx: Ctx = { params, stack, db, redis, accountId, key, random: seededRandom(params.seed + 1), rows };
 
     const ids = tasks.map((t) => t.id);
     const externalIds = tasks.flatMap((t) => (t.externalTaskId ? [t.externalTaskId] : []));

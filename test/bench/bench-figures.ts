@@ -1,16 +1,5 @@
-// Pure helpers of the benchmark: a seeded generator and the figures it prints.
-
-// mulberry32: a seeded generator, so every run draws the same sequence of n.
-export const seeded = (seed: number) => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-};
+// Pure helpers of the benchmark: the figures it prints. (Its seeded generator is the simulator's,
+// apps/simulator/seeded-random.ts, so every run draws the same sequence.)
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);

@@ -22,7 +22,8 @@ import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
 import { startWorker, type RunningWorker } from "../../apps/worker/worker.server.ts";
-import { dist, mean, pct, quantile, s, seeded, sleep, sum } from "./bench-figures.ts";
+import { seededRandom } from "../../apps/simulator/seeded-random.ts";
+import { dist, mean, pct, quantile, s, sleep, sum } from "./bench-figures.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
@@ -97,7 +98,7 @@ const templateName = `kling_bench_${runId}`;
 // Small helpers
 
 const drawNs = (count: number): number[] => {
-  const random = seeded(params.seed);
+  const random = seededRandom(params.seed);
   const total = params.nWeights.reduce((a, b) => a + b, 0);
   return Array.from({ length: count }, () => {
     let roll = random() * total;
