@@ -5,7 +5,7 @@ import { z } from "zod";
 import { acceptBatch, BatchBrokenOffError, type BatchIntakeResult, type BatchSource } from "../../domain/batch/accept-batch.ts";
 import { arrayItems, csvItems, ndjsonItems } from "../../domain/batch/batch-item-sources.ts";
 import { itemCredits, jsonBatchBodySchema, parseBatchItem, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
-import { batchProgress, findAccountBatch, listAccountBatches, listBatchTasks } from "../../domain/batch/batch.repository.ts";
+import { batchProgress, batchesProgress, findAccountBatch, listAccountBatches, listBatchTasks } from "../../domain/batch/batch.repository.ts";
 import { cancelBatch, retryBatch } from "../../domain/batch/batch-control.ts";
 import { accountSpend, estimateDurationSeconds, spendCapOf } from "../../domain/batch/batch-spend.ts";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
@@ -234,8 +234,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   router.get("/", async (req, res) => {
     const query = parse(batchListQuerySchema, req.query);
     const page = await listAccountBatches(deps.db, res.locals.accountId, query);
-    const data = [];
-    for (const batch of page.batches) data.push(toBatchView(await batchProgress(deps.db, batch)));
+    const data = (await batchesProgress(deps.db, page.batches)).map(toBatchView);
     res.json({ data, next_cursor: page.nextCursor ?? null });
   });
 

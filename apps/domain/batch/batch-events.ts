@@ -1,13 +1,13 @@
 import type { Db } from "../db/database.ts";
 import { recordWebhookEvent } from "../webhooks/outbound-events.ts";
 import { toBatchView } from "./batch.presenter.ts";
-import { batchProgress } from "./batch.repository.ts";
+import { batchesProgress } from "./batch.repository.ts";
 
 // The worker's look at every unfinished batch, on the sweeper's timer: a batch whose last task has
 // ended is recorded as ended with its batch.completed event (batchProgress does both in one
 // transaction), even when nobody reads it; one with a callback_url whose counts moved gets a
 // batch.progress event, at most one per `progressEveryMs`. Counts come from the task table, so
-// nothing on the task paths counts per batch.
+// nothing on the task paths counts per batch. One grouped count query covers every open batch.
 export const sweepBatchEvents = async (db: Db, options: { progressEveryMs: number; limit?: number }) => {
   const open = await db
     .selectFrom("batch")
@@ -18,8 +18,8 @@ export const sweepBatchEvents = async (db: Db, options: { progressEveryMs: numbe
     .execute();
   let ended = 0;
   let progressed = 0;
-  for (const batch of open) {
-    const progress = await batchProgress(db, batch);
+  for (const progress of await batchesProgress(db, open)) {
+    const batch = progress.batch;
     if (progress.batch.endStatus) {
       ended++;
       continue;

@@ -44,22 +44,49 @@ const endStatusOf = (batch: Batch, counts: Record<TaskStatus, number>): BatchEnd
 
 // Counts by status come from the task table (indexed by batch and status): nothing is counted per
 // item on the intake or worker paths. The end is recorded the first time it is seen.
-export const batchProgress = async (db: Db, batch: Batch): Promise<BatchProgress> => {
+// Each batch's task counts and figures by status, for many batches in one grouped query (the
+// worker's sweep looks at every open batch each second).
+const batchTaskFigures = async (db: Db, batchIds: readonly string[], windowStart: Date) => {
+  const rows =
+    batchIds.length === 0
+      ? []
+      : await db
+          .selectFrom("task")
+          .select([
+            "batchId",
+            "status",
+            (eb) => eb.fn.countAll<string>().as("count"),
+            sql<string>`coalesce(sum(case when final_unit_deduction ~ '^[0-9]+(\\.[0-9]+)?$' then final_unit_deduction::numeric else 0 end), 0)`.as("credits"),
+            sql<Date | null>`min(submitted_at)`.as("firstSubmittedAt"),
+            sql<Date | null>`max(finished_at)`.as("lastFinishedAt"),
+            sql<string>`count(*) filter (where finished_at >= ${windowStart})`.as("recent"),
+          ])
+          .where("batchId", "in", batchIds)
+          .groupBy(["batchId", "status"])
+          .execute();
+  const byBatch = new Map<string, typeof rows>();
+  for (const row of rows) {
+    const list = byBatch.get(row.batchId!) ?? [];
+    list.push(row);
+    byBatch.set(row.batchId!, list);
+  }
+  return byBatch;
+};
+type BatchTaskFigures = Awaited<ReturnType<typeof batchTaskFigures>> extends Map<string, infer R> ? R : never;
+
+export const batchProgress = async (db: Db, batch: Batch): Promise<BatchProgress> => (await batchesProgress(db, [batch]))[0]!;
+
+// The progress of several batches, in their order, from one count query.
+export const batchesProgress = async (db: Db, batches: readonly Batch[]): Promise<BatchProgress[]> => {
   const now = Date.now();
   const windowStart = new Date(now - THROUGHPUT_WINDOW_MS);
-  const rows = await db
-    .selectFrom("task")
-    .select([
-      "status",
-      (eb) => eb.fn.countAll<string>().as("count"),
-      sql<string>`coalesce(sum(case when final_unit_deduction ~ '^[0-9]+(\\.[0-9]+)?$' then final_unit_deduction::numeric else 0 end), 0)`.as("credits"),
-      sql<Date | null>`min(submitted_at)`.as("firstSubmittedAt"),
-      sql<Date | null>`max(finished_at)`.as("lastFinishedAt"),
-      sql<string>`count(*) filter (where finished_at >= ${windowStart})`.as("recent"),
-    ])
-    .where("batchId", "=", batch.id)
-    .groupBy("status")
-    .execute();
+  const figures = await batchTaskFigures(db, batches.map((b) => b.id), windowStart);
+  const progress: BatchProgress[] = [];
+  for (const batch of batches) progress.push(await progressFrom(db, batch, figures.get(batch.id) ?? [], now, windowStart));
+  return progress;
+};
+
+const progressFrom = async (db: Db, batch: Batch, rows: BatchTaskFigures, now: number, windowStart: Date): Promise<BatchProgress> => {
   const counts = Object.fromEntries(taskStatuses.map((s) => [s, 0])) as Record<TaskStatus, number>;
   let creditsSpent = 0;
   let recent = 0;
