@@ -43,7 +43,7 @@ describe("batch events and the batch stream", () => {
       name: "events",
       defaults: ratios,
       callback_url: `${consumer.url}/batch`,
-      items: [{ image }, { image }, { image }, { image }],
+      items: [{ image, callback_url: `${consumer.url}/item` }, { image }, { image }, { image }],
     });
     // Nobody reads the batch: the worker's sweep must notice its end.
     const completedAt = Date.now() + 30_000;
@@ -67,6 +67,8 @@ describe("batch events and the batch stream", () => {
     // The deliveries are in the log, filterable by batch.
     const log = (await call(stack.api.url, "GET", `/v1/webhooks/deliveries?batch_id=${batchId}`, { key })).body.data as { event_type: string; status: string }[];
     expect(log.filter((d) => d.event_type === "batch.completed")).toHaveLength(1);
+    // ...and so are the events of its items that have a callback_url of their own.
+    expect(log.filter((d) => d.event_type === "task.succeeded")).toHaveLength(1);
   });
 
   it("when a batch is followed by its stream, then a snapshot comes first, counts move, and the stream ends with the batch; another account gets a 404", async () => {

@@ -67,13 +67,15 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
     .with("outbound", (db) =>
         db
           .insertInto("webhookDelivery")
-          .columns(["accountId", "taskId", "eventType", "url", "payloadKind", "payload", "status"])
+          // A batch item's events carry its batch too, so the delivery log filtered by batch shows them.
+          .columns(["accountId", "taskId", "batchId", "eventType", "url", "payloadKind", "payload", "status"])
           .expression((eb) =>
             eb
               .selectFrom("moved")
               .select([
                 "moved.accountId",
                 "moved.id",
+                "moved.batchId",
                 sql<string>`${eventType}`.as("eventType"),
                 "moved.callbackUrl",
                 sql<string>`case when moved.origin = 'dropin' then 'provider_task' else 'native_task' end`.as("payloadKind"),
