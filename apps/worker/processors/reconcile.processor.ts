@@ -5,7 +5,8 @@ import { pruneFinishedDeliveries } from "../../domain/webhooks/webhook-delivery.
 import { reconcileTasks, resyncFairPriority, type ReconcileDeps } from "../../domain/task/reconcile-tasks.ts";
 
 const FAIR_PRIORITY_RESYNC_MS = 5_000;
-const INBOX_PRUNE_MS = 60_000;
+// The callback inbox and the outbound delivery log are pruned this often.
+const PRUNE_EVERY_MS = 60_000;
 const BATCH_SWEEP_MS = 1_000;
 
 // Runs on a BullMQ job scheduler, so one sweep runs per interval however many workers there are.
@@ -25,7 +26,7 @@ export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPri
       const batches = await sweepBatchEvents(deps.db, { progressEveryMs: deps.batchProgressEveryMs });
       if (batches.ended > 0) deps.logger.info(batches, "batches ended");
     }
-    if (Date.now() - lastPrune >= INBOX_PRUNE_MS) {
+    if (Date.now() - lastPrune >= PRUNE_EVERY_MS) {
       lastPrune = Date.now();
       const pruned = await pruneCallbackInbox(deps.db, deps.callbackRetentionDays);
       if (pruned > 0) deps.logger.info({ pruned }, "old provider callbacks pruned from the inbox");
