@@ -1620,17 +1620,17 @@ export interface operations {
                 "application/json": {
                     image: string;
                     up_expansion_ratio: number;
-                    down_expansion_ratio?: number;
-                    bottom_expansion_ratio?: number;
+                    down_expansion_ratio?: number | null;
+                    bottom_expansion_ratio?: number | null;
                     left_expansion_ratio: number;
                     right_expansion_ratio: number;
-                    prompt?: string;
-                    n?: number | string;
+                    prompt?: string | null;
+                    n?: (number | string) | null;
                     watermark_info?: {
                         enabled: boolean;
-                    };
-                    callback_url?: string;
-                    external_task_id?: string;
+                    } | null;
+                    callback_url?: string | null;
+                    external_task_id?: string | null;
                 };
             };
         };
@@ -2067,17 +2067,17 @@ export interface operations {
                 "application/json": {
                     image: string;
                     up_expansion_ratio: number;
-                    down_expansion_ratio?: number;
-                    bottom_expansion_ratio?: number;
+                    down_expansion_ratio?: number | null;
+                    bottom_expansion_ratio?: number | null;
                     left_expansion_ratio: number;
                     right_expansion_ratio: number;
-                    prompt?: string;
-                    n?: number | string;
+                    prompt?: string | null;
+                    n?: (number | string) | null;
                     watermark_info?: {
                         enabled: boolean;
-                    };
-                    callback_url?: string;
-                    external_task_id?: string;
+                    } | null;
+                    callback_url?: string | null;
+                    external_task_id?: string | null;
                 };
             };
         };
@@ -2262,17 +2262,17 @@ export interface operations {
                 "application/json": {
                     image: string;
                     up_expansion_ratio: number;
-                    down_expansion_ratio?: number;
-                    bottom_expansion_ratio?: number;
+                    down_expansion_ratio?: number | null;
+                    bottom_expansion_ratio?: number | null;
                     left_expansion_ratio: number;
                     right_expansion_ratio: number;
-                    prompt?: string;
-                    n?: number | string;
+                    prompt?: string | null;
+                    n?: (number | string) | null;
                     watermark_info?: {
                         enabled: boolean;
-                    };
-                    callback_url?: string;
-                    external_task_id?: string;
+                    } | null;
+                    callback_url?: string | null;
+                    external_task_id?: string | null;
                 };
             };
         };
