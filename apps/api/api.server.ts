@@ -9,7 +9,7 @@ import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
-import { checkUrlAddress } from "../domain/http/safe-fetch.ts";
+import { checkCallbackDestination, literalAddressRefusal } from "../domain/http/safe-fetch.ts";
 import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
 import { createProducerRedis, createSubscriberRedis } from "../domain/queues/redis-connection.ts";
@@ -130,7 +130,8 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
         ),
       withdrawFirstJob: (task) => queues.withdraw(task.stage, task.id),
       stallRecheckMs: timing.stallRecheckMs,
-      checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
+      checkCallbackUrl: (url) => checkCallbackDestination(url, config.ALLOWED_PRIVATE_HOSTS),
+      imageUrlRefusal: (url) => literalAddressRefusal(url, config.ALLOWED_PRIVATE_HOSTS),
     },
     // Callback URLs without a route name (a single-provider setup, or tasks sent before routes
     // were configured) are verified with every secret configured: a route's own secret cannot be
@@ -160,7 +161,8 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       db,
       storage,
       stallRecheckMs: timing.stallRecheckMs,
-      checkCallbackUrl: (url) => checkUrlAddress(url, config.ALLOWED_PRIVATE_HOSTS),
+      checkCallbackUrl: (url) => checkCallbackDestination(url, config.ALLOWED_PRIVATE_HOSTS),
+      imageUrlRefusal: (url) => literalAddressRefusal(url, config.ALLOWED_PRIVATE_HOSTS),
       // One HINCRBY for the chunk's priorities, one addBulk per stage.
       enqueueBatchJobs: (accountId, jobs) =>
         viaRedis(async () => {

@@ -1,5 +1,5 @@
 import express, { type Express } from "express";
-import { AppError } from "../domain/errors/app-error.ts";
+import { NoRouteError } from "./middleware/method-not-allowed.ts";
 import type { ApiDeps } from "./api-deps.ts";
 import { dropinPrefixes } from "./middleware/answer-shape.ts";
 import { errorHandlerByPath } from "./middleware/error-handlers.ts";
@@ -44,7 +44,7 @@ export const buildApp = (deps: ApiDeps): Express => {
   app.use(apiDocsRouter());
   app.use(dashboardRouter());
   app.use(queueBoardRouter({ adminToken: deps.operations.adminToken, queue: deps.operations.queue }));
-  app.use((req, _res, next) => next(new AppError("not_found", `no route for ${req.method} ${req.path}`)));
+  app.use((req, _res, next) => next(new NoRouteError(req.method, req.path)));
   // Problem details, or the provider's shape under the drop-in prefixes (unknown paths included).
   app.use(errorHandlerByPath(deps.logger));
   return app;

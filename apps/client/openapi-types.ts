@@ -100,7 +100,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The source image as stored (inline Base64 sources; a URL source answers 404) */
+        /** The source image as stored: an inline (Base64) one, or a URL source once we downloaded and checked it (404 until then) */
         get: operations["getTaskSource"];
         put?: never;
         post?: never;
@@ -229,6 +229,26 @@ export interface paths {
         };
         /** A result image through a signed, expiring link (the url in a task's images) */
         get: operations["getSignedImage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/files/tasks/{taskId}/source": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A task's source as we checked and stored it, through a signed, expiring link
+         * @description What the provider downloads when PROVIDER_IMAGE_DELIVERY sends it a link instead of the bytes (docs/intake.md).
+         */
+        get: operations["getSignedSource"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1620,17 +1640,17 @@ export interface operations {
                 "application/json": {
                     image: string;
                     up_expansion_ratio: number;
-                    down_expansion_ratio?: number;
-                    bottom_expansion_ratio?: number;
+                    down_expansion_ratio?: number | null;
+                    bottom_expansion_ratio?: number | null;
                     left_expansion_ratio: number;
                     right_expansion_ratio: number;
-                    prompt?: string;
-                    n?: number | string;
+                    prompt?: string | null;
+                    n?: (number | string) | null;
                     watermark_info?: {
                         enabled: boolean;
-                    };
-                    callback_url?: string;
-                    external_task_id?: string;
+                    } | null;
+                    callback_url?: string | null;
+                    external_task_id?: string | null;
                 };
             };
         };
@@ -2067,17 +2087,17 @@ export interface operations {
                 "application/json": {
                     image: string;
                     up_expansion_ratio: number;
-                    down_expansion_ratio?: number;
-                    bottom_expansion_ratio?: number;
+                    down_expansion_ratio?: number | null;
+                    bottom_expansion_ratio?: number | null;
                     left_expansion_ratio: number;
                     right_expansion_ratio: number;
-                    prompt?: string;
-                    n?: number | string;
+                    prompt?: string | null;
+                    n?: (number | string) | null;
                     watermark_info?: {
                         enabled: boolean;
-                    };
-                    callback_url?: string;
-                    external_task_id?: string;
+                    } | null;
+                    callback_url?: string | null;
+                    external_task_id?: string | null;
                 };
             };
         };
@@ -2262,17 +2282,17 @@ export interface operations {
                 "application/json": {
                     image: string;
                     up_expansion_ratio: number;
-                    down_expansion_ratio?: number;
-                    bottom_expansion_ratio?: number;
+                    down_expansion_ratio?: number | null;
+                    bottom_expansion_ratio?: number | null;
                     left_expansion_ratio: number;
                     right_expansion_ratio: number;
-                    prompt?: string;
-                    n?: number | string;
+                    prompt?: string | null;
+                    n?: (number | string) | null;
                     watermark_info?: {
                         enabled: boolean;
-                    };
-                    callback_url?: string;
-                    external_task_id?: string;
+                    } | null;
+                    callback_url?: string | null;
+                    external_task_id?: string | null;
                 };
             };
         };
@@ -2595,6 +2615,49 @@ export interface operations {
         requestBody?: never;
         responses: {
             /** @description The stored image */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/*": string;
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this account */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getSignedSource: {
+        parameters: {
+            query: {
+                expires: string;
+                signature: string;
+            };
+            header?: never;
+            path: {
+                taskId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stored source image */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -10,6 +10,7 @@ import { providerEnv } from "../domain/provider/provider-config.schema.ts";
 import { providerRoutesEnv } from "../domain/provider/provider-routes.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
 import { outboundWebhooksWorkerEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
+import { providerImageDeliveryEnv } from "../domain/task/provider-image.ts";
 
 export const workerEnvSchema = z.object({
   ...databaseEnv,
@@ -25,6 +26,7 @@ export const workerEnvSchema = z.object({
   ...providerControlEnv,
   ...providerRoutesEnv,
   ...tracingEnv,
+  ...providerImageDeliveryEnv,
   // The API's address as the provider sees it: callback URLs are built on it.
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),

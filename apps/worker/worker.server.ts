@@ -24,6 +24,7 @@ import { failTask } from "../domain/task/fail-task.ts";
 import type { WorkerConfig } from "./worker.config.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { startOutboundWebhooks } from "./outbound-webhooks.ts";
+import { signImageLink } from "../domain/storage/signed-link.ts";
 
 type StageKind = "source" | "submit" | "archive";
 
@@ -42,6 +43,9 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const timing = lifecycleTimingFrom(config);
   const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
   const storage = await createObjectStorage(storageConfigFrom(config));
+  const serverKey = await resolveServerKey(config);
+  // Links to a task's stored source, for PROVIDER_IMAGE_DELIVERY=link (the API's files route checks them).
+  const sourceLinkKey = serverKey.derive("image-links");
 
   const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
   const taskChanged = createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger);
@@ -107,6 +111,8 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       ...reports,
       routes,
       storage,
+      imageDelivery: config.PROVIDER_IMAGE_DELIVERY,
+      sourceLinkFor: (taskId) => signImageLink(publicBaseUrl, sourceLinkKey, taskId, "source", config.IMAGE_LINK_TTL_SECONDS),
       slotWaitMs: config.SLOT_WAIT_MS,
       attemptLeaseMs: config.SUBMIT_ATTEMPT_LEASE_MS,
       // A route's callbacks name it, so that its own webhook secret verifies them; the single route
@@ -126,6 +132,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       db,
       taskChanged,
       logger,
+      storage,
       releaseSlots: reports.releaseSlots,
       imageFetch: {
         timeoutMs: config.IMAGE_FETCH_TIMEOUT_MS,
@@ -175,7 +182,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     }),
     1,
   );
-  const webhooks = await startOutboundWebhooks({ config, db, redis, logger, serverKey: await resolveServerKey(config), publicBaseUrl });
+  const webhooks = await startOutboundWebhooks({ config, db, redis, logger, serverKey, publicBaseUrl });
   const ensureSchedules = async () => {
     await queues.queue("reconcile").upsertJobScheduler(
       "reconcile-sweep",

@@ -145,10 +145,18 @@ describe("the drop-in routes answer like the provider", () => {
     }
   });
 
-  it.each(dropinPrefixes)("when a path under %s does not exist, then it answers 404/1203 in the provider's shape", async (prefix) => {
-    expectProviderError(await get(`${prefix}/a/b`, withKey()), 404, 1203);
-    expectProviderError(await get(`${prefix}/${randomUUID()}/images/0`, withKey()), 404, 1203);
+  // README: 404/1202 "no such route or method"; 1203 is "no such task".
+  it.each(dropinPrefixes)("when a path under %s does not exist, then it answers 404/1202 in the provider's shape", async (prefix) => {
+    expectProviderError(await get(`${prefix}/a/b`, withKey()), 404, 1202);
+    expectProviderError(await get(`${prefix}/${randomUUID()}/images/0`, withKey()), 404, 1202);
   });
+
+  it.each(["/kling/v1/videos/text2video", "/kling/v1/images/generations/x", "/v1/images/generations", "/v1/images/kolors-virtual-try-on/a"])(
+    "when %s (another route of the provider's families, not ours) is called, then it answers 404/1202 in the provider's shape",
+    async (path) => {
+      expectProviderError(await get(path, withKey()), 404, 1202);
+    },
+  );
 
   it.each(dropinPrefixes)("when %s is called with a method it does not have, then it answers 404/1202", async (prefix) => {
     for (const [method, path] of [

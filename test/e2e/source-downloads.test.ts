@@ -16,7 +16,7 @@ let base: string;
 let photo: Buffer;
 const trickling = new Set<import("node:http").ServerResponse>();
 // When the image host saw things happen: the order proves who waited for whom.
-// (The first request of each quick image is our worker's; the simulator fetches it again later.)
+// (Each quick image is requested once, by our worker: the provider is given our stored copy.)
 const seen = { slowEnded: [] as number[], quickRequested: new Map<string, number>() };
 
 beforeAll(async () => {

@@ -81,18 +81,23 @@ const renderRows = () => {
   $("task-rows").replaceChildren(...rows);
 };
 
-// The source: an inline (Base64) source is fetched from our storage with the key; a URL source is
-// the caller's own URL.
+// The source as we stored it (fetched with the key): never the caller's URL, which would make the
+// viewer's browser fetch whatever the caller named (the CSP allows images from this origin only).
+// A URL source has no stored copy until our check downloaded it: it is asked for again later.
 const sourceUrl = async (task) => {
   if (state.sources.has(task.id)) return state.sources.get(task.id);
-  let url = null;
-  if (task.request.image.kind === "url") url = task.request.image.url;
-  else {
-    const res = await api(`/v1/tasks/${encodeURIComponent(task.id)}/source`);
-    if (res.ok) url = URL.createObjectURL(await res.blob());
-  }
+  const res = await api(`/v1/tasks/${encodeURIComponent(task.id)}/source`);
+  if (!res.ok) return null;
+  const url = URL.createObjectURL(await res.blob());
   state.sources.set(task.id, url);
   return url;
+};
+
+// A result's signed link, loaded from this page's own origin (the API that served it), whatever
+// host PUBLIC_BASE_URL names: the CSP allows images from here only.
+const sameOrigin = (link) => {
+  const url = new URL(link, location.href);
+  return url.pathname + url.search;
 };
 
 const outlineFor = (request) => {
@@ -115,7 +120,7 @@ const renderPair = async (task) => {
   const size = task.request.source;
   source.append(el("figcaption", { textContent: size ? `source ${size.width}×${size.height}` : "source" }));
   const results = task.images.map((image) => {
-    const img = el("img", { src: image.url, alt: `result ${image.index}` });
+    const img = el("img", { src: sameOrigin(image.url), alt: `result ${image.index}` });
     img.dataset.expectedWidth = String(image.width);
     img.dataset.expectedHeight = String(image.height);
     return el("figure", {}, el("div", { className: "frame" }, img, outlineFor(task.request)), el("figcaption", { textContent: `result ${image.width}×${image.height}` }));

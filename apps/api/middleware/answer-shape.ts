@@ -4,8 +4,10 @@
 export const dropinPrefixes = ["/kling/v1/images/editing/expand", "/v1/images/editing/expand"] as const;
 
 // Express matches mount paths case-insensitively and on the raw (still percent-encoded) path, so
-// this does too: a path the drop-in router would serve is a drop-in path here.
-const dropinPath = /^\/(?:kling\/)?v1\/images\/editing\/expand(?:\/|\?|$)/i;
+// this does too. The whole families answer in the provider's shape: a client of CometAPI
+// (/kling/v1/...) or Kling (/v1/images/...) that calls a route we do not serve gets the provider's
+// 404/1202, not our problem details.
+const dropinPath = /^\/(?:kling\/v1|v1\/images)(?:\/|\?|$)/i;
 
 export type AnswerShape = "provider" | "problem";
 

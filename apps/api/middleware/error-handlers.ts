@@ -7,7 +7,7 @@ import type { Logger } from "../../domain/logging/logger.ts";
 import { answerShapeOf, type AnswerShape } from "./answer-shape.ts";
 import { AuthError } from "./authenticate.ts";
 import { payloadTooLarge, settleUnreadBody } from "./body-intake.ts";
-import { MethodNotAllowedError } from "./method-not-allowed.ts";
+import { MethodNotAllowedError, NoRouteError } from "./method-not-allowed.ts";
 
 // Where an error came from decides how loudly it is logged: a caller's mistake or a caller that
 // went away is routine (debug, no stack); only an error nobody expected is logged as an error.
@@ -16,7 +16,21 @@ type Normalised = { app: AppError; origin: Origin };
 
 // What Express, the router (URIError "Failed to decode param"), body-parser and raw-body throw:
 // http-errors objects carrying a 4xx `status` and a `type`.
-type TransportError = { status?: unknown; statusCode?: unknown; type?: unknown; limit?: unknown; message?: unknown; expose?: unknown; code?: unknown };
+type TransportError = { status?: unknown; statusCode?: unknown; type?: unknown; limit?: unknown; message?: unknown; expose?: unknown; code?: unknown; body?: unknown };
+
+// body-parser's strict mode refuses JSON whose top level is not an object or array as a parse
+// failure; such a body is valid JSON of the wrong kind, and is told so.
+const parseFailure = (body: unknown): string => {
+  if (typeof body !== "string") return "is not valid JSON";
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    return "is not valid JSON";
+  }
+  const kind = value === null ? "null" : typeof value;
+  return `must be a JSON object; got ${kind === "string" ? "a string" : kind === "number" ? "a number" : kind === "boolean" ? "a boolean" : kind}`;
+};
 
 const goneCodes = new Set(["ECONNABORTED", "ECONNRESET", "EPIPE", "ERR_STREAM_PREMATURE_CLOSE"]);
 
@@ -29,7 +43,7 @@ const fromTransport = (error: unknown): Normalised | undefined => {
     case "entity.too.large":
       return client(payloadTooLarge(Number(e.limit)));
     case "entity.parse.failed":
-      return body("is not valid JSON");
+      return body(parseFailure(e.body));
     case "encoding.unsupported":
       return body("has an unsupported Content-Encoding (send it uncompressed, or gzip, deflate or br)");
     case "charset.unsupported":
@@ -128,7 +142,7 @@ const providerCode = (app: AppError): { http: number; code: number } => {
     case "unauthenticated":
       return { http: 401, code: app instanceof AuthError ? authCodes[app.reason] : 1002 };
     case "not_found":
-      return { http: 404, code: 1203 };
+      return { http: 404, code: app instanceof NoRouteError ? 1202 : 1203 };
     case "method_not_allowed":
       return { http: 404, code: 1202 };
     // 1302 ("requests too fast: back off, retry") rather than a 5xx: provider clients (ours

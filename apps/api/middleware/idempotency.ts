@@ -33,8 +33,18 @@ export const idempotencyKeyOf = (req: Request) => {
 
 export const scopeOf = (req: Request) => `${req.method} ${req.baseUrl}${req.path}`;
 
+// A create's answer points at what it created (<collection>/<id>, as the routes set it): a replay
+// carries the same Location, derived from the stored body rather than stored a second time.
+const createdLocation = (res: Response, answer: StoredAnswer): string | undefined => {
+  if (answer.status !== 201 && answer.status !== 202) return undefined;
+  const id = (answer.body as { id?: unknown } | null)?.id;
+  return typeof id === "string" ? `${res.req.baseUrl}/${encodeURIComponent(id)}` : undefined;
+};
+
 export const replay = (res: Response, answer: StoredAnswer) => {
   res.setHeader("idempotent-replayed", "true");
+  const location = createdLocation(res, answer);
+  if (location) res.location(location);
   res.status(answer.status);
   if (answer.status >= 400) res.type("application/problem+json");
   res.json(answer.body);

@@ -10,6 +10,14 @@ export class MethodNotAllowedError extends AppError {
   }
 }
 
+// No route at this path at all: 404 (1202 in the provider's shape, like a wrong method; 1203 is
+// kept for "no such task").
+export class NoRouteError extends AppError {
+  constructor(method: string, path: string) {
+    super("not_found", `no route for ${method} ${path}`);
+  }
+}
+
 // Mounted with `router.all(path, ...)` after a path's real handlers: the path exists, the method
 // does not (405 with Allow; 404/1202 in the provider's shape).
 export const methodNotAllowed =

@@ -1,3 +1,4 @@
+import { redactUrl } from "../../domain/http/redact-url.ts";
 import type { SigningSecrets } from "../../domain/webhooks/signing-secret.store.ts";
 import type { WebhookAttempt, WebhookDelivery } from "../../domain/webhooks/webhook-delivery.store.ts";
 import type { SigningSecretView, WebhookAttemptView, WebhookDeliveryView } from "./webhook-delivery.schema.ts";
@@ -9,7 +10,7 @@ export const toDeliveryView = (d: WebhookDelivery): WebhookDeliveryView => ({
   event_type: d.eventType,
   task_id: d.taskId,
   batch_id: d.batchId,
-  url: d.url,
+  url: redactUrl(d.url),
   status: d.status,
   attempts: d.attempts,
   next_attempt_at: d.status === "pending" ? (d.nextAttemptAt?.toISOString() ?? null) : null,

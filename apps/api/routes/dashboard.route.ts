@@ -12,11 +12,13 @@ const files = {
 const types: Record<"app.js" | "app.css", string> = { "app.js": "text/javascript", "app.css": "text/css" };
 
 // Scripts and styles only from this origin (no inline script, so injected markup cannot run);
-// images also from blob: (sources fetched with the key) and http(s) (a task's source URL).
+// images from this origin (results by their signed links) and blob: (sources, fetched with the key
+// from our stored copy). Never a caller's image URL: the viewer's browser fetches nothing they named.
+const dashboardCsp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 const headers = (res: Response) =>
   res.set({
-    "content-security-policy":
-      "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: http: https:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "content-security-policy": dashboardCsp,
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "cache-control": "no-cache",

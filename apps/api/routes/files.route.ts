@@ -28,7 +28,19 @@ export const filesRouter = (deps: ApiDeps): Router => {
       .executeTakeFirst();
     await sendStoredImage(res, deps.storage, image);
   });
-  router.all("/tasks/:taskId/images/:index", methodNotAllowed("GET"));
+  // A task's source as we stored it (after our check): what the provider downloads when
+  // PROVIDER_IMAGE_DELIVERY sends it a link rather than the bytes inline.
+  router.get("/tasks/:taskId/source", async (req, res) => {
+    const taskId = z.uuid().safeParse(req.params.taskId);
+    if (!taskId.success) throw new AppError("not_found", "image not found");
+    const verdict = verifyImageLink(deps.linkKey, taskId.data, "source", str(req.query.expires), str(req.query.signature));
+    if (verdict !== "ok") {
+      throw new AppError("unauthenticated", verdict === "expired" ? "this image link has expired" : "invalid image link signature");
+    }
+    const task = await deps.db.selectFrom("task").select("sourceKey").where("id", "=", taskId.data).executeTakeFirst();
+    await sendStoredImage(res, deps.storage, task?.sourceKey ? { storageKey: task.sourceKey, sha256: null } : undefined);
+  });
+  router.all(["/tasks/:taskId/images/:index", "/tasks/:taskId/source"], methodNotAllowed("GET"));
   router.use(problemDetailsHandler(deps.logger));
   return router;
 };

@@ -79,7 +79,8 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
     await sendStoredImage(res, deps.storage, task.status === "succeeded" ? task.images.find((i) => i.index === index) : undefined);
   });
 
-  // The source as we keep it: an inline (Base64) one; a URL source is the caller's own URL (404).
+  // The source as we keep it: an inline (Base64) one, or a URL source's bytes once we downloaded and
+  // checked them (404 until then). The dashboard shows this, never the caller's URL.
   router.get("/:taskId/source", async (req, res) => {
     const task = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId);
     await sendStoredImage(res, deps.storage, task.sourceKey ? { storageKey: task.sourceKey, sha256: null } : undefined);

@@ -3,7 +3,8 @@ import { expandRequestBodySchema, toFieldViolations, type ExpandRequest } from "
 
 export const parseExpandRequest = (body: unknown): ExpandRequest => {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw validationError([{ field: "body", message: "must be a JSON object (send Content-Type: application/json)" }]);
+    const got = Array.isArray(body) ? "an array" : body === null || body === undefined ? "nothing" : `a ${typeof body}`;
+    throw validationError([{ field: "body", message: `must be a JSON object; got ${got} (send Content-Type: application/json)` }]);
   }
   const parsed = expandRequestBodySchema.safeParse(body);
   if (!parsed.success) throw validationError(toFieldViolations(parsed.error));

@@ -20,6 +20,8 @@ export type AcceptBatchDeps = {
   storage: ObjectStorage;
   stallRecheckMs: number;
   checkCallbackUrl: (url: string) => Promise<void>;
+  // As a single create's (accept-task.ts): a literal private address in an image URL.
+  imageUrlRefusal: (url: string) => string | undefined;
   // BullMQ addBulk of a chunk's first jobs, with the account's fair batch priorities. Throws an
   // AppError 503 when Redis cannot take them: that chunk is then not written.
   enqueueBatchJobs: (accountId: string, jobs: BatchJob[]) => Promise<void>;
@@ -114,6 +116,8 @@ export const acceptBatch = async (
     const checked = parseBatchItem(fields.defaults, raw.value);
     if (!checked.ok) return void reject(raw.line, checked.violations);
     const request = checked.request;
+    const imageRefusal = request.image.kind === "url" ? deps.imageUrlRefusal(request.image.url) : undefined;
+    if (imageRefusal) return void reject(raw.line, [{ field: "image", message: imageRefusal }]);
     if (request.callbackUrl) {
       const refusal = await callbackRefusal(deps, callbackChecks, request.callbackUrl);
       if (refusal) return void reject(raw.line, [{ field: "callback_url", message: refusal }]);

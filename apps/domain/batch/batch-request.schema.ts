@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { expandRequestBodySchema, toFieldViolations, type ExpandRequest } from "../expand-request/expand-request.schema.ts";
+import { expandRequestBodySchema, toFieldViolations, withoutNulls, type ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import type { FieldViolation } from "../errors/app-error.ts";
 
 // The largest JSON-form batch; longer ones stream (NDJSON or CSV).
@@ -94,7 +94,8 @@ export type ItemCheck = { ok: true; request: ExpandRequest } | { ok: false; viol
 
 // An item is validated exactly as a single create is (the same schema), over the batch's defaults.
 // An item that names the downward ratio in either spelling replaces both of the defaults'.
-export const parseBatchItem = (defaults: BatchDefaults, item: Record<string, unknown>): ItemCheck => {
+export const parseBatchItem = (defaults: BatchDefaults, given: Record<string, unknown>): ItemCheck => {
+  const item = withoutNulls(given);
   const base: Record<string, unknown> = { ...defaults };
   if ("down_expansion_ratio" in item || "bottom_expansion_ratio" in item) {
     delete base.down_expansion_ratio;

@@ -1,3 +1,4 @@
+import { redactNullableUrl, redactUrl } from "../http/redact-url.ts";
 import type { BatchProgress } from "./batch.repository.ts";
 import type { BatchIntakeResult } from "./accept-batch.ts";
 import type { BatchIntakeView, BatchView } from "./batch-response.schema.ts";
@@ -11,14 +12,20 @@ const snakeKeys = (value: unknown): unknown =>
     ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snakeKeys(v)]))
     : value;
 
+// The items' callback_url among the defaults: its credentials are not shown back either.
+const withRedactedCallback = (defaults: unknown): unknown =>
+  typeof defaults === "object" && defaults !== null && typeof (defaults as { callback_url?: unknown }).callback_url === "string"
+    ? { ...defaults, callback_url: redactUrl((defaults as { callback_url: string }).callback_url) }
+    : defaults;
+
 export const toBatchView = (p: BatchProgress): BatchView => ({
   id: p.batch.id,
   name: p.batch.name,
   status: p.status,
   source: p.batch.source,
   upload: p.batch.upload,
-  callback_url: p.batch.callbackUrl,
-  defaults: snakeKeys(p.batch.defaults),
+  callback_url: redactNullableUrl(p.batch.callbackUrl),
+  defaults: withRedactedCallback(snakeKeys(p.batch.defaults)),
   items: { accepted: p.batch.acceptedItems, rejected: p.batch.rejectedItems, lines_read: p.batch.linesRead },
   counts: p.counts,
   total: p.total,

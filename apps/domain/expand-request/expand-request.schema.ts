@@ -3,9 +3,15 @@ import { areaFactor, expandLimits } from "./expand-limits.ts";
 
 const L = expandLimits;
 
-const ratio = (side: string) =>
+// A field's type error says what the field wants, never zod's own wording; a field left out (or
+// null, which provider clients send for "not given") says it is required.
+const wants = (description: string) => (issue: { input?: unknown }) =>
+  issue.input === undefined || issue.input === null ? `is required: ${description}` : `must be ${description}`;
+
+const ratioWanted = `a number from ${L.minRatio} to ${L.maxRatio}`;
+const ratio = () =>
   z
-    .number({ error: `${side} expansion ratio must be a number between ${L.minRatio} and ${L.maxRatio}` })
+    .number({ error: wants(ratioWanted) })
     .min(L.minRatio, { error: `must be between ${L.minRatio} and ${L.maxRatio}` })
     .max(L.maxRatio, { error: `must be between ${L.minRatio} and ${L.maxRatio}` });
 
@@ -32,8 +38,8 @@ const storableMessage = "must not contain NUL characters or unpaired UTF-16 surr
 export type ImageReference = { kind: "url"; url: string } | { kind: "base64"; data: string };
 
 const imageReference = z
-  .string({ error: "image is required: an http(s) URL or raw Base64" })
-  .min(1, { error: "image is required: an http(s) URL or raw Base64" })
+  .string({ error: (issue) => (issue.input === undefined || issue.input === null ? "is required: an http(s) URL or raw Base64" : "must be a string: an http(s) URL or raw Base64") })
+  .min(1, { error: "is required: an http(s) URL or raw Base64" })
   .transform((value, ctx): ImageReference => {
     const trimmed = value.trim();
     if (/^data:/i.test(trimmed)) {
@@ -72,8 +78,12 @@ const imageReference = z
     return { kind: "base64", data: compact };
   });
 
-const httpUrl = z
-  .string()
+// Longer URLs are refused by many servers and proxies; a callback address has no need for more.
+export const CALLBACK_URL_MAX_CHARS = 2048;
+
+const callbackUrl = z
+  .string({ error: "must be a string: an http(s) URL" })
+  .max(CALLBACK_URL_MAX_CHARS, { error: `must be at most ${CALLBACK_URL_MAX_CHARS} characters` })
   .refine(storable, { error: storableMessage })
   .refine(
     (v) => {
@@ -88,33 +98,40 @@ const httpUrl = z
   );
 
 // The provider's create body; both spellings of the downward ratio are accepted (KLING.md).
+// Optional fields take null as "not given" (.nullish): the provider's clients send it.
 export const expandRequestBodySchema = z
-  .object({
-    image: imageReference,
-    up_expansion_ratio: ratio("up"),
-    down_expansion_ratio: ratio("down").optional(),
-    bottom_expansion_ratio: ratio("down").optional(),
-    left_expansion_ratio: ratio("left"),
-    right_expansion_ratio: ratio("right"),
-    prompt: z
-      .string({ error: "must be a string" })
-      .refine(storable, { error: storableMessage })
-      .refine((p) => [...p].length <= L.maxPromptChars, { error: `must be at most ${L.maxPromptChars} characters` })
-      .optional(),
-    n: imageCount.optional(),
-    watermark_info: z.object({ enabled: z.boolean({ error: "must be true or false" }) }, { error: "must be an object {enabled: boolean}" }).optional(),
-    callback_url: httpUrl.optional(),
-    external_task_id: z
-      .string({ error: "must be a string" })
-      .refine(storable, { error: storableMessage })
-      .min(1, { error: "must not be empty" })
-      .max(L.maxExternalTaskIdChars, { error: `must be at most ${L.maxExternalTaskIdChars} characters` })
-      .optional(),
-  })
+  .object(
+    {
+      image: imageReference,
+      up_expansion_ratio: ratio(),
+      down_expansion_ratio: ratio().nullish(),
+      bottom_expansion_ratio: ratio().nullish(),
+      left_expansion_ratio: ratio(),
+      right_expansion_ratio: ratio(),
+      prompt: z
+        .string({ error: "must be a string" })
+        .refine(storable, { error: storableMessage })
+        .refine((p) => [...p].length <= L.maxPromptChars, { error: `must be at most ${L.maxPromptChars} characters` })
+        .nullish(),
+      n: imageCount.nullish(),
+      watermark_info: z
+        .object({ enabled: z.boolean({ error: "must be true or false" }) }, { error: "must be an object {enabled: true or false}" })
+        .nullish(),
+      callback_url: callbackUrl.nullish(),
+      external_task_id: z
+        .string({ error: "must be a string" })
+        .refine(storable, { error: storableMessage })
+        .min(1, { error: "must not be empty" })
+        .max(L.maxExternalTaskIdChars, { error: `must be at most ${L.maxExternalTaskIdChars} characters` })
+        .nullish(),
+    },
+    { error: "must be a JSON object" },
+  )
   .superRefine((body, ctx) => {
-    const { down_expansion_ratio: down, bottom_expansion_ratio: bottom } = body;
+    const down = body.down_expansion_ratio ?? undefined;
+    const bottom = body.bottom_expansion_ratio ?? undefined;
     if (down === undefined && bottom === undefined) {
-      ctx.addIssue({ code: "custom", path: ["down_expansion_ratio"], message: "is required (bottom_expansion_ratio is accepted too)" });
+      ctx.addIssue({ code: "custom", path: ["down_expansion_ratio"], message: `is required: ${ratioWanted} (bottom_expansion_ratio is accepted too)` });
       return;
     }
     if (down !== undefined && bottom !== undefined && down !== bottom) {
@@ -144,12 +161,16 @@ export const expandRequestBodySchema = z
       left: body.left_expansion_ratio,
       right: body.right_expansion_ratio,
     },
-    prompt: body.prompt,
+    prompt: body.prompt ?? undefined,
     n: body.n ?? 1,
     watermark: body.watermark_info?.enabled,
-    callbackUrl: body.callback_url,
-    externalTaskId: body.external_task_id,
+    callbackUrl: body.callback_url ?? undefined,
+    externalTaskId: body.external_task_id ?? undefined,
   }));
+
+// A batch item's null is a field left out too, so the batch's default applies to it.
+export const withoutNulls = (item: Record<string, unknown>): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(item).filter(([, value]) => value !== null));
 
 export type ExpandRequest = z.output<typeof expandRequestBodySchema>;
 

@@ -20,7 +20,8 @@ export const parseHttpUrl = (raw: string, kind: "invalid_url" | "bad_redirect", 
   try {
     url = new URL(raw, base);
   } catch (error) {
-    throw new SafeFetchError(kind, `not a valid URL: ${JSON.stringify(raw.slice(0, 200))}`, { publicReason, cause: error });
+    // Detail goes to logs: a malformed callback_url may still hold a credential, so none of it is quoted.
+    throw new SafeFetchError(kind, `not a valid URL (${raw.length} characters)`, { publicReason, cause: error });
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new SafeFetchError(kind, `not an http(s) URL: ${url.protocol}`, { publicReason });
@@ -82,6 +83,35 @@ export const guardedLookup =
       (error: unknown) => callback(toSafeFetchError(error, { host: hostname, phase: "connect" }), "", 0),
     );
   };
+
+// Intake's rule for a callback_url: what is wrong in itself is refused (not http(s), malformed, a
+// literal address that is not public, a name that resolves to one), but a name that does not
+// resolve right now is accepted: DNS is checked again when a delivery connects, and a name that
+// fails then is a failed attempt, retried on the delivery schedule.
+export const checkCallbackDestination = async (
+  rawUrl: string,
+  allowedPrivateHosts: readonly AllowedPrivateHost[],
+  resolver: Resolver = systemResolver,
+): Promise<void> => {
+  try {
+    await checkUrlAddress(rawUrl, allowedPrivateHosts, resolver);
+  } catch (error) {
+    if (error instanceof SafeFetchError && error.kind === "unresolved") return;
+    throw error;
+  }
+};
+
+// An image URL at intake: only what needs no DNS (the download checks names at connect time).
+// Returns the public reason when the URL names a literal address that is not public.
+export const literalAddressRefusal = (rawUrl: string, allowedPrivateHosts: readonly AllowedPrivateHost[]): string | undefined => {
+  try {
+    checkLiteralAddress(parseHttpUrl(rawUrl, "invalid_url"), allowedPrivateHosts);
+    return undefined;
+  } catch (error) {
+    if (error instanceof SafeFetchError) return error.publicReason;
+    throw error;
+  }
+};
 
 // The same rule without fetching (intake's callback_url, outbound webhooks): resolves when the URL
 // may be fetched, rejects with the SafeFetchError a fetch would have met. Literal IPs skip DNS.

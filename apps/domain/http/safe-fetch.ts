@@ -6,7 +6,7 @@ import { fetchOnce, type FetchedBody } from "./fetch-once.ts";
 import { SafeFetchError, publicReasons, secondsText } from "./safe-fetch-error.ts";
 
 export { SafeFetchError } from "./safe-fetch-error.ts";
-export { checkUrlAddress } from "./address-check.ts";
+export { checkCallbackDestination, checkUrlAddress, literalAddressRefusal } from "./address-check.ts";
 export { isPrivateHostAllowed, type AllowedPrivateHost } from "./private-host-allowlist.ts";
 
 export const SAFE_FETCH_DEFAULTS = {

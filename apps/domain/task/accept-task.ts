@@ -24,6 +24,9 @@ export type AcceptTaskDeps = {
   // The same address rules as image URLs (public http(s) only, unless ALLOWED_PRIVATE_HOSTS names
   // the host and port): rejects with a SafeFetchError.
   checkCallbackUrl: (url: string) => Promise<void>;
+  // An image URL naming a literal address that is not public: the reason, refused at intake
+  // rather than failed by the download later.
+  imageUrlRefusal: (url: string) => string | undefined;
 };
 
 export type AcceptedTask = { task: Task; replayed: boolean };
@@ -52,6 +55,10 @@ export const acceptTask = async (
 ): Promise<AcceptedTask> => {
   const requestHash = requestHashOf(request);
   if (request.externalTaskId) await refuseAmbiguousExternalId(deps.db, accountId, request.externalTaskId);
+  if (request.image.kind === "url") {
+    const refusal = deps.imageUrlRefusal(request.image.url);
+    if (refusal) throw validationError([{ field: "image", message: refusal }]);
+  }
   if (request.callbackUrl) await refuseUnreachableCallbackUrl(deps, request.callbackUrl);
   const taskId = uuidv7();
   let inline: { key: string; width: number; height: number } | undefined;
@@ -139,7 +146,7 @@ const replayOrConflict = async (db: Db, accountId: string, externalTaskId: strin
 };
 
 // Checked again when a callback is delivered (at connect time); here only what will surely fail is
-// refused: a private or loopback destination, a name that does not resolve. A DNS hiccup passes.
+// refused: a private or loopback destination. A name that does not resolve, or a DNS hiccup, passes.
 const refuseUnreachableCallbackUrl = async (deps: AcceptTaskDeps, url: string) => {
   try {
     await deps.checkCallbackUrl(url);

@@ -3,6 +3,7 @@ import { expandLimits } from "../expand-request/expand-limits.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError, safeFetch, type SafeFetchOptions } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
+import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
 import { failTask, type TaskEndDeps } from "./fail-task.ts";
 import { backoffWithJitter } from "./retry-policy.ts";
 import { findTask } from "./task.repository.ts";
@@ -11,6 +12,8 @@ import { markWaiting, recordSourceSize, spendTransientFailure } from "./task.sto
 export type CheckSourceDeps = TaskEndDeps & {
   db: Db;
   logger: Logger;
+  // The checked bytes are kept: the provider is given these (submit-task.ts), never the URL again.
+  storage: ObjectStorage;
   imageFetch: Pick<SafeFetchOptions, "timeoutMs" | "totalTimeoutMs" | "allowedPrivateHosts">;
   maxAttempts: number;
   retryBaseMs: number;
@@ -70,11 +73,15 @@ export const checkSourceImage = async (
       const delayMs = Math.max(checked.retryAfterMs ?? 0, backoffWithJitter(tries, deps.retryBaseMs, deps.retryMaxMs));
       return { kind: "retry_later", delayMs, reason };
     }
-    case "ok":
-      await recordSourceSize(deps.db, taskId, checked);
+    case "ok": {
+      // Stored before the task says it is checked: a task with a size always has its bytes.
+      const sourceKey = sourceImageKey(taskId, checked.format);
+      await deps.storage.put(sourceKey, checked.bytes);
+      await recordSourceSize(deps.db, taskId, { width: checked.width, height: checked.height, sourceKey });
       await markWaiting(deps.db, taskId, ["queued"], null);
       await deps.enqueueSubmit(task, options.priority);
       return { kind: "checked" };
+    }
   }
 };
 
@@ -82,7 +89,9 @@ const fetchAndInspect = async (deps: CheckSourceDeps, url: string) => {
   try {
     const fetched = await safeFetch(url, { ...deps.imageFetch, maxBytes: expandLimits.maxImageBytes });
     const check = await inspectSourceImage(fetched.body);
-    return check.ok ? { kind: "ok" as const, width: check.info.width, height: check.info.height } : { kind: "invalid" as const, reason: check.reason };
+    return check.ok
+      ? { kind: "ok" as const, width: check.info.width, height: check.info.height, format: check.info.format, bytes: fetched.body }
+      : { kind: "invalid" as const, reason: check.reason };
   } catch (error) {
     if (!(error instanceof SafeFetchError)) throw error;
     // The task (which the caller reads) gets the public reason; the detail is for the logs only.

@@ -5,16 +5,15 @@ import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-repo
 import { failTask } from "./fail-task.ts";
 import { backoffWithJitter } from "./retry-policy.ts";
 import type { Task } from "../db/database.ts";
-import type { ObjectStorage } from "../storage/local-storage.ts";
+import { providerImageOf, type ProviderImageDeps } from "./provider-image.ts";
 import { findTask } from "./task.repository.ts";
 import { claimSubmitAttempt, markWaiting, releaseSubmitAttempt, renewSubmitAttempt, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 import { gateWaitReason, pickRoute, SLOT_WAIT_REASON, STEP_BACK_MS } from "./pick-route.ts";
 
-export type SubmitTaskDeps = ApplyReportDeps & {
+export type SubmitTaskDeps = ApplyReportDeps & ProviderImageDeps & {
   routes: ProviderRouteSet;
   logger: Logger;
-  storage: ObjectStorage;
   callbackUrlFor: (taskId: string, token: string, route: RouteControls["route"]) => string;
   maxAttempts: number;
   retryBaseMs: number;
@@ -80,7 +79,8 @@ export const submitTask = async (
   }
   const route = picked.route;
 
-  const image = task.imageUrl ?? (task.sourceKey ? (await deps.storage.read(task.sourceKey))?.toString("base64") : undefined);
+  // What we checked, never the caller's URL again (provider-image.ts).
+  const image = await providerImageOf(deps, task);
   if (image === undefined) {
     await failTask(deps, taskId, "worker", { class: "invalid_image", message: "image: the task has no source image" });
     return { kind: "failed" };

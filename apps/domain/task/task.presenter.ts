@@ -1,5 +1,6 @@
 import type { Task, TaskEvent } from "../db/database.ts";
 import type { TaskWithImages } from "./task.repository.ts";
+import { redactNullableUrl } from "../http/redact-url.ts";
 import { signImageLink } from "../storage/signed-link.ts";
 import { toProviderStatus } from "./task-status.ts";
 import type { DropinTask, NativeTask, NativeTaskEvent } from "./task-response.schema.ts";
@@ -70,7 +71,8 @@ export const toNativeTask = (task: TaskWithImages, sign: LinkSigner): NativeTask
     watermark: task.watermark,
     source: task.sourceWidth ? { width: task.sourceWidth, height: task.sourceHeight } : null,
   },
-  callback_url: task.callbackUrl,
+  // Credentials in it are not shown back (redact-url.ts).
+  callback_url: redactNullableUrl(task.callbackUrl),
   provider: {
     name: task.provider,
     // The route (PROVIDER_ROUTES) that ran the task, or is trying it, and its price per slot-task.

@@ -52,8 +52,12 @@ export const releaseSubmitAttempt = async (db: Db, taskId: string) => {
   await db.updateTable("task").set({ submitLeaseUntil: null }).where("id", "=", taskId).execute();
 };
 
-export const recordSourceSize = async (db: Db, taskId: string, size: { width: number; height: number }) => {
-  await db.updateTable("task").set({ sourceWidth: size.width, sourceHeight: size.height, updatedAt: new Date() }).where("id", "=", taskId).execute();
+export const recordSourceSize = async (db: Db, taskId: string, source: { width: number; height: number; sourceKey: string }) => {
+  await db
+    .updateTable("task")
+    .set({ sourceWidth: source.width, sourceHeight: source.height, sourceKey: source.sourceKey, updatedAt: new Date() })
+    .where("id", "=", taskId)
+    .execute();
 };
 
 // Transient provider errors spend the task's retry budget; the new count decides whether to go on.

@@ -53,4 +53,19 @@ export const inboundDocs: RouteDoc[] = [
       responses: { "200": bytes("image/*", "The stored image"), ...problemResponses("unauthenticated", "not_found") },
     },
   },
+  {
+    method: "get",
+    path: "/files/tasks/{taskId}/source",
+    operation: {
+      operationId: "getSignedSource",
+      tags: ["tasks"],
+      summary: "A task's source as we checked and stored it, through a signed, expiring link",
+      description: "What the provider downloads when PROVIDER_IMAGE_DELIVERY sends it a link instead of the bytes (docs/intake.md).",
+      requestParams: {
+        path: z.object({ taskId: z.uuid() }),
+        query: z.object({ expires: z.string(), signature: z.string() }),
+      },
+      responses: { "200": bytes("image/*", "The stored source image"), ...problemResponses("unauthenticated", "not_found") },
+    },
+  },
 ];

@@ -122,7 +122,7 @@ export const nativeTaskDocs: RouteDoc[] = [
     operation: {
       operationId: "getTaskSource",
       tags: ["tasks"],
-      summary: "The source image as stored (inline Base64 sources; a URL source answers 404)",
+      summary: "The source image as stored: an inline (Base64) one, or a URL source once we downloaded and checked it (404 until then)",
       security: accountAuth,
       requestParams: { path: taskPath },
       responses: { "200": bytes("image/*", "The stored source image"), ...problemResponses("not_found"), ...common },
