@@ -146,8 +146,8 @@ describe("upload leases", () => {
     const runs = openBatchUpload(apiUrl, key, `callback_url=${encodeURIComponent(`${consumer.url}/c-batch`)}`);
     const waits = openBatchUpload(apiUrl, key);
     // One chunk and then some lines of the next, which is never committed.
-    await runs.write(ndjsonLines(CHUNK + 5, () => ({ image, ...ratios })));
-    await waits.write(ndjsonLines(CHUNK + 5, (i) => ({ image: host.url(`/kill/${i}.png`), ...ratios })));
+    await runs.write(ndjsonLines(CHUNK + 2, () => ({ image, ...ratios })));
+    await waits.write(ndjsonLines(CHUNK + 2, (i) => ({ image: host.url(`/kill/${i}.png`), ...ratios })));
     const batches = await waitUntil(
       () => stack.db.selectFrom("batch").select(["id", "acceptedItems", "callbackUrl"]).where("accountId", "=", accountId).execute(),
       (rows) => rows.length === 2 && rows.every((b) => b.acceptedItems === CHUNK),
