@@ -1,6 +1,6 @@
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ndjsonLines, openBatchUpload, waitUntil } from "../support/batches.ts";
+import { ndjsonLines, openBatchUpload, postBatchStream, waitUntil } from "../support/batches.ts";
 import { spawnService, type ChildService } from "../support/child-processes.ts";
 import { ratios, testImage } from "../support/fault-kit.ts";
 import { freePort } from "../support/free-port.ts";
@@ -125,6 +125,36 @@ describe("cancel and retry of a running batch", () => {
       expect(history.at(-1)).toMatchObject({ to: "succeeded" });
     }
   }, 120_000);
+});
+
+describe("a large batch", () => {
+  it("when a batch of 1,100 items is canceled, then every item is moved in chunks with one event and one callback each", async () => {
+    const { key } = await stack.newAccount();
+    const items = 1_100;
+    const query = `item_callback_url=${encodeURIComponent(`${consumer.url}/large`)}`;
+    // An API with the default chunk size (the stack's other one takes 5 lines at a time).
+    const api = await stack.startApi({ BATCH_CHUNK_ITEMS: "1000" });
+    const created = await postBatchStream(api.url, key, ndjsonLines(items, (i) => ({ image: host.url(`/large/${i}.png`), ...ratios })), { query });
+    expect(created.status).toBe(201);
+    const id = created.body.id as string;
+    const canceled = await call(stack.api.url, "POST", `/v1/batches/${id}/cancel`, { key });
+    expect(canceled.body).toMatchObject({ status: "canceled", canceled_now: items, counts: { canceled: items } });
+    const events = await stack.db
+      .selectFrom("taskEvent")
+      .innerJoin("task", "task.id", "taskEvent.taskId")
+      .select((eb) => [eb.fn.countAll<string>().as("n"), eb.fn.count<string>("taskEvent.taskId").distinct().as("tasks")])
+      .where("task.batchId", "=", id)
+      .where("taskEvent.toStatus", "=", "canceled")
+      .executeTakeFirstOrThrow();
+    expect(events).toEqual({ n: String(items), tasks: String(items) });
+    const outbound = await stack.db
+      .selectFrom("webhookDelivery")
+      .select((eb) => [eb.fn.countAll<string>().as("n"), eb.fn.count<string>("taskId").distinct().as("tasks")])
+      .where("batchId", "=", id)
+      .where("eventType", "=", "task.canceled")
+      .executeTakeFirstOrThrow();
+    expect(outbound).toEqual({ n: String(items), tasks: String(items) });
+  }, 60_000);
 });
 
 describe("upload leases", () => {
