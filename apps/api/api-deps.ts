@@ -4,6 +4,7 @@ import type { Authenticator } from "../domain/account/authenticator.ts";
 import type { Db } from "../domain/db/database.ts";
 import type { LiveLimits } from "../domain/live-progress/live-limits.ts";
 import type { LiveDeps } from "../domain/live-progress/live-feed.ts";
+import type { TaskChangeNotifier } from "../domain/live-progress/task-change.ts";
 import type { Logger } from "../domain/logging/logger.ts";
 import type { ProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import type { JobKind } from "../domain/queues/job-catalog.ts";
@@ -38,7 +39,8 @@ export type ApiDeps = {
   live: LiveDeps & { limits: LiveLimits; heartbeatMs: number; maxWaitSeconds: number };
   // Outbound callbacks: the accounts' signing secrets are sealed under SERVER_KEY.
   webhooks: { serverKey: ServerKey; secretGraceSeconds: number };
-  batches: AcceptBatchDeps & { estimateRunMs: number; maxStreams: number };
+  // taskChanged: cancel and retry move tasks, and announce each change to live views.
+  batches: AcceptBatchDeps & { estimateRunMs: number; maxStreams: number; taskChanged: TaskChangeNotifier };
   idempotency: IdempotencyOptions;
   // /metrics and the queue board (/admin/queues, mounted only with an ADMIN_TOKEN).
   operations: { scrapeMetrics: () => Promise<{ contentType: string; body: string }>; adminToken?: string; queue: (kind: JobKind) => Queue };

@@ -177,6 +177,8 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       creditsPerImage: config.CREDITS_PER_IMAGE,
       defaultSpendCap: config.BATCH_SPEND_CAP_CREDITS,
       chunkItems: config.BATCH_CHUNK_ITEMS,
+      uploadLeaseMs: config.BATCH_UPLOAD_LEASE_MS,
+      taskChanged: reports.taskChanged,
       estimateRunMs: config.BATCH_ESTIMATE_RUN_MS,
       maxStreams: config.BATCH_STREAMS_MAX,
     },

@@ -358,7 +358,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Cancel the queued tasks at once; tasks already at the provider run to their end */
+        /**
+         * Cancel the queued tasks at once; tasks already at the provider run to their end
+         * @description Works in any state but an end other than `canceled` (409 then). Each canceled task gets its `task.canceled` callback (or `kling.failed` for a drop-in task) and its live update. A batch still `receiving` its upload is marked `broken_off` too: the upload stops at its next chunk with a 409.
+         */
         post: operations["cancelBatch"];
         delete?: never;
         options?: never;
@@ -939,7 +942,7 @@ export interface components {
             /** @description json, ndjson or csv: the form the batch was sent in */
             source: string;
             /**
-             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @description broken_off: the upload stopped part-way (the client broke off, the batch was canceled while receiving, or the API reading it died and its lease lapsed); the batch holds exactly its committed lines
              * @enum {string}
              */
             upload: "receiving" | "complete" | "broken_off";
@@ -1086,7 +1089,7 @@ export interface components {
             /** @description json, ndjson or csv: the form the batch was sent in */
             source: string;
             /**
-             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @description broken_off: the upload stopped part-way (the client broke off, the batch was canceled while receiving, or the API reading it died and its lease lapsed); the batch holds exactly its committed lines
              * @enum {string}
              */
             upload: "receiving" | "complete" | "broken_off";
@@ -1202,7 +1205,7 @@ export interface components {
             /** @description json, ndjson or csv: the form the batch was sent in */
             source: string;
             /**
-             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @description broken_off: the upload stopped part-way (the client broke off, the batch was canceled while receiving, or the API reading it died and its lease lapsed); the batch holds exactly its committed lines
              * @enum {string}
              */
             upload: "receiving" | "complete" | "broken_off";
@@ -1241,7 +1244,7 @@ export interface components {
             /** @description json, ndjson or csv: the form the batch was sent in */
             source: string;
             /**
-             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @description broken_off: the upload stopped part-way (the client broke off, the batch was canceled while receiving, or the API reading it died and its lease lapsed); the batch holds exactly its committed lines
              * @enum {string}
              */
             upload: "receiving" | "complete" | "broken_off";
@@ -1535,7 +1538,7 @@ export interface components {
             /** @description json, ndjson or csv: the form the batch was sent in */
             source: string;
             /**
-             * @description broken_off: the upload stopped part-way; the batch holds what was read
+             * @description broken_off: the upload stopped part-way (the client broke off, the batch was canceled while receiving, or the API reading it died and its lease lapsed); the batch holds exactly its committed lines
              * @enum {string}
              */
             upload: "receiving" | "complete" | "broken_off";

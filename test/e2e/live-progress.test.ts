@@ -1,6 +1,4 @@
-import { createServer, type ServerResponse } from "node:http";
 import { connect } from "node:net";
-import type { AddressInfo } from "node:net";
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,41 +6,13 @@ import type { RunningApi } from "../../apps/api/api.server.ts";
 import { spawnService, type ChildService } from "../support/child-processes.ts";
 import { freePort } from "../support/free-port.ts";
 import { call, waitForTask } from "../support/http.ts";
-import { makeImage } from "../support/images.ts";
+import { startHeldImageHost } from "../support/held-image-host.ts";
 import { openSse, readUntil, type SseEvent, type SseStream } from "../support/sse.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 
 // Live progress through the public HTTP API: SSE streams and long-polls served by one API process
 // while the task is moved by the worker and by provider callbacks that reach another API process.
 // Resync timers are set far beyond every wait here, so each update must come through Redis.
-
-// An image host whose answers are held until the test lets them go: a task whose source image is
-// held stays `queued` (its download is in progress) for as long as the test needs.
-const startHeldImageHost = async () => {
-  const png = await makeImage(600, 400);
-  const held = new Map<string, ServerResponse[]>();
-  const released = new Set<string>();
-  const serve = (res: ServerResponse) => res.writeHead(200, { "content-type": "image/png", "content-length": png.length }).end(png);
-  const server = createServer((req, res) => {
-    const path = req.url ?? "/";
-    if (released.has(path)) return serve(res);
-    held.set(path, [...(held.get(path) ?? []), res]);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: (path: string) => `http://127.0.0.1:${port}${path}`,
-    release: (path: string) => {
-      released.add(path);
-      for (const res of held.get(path) ?? []) serve(res);
-      held.delete(path);
-    },
-    stop: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-};
 
 const ratios = { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
 

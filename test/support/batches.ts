@@ -63,3 +63,33 @@ export const waitUntil = async <T>(read: () => Promise<T>, done: (value: T) => b
   } while (Date.now() < deadline);
   throw new Error(`${what} not reached within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
 };
+
+// A streamed upload the test writes piece by piece (as a slow or dying client would): the answer
+// comes when the server gives one, which may be before the body is ended.
+export const openBatchUpload = (baseUrl: string, key: string, query = "") => {
+  const req = request(new URL(`/v1/batches${query ? `?${query}` : ""}`, baseUrl), {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/x-ndjson" },
+  });
+  const answer = new Promise<{ status: number; body: any } | { error: Error }>((resolve) => {
+    req.on("error", (error) => resolve({ error }));
+    req.on("response", (res) => {
+      const parts: Buffer[] = [];
+      res.on("data", (c: Buffer) => parts.push(c));
+      res.on("end", () => {
+        const text = Buffer.concat(parts).toString("utf8");
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
+        } catch {
+          resolve({ status: res.statusCode ?? 0, body: text });
+        }
+      });
+      res.on("error", (error) => resolve({ error }));
+    });
+  });
+  return {
+    write: (lines: Iterable<string>) => new Promise<void>((resolve) => (req.write([...lines].join(""), () => resolve()))),
+    end: () => req.end(),
+    answer,
+  };
+};

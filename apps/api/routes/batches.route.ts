@@ -275,14 +275,14 @@ export const batchesRouter = (deps: ApiDeps): Router => {
 
   router.post("/:batchId/cancel", async (req, res) => {
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
-    const { canceled } = await cancelBatch(deps.db, batch);
+    const { canceled } = await cancelBatch(deps.batches, batch);
     const after = await findAccountBatch(deps.db, res.locals.accountId, batch.id);
     res.json({ ...toBatchView(await batchProgress(deps.db, after)), canceled_now: canceled });
   });
 
   router.post("/:batchId/retry", async (req, res) => {
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
-    const { retried } = await retryBatch(deps.db, batch);
+    const { retried } = await retryBatch(deps.batches, batch);
     const after = await findAccountBatch(deps.db, res.locals.accountId, batch.id);
     res.json({ ...toBatchView(await batchProgress(deps.db, after)), retried });
   });

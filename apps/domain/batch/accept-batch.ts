@@ -12,6 +12,7 @@ import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts"
 import type { RawItem } from "./batch-item-sources.ts";
 import { itemCredits, parseBatchItem, type BatchFields } from "./batch-request.schema.ts";
 import { accountSpend, spendCapOf } from "./batch-spend.ts";
+import { breakOffUpload, completeUpload, holdUploadLease, leaseUntil, renewUploadLease, uploadStopReason } from "./batch.repository.ts";
 
 export type BatchJob = { id: string; stage: "source" | "submit" };
 
@@ -29,6 +30,9 @@ export type AcceptBatchDeps = {
   creditsPerImage: number;
   defaultSpendCap: number | undefined;
   chunkItems: number;
+  // How long a streamed upload's batch stays `receiving` without a sign of life from the process
+  // reading it (BATCH_UPLOAD_LEASE_MS); renewed every third of it.
+  uploadLeaseMs: number;
 };
 
 export type BatchSource = "json" | "ndjson" | "csv";
@@ -168,7 +172,8 @@ export const acceptBatch = async (
 
   if (input.atomic) return acceptAtomically(deps, input, result, batchRow, prepare, stallAt);
 
-  await deps.db.insertInto("batch").values(batchRow).execute();
+  await deps.db.insertInto("batch").values({ ...batchRow, uploadLeaseUntil: leaseUntil(deps.uploadLeaseMs) }).execute();
+  const lease = holdUploadLease(deps.db, batchId, deps.uploadLeaseMs);
   let chunk: Prepared[] = [];
   let rejectedBefore = result.rejected;
   let lastLine = 0;
@@ -178,7 +183,11 @@ export const acceptBatch = async (
     const jobs = chunk.map(jobOf);
     if (jobs.length > 0) await deps.enqueueBatchJobs(accountId, jobs);
     try {
-      const inserted = await writeChunk(deps.db, batchId, accountId, chunk, rejectedNow, lastLine, stallAt());
+      // Written only into a batch still receiving, under its renewed lease (batch.repository.ts).
+      const inserted = await deps.db.transaction().execute(async (tx) => {
+        if (!(await renewUploadLease(tx, batchId, deps.uploadLeaseMs))) throw await uploadStopReason(tx, batchId);
+        return writeChunk(tx, batchId, accountId, chunk, rejectedNow, lastLine, stallAt());
+      });
       const written = new Set(inserted);
       const lost = chunk.filter((p) => !written.has(p.id));
       for (const p of lost) reject(p.line, [{ field: "external_task_id", message: "already names another task of this account" }]);
@@ -194,29 +203,28 @@ export const acceptBatch = async (
 
   try {
     for await (const raw of input.items) {
+      // Canceled (or ended by the sweep) meanwhile: stop reading now rather than at the next chunk.
+      if (lease.stopped) throw lease.stopped;
       lastLine = raw.line;
       const item = await prepare(raw);
       if (item) chunk.push(item);
       if (chunk.length >= deps.chunkItems) await flush();
     }
     await flush();
+    if (lastLine > 0 && !(await completeUpload(deps.db, batchId))) throw await uploadStopReason(deps.db, batchId);
   } catch (error) {
     // Whatever was committed stays and runs; the batch says the upload did not complete.
     await cleanUp(deps, chunk);
-    await deps.db
-      .updateTable("batch")
-      .set({ upload: "broken_off", receivedAt: new Date() })
-      .where("id", "=", batchId)
-      .execute()
-      .catch(() => undefined);
+    await breakOffUpload(deps.db, batchId).catch(() => undefined);
     throw brokenOff(error, batchId, result.accepted);
+  } finally {
+    lease.release();
   }
   if (lastLine === 0) {
     // Nothing to do is a mistake worth saying, not an empty batch that "completed".
     await deps.db.deleteFrom("batch").where("id", "=", batchId).execute();
     throw emptyUpload();
   }
-  await deps.db.updateTable("batch").set({ upload: "complete", receivedAt: new Date() }).where("id", "=", batchId).execute();
   return result;
 };
 

@@ -1,74 +1,40 @@
 import { sql } from "kysely";
-import { asJson, type Db, type TaskStatus } from "../db/database.ts";
 import { AppError } from "../errors/app-error.ts";
 import { retryableFailureClasses } from "../task/retry-policy.ts";
+import { transitionBatchTasks, type TransitionDeps } from "../task/task-transition.ts";
 import type { Batch } from "./batch.repository.ts";
 
-// Tasks moved per statement: a 100,000-item batch is canceled in a hundred short statements, not
-// one long lock.
-const STEP = 1_000;
+// Cancel and retry move a batch's tasks through the bulk form of the one transition function
+// (task-transition.ts), so each moved task gets its event, its outbound callback (task.canceled,
+// kling.failed), its live update and its metrics, as a single task would.
 
-// Moves up to STEP of the batch's tasks from one status to another with an event each, in one
-// statement: the same guarded update plus event as task-transition.ts, for many rows at once. Rows
-// another transaction holds are skipped and picked up by the next step.
-const moveBatchTasks = async (
-  db: Db,
-  batchId: string,
-  move: { from: TaskStatus; to: TaskStatus; failureClasses?: readonly string[]; set: Record<string, unknown>; detail: Record<string, unknown> },
-) => {
-  const now = new Date();
-  const moved = await db
-    .with("picked", (q) => {
-      let pick = q.selectFrom("task").select(["id", "status"]).where("batchId", "=", batchId).where("status", "=", move.from);
-      if (move.failureClasses) pick = pick.where("failureClass", "in", [...move.failureClasses]);
-      return pick.limit(STEP).forUpdate().skipLocked();
+// Works on a batch in any state but an end other than canceled. Queued tasks are canceled at once;
+// their jobs find them canceled and never submit (submit and the source check both take only a
+// queued task, and the move to `submitting` is guarded by status). Tasks already at the provider
+// run to their end and are reported as they end. A batch still receiving its upload is marked
+// broken off in the same update that cancels it: the upload's next chunk finds it so and stops
+// (accept-batch.ts writes a chunk only into a batch still receiving), so nothing it sends later is
+// written as queued after the cancel.
+export const cancelBatch = async (deps: TransitionDeps, batch: Batch) => {
+  const marked = await deps.db
+    .updateTable("batch")
+    .set({
+      canceledAt: sql<Date>`coalesce(canceled_at, now())`,
+      upload: sql`case when upload = 'receiving' then 'broken_off'::batch_upload else upload end`,
+      receivedAt: sql<Date>`coalesce(received_at, now())`,
+      uploadLeaseUntil: null,
     })
-    .with("moved", (q) =>
-      q
-        .updateTable("task")
-        .from("picked")
-        .set({ ...move.set, status: move.to, updatedAt: now })
-        .whereRef("task.id", "=", "picked.id")
-        .where("task.status", "=", move.from)
-        .returning(["task.id", sql<TaskStatus>`picked.status`.as("fromStatus")]),
-    )
-    .with("event", (q) =>
-      q
-        .insertInto("taskEvent")
-        .columns(["taskId", "fromStatus", "toStatus", "source", "detail"])
-        .expression((eb) =>
-          eb
-            .selectFrom("moved")
-            .select((s) => ["moved.id", "moved.fromStatus", s.val(move.to).as("toStatus"), s.val("api").as("source"), sql`${asJson(move.detail)}::jsonb`.as("detail")]),
-        ),
-    )
-    .selectFrom("moved")
-    .select((eb) => eb.fn.countAll<string>().as("n"))
-    .executeTakeFirstOrThrow();
-  return Number(moved.n);
-};
-
-const moveAll = async (db: Db, batchId: string, move: Parameters<typeof moveBatchTasks>[2]) => {
-  let total = 0;
-  for (;;) {
-    const n = await moveBatchTasks(db, batchId, move);
-    total += n;
-    if (n === 0) return total;
-  }
-};
-
-// Queued tasks are canceled at once; their jobs find them canceled and never submit (submit and the
-// source check both take only a queued task, and the move to `submitting` is guarded by status).
-// Tasks already at the provider run to their end and are reported as they end.
-export const cancelBatch = async (db: Db, batch: Batch) => {
-  if (batch.endStatus && batch.endStatus !== "canceled") throw new AppError("conflict", `batch ${batch.id} has already ended (${batch.endStatus})`);
-  // Chunks still arriving would be written as queued after the cancel: wait for the upload's end.
-  if (batch.upload === "receiving") throw new AppError("conflict", `batch ${batch.id} is still being uploaded; cancel it once the upload has ended`);
-  await db.updateTable("batch").set({ canceledAt: new Date() }).where("id", "=", batch.id).where("canceledAt", "is", null).execute();
-  const canceled = await moveAll(db, batch.id, {
-    from: "queued",
+    .where("id", "=", batch.id)
+    .where((eb) => eb.or([eb("endStatus", "is", null), eb("endStatus", "=", "canceled")]))
+    .returning("id")
+    .executeTakeFirst();
+  if (!marked) throw new AppError("conflict", `batch ${batch.id} has already ended (${batch.endStatus ?? "just now"}); there is nothing left to cancel`);
+  const canceled = await transitionBatchTasks(deps, {
+    batchId: batch.id,
+    from: ["queued"],
     to: "canceled",
-    set: { finishedAt: new Date(), nextCheckAt: null, waitReason: null, failureMessage: "the batch was canceled" },
+    source: "api",
+    data: { waitReason: null, failureMessage: "the batch was canceled" },
     detail: { batch_canceled: batch.id },
   });
   return { canceled };
@@ -78,24 +44,28 @@ export const cancelBatch = async (db: Db, batch: Batch) => {
 // the task's history. Queued ones are due at once: the sweeper re-drives their jobs (the worker
 // holds the job-state logic: a finished job of the same id is replaced). An archive that failed
 // goes back to archiving, since the provider still holds the results.
-export const retryBatch = async (db: Db, batch: Batch) => {
+export const retryBatch = async (deps: TransitionDeps, batch: Batch) => {
   if (batch.canceledAt) throw new AppError("conflict", `batch ${batch.id} was canceled; its tasks are not retried`);
   const reset = { failureClass: null, failureCode: null, failureMessage: null, finishedAt: null, waitReason: null, nextCheckAt: new Date() };
-  const rearchived = await moveAll(db, batch.id, {
-    from: "failed",
-    to: "archiving",
+  const rearchived = await transitionBatchTasks(deps, {
+    batchId: batch.id,
+    from: ["failed"],
     failureClasses: ["archive_failed"],
-    set: reset,
+    to: "archiving",
+    source: "api",
+    data: reset,
     detail: { retry: true, batch_id: batch.id, previous_failure: "archive_failed" },
   });
-  const resubmitted = await moveAll(db, batch.id, {
-    from: "failed",
-    to: "queued",
+  const resubmitted = await transitionBatchTasks(deps, {
+    batchId: batch.id,
+    from: ["failed"],
     failureClasses: retryableFailureClasses.filter((c) => c !== "archive_failed"),
-    set: { ...reset, transientFailures: 0, submitLeaseUntil: null, providerTaskId: null, providerStatus: null, providerStatusMsg: null },
+    to: "queued",
+    source: "api",
+    data: { ...reset, transientFailures: 0, submitLeaseUntil: null, providerTaskId: null, providerStatus: null, providerStatusMsg: null },
     detail: { retry: true, batch_id: batch.id },
   });
   const retried = rearchived + resubmitted;
-  if (retried > 0) await db.updateTable("batch").set({ endStatus: null, finishedAt: null }).where("id", "=", batch.id).execute();
+  if (retried > 0) await deps.db.updateTable("batch").set({ endStatus: null, finishedAt: null }).where("id", "=", batch.id).execute();
   return { retried };
 };

@@ -6,6 +6,10 @@ export const batchEnv = {
   // line at a time) but each holds a database connection while a chunk is written: one more is
   // answered 503 with Retry-After before its body is read, rather than starving the pool.
   BATCH_STREAMS_MAX: z.coerce.number().int().min(1).max(1_000).default(8),
+  // A streamed upload whose API process shows no sign of life for this long (it died: SIGKILL, a
+  // lost machine) is ended by the worker's sweep as broken_off, keeping exactly its committed
+  // chunks. The reading process renews it every third of this while it reads.
+  BATCH_UPLOAD_LEASE_MS: z.coerce.number().int().min(300).max(3_600_000).default(30_000),
   // Items per multi-row insert and per BullMQ addBulk.
   BATCH_CHUNK_ITEMS: z.coerce.number().int().min(1).max(3_000).default(1_000),
   // Provider credits per result image (the simulator charges n per task; KLING.md names no price).

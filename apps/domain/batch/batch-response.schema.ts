@@ -13,7 +13,7 @@ export const batchViewSchema = z
     name: z.string().nullable(),
     status: z.enum(batchStatuses),
     source: z.string().meta({ description: "json, ndjson or csv: the form the batch was sent in" }),
-    upload: z.enum(["receiving", "complete", "broken_off"]).meta({ description: "broken_off: the upload stopped part-way; the batch holds what was read" }),
+    upload: z.enum(["receiving", "complete", "broken_off"]).meta({ description: "broken_off: the upload stopped part-way (the client broke off, the batch was canceled while receiving, or the API reading it died and its lease lapsed); the batch holds exactly its committed lines" }),
     callback_url: z.string().nullable(),
     defaults: z.unknown().meta({ description: "The batch's defaults, by the provider's field names" }),
     items: z.object({ accepted: z.int(), rejected: z.int(), lines_read: z.int() }),

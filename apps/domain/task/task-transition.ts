@@ -1,4 +1,4 @@
-import { sql, type Updateable } from "kysely";
+import { sql, type QueryCreator, type SelectQueryBuilder, type Updateable } from "kysely";
 import { asJson, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
 import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
@@ -17,33 +17,39 @@ export type TransitionRequest = {
 
 export type TransitionResult = { applied: true; from: TaskStatus; task: Task } | { applied: false; current: TaskStatus | null };
 
-// A guarded update plus its event, in one statement: late or duplicate events cannot move a task
-// backwards, and history never disagrees with the row. The status it moves from is read under a row
-// lock in the same statement, so two reports racing for the same task apply one after the other,
-// each against the status the other left. One round trip (a callback's hot path; measured by
-// `npm run bench:api`), inside a transaction or alone.
+// The tasks a move applies to, each with the status and updated_at it leaves, locked (FOR UPDATE)
+// by the same statement that moves them.
+type PickTasks = (db: QueryCreator<DB>) => SelectQueryBuilder<DB, "task", { id: string; status: TaskStatus; updatedAt: Date }>;
+type Move = Omit<TransitionRequest, "taskId" | "from"> & { from: readonly TaskStatus[] };
+export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
+
+// The one status-changing statement, for one task or a chunk of a batch's: a guarded update plus
+// its events, in one statement: late or duplicate events cannot move a task backwards, and history
+// never disagrees with the row. The status it moves from is read under a row lock in the same
+// statement, so two changes racing for the same task apply one after the other, each against the
+// status the other left. One round trip (a callback's hot path; measured by `npm run bench:api`),
+// inside a transaction or alone.
 // The same statement records the outbound callback the change causes (outbound-events.ts), as a
 // snapshot of the row, for tasks with a callback_url: every status change passes through here, so
 // no change goes without its event and no event without its change.
-export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest): Promise<TransitionResult> => {
-  const allowed = request.from ?? statusesBefore(request.to);
+const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<MovedTask[]> => {
   const now = new Date();
   // `null` (no insert) for statuses that no task is called back about.
-  const eventType = taskEventTypeSql(request.to, "moved", "moved.from_status") ?? sql<null>`null`;
-  const moved = await tx
-    .with("before", (db) => db.selectFrom("task").select(["id", "status", "updatedAt"]).where("id", "=", request.taskId).forUpdate())
+  const eventType = taskEventTypeSql(move.to, "moved", "moved.from_status") ?? sql<null>`null`;
+  return tx
+    .with("before", pick)
     .with("moved", (db) =>
       db
         .updateTable("task")
         .from("before")
         .set({
-          ...request.data,
-          status: request.to,
+          ...move.data,
+          status: move.to,
           updatedAt: now,
-          ...(isTerminal(request.to) ? { finishedAt: now, nextCheckAt: null } : {}),
+          ...(isTerminal(move.to) ? { finishedAt: now, nextCheckAt: null } : {}),
         })
         .whereRef("task.id", "=", "before.id")
-        .where("before.status", "in", allowed)
+        .where("before.status", "in", move.from)
         .returningAll("task")
         .returning(sql<TaskStatus>`before.status`.as("fromStatus"))
         .returning(sql<Date>`before.updated_at`.as("fromUpdatedAt")),
@@ -58,9 +64,9 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
             .select((s) => [
               "moved.id",
               "moved.fromStatus",
-              s.val(request.to).as("toStatus"),
-              s.val(request.source).as("source"),
-              sql`${asJson(request.detail)}::jsonb`.as("detail"),
+              s.val(move.to).as("toStatus"),
+              s.val(move.source).as("source"),
+              sql`${asJson(move.detail)}::jsonb`.as("detail"),
             ]),
         ),
     )
@@ -80,7 +86,7 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
                 "moved.callbackUrl",
                 sql<string>`case when moved.origin = 'dropin' then 'provider_task' else 'native_task' end`.as("payloadKind"),
                 // The row as it is now (less its secrets): rendered at each attempt, so links are fresh.
-                sql`to_jsonb(moved) - 'from_status' - 'callback_token' - 'request_hash'`.as("payload"),
+                sql`to_jsonb(moved) - 'from_status' - 'from_updated_at' - 'callback_token' - 'request_hash'`.as("payload"),
                 initialDeliveryStatusSql(sql.ref("moved.account_id"), sql.ref("moved.callback_url")).as("status"),
               ])
               .where(sql<boolean>`${eventType} is not null`),
@@ -89,7 +95,12 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
     )
     .selectFrom("moved")
     .selectAll()
-    .executeTakeFirst();
+    .execute();
+};
+
+export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest): Promise<TransitionResult> => {
+  const pick: PickTasks = (db) => db.selectFrom("task").select(["id", "status", "updatedAt"]).where("id", "=", request.taskId).forUpdate();
+  const [moved] = await moveTasksInTx(tx, pick, { ...request, from: request.from ?? statusesBefore(request.to) });
   if (moved) {
     const { fromStatus, fromUpdatedAt, ...task } = moved;
     recordTransition(fromStatus, task, fromUpdatedAt);
@@ -119,4 +130,60 @@ export const transitionTask = async (
     : await transitionTaskInTx(deps.db, request);
   if (result.applied) deps.taskChanged(result.task);
   return result;
+};
+
+// The bulk form, for a batch's tasks (cancel, retry): the same statement as a single transition,
+// over a chunk of the batch's tasks at a time, so each chunk's tasks get their events, outbound
+// callbacks, live updates and metrics exactly as one task does. A chunk is one statement (set-based,
+// never one per task) and one short transaction: a 100,000-item batch is moved in a couple hundred
+// short statements, not one long lock.
+export type BatchTransitionRequest = Omit<TransitionRequest, "taskId" | "from"> & {
+  batchId: string;
+  // The statuses moved from (explicit: a bulk move names exactly what it takes).
+  from: readonly TaskStatus[];
+  // Narrows the move to tasks that failed with one of these classes (a retry).
+  failureClasses?: readonly string[];
+};
+
+export const BULK_TRANSITION_CHUNK = 500;
+
+export const transitionBatchTasks = async (
+  deps: TransitionDeps,
+  request: BatchTransitionRequest,
+  options: { chunk?: number; alsoInTx?: (tx: Tx, moved: readonly MovedTask[]) => Promise<void> } = {},
+): Promise<number> => {
+  const limit = options.chunk ?? BULK_TRANSITION_CHUNK;
+  // Rows in id order, waiting for (not skipping) a row another transition holds: once it commits,
+  // Postgres re-checks the row against the filter, so a task that moved on meanwhile drops out and
+  // no task is missed. The same order in every bulk move keeps two of them from deadlocking.
+  const pick: PickTasks = (db) => {
+    let q = db
+      .selectFrom("task")
+      .select(["id", "status", "updatedAt"])
+      .where("batchId", "=", request.batchId)
+      .where("status", "in", [...request.from]);
+    if (request.failureClasses) q = q.where("failureClass", "in", [...request.failureClasses]);
+    return q.orderBy("id").limit(limit).forUpdate();
+  };
+  let total = 0;
+  for (;;) {
+    const moved = await deps.db.transaction().execute(async (tx) => {
+      const rows = await moveTasksInTx(tx, pick, request);
+      // Writes that must commit with the move, per chunk (as alsoInTx of transitionTask).
+      if (rows.length > 0 && options.alsoInTx) await options.alsoInTx(tx, rows);
+      return rows;
+    });
+    if (moved.length === 0) return total;
+    total += moved.length;
+    afterTasksMoved(deps, moved);
+  }
+};
+
+// Every per-task effect of a committed bulk move that is not in its statement (events and outbound
+// callbacks are): metrics and live updates, once per moved task.
+const afterTasksMoved = (deps: TransitionDeps, moved: readonly MovedTask[]) => {
+  for (const { fromStatus, fromUpdatedAt, ...task } of moved) {
+    recordTransition(fromStatus, task, fromUpdatedAt);
+    deps.taskChanged(task);
+  }
 };

@@ -24,6 +24,7 @@ export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPri
     if (Date.now() - lastBatchSweep >= BATCH_SWEEP_MS) {
       lastBatchSweep = Date.now();
       const batches = await sweepBatchEvents(deps.db, { progressEveryMs: deps.batchProgressEveryMs });
+      if (batches.brokenOff > 0) deps.logger.warn(batches, "uploads whose API process stopped renewing their lease ended as broken_off");
       if (batches.ended > 0) deps.logger.info(batches, "batches ended");
     }
     if (Date.now() - lastPrune >= PRUNE_EVERY_MS) {

@@ -134,6 +134,8 @@ export const batchDocs: RouteDoc[] = [
       operationId: "cancelBatch",
       tags: ["batches"],
       summary: "Cancel the queued tasks at once; tasks already at the provider run to their end",
+      description:
+        "Works in any state but an end other than `canceled` (409 then). Each canceled task gets its `task.canceled` callback (or `kling.failed` for a drop-in task) and its live update. A batch still `receiving` its upload is marked `broken_off` too: the upload stops at its next chunk with a 409.",
       security: accountAuth,
       requestParams: { path: batchPath },
       responses: { "200": json(batchCanceledSchema, "The batch, and how many tasks this call canceled"), ...problemResponses("not_found", "conflict"), ...common },
