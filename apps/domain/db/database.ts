@@ -41,6 +41,11 @@ export type DbOptions = {
 
 export const defaultDbTimeouts = { queryTimeoutMs: 10_000, connectTimeoutMs: 3_000 } as const;
 
+// The client-side bound comes this much after the server's: a live server cancels a transaction's
+// statement first (57014, rolled back for sure, the connection kept); the client's is the backstop
+// for a server or path that went silent.
+const CLIENT_TIMEOUT_GRACE_MS = 1_000;
+
 // Server-side deadlines, set per transaction. They used to be connection options (startup
 // parameters), which PgBouncer in transaction mode refuses ("unsupported startup parameter") and
 // which, were they ignored, would vanish silently. `set local` lives and dies with its transaction,
@@ -106,7 +111,7 @@ export const createDb = (databaseUrl: string, options: DbOptions = {}): Db => {
     connectionString: databaseUrl,
     max: options.poolSize ?? 10,
     connectionTimeoutMillis: options.connectTimeoutMs ?? defaultDbTimeouts.connectTimeoutMs,
-    query_timeout: queryTimeoutMs,
+    query_timeout: queryTimeoutMs + CLIENT_TIMEOUT_GRACE_MS,
     application_name: options.applicationName ?? "kling-orchestrator",
   });
   // An idle client whose server went away emits 'error' on the pool; without a listener that is an
