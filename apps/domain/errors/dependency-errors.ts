@@ -24,6 +24,8 @@ export const databaseTrouble = (error: unknown): DatabaseTrouble | undefined => 
     // connection that got no answer in time (a hung server).
     if (/Query read timeout|Connection terminated due to connection timeout/i.test(text) || code === "57014" || code === "55P03") return "timeout";
     if (code === "53300") return "busy"; // too many connections
+    // PgBouncer: max_client_conn reached, or a client queued past query_wait_timeout.
+    if (/no more connections allowed|query_wait_timeout/i.test(text)) return "busy";
     if (typeof code === "string" && unreachableCodes.has(code)) return "unreachable";
     if (/Connection terminated|connect(ion)? refused|Client has encountered a connection error|Connection timeout/i.test(text)) return "unreachable";
   }
