@@ -143,7 +143,15 @@ export const startFleet = async (options: FleetOptions): Promise<Fleet> => {
       let child: ChildService;
       const start = async () => {
         child = spawnService(kind, env, { logFile: path.join(options.logDir, `${kind}-${index}.${starts++}.log`) });
-        await child.ready;
+        // Its start line is logged at info: a LOG_LEVEL above that would leave this waiting.
+        const started = child;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          started.ready,
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`${kind} ${index} not up within 120 s:\n${started.output().slice(-4_000)}`)), 120_000);
+          }),
+        ]).finally(() => clearTimeout(timer));
       };
       return {
         kind,
