@@ -5,7 +5,7 @@ import { providerControlEnv } from "../domain/provider-capacity/provider-control
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
 import { providerRoutesEnv } from "../domain/provider/provider-routes.schema.ts";
 import { envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
-import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
+import { databaseEnv, dbPoolSizeEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
 import { standardWebhookSecretListSchema } from "../domain/webhooks/standard-webhooks.ts";
 import { checkStorageEnv } from "../domain/storage/storage-config.ts";
@@ -15,9 +15,13 @@ import { outboundWebhooksApiEnv } from "../domain/webhooks/outbound-webhooks.con
 import { batchEnv } from "../domain/batch/batch-env.schema.ts";
 import { tracingEnv } from "../domain/telemetry/tracing.ts";
 
+export const API_DB_POOL_SIZE = 10;
+
 export const apiEnvSchema = z
   .object({
     ...databaseEnv,
+    // Connections this process may hold (docs/scale-postgres.md has the measure behind the default).
+    DB_POOL_SIZE: dbPoolSizeEnv(API_DB_POOL_SIZE),
     ...redisEnv,
     ...storageEnv,
     ...loggingEnv,

@@ -1,6 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { ConfigError } from "../domain/config/parse-env.ts";
 import { prepareDatabase } from "../domain/db/prepare-database.ts";
+import { directDatabaseUrl } from "../domain/config/shared-env.schema.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
 import { watchParentPid } from "../domain/process/parent-watch.ts";
 import { EX_CONFIG } from "../domain/process/run-service.ts";
@@ -101,8 +102,8 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
 // npm does not pass SIGHUP on, and a SIGKILLed npm passes nothing: its exit re-parents us.
 watchParentPid(() => void stopAll("parent process gone", 0));
 
-const db = await prepareDatabase(config.DATABASE_URL);
-say(`database ${new URL(config.DATABASE_URL).pathname.slice(1)}: ${db.created ? "created, " : ""}${db.applied}`);
+const db = await prepareDatabase(directDatabaseUrl(config));
+say(`database ${new URL(directDatabaseUrl(config)).pathname.slice(1)}: ${db.created ? "created, " : ""}${db.applied}`);
 
 const launch = (name: string, entry: string, env: NodeJS.ProcessEnv = {}) =>
   children.push(

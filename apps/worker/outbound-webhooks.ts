@@ -1,6 +1,7 @@
 import { Queue, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import pg from "pg";
+import { directDatabaseUrl } from "../domain/config/shared-env.schema.ts";
 import type { ServerKey } from "../domain/crypto/server-key.ts";
 import type { Db } from "../domain/db/database.ts";
 import type { Logger } from "../domain/logging/logger.ts";
@@ -82,7 +83,12 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
   let stopped = false;
   let retry: NodeJS.Timeout | undefined;
   const listen = async () => {
-    const client = new pg.Client({ connectionString: config.DATABASE_URL, application_name: "kling-worker-webhooks" });
+    // A session of its own: through a transaction pooler a LISTEN would be lost (DATABASE_DIRECT_URL).
+    const client = new pg.Client({
+      connectionString: directDatabaseUrl(config),
+      application_name: "kling-worker-webhooks",
+      connectionTimeoutMillis: config.DB_CONNECT_TIMEOUT_MS,
+    });
     const again = () => {
       if (stopped || listener !== client) return;
       listener = undefined;

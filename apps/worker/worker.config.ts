@@ -3,7 +3,7 @@ import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
 import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { tracingEnv } from "../domain/telemetry/tracing.ts";
-import { databaseEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
+import { databaseEnv, dbPoolSizeEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
 import { checkStorageEnv } from "../domain/storage/storage-config.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
@@ -12,8 +12,13 @@ import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from
 import { outboundWebhooksWorkerEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
 import { providerImageDeliveryEnv } from "../domain/task/provider-image.ts";
 
+export const WORKER_DB_POOL_SIZE = 10;
+
 export const workerEnvSchema = z.object({
   ...databaseEnv,
+  // Connections this process's pool may hold; its LISTEN connection is one more, outside the pool
+  // (docs/scale-postgres.md has the measure behind the default).
+  DB_POOL_SIZE: dbPoolSizeEnv(WORKER_DB_POOL_SIZE),
   // Outbound callbacks: signed with secrets sealed under SERVER_KEY, image links signed with it.
   ...secretsEnv,
   ...outboundWebhooksWorkerEnv,

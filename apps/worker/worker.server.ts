@@ -34,7 +34,7 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 // through Postgres.
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
   const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
-  const db = createDb(config.DATABASE_URL, { poolSize: 20, ...dbOptionsFrom(config), applicationName: "kling-worker" });
+  const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-worker" });
   startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const telemetry = bullmqTelemetry();
   const redis = createWorkerRedis(config.REDIS_URL, logger);

@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, Request, Response } from "express";
 import { z } from "zod";
-import { databaseUnavailable, isDatabaseUnavailable } from "../../domain/errors/dependency-errors.ts";
+import { databaseTrouble, databaseUnavailable, isDatabaseRefusal, isDatabaseUnavailable } from "../../domain/errors/dependency-errors.ts";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import type { Logger } from "../../domain/logging/logger.ts";
@@ -85,7 +85,30 @@ const normalise = (error: unknown): Normalised => {
   return fromTransport(error) ?? { app: new AppError("internal", "internal error"), origin: "bug" };
 };
 
+// A Postgres out of connections (pool wait past DB_CONNECT_TIMEOUT_MS, or the server's "too many
+// clients") or unreachable refuses every request at once: one line a minute per process says so and
+// how many were refused since the last, instead of a line per request. Keyed by logger, so the
+// routers' handlers share one clock.
+const DATABASE_LOG_EVERY_MS = 60_000;
+const databaseLog = new WeakMap<Logger, { lastAt: number; refused: number }>();
+
+const logDatabaseTrouble = (logger: Logger, error: unknown) => {
+  const state = databaseLog.get(logger) ?? { lastAt: -Infinity, refused: 0 };
+  databaseLog.set(logger, state);
+  state.refused++;
+  const now = Date.now();
+  if (now - state.lastAt < DATABASE_LOG_EVERY_MS) return;
+  const cause = error instanceof Error ? error.message : String(error);
+  logger.warn(
+    { trouble: databaseTrouble(error), cause, refused: state.refused, code: (error as { code?: unknown }).code },
+    "database unavailable: answering 503 with Retry-After (logged at most once a minute)",
+  );
+  state.lastAt = now;
+  state.refused = 0;
+};
+
 const logError = (logger: Logger, error: unknown, { app, origin }: Normalised) => {
+  if (isDatabaseRefusal(app)) logDatabaseTrouble(logger, app.cause ?? error);
   if (origin === "bug") logger.error({ err: error }, "unhandled error");
   else if (origin === "gone") logger.debug({ reason: app.message }, "caller went away");
   else if (origin === "client") {

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { defaultDatabaseUrl, defaultRedisUrl } from "./defaults.ts";
 import { allowedPrivateHostEntry } from "../http/private-host-allowlist.ts";
-import { envCommaList, envPositiveMs } from "./parse-env.ts";
+import { envBoolean, envCommaList, envPositiveMs } from "./parse-env.ts";
 
 // Fragments that several apps' env schemas are built from; each app still parses its own schema once.
 export const databaseEnv = {
@@ -11,12 +11,27 @@ export const databaseEnv = {
   DB_QUERY_TIMEOUT_MS: envPositiveMs.default(10_000),
   // Waiting for a free pool connection (or a new one) longer than this is a 503.
   DB_CONNECT_TIMEOUT_MS: envPositiveMs.default(3_000),
+  // Straight to Postgres when DATABASE_URL goes through a pooler (PgBouncer in transaction mode):
+  // LISTEN and migrations need a session of their own. Unset: DATABASE_URL.
+  DATABASE_DIRECT_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  // Named prepared statements (parsed once per connection); only behind no pooler, or PgBouncer
+  // 1.21+ with max_prepared_statements set.
+  DB_PREPARED_STATEMENTS: envBoolean.default(false),
 };
 
-export const dbOptionsFrom = (env: { DB_QUERY_TIMEOUT_MS: number; DB_CONNECT_TIMEOUT_MS: number }) => ({
+// Each app's pool size (DB_POOL_SIZE) has its own default, sized from what that process uses
+// (docs/scale-postgres.md): connections on a server are N x API pool + M x (worker pool + 1).
+export const dbPoolSizeEnv = (defaultSize: number) => z.coerce.number().int().min(1).max(200).default(defaultSize);
+
+export const dbOptionsFrom = (env: { DB_QUERY_TIMEOUT_MS: number; DB_CONNECT_TIMEOUT_MS: number; DB_PREPARED_STATEMENTS: boolean; DB_POOL_SIZE?: number }) => ({
   queryTimeoutMs: env.DB_QUERY_TIMEOUT_MS,
   connectTimeoutMs: env.DB_CONNECT_TIMEOUT_MS,
+  preparedStatements: env.DB_PREPARED_STATEMENTS,
+  poolSize: env.DB_POOL_SIZE,
 });
+
+// Where a session of its own goes (LISTEN, migrations): never through a transaction pooler.
+export const directDatabaseUrl = (env: { DATABASE_URL: string; DATABASE_DIRECT_URL?: string | undefined }) => env.DATABASE_DIRECT_URL ?? env.DATABASE_URL;
 
 export const redisEnv = {
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default(defaultRedisUrl),

@@ -1,4 +1,6 @@
-import { CamelCasePlugin, Kysely, PostgresDialect, type Selectable, type Transaction } from "kysely";
+import { createHash } from "node:crypto";
+import { CamelCasePlugin, CompiledQuery, Kysely, PostgresDialect, PostgresDriver, type DatabaseConnection, type Selectable, type Transaction, type TransactionSettings } from "kysely";
+import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryResult } from "kysely";
 import pg from "pg";
 import type { DB } from "./generated/tables.ts";
 
@@ -25,31 +27,104 @@ export type DbOptions = {
   poolSize?: number;
   // Bounds on a Postgres that is slow or hung (issue: a create hung for 40 s, then committed). The
   // client gives up on a query after queryTimeoutMs (a transaction whose statement timed out is then
-  // rolled back, never committed later); the server cancels statements and idle transactions too.
+  // rolled back, never committed later); the server cancels a transaction's statements, lock waits
+  // and idleness too.
   queryTimeoutMs?: number;
   // A request waits at most this long for a free connection or a new one: then it is a 503.
   connectTimeoutMs?: number;
   applicationName?: string;
+  // Named (server-side) prepared statements: parsed once per connection. Off by default because a
+  // pooler in transaction mode (PgBouncer before 1.21) hands the next transaction another server
+  // connection, where the name does not exist.
+  preparedStatements?: boolean;
 };
 
 export const defaultDbTimeouts = { queryTimeoutMs: 10_000, connectTimeoutMs: 3_000 } as const;
 
+// The client-side bound comes this much after the server's: a live server cancels a transaction's
+// statement first (57014, rolled back for sure, the connection kept); the client's is the backstop
+// for a server or path that went silent.
+const CLIENT_TIMEOUT_GRACE_MS = 1_000;
+
+// Server-side deadlines, set per transaction. They used to be connection options (startup
+// parameters), which PgBouncer in transaction mode refuses ("unsupported startup parameter") and
+// which, were they ignored, would vanish silently. `set local` lives and dies with its transaction,
+// so no session state is left on a pooled server connection for the next client.
+const transactionDeadlines = (queryTimeoutMs: number) =>
+  [
+    `set local statement_timeout = ${queryTimeoutMs}`,
+    `set local lock_timeout = ${queryTimeoutMs}`,
+    `set local idle_in_transaction_session_timeout = ${queryTimeoutMs * 2}`,
+  ].join("; ");
+
+// Kysely's own begin, with the deadlines in the same round trip (a parameterless query goes as a
+// simple query, which may hold several statements).
+class DeadlineDriver extends PostgresDriver {
+  constructor(
+    config: ConstructorParameters<typeof PostgresDriver>[0],
+    private readonly deadlines: string,
+  ) {
+    super(config);
+  }
+  override async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    let begin = "begin";
+    if (settings.isolationLevel || settings.accessMode) {
+      begin = ["start transaction", settings.isolationLevel && `isolation level ${settings.isolationLevel}`, settings.accessMode].filter(Boolean).join(" ");
+    }
+    await connection.executeQuery(CompiledQuery.raw(`${begin}; ${this.deadlines}`));
+  }
+}
+
+const isClientTimeout = (error: unknown) => error instanceof Error && /Query read timeout/.test(error.message);
+
+const statementName = (sql: string) => `k_${createHash("sha1").update(sql).digest("base64url").slice(0, 24)}`;
+
+// The pool as Kysely sees it. A statement outside a transaction has no server-side deadline (a
+// pooler forbids a session-wide one): its bound is pg's client-side query_timeout, after which the
+// connection is thrown away rather than handed to the next query, which would queue behind the
+// abandoned one. With preparedStatements, parameterised statements are sent named.
+const poolFor = (pool: pg.Pool, preparedStatements: boolean): PostgresPool => ({
+  end: () => pool.end(),
+  connect: async (): Promise<PostgresPoolClient> => {
+    const client = await pool.connect();
+    let broken = false;
+    function query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>>;
+    function query<R>(cursor: PostgresCursor<R>): PostgresCursor<R>;
+    function query<R>(sqlOrCursor: string | PostgresCursor<R>, parameters?: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
+      if (typeof sqlOrCursor !== "string") return client.query(sqlOrCursor as never) as PostgresCursor<R>;
+      const values = [...(parameters ?? [])];
+      const config: pg.QueryConfig = preparedStatements && values.length > 0 ? { text: sqlOrCursor, values, name: statementName(sqlOrCursor) } : { text: sqlOrCursor, values };
+      return (client.query(config) as unknown as Promise<PostgresQueryResult<R>>).catch((error: unknown) => {
+        if (isClientTimeout(error)) broken = true;
+        throw error;
+      });
+    }
+    return { query, release: (destroy?: boolean) => client.release(destroy || broken) };
+  },
+});
+
 export const createDb = (databaseUrl: string, options: DbOptions = {}): Db => {
   const queryTimeoutMs = options.queryTimeoutMs ?? defaultDbTimeouts.queryTimeoutMs;
+  // Only what PgBouncer passes through in the startup packet: application_name (it tracks it per
+  // client); every other setting is per transaction above or client-side.
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max: options.poolSize ?? 10,
     connectionTimeoutMillis: options.connectTimeoutMs ?? defaultDbTimeouts.connectTimeoutMs,
-    query_timeout: queryTimeoutMs,
-    statement_timeout: queryTimeoutMs,
-    idle_in_transaction_session_timeout: queryTimeoutMs * 2,
-    lock_timeout: queryTimeoutMs,
+    query_timeout: queryTimeoutMs + CLIENT_TIMEOUT_GRACE_MS,
     application_name: options.applicationName ?? "kling-orchestrator",
   });
   // An idle client whose server went away emits 'error' on the pool; without a listener that is an
   // uncaught exception. The next checkout makes a fresh connection.
   pool.on("error", () => undefined);
-  return new Kysely<DB>({ dialect: new PostgresDialect({ pool }), plugins: [new CamelCasePlugin()] });
+  const config = { pool: poolFor(pool, options.preparedStatements ?? false) };
+  const deadlines = transactionDeadlines(queryTimeoutMs);
+  class Dialect extends PostgresDialect {
+    override createDriver() {
+      return new DeadlineDriver(config, deadlines);
+    }
+  }
+  return new Kysely<DB>({ dialect: new Dialect(config), plugins: [new CamelCasePlugin()] });
 };
 
 // jsonb parameters: pg sends JS arrays as Postgres arrays, so JSON values are always stringified.

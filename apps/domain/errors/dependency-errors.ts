@@ -24,6 +24,8 @@ export const databaseTrouble = (error: unknown): DatabaseTrouble | undefined => 
     // connection that got no answer in time (a hung server).
     if (/Query read timeout|Connection terminated due to connection timeout/i.test(text) || code === "57014" || code === "55P03") return "timeout";
     if (code === "53300") return "busy"; // too many connections
+    // PgBouncer: max_client_conn reached, or a client queued past query_wait_timeout.
+    if (/no more connections allowed|query_wait_timeout/i.test(text)) return "busy";
     if (typeof code === "string" && unreachableCodes.has(code)) return "unreachable";
     if (/Connection terminated|connect(ion)? refused|Client has encountered a connection error|Connection timeout/i.test(text)) return "unreachable";
   }
@@ -51,12 +53,16 @@ export const isUniqueViolation = (error: unknown): boolean => pgCode(error) === 
 
 const troubleMessages: Record<DatabaseTrouble, string> = {
   unreachable: "the database is unreachable; retry later",
-  busy: "the server is busy (no database connection became free in time); retry later",
+  busy: "the database has no free connection (all in use, or the server is at its connection limit); retry later",
   timeout: "the database did not answer in time; retry later",
 };
 
 // `writeOutcome`: what a caller of a write should assume (a timed-out commit may still land, so a
 // create is retried with the same external_task_id, which answers the first task if it exists).
+// Refusals made because of the database, so that they can be counted and logged as such.
+const databaseRefusals = new WeakSet<AppError>();
+export const isDatabaseRefusal = (error: unknown): boolean => error instanceof AppError && databaseRefusals.has(error);
+
 export const databaseUnavailable = (cause: unknown, writeOutcome?: "nothing_stored" | "unknown") => {
   const trouble = databaseTrouble(cause) ?? "unreachable";
   const suffix =
@@ -65,7 +71,9 @@ export const databaseUnavailable = (cause: unknown, writeOutcome?: "nothing_stor
       : writeOutcome === "unknown"
         ? " (the request may or may not have been stored: retry it unchanged with the same external_task_id to learn which)"
         : "";
-  return new AppError("dependency_unavailable", `${troubleMessages[trouble]}${suffix}`, { cause });
+  const refusal = new AppError("dependency_unavailable", `${troubleMessages[trouble]}${suffix}`, { cause });
+  databaseRefusals.add(refusal);
+  return refusal;
 };
 
 export const queueUnavailable = (cause?: unknown) =>

@@ -1,0 +1,111 @@
+import { sql } from "kysely";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RunningApi } from "../../apps/api/api.server.ts";
+import { createDb } from "../../apps/domain/db/database.ts";
+import { call, waitForTask } from "../support/http.ts";
+import { makeImage } from "../support/images.ts";
+import { startPgBouncer, type PgBouncer } from "../support/pgbouncer.ts";
+import { startStack, type Stack } from "../support/stack.ts";
+import { startWebhookConsumer, type WebhookConsumer } from "../support/webhook-consumer.ts";
+
+// The apps behind PgBouncer in transaction mode, as many deployments run Postgres: every
+// transaction may land on another server connection, so nothing may rest on session state. Before,
+// the API exited at start ("unsupported startup parameter: statement_timeout"), and with those
+// ignored the server-side deadlines vanished and every NOTIFY was lost.
+
+let stack: Stack;
+let bouncer: PgBouncer;
+let consumer: WebhookConsumer;
+let api: RunningApi;
+let image: string;
+const ratios = { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1 };
+
+beforeAll(async () => {
+  stack = await startStack({ withWorker: false });
+  bouncer = await startPgBouncer({ target: stack.env.databaseUrl, poolSize: 5 });
+  consumer = await startWebhookConsumer();
+  const pooled = { DATABASE_URL: bouncer.via(stack.env.databaseUrl), DATABASE_DIRECT_URL: stack.env.databaseUrl };
+  api = await stack.startApi({ ...pooled, DB_QUERY_TIMEOUT_MS: "1500", ALLOWED_PRIVATE_HOSTS: "127.0.0.1" });
+  // The sweep that re-adds due callbacks is pushed out of the test's reach: what arrives, came by
+  // NOTIFY on the worker's direct LISTEN connection.
+  await stack.startWorker({ ...pooled, PUBLIC_BASE_URL: api.url, WEBHOOK_SWEEP_MS: "600000" });
+  image = (await makeImage(400, 300)).toString("base64");
+});
+afterAll(async () => {
+  await stack?.stop();
+  await consumer?.close();
+  await bouncer?.stop();
+});
+
+const transactionsOf = async (database: string) =>
+  Number((await bouncer.show("stats")).find((row) => row.database === database)?.total_xact_count ?? 0);
+
+describe("Postgres behind PgBouncer in transaction mode", () => {
+  it("when an API and a worker reach Postgres through PgBouncer, then tasks run end to end and each task's callback arrives by NOTIFY", async () => {
+    const database = new URL(stack.env.databaseUrl).pathname.slice(1);
+    const before = await transactionsOf(database);
+    const { key } = await stack.newAccount();
+    const ids = await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
+        const created = await call(api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios, callback_url: `${consumer.url}/bounced/${i}` } });
+        expect(created.status, JSON.stringify(created.body)).toBe(202);
+        return created.body.id as string;
+      }),
+    );
+    for (const id of ids) await waitForTask(api.url, key, id, ["succeeded"], 30_000);
+    for (const [i, id] of ids.entries()) {
+      const [arrived] = await consumer.waitFor(`/bounced/${i}`, 1, 15_000);
+      expect(JSON.parse(arrived!.body)).toMatchObject({ type: "task.succeeded", data: { id, status: "succeeded" } });
+    }
+    // The work went through the bouncer, not around it.
+    expect(await transactionsOf(database)).toBeGreaterThan(before + ids.length * 3);
+  });
+
+  it("when a statement runs past DB_QUERY_TIMEOUT_MS through PgBouncer, then the server cancels it in a transaction, the client gives up on a lone one, and no setting outlives its transaction", async () => {
+    const db = createDb(bouncer.via(stack.env.databaseUrl), { queryTimeoutMs: 800, poolSize: 3 });
+    try {
+      const inTransaction = await db
+        .transaction()
+        .execute((trx) => sql`select pg_sleep(5)`.execute(trx))
+        .then(
+          () => undefined,
+          (error: { code?: string }) => error,
+        );
+      expect(inTransaction?.code).toBe("57014"); // canceling statement due to statement timeout
+
+      const started = Date.now();
+      await expect(sql`select pg_sleep(5)`.execute(db)).rejects.toThrow(/Query read timeout/);
+      expect(Date.now() - started).toBeLessThan(4_000);
+
+      // Lone statements on whatever server connection the bouncer gives: the defaults, every time.
+      for (let i = 0; i < 6; i++) {
+        const { rows } = await sql<{ statement: string; lock: string }>`select current_setting('statement_timeout') as statement, current_setting('lock_timeout') as lock`.execute(db);
+        expect(rows[0]).toEqual({ statement: "0", lock: "0" });
+      }
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it("when a table the create writes is locked past the deadline, then the create through PgBouncer answers 503 within a bound and works once the lock goes", async () => {
+    const { key } = await stack.newAccount();
+    const external = `locked-${Date.now()}`;
+    const locker = new pg.Client({ connectionString: stack.env.databaseUrl });
+    await locker.connect();
+    try {
+      await locker.query("begin");
+      await locker.query("lock table task in access exclusive mode");
+      const started = Date.now();
+      const refused = await call(api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios, external_task_id: external } });
+      expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+      expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect(Date.now() - started).toBeLessThan(10_000);
+      await locker.query("rollback");
+    } finally {
+      await locker.end();
+    }
+    const created = await call(api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios, external_task_id: external } });
+    expect(created.status, JSON.stringify(created.body)).toBe(202);
+  });
+});
