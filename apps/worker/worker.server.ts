@@ -21,7 +21,7 @@ import { reconcileProcessor } from "./processors/reconcile.processor.ts";
 import { submitTaskProcessor } from "./processors/submit-task.processor.ts";
 import { startRedisWatchdog } from "./redis-watchdog.ts";
 import { failTask } from "../domain/task/fail-task.ts";
-import type { WorkerConfig } from "./worker.config.ts";
+import { publicBaseUrlOf, type WorkerConfig } from "./worker.config.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { startOutboundWebhooks } from "./outbound-webhooks.ts";
 
@@ -32,6 +32,7 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 // A stateless worker process: run as many as needed; they share work through Redis and state
 // through Postgres.
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
+  const publicBaseUrl = publicBaseUrlOf(config);
   const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
   const db = createDb(config.DATABASE_URL, { poolSize: 20, ...dbOptionsFrom(config), applicationName: "kling-worker" });
   startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
@@ -40,7 +41,6 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry);
   const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
-  const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
   const storage = await createObjectStorage(storageConfigFrom(config));
 
   const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
