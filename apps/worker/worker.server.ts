@@ -60,7 +60,9 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   // A job that ended (failed for good, or completed while its task still waits) is re-run; one that
   // is waiting, delayed or active is left alone. One that BullMQ failed because it kept taking its
   // worker down (stalled past JOB_MAX_CRASHES) is a poison message: its task fails instead.
-  const redriveJob = async (kind: StageKind, taskId: string, priority?: number) => {
+  // `priority` may be a function: asked only when a job is really added, so that a sweep that finds
+  // the job in place takes no place in line (fair-priority.ts counts every number handed out).
+  const redriveJob = async (kind: StageKind, taskId: string, priority?: number | (() => Promise<number>)) => {
     const job = await queues.queue(kind).getJob(taskId);
     const state = job ? await job.getState() : "missing";
     if (job && state === "failed" && /stalled more than allowable limit/i.test(job.failedReason ?? "")) {
@@ -73,7 +75,9 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     }
     if (job && state === "failed") return job.retry();
     if (job && state === "completed") await job.remove();
-    if (!job || state === "completed" || state === "unknown") await queues.enqueue(kind, { taskId }, { priority });
+    if (!job || state === "completed" || state === "unknown") {
+      await queues.enqueue(kind, { taskId }, { priority: typeof priority === "function" ? await priority() : priority });
+    }
   };
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
 
