@@ -506,7 +506,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: Postgres and Redis, and the provider's state (circuit, pause, slots) in sum and per route */
+        /** Readiness: Postgres, Redis and image storage (a write), and the provider's state (circuit, pause, slots) in sum and per route */
         get: operations["readiness"];
         put?: never;
         post?: never;
@@ -1393,6 +1393,12 @@ export interface components {
                     latency_ms?: number;
                     error?: string;
                 };
+                /** @description A small object written to the image store: a read-only or full disk, or S3 refusing, fails it */
+                storage: {
+                    ok: boolean;
+                    latency_ms?: number;
+                    error?: string;
+                };
             };
             /** @description Absent when Redis is down; {error} when the routes' state could not be read in time */
             provider?: components["schemas"]["ProviderSummary"] | {
@@ -1594,7 +1600,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1692,7 +1698,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1763,7 +1769,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1834,7 +1840,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1884,7 +1890,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1944,7 +1950,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1994,7 +2000,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2662,7 +2668,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2805,7 +2811,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2855,7 +2861,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2918,7 +2924,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2980,7 +2986,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3039,7 +3045,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3098,7 +3104,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3157,7 +3163,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3195,7 +3201,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3233,7 +3239,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3289,7 +3295,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3359,7 +3365,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3409,7 +3415,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3459,7 +3465,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3497,7 +3503,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3549,7 +3555,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description Postgres or Redis unreachable */
+            /** @description Postgres or Redis unreachable, or storage not writable */
             503: {
                 headers: {
                     [name: string]: unknown;
