@@ -955,7 +955,7 @@ export interface components {
             timestamp: string;
             data: components["schemas"]["Batch"];
         };
-        /** @description RFC 9457 problem details. Codes: validation_failed (400), payload_too_large (413), unauthenticated (401), not_found (404), method_not_allowed (405), conflict (409), unsupported_media_type (415), unprocessable (422), spend_cap_exceeded (402), dependency_unavailable (503), server_busy (503), too_many_requests (429), internal (500) */
+        /** @description RFC 9457 problem details. Codes: validation_failed (400), payload_too_large (413), unauthenticated (401), not_found (404), method_not_allowed (405), conflict (409), unsupported_media_type (415), unprocessable (422), spend_cap_exceeded (402), dependency_unavailable (503), body_too_slow (408), server_busy (503), too_many_requests (429), internal (500) */
         Problem: {
             /** @description https://kling-orchestrator.dev/problems/<code>, one per error code */
             type: string;
