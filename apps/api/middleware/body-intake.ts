@@ -68,8 +68,9 @@ export const createBodyBudget = (options: BodyBudgetOptions): BodyBudget => {
   };
 };
 
-export const payloadTooLarge = (limit: number) =>
-  new AppError("payload_too_large", `request body exceeds ${limit} bytes (the limit is ${Math.round(limit / 1024 / 1024)} MB)`);
+// `instead`: where a larger upload goes (a JSON batch: the streamed forms, which have no size limit).
+export const payloadTooLarge = (limit: number, instead?: string) =>
+  new AppError("payload_too_large", `request body exceeds ${limit} bytes (the limit is ${Math.round(limit / 1024 / 1024)} MB)${instead ? `; ${instead}` : ""}`);
 
 const serverBusy = () => {
   metrics.intakeBodiesRefused.inc({ reason: "busy" });
@@ -101,12 +102,12 @@ const sendContinue = (req: IncomingMessage, res: ServerResponse) => {
 // Wraps a body-parser middleware: checks the limit and reserves budget before it reads, tracks an
 // unmeasured body as it grows, and gives everything back when the answer is finished or abandoned.
 const budgeted =
-  (budget: BodyBudget, limit: number, accepts: (req: IncomingMessage) => boolean, parser: BodyReader): BodyReader =>
+  (budget: BodyBudget, limit: number, accepts: (req: IncomingMessage) => boolean, parser: BodyReader, instead?: string): BodyReader =>
   (req, res, next) => {
     if (!hasBody(req) || !accepts(req)) return parser(req, res, next);
     const chunked = req.headers["content-length"] === undefined;
     const declared = chunked ? 0 : Number(req.headers["content-length"]);
-    if (declared > limit) return next(payloadTooLarge(limit));
+    if (declared > limit) return next(payloadTooLarge(limit, instead));
     // An encoded body's inflated size is unknown until it is read; it may grow to the limit.
     const encoded = (req.headers["content-encoding"] ?? "identity").toLowerCase() !== "identity";
     let held = encoded ? limit : declared;
@@ -126,7 +127,10 @@ const budgeted =
     // The parser calls back once it has read (or given up on) the body; after a cut-off the answer
     // is already on its way and that late call is dropped.
     parser(req, res, (error?: unknown) => {
-      if (!cutOff) next(error);
+      if (cutOff) return;
+      // An unmeasured body that grew past the limit: the same answer as a declared one.
+      const tooLarge = (error as { type?: unknown } | undefined)?.type === "entity.too.large";
+      next(tooLarge && instead ? payloadTooLarge(limit, instead) : error);
     });
     if (res.headersSent || req.listenerCount("data") === 0) return;
     // Only once the parser is listening (it may have refused at once, e.g. an unknown charset).
@@ -186,11 +190,11 @@ const isJson = (type: string) => type === "application/json" || /^application\/[
 // optional), so drop-in clients that send none, text/plain, or curl -d's form type still work.
 const lenientJsonTypes = new Set(["", "text/plain", "application/x-www-form-urlencoded"]);
 
-export const readJsonBody = (budget: BodyBudget, options: { limit: number; lenientContentType?: boolean }): BodyReader => {
+export const readJsonBody = (budget: BodyBudget, options: { limit: number; lenientContentType?: boolean; instead?: string }): BodyReader => {
   const accepts = options.lenientContentType
     ? (req: IncomingMessage) => isJson(mediaType(req)) || lenientJsonTypes.has(mediaType(req))
     : (req: IncomingMessage) => isJson(mediaType(req));
-  return budgeted(budget, options.limit, accepts, express.json({ limit: options.limit, type: accepts }));
+  return budgeted(budget, options.limit, accepts, express.json({ limit: options.limit, type: accepts }), options.instead);
 };
 
 // Text that Postgres or Prisma cannot store: U+0000 (Postgres text) and unpaired UTF-16 surrogates
