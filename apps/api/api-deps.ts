@@ -8,7 +8,7 @@ import type { TaskChangeNotifier } from "../domain/live-progress/task-change.ts"
 import type { Logger } from "../domain/logging/logger.ts";
 import type { ProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import type { JobKind } from "../domain/queues/job-catalog.ts";
-import type { ObjectStorage } from "../domain/storage/local-storage.ts";
+import type { StorageHandle } from "../domain/storage/object-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
 import type { AcceptBatchDeps } from "../domain/batch/accept-batch.ts";
 import type { IdempotencyOptions } from "../domain/idempotency/idempotency-key.ts";
@@ -22,7 +22,7 @@ export type ApiDeps = {
   db: Db;
   redis: Redis;
   logger: Logger;
-  storage: ObjectStorage;
+  storage: StorageHandle;
   authenticator: Authenticator;
   signLink: LinkSigner;
   // Verifies the signed image links (derived from SERVER_KEY).

@@ -58,6 +58,13 @@ export const apiEnvSchema = z
     // Request-body bytes this process reads at once across all routes; past it a request is
     // answered 503 (429/1302 on the drop-in routes) with Retry-After before its body is read.
     INTAKE_BODY_BUDGET_BYTES: z.coerce.number().int().min(1_048_576, { error: "must be at least 1048576 (1 MB)" }).default(64 * 1_048_576),
+    // One account holds at most this fraction of that budget at once (its first body is always
+    // taken); the rest stays for the other accounts.
+    INTAKE_BODY_ACCOUNT_SHARE: z.coerce.number().gt(0, { error: "must be a fraction above 0, at most 1" }).max(1, { error: "must be a fraction above 0, at most 1" }).default(0.25),
+    // A body bringing fewer bytes per second than this, over a window, is answered 408 and its
+    // reservation reclaimed: 4 KiB/s is below any usable uplink, far above a trickle that holds budget.
+    INTAKE_BODY_MIN_BYTES_PER_SECOND: z.coerce.number().int().min(1).default(4_096),
+    INTAKE_BODY_RATE_WINDOW_MS: envPositiveMs.default(10_000),
     // Provider callback signing secrets (whsec_..., comma-separated while rotating); when set, an
     // unsigned or badly signed callback is refused. Unset: the per-task URL token is the only check.
     PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),

@@ -147,7 +147,12 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       return { ...reports, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
     },
     providerRoutes: routes,
-    bodyBudget: createBodyBudget(config.INTAKE_BODY_BUDGET_BYTES),
+    bodyBudget: createBodyBudget({
+      capacityBytes: config.INTAKE_BODY_BUDGET_BYTES,
+      accountShare: config.INTAKE_BODY_ACCOUNT_SHARE,
+      minBytesPerSecond: config.INTAKE_BODY_MIN_BYTES_PER_SECOND,
+      rateWindowMs: config.INTAKE_BODY_RATE_WINDOW_MS,
+    }),
     live: {
       db,
       hub,

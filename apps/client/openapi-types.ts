@@ -529,7 +529,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: Postgres and Redis, and the provider's state (circuit, pause, slots) in sum and per route */
+        /** Readiness: Postgres, Redis and image storage (a write), and the provider's state (circuit, pause, slots) in sum and per route */
         get: operations["readiness"];
         put?: never;
         post?: never;
@@ -978,7 +978,7 @@ export interface components {
             timestamp: string;
             data: components["schemas"]["Batch"];
         };
-        /** @description RFC 9457 problem details. Codes: validation_failed (400), payload_too_large (413), unauthenticated (401), not_found (404), method_not_allowed (405), conflict (409), unsupported_media_type (415), unprocessable (422), spend_cap_exceeded (402), dependency_unavailable (503), server_busy (503), too_many_requests (429), internal (500) */
+        /** @description RFC 9457 problem details. Codes: validation_failed (400), payload_too_large (413), unauthenticated (401), not_found (404), method_not_allowed (405), conflict (409), unsupported_media_type (415), unprocessable (422), spend_cap_exceeded (402), dependency_unavailable (503), body_too_slow (408), server_busy (503), too_many_requests (429), internal (500) */
         Problem: {
             /** @description https://kling-orchestrator.dev/problems/<code>, one per error code */
             type: string;
@@ -1416,6 +1416,12 @@ export interface components {
                     latency_ms?: number;
                     error?: string;
                 };
+                /** @description A small object written to the image store: a read-only or full disk, or S3 refusing, fails it */
+                storage: {
+                    ok: boolean;
+                    latency_ms?: number;
+                    error?: string;
+                };
             };
             /** @description Absent when Redis is down; {error} when the routes' state could not be read in time */
             provider?: components["schemas"]["ProviderSummary"] | {
@@ -1617,7 +1623,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1715,7 +1721,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1786,7 +1792,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1857,7 +1863,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1907,7 +1913,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1967,7 +1973,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2017,7 +2023,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2728,7 +2734,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2871,7 +2877,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2921,7 +2927,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2984,7 +2990,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3046,7 +3052,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3105,7 +3111,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3164,7 +3170,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3223,7 +3229,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3261,7 +3267,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3299,7 +3305,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3355,7 +3361,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3425,7 +3431,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3475,7 +3481,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3525,7 +3531,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3563,7 +3569,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3615,7 +3621,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description Postgres or Redis unreachable */
+            /** @description Postgres or Redis unreachable, or storage not writable */
             503: {
                 headers: {
                     [name: string]: unknown;

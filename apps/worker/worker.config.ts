@@ -1,7 +1,6 @@
 import { z } from "zod";
-import { defaultApiPort } from "../domain/config/defaults.ts";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
-import { envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
+import { ConfigError, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
 import { tracingEnv } from "../domain/telemetry/tracing.ts";
 import { databaseEnv, dbPoolSizeEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
@@ -32,8 +31,10 @@ export const workerEnvSchema = z.object({
   ...providerRoutesEnv,
   ...tracingEnv,
   ...providerImageDeliveryEnv,
-  // The API's address as the provider sees it: callback URLs are built on it.
-  PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
+  // The API's address as the provider sees it: callback URLs (with per-task tokens) and signed image
+  // links are built on it. No default: a worker cannot know the API's PORT or proxy, and a guess
+  // sends those tokens to whatever listens there (publicBaseUrlOf refuses to start without it).
+  PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),
   // Source image downloads run in their own stage, so slow image hosts never hold submissions; one
   // account may use at most SOURCE_ACCOUNT_CONCURRENCY of a process's downloads at once.
@@ -79,3 +80,20 @@ export const workerEnvSchema = z.object({
 export type WorkerConfig = z.output<typeof workerEnvSchema>;
 
 export const parseWorkerConfig = (env: Record<string, string | undefined>): WorkerConfig => parseEnv(workerEnvSchema, env);
+
+// Checked at start rather than in the schema, so that tests of other settings can parse a partial env.
+export const publicBaseUrlOf = (config: Pick<WorkerConfig, "PUBLIC_BASE_URL">): string => {
+  if (!config.PUBLIC_BASE_URL) {
+    throw new ConfigError([
+      "PUBLIC_BASE_URL: must be set for a worker: the API's address as the provider reaches it (e.g. http://127.0.0.1:3000, or your HTTPS proxy); provider callbacks and signed image links are built on it, and it is never guessed (npm start sets it to its own API)",
+    ]);
+  }
+  return config.PUBLIC_BASE_URL.replace(/\/$/, "");
+};
+
+// For the worker's process: a missing PUBLIC_BASE_URL exits 78 (EX_CONFIG) like any bad variable.
+export const parseWorkerProcessConfig = (env: Record<string, string | undefined>): WorkerConfig => {
+  const config = parseWorkerConfig(env);
+  publicBaseUrlOf(config);
+  return config;
+};

@@ -21,7 +21,7 @@ import { reconcileProcessor } from "./processors/reconcile.processor.ts";
 import { submitTaskProcessor } from "./processors/submit-task.processor.ts";
 import { startRedisWatchdog } from "./redis-watchdog.ts";
 import { failTask } from "../domain/task/fail-task.ts";
-import type { WorkerConfig } from "./worker.config.ts";
+import { publicBaseUrlOf, type WorkerConfig } from "./worker.config.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { startOutboundWebhooks } from "./outbound-webhooks.ts";
 import { signImageLink } from "../domain/storage/signed-link.ts";
@@ -33,6 +33,7 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 // A stateless worker process: run as many as needed; they share work through Redis and state
 // through Postgres.
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
+  const publicBaseUrl = publicBaseUrlOf(config);
   const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-worker" });
   startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
@@ -41,7 +42,6 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry);
   const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
-  const publicBaseUrl = config.PUBLIC_BASE_URL.replace(/\/$/, "");
   const storage = await createObjectStorage(storageConfigFrom(config));
   const serverKey = await resolveServerKey(config);
   // Links to a task's stored source, for PROVIDER_IMAGE_DELIVERY=link (the API's files route checks them).
@@ -64,7 +64,9 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   // A job that ended (failed for good, or completed while its task still waits) is re-run; one that
   // is waiting, delayed or active is left alone. One that BullMQ failed because it kept taking its
   // worker down (stalled past JOB_MAX_CRASHES) is a poison message: its task fails instead.
-  const redriveJob = async (kind: StageKind, taskId: string, priority?: number) => {
+  // `priority` may be a function: asked only when a job is really added, so that a sweep that finds
+  // the job in place takes no place in line (fair-priority.ts counts every number handed out).
+  const redriveJob = async (kind: StageKind, taskId: string, priority?: number | (() => Promise<number>)) => {
     const job = await queues.queue(kind).getJob(taskId);
     const state = job ? await job.getState() : "missing";
     if (job && state === "failed" && /stalled more than allowable limit/i.test(job.failedReason ?? "")) {
@@ -77,7 +79,9 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     }
     if (job && state === "failed") return job.retry();
     if (job && state === "completed") await job.remove();
-    if (!job || state === "completed" || state === "unknown") await queues.enqueue(kind, { taskId }, { priority });
+    if (!job || state === "completed" || state === "unknown") {
+      await queues.enqueue(kind, { taskId }, { priority: typeof priority === "function" ? await priority() : priority });
+    }
   };
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
 

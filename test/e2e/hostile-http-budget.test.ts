@@ -30,6 +30,8 @@ beforeAll(async () => {
     STORAGE_DIR: stack.env.storageDir,
     SERVER_KEY: testServerKey,
     INTAKE_BODY_BUDGET_BYTES: String(budgetBytes),
+    // The whole budget, from one account (the per-account share: hostile-slow-bodies.test.ts).
+    INTAKE_BODY_ACCOUNT_SHARE: "1",
   });
 });
 afterAll(async () => {

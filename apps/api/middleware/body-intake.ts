@@ -1,41 +1,89 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import express, { type Request, type Response } from "express";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
+import { metrics } from "../../domain/metrics/metrics.ts";
 
 // How many request-body bytes this process holds at once, across every route. A body is buffered
 // whole (and then parsed, decoded, checked), so without a bound, 200 concurrent 9 MB creates took
 // the API to 2.8 GB. A request reserves its declared Content-Length before a byte is read; one
 // without a length (chunked) reserves as it arrives and is cut off when the budget runs out.
-export type BodyBudget = {
-  readonly capacityBytes: number;
-  inFlightBytes(): number;
-  // `heldByCaller`: what this request already holds. A request that is alone may exceed the
-  // budget (up to its route's limit), so a budget set below the largest body refuses nothing forever.
-  tryReserve(bytes: number, heldByCaller?: number): boolean;
-  release(bytes: number): void;
+//
+// One account may hold at most its share of the budget, so that the rest stays for the others: 16
+// uploads of one account declaring 4 MiB and sending 100 bytes every 5 s held all of it, and every
+// other account was refused for minutes. A body that arrives slower than the minimum rate loses its
+// reservation (408), so even its share is not held for long.
+export type BodyBudgetOptions = {
+  capacityBytes: number;
+  // The fraction of the budget one account may hold at once (its first body is always taken).
+  accountShare: number;
+  // A body that brings fewer bytes than this per second, over any window of rateWindowMs, is cut off.
+  minBytesPerSecond: number;
+  rateWindowMs: number;
 };
 
-export const createBodyBudget = (capacityBytes: number): BodyBudget => {
+export type BodyHolder = { accountId?: string | undefined; held?: number };
+
+export type BodyBudget = {
+  readonly capacityBytes: number;
+  readonly accountShareBytes: number;
+  readonly minBytesPerSecond: number;
+  readonly rateWindowMs: number;
+  inFlightBytes(accountId?: string): number;
+  // `holder.held`: what this request already holds. A request that is alone (in the process, or of
+  // its account) may exceed the budget or the share (up to its route's limit), so a budget set below
+  // the largest body refuses nothing forever.
+  tryReserve(bytes: number, holder?: BodyHolder): boolean;
+  release(bytes: number, accountId?: string): void;
+};
+
+export const createBodyBudget = (options: BodyBudgetOptions): BodyBudget => {
+  const { capacityBytes } = options;
+  const accountShareBytes = Math.floor(capacityBytes * options.accountShare);
   let used = 0;
+  const byAccount = new Map<string, number>();
   return {
     capacityBytes,
-    inFlightBytes: () => used,
-    tryReserve: (bytes, heldByCaller = 0) => {
-      if (used + bytes > capacityBytes && used > heldByCaller) return false;
+    accountShareBytes,
+    minBytesPerSecond: options.minBytesPerSecond,
+    rateWindowMs: options.rateWindowMs,
+    inFlightBytes: (accountId) => (accountId === undefined ? used : (byAccount.get(accountId) ?? 0)),
+    tryReserve: (bytes, holder = {}) => {
+      const held = holder.held ?? 0;
+      if (used + bytes > capacityBytes && used > held) return false;
+      if (holder.accountId !== undefined) {
+        const account = byAccount.get(holder.accountId) ?? 0;
+        if (account + bytes > accountShareBytes && account > held) return false;
+        byAccount.set(holder.accountId, account + bytes);
+      }
       used += bytes;
       return true;
     },
-    release: (bytes) => {
+    release: (bytes, accountId) => {
       used = Math.max(0, used - bytes);
+      if (accountId === undefined) return;
+      const left = (byAccount.get(accountId) ?? 0) - bytes;
+      if (left > 0) byAccount.set(accountId, left);
+      else byAccount.delete(accountId);
     },
   };
 };
 
-export const payloadTooLarge = (limit: number) =>
-  new AppError("payload_too_large", `request body exceeds ${limit} bytes (the limit is ${Math.round(limit / 1024 / 1024)} MB)`);
+// `instead`: where a larger upload goes (a JSON batch: the streamed forms, which have no size limit).
+export const payloadTooLarge = (limit: number, instead?: string) =>
+  new AppError("payload_too_large", `request body exceeds ${limit} bytes (the limit is ${Math.round(limit / 1024 / 1024)} MB)${instead ? `; ${instead}` : ""}`);
 
-const serverBusy = () =>
-  new AppError("server_busy", "the server is busy receiving other request bodies; nothing was stored, retry in a few seconds");
+const serverBusy = () => {
+  metrics.intakeBodiesRefused.inc({ reason: "busy" });
+  return new AppError("server_busy", "the server is busy receiving other request bodies; nothing was stored, retry in a few seconds");
+};
+
+const bodyTooSlow = (budget: BodyBudget) => {
+  metrics.intakeBodiesRefused.inc({ reason: "too_slow" });
+  return new AppError(
+    "body_too_slow",
+    `the request body arrived slower than ${budget.minBytesPerSecond} bytes per second over ${budget.rateWindowMs / 1000} s; nothing was stored. Send it again over a faster link, or smaller`,
+  );
+};
 
 // Typed like body-parser's own middleware (plain Node request and response), so a route keeps
 // the parameter types Express infers from its path.
@@ -54,49 +102,85 @@ const sendContinue = (req: IncomingMessage, res: ServerResponse) => {
 // Wraps a body-parser middleware: checks the limit and reserves budget before it reads, tracks an
 // unmeasured body as it grows, and gives everything back when the answer is finished or abandoned.
 const budgeted =
-  (budget: BodyBudget, limit: number, accepts: (req: IncomingMessage) => boolean, parser: BodyReader): BodyReader =>
+  (budget: BodyBudget, limit: number, accepts: (req: IncomingMessage) => boolean, parser: BodyReader, instead?: string): BodyReader =>
   (req, res, next) => {
     if (!hasBody(req) || !accepts(req)) return parser(req, res, next);
     const chunked = req.headers["content-length"] === undefined;
     const declared = chunked ? 0 : Number(req.headers["content-length"]);
-    if (declared > limit) return next(payloadTooLarge(limit));
+    if (declared > limit) return next(payloadTooLarge(limit, instead));
     // An encoded body's inflated size is unknown until it is read; it may grow to the limit.
     const encoded = (req.headers["content-encoding"] ?? "identity").toLowerCase() !== "identity";
     let held = encoded ? limit : declared;
-    if (!budget.tryReserve(held)) return next(serverBusy());
-    res.once("close", () => budget.release(held));
+    // Set by authenticate() on every route that reads a body, except the provider's callbacks
+    // (small, and the per-task URL token is their key): those count against the budget alone.
+    const accountId = (res as { locals?: { accountId?: string } }).locals?.accountId;
+    if (!budget.tryReserve(held, { accountId })) return next(serverBusy());
+    let released = false;
+    const releaseAll = () => {
+      if (released) return;
+      released = true;
+      budget.release(held, accountId);
+    };
+    res.once("close", releaseAll);
 
     let cutOff = false;
     // The parser calls back once it has read (or given up on) the body; after a cut-off the answer
     // is already on its way and that late call is dropped.
     parser(req, res, (error?: unknown) => {
-      if (!cutOff) next(error);
+      if (cutOff) return;
+      // An unmeasured body that grew past the limit: the same answer as a declared one.
+      const tooLarge = (error as { type?: unknown } | undefined)?.type === "entity.too.large";
+      next(tooLarge && instead ? payloadTooLarge(limit, instead) : error);
     });
+    if (res.headersSent || req.listenerCount("data") === 0) return;
     // Only once the parser is listening (it may have refused at once, e.g. an unknown charset).
-    if (!res.headersSent && req.listenerCount("data") > 0) sendContinue(req, res);
-    if (chunked && !encoded) {
-      const parserListeners = req.listeners("data") as ((chunk: Buffer) => void)[];
-      let dropped = 0;
-      // Added after the parser's own listener (it attaches synchronously), so both see each chunk.
-      req.on("data", (chunk: Buffer) => {
-        if (cutOff) {
-          // A client that sends on past the route's limit would have been refused anyway.
-          dropped += chunk.length;
-          if (held + dropped > limit) req.socket.destroy();
-          return;
-        }
-        if (budget.tryReserve(chunk.length, held)) {
-          held += chunk.length;
-          return;
-        }
-        // The parser would keep all it reads: it stops reading here, and the rest of the body is
-        // read and dropped (settleUnreadBody). Closing the connection with the body unread reset
-        // it, and a client still sending (or slow to read) could lose the answer to the reset.
-        cutOff = true;
-        for (const listener of parserListeners) req.removeListener("data", listener);
-        next(serverBusy());
-      });
-    }
+    sendContinue(req, res);
+    const parserListeners = req.listeners("data") as ((chunk: Buffer) => void)[];
+    // The parser would keep all it reads: it stops reading here, and the rest of the body is read
+    // and dropped (settleUnreadBody) or the connection closed after the answer.
+    const cutOffWith = (error: AppError) => {
+      cutOff = true;
+      for (const listener of parserListeners) req.removeListener("data", listener);
+      next(error);
+    };
+
+    // The minimum rate, checked once per window from the go-ahead on: a body that brought too few
+    // bytes in the last window gives its reservation back at once and is answered 408.
+    let windowBytes = 0;
+    const rateCheck = setInterval(() => {
+      if (cutOff || req.complete) return clearInterval(rateCheck);
+      if (windowBytes * 1000 < budget.minBytesPerSecond * budget.rateWindowMs) {
+        clearInterval(rateCheck);
+        releaseAll();
+        cutOffWith(bodyTooSlow(budget));
+        return;
+      }
+      windowBytes = 0;
+    }, budget.rateWindowMs);
+    rateCheck.unref();
+    const stopRateCheck = () => clearInterval(rateCheck);
+    req.once("end", stopRateCheck);
+    res.once("close", stopRateCheck);
+
+    let dropped = 0;
+    // Added after the parser's own listener (it attaches synchronously), so both see each chunk.
+    req.on("data", (chunk: Buffer) => {
+      windowBytes += chunk.length;
+      if (cutOff) {
+        // A client that sends on past the route's limit would have been refused anyway.
+        dropped += chunk.length;
+        if (held + dropped > limit) req.socket.destroy();
+        return;
+      }
+      if (!chunked || encoded) return;
+      if (budget.tryReserve(chunk.length, { accountId, held })) {
+        held += chunk.length;
+        return;
+      }
+      // Closing the connection with the body unread reset it, and a client still sending (or slow
+      // to read) could lose the answer to the reset: a busy refusal reads and drops the rest.
+      cutOffWith(serverBusy());
+    });
   };
 
 const mediaType = (req: IncomingMessage) => (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
@@ -106,11 +190,11 @@ const isJson = (type: string) => type === "application/json" || /^application\/[
 // optional), so drop-in clients that send none, text/plain, or curl -d's form type still work.
 const lenientJsonTypes = new Set(["", "text/plain", "application/x-www-form-urlencoded"]);
 
-export const readJsonBody = (budget: BodyBudget, options: { limit: number; lenientContentType?: boolean }): BodyReader => {
+export const readJsonBody = (budget: BodyBudget, options: { limit: number; lenientContentType?: boolean; instead?: string }): BodyReader => {
   const accepts = options.lenientContentType
     ? (req: IncomingMessage) => isJson(mediaType(req)) || lenientJsonTypes.has(mediaType(req))
     : (req: IncomingMessage) => isJson(mediaType(req));
-  return budgeted(budget, options.limit, accepts, express.json({ limit: options.limit, type: accepts }));
+  return budgeted(budget, options.limit, accepts, express.json({ limit: options.limit, type: accepts }), options.instead);
 };
 
 // Text that Postgres or Prisma cannot store: U+0000 (Postgres text) and unpaired UTF-16 surrogates
@@ -169,6 +253,11 @@ const drainableBodyBytes = 64 * 1024;
 
 export const settleUnreadBody = (req: Request, res: Response, app: AppError) => {
   if (req.complete || res.getHeader("connection") === "close") return;
+  // A body too slow to wait for is not drained either: the connection goes with the answer.
+  if (app.code === "body_too_slow") {
+    res.setHeader("connection", "close");
+    return;
+  }
   const declared = req.headers["content-length"];
   if (req.headers["transfer-encoding"] === undefined && (declared === undefined || Number(declared) <= drainableBodyBytes)) return;
   if (app.code !== "server_busy") {

@@ -128,6 +128,7 @@ const titles: Record<AppError["code"], string> = {
   spend_cap_exceeded: "Spend cap exceeded",
   dependency_unavailable: "Service temporarily unavailable",
   server_busy: "Server busy",
+  body_too_slow: "Request body too slow",
   too_many_requests: "Too many requests",
   internal: "Internal error",
 };
@@ -176,6 +177,9 @@ const providerCode = (app: AppError): { http: number; code: number } => {
       return { http: 429, code: 1302 };
     case "dependency_unavailable":
       return { http: 503, code: 5001 };
+    // No provider code says "too slow"; 1201 with the 408 and its message is the nearest.
+    case "body_too_slow":
+      return { http: 408, code: 1201 };
     case "internal":
       return { http: 500, code: 5000 };
   }

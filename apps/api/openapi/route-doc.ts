@@ -24,8 +24,9 @@ const problemDescriptions: Partial<Record<ErrorCode, string>> = {
   not_found: "No such resource for this account",
   conflict: "external_task_id already names a different request",
   payload_too_large: "Body too large",
-  dependency_unavailable: "Postgres or Redis unavailable: nothing was stored (Retry-After)",
+  dependency_unavailable: "Postgres, Redis or image storage unavailable: nothing was stored (Retry-After)",
   server_busy: "Too many request bodies in flight (Retry-After)",
+  body_too_slow: "The body arrived slower than the intake's minimum rate; nothing was stored",
 };
 
 // The problem-details answers a native route can give, by error code (one status may carry several).

@@ -20,8 +20,14 @@ const manifestLine = (deps: Pick<ApiDeps, "signLink">, t: TaskWithImages) => ({
 });
 
 const csvHeader = "line,task_id,external_task_id,input,status,credits,error_class,error_message,image_locations,image_widths,image_heights,image_sha256s";
-const csvCell = (v: unknown) => {
-  const s = v === null || v === undefined ? "" : String(v);
+// OWASP's CSV injection rule: a spreadsheet runs a cell that starts with = + - @ (or TAB / CR,
+// which some strip first) as a formula, so such a cell gets a leading ' and is read as text. Callers
+// write some of these fields (external_task_id, error messages quoting their input); none of ours is
+// a negative number, so nothing of ours changes meaning.
+const formulaLead = /^[=+\-@\t\r]/;
+export const csvCell = (v: unknown) => {
+  const raw = v === null || v === undefined ? "" : String(v);
+  const s = formulaLead.test(raw) ? `'${raw}` : raw;
   return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 };
 const toCsv = (m: ReturnType<typeof manifestLine>) =>

@@ -121,7 +121,10 @@ export const batchesRouter = (deps: ApiDeps): Router => {
       .json({ ...toBatchView(await batchProgress(deps.db, batch)), intake: toIntakeView(result) });
   };
 
-  const jsonReader = readJsonBody(deps.bodyBudget, { limit: jsonLimitBytes });
+  const jsonReader = readJsonBody(deps.bodyBudget, {
+    limit: jsonLimitBytes,
+    instead: "send a larger batch as NDJSON (application/x-ndjson) or CSV (text/csv): those are read as they stream, with no size limit",
+  });
 
   router.post("/", jsonReader, async (req, res) => {
     const accountId = res.locals.accountId;

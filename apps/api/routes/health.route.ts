@@ -28,15 +28,18 @@ export const healthRouter = (deps: ApiDeps): Router => {
     res.json({ status: "ok" });
   });
   router.get("/readyz", async (_req, res) => {
-    const [postgres, redis] = await Promise.all([
+    // Storage by a real write: a read-only or full disk, or S3 refusing, would fail every create
+    // that carries an image and every archive.
+    const [postgres, redis, storage] = await Promise.all([
       probe(() => sql`select 1`.execute(deps.db)),
       probe(() => deps.redis.ping()),
+      probe(() => deps.storage.probe()),
     ]);
-    const ready = postgres.ok && redis.ok;
+    const ready = postgres.ok && redis.ok && storage.ok;
     // The provider's state does not make this process unready (intake still works and tasks wait),
     // but operators see it here: an open circuit or a paused account, and slot use, per route.
     const provider = redis.ok ? await providerDetails(deps) : undefined;
-    res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "not_ready", checks: { postgres, redis }, provider });
+    res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "not_ready", checks: { postgres, redis, storage }, provider });
   });
   return router;
 };

@@ -13,6 +13,8 @@ export const errorStatus = {
   unprocessable: 422,
   spend_cap_exceeded: 402,
   dependency_unavailable: 503,
+  // A request body that arrived slower than the intake's minimum rate: its reservation was reclaimed.
+  body_too_slow: 408,
   // Too much request body in flight at once (the API's intake budget): retry shortly.
   server_busy: 503,
   // One account holds too much of something counted per account (live streams): retry later.

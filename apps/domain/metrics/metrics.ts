@@ -70,6 +70,14 @@ export const metrics = {
     labelNames: ["result"] as const,
     registers: [processRegistry],
   }),
+  // The API's intake body budget (apps/api/middleware/body-intake.ts): a body refused before it was
+  // read (busy: the budget or the account's share is held), or cut off arriving too slowly (408).
+  intakeBodiesRefused: new Counter({
+    name: "kling_intake_bodies_refused_total",
+    help: "Request bodies refused by the intake budget, by reason (busy: 503/429 before reading, the budget or the account's share being full; too_slow: 408, slower than the minimum rate)",
+    labelNames: ["reason"] as const,
+    registers: [processRegistry],
+  }),
   creditsSpent: new Counter({
     name: "kling_credits_spent_total",
     help: "Provider credits (final_unit_deduction) of tasks that reached a final status",

@@ -17,8 +17,10 @@ export type ReconcileDeps = ApplyReportDeps & {
   pollMaxIntervalMs: number;
   // A task in flight longer than this (since submission) fails with a timeout reason.
   taskDeadlineMs: number;
-  // Re-drives a task's job: adds it when missing, retries it when it ended failed.
-  redriveJob: (kind: "source" | "submit" | "archive", taskId: string) => Promise<void>;
+  // Re-drives a task's job: adds it when missing (with the priority, asked only then), retries it
+  // when it ended failed.
+  redriveJob: (kind: "source" | "submit" | "archive", taskId: string, priority?: () => Promise<number>) => Promise<void>;
+  fairPriority: Pick<FairPriority, "next" | "nextBatchRange">;
   batchSize: number;
 };
 
@@ -34,6 +36,12 @@ export const resyncFairPriority = async (deps: Pick<ReconcileDeps, "db">, fairPr
   const count = (inBatch: boolean) => new Map(rows.filter((r) => Boolean(r.inBatch) === inBatch).map((r) => [r.accountId, Number(r.queued)]));
   await fairPriority.resync(count(false), count(true));
 };
+
+// A re-added job takes its place in line as at intake: a single task ahead of every batch item,
+// a batch item after its account's others. Without a priority BullMQ runs a job before every
+// prioritised one, so after Redis restarted empty a whole re-added batch went ahead of single tasks.
+const fairPriorityOf = (deps: Pick<ReconcileDeps, "fairPriority">, task: Pick<Task, "accountId" | "batchId">) => () =>
+  task.batchId === null ? deps.fairPriority.next(task.accountId) : deps.fairPriority.nextBatchRange(task.accountId, 1);
 
 // A URL image not yet checked goes through the source stage before it can be submitted.
 export const needsSourceCheck = (task: Pick<Task, "imageUrl" | "sourceWidth">) => task.imageUrl !== null && task.sourceWidth === null;
@@ -74,7 +82,8 @@ export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSumm
         await pollTask(deps, task);
         summary.polled++;
       } else {
-        await deps.redriveJob(task.status === "archiving" ? "archive" : needsSourceCheck(task) ? "source" : "submit", task.id);
+        const kind = task.status === "archiving" ? "archive" : needsSourceCheck(task) ? "source" : "submit";
+        await deps.redriveJob(kind, task.id, kind === "archive" ? undefined : fairPriorityOf(deps, task));
         await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + deps.stallRecheckMs));
         summary.redriven++;
       }
@@ -178,7 +187,7 @@ const providerLostTask = async (deps: ReconcileDeps, task: Task, why: string) =>
     });
     if (requeued.applied) {
       await deps.routes.releaseSlots(task.id);
-      await deps.redriveJob("submit", task.id);
+      await deps.redriveJob("submit", task.id, fairPriorityOf(deps, task));
     }
     return;
   }

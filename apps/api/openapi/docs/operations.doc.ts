@@ -7,7 +7,7 @@ const probe = z.object({ ok: z.boolean(), latency_ms: z.number().optional(), err
 export const readinessSchema = z
   .object({
     status: z.enum(["ready", "not_ready"]),
-    checks: z.object({ postgres: probe, redis: probe }),
+    checks: z.object({ postgres: probe, redis: probe, storage: probe.meta({ description: "A small object written to the image store: a read-only or full disk, or S3 refusing, fails it" }) }),
     provider: z
       .union([providerSummarySchema, z.object({ error: z.string() })])
       .optional()
@@ -30,8 +30,8 @@ export const operationsDocs: RouteDoc[] = [
     operation: {
       operationId: "readiness",
       tags: ["operations"],
-      summary: "Readiness: Postgres and Redis, and the provider's state (circuit, pause, slots) in sum and per route",
-      responses: { "200": json(readinessSchema, "Ready"), "503": json(readinessSchema, "Postgres or Redis unreachable") },
+      summary: "Readiness: Postgres, Redis and image storage (a write), and the provider's state (circuit, pause, slots) in sum and per route",
+      responses: { "200": json(readinessSchema, "Ready"), "503": json(readinessSchema, "Postgres or Redis unreachable, or storage not writable") },
     },
   },
   {
