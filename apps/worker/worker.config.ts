@@ -9,6 +9,7 @@ import { checkStorageEnv } from "../domain/storage/storage-config.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
 import { providerRoutesEnv } from "../domain/provider/provider-routes.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
+import { retentionEnv } from "../domain/retention/retention.config.ts";
 import { outboundWebhooksWorkerEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
 
 export const workerEnvSchema = z.object({
@@ -25,6 +26,7 @@ export const workerEnvSchema = z.object({
   ...providerControlEnv,
   ...providerRoutesEnv,
   ...tracingEnv,
+  ...retentionEnv,
   // The API's address as the provider sees it: callback URLs are built on it.
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).default(`http://127.0.0.1:${defaultApiPort}`),
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),
@@ -52,11 +54,6 @@ export const workerEnvSchema = z.object({
   // A job whose run took its worker down this many times (a poison message) is not run again: its
   // task fails with the reason instead.
   JOB_MAX_CRASHES: z.coerce.number().int().min(1).max(20).default(3),
-  // Provider callbacks are kept this long in the inbox (at most 50 per task), then pruned.
-  PROVIDER_CALLBACK_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
-  // Outbound deliveries that ended (with their attempt logs) are kept this long, then pruned; past
-  // it they can no longer be read or redelivered. Longer than the retry schedule's three days.
-  WEBHOOK_DELIVERY_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
   // How often each worker checks that Redis still holds our state (a restart empties it).
   REDIS_WATCHDOG_MS: envPositiveMs.default(2_000),
   // How often this worker pushes its counters and histograms to Redis for the API's /metrics.

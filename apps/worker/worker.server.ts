@@ -17,6 +17,7 @@ import { createObjectStorage } from "../domain/storage/object-storage.ts";
 import { storageConfigFrom } from "../domain/storage/storage-config.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
 import { checkSourceProcessor, createDownloadShares } from "./processors/check-source.processor.ts";
+import { retentionSettingsFrom } from "../domain/retention/retention.config.ts";
 import { reconcileProcessor } from "./processors/reconcile.processor.ts";
 import { submitTaskProcessor } from "./processors/submit-task.processor.ts";
 import { startRedisWatchdog } from "./redis-watchdog.ts";
@@ -169,8 +170,8 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       redriveJob,
       batchSize: 200,
       fairPriority,
-      callbackRetentionDays: config.PROVIDER_CALLBACK_RETENTION_DAYS,
-      deliveryRetentionDays: config.WEBHOOK_DELIVERY_RETENTION_DAYS,
+      retention: retentionSettingsFrom(config),
+      storage,
       batchProgressEveryMs: config.BATCH_PROGRESS_EVERY_MS,
     }),
     1,
