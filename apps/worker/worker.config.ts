@@ -49,6 +49,9 @@ export const workerEnvSchema = z.object({
   SLOT_WAIT_MS: envPositiveMs.default(20_000),
   // A task in flight longer than this since submission fails with a timeout reason.
   TASK_DEADLINE_MS: envPositiveMs.default(3_600_000),
+  // A stopped worker (SIGTERM) lets its active jobs finish this long, then hands the rest back to the
+  // queue for another worker (below the 15 s after which a stop is forced, and Docker's grace).
+  WORKER_DRAIN_MS: envPositiveMs.default(10_000),
   // BullMQ job lock: a worker killed mid-job has its job re-run once the lock lapses.
   JOB_LOCK_MS: envPositiveMs.default(30_000),
   // A job whose run took its worker down this many times (a poison message) is not run again: its
