@@ -1,4 +1,6 @@
 import { QueueEvents } from "bullmq";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jobCatalog } from "../../apps/domain/queues/job-catalog.ts";
 import { spawnService, type ChildService } from "../support/child-processes.ts";
@@ -63,6 +65,39 @@ describe("a worker stopped with SIGTERM while tasks run", () => {
     expect(stalled).toEqual([]);
     await second.stop();
   }, 90_000);
+
+  it("when a job is still running at the drain deadline (a source image that does not come), then it is handed back to the queue and another worker takes it at once", async () => {
+    // The first download of the image hangs; the next one is served.
+    const image = Buffer.from(await testImage(), "base64");
+    let requests = 0;
+    const images = createServer((_req, res) => {
+      requests++;
+      if (requests > 1) res.writeHead(200, { "content-type": "image/png" }).end(image);
+    });
+    await new Promise<void>((resolve) => images.listen(0, "127.0.0.1", resolve));
+    try {
+      const first = spawnService("worker", { ...stack.workerEnv({ ...locks, WORKER_DRAIN_MS: "300", IMAGE_FETCH_TIMEOUT_MS: "60000", IMAGE_FETCH_TOTAL_TIMEOUT_MS: "60000" }), LOG_LEVEL: "info" });
+      children.push(first);
+      await first.ready;
+      const { key } = await stack.newAccount();
+      const [task] = await submitMany(stack, key, 1, () => ({ image: `http://127.0.0.1:${(images.address() as AddressInfo).port}/photo.png` }));
+      await eventually("the download under way", async () => (requests === 1 ? true : undefined));
+      const second = await stack.startWorker(locks);
+
+      const exit = await first.kill("SIGTERM");
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(first.output()).toMatch(/handed back to the queue/);
+      const [done] = await settle(stack, [task!], 30_000);
+      expect(done.status).toBe("succeeded");
+      // Downloaded again by the other worker (the provider fetches it too), the first try still hanging.
+      expect(requests).toBeGreaterThan(1);
+      expect(stalled).toEqual([]);
+      await second.stop();
+    } finally {
+      images.closeAllConnections();
+      images.close();
+    }
+  }, 60_000);
 });
 
 describe("an API stopped with SIGTERM while a client follows a task's live stream", () => {

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { Job, Processor, Worker } from "bullmq";
 import type { Logger } from "../logging/logger.ts";
 
@@ -11,6 +12,8 @@ import type { Logger } from "../logging/logger.ts";
 // by BullMQ for want of the lock.
 export const createJobDrain = (logger: Logger) => {
   const stopping = new AbortController();
+  // Every submit job waiting for a slot listens (one each, up to SUBMIT_CONCURRENCY): not a leak.
+  setMaxListeners(0, stopping.signal);
   const active = new Set<{ job: Job; token: string | undefined }>();
   return {
     stopping: stopping.signal,
@@ -52,7 +55,9 @@ export const createJobDrain = (logger: Logger) => {
       );
       const count = handedBack.reduce<number>((a, b) => a + b, 0);
       logger.warn({ handedBack: count, deadlineMs }, "jobs still running at the drain deadline were handed back to the queue");
-      await Promise.all(workers.map((w) => w.close(true)));
+      // Not waited for: close() already began and would still wait for those processors (a later
+      // close(true) only returns the same promise); the process exits without them.
+      void closing.catch(() => undefined);
       return { handedBack: count };
     },
   };
