@@ -70,7 +70,8 @@ const main = async () => {
   const worker = await startWorker(
     parseWorkerConfig({ ...common, PUBLIC_BASE_URL: api.url, PROVIDER: "simulator", PROVIDER_BASE_URL: simulator.url, PROVIDER_CAPACITY: "10", RECONCILE_EVERY_MS: "500" }),
   );
-  const db = createDb(databaseUrl, { poolSize: 4 });
+  // VACUUM FULL and the 300,000-row insert below outlast the apps' 10 s statement deadline.
+  const db = createDb(databaseUrl, { poolSize: 4, queryTimeoutMs: 600_000 });
   const redis = new Redis(redisUrl);
   try {
     const { key } = await createAccountWithKey(db, "figures");
@@ -167,7 +168,7 @@ const main = async () => {
     await sql`analyze task`.execute(db);
     for (const [what, query] of [
       ["tasks past 90 days (pruneFinishedTasks)", sql`explain (analyze, costs off) select id from task where finished_at < now() - interval '90 days' and status in ('succeeded', 'failed', 'canceled') and images_deleted_at is not null order by finished_at limit 1000`],
-      ["files past 30 days still kept (pruneExpiredImages)", sql`explain (analyze, costs off) select id, source_key from task where images_deleted_at is null and finished_at < now() - interval '30 days' order by finished_at limit 1000`],
+      ["files past 30 days still kept (pruneExpiredImages)", sql`explain (analyze, costs off) select id, source_key from task where images_deleted_at is null and finished_at < now() - interval '30 days' order by images_deleted_at, finished_at limit 1000`],
     ] as const) {
       const plan = await query.execute(db);
       console.log(`\n${what}:\n${(plan.rows as { "QUERY PLAN": string }[]).map((r) => `  ${r["QUERY PLAN"]}`).join("\n")}`);

@@ -54,6 +54,10 @@ export const pruneExpiredImages = async (
     .select(["id", "sourceKey"])
     .where("imagesDeletedAt", "is", null)
     .where("finishedAt", "<", daysAgo(options.retentionDays, options.now ?? Date.now()))
+    // In the index's own order (nulls last, then finished_at): an `is null` does not let Postgres
+    // use task(images_deleted_at, finished_at) for an order by finished_at alone, and it would
+    // then walk task(finished_at) past every task already done (measured: 210,000 rows, 1 s).
+    .orderBy("imagesDeletedAt", "asc")
     .orderBy("finishedAt", "asc")
     .limit(options.batch)
     .execute();
