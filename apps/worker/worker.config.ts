@@ -8,6 +8,7 @@ import { checkStorageEnv } from "../domain/storage/storage-config.ts";
 import { providerEnv } from "../domain/provider/provider-config.schema.ts";
 import { providerRoutesEnv } from "../domain/provider/provider-routes.schema.ts";
 import { requireServerKeyInProduction, secretsEnv, serverKeyRequiredIssue } from "../domain/config/secrets-env.schema.ts";
+import { retentionEnv } from "../domain/retention/retention.config.ts";
 import { outboundWebhooksWorkerEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
 import { providerImageDeliveryEnv } from "../domain/task/provider-image.ts";
 
@@ -31,6 +32,7 @@ export const workerEnvSchema = z.object({
   ...providerRoutesEnv,
   ...tracingEnv,
   ...providerImageDeliveryEnv,
+  ...retentionEnv,
   // The API's address as the provider sees it: callback URLs (with per-task tokens) and signed image
   // links are built on it. No default: a worker cannot know the API's PORT or proxy, and a guess
   // sends those tokens to whatever listens there (publicBaseUrlOf refuses to start without it).
@@ -55,16 +57,14 @@ export const workerEnvSchema = z.object({
   SLOT_WAIT_MS: envPositiveMs.default(20_000),
   // A task in flight longer than this since submission fails with a timeout reason.
   TASK_DEADLINE_MS: envPositiveMs.default(3_600_000),
+  // A stopped worker (SIGTERM) lets its active jobs finish this long, then hands the rest back to the
+  // queue for another worker (below the 15 s after which a stop is forced, and Docker's grace).
+  WORKER_DRAIN_MS: envPositiveMs.default(10_000),
   // BullMQ job lock: a worker killed mid-job has its job re-run once the lock lapses.
   JOB_LOCK_MS: envPositiveMs.default(30_000),
   // A job whose run took its worker down this many times (a poison message) is not run again: its
   // task fails with the reason instead.
   JOB_MAX_CRASHES: z.coerce.number().int().min(1).max(20).default(3),
-  // Provider callbacks are kept this long in the inbox (at most 50 per task), then pruned.
-  PROVIDER_CALLBACK_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
-  // Outbound deliveries that ended (with their attempt logs) are kept this long, then pruned; past
-  // it they can no longer be read or redelivered. Longer than the retry schedule's three days.
-  WEBHOOK_DELIVERY_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
   // How often each worker checks that Redis still holds our state (a restart empties it).
   REDIS_WATCHDOG_MS: envPositiveMs.default(2_000),
   // How often this worker pushes its counters and histograms to Redis for the API's /metrics.

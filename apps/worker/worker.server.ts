@@ -17,6 +17,8 @@ import { createObjectStorage } from "../domain/storage/object-storage.ts";
 import { storageConfigFrom } from "../domain/storage/storage-config.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
 import { checkSourceProcessor, createDownloadShares } from "./processors/check-source.processor.ts";
+import { createJobDrain } from "../domain/process/job-drain.ts";
+import { retentionSettingsFrom } from "../domain/retention/retention.config.ts";
 import { reconcileProcessor } from "./processors/reconcile.processor.ts";
 import { submitTaskProcessor } from "./processors/submit-task.processor.ts";
 import { startRedisWatchdog } from "./redis-watchdog.ts";
@@ -86,14 +88,15 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
 
   const workers: Worker[] = [];
+  const drain = createJobDrain(logger);
   const run = (kind: JobKind, processor: Processor, concurrency: number) => {
     const queueName = jobCatalog[kind].queue;
     // Time from being due (added, or its delay over) to being taken, on a job's first run (a retry's
     // timestamps no longer say when it became due).
-    const timed: Processor = (job, token) => {
+    const timed: Processor = drain.track((job, token) => {
       if (job.attemptsStarted <= 1) metrics.jobWait.observe({ queue: queueName }, Math.max(0, Date.now() - job.timestamp - (job.opts.delay ?? 0)) / 1000);
       return processor(job, token);
-    };
+    });
     const worker = new Worker(queueName, timed, {
       connection: redis,
       prefix: config.QUEUE_PREFIX,
@@ -114,6 +117,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     submitTaskProcessor({
       ...reports,
       routes,
+      stopping: drain.stopping,
       storage,
       imageDelivery: config.PROVIDER_IMAGE_DELIVERY,
       sourceLinkFor: (taskId) => signImageLink(publicBaseUrl, sourceLinkKey, taskId, "source", config.IMAGE_LINK_TTL_SECONDS),
@@ -180,8 +184,8 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       redriveJob,
       batchSize: 200,
       fairPriority,
-      callbackRetentionDays: config.PROVIDER_CALLBACK_RETENTION_DAYS,
-      deliveryRetentionDays: config.WEBHOOK_DELIVERY_RETENTION_DAYS,
+      retention: retentionSettingsFrom(config),
+      storage,
       batchProgressEveryMs: config.BATCH_PROGRESS_EVERY_MS,
     }),
     1,
@@ -207,10 +211,11 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      // close() lets active jobs finish; a job cut off by a kill is re-run by BullMQ's stall check.
+      // Active jobs finish or are handed back (job-drain.ts); only a kill leaves one to BullMQ's
+      // stall check. The slot lines close after the jobs waiting in them have left.
       await watchdog.stop();
+      await Promise.all([drain.drain(workers, config.WORKER_DRAIN_MS), webhooks.stop()]);
       await routes.close();
-      await Promise.all([...workers.map((w) => w.close()), webhooks.stop()]);
       await metricsPush.stop();
       await flushTracing();
       await queues.close().catch(() => undefined);

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccount } from "../../apps/domain/account/api-key.ts";
 import { createDb, type Db } from "../../apps/domain/db/database.ts";
-import { pruneFinishedDeliveries } from "../../apps/domain/webhooks/webhook-delivery.store.ts";
+import { pruneFinishedDeliveries } from "../../apps/domain/retention/prune.ts";
 import { cloneDatabase } from "../support/databases.ts";
 
 // The delivery log keeps what a consumer may still read or redeliver; ended deliveries past the

@@ -18,6 +18,17 @@ const slotWaitReason = (full: RouteControls[], gated: string[]) =>
     ? SLOT_WAIT_REASON
     : `waiting for a free provider slot (full: ${full.map((r) => `route ${r.route.name}`).join(", ")}${gated.length > 0 ? `; ${gated.join("; ")}` : ""})`;
 
+// Resolves when the signal is raised; disposed after each wait, so listeners do not pile up.
+const untilAborted = (signal: AbortSignal) => {
+  let dispose = () => undefined as void;
+  const raised = new Promise<void>((resolve) => {
+    const onAbort = () => resolve();
+    signal.addEventListener("abort", onAbort, { once: true });
+    dispose = () => signal.removeEventListener("abort", onAbort);
+  });
+  return { raised, dispose };
+};
+
 // A job far back in the slot line steps back to the queue (keeping its place in line) this long.
 export const STEP_BACK_MS = 250;
 
@@ -77,10 +88,16 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
     if (tries === 0 && task.waitReason !== waitReason) await markWaiting(deps.db, taskId, ["queued", "submitting"], waitReason);
     if (inLine.every((l) => l.place >= l.route.slots.capacity)) return { kind: "stepped_back" };
     const left = deadline - Date.now();
-    if (left <= 0) {
+    // A stopping worker does not keep a waiting job: it goes back to the queue for another worker.
+    if (left <= 0 || deps.stopping?.aborted) {
       await Promise.all(inLine.map((l) => l.route.slots.leaveLine(taskId)));
       return { kind: "timed_out" };
     }
-    await Promise.race(inLine.map((l) => l.route.slots.waitForRelease(Math.min(left, 1_000))));
+    const stop = deps.stopping ? untilAborted(deps.stopping) : undefined;
+    try {
+      await Promise.race([...inLine.map((l) => l.route.slots.waitForRelease(Math.min(left, 1_000))), ...(stop ? [stop.raised] : [])]);
+    } finally {
+      stop?.dispose();
+    }
   }
 };

@@ -85,14 +85,3 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   await store(outcome, null, report.data.task_status);
   return { httpStatus: 200, outcome, stored: true };
 };
-
-// Kept for reading what the provider said, not forever: the sweeper drops rows past the retention,
-// a bounded batch at a time.
-export const pruneCallbackInbox = async (db: ReceiveCallbackDeps["db"], retentionDays: number, batch = 10_000): Promise<number> => {
-  const result = await sql`
-    delete from provider_callback where id in (
-      select id from provider_callback where received_at < now() - make_interval(days => ${retentionDays}) limit ${batch}
-    )
-  `.execute(db);
-  return Number(result.numAffectedRows ?? 0);
-};

@@ -1,3 +1,4 @@
+import { forEachConcurrently } from "../async/for-each-concurrently.ts";
 import type { Task, TaskStatus } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import { MIN_POLL_DELAY_MS } from "../provider-capacity/provider-run-time.ts";
@@ -49,14 +50,6 @@ export const needsSourceCheck = (task: Pick<Task, "imageUrl" | "sourceWidth">) =
 export type ReconcileSummary = { polled: number; redriven: number; timedOut: number; slotsRepaired: number; errors: number };
 
 const POLL_CONCURRENCY = 16;
-
-const forEachConcurrently = async <T>(items: T[], limit: number, fn: (item: T) => Promise<void>) => {
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-};
 
 // Callbacks are hints; the provider's GET is the truth. Every non-terminal task carries the time of
 // its next expected sign of life (`next_check_at`); a task past it is looked at here.

@@ -22,6 +22,8 @@ export type SubmitTaskDeps = ApplyReportDeps & ProviderImageDeps & {
   slotWaitMs: number;
   // One attempt's lease (renewed every third of it while the attempt runs).
   attemptLeaseMs: number;
+  // Raised when this worker is stopping: a job waiting for a slot goes back to the queue at once.
+  stopping?: AbortSignal;
 };
 
 export type SubmitOutcome =

@@ -30,7 +30,8 @@ export const statusMessage = (task: Task): string => {
     case "archiving":
       return "copying the result images to storage";
     case "succeeded":
-      return "done";
+      // Past the image retention (IMAGE_RETENTION_DAYS) the task is still here but its files are not.
+      return task.imagesDeletedAt ? `done; its images were deleted on ${task.imagesDeletedAt.toISOString().slice(0, 10)} (image retention)` : "done";
     case "failed":
       return task.failureMessage ?? "failed";
     case "canceled":
@@ -44,7 +45,7 @@ export const toProviderTask = (task: TaskWithImages, sign: LinkSigner): DropinTa
   return {
     task_id: task.id,
     task_status: toProviderStatus(task.status),
-    task_status_msg: task.status === "succeeded" ? "" : statusMessage(task),
+    task_status_msg: task.status === "succeeded" && !task.imagesDeletedAt ? "" : statusMessage(task),
     task_info: { external_task_id: task.externalTaskId ?? undefined },
     created_at: task.acceptedAt.getTime(),
     updated_at: task.updatedAt.getTime(),

@@ -162,17 +162,3 @@ export const redeliver = async (db: Db, accountId: string, filter: { id: string 
     if (urls.length > 0) await tx.deleteFrom("webhookDisabledUrl").where("accountId", "=", accountId).where("url", "in", urls).execute();
     return rows.map((r) => r.id);
   });
-
-// The delivery log is for reading and redelivering recent events, not an archive: deliveries that
-// ended (delivered, given up, or disabled) go once past the retention, their attempts with them
-// (cascade), a bounded batch at a time. Pending ones stay whatever their age.
-export const pruneFinishedDeliveries = async (db: Db, retentionDays: number, batch = 10_000): Promise<number> => {
-  const result = await sql`
-    delete from webhook_delivery where id in (
-      select id from webhook_delivery
-      where finished_at < now() - make_interval(days => ${retentionDays}) and status in ('succeeded', 'failed', 'disabled')
-      limit ${batch}
-    )
-  `.execute(db);
-  return Number(result.numAffectedRows ?? 0);
-};

@@ -1,16 +1,15 @@
 import { sweepBatchEvents } from "../../domain/batch/batch-events.ts";
 import type { FairPriority } from "../../domain/queues/fair-priority.ts";
-import { pruneCallbackInbox } from "../../domain/task/receive-provider-callback.ts";
-import { pruneFinishedDeliveries } from "../../domain/webhooks/webhook-delivery.store.ts";
+import type { RetentionSettings } from "../../domain/retention/retention.config.ts";
+import { runRetention } from "../../domain/retention/retention-sweep.ts";
+import type { ObjectStorage } from "../../domain/storage/local-storage.ts";
 import { reconcileTasks, resyncFairPriority, type ReconcileDeps } from "../../domain/task/reconcile-tasks.ts";
 
 const FAIR_PRIORITY_RESYNC_MS = 5_000;
-// The callback inbox and the outbound delivery log are pruned this often.
-const PRUNE_EVERY_MS = 60_000;
 const BATCH_SWEEP_MS = 1_000;
 
 // Runs on a BullMQ job scheduler, so one sweep runs per interval however many workers there are.
-export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; callbackRetentionDays: number; deliveryRetentionDays: number; batchProgressEveryMs: number }) => {
+export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; retention: RetentionSettings; storage: Pick<ObjectStorage, "remove">; batchProgressEveryMs: number }) => {
   let lastResync = 0;
   let lastBatchSweep = 0;
   let lastPrune = 0;
@@ -27,12 +26,11 @@ export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPri
       if (batches.brokenOff > 0) deps.logger.warn(batches, "uploads whose API process stopped renewing their lease ended as broken_off");
       if (batches.ended > 0) deps.logger.info(batches, "batches ended");
     }
-    if (Date.now() - lastPrune >= PRUNE_EVERY_MS) {
+    // Retention (finished tasks, files, batches, the callback inbox, the delivery log).
+    if (Date.now() - lastPrune >= deps.retention.everyMs) {
       lastPrune = Date.now();
-      const pruned = await pruneCallbackInbox(deps.db, deps.callbackRetentionDays);
-      if (pruned > 0) deps.logger.info({ pruned }, "old provider callbacks pruned from the inbox");
-      const deliveries = await pruneFinishedDeliveries(deps.db, deps.deliveryRetentionDays);
-      if (deliveries > 0) deps.logger.info({ pruned: deliveries }, "old outbound deliveries pruned from the delivery log");
+      const pruned = await runRetention(deps, deps.retention);
+      if (Object.values(pruned).some((n) => n > 0)) deps.logger.info(pruned, "retention: old rows and files deleted");
     }
     if (summary.polled + summary.redriven + summary.errors > 0) deps.logger.info(summary, "reconcile sweep");
     return summary;
