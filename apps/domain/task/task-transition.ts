@@ -4,6 +4,7 @@ import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
 import { recordTransition } from "../metrics/task-metrics.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
+import { settleCredits } from "../credits/credit-ledger.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -92,6 +93,9 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
     .executeTakeFirst();
   if (moved) {
     const { fromStatus, fromUpdatedAt, ...task } = moved;
+    // Every end settles the task's credit hold (a bulk move calls settleCredits with all its ids).
+    // Outside a transaction a crash right here leaves the hold open: the sweep settles it.
+    if (isTerminal(task.status)) await settleCredits(tx, [task.id]);
     recordTransition(fromStatus, task, fromUpdatedAt);
     return { applied: true, from: fromStatus, task };
   }
