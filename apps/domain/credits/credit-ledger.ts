@@ -76,26 +76,27 @@ export const addHeld = async (tx: Tx, accountId: string, credits: number) => {
   await sql`update credit_balance set reserved = reserved + ${credits}::numeric, updated_at = now() where account_id = ${accountId}::uuid`.execute(tx);
 };
 
-// Holds credits for tasks that run again (a retry): all of them fit under the cap, or none is held.
-// Returns false when refused. Tasks already holding credits are left as they are.
-export const reserveCredits = async (db: Db, tasks: readonly { taskId: string; credits: number }[], accountId: string, defaultCap: CreditCap) => {
+// Holds credits for tasks that run again (a retry): all of them fit under the cap, or none is held
+// (false). Runs in the caller's transaction, the one that moves the tasks back to work: a task is
+// never running again without its hold, nor holding for a run it does not make. Tasks that already
+// hold credits are left as they are.
+export const reserveCredits = async (tx: Tx, accountId: string, defaultCap: CreditCap, tasks: readonly { taskId: string; credits: number }[]) => {
   if (tasks.length === 0) return true;
-  return db.transaction().execute(async (tx) => {
-    const balance = await lockBalance(tx, accountId, defaultCap);
-    const open = await tx.selectFrom("creditEntry").select("taskId").where("taskId", "in", tasks.map((t) => t.taskId)).where("state", "=", "reserved").execute();
-    const held = new Set(open.map((o) => o.taskId));
-    const fresh = tasks.filter((t) => !held.has(t.taskId));
-    const total = fresh.reduce((sum, t) => sum + t.credits, 0);
-    if (balance.cap !== undefined && balance.spent + balance.reserved + total > balance.cap) return false;
-    if (fresh.length === 0) return true;
-    await sql`
-      insert into credit_entry (account_id, task_id, batch_id, reserved)
-      select t.account_id, t.id, t.batch_id, v.credits
-      from unnest(${fresh.map((t) => t.taskId)}::uuid[], ${fresh.map((t) => t.credits)}::numeric[]) as v(task_id, credits)
-      join task t on t.id = v.task_id and t.account_id = ${accountId}::uuid`.execute(tx);
-    await addHeld(tx, accountId, total);
-    return true;
-  });
+  const balance = await lockBalance(tx, accountId, defaultCap);
+  const open = await tx.selectFrom("creditEntry").select("taskId").where("taskId", "in", tasks.map((t) => t.taskId)).where("state", "=", "reserved").execute();
+  const held = new Set(open.map((o) => o.taskId));
+  const fresh = tasks.filter((t) => !held.has(t.taskId));
+  const total = fresh.reduce((sum, t) => sum + t.credits, 0);
+  if (balance.cap !== undefined && balance.spent + balance.reserved + total > balance.cap) return false;
+  if (fresh.length === 0) return true;
+  const inserted = await sql<{ reserved: string }>`
+    insert into credit_entry (account_id, task_id, batch_id, reserved)
+    select t.account_id, t.id, t.batch_id, v.credits
+    from unnest(${fresh.map((t) => t.taskId)}::uuid[], ${fresh.map((t) => t.credits)}::numeric[]) as v(task_id, credits)
+    join task t on t.id = v.task_id and t.account_id = ${accountId}::uuid
+    returning reserved`.execute(tx);
+  await addHeld(tx, accountId, inserted.rows.reduce((sum, r) => sum + Number(r.reserved), 0));
+  return true;
 };
 
 // Settles the open holds of tasks that have ended, for any number of tasks at once (one statement):
