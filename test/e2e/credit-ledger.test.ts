@@ -92,6 +92,12 @@ describe("the spend cap", () => {
     expect(usage.body.by_day).toHaveLength(1);
     expect(usage.body.by_day[0]).toMatchObject({ day: new Date().toISOString().slice(0, 10), spent: written, tasks: tasks.length });
 
+    // /metrics: the ledger by route, every account (this file's other tests may add to it).
+    const metrics = await (await fetch(`${stack.api.url}/metrics`)).text();
+    const settledMetric = Number(/^kling_credits_settled\{route="default"\} (\S+)$/m.exec(metrics)?.[1]);
+    expect(settledMetric).toBeGreaterThanOrEqual(written);
+    expect(metrics).toMatch(/^kling_credits_reserved\{route="default"\} \S+$/m);
+
     const costs = await call(stack.api.url, "GET", `/account/costs?start_time=${Date.now() - 3_600_000}&end_time=${Date.now() + 60_000}`, { key });
     expect(costs.status).toBe(200);
     expect(costs.body).toMatchObject({
