@@ -93,8 +93,8 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
     .executeTakeFirst();
   if (moved) {
     const { fromStatus, fromUpdatedAt, ...task } = moved;
-    // Every end settles the task's credit hold (a bulk move calls settleCredits with all its ids).
-    // Outside a transaction a crash right here leaves the hold open: the sweep settles it.
+    // Every end settles the task's credit hold (a bulk move calls settleCredits with all its ids,
+    // in its own transaction). transitionTask runs ends in a transaction, so both commit together.
     if (isTerminal(task.status)) await settleCredits(tx, [task.id]);
     recordTransition(fromStatus, task, fromUpdatedAt);
     return { applied: true, from: fromStatus, task };
@@ -114,13 +114,16 @@ export const transitionTask = async (
   request: TransitionRequest,
   alsoInTx?: (tx: Tx, task: Task) => Promise<void>,
 ): Promise<TransitionResult> => {
-  const result = alsoInTx
-    ? await deps.db.transaction().execute(async (tx) => {
-        const moved = await transitionTaskInTx(tx, request);
-        if (moved.applied) await alsoInTx(tx, moved.task);
-        return moved;
-      })
-    : await transitionTaskInTx(deps.db, request);
+  // An end settles the task's credits in the same transaction (transitionTaskInTx), so no reader
+  // (a batch's end event, the usage routes) sees the task ended with its hold still open.
+  const result =
+    alsoInTx || isTerminal(request.to)
+      ? await deps.db.transaction().execute(async (tx) => {
+          const moved = await transitionTaskInTx(tx, request);
+          if (moved.applied && alsoInTx) await alsoInTx(tx, moved.task);
+          return moved;
+        })
+      : await transitionTaskInTx(deps.db, request);
   if (result.applied) deps.taskChanged(result.task);
   return result;
 };
