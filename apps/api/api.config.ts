@@ -14,6 +14,7 @@ import { liveProgressEnv } from "../domain/live-progress/live-env.schema.ts";
 import { outboundWebhooksApiEnv } from "../domain/webhooks/outbound-webhooks.config.ts";
 import { batchEnv } from "../domain/batch/batch-env.schema.ts";
 import { tracingEnv } from "../domain/telemetry/tracing.ts";
+import { creditsEnv } from "../domain/credits/credit-terms.ts";
 
 export const API_DB_POOL_SIZE = 10;
 
@@ -37,6 +38,7 @@ export const apiEnvSchema = z
     ...liveProgressEnv,
     ...outboundWebhooksApiEnv,
     ...batchEnv,
+    ...creditsEnv,
     ...tracingEnv,
     PORT: envPort.default(defaultApiPort),
     // Where the provider calls back and where image links point; defaults to this process.

@@ -17,6 +17,7 @@ import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
+import type { CreditTerms } from "../domain/credits/credit-terms.ts";
 import { createChangeHub } from "../domain/live-progress/change-hub.ts";
 import { createLiveLimits } from "../domain/live-progress/live-limits.ts";
 import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
@@ -105,6 +106,12 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     stallRecheckMs: timing.stallRecheckMs,
   };
   const linkKey = serverKey.derive("image-links");
+  const credits: CreditTerms = {
+    perImage: config.CREDITS_PER_IMAGE,
+    defaultCap: config.BATCH_SPEND_CAP_CREDITS,
+    maxRouteCapacity: Math.max(...providerRoutes.map((r) => r.capacity)),
+    replayWindowSeconds: config.REPLAY_WINDOW_SECONDS,
+  };
   const deps: ApiDeps = {
     db,
     redis,
@@ -132,6 +139,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       stallRecheckMs: timing.stallRecheckMs,
       checkCallbackUrl: (url) => checkCallbackDestination(url, config.ALLOWED_PRIVATE_HOSTS),
       imageUrlRefusal: (url) => literalAddressRefusal(url, config.ALLOWED_PRIVATE_HOSTS),
+      credits,
     },
     // Callback URLs without a route name (a single-provider setup, or tasks sent before routes
     // were configured) are verified with every secret configured: a route's own secret cannot be
@@ -179,8 +187,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       withdrawBatchJobs: async (jobs) => {
         await Promise.all(jobs.map((job) => queues.withdraw(job.stage, job.id)));
       },
-      creditsPerImage: config.CREDITS_PER_IMAGE,
-      defaultSpendCap: config.BATCH_SPEND_CAP_CREDITS,
+      credits,
       chunkItems: config.BATCH_CHUNK_ITEMS,
       uploadLeaseMs: config.BATCH_UPLOAD_LEASE_MS,
       taskChanged: reports.taskChanged,

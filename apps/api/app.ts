@@ -19,6 +19,7 @@ import { batchesRouter } from "./routes/batches.route.ts";
 import { providerCallbackRouter } from "./routes/provider-callback.route.ts";
 import { providerRoutesRouter } from "./routes/provider-routes.route.ts";
 import { webhooksRouter } from "./routes/webhooks.route.ts";
+import { accountCostsRouter, accountUsageRouter } from "./routes/account-usage.route.ts";
 
 // Bodies are read by each route that takes one (routes/*, after authentication where there is
 // any), never here: an app-wide parser would buffer bodies that are about to be refused.
@@ -38,6 +39,8 @@ export const buildApp = (deps: ApiDeps): Express => {
   app.use("/v1/provider/routes", providerRoutesRouter(deps));
   app.use("/v1/webhooks", webhooksRouter(deps));
   app.use("/v1/batches", batchesRouter(deps));
+  app.use("/v1/account", accountUsageRouter(deps));
+  app.use("/account", accountCostsRouter(deps));
   app.use("/files", filesRouter(deps));
   // Operator and first-time-user pages (described in openapi/route-catalog.ts like every route).
   app.use(metricsRouter(deps.operations.scrapeMetrics));

@@ -4,7 +4,7 @@ import type { components } from "../client/openapi-types.ts";
 // the CLI shows, so the cancel and retry answers (the same batch plus a count) fit too.
 export type BatchView = Pick<
   components["schemas"]["BatchOutput"],
-  "id" | "name" | "status" | "counts" | "total" | "percent" | "eta_seconds" | "throughput_per_second" | "credits_spent" | "created_at" | "finished_at" | "items"
+  "id" | "name" | "status" | "counts" | "total" | "percent" | "eta_seconds" | "throughput_per_second" | "credits_spent" | "credits_reserved" | "created_at" | "finished_at" | "items"
 >;
 
 export const endStatuses = new Set<BatchView["status"]>(["completed", "completed_with_errors", "canceled"]);

@@ -81,7 +81,10 @@ export const estimateCommand = async (target: ApiTarget, args: Omit<SubmitArgs, 
   out.write(`  images          ${e.images ?? "?"}\n`);
   out.write(`  credits         ${e.credits}\n`);
   out.write(`  estimated time  ${formatDuration(e.estimated_duration_seconds)}${e.capacity ? ` (${e.capacity.provider_slots} provider slots, ~${Math.round(e.capacity.run_time_ms / 1000)}s per task)` : ""}\n`);
-  if (e.spend_cap) out.write(`  spend cap       ${e.spend_cap.cap} (spent ${e.spend_cap.spent}, committed ${e.spend_cap.committed})${e.spend_cap.would_exceed ? " - this batch WOULD EXCEED it" : ""}\n`);
+  if (e.spend_cap) {
+    const left = e.spend_cap.cap - e.spend_cap.spent - e.spend_cap.committed;
+    out.write(`  spend cap       ${e.spend_cap.cap} (spent ${e.spend_cap.spent}, held for unfinished tasks ${e.spend_cap.committed}, ${left} left)${e.spend_cap.would_exceed ? ` - this batch (${e.credits}) WOULD EXCEED it` : ""}\n`);
+  }
   printRejections(rejectionsIn(body, labels), e.rejected);
   return e.rejected || e.spend_cap?.would_exceed ? exitCodes.batchHadFailures : exitCodes.ok;
 };

@@ -37,7 +37,10 @@ export const renderProgressBlock = (batch: BatchView, options: { color: boolean;
     const count = groupCount(batch, group.statuses);
     lines.push(`  ${group.label.padEnd(10)} ${paint(options.color, group.color, bar(total ? count / total : 0, barWidth))} ${String(count).padStart(String(total).length)}/${total}`);
   }
-  if (batch.credits_spent !== null && batch.credits_spent !== undefined) lines.push(`  credits spent so far: ${batch.credits_spent}`);
+  if (batch.credits_spent !== null && batch.credits_spent !== undefined) {
+    const held = batch.credits_reserved ? ` (${batch.credits_reserved} more held for unfinished tasks)` : "";
+    lines.push(`  credits spent so far: ${batch.credits_spent}${held}`);
+  }
   return lines;
 };
 
@@ -46,5 +49,6 @@ export const renderProgressLine = (batch: BatchView) => {
   const total = totalOf(batch);
   const parts = statusGroups.map((g) => `${g.label.replace(" ", "_")}=${groupCount(batch, g.statuses)}`);
   const eta = isFinished(batch) ? "" : ` eta=${formatDuration(batch.eta_seconds).replace(" ", "")}`;
-  return `batch ${batch.id} ${batch.status} ${percentOf(batch, total).toFixed(1)}% total=${total} ${parts.join(" ")}${eta}`;
+  const credits = batch.credits_spent === undefined ? "" : ` credits_spent=${batch.credits_spent} credits_reserved=${batch.credits_reserved ?? 0}`;
+  return `batch ${batch.id} ${batch.status} ${percentOf(batch, total).toFixed(1)}% total=${total} ${parts.join(" ")}${eta}${credits}`;
 };

@@ -505,6 +505,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/account/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The account's credits from the ledger: spent, reserved and cap now; charges of a period by route and by day
+         * @description Every task holds its expected credits (n × CREDITS_PER_IMAGE) from intake until it ends, then is charged the provider's final_unit_deduction (or released when nothing was charged). spent + reserved never exceeds the cap. A month's invoice: `?from=2026-12-01&to=2027-01-01` (docs/money.md).
+         */
+        get: operations["getAccountUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/account/costs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Kling's account costs route (resource packs and balance), answered from the credit ledger
+         * @description Served at the root as Kling serves it, in Kling's shape and error shape: the spend cap is one decreasing_total resource pack (total = cap, remaining = cap - spent - reserved); no cap, no pack (as a pay-as-you-go Kling account). `consumption` is ours: credits charged within the window.
+         */
+        get: operations["getAccountCosts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -961,7 +1001,10 @@ export interface components {
             total: number;
             finished: number;
             percent: number;
+            /** @description Credits the provider charged for the batch's ended tasks (the credit ledger) */
             credits_spent: number;
+            /** @description Credits held for the batch's unfinished tasks until they end */
+            credits_reserved: number;
             throughput_per_second: number | null;
             eta_seconds: number | null;
             created_at: string | null;
@@ -1108,7 +1151,10 @@ export interface components {
             total: number;
             finished: number;
             percent: number;
+            /** @description Credits the provider charged for the batch's ended tasks (the credit ledger) */
             credits_spent: number;
+            /** @description Credits held for the batch's unfinished tasks until they end */
+            credits_reserved: number;
             throughput_per_second: number | null;
             eta_seconds: number | null;
             created_at: string | null;
@@ -1224,7 +1270,10 @@ export interface components {
             total: number;
             finished: number;
             percent: number;
+            /** @description Credits the provider charged for the batch's ended tasks (the credit ledger) */
             credits_spent: number;
+            /** @description Credits held for the batch's unfinished tasks until they end */
+            credits_reserved: number;
             throughput_per_second: number | null;
             eta_seconds: number | null;
             created_at: string | null;
@@ -1263,7 +1312,10 @@ export interface components {
             total: number;
             finished: number;
             percent: number;
+            /** @description Credits the provider charged for the batch's ended tasks (the credit ledger) */
             credits_spent: number;
+            /** @description Credits held for the batch's unfinished tasks until they end */
+            credits_reserved: number;
             throughput_per_second: number | null;
             eta_seconds: number | null;
             created_at: string | null;
@@ -1374,7 +1426,11 @@ export interface components {
             failed: number;
             /** @description Sum of n over the tasks */
             slot_tasks: number;
-            /** @description Sum of unit_price × n, when a price is configured */
+            /** @description Credits the provider charged for the account's tasks on this route (the credit ledger) */
+            credits_spent: number;
+            /** @description Credits held for the account's unfinished tasks on this route */
+            credits_reserved: number;
+            /** @description Sum of unit_price × n over the charged tasks (the price when each was settled), when a price is configured */
             cost: number | null;
         };
         ProviderRouteState: {
@@ -1401,6 +1457,89 @@ export interface components {
             /** @description The learnt run time of a task on this route, while one has been observed */
             run_ms: number | null;
             unit_price: number | null;
+        };
+        AccountUsage: {
+            /** Format: uuid */
+            account_id: string;
+            /** @constant */
+            unit: "credits";
+            /** @description The spend cap (the account's, else BATCH_SPEND_CAP_CREDITS); null: none */
+            cap: number | null;
+            /** @description Credits charged so far, all time */
+            spent: number;
+            /** @description Credits held by unfinished tasks: spent + reserved never exceeds the cap */
+            reserved: number;
+            /** @description cap - spent - reserved; null without a cap */
+            available: number | null;
+            period: {
+                /** Format: date-time */
+                from: string;
+                /** Format: date-time */
+                to: string;
+                /** @description Credits charged within the period (by settlement time) */
+                spent: number;
+                cost: number | null;
+                settled_tasks: number;
+                released_tasks: number;
+            };
+            by_route: {
+                /** @description The provider route; null: held by tasks no route has taken yet */
+                route: string | null;
+                /** @description Tasks settled or released in the period, plus those holding credits now */
+                tasks: number;
+                /** @description Tasks the provider charged, settled in the period */
+                settled_tasks: number;
+                /** @description Credits charged in the period (the provider's final_unit_deduction) */
+                spent: number;
+                /** @description Credits held now by unfinished tasks */
+                reserved: number;
+                /** @description unit_price × n over the charged tasks, at each route's price when settled; null when no price is configured */
+                cost: number | null;
+            }[];
+            /** @description Days of the period with a settlement, oldest first (UTC days) */
+            by_day: {
+                /** Format: date */
+                day: string;
+                /** @description Tasks charged that day */
+                tasks: number;
+                spent: number;
+                /** @description Tasks that ended that day without a charge (failed or canceled) */
+                released: number;
+                cost: number | null;
+            }[];
+        };
+        AccountCosts: {
+            /** @constant */
+            code: 0;
+            message: string;
+            request_id: string;
+            data: {
+                /** @constant */
+                code: 0;
+                msg: string;
+                /** @description The account's spend cap as one decreasing_total pack (total = cap, remaining = cap - spent - reserved); empty without a cap */
+                resource_pack_subscribe_infos: {
+                    resource_pack_name: string;
+                    resource_pack_id: string;
+                    /** @enum {string} */
+                    resource_pack_type: "decreasing_total" | "constant_period";
+                    total_quantity: number;
+                    remaining_quantity: number;
+                    purchase_time: number;
+                    effective_time: number;
+                    invalid_time: number;
+                    /** @enum {string} */
+                    status: "toBeOnline" | "online" | "expired" | "runOut";
+                }[];
+                /** @description Ours, not Kling's: credits charged within the window, and held now */
+                consumption: {
+                    start_time: number;
+                    end_time: number;
+                    spent: number;
+                    reserved: number;
+                    tasks: number;
+                };
+            };
         };
         Readiness: {
             /** @enum {string} */
@@ -1563,7 +1702,10 @@ export interface components {
             total: number;
             finished: number;
             percent: number;
+            /** @description Credits the provider charged for the batch's ended tasks (the credit ledger) */
             credits_spent: number;
+            /** @description Credits held for the batch's unfinished tasks until they end */
+            credits_reserved: number;
             throughput_per_second: number | null;
             eta_seconds: number | null;
             created_at: string | null;
@@ -1670,6 +1812,8 @@ export interface operations {
                     location?: string;
                     /** @description Present when this is a replay of the key's first answer */
                     "idempotent-replayed"?: "true";
+                    /** @description window: an identical create without external_task_id within the account's replay window answered the first task (a heuristic, off by default; docs/money.md) */
+                    "replayed-by"?: "window";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2808,6 +2952,8 @@ export interface operations {
                     location?: string;
                     /** @description Present when this is a replay of the key's first answer */
                     "idempotent-replayed"?: "true";
+                    /** @description window: an identical create without external_task_id within the account's replay window answered the first task (a heuristic, off by default; docs/money.md) */
+                    "replayed-by"?: "window";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3576,6 +3722,112 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getAccountUsage: {
+        parameters: {
+            query?: {
+                /** @description Start of the period (inclusive, UTC). Default: the first day of the current UTC month */
+                from?: string;
+                /** @description End of the period (exclusive). Default: the first day of the next UTC month */
+                to?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account's usage */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountUsage"];
+                };
+            };
+            /** @description The request is invalid: `errors` names each field and why */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key or JWT, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getAccountCosts: {
+        parameters: {
+            query: {
+                /** @description Start of the query, Unix time in ms */
+                start_time: number;
+                /** @description End of the query, Unix time in ms */
+                end_time: number;
+                /** @description Only the pack of this name */
+                resource_pack_name?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Packs and consumption */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountCosts"];
+                };
+            };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 5001: Postgres or Redis unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
                 };
             };
         };

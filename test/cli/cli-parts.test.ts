@@ -18,6 +18,7 @@ const batch: BatchView = {
   eta_seconds: 95,
   throughput_per_second: 1.5,
   credits_spent: 4,
+  credits_reserved: 6,
   created_at: "2026-11-28T10:00:00.000Z",
   finished_at: null,
   items: { accepted: 10, rejected: 0, lines_read: 10 },
@@ -25,7 +26,7 @@ const batch: BatchView = {
 
 describe("CLI parts", () => {
   it("when a batch runs, then the plain line groups statuses and shows the ETA", () => {
-    expect(renderProgressLine(batch)).toBe("batch b1 running 40.0% total=10 queued=2 in_flight=4 succeeded=3 failed=1 canceled=0 eta=1m35s");
+    expect(renderProgressLine(batch)).toBe("batch b1 running 40.0% total=10 queued=2 in_flight=4 succeeded=3 failed=1 canceled=0 eta=1m35s credits_spent=4 credits_reserved=6");
   });
 
   it("when a batch is drawn for a terminal, then every bar has the same width and counts add up", () => {

@@ -266,7 +266,7 @@ describe("dry run, spend cap, cancel, idempotency", () => {
     // 8 committed; 4 more would make 12 > 10.
     const over = await call(stack.api.url, "POST", "/v1/batches", { key, body: { items: items.slice(0, 2) } });
     expect(over.status).toBe(402);
-    expect(over.body.detail).toMatch(/costs 4 credits; with 8 spent or committed the account would pass its spend cap of 10 credits; nothing was created/);
+    expect(over.body.detail).toMatch(/costs 4 credits; with 8 spent or reserved the account would pass its spend cap of 10 credits; nothing was created/);
     const dry = await call(stack.api.url, "POST", "/v1/batches?dry_run=true", { key, body: { items: items.slice(0, 2) } });
     expect(dry.body.spend_cap).toEqual({ cap: 10, spent: 0, committed: 8, would_exceed: true });
     const atomic = await postBatchStream(stack.api.url, key, [...ndjsonLines(2, () => ({ image: imageUrl, ...ratios, n: 2 }))].join(""), { query: "atomic=true" });

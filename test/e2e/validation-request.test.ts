@@ -16,7 +16,8 @@ let stack: Stack;
 let image: string; // a valid 400x300 PNG, raw Base64
 
 beforeAll(async () => {
-  stack = await startStack();
+  // n = 9 must fit a route: a task holds n provider slots, and one no route can hold is refused.
+  stack = await startStack({ apiEnv: { PROVIDER_CAPACITY: "9" }, workerEnv: { PROVIDER_CAPACITY: "9" }, simulatorEnv: { SIM_CAPACITY: "9" } });
   image = (await makeImage(400, 300)).toString("base64");
 });
 afterAll(async () => {

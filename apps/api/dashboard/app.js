@@ -464,6 +464,36 @@ const renderBatchGallery = async () => {
   section.replaceChildren(...pairs);
 };
 
+// Money: the account's spend against its cap (GET /v1/account/usage) and each listed batch's
+// credits, both from the credit ledger.
+const refreshMoney = async () => {
+  const res = await api("/v1/account/usage");
+  if (!res.ok) return;
+  const usage = await res.json();
+  const used = usage.spent + usage.reserved;
+  const meter = $("money-meter");
+  meter.max = usage.cap ?? Math.max(used, 1);
+  meter.value = used;
+  meter.hidden = usage.cap === null;
+  $("money-text").textContent =
+    `${usage.spent} spent + ${usage.reserved} held` +
+    (usage.cap === null ? " (no cap)" : ` of a ${usage.cap} cap (${usage.available} left)`) +
+    ` · this month ${usage.period.spent}${usage.period.cost === null ? "" : ` (cost ${usage.period.cost})`}`;
+  const batches = [...state.batches.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
+  $("money-batch-rows").replaceChildren(
+    ...batches.map((batch) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, el("code", { textContent: batch.id.slice(-12), title: batch.id })),
+        el("td", { textContent: batch.name ?? "" }),
+        el("td", { className: "credits-spent", textContent: String(batch.credits_spent ?? 0) }),
+        el("td", { className: "credits-held", textContent: String(batch.credits_reserved ?? 0) }),
+      ),
+    ),
+  );
+};
+
 const every = (ms, work) => {
   const run = () => work().catch(() => undefined);
   void run();
@@ -479,6 +509,7 @@ const start = () => {
   every(1000, refreshList);
   every(3000, refreshProvider);
   every(2000, refreshBatches);
+  every(3000, refreshMoney);
 };
 
 const signOut = (message = "") => {

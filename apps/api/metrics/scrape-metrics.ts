@@ -8,6 +8,7 @@ import { processRegistry } from "../../domain/metrics/metrics.ts";
 import type { ProviderRouteSet } from "../../domain/provider-capacity/provider-route-set.ts";
 import { jobCatalog, type JobKind } from "../../domain/queues/job-catalog.ts";
 import { nonTerminalStatuses } from "../../domain/task/task-status.ts";
+import { routeCredits } from "../../domain/credits/credit-totals.ts";
 
 export type MetricsScrapeDeps = {
   db: Db;
@@ -42,7 +43,7 @@ const scrapeGauges = async (deps: MetricsScrapeDeps): Promise<Registry> => {
       return undefined;
     }
   };
-  const [active, queueCounts, provider] = await Promise.all([
+  const [active, queueCounts, provider, credits] = await Promise.all([
     read("postgres", () =>
       deps.db
         .selectFrom("task")
@@ -55,6 +56,7 @@ const scrapeGauges = async (deps: MetricsScrapeDeps): Promise<Registry> => {
     read("provider", () =>
       Promise.all(deps.providerRoutes.all.map(async (r) => ({ route: r.route.name, gate: await r.gate.state(), slots: await r.slots.snapshot() }))),
     ),
+    read("ledger", () => routeCredits(deps.db)),
   ]);
   if (active) {
     const tasks = gauge("kling_tasks_active", "Tasks not yet final, by status (final ones: kling_tasks_finished_total)", ["status"]);
@@ -74,6 +76,15 @@ const scrapeGauges = async (deps: MetricsScrapeDeps): Promise<Registry> => {
       capacity.set({ route }, slots.capacity);
       effective.set({ route }, slots.effective);
       inUse.set({ route }, slots.used);
+    }
+  }
+  if (credits) {
+    // From the credit ledger, every account: held by unfinished tasks, and charged so far (all time).
+    const reserved = gauge("kling_credits_reserved", "Credits held by unfinished tasks, by the route running them (none: not yet taken by a route)", ["route"]);
+    const settled = gauge("kling_credits_settled", "Credits charged by the provider (settled in the ledger), by route, all time", ["route"]);
+    for (const r of credits) {
+      reserved.set({ route: r.route ?? "none" }, r.reserved);
+      settled.set({ route: r.route ?? "none" }, r.spent);
     }
   }
   return registry;

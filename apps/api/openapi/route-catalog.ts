@@ -7,6 +7,7 @@ import { nativeTaskDocs } from "./docs/native-tasks.doc.ts";
 import { operationsDocs } from "./docs/operations.doc.ts";
 import { outboundWebhookDocs } from "./docs/outbound-webhooks.doc.ts";
 import { providerRouteDocs } from "./docs/provider-routes.doc.ts";
+import { accountUsageDocs } from "./docs/account-usage.doc.ts";
 import type { RouteDoc } from "./route-doc.ts";
 
 // THE list of what the API serves, feeding /openapi.json, /docs and the typed client
@@ -21,6 +22,7 @@ export const routeDocs: RouteDoc[] = [
   ...batchDocs,
   ...accountWebhookDocs,
   ...providerRouteDocs,
+  ...accountUsageDocs,
   ...operationsDocs,
 ];
 

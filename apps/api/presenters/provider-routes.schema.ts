@@ -44,7 +44,9 @@ export const providerRouteUsageSchema = z
     succeeded: z.int(),
     failed: z.int(),
     slot_tasks: z.int().meta({ description: "Sum of n over the tasks" }),
-    cost: z.number().nullable().meta({ description: "Sum of unit_price × n, when a price is configured" }),
+    credits_spent: z.number().meta({ description: "Credits the provider charged for the account's tasks on this route (the credit ledger)" }),
+    credits_reserved: z.number().meta({ description: "Credits held for the account's unfinished tasks on this route" }),
+    cost: z.number().nullable().meta({ description: "Sum of unit_price × n over the charged tasks (the price when each was settled), when a price is configured" }),
   })
   .meta({ id: "ProviderRouteUsage" });
 

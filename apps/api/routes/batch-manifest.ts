@@ -2,6 +2,7 @@ import { once } from "node:events";
 import type { Response } from "express";
 import { batchTasksInPages } from "../../domain/batch/batch.repository.ts";
 import type { TaskWithImages } from "../../domain/task/task.repository.ts";
+import { finalUnitDeductionOf } from "../../domain/task/task.presenter.ts";
 import type { ApiDeps } from "../api-deps.ts";
 
 // One line per task, in upload order: what went in (line, image URL or "inline"), how it ended,
@@ -15,7 +16,7 @@ const manifestLine = (deps: Pick<ApiDeps, "signLink">, t: TaskWithImages) => ({
   images: t.status === "succeeded"
     ? t.images.map((i) => ({ index: i.index, location: i.storageKey, url: deps.signLink(t.id, i.index), width: i.width, height: i.height, sha256: i.sha256 }))
     : [],
-  credits: t.finalUnitDeduction === null ? null : Number(t.finalUnitDeduction),
+  credits: finalUnitDeductionOf(t) === undefined ? null : Number(finalUnitDeductionOf(t)),
   error: t.status === "failed" || t.status === "canceled" ? { class: t.failureClass, code: t.failureCode, message: t.failureMessage } : null,
 });
 

@@ -7,7 +7,8 @@ import { arrayItems, csvItems, ndjsonItems } from "../../domain/batch/batch-item
 import { itemCredits, jsonBatchBodySchema, parseBatchItem, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
 import { batchProgress, batchesProgress, findAccountBatch, listAccountBatches, listBatchTasks } from "../../domain/batch/batch.repository.ts";
 import { cancelBatch, retryBatch } from "../../domain/batch/batch-control.ts";
-import { accountSpend, estimateDurationSeconds, spendCapOf } from "../../domain/batch/batch-spend.ts";
+import { estimateDurationSeconds } from "../../domain/batch/batch-spend.ts";
+import { accountBalance } from "../../domain/credits/credit-ledger.ts";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { claimIdempotencyKey, completeIdempotencyKey } from "../../domain/idempotency/idempotency-key.ts";
@@ -85,15 +86,13 @@ export const batchesRouter = (deps: ApiDeps): Router => {
 
   const answerIntake = async (res: Response, accountId: string, result: BatchIntakeResult, dryRun: boolean, atomic: boolean) => {
     if (dryRun) {
-      const [runMs, spend, cap] = await Promise.all([
-        routesRunTimeMs(deps.providerRoutes),
-        accountSpend(deps.db, accountId, deps.batches.creditsPerImage),
-        spendCapOf(deps.db, accountId, deps.batches.defaultSpendCap),
-      ]);
+      const [runMs, balance] = await Promise.all([routesRunTimeMs(deps.providerRoutes), accountBalance(deps.db, accountId, deps.batches.credits.defaultCap)]);
+      const { cap } = balance;
+      const spend = { spent: balance.spent, committed: balance.reserved };
       // Every route's slots work the backlog together (PROVIDER_ROUTES).
       const capacity = deps.providerRoutes.all.reduce((sum, r) => sum + r.route.capacity, 0);
       const runTimeMs = Math.round(runMs ?? deps.batches.estimateRunMs);
-      const backlogImages = deps.batches.creditsPerImage > 0 ? Math.round(spend.committed / deps.batches.creditsPerImage) : 0;
+      const backlogImages = deps.batches.credits.perImage > 0 ? Math.round(spend.committed / deps.batches.credits.perImage) : 0;
       res.status(200).json({
         dry_run: true,
         items: result.accepted,
@@ -150,7 +149,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
       const plannedCredits = body.items.reduce<number>((sum, item) => {
         if (typeof item !== "object" || item === null || Array.isArray(item)) return sum;
         const checked = parseBatchItem(body.defaults, item as Record<string, unknown>);
-        return checked.ok ? sum + itemCredits(checked.request.n, deps.batches.creditsPerImage) : sum;
+        return checked.ok ? sum + itemCredits(checked.request.n, deps.batches.credits.perImage) : sum;
       }, 0);
       const result = await acceptBatch(deps.batches, {
         accountId,

@@ -30,7 +30,10 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
 
   // A retried create (same external_task_id, same request) answers the first task's create again.
   router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes, lenientContentType: true }), async (req, res) => {
-    const { task } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body), "dropin");
+    const { task, replayed, replayedBy } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body), "dropin");
+    // The body stays the provider's; the headers say the first task answered again.
+    if (replayed) res.setHeader("idempotent-replayed", "true");
+    if (replayedBy === "window") res.setHeader("replayed-by", "window");
     res.status(200).json({
       code: 0,
       message: "SUCCEED",

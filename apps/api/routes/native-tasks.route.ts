@@ -40,8 +40,9 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
   // as a replay; a different request under the same external_task_id is a 409.
   // Idempotency-Key: the same key and body answers the first answer again (idempotency.ts).
   router.post("/", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes }), idempotentJson(deps.db, deps.idempotency), async (req, res) => {
-    const { task, replayed } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
+    const { task, replayed, replayedBy } = await acceptTask(deps.intake, res.locals.accountId, parseExpandRequest(req.body));
     if (replayed) res.setHeader("idempotent-replayed", "true");
+    if (replayedBy === "window") res.setHeader("replayed-by", "window");
     res
       .status(202)
       .location(`${req.baseUrl}/${task.id}`)

@@ -11,8 +11,9 @@ import { SafeFetchError } from "../http/safe-fetch.ts";
 import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
 import type { RawItem } from "./batch-item-sources.ts";
 import { itemCredits, parseBatchItem, type BatchFields } from "./batch-request.schema.ts";
-import { accountSpend, spendCapOf } from "./batch-spend.ts";
 import { breakOffUpload, completeUpload, holdUploadLease, leaseUntil, renewUploadLease, uploadStopReason } from "./batch.repository.ts";
+import { accountBalance, addHeld, lockBalance } from "../credits/credit-ledger.ts";
+import { aboveCapacityMessage, type CreditTerms } from "../credits/credit-terms.ts";
 
 export type BatchJob = { id: string; stage: "source" | "submit" };
 
@@ -27,8 +28,8 @@ export type AcceptBatchDeps = {
   // AppError 503 when Redis cannot take them: that chunk is then not written.
   enqueueBatchJobs: (accountId: string, jobs: BatchJob[]) => Promise<void>;
   withdrawBatchJobs: (jobs: BatchJob[]) => Promise<void>;
-  creditsPerImage: number;
-  defaultSpendCap: number | undefined;
+  // Prices, cap and capacity (credits/credit-terms.ts).
+  credits: CreditTerms;
   chunkItems: number;
   // How long a streamed upload's batch stays `receiving` without a sign of life from the process
   // reading it (BATCH_UPLOAD_LEASE_MS); renewed every third of it.
@@ -82,18 +83,17 @@ export const acceptBatch = async (
 ): Promise<BatchIntakeResult> => {
   const { accountId, fields } = input;
   if (fields.callback_url) await refuseUnreachable(deps, fields.callback_url, "callback_url");
-  const cap = await spendCapOf(deps.db, accountId, deps.defaultSpendCap);
+  // A first look at the ledger: a batch known up front to pass the cap is refused before anything
+  // is read or written. The binding check is each chunk's hold, under the balance row's lock.
+  const balance = await accountBalance(deps.db, accountId, deps.credits.defaultCap);
+  const cap = balance.cap;
   const room = cap ?? Infinity;
-  let capBase = 0;
-  if (cap !== undefined) {
-    const spend = await accountSpend(deps.db, accountId, deps.creditsPerImage);
-    capBase = spend.spent + spend.committed;
-    if (!input.dryRun && input.plannedCredits !== undefined && capBase + input.plannedCredits > cap) {
-      throw new AppError(
-        "spend_cap_exceeded",
-        `the batch costs ${input.plannedCredits} credits; with ${capBase} spent or committed the account would pass its spend cap of ${cap} credits; nothing was created`,
-      );
-    }
+  const capBase = balance.spent + balance.reserved;
+  if (cap !== undefined && !input.dryRun && input.plannedCredits !== undefined && capBase + input.plannedCredits > cap) {
+    throw new AppError(
+      "spend_cap_exceeded",
+      `the batch costs ${input.plannedCredits} credits; with ${capBase} spent or reserved the account would pass its spend cap of ${cap} credits; nothing was created`,
+    );
   }
 
   const result: BatchIntakeResult = {
@@ -126,13 +126,13 @@ export const acceptBatch = async (
       const refusal = await callbackRefusal(deps, callbackChecks, request.callbackUrl);
       if (refusal) return void reject(raw.line, [{ field: "callback_url", message: refusal }]);
     }
-    const credits = itemCredits(request.n, deps.creditsPerImage);
-    // A dry run reports the whole batch against the cap instead (the route's spend_cap.would_exceed).
+    if (request.n > deps.credits.maxRouteCapacity) return void reject(raw.line, [{ field: "n", message: aboveCapacityMessage(request.n, deps.credits.maxRouteCapacity) }]);
+    const credits = itemCredits(request.n, deps.credits.perImage);
+    // An early refusal from the first look; each chunk's hold decides for good (holdChunk). A dry
+    // run reports the whole batch against the cap instead (the route's spend_cap.would_exceed).
     if (!input.dryRun && capBase + result.credits + credits > room) {
       result.spendCapReached = true;
-      return void reject(raw.line, [
-        { field: "n", message: `would take the account past its spend cap of ${cap} credits (${capBase + result.credits} spent or committed)` },
-      ]);
+      return void reject(raw.line, [capViolation(cap!, capBase + result.credits)]);
     }
     const id = uuidv7();
     let inline: Prepared["inline"];
@@ -183,15 +183,25 @@ export const acceptBatch = async (
     const jobs = chunk.map(jobOf);
     if (jobs.length > 0) await deps.enqueueBatchJobs(accountId, jobs);
     try {
-      // Written only into a batch still receiving, under its renewed lease (batch.repository.ts).
-      const inserted = await deps.db.transaction().execute(async (tx) => {
+      // Written only into a batch still receiving, under its renewed lease (batch.repository.ts). The
+      // chunk's credits are held under the balance row's lock in the same transaction: items past the
+      // cap (another batch or create took the room meanwhile) are refused by line, and their jobs
+      // withdrawn.
+      const { inserted, overCap } = await deps.db.transaction().execute(async (tx) => {
         if (!(await renewUploadLease(tx, batchId, deps.uploadLeaseMs))) throw await uploadStopReason(tx, batchId);
-        return writeChunk(tx, batchId, accountId, chunk, rejectedNow, lastLine, stallAt());
+        const { fit, overCap } = await holdChunk(tx, deps, accountId, chunk, reject);
+        const ids = await writeChunk(tx, batchId, accountId, fit, rejectedNow + overCap.length, lastLine, stallAt(), deps.credits.perImage, true);
+        return { inserted: ids, overCap };
       });
-      const written = new Set(inserted);
+      if (overCap.length > 0) {
+        result.spendCapReached = true;
+        await cleanUp(deps, overCap);
+      }
+      const written = new Set([...inserted, ...overCap.map((p) => p.id)]);
       const lost = chunk.filter((p) => !written.has(p.id));
       for (const p of lost) reject(p.line, [{ field: "external_task_id", message: "already names another task of this account" }]);
       if (lost.length > 0) await cleanUp(deps, lost);
+      result.credits -= [...lost, ...overCap].reduce((sum, p) => sum + itemCredits(p.request.n, deps.credits.perImage), 0);
       result.accepted += inserted.length;
     } catch (error) {
       await cleanUp(deps, chunk);
@@ -279,8 +289,46 @@ const refuseUuidExternalIds = async (db: Db | Tx, accountId: string, chunk: Prep
   }
 };
 
-// One statement per chunk: the tasks, their first events, and the batch's counts.
-const writeChunk = async (db: Db | Tx, batchId: string, accountId: string, chunk: Prepared[], rejected: number, lastLine: number, nextCheckAt: Date) => {
+const capViolation = (cap: number, used: number): FieldViolation => ({
+  field: "n",
+  message: `would take the account past its spend cap of ${cap} credits (${used} spent or reserved)`,
+});
+
+// Which of a chunk's items fit under the cap, in line order, with the balance row locked until the
+// transaction ends: the caller writes those (with their holds) before the lock is released.
+const holdChunk = async (tx: Tx, deps: AcceptBatchDeps, accountId: string, chunk: Prepared[], reject: (line: number, v: FieldViolation[]) => void) => {
+  const balance = await lockBalance(tx, accountId, deps.credits.defaultCap);
+  if (balance.cap === undefined) return { fit: chunk, overCap: [] as Prepared[] };
+  let used = balance.spent + balance.reserved;
+  const fit: Prepared[] = [];
+  const overCap: Prepared[] = [];
+  for (const p of chunk) {
+    const credits = itemCredits(p.request.n, deps.credits.perImage);
+    if (used + credits <= balance.cap) {
+      used += credits;
+      fit.push(p);
+    } else {
+      overCap.push(p);
+      reject(p.line, [capViolation(balance.cap, used)]);
+    }
+  }
+  return { fit, overCap };
+};
+
+// One statement per chunk: the tasks, their first events, their credit entries, and the batch's
+// counts; with `holdOnBalance`, the balance's reserved sum too (an atomic batch adds its holds to
+// the balance once, at its end, so as not to lock the balance row for the whole upload).
+const writeChunk = async (
+  db: Db | Tx,
+  batchId: string,
+  accountId: string,
+  chunk: Prepared[],
+  rejected: number,
+  lastLine: number,
+  nextCheckAt: Date,
+  perImage: number,
+  holdOnBalance: boolean,
+) => {
   if (chunk.length === 0) {
     await db
       .updateTable("batch")
@@ -316,7 +364,7 @@ const writeChunk = async (db: Db | Tx, batchId: string, accountId: string, chunk
         .insertInto("task")
         .values(rows)
         .onConflict((oc) => oc.columns(["accountId", "externalTaskId"]).doNothing())
-        .returning("id"),
+        .returning(["id", "accountId", "batchId", "n"]),
     )
     .with("event", (q) =>
       q
@@ -338,6 +386,20 @@ const writeChunk = async (db: Db | Tx, batchId: string, accountId: string, chunk
         })
         .where("id", "=", batchId)
         .returning("id"),
+    )
+    .with("entry", (q) =>
+      q
+        .insertInto("creditEntry")
+        .columns(["accountId", "taskId", "batchId", "reserved"])
+        .expression((eb) => eb.selectFrom("inserted").select(["inserted.accountId", "inserted.id", "inserted.batchId", sql<string>`inserted.n * ${perImage}::numeric`.as("reserved")])),
+    )
+    .with("held", (q) =>
+      q
+        .updateTable("creditBalance")
+        .set({ reserved: sql`reserved + (select coalesce(sum(n), 0) * ${perImage}::numeric from inserted)`, updatedAt: sql`now()` })
+        .where("accountId", "=", accountId)
+        .where(sql<boolean>`${holdOnBalance}`)
+        .returning("accountId"),
     )
     .selectFrom("inserted")
     .select("id")
@@ -364,15 +426,17 @@ const acceptAtomically = async (
       await tx.insertInto("batch").values(batchRow).execute();
       let chunk: Prepared[] = [];
       let lastLine = 0;
+      let held = 0;
       const flush = async () => {
         await refuseUuidExternalIds(tx, input.accountId, chunk, (line, v) => {
           result.rejected++;
           result.errors.push(...v.map((x) => ({ line, ...x })));
         });
         if (result.rejected === 0) {
-          const inserted = await writeChunk(tx, batchRow.id, input.accountId, chunk, 0, lastLine, stallAt());
+          const inserted = await writeChunk(tx, batchRow.id, input.accountId, chunk, 0, lastLine, stallAt(), deps.credits.perImage, false);
           result.accepted += inserted.length;
           const written = new Set(inserted);
+          held += chunk.filter((c) => written.has(c.id)).reduce((sum, c) => sum + itemCredits(c.request.n, deps.credits.perImage), 0);
           for (const p of chunk.filter((c) => !written.has(c.id))) {
             result.rejected++;
             result.errors.push({ line: p.line, field: "external_task_id", message: "already names another task of this account" });
@@ -390,6 +454,15 @@ const acceptAtomically = async (
       await flush();
       if (lastLine === 0) throw emptyUpload();
       if (result.rejected > 0) throw rollback;
+      // The whole batch's holds at once, under the balance row's lock (held only from here to the
+      // commit): over the cap, nothing is kept.
+      const balance = await lockBalance(tx, input.accountId, deps.credits.defaultCap);
+      if (balance.cap !== undefined && balance.spent + balance.reserved + held > balance.cap) {
+        result.spendCapReached = true;
+        result.errors.push({ line: lastLine, ...capViolation(balance.cap, balance.spent + balance.reserved) });
+        throw rollback;
+      }
+      await addHeld(tx, input.accountId, held);
       await tx.updateTable("batch").set({ upload: "complete", receivedAt: new Date() }).where("id", "=", batchRow.id).execute();
       outcome = "committed";
     });

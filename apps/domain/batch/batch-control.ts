@@ -1,5 +1,8 @@
 import { sql } from "kysely";
+import type { Tx } from "../db/database.ts";
 import { AppError } from "../errors/app-error.ts";
+import { reserveCredits } from "../credits/credit-ledger.ts";
+import type { CreditTerms } from "../credits/credit-terms.ts";
 import { retryableFailureClasses } from "../task/retry-policy.ts";
 import { transitionBatchTasks, type TransitionDeps } from "../task/task-transition.ts";
 import type { Batch } from "./batch.repository.ts";
@@ -44,7 +47,10 @@ export const cancelBatch = async (deps: TransitionDeps, batch: Batch) => {
 // the task's history. Queued ones are due at once: the sweeper re-drives their jobs (the worker
 // holds the job-state logic: a finished job of the same id is replaced). An archive that failed
 // goes back to archiving, since the provider still holds the results.
-export const retryBatch = async (deps: TransitionDeps, batch: Batch) => {
+// A task sent to the provider again holds its credits again, against the cap, in the transaction
+// that moves it back to queued: a chunk that would pass the cap is not moved (402), and the chunks
+// before it stay retried.
+export const retryBatch = async (deps: TransitionDeps & { credits: CreditTerms }, batch: Batch) => {
   if (batch.canceledAt) throw new AppError("conflict", `batch ${batch.id} was canceled; its tasks are not retried`);
   const reset = { failureClass: null, failureCode: null, failureMessage: null, finishedAt: null, waitReason: null, nextCheckAt: new Date() };
   const rearchived = await transitionBatchTasks(deps, {
@@ -55,7 +61,7 @@ export const retryBatch = async (deps: TransitionDeps, batch: Batch) => {
     source: "api",
     data: reset,
     detail: { retry: true, batch_id: batch.id, previous_failure: "archive_failed" },
-  });
+  }, { alsoInTx: (tx) => reopen(tx, batch.id) });
   const resubmitted = await transitionBatchTasks(deps, {
     batchId: batch.id,
     from: ["failed"],
@@ -64,8 +70,18 @@ export const retryBatch = async (deps: TransitionDeps, batch: Batch) => {
     source: "api",
     data: { ...reset, transientFailures: 0, submitLeaseUntil: null, providerTaskId: null, providerStatus: null, providerStatusMsg: null },
     detail: { retry: true, batch_id: batch.id },
+  }, {
+    alsoInTx: async (tx, moved) => {
+      const sizes = await tx.selectFrom("task").select(["id", "n"]).where("id", "in", moved.map((m) => m.id)).execute();
+      const held = await reserveCredits(tx, batch.accountId, deps.credits.defaultCap, sizes.map((t) => ({ taskId: t.id, credits: t.n * deps.credits.perImage })));
+      if (!held) throw new AppError("spend_cap_exceeded", `retrying these tasks would pass the account's spend cap (spent or reserved credits plus ${sizes.length} tasks' holds); nothing more was retried`);
+      await reopen(tx, batch.id);
+    },
   });
-  const retried = rearchived + resubmitted;
-  if (retried > 0) await deps.db.updateTable("batch").set({ endStatus: null, finishedAt: null }).where("id", "=", batch.id).execute();
-  return { retried };
+  return { retried: rearchived + resubmitted };
+};
+
+// A batch with tasks running again has not ended: reopened with each chunk that moves some.
+const reopen = async (tx: Tx, batchId: string) => {
+  await tx.updateTable("batch").set({ endStatus: null, finishedAt: null }).where("id", "=", batchId).execute();
 };

@@ -32,6 +32,7 @@ export const toBatchView = (p: BatchProgress): BatchView => ({
   finished: p.finished,
   percent: p.percent,
   credits_spent: p.creditsSpent,
+  credits_reserved: p.creditsReserved,
   throughput_per_second: p.throughputPerSecond,
   eta_seconds: p.etaSeconds,
   created_at: iso(p.batch.createdAt),

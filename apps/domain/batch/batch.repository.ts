@@ -6,6 +6,7 @@ import { selectTaskWithImages, type TaskWithImages } from "../task/task.reposito
 import { taskStatuses } from "../task/task-status.ts";
 import { recordWebhookEvent } from "../webhooks/outbound-events.ts";
 import { toBatchView } from "./batch.presenter.ts";
+import { batchCredits, type CreditFigures } from "../credits/credit-totals.ts";
 
 export type Batch = Selectable<DB["batch"]>;
 export type BatchEndStatus = "completed" | "completed_with_errors" | "canceled";
@@ -19,6 +20,8 @@ export type BatchProgress = {
   finished: number;
   percent: number;
   creditsSpent: number;
+  // Credits still held by the batch's unfinished tasks (the ledger's open holds).
+  creditsReserved: number;
   throughputPerSecond: number | null;
   etaSeconds: number | null;
   firstSubmittedAt: Date | null;
@@ -56,7 +59,6 @@ const batchTaskFigures = async (db: Db, batchIds: readonly string[], windowStart
             "batchId",
             "status",
             (eb) => eb.fn.countAll<string>().as("count"),
-            sql<string>`coalesce(sum(case when final_unit_deduction ~ '^[0-9]+(\\.[0-9]+)?$' then final_unit_deduction::numeric else 0 end), 0)`.as("credits"),
             sql<Date | null>`min(submitted_at)`.as("firstSubmittedAt"),
             sql<Date | null>`max(finished_at)`.as("lastFinishedAt"),
             sql<string>`count(*) filter (where finished_at >= ${windowStart})`.as("recent"),
@@ -80,21 +82,22 @@ export const batchProgress = async (db: Db, batch: Batch): Promise<BatchProgress
 export const batchesProgress = async (db: Db, batches: readonly Batch[]): Promise<BatchProgress[]> => {
   const now = Date.now();
   const windowStart = new Date(now - THROUGHPUT_WINDOW_MS);
-  const figures = await batchTaskFigures(db, batches.map((b) => b.id), windowStart);
+  const ids = batches.map((b) => b.id);
+  const [figures, credits] = await Promise.all([batchTaskFigures(db, ids, windowStart), batchCredits(db, ids)]);
   const progress: BatchProgress[] = [];
-  for (const batch of batches) progress.push(await progressFrom(db, batch, figures.get(batch.id) ?? [], now, windowStart));
+  for (const batch of batches) {
+    progress.push(await progressFrom(db, batch, figures.get(batch.id) ?? [], credits.get(batch.id) ?? { spent: 0, reserved: 0 }, now, windowStart));
+  }
   return progress;
 };
 
-const progressFrom = async (db: Db, batch: Batch, rows: BatchTaskFigures, now: number, windowStart: Date): Promise<BatchProgress> => {
+const progressFrom = async (db: Db, batch: Batch, rows: BatchTaskFigures, credits: CreditFigures, now: number, windowStart: Date): Promise<BatchProgress> => {
   const counts = Object.fromEntries(taskStatuses.map((s) => [s, 0])) as Record<TaskStatus, number>;
-  let creditsSpent = 0;
   let recent = 0;
   let firstSubmittedAt: Date | null = null;
   let lastFinishedAt: Date | null = null;
   for (const row of rows) {
     counts[row.status] = Number(row.count);
-    creditsSpent += Number(row.credits);
     recent += Number(row.recent);
     if (row.firstSubmittedAt && (!firstSubmittedAt || row.firstSubmittedAt < firstSubmittedAt)) firstSubmittedAt = row.firstSubmittedAt;
     if (row.lastFinishedAt && (!lastFinishedAt || row.lastFinishedAt > lastFinishedAt)) lastFinishedAt = row.lastFinishedAt;
@@ -114,7 +117,8 @@ const progressFrom = async (db: Db, batch: Batch, rows: BatchTaskFigures, now: n
     total,
     finished,
     percent: total === 0 ? 100 : Math.round((finished / total) * 1000) / 10,
-    creditsSpent,
+    creditsSpent: credits.spent,
+    creditsReserved: credits.reserved,
     throughputPerSecond: throughputPerSecond === null ? null : Math.round(throughputPerSecond * 100) / 100,
     etaSeconds,
     firstSubmittedAt,

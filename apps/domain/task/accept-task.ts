@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { sql } from "kysely";
 import { metrics } from "../metrics/metrics.ts";
 import { v7 as uuidv7 } from "uuid";
 import type { Db, Task } from "../db/database.ts";
@@ -9,6 +10,9 @@ import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
 import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
+import { accountBalance, holdCreditsCte, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
+import { refuseAboveCapacity, type CreditTerms } from "../credits/credit-terms.ts";
+import { findReplay } from "../credits/replay-window.ts";
 
 export type AcceptTaskDeps = {
   db: Db;
@@ -27,9 +31,12 @@ export type AcceptTaskDeps = {
   // An image URL naming a literal address that is not public: the reason, refused at intake
   // rather than failed by the download later.
   imageUrlRefusal: (url: string) => string | undefined;
+  // Prices, cap and capacity (credits/credit-terms.ts).
+  credits: CreditTerms;
 };
 
-export type AcceptedTask = { task: Task; replayed: boolean };
+// replayedBy: why the first task answers again (an external_task_id seen before, or the replay window).
+export type AcceptedTask = { task: Task; replayed: boolean; replayedBy?: "external_task_id" | "window" };
 
 // The request as the caller meant it, so that a retried create is recognised: both spellings of the
 // downward ratio and both types of `n` give the same hash.
@@ -54,6 +61,11 @@ export const acceptTask = async (
   origin: TaskOrigin = "native",
 ): Promise<AcceptedTask> => {
   const requestHash = requestHashOf(request);
+  refuseAboveCapacity(deps.credits, request.n);
+  if (!request.externalTaskId) {
+    const replay = await findReplay(deps.db, accountId, requestHash, deps.credits.replayWindowSeconds);
+    if (replay) return { task: replay, replayed: true, replayedBy: "window" };
+  }
   if (request.externalTaskId) await refuseAmbiguousExternalId(deps.db, accountId, request.externalTaskId);
   if (request.image.kind === "url") {
     const refusal = deps.imageUrlRefusal(request.image.url);
@@ -70,6 +82,7 @@ export const acceptTask = async (
     await deps.storage.put(inline.key, bytes);
   }
   const stage = request.image.kind === "url" ? "source" : "submit";
+  const credits = deps.credits.perImage * request.n;
   const forget = () => (inline ? deps.storage.remove(inline.key).catch(() => undefined) : undefined);
 
   try {
@@ -79,15 +92,17 @@ export const acceptTask = async (
     throw error;
   }
   try {
-    // One statement, so the task and its first event are written together without a transaction's
-    // extra round trips.
+    // One statement, so the task, its first event and its credit hold are written together without
+    // a transaction's extra round trips. The row's account comes from the hold: refused (over the
+    // cap), the statement fails and writes nothing.
     const task = await deps.db
+      .with("held", () => holdCreditsCte(accountId, credits, deps.credits.defaultCap))
       .with("inserted", (db) =>
         db
           .insertInto("task")
           .values({
             id: taskId,
-            accountId,
+            accountId: sql<string>`(select account_id from held)`,
             externalTaskId: request.externalTaskId ?? null,
             callbackUrl: request.callbackUrl ?? null,
             origin,
@@ -114,6 +129,12 @@ export const acceptTask = async (
           .columns(["taskId", "toStatus", "source"])
           .expression((eb) => eb.selectFrom("inserted").select((s) => ["inserted.id", s.val("queued").as("toStatus"), s.val("api").as("source")])),
       )
+      .with("entry", (db) =>
+        db
+          .insertInto("creditEntry")
+          .columns(["accountId", "taskId", "reserved"])
+          .expression((eb) => eb.selectFrom("inserted").select(["inserted.accountId", "inserted.id", sql<string>`${credits}::numeric`.as("reserved")])),
+      )
       .selectFrom("inserted")
       .selectAll()
       .executeTakeFirstOrThrow();
@@ -124,6 +145,7 @@ export const acceptTask = async (
     // processor's grace settles either way), and tell the caller how to learn the outcome.
     if (isDatabaseUnavailable(error) && statementMayHaveRun(error)) throw databaseUnavailable(error, "unknown");
     await Promise.all([deps.withdrawFirstJob({ id: taskId, stage }).catch(() => undefined), forget()]);
+    if (isCapRefusal(error)) throw spendCapError(await accountBalance(deps.db, accountId, deps.credits.defaultCap), credits, `a task with n = ${request.n}`);
     if (isUniqueViolation(error) && request.externalTaskId) return replayOrConflict(deps.db, accountId, request.externalTaskId, requestHash);
     if (isDatabaseUnavailable(error)) throw databaseUnavailable(error, "nothing_stored");
     throw error;
@@ -139,7 +161,7 @@ const replayOrConflict = async (db: Db, accountId: string, externalTaskId: strin
     .where("accountId", "=", accountId)
     .where("externalTaskId", "=", externalTaskId)
     .executeTakeFirst();
-  if (existing && existing.requestHash === requestHash) return { task: existing, replayed: true };
+  if (existing && existing.requestHash === requestHash) return { task: existing, replayed: true, replayedBy: "external_task_id" };
   throw new AppError("conflict", `external_task_id '${externalTaskId}' already names another request of this account`, {
     violations: [{ field: "external_task_id", message: "already used by another task of this account with a different request" }],
   });

@@ -1,11 +1,11 @@
 import { sql } from "kysely";
 import type { Db } from "../db/database.ts";
 
-export type RouteCost = { route: string | null; tasks: number; succeeded: number; failed: number; slotTasks: number; cost: string | null };
+export type RouteTaskCounts = { route: string | null; tasks: number; succeeded: number; failed: number; slotTasks: number };
 
 // An account's tasks by the route that ran them: a task counts where the provider accepted it
-// (it has a provider task id); its cost is that route's unit price times n, as recorded when it ran.
-export const costsByRoute = async (db: Db, accountId: string): Promise<RouteCost[]> => {
+// (it has a provider task id). Money by route comes from the ledger (credits/credit-totals.ts).
+export const tasksByRoute = async (db: Db, accountId: string): Promise<RouteTaskCounts[]> => {
   const rows = await db
     .selectFrom("task")
     .select((eb) => [
@@ -14,7 +14,6 @@ export const costsByRoute = async (db: Db, accountId: string): Promise<RouteCost
       sql<string>`count(*) filter (where status = 'succeeded')`.as("succeeded"),
       sql<string>`count(*) filter (where status = 'failed')`.as("failed"),
       sql<string>`coalesce(sum(n), 0)`.as("slotTasks"),
-      sql<string | null>`sum(unit_price * n)`.as("cost"),
     ])
     .where("accountId", "=", accountId)
     .where("providerTaskId", "is not", null)
@@ -27,6 +26,5 @@ export const costsByRoute = async (db: Db, accountId: string): Promise<RouteCost
     succeeded: Number(r.succeeded),
     failed: Number(r.failed),
     slotTasks: Number(r.slotTasks),
-    cost: r.cost,
   }));
 };

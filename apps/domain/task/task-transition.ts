@@ -4,6 +4,7 @@ import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
 import { recordTransition } from "../metrics/task-metrics.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
+import { settleCredits } from "../credits/credit-ledger.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -103,6 +104,9 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
   const [moved] = await moveTasksInTx(tx, pick, { ...request, from: request.from ?? statusesBefore(request.to) });
   if (moved) {
     const { fromStatus, fromUpdatedAt, ...task } = moved;
+    // Every end settles the task's credit hold (a bulk move calls settleCredits with all its ids,
+    // in its own transaction). transitionTask runs ends in a transaction, so both commit together.
+    if (isTerminal(task.status)) await settleCredits(tx, [task.id]);
     recordTransition(fromStatus, task, fromUpdatedAt);
     return { applied: true, from: fromStatus, task };
   }
@@ -121,13 +125,16 @@ export const transitionTask = async (
   request: TransitionRequest,
   alsoInTx?: (tx: Tx, task: Task) => Promise<void>,
 ): Promise<TransitionResult> => {
-  const result = alsoInTx
-    ? await deps.db.transaction().execute(async (tx) => {
-        const moved = await transitionTaskInTx(tx, request);
-        if (moved.applied) await alsoInTx(tx, moved.task);
-        return moved;
-      })
-    : await transitionTaskInTx(deps.db, request);
+  // An end settles the task's credits in the same transaction (transitionTaskInTx), so no reader
+  // (a batch's end event, the usage routes) sees the task ended with its hold still open.
+  const result =
+    alsoInTx || isTerminal(request.to)
+      ? await deps.db.transaction().execute(async (tx) => {
+          const moved = await transitionTaskInTx(tx, request);
+          if (moved.applied && alsoInTx) await alsoInTx(tx, moved.task);
+          return moved;
+        })
+      : await transitionTaskInTx(deps.db, request);
   if (result.applied) deps.taskChanged(result.task);
   return result;
 };
@@ -169,6 +176,8 @@ export const transitionBatchTasks = async (
   for (;;) {
     const moved = await deps.db.transaction().execute(async (tx) => {
       const rows = await moveTasksInTx(tx, pick, request);
+      // An end settles the moved tasks' credit holds in the same transaction, as a single end does.
+      if (rows.length > 0 && isTerminal(request.to)) await settleCredits(tx, rows.map((r) => r.id));
       // Writes that must commit with the move, per chunk (as alsoInTx of transitionTask).
       if (rows.length > 0 && options.alsoInTx) await options.alsoInTx(tx, rows);
       return rows;

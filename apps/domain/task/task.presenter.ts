@@ -39,6 +39,12 @@ export const statusMessage = (task: Task): string => {
   }
 };
 
+// Credits charged, as the provider answers it: its own final_unit_deduction when it reported one;
+// "0" for a task that failed or was canceled without one (nothing was charged: its credit hold was
+// released); none while the task runs.
+export const finalUnitDeductionOf = (task: Pick<TaskWithImages, "finalUnitDeduction" | "status">): string | undefined =>
+  task.finalUnitDeduction ?? (task.status === "failed" || task.status === "canceled" ? "0" : undefined);
+
 // The provider's task object, served by the drop-in GET: same fields, same vocabulary.
 export const toProviderTask = (task: TaskWithImages, sign: LinkSigner): DropinTask => {
   const images = storedImages(task);
@@ -49,7 +55,7 @@ export const toProviderTask = (task: TaskWithImages, sign: LinkSigner): DropinTa
     task_info: { external_task_id: task.externalTaskId ?? undefined },
     created_at: task.acceptedAt.getTime(),
     updated_at: task.updatedAt.getTime(),
-    ...(task.finalUnitDeduction !== null ? { final_unit_deduction: task.finalUnitDeduction } : {}),
+    ...(finalUnitDeductionOf(task) !== undefined ? { final_unit_deduction: finalUnitDeductionOf(task) } : {}),
     ...(task.status === "succeeded"
       ? { task_result: { images: images.map((i) => ({ index: i.index, url: sign(task.id, i.index) })) } }
       : {}),
@@ -82,7 +88,7 @@ export const toNativeTask = (task: TaskWithImages, sign: LinkSigner): NativeTask
     task_id: task.providerTaskId,
     status: task.providerStatus,
     status_message: task.providerStatusMsg,
-    final_unit_deduction: task.finalUnitDeduction,
+    final_unit_deduction: finalUnitDeductionOf(task) ?? null,
   },
   attempts: task.attempts,
   failure: task.failureClass

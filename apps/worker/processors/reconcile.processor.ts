@@ -1,4 +1,5 @@
 import { sweepBatchEvents } from "../../domain/batch/batch-events.ts";
+import { settleEndedCredits } from "../../domain/credits/credit-ledger.ts";
 import type { FairPriority } from "../../domain/queues/fair-priority.ts";
 import type { RetentionSettings } from "../../domain/retention/retention.config.ts";
 import { runRetention } from "../../domain/retention/retention-sweep.ts";
@@ -7,12 +8,15 @@ import { reconcileTasks, resyncFairPriority, type ReconcileDeps } from "../../do
 
 const FAIR_PRIORITY_RESYNC_MS = 5_000;
 const BATCH_SWEEP_MS = 1_000;
+// Credit holds of tasks that ended without settling (a crash between the end and its settlement).
+const CREDIT_SWEEP_MS = 10_000;
 
 // Runs on a BullMQ job scheduler, so one sweep runs per interval however many workers there are.
 export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; retention: RetentionSettings; storage: Pick<ObjectStorage, "remove">; batchProgressEveryMs: number }) => {
   let lastResync = 0;
   let lastBatchSweep = 0;
   let lastPrune = 0;
+  let lastCreditSweep = 0;
   return async () => {
     const summary = await reconcileTasks(deps);
     if (Date.now() - lastResync >= FAIR_PRIORITY_RESYNC_MS) {
@@ -25,6 +29,11 @@ export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPri
       const batches = await sweepBatchEvents(deps.db, { progressEveryMs: deps.batchProgressEveryMs });
       if (batches.brokenOff > 0) deps.logger.warn(batches, "uploads whose API process stopped renewing their lease ended as broken_off");
       if (batches.ended > 0) deps.logger.info(batches, "batches ended");
+    }
+    if (Date.now() - lastCreditSweep >= CREDIT_SWEEP_MS) {
+      lastCreditSweep = Date.now();
+      const settled = await settleEndedCredits(deps.db);
+      if (settled > 0) deps.logger.info({ settled }, "credit holds of ended tasks settled by the sweep");
     }
     // Retention (finished tasks, files, batches, the callback inbox, the delivery log).
     if (Date.now() - lastPrune >= deps.retention.everyMs) {

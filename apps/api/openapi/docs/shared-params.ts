@@ -14,6 +14,10 @@ export const idempotencyHeaders = z.object({
 
 export const idempotencyReplayHeader: ZodOpenApiHeadersObject = {
   "idempotent-replayed": { schema: { type: "string", enum: ["true"] }, description: "Present when this is a replay of the key's first answer" },
+  "replayed-by": {
+    schema: { type: "string", enum: ["window"] },
+    description: "window: an identical create without external_task_id within the account's replay window answered the first task (a heuristic, off by default; docs/money.md)",
+  },
 };
 
 // Server-Sent Events: frames as `id:`/`event:`/`data:` lines; described in words, the data by schema name.

@@ -1,0 +1,168 @@
+import { sql, type RawBuilder } from "kysely";
+import type { Db, Tx } from "../db/database.ts";
+import { AppError } from "../errors/app-error.ts";
+
+// The credit ledger: the one home of money (docs/money.md).
+//
+// credit_entry: one row per task and run (a retried task runs, and may be charged, again): the
+// credits held at intake (`reserved`), then `settled` from the provider's final_unit_deduction when
+// the task ends, or `released` when it ended uncharged; `refunded` reverses a settlement.
+// credit_balance: one row per account, the running sums of its entries (reserved: open holds; spent:
+// settlements). Every change of an entry's state changes the balance in the same statement, so the
+// balance always equals the sum over the entries (test/credits/ledger-property.test.ts).
+//
+// The cap: the account's spend_cap_credits, else the installation's default (BATCH_SPEND_CAP_CREDITS);
+// none: no cap. A reservation is a conditional update of the balance row (spent + reserved + new <=
+// cap, evaluated under the row's lock), never a read followed by an insert: concurrent intakes in any
+// number of processes cannot pass the cap together.
+
+export type CreditCap = number | undefined;
+
+// The provider's final_unit_deduction as credits: the one place its text is read.
+export const chargedCreditsSql = (finalUnitDeduction: RawBuilder<unknown>) =>
+  sql<string>`case when ${finalUnitDeduction} ~ '^[0-9]+(\\.[0-9]+)?$' then (${finalUnitDeduction})::numeric end`;
+
+const capSql = (accountId: string, defaultCap: CreditCap) =>
+  sql<string | null>`coalesce((select spend_cap_credits from account where id = ${accountId}::uuid)::numeric, ${defaultCap ?? null}::numeric)`;
+
+// A CTE for an intake statement: holds `credits` on the account's balance if they fit under its cap,
+// and returns the account id only then. The task row takes its account_id from it, so a refused hold
+// makes the whole statement fail (not-null violation on task.account_id, see isCapRefusal) and
+// nothing is written: the hold and the task exist together or not at all.
+export const holdCreditsCte = (accountId: string, credits: number, defaultCap: CreditCap) => {
+  const cap = capSql(accountId, defaultCap);
+  // Kysely puts a raw CTE body in the statement as it is: the parentheses are the CTE's own.
+  return sql<{ accountId: string }>`(
+    insert into credit_balance as b (account_id, reserved)
+    select ${accountId}::uuid, ${credits}::numeric
+    where ${cap} is null or ${credits}::numeric <= ${cap}
+    on conflict (account_id) do update
+      set reserved = b.reserved + excluded.reserved, updated_at = now()
+      where ${cap} is null or b.spent + b.reserved + excluded.reserved <= ${cap}
+    returning b.account_id)`;
+};
+
+// The statement failed because holdCreditsCte refused the credits.
+export const isCapRefusal = (error: unknown) =>
+  typeof error === "object" && error !== null && (error as { code?: string }).code === "23502" && (error as { column?: string }).column === "account_id";
+
+export type AccountBalance = { spent: number; reserved: number; cap: CreditCap };
+
+export const accountBalance = async (db: Db | Tx, accountId: string, defaultCap: CreditCap): Promise<AccountBalance> => {
+  const row = await sql<{ spent: string | null; reserved: string | null; cap: string | null }>`
+    select b.spent, b.reserved, ${capSql(accountId, defaultCap)} as cap
+    from (select 1) one left join credit_balance b on b.account_id = ${accountId}::uuid`.execute(db);
+  const r = row.rows[0]!;
+  return { spent: Number(r.spent ?? 0), reserved: Number(r.reserved ?? 0), cap: r.cap === null ? undefined : Number(r.cap) };
+};
+
+export const spendCapError = (balance: AccountBalance, credits: number, what: string) =>
+  new AppError(
+    "spend_cap_exceeded",
+    `${what} needs ${credits} credits; the account has ${balance.spent} spent and ${balance.reserved} reserved against its spend cap of ${balance.cap} credits; nothing was created`,
+  );
+
+// The balance row locked for the rest of the transaction (created if missing): a batch chunk decides
+// which of its items fit, then writes them with writeChunkHoldsCte.
+export const lockBalance = async (tx: Tx, accountId: string, defaultCap: CreditCap): Promise<AccountBalance> => {
+  await sql`insert into credit_balance (account_id) values (${accountId}::uuid) on conflict do nothing`.execute(tx);
+  await sql`select 1 from credit_balance where account_id = ${accountId}::uuid for update`.execute(tx);
+  return accountBalance(tx, accountId, defaultCap);
+};
+
+// Adds `credits` to a balance locked by lockBalance (already checked against the cap there).
+export const addHeld = async (tx: Tx, accountId: string, credits: number) => {
+  if (credits === 0) return;
+  await sql`update credit_balance set reserved = reserved + ${credits}::numeric, updated_at = now() where account_id = ${accountId}::uuid`.execute(tx);
+};
+
+// Holds credits for tasks that run again (a retry): all of them fit under the cap, or none is held
+// (false). Runs in the caller's transaction, the one that moves the tasks back to work: a task is
+// never running again without its hold, nor holding for a run it does not make. Tasks that already
+// hold credits are left as they are.
+export const reserveCredits = async (tx: Tx, accountId: string, defaultCap: CreditCap, tasks: readonly { taskId: string; credits: number }[]) => {
+  if (tasks.length === 0) return true;
+  const balance = await lockBalance(tx, accountId, defaultCap);
+  const open = await tx.selectFrom("creditEntry").select("taskId").where("taskId", "in", tasks.map((t) => t.taskId)).where("state", "=", "reserved").execute();
+  const held = new Set(open.map((o) => o.taskId));
+  const fresh = tasks.filter((t) => !held.has(t.taskId));
+  const total = fresh.reduce((sum, t) => sum + t.credits, 0);
+  if (balance.cap !== undefined && balance.spent + balance.reserved + total > balance.cap) return false;
+  if (fresh.length === 0) return true;
+  const inserted = await sql<{ reserved: string }>`
+    insert into credit_entry (account_id, task_id, batch_id, reserved)
+    select t.account_id, t.id, t.batch_id, v.credits
+    from unnest(${fresh.map((t) => t.taskId)}::uuid[], ${fresh.map((t) => t.credits)}::numeric[]) as v(task_id, credits)
+    join task t on t.id = v.task_id and t.account_id = ${accountId}::uuid
+    returning reserved`.execute(tx);
+  await addHeld(tx, accountId, inserted.rows.reduce((sum, r) => sum + Number(r.reserved), 0));
+  return true;
+};
+
+// Settles the open holds of tasks that have ended, for any number of tasks at once (one statement):
+// charged at the provider's final_unit_deduction, or at the hold when a succeeded task's report
+// named none; released when nothing was charged (failed or canceled before the provider ran it).
+// The entry keeps the route that ran the task, its price then and the cost at that price (price x n).
+// Idempotent: an entry settles once (its row lock and state guard), so every end may call it, and
+// the sweep calls it for whatever a crash left open (settleEndedCredits).
+export const settleCredits = async (db: Db | Tx, taskIds: readonly string[]) => {
+  if (taskIds.length === 0) return 0;
+  return settleWhere(db, sql`e.task_id = any(${[...taskIds]}::uuid[])`, taskIds.length * 2);
+};
+
+// Whatever ended without being settled (a process died between a task's end and its settlement), and
+// holds whose task no longer exists (deleted with its batch or by retention: released).
+export const settleEndedCredits = async (db: Db, limit = 1_000) => settleWhere(db, sql`true`, limit);
+
+const settleWhere = async (db: Db | Tx, filter: RawBuilder<unknown>, limit: number) => {
+  const result = await sql<{ settled: string }>`
+    with ended as (
+      select e.id, e.account_id, e.reserved,
+        coalesce(${chargedCreditsSql(sql`t.final_unit_deduction`)}, case when t.status = 'succeeded' then e.reserved else 0 end) as charged,
+        t.route, t.unit_price, t.n
+      from credit_entry e left join task t on t.id = e.task_id
+      where ${filter} and e.state = 'reserved' and (t.id is null or t.status in ('succeeded', 'failed', 'canceled'))
+      order by e.id
+      limit ${limit}
+      for update of e skip locked
+    ),
+    done as (
+      update credit_entry e
+      set state = case when ended.charged > 0 then 'settled'::credit_state else 'released'::credit_state end,
+          settled = ended.charged, route = ended.route, unit_price = ended.unit_price,
+          cost = case when ended.charged > 0 then ended.unit_price * ended.n end, settled_at = now()
+      from ended where e.id = ended.id
+      returning e.account_id, ended.reserved, ended.charged
+    ),
+    moved as (
+      update credit_balance b
+      set reserved = b.reserved - s.reserved, spent = b.spent + s.charged, updated_at = now()
+      from (select account_id, sum(reserved) as reserved, sum(charged) as charged from done group by account_id) s
+      where b.account_id = s.account_id
+      returning b.account_id
+    )
+    select count(*)::text as settled from done`.execute(db);
+  return Number(result.rows[0]?.settled ?? 0);
+};
+
+// Reverses a settlement (the provider refunded the task; an operator's correction): the entry is
+// `refunded` and its credits leave the account's spent. Returns the credits refunded (0: nothing was
+// settled for the task).
+export const refundCredits = async (db: Db | Tx, taskId: string) => {
+  const result = await sql<{ refunded: string | null }>`
+    with picked as (
+      select id from credit_entry where task_id = ${taskId}::uuid and state = 'settled' order by id for update
+    ),
+    done as (
+      update credit_entry e set state = 'refunded'::credit_state from picked where e.id = picked.id
+      returning e.account_id, e.settled
+    ),
+    moved as (
+      update credit_balance b set spent = b.spent - s.settled, updated_at = now()
+      from (select account_id, sum(settled) as settled from done group by account_id) s
+      where b.account_id = s.account_id
+      returning b.account_id
+    )
+    select sum(settled)::text as refunded from done`.execute(db);
+  return Number(result.rows[0]?.refunded ?? 0);
+};

@@ -1,0 +1,25 @@
+import { sql } from "kysely";
+import type { Db, Task } from "../db/database.ts";
+
+// The replay window: a heuristic for clients that retry a create after their own timeout and cannot
+// send an external_task_id (the published Kling SDK's README example does exactly that). Within the
+// account's window (replay_window_seconds, else REPLAY_WINDOW_SECONDS; 0: off), a create with the
+// same request (the same hash as external_task_id replays use) and no external_task_id answers the
+// newest such task instead of creating and paying for a second one. A heuristic: two creates a
+// client really meant as two identical tasks within the window become one; two identical creates
+// sent at the same instant may both be created. An external_task_id is the exact tool.
+export const findReplay = async (db: Db, accountId: string, requestHash: string, defaultWindowSeconds: number): Promise<Task | undefined> => {
+  const window = sql<number>`coalesce((select replay_window_seconds from account where id = ${accountId}::uuid), ${defaultWindowSeconds}::int)`;
+  return db
+    .selectFrom("task")
+    .selectAll()
+    .where("accountId", "=", accountId)
+    .where("requestHash", "=", requestHash)
+    .where("externalTaskId", "is", null)
+    .where("batchId", "is", null)
+    // accepted_at is UTC without a zone (database.ts).
+    .where(sql<boolean>`accepted_at > (now() at time zone 'utc') - make_interval(secs => ${window})`)
+    .orderBy("acceptedAt", "desc")
+    .limit(1)
+    .executeTakeFirst();
+};
