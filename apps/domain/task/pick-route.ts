@@ -18,13 +18,12 @@ const slotWaitReason = (full: RouteControls[], gated: string[]) =>
     ? SLOT_WAIT_REASON
     : `waiting for a free provider slot (full: ${full.map((r) => `route ${r.route.name}`).join(", ")}${gated.length > 0 ? `; ${gated.join("; ")}` : ""})`;
 
-// A job far back in the slot line steps back to the queue (keeping its place in line) this long.
-export const STEP_BACK_MS = 250;
-
 type Picked =
   | { kind: "acquired"; route: RouteControls }
   | { kind: "gated"; reason: string; retryInMs: number }
-  | { kind: "timed_out" | "stepped_back" };
+  // Far back in line: come back after `delayMs` (the ledger says how long; it keeps the place).
+  | { kind: "stepped_back"; delayMs: number }
+  | { kind: "timed_out" };
 
 // The preferred route with room: routes whose circuit is open or whose account is paused are passed
 // over (one of their probes is let through when due); the first that has room takes the task.
@@ -45,7 +44,7 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
   const refusedBy = candidates.length > 1 && task.status === "queued" ? candidates.find((r) => r.route.name === task.route) : undefined;
   for (let tries = 0; ; tries++) {
     const gated: { reason: string; retryInMs: number }[] = [];
-    const inLine: { route: RouteControls; place: number }[] = [];
+    const inLine: { route: RouteControls; place: number; stepBackMs: number }[] = [];
     for (const route of candidates) {
       if (route === refusedBy && !admitted.has(route)) {
         const state = await route.gate.state();
@@ -67,7 +66,7 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
         await Promise.all(candidates.filter((r) => r !== route).map((r) => r.slots.leaveLine(taskId)));
         return { kind: "acquired", route };
       }
-      inLine.push({ route, place: acquired.place });
+      inLine.push({ route, place: acquired.place, stepBackMs: acquired.stepBackMs });
     }
     if (inLine.length === 0) {
       return { kind: "gated", reason: gated.map((g) => g.reason).join("; "), retryInMs: Math.min(...gated.map((g) => g.retryInMs)) };
@@ -75,12 +74,13 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
     // Said once, when the wait begins: a poller sees why its task has not moved.
     const waitReason = slotWaitReason(inLine.map((l) => l.route), gated.map((g) => g.reason));
     if (tries === 0 && task.waitReason !== waitReason) await markWaiting(deps.db, taskId, ["queued", "submitting"], waitReason);
-    if (inLine.every((l) => l.place >= l.route.slots.capacity)) return { kind: "stepped_back" };
+    if (inLine.every((l) => l.stepBackMs > 0)) return { kind: "stepped_back", delayMs: Math.min(...inLine.map((l) => l.stepBackMs)) };
     const left = deadline - Date.now();
     if (left <= 0) {
       await Promise.all(inLine.map((l) => l.route.slots.leaveLine(taskId)));
       return { kind: "timed_out" };
     }
-    await Promise.race(inLine.map((l) => l.route.slots.waitForRelease(Math.min(left, 1_000))));
+    // Woken when a release names this task; the timeout is the safety net (and keeps its place).
+    await Promise.race(inLine.map((l) => l.route.slots.waitForRelease(taskId, Math.min(left, 1_000))));
   }
 };
