@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { eventually, settle, simAdmin, startFaultStack, submitMany, testImage, type Submitted } from "../support/fault-kit.ts";
+import { spawnService, type ChildService } from "../support/child-processes.ts";
+import { eventually, settle, simAdmin, startFaultStack, submitMany, submitTask, taskEvents, testImage, type Submitted } from "../support/fault-kit.ts";
+import { call } from "../support/http.ts";
 import { startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.ts";
 import type { Stack } from "../support/stack.ts";
 
@@ -34,6 +36,7 @@ describe("on a Redis Cluster", () => {
   };
 
   it("when the hash slot of the busy submit queue moves to another node mid-run, then every task succeeds and none is created twice", async () => {
+    expect((await call(stack.api.url, "GET", "/readyz")).status).toBe(200);
     const { key } = await stack.newAccount();
     const tasks = await submitMany(stack, key, 16);
     // Mid-run: some tasks at the provider, the rest waiting for slots in the submit queue.
@@ -56,5 +59,57 @@ describe("on a Redis Cluster", () => {
     const done = await settle(stack, tasks, 50_000);
     expect(done.map((t) => t.status)).toEqual(tasks.map(() => "succeeded"));
     await expectEachCreatedOnce(tasks);
+  }, 75_000);
+});
+
+describe("a worker killed mid-job", () => {
+  let cluster: RedisClusterHandle;
+  let stack: Stack;
+  const children: ChildService[] = [];
+  // BullMQ's lock on a job lapses this long after its worker died; the stall check that hands the
+  // job to another worker then runs every few seconds (job-catalog.ts workerLockOptions), not once
+  // per lock duration.
+  const LOCK_MS = 8_000;
+  const env = { JOB_LOCK_MS: String(LOCK_MS), SUBMIT_ATTEMPT_LEASE_MS: "3000" };
+  beforeAll(async () => {
+    await testImage();
+    cluster = await startRedisCluster();
+    stack = await startFaultStack({
+      capacity: 2,
+      withWorker: false,
+      // The provider creates the task and then never answers: the submit job stays active.
+      simulatorEnv: { SIM_RUN_MS: "300", SIM_TIMEOUT_RATE: "1", SIM_CONNECTION_FAULT_POINT: "after_create", SIM_HANG_MS: "60000", SIM_CALLBACK_LOSS: "1" },
+      env: { REDIS_CLUSTER_NODES: cluster.nodes, CALLBACK_GRACE_MS: "300", POLL_MAX_INTERVAL_MS: "500" },
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all(children.map((child) => child.kill("SIGKILL")));
+    await stack?.stop();
+    await cluster?.stop();
+  });
+
+  it("when a worker is SIGKILLed while its submit job is active, then another worker takes the job over within seconds of the lock lapsing", async () => {
+    const child = spawnService("worker", { ...stack.workerEnv({ ...env, PROVIDER_TIMEOUT_MS: "60000" }), LOG_LEVEL: "info" });
+    children.push(child);
+    await child.ready;
+    const { key } = await stack.newAccount();
+    const task = await submitTask(stack, key);
+    await eventually("the provider task created", async () => ((await simAdmin(stack).tasks()).some((t) => t.external_task_id === task.id) ? true : undefined), 20_000);
+    await child.kill("SIGKILL");
+    const killedAt = Date.now();
+    await simAdmin(stack).patch({ timeout_rate: 0 });
+    await stack.startWorker(env);
+    const secondAttempt = await eventually(
+      "the second attempt",
+      async () => ((await taskEvents(stack, task)).some((e) => e.to === "submitting" && e.detail?.attempt === 2) ? Date.now() : undefined),
+      LOCK_MS * 3,
+      100,
+    );
+    // Before: the stall check ran once per lock duration and needed two passes (up to twice the
+    // lock). Now: the lock's lapse plus a few seconds, however loaded the machine.
+    expect(secondAttempt - killedAt).toBeLessThan(LOCK_MS + 6_000);
+    const [done] = await settle(stack, [task], 30_000);
+    expect(done).toMatchObject({ status: "succeeded" });
+    expect((await simAdmin(stack).createCalls()).filter((c) => c.external_task_id === task.id).map((c) => c.count)).toEqual([1]);
   }, 75_000);
 });
