@@ -36,15 +36,15 @@ local place = redis.call('ZRANK', waiters, taskId) or -1
 -- Only the first `configured` in line wait in place (woken by a release that names them); the
 -- others step back to the queue until their turn is near: a round of the line (`configured`
 -- places) takes about one run time of the provider (stepBackMs while none has been learnt), and
--- they come back half a round before their turn, so a task returns once or twice however long the
--- line, and the backlog polls at a rate that does not grow with the number of workers. While away
+-- they come back a round before their turn (those within a round, after 100 ms), so a task returns
+-- a few times however long the line, and the in-place waiters are refilled before they run out, and the backlog polls at a rate that does not grow with the number of workers. While away
 -- a waiter keeps its place but no room is kept for it (it wants 0 until it is back): slots never
 -- sit idle for a job that is not running.
 if place >= configured then
   local runMs = tonumber(redis.call('GET', KEYS[6]))
   local perRound = stepBackMs
   if runMs then perRound = math.max(50, math.min(10000, runMs)) end
-  local stepBack = math.floor(math.max(100, math.min(stepBackMaxMs, perRound * (math.floor(place / configured) - 0.5))))
+  local stepBack = math.floor(math.max(100, math.min(stepBackMaxMs, perRound * (math.floor(place / configured) - 1))))
   set_waiter(info, taskId, now + staleMs + stepBack, 0)
   return {0, used, eff, place, stepBack}
 end
