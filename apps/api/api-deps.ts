@@ -1,5 +1,5 @@
 import type { Queue } from "bullmq";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../domain/queues/redis-connection.ts";
 import type { Authenticator } from "../domain/account/authenticator.ts";
 import type { Db } from "../domain/db/database.ts";
 import type { LiveLimits } from "../domain/live-progress/live-limits.ts";
@@ -20,7 +20,7 @@ import type { ServerKey } from "../domain/crypto/server-key.ts";
 // What the routes are given: plain values and functions, built once in api.server.ts.
 export type ApiDeps = {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   storage: StorageHandle;
   authenticator: Authenticator;

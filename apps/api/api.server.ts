@@ -12,7 +12,7 @@ import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkCallbackDestination, literalAddressRefusal } from "../domain/http/safe-fetch.ts";
 import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
-import { createProducerRedis, createSubscriberRedis } from "../domain/queues/redis-connection.ts";
+import { createProducerRedis, createSubscriberRedis, redisTargetFrom } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
@@ -47,7 +47,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
   startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
-  const redis = createProducerRedis(config.REDIS_URL, logger);
+  const redis = createProducerRedis(redisTargetFrom(config), logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, bullmqTelemetry());
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
   const timing = lifecycleTimingFrom(config);
@@ -92,7 +92,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   // Callbacks end provider tasks too, so the API releases slots and reports each route's state.
   const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
   // One subscriber connection per process, shared by every stream and long-poll it serves.
-  const hub = createChangeHub(createSubscriberRedis(config.REDIS_URL, logger), config.QUEUE_PREFIX, logger);
+  const hub = createChangeHub(createSubscriberRedis(redisTargetFrom(config), logger), config.QUEUE_PREFIX, logger);
   const liveLimits = createLiveLimits(config.LIVE_MAX_STREAMS_PER_ACCOUNT);
   const reports = {
     db,

@@ -1,11 +1,11 @@
 import { Queue, Worker } from "bullmq";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../domain/queues/redis-connection.ts";
 import pg from "pg";
 import { directDatabaseUrl } from "../domain/config/shared-env.schema.ts";
 import type { ServerKey } from "../domain/crypto/server-key.ts";
 import type { Db } from "../domain/db/database.ts";
 import type { Logger } from "../domain/logging/logger.ts";
-import { jobCatalog } from "../domain/queues/job-catalog.ts";
+import { bullQueueName, jobCatalog, workerLockOptions } from "../domain/queues/job-catalog.ts";
 import { signImageLink } from "../domain/storage/signed-link.ts";
 import { deliverWebhook, type DeliverWebhookDeps } from "../domain/webhooks/deliver-webhook.ts";
 import { WEBHOOK_NOTIFY_CHANNEL } from "../domain/webhooks/outbound-events.ts";
@@ -15,7 +15,7 @@ import type { WorkerConfig } from "./worker.config.ts";
 export type OutboundWebhooksDeps = {
   config: WorkerConfig;
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   serverKey: ServerKey;
   publicBaseUrl: string;
@@ -32,8 +32,8 @@ const LISTEN_RETRY_MS = 1_000;
 export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
   const { config, logger } = deps;
   const entry = jobCatalog.webhook;
-  const queue = new Queue(entry.queue, { connection: deps.redis, prefix: config.QUEUE_PREFIX });
-  const sweepQueue = new Queue(jobCatalog.webhookSweep.queue, { connection: deps.redis, prefix: config.QUEUE_PREFIX });
+  const queue = new Queue(bullQueueName("webhook"), { connection: deps.redis, prefix: config.QUEUE_PREFIX });
+  const sweepQueue = new Queue(bullQueueName("webhookSweep"), { connection: deps.redis, prefix: config.QUEUE_PREFIX });
   const enqueue = async (delivery: { id: string; attempts: number }, delayMs: number) => {
     const data = entry.payload.parse({ deliveryId: delivery.id });
     await queue.add(entry.name, data, { ...entry.options, jobId: deliveryJobId(delivery), ...(delayMs > 0 ? { delay: Math.ceil(delayMs) } : {}) });
@@ -51,14 +51,14 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     enqueue,
   };
 
-  const workerOptions = { connection: deps.redis, prefix: config.QUEUE_PREFIX, lockDuration: config.JOB_LOCK_MS, stalledInterval: config.JOB_LOCK_MS };
+  const workerOptions = { connection: deps.redis, prefix: config.QUEUE_PREFIX, ...workerLockOptions(config) };
   const deliverer = new Worker(
-    entry.queue,
+    bullQueueName("webhook"),
     async (job) => deliverWebhook(deliverDeps, entry.payload.parse(job.data).deliveryId),
     { ...workerOptions, concurrency: config.WEBHOOK_CONCURRENCY },
   );
   const sweeper = new Worker(
-    jobCatalog.webhookSweep.queue,
+    bullQueueName("webhookSweep"),
     async () => {
       const due = await dueDeliveries(deps.db, SWEEP_BATCH);
       for (const delivery of due) await enqueue(delivery, 0);

@@ -7,8 +7,8 @@ import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema
 import { startMetricsPush } from "../domain/metrics/metrics-push.ts";
 import { bullmqTelemetry, flushTracing, startTracing } from "../domain/telemetry/tracing.ts";
 import { metrics } from "../domain/metrics/metrics.ts";
-import { jobCatalog, type JobKind } from "../domain/queues/job-catalog.ts";
-import { createWorkerRedis } from "../domain/queues/redis-connection.ts";
+import { bullQueueName, jobCatalog, workerLockOptions, type JobKind } from "../domain/queues/job-catalog.ts";
+import { createWorkerRedis, redisTargetFrom } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
@@ -40,7 +40,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-worker" });
   startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const telemetry = bullmqTelemetry();
-  const redis = createWorkerRedis(config.REDIS_URL, logger);
+  const redis = createWorkerRedis(redisTargetFrom(config), logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry);
   const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
@@ -97,14 +97,11 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       if (job.attemptsStarted <= 1) metrics.jobWait.observe({ queue: queueName }, Math.max(0, Date.now() - job.timestamp - (job.opts.delay ?? 0)) / 1000);
       return processor(job, token);
     });
-    const worker = new Worker(queueName, timed, {
+    const worker = new Worker(bullQueueName(kind), timed, {
       connection: redis,
       prefix: config.QUEUE_PREFIX,
       concurrency,
-      lockDuration: config.JOB_LOCK_MS,
-      stalledInterval: config.JOB_LOCK_MS,
-      // BullMQ fails a job once it has stalled more than this many times.
-      maxStalledCount: config.JOB_MAX_CRASHES - 1,
+      ...workerLockOptions(config),
       ...(telemetry ? { telemetry } : {}),
     });
     worker.on("error", (error) => logger.error({ err: error, queue: kind }, "worker error"));

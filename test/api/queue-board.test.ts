@@ -33,7 +33,7 @@ describe("the queue board at /admin/queues", () => {
       const api = await fetch(`${stack.api.url}/admin/queues/api/queues`, { headers: { authorization } });
       expect(api.status).toBe(200);
       const body = (await api.json()) as { queues: { name: string }[] };
-      expect(body.queues.map((q) => q.name).sort()).toEqual(["archive", "reconcile", "source", "submit", "webhook", "webhook-sweep"]);
+      expect(body.queues.map((q) => q.name).sort()).toEqual(["{archive}", "{reconcile}", "{source}", "{submit}", "{webhook-sweep}", "{webhook}"]);
     }
   });
 

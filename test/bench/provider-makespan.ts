@@ -282,7 +282,7 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
     while (sampling) {
       const t = Date.now();
       try {
-        const keyPrefixes = twoRoutes ? routeNames.map((r) => `${queuePrefix}:route:${r}`) : [queuePrefix];
+        const keyPrefixes = twoRoutes ? routeNames.map((r) => `${queuePrefix}:{route:${r}}`) : [`${queuePrefix}:{provider}`];
         const [stats, held, effective] = await Promise.all([
           Promise.all(simulators.map((sim) => getJson<SimStats>(`${sim.url}/_sim/stats`))),
           Promise.all(keyPrefixes.map((k) => redis.hvals(`${k}:provider:slots`))),

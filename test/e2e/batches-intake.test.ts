@@ -1,3 +1,4 @@
+import { bullQueueName } from "../../apps/domain/queues/job-catalog.ts";
 import { request } from "node:http";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
@@ -293,7 +294,7 @@ describe("dry run, spend cap, cancel, idempotency", () => {
     expect(events.every((e) => e.fromStatus === "queued")).toBe(true);
     // A worker now takes their submit jobs: they end without reaching the provider.
     const redis = new Redis(stack.env.redisUrl, { maxRetriesPerRequest: null });
-    const submitQueue = new Queue("submit", { connection: redis, prefix: stack.env.queuePrefix });
+    const submitQueue = new Queue(bullQueueName("submit"), { connection: redis, prefix: stack.env.queuePrefix });
     const worker = await stack.startWorker();
     try {
       await waitUntil(

@@ -1,3 +1,4 @@
+import { bullQueueName } from "../../apps/domain/queues/job-catalog.ts";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { inject } from "vitest";
@@ -89,7 +90,7 @@ describe("work survives missing workers and lost jobs", () => {
     }
     // Lose one task's job, as a Redis without persistence would on restart.
     const connection = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
-    const submitQueue = new Queue("submit", { connection, prefix: stack.env.queuePrefix });
+    const submitQueue = new Queue(bullQueueName("submit"), { connection, prefix: stack.env.queuePrefix });
     expect(await submitQueue.remove(ids[0]!)).toBe(1);
     await submitQueue.close();
     connection.disconnect();

@@ -120,7 +120,7 @@ describe("priority: a single task against a bulk backlog", () => {
     // (A task that finds a slot free takes it without being seen in line, and leaves `queued`: then
     // it is counted from its acceptance.)
     const inLineAt = await eventually("B's task in the slot line", async () => {
-      if ((await redis.zscore(`${stack.env.queuePrefix}:provider:waiters`, single.id)) !== null) return new Date();
+      if ((await redis.zscore(`${stack.env.queuePrefix}:{provider}:provider:waiters`, single.id)) !== null) return new Date();
       const row = await taskRow(stack.db, single.id);
       return row.status === "queued" ? undefined : row.acceptedAt;
     }, 30_000, 20);

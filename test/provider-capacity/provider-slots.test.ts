@@ -30,7 +30,7 @@ describe("provider slot ledger", () => {
     expect((await slots.acquire("a", 3, 1)).ok).toBe(true);
     expect((await slots.acquire("c", 2, 1)).ok).toBe(true);
     // Refused, and first in line (place 0) for the next release.
-    expect(await slots.acquire("b", 3, 1)).toEqual({ ok: false, used: 5, effective: 5, place: 0 });
+    expect(await slots.acquire("b", 3, 1)).toEqual({ ok: false, used: 5, effective: 5, place: 0, stepBackMs: 0 });
     expect((await slots.snapshot()).used).toBe(5);
     // Idempotent: a task that already holds slots gets them again without counting twice.
     expect((await slots.acquire("a", 3, 1)).ok).toBe(true);
@@ -81,7 +81,7 @@ describe("provider slot ledger", () => {
     expect(await slots.lowerCapacity(3)).toBe(3);
     expect(await slots.lowerCapacity(3)).toBe(2);
     expect(await slots.lowerCapacity(1)).toBe(2);
-    expect(await slots.acquire("b", 1, 1)).toEqual({ ok: false, used: 2, effective: 2, place: 0 });
+    expect(await slots.acquire("b", 1, 1)).toEqual({ ok: false, used: 2, effective: 2, place: 0, stepBackMs: 0 });
     await new Promise((resolve) => setTimeout(resolve, 250));
     // One slot back after the interval.
     expect((await slots.acquire("b", 1, 1)).ok).toBe(true);
@@ -92,7 +92,8 @@ describe("provider slot ledger", () => {
   it("when slots are released, then a waiting worker is woken at once", async () => {
     const slots = ledger(1);
     await slots.acquire("holder", 1, 1);
-    const woken = slots.waitForRelease(5_000).then(() => Date.now());
+    expect((await slots.acquire("waiter", 1, 1)).ok).toBe(false);
+    const woken = slots.waitForRelease("waiter", 5_000).then(() => Date.now());
     await new Promise((resolve) => setTimeout(resolve, 100)); // let the subscription settle
     const releasedAt = Date.now();
     await slots.release("holder");

@@ -1,5 +1,5 @@
 import type { Queue } from "bullmq";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../domain/queues/redis-connection.ts";
 import { AggregatorRegistry, Gauge, Registry } from "prom-client";
 import { withTimeout } from "../../domain/async/with-timeout.ts";
 import type { Db } from "../../domain/db/database.ts";
@@ -12,7 +12,7 @@ import { routeCredits } from "../../domain/credits/credit-totals.ts";
 
 export type MetricsScrapeDeps = {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   queue: (kind: JobKind) => Queue;
   // One set of gauges per provider route (PROVIDER_ROUTES: a bounded, configured list).

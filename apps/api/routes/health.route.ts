@@ -2,6 +2,8 @@ import { Router } from "express";
 import { sql } from "kysely";
 import { withTimeout } from "../../domain/async/with-timeout.ts";
 import type { ApiDeps } from "../api-deps.ts";
+import { jobCatalog, type JobKind } from "../../domain/queues/job-catalog.ts";
+import { probeQueueWritable } from "../../domain/queues/task-queues.ts";
 import { describeProvider } from "../presenters/provider-routes.presenter.ts";
 
 const probe = async (check: () => Promise<unknown>) => {
@@ -32,7 +34,8 @@ export const healthRouter = (deps: ApiDeps): Router => {
     // that carries an image and every archive.
     const [postgres, redis, storage] = await Promise.all([
       probe(() => sql`select 1`.execute(deps.db)),
-      probe(() => deps.redis.ping()),
+      // Every queue written, not one node pinged: on a cluster each queue lives on its own node.
+      probe(() => Promise.all((Object.keys(jobCatalog) as JobKind[]).map((kind) => probeQueueWritable(deps.redis, deps.operations.queue(kind))))),
       probe(() => deps.storage.probe()),
     ]);
     const ready = postgres.ok && redis.ok && storage.ok;

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { defaultDatabaseUrl, defaultRedisUrl } from "./defaults.ts";
 import { allowedPrivateHostEntry } from "../http/private-host-allowlist.ts";
 import { envBoolean, envCommaList, envPositiveMs } from "./parse-env.ts";
+import { redisClusterNodesEnv } from "../queues/redis-connection.ts";
 
 // Fragments that several apps' env schemas are built from; each app still parses its own schema once.
 export const databaseEnv = {
@@ -35,6 +36,8 @@ export const directDatabaseUrl = (env: { DATABASE_URL: string; DATABASE_DIRECT_U
 
 export const redisEnv = {
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default(defaultRedisUrl),
+  // host:port,host:port of a Redis Cluster's nodes; when set, REDIS_URL is not used (docs/scale-redis.md).
+  REDIS_CLUSTER_NODES: redisClusterNodesEnv,
   // Keeps several deployments (and every test file) apart on one Redis.
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default("kling"),
 };

@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../queues/redis-connection.ts";
 import type { Logger } from "../logging/logger.ts";
 import { accountChannel, parseTaskChange, type TaskChange } from "./task-change.ts";
 
@@ -25,7 +25,7 @@ const topicKey = (accountId: string, topic: ChangeTopic) =>
 // One Redis subscriber connection per API process, whatever the number of clients: channels are
 // subscribed while at least one listener of that account exists, and each message is handed to the
 // listeners of its task and of its batch.
-export const createChangeHub = (subscriber: Redis, prefix: string, logger: Logger): ChangeHub => {
+export const createChangeHub = (subscriber: RedisClient, prefix: string, logger: Logger): ChangeHub => {
   const listeners = new Map<string, Set<ChangeListener>>();
   const channelUsers = new Map<string, number>();
   let closed = false;

@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../queues/redis-connection.ts";
 import { z } from "zod";
 import type { Task } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
@@ -34,7 +34,7 @@ export const taskChangeOf = (task: Task): TaskChange => ({
 });
 
 export const createTaskChangeNotifier =
-  (redis: Redis, prefix: string, logger: Logger): TaskChangeNotifier =>
+  (redis: RedisClient, prefix: string, logger: Logger): TaskChangeNotifier =>
   (task) => {
     const change = taskChangeOf(task);
     redis.publish(accountChannel(prefix, change.accountId), JSON.stringify(change)).catch((error: unknown) => {

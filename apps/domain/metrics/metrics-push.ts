@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../queues/redis-connection.ts";
 import type { Logger } from "../logging/logger.ts";
 import { processInstanceId, processRegistry } from "./metrics.ts";
 
@@ -14,7 +14,7 @@ type PushedEntry = { at: number; metrics: MetricsJson };
 
 export type MetricsPush = { stop(): Promise<void> };
 
-export const startMetricsPush = (options: { redis: Redis; prefix: string; everyMs: number; logger: Logger }): MetricsPush => {
+export const startMetricsPush = (options: { redis: RedisClient; prefix: string; everyMs: number; logger: Logger }): MetricsPush => {
   const key = metricsHashKey(options.prefix);
   const push = async () => {
     const entry: PushedEntry = { at: Date.now(), metrics: await processRegistry.getMetricsAsJSON() };
@@ -33,7 +33,7 @@ export const startMetricsPush = (options: { redis: Redis; prefix: string; everyM
 };
 
 // Every other process's fresh entry; stale ones are removed on the way.
-export const readPushedMetrics = async (redis: Redis, prefix: string, staleAfterMs: number): Promise<MetricsJson[]> => {
+export const readPushedMetrics = async (redis: RedisClient, prefix: string, staleAfterMs: number): Promise<MetricsJson[]> => {
   const key = metricsHashKey(prefix);
   const entries = await redis.hgetall(key);
   const fresh: MetricsJson[] = [];

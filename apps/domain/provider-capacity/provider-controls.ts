@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../queues/redis-connection.ts";
 import { z } from "zod";
 import { envPositiveMs } from "../config/parse-env.ts";
 import { createProviderGate, type ProviderGate } from "./provider-gate.ts";
@@ -20,7 +20,7 @@ export type ControlEnv = { [K in keyof typeof providerControlEnv]: z.output<(typ
 
 export type ProviderControls = { slots: ProviderSlots; gate: ProviderGate; runTime: ProviderRunTime };
 
-export const createProviderControls = (redis: Redis, prefix: string, env: ControlEnv): ProviderControls => ({
+export const createProviderControls = (redis: RedisClient, prefix: string, env: ControlEnv): ProviderControls => ({
   slots: createProviderSlots(redis, prefix, { capacity: env.PROVIDER_CAPACITY, recoverMs: env.PROVIDER_CAPACITY_RECOVER_MS }),
   gate: createProviderGate(redis, prefix, {
     failureThreshold: env.CIRCUIT_FAILURE_THRESHOLD,

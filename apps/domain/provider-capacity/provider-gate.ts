@@ -1,4 +1,5 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../queues/redis-connection.ts";
+import { redisScript } from "../queues/redis-scripts.ts";
 
 // Whether submissions may go to the provider right now, shared by every worker through Redis.
 // `open`: the route answered 404 or kept failing (a circuit breaker); `paused`: the provider said the
@@ -19,59 +20,44 @@ export type ProviderGate = {
 
 export type GateOptions = { failureThreshold: number; failureWindowMs: number; openMs: number; pauseProbeMs: number };
 
-const closed: GateState = { mode: "closed", reason: "", since: 0, until: 0 };
+const gateScript = { name: "provider-gate", numberOfKeys: 3, files: [new URL("./scripts/gate.lua", import.meta.url)] };
 
-export const createProviderGate = (redis: Redis, prefix: string, options: GateOptions): ProviderGate => {
-  const stateKey = `${prefix}:provider:gate`;
-  const failuresKey = `${prefix}:provider:gate-failures`;
-  const probeKey = `${prefix}:provider:gate-probe`;
-
-  const state = async (): Promise<GateState> => {
-    const raw = await redis.hgetall(stateKey);
-    if (!raw.mode || raw.mode === "closed") return closed;
-    return { mode: raw.mode as GateMode, reason: raw.reason ?? "", since: Number(raw.since), until: Number(raw.until) };
-  };
-
-  const open = async (mode: Exclude<GateMode, "closed">, reason: string, forMs: number) => {
-    const current = await state();
-    const now = Date.now();
-    await redis.hset(stateKey, {
-      mode,
+// Every read and change of the gate is one run of scripts/gate.lua: atomic across workers, and timed
+// by Redis' clock.
+export const createProviderGate = (redis: RedisClient, prefix: string, options: GateOptions): ProviderGate => {
+  const keys = [`${prefix}:provider:gate`, `${prefix}:provider:gate-failures`, `${prefix}:provider:gate-probe`];
+  const run = redisScript(redis, gateScript);
+  const call = async (op: "check" | "success" | "failure" | "pause", reason = "", immediately = false) => {
+    const [mode, why, since, until, allowed, probe, retryInMs] = (await run(keys, [
+      op,
       reason,
-      since: current.mode === mode ? current.since : now,
-      until: now + forMs,
-    });
-    await redis.del(probeKey);
+      immediately ? 1 : 0,
+      options.failureThreshold,
+      options.failureWindowMs,
+      options.openMs,
+      options.pauseProbeMs,
+    ])) as [GateMode, string, number, number, number, number, number];
+    return { state: { mode, reason: why, since: Number(since), until: Number(until) }, allowed: allowed === 1, probe: probe === 1, retryInMs: Number(retryInMs) };
   };
 
   return {
-    state,
+    state: async () => {
+      const raw = await redis.hgetall(keys[0]!);
+      if (!raw.mode || raw.mode === "closed") return { mode: "closed", reason: "", since: 0, until: 0 };
+      return { mode: raw.mode as GateMode, reason: raw.reason ?? "", since: Number(raw.since), until: Number(raw.until) };
+    },
     check: async () => {
-      const current = await state();
-      if (current.mode === "closed") return { allowed: true, probe: false };
-      const now = Date.now();
-      if (now >= current.until) {
-        // One probe at a time; it has until its own deadline to report back.
-        const took = await redis.set(probeKey, "1", "PX", Math.max(options.openMs, 5_000), "NX");
-        if (took === "OK") return { allowed: true, probe: true };
-      }
-      return { allowed: false, state: current, retryInMs: Math.max(250, current.until - now) };
+      const result = await call("check");
+      return result.allowed ? { allowed: true, probe: result.probe } : { allowed: false, state: result.state, retryInMs: result.retryInMs };
     },
     recordSuccess: async () => {
-      await redis.del(failuresKey);
-      const mode = await redis.hget(stateKey, "mode");
-      if (mode && mode !== "closed") await redis.del(stateKey, probeKey);
+      await call("success");
     },
     recordFailure: async (reason, { immediately = false } = {}) => {
-      const failures = await redis.incr(failuresKey);
-      if (failures === 1) await redis.pexpire(failuresKey, options.failureWindowMs);
-      const current = await state();
-      // A failed probe re-opens at once; otherwise only a run of failures (any success resets the
-      // count) opens the circuit, so a sprinkle of 5xx among successes never does.
-      if (immediately || current.mode === "open" || failures >= options.failureThreshold) {
-        await open("open", reason, options.openMs);
-      }
+      await call("failure", reason, immediately);
     },
-    pause: (reason) => open("paused", reason, options.pauseProbeMs),
+    pause: async (reason) => {
+      await call("pause", reason);
+    },
   };
 };

@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../queues/redis-connection.ts";
 import { createProviderClient, type ProviderClient } from "../provider/provider-client.ts";
 import type { ProviderRoute } from "../provider/provider-routes.schema.ts";
 import { createProviderControls, type ControlEnv, type ProviderControls } from "./provider-controls.ts";
@@ -18,10 +18,12 @@ export type ProviderRouteSet = {
   close(): Promise<void>;
 };
 
-export const routeKeyPrefix = (queuePrefix: string, route: Pick<ProviderRoute, "name" | "legacyKeys">) =>
-  route.legacyKeys ? queuePrefix : `${queuePrefix}:route:${route.name}`;
+// A route's keys (slot ledger, gate, run time) share one hash tag, so each of its scripts stays in
+// one cluster slot, and different routes land on different slots (spread over the nodes).
+export const routeTag = (route: Pick<ProviderRoute, "name" | "legacyKeys">) => (route.legacyKeys ? "{provider}" : `{route:${route.name}}`);
+export const routeKeyPrefix = (queuePrefix: string, route: Pick<ProviderRoute, "name" | "legacyKeys">) => `${queuePrefix}:${routeTag(route)}`;
 
-export const createProviderRouteSet = (redis: Redis, queuePrefix: string, routes: ProviderRoute[], env: ControlEnv): ProviderRouteSet => {
+export const createProviderRouteSet = (redis: RedisClient, queuePrefix: string, routes: ProviderRoute[], env: ControlEnv): ProviderRouteSet => {
   const all = routes.map((route) => ({
     ...createProviderControls(redis, routeKeyPrefix(queuePrefix, route), { ...env, PROVIDER_CAPACITY: route.capacity }),
     route,

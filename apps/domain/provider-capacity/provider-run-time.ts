@@ -1,4 +1,5 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../queues/redis-connection.ts";
+import { redisScript } from "../queues/redis-scripts.ts";
 
 // How long the provider takes to finish a task, as a moving average over recent tasks, shared by
 // every process. Polling is scheduled around it: a lost "succeed" callback is noticed soon after the
@@ -9,16 +10,11 @@ export type ProviderRunTime = {
   record(durationMs: number): Promise<void>;
 };
 
-const RECORD = `
-local old = tonumber(redis.call('GET', KEYS[1]))
-local sample = tonumber(ARGV[1])
-local next = old and (old * 0.8 + sample * 0.2) or sample
-redis.call('SET', KEYS[1], next)
-return tostring(next)
-`;
+const recordScript = { name: "provider-run-time-record", numberOfKeys: 1, files: [new URL("./scripts/run-time-record.lua", import.meta.url)] };
 
-export const createProviderRunTime = (redis: Redis, prefix: string): ProviderRunTime => {
+export const createProviderRunTime = (redis: RedisClient, prefix: string): ProviderRunTime => {
   const key = `${prefix}:provider:run-ms`;
+  const record = redisScript(redis, recordScript);
   // Read on every report; a second-old value is as good as a fresh one.
   let cached: { value: number | undefined; at: number } | undefined;
   return {
@@ -30,7 +26,7 @@ export const createProviderRunTime = (redis: Redis, prefix: string): ProviderRun
     },
     record: async (durationMs) => {
       if (!(durationMs > 0)) return;
-      const next = Number(await redis.eval(RECORD, 1, key, durationMs));
+      const next = Number(await record([key], [durationMs]));
       cached = { value: next, at: Date.now() };
     },
   };

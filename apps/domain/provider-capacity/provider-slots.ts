@@ -1,117 +1,41 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../queues/redis-connection.ts";
+import { redisScript, type ScriptSpec } from "../queues/redis-scripts.ts";
 
 // The provider limits each account to a number of parallel slots (a task holds `n` from submission
 // until it ends). Every worker shares one ledger in Redis: a hash of task id -> slots held. The sum
-// is computed inside the scripts, so the ledger cannot drift from a separate counter.
-
+// is computed inside the scripts (scripts/slot-*.lua), so the ledger cannot drift from a separate
+// counter. Every key of one ledger shares the caller's hash tag (one cluster slot per route).
+//
 // Tasks waiting for slots queue up in a sorted set (score = priority, ties in task id order, which
-// is creation order for UUIDv7). The head waiter's slots are kept free for it: others may only
-// backfill around it, so a large task is never starved by small ones and priority holds.
-// A waiter not seen for staleMs (its worker died, or its job went back to the queue) drops out.
-const ACQUIRE = `
-local holders, effectiveKey, loweredKey, waiters, seen, wanted = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local taskId, n, configured, now, recoverMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local priority, staleMs = tonumber(ARGV[6]), tonumber(ARGV[7])
-if redis.call('HEXISTS', holders, taskId) == 1 then return {1, -1, -1} end
-local eff = tonumber(redis.call('GET', effectiveKey) or configured)
-if eff > configured then eff = configured end
--- Additive recovery after a 1303 lowered the effective capacity: one slot per recoverMs that has
--- passed, idle time included (snapshot() computes the same for /readyz).
-if eff < configured then
-  local lowered = tonumber(redis.call('GET', loweredKey) or 0)
-  local steps = math.floor((now - lowered) / recoverMs)
-  if steps > 0 then
-    eff = math.min(configured, eff + steps)
-    redis.call('SET', effectiveKey, eff)
-    redis.call('SET', loweredKey, lowered + steps * recoverMs)
-  end
-end
-redis.call('ZADD', waiters, 'NX', priority, taskId)
-redis.call('HSET', seen, taskId, now)
-redis.call('HSET', wanted, taskId, n)
-local reserved = 0
-for _, member in ipairs(redis.call('ZRANGE', waiters, 0, 31)) do
-  local at = tonumber(redis.call('HGET', seen, member) or 0)
-  if now - at > staleMs then
-    redis.call('ZREM', waiters, member)
-    redis.call('HDEL', seen, member)
-    redis.call('HDEL', wanted, member)
-  else
-    if member ~= taskId then
-      local size = tonumber(redis.call('HGET', wanted, member) or 0)
-      -- A head that cannot fit the current capacity would block everyone: do not keep room for it.
-      if size <= eff then reserved = size end
-    end
-    break
-  end
-end
-local used = 0
-for _, v in ipairs(redis.call('HVALS', holders)) do used = used + tonumber(v) end
-if used + n + reserved <= eff then
-  redis.call('HSET', holders, taskId, n)
-  redis.call('ZREM', waiters, taskId)
-  redis.call('HDEL', seen, taskId)
-  redis.call('HDEL', wanted, taskId)
-  return {1, used + n, eff}
-end
--- Where the task stands in line (0 = head), for the caller to decide whether to wait in place.
-return {0, used, eff, redis.call('ZRANK', waiters, taskId) or -1}
-`;
+// is creation order for UUIDv7). Room is kept for the waiters ahead: a task behind them only
+// backfills room they cannot use, so a large task is never starved by small ones and priority
+// holds. A release
+// names the waiters at the head that fit the freed room on the route's channel, and only their jobs
+// wake, in whichever worker they wait: Redis commands per task do not grow with the workers.
 
-const LEAVE = `
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return 1
-`;
+const script = (name: string, numberOfKeys: number): ScriptSpec => ({
+  name,
+  numberOfKeys,
+  files: [new URL("./scripts/slot-ledger.lib.lua", import.meta.url), new URL(`./scripts/${name}.lua`, import.meta.url)],
+});
+const scripts = {
+  acquire: script("slot-acquire", 6),
+  release: script("slot-release", 5),
+  leave: script("slot-leave", 5),
+  snapshot: script("slot-snapshot", 5),
+  lower: script("slot-lower", 7),
+  accepted: script("slot-accepted", 7),
+};
 
-const RELEASE = `
-local n = redis.call('HGET', KEYS[1], ARGV[1])
-if not n then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('PUBLISH', KEYS[2], n)
-return tonumber(n)
-`;
-
-// After a 1303 the provider accepted less than our ledger allowed (the account is shared, or its
-// limit is lower than configured). One refusal may be noise; a second one, before any create has
-// been accepted at the level refused (what we held plus the refused task), confirms it. Then step
-// down by the refused task's size, never below what we hold: a shared account walks the capacity
-// down in a few refusals (which cost nothing), and a stray 1303 costs nothing.
-const LOWER = `
-local used = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
-local configured, now, recoverMs, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local level = used + n
-local known = tonumber(redis.call('GET', KEYS[5]))
-if not known or level < known then redis.call('SET', KEYS[5], level) end
-local run = redis.call('INCR', KEYS[4])
-local eff = tonumber(redis.call('GET', KEYS[2]) or configured)
-if eff < configured then
-  local since = tonumber(redis.call('GET', KEYS[3]) or 0)
-  eff = math.min(configured, eff + math.floor((now - since) / recoverMs))
-end
-if run < 2 then return eff end
-local lowered = math.max(1, math.min(eff, math.max(used, eff - n)))
-redis.call('SET', KEYS[2], lowered)
-redis.call('SET', KEYS[3], now)
-return lowered
-`;
-
-// A create accepted at (or above) the level a 1303 refused proves that refusal was noise.
-const ACCEPTED = `
-local level = tonumber(redis.call('GET', KEYS[2]))
-if not level then return 0 end
-local used = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
-if used >= level then redis.call('DEL', KEYS[2], KEYS[3]) return 1 end
-return 0
-`;
-
-// A waiting job re-attempts at least once a second (see waitForRelease's timeout in submit-task).
+// A waiting job re-attempts at least once a second (see waitForRelease's timeout in pick-route);
+// one absent longer drops out of the line (its worker died, or its job went back to the queue).
 const WAITER_STALE_MS = 3_000;
+// A job far back in line steps back to the queue this long per `capacity` places ahead of it, while
+// the provider's run time is not known yet (slot-acquire.lua).
+export const STEP_BACK_MS = 250;
+const STEP_BACK_MAX_MS = 15_000;
 
-export type AcquireResult = { ok: true } | { ok: false; used: number; effective: number; place: number };
+export type AcquireResult = { ok: true } | { ok: false; used: number; effective: number; place: number; stepBackMs: number };
 export type SlotSnapshot = { capacity: number; effective: number; used: number; holders: Record<string, number> };
 
 export type ProviderSlots = {
@@ -129,111 +53,89 @@ export type ProviderSlots = {
   // A create the provider accepted while we hold at least the refused level clears the refusals.
   noteAccepted(): Promise<void>;
   snapshot(): Promise<SlotSnapshot>;
-  // Resolves when any slot is released (or after timeoutMs, in case a message was missed).
-  waitForRelease(timeoutMs: number): Promise<void>;
+  // Resolves when a release names this task (its turn may have come), or after timeoutMs (the
+  // safety net: a message missed, or room freed by capacity recovering).
+  waitForRelease(taskId: string, timeoutMs: number): Promise<void>;
   close(): Promise<void>;
 };
 
-export const createProviderSlots = (
-  redis: Redis,
-  prefix: string,
-  options: { capacity: number; recoverMs: number },
-): ProviderSlots => {
+export const createProviderSlots = (redis: RedisClient, prefix: string, options: { capacity: number; recoverMs: number }): ProviderSlots => {
   const key = (name: string) => `${prefix}:provider:${name}`;
-  const holders = key("slots");
+  const ledgerKeys = [key("slots"), key("effective"), key("lowered-at"), key("waiters"), key("waiter-info")] as const;
+  const refusalKeys = [...ledgerKeys, key("refusals"), key("refused-level")] as const;
   const channel = key("slots-freed");
-  let subscriber: Redis | undefined;
-  const waiters = new Set<() => void>();
+  const run = Object.fromEntries(Object.entries(scripts).map(([name, spec]) => [name, redisScript(redis, spec)])) as Record<
+    keyof typeof scripts,
+    ReturnType<typeof redisScript>
+  >;
+  let subscriber: RedisClient | undefined;
+  let subscribed: Promise<unknown> | undefined;
+  const waiters = new Map<string, Set<() => void>>();
 
-  const ensureSubscribed = async () => {
-    if (subscriber) return;
-    subscriber = redis.duplicate();
-    subscriber.on("error", () => undefined); // the main connection already logs Redis errors
-    subscriber.on("message", () => {
-      for (const wake of [...waiters]) wake();
-    });
-    await subscriber.subscribe(channel);
-  };
+  const ensureSubscribed = () =>
+    (subscribed ??= (async () => {
+      subscriber = redis.duplicate();
+      subscriber.on("error", () => undefined); // the main connection already logs Redis errors
+      subscriber.on("message", (_channel: string, message: string) => {
+        for (const taskId of message.split(",")) for (const wake of [...(waiters.get(taskId) ?? [])]) wake();
+      });
+      await subscriber.subscribe(channel);
+    })().catch((error: unknown) => {
+      // Not subscribed: waiters fall back on their timeout, and the next wait tries again.
+      subscribed = undefined;
+      subscriber?.disconnect();
+      throw error;
+    }));
 
   return {
     capacity: options.capacity,
     acquire: async (taskId, n, priority) => {
-      const [ok, used, effective, place] = (await redis.eval(
-        ACQUIRE,
-        6,
-        holders,
-        key("effective"),
-        key("lowered-at"),
-        key("waiters"),
-        key("waiter-seen"),
-        key("waiter-wants"),
+      const [ok, used, effective, place, stepBackMs] = (await run.acquire([...ledgerKeys, key("run-ms")], [
         taskId,
         n,
         options.capacity,
-        Date.now(),
         options.recoverMs,
         priority,
         WAITER_STALE_MS,
-      )) as [number, number, number, number?];
-      return ok === 1 ? { ok: true } : { ok: false, used, effective, place: place ?? -1 };
+        STEP_BACK_MS,
+        STEP_BACK_MAX_MS,
+      ])) as [number, number, number, number, number];
+      return ok === 1 ? { ok: true } : { ok: false, used, effective, place, stepBackMs };
     },
     leaveLine: async (taskId) => {
-      await redis.eval(LEAVE, 3, key("waiters"), key("waiter-seen"), key("waiter-wants"), taskId);
+      await run.leave(ledgerKeys, [taskId, options.capacity, options.recoverMs, channel]);
     },
-    release: async (taskId) => Number(await redis.eval(RELEASE, 2, holders, channel, taskId)),
+    release: async (taskId) => Number(await run.release(ledgerKeys, [taskId, options.capacity, options.recoverMs, channel])),
     hold: async (taskId, n) => {
-      await redis.hsetnx(holders, taskId, n);
+      await redis.hsetnx(ledgerKeys[0], taskId, n);
     },
-    lowerCapacity: async (refusedSlots) =>
-      Number(
-        await redis.eval(
-          LOWER,
-          5,
-          holders,
-          key("effective"),
-          key("lowered-at"),
-          key("refusals"),
-          key("refused-level"),
-          options.capacity,
-          Date.now(),
-          options.recoverMs,
-          refusedSlots,
-        ),
-      ),
+    lowerCapacity: async (refusedSlots) => Number(await run.lower(refusalKeys, [options.capacity, options.recoverMs, refusedSlots])),
     noteAccepted: async () => {
-      await redis.eval(ACCEPTED, 3, holders, key("refused-level"), key("refusals"));
+      await run.accepted(refusalKeys, []);
     },
     snapshot: async () => {
-      const [raw, effective, loweredAt] = await Promise.all([
-        redis.hgetall(holders),
-        redis.get(key("effective")),
-        redis.get(key("lowered-at")),
-      ]);
-      const held = Object.fromEntries(Object.entries(raw).map(([id, n]) => [id, Number(n)]));
-      const stored = Math.min(options.capacity, Number(effective ?? options.capacity));
-      const recovered = stored < options.capacity ? Math.floor((Date.now() - Number(loweredAt ?? 0)) / options.recoverMs) : 0;
-      return {
-        capacity: options.capacity,
-        // What the next acquire will find: the time-based recovery counts even while nothing acquires.
-        effective: Math.min(options.capacity, stored + Math.max(0, recovered)),
-        used: Object.values(held).reduce((a, b) => a + b, 0),
-        holders: held,
-      };
+      const [effective, flat] = (await run.snapshot(ledgerKeys, [options.capacity, options.recoverMs])) as [number, string[]];
+      const holders: Record<string, number> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) holders[flat[i]!] = Number(flat[i + 1]);
+      return { capacity: options.capacity, effective, used: Object.values(holders).reduce((a, b) => a + b, 0), holders };
     },
-    waitForRelease: async (timeoutMs) => {
-      await ensureSubscribed();
+    waitForRelease: async (taskId, timeoutMs) => {
+      await ensureSubscribed().catch(() => undefined);
       await new Promise<void>((resolve) => {
+        const set = waiters.get(taskId) ?? new Set();
+        waiters.set(taskId, set);
         const wake = () => {
           clearTimeout(timer);
-          waiters.delete(wake);
+          set.delete(wake);
+          if (set.size === 0 && waiters.get(taskId) === set) waiters.delete(taskId);
           resolve();
         };
         const timer = setTimeout(wake, timeoutMs);
-        waiters.add(wake);
+        set.add(wake);
       });
     },
     close: async () => {
-      for (const wake of [...waiters]) wake();
+      for (const set of [...waiters.values()]) for (const wake of [...set]) wake();
       subscriber?.disconnect();
     },
   };

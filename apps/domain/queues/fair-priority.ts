@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "./redis-connection.ts";
 
 // Fairness between accounts without serialising intake: an account's k-th waiting task is enqueued
 // with BullMQ priority k (lower runs sooner), so a single interactive task overtakes a bulk backlog
@@ -13,6 +13,8 @@ import type { Redis } from "ioredis";
 // priorities with one HINCRBY, not one per item.
 export const BATCH_PRIORITY_BASE = 10_000;
 
+export const FAIR_TAG = "{fair}";
+
 export type FairPriority = {
   next(accountId: string): Promise<number>;
   // The first of `count` consecutive priorities for an account's batch items.
@@ -20,9 +22,10 @@ export type FairPriority = {
   resync(queuedByAccount: ReadonlyMap<string, number>, batchQueuedByAccount?: ReadonlyMap<string, number>): Promise<void>;
 };
 
-export const createFairPriority = (redis: Redis, prefix: string): FairPriority => {
-  const key = `${prefix}:fair:queued-by-account`;
-  const batchKey = `${prefix}:fair:batch-queued-by-account`;
+export const createFairPriority = (redis: RedisClient, prefix: string): FairPriority => {
+  // One hash tag for both: resync's MULTI writes them together, which a cluster allows in one slot.
+  const key = `${prefix}:${FAIR_TAG}:queued-by-account`;
+  const batchKey = `${prefix}:${FAIR_TAG}:batch-queued-by-account`;
   return {
     next: (accountId) => redis.hincrby(key, accountId, 1),
     nextBatchRange: async (accountId, count) => BATCH_PRIORITY_BASE + (await redis.hincrby(batchKey, accountId, count)) - count + 1,

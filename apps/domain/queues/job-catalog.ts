@@ -59,5 +59,21 @@ export const jobCatalog = {
 
 export type WebhookJobKind = "webhook" | "webhookSweep";
 
+// The name BullMQ knows a queue by: its own hash tag in braces, so that every key of one queue sits
+// in one cluster slot (BullMQ's rule) and the queues spread over a cluster's nodes (a tag in the
+// shared prefix would put them all on one). `queue` stays the plain name for metrics and logs.
+export const bullQueueName = (kind: JobKind) => `{${jobCatalog[kind].queue}}`;
+
+// A job whose worker died is taken over soon after its lock lapses: BullMQ moves an active job
+// without a lock back to wait on the second stall check that finds it (the first marks it), so the
+// checks run every few seconds rather than once per lock duration (up to two lock durations of a
+// dead worker's job sitting "active"). A check is one script call per queue, taken by one worker.
+export const workerLockOptions = (env: { JOB_LOCK_MS: number; JOB_MAX_CRASHES: number }) => ({
+  lockDuration: env.JOB_LOCK_MS,
+  stalledInterval: Math.max(500, Math.min(5_000, Math.round(env.JOB_LOCK_MS / 6))),
+  // BullMQ fails a job once it has stalled more than this many times.
+  maxStalledCount: env.JOB_MAX_CRASHES - 1,
+});
+
 export type JobKind = keyof typeof jobCatalog;
 export type JobPayload<K extends JobKind> = z.output<(typeof jobCatalog)[K]["payload"]>;

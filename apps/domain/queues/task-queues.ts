@@ -1,6 +1,6 @@
 import { Queue, type Telemetry } from "bullmq";
-import type { Redis } from "ioredis";
-import { jobCatalog, type JobKind, type JobPayload, type WebhookJobKind } from "./job-catalog.ts";
+import type { RedisClient } from "./redis-connection.ts";
+import { bullQueueName, jobCatalog, type JobKind, type JobPayload, type WebhookJobKind } from "./job-catalog.ts";
 
 export type TaskQueues = {
   enqueue<K extends Exclude<JobKind, "reconcile" | WebhookJobKind>>(kind: K, payload: JobPayload<K>, options?: { priority?: number }): Promise<void>;
@@ -16,12 +16,12 @@ export type TaskQueues = {
 const MAX_PRIORITY = 2_097_152;
 
 // `jobId` = task id, so enqueueing the same task twice (a retry, the sweeper) is a no-op.
-export const createTaskQueues = (connection: Redis, prefix: string, telemetry?: Telemetry): TaskQueues => {
+export const createTaskQueues = (connection: RedisClient, prefix: string, telemetry?: Telemetry): TaskQueues => {
   const queues = new Map<JobKind, Queue>();
   const queue = (kind: JobKind): Queue => {
     let q = queues.get(kind);
     if (!q) {
-      q = new Queue(jobCatalog[kind].queue, { connection, prefix, ...(telemetry ? { telemetry } : {}) });
+      q = new Queue(bullQueueName(kind), { connection, prefix, ...(telemetry ? { telemetry } : {}) });
       queues.set(kind, q);
     }
     return q;
@@ -52,4 +52,10 @@ export const createTaskQueues = (connection: Redis, prefix: string, telemetry?: 
       await Promise.all([...queues.values()].map((q) => q.close()));
     },
   };
+};
+
+// Whether work can be handed to this queue now: a short-lived write under the queue's own hash
+// tag (on a cluster, on the node that serves the queue), which a PING to any one node would not show.
+export const probeQueueWritable = async (redis: RedisClient, queue: Queue): Promise<void> => {
+  await redis.set(queue.toKey("ready-probe"), String(Date.now()), "PX", 10_000);
 };

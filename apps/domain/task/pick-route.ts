@@ -29,13 +29,12 @@ const untilAborted = (signal: AbortSignal) => {
   return { raised, dispose };
 };
 
-// A job far back in the slot line steps back to the queue (keeping its place in line) this long.
-export const STEP_BACK_MS = 250;
-
 type Picked =
   | { kind: "acquired"; route: RouteControls }
   | { kind: "gated"; reason: string; retryInMs: number }
-  | { kind: "timed_out" | "stepped_back" };
+  // Far back in line: come back after `delayMs` (the ledger says how long; it keeps the place).
+  | { kind: "stepped_back"; delayMs: number }
+  | { kind: "timed_out" };
 
 // The preferred route with room: routes whose circuit is open or whose account is paused are passed
 // over (one of their probes is let through when due); the first that has room takes the task.
@@ -56,7 +55,7 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
   const refusedBy = candidates.length > 1 && task.status === "queued" ? candidates.find((r) => r.route.name === task.route) : undefined;
   for (let tries = 0; ; tries++) {
     const gated: { reason: string; retryInMs: number }[] = [];
-    const inLine: { route: RouteControls; place: number }[] = [];
+    const inLine: { route: RouteControls; place: number; stepBackMs: number }[] = [];
     for (const route of candidates) {
       if (route === refusedBy && !admitted.has(route)) {
         const state = await route.gate.state();
@@ -78,7 +77,7 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
         await Promise.all(candidates.filter((r) => r !== route).map((r) => r.slots.leaveLine(taskId)));
         return { kind: "acquired", route };
       }
-      inLine.push({ route, place: acquired.place });
+      inLine.push({ route, place: acquired.place, stepBackMs: acquired.stepBackMs });
     }
     if (inLine.length === 0) {
       return { kind: "gated", reason: gated.map((g) => g.reason).join("; "), retryInMs: Math.min(...gated.map((g) => g.retryInMs)) };
@@ -86,7 +85,7 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
     // Said once, when the wait begins: a poller sees why its task has not moved.
     const waitReason = slotWaitReason(inLine.map((l) => l.route), gated.map((g) => g.reason));
     if (tries === 0 && task.waitReason !== waitReason) await markWaiting(deps.db, taskId, ["queued", "submitting"], waitReason);
-    if (inLine.every((l) => l.place >= l.route.slots.capacity)) return { kind: "stepped_back" };
+    if (inLine.every((l) => l.stepBackMs > 0)) return { kind: "stepped_back", delayMs: Math.min(...inLine.map((l) => l.stepBackMs)) };
     const left = deadline - Date.now();
     // A stopping worker does not keep a waiting job: it goes back to the queue for another worker.
     if (left <= 0 || deps.stopping?.aborted) {
@@ -94,8 +93,9 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
       return { kind: "timed_out" };
     }
     const stop = deps.stopping ? untilAborted(deps.stopping) : undefined;
+    // Woken when a release names this task; the timeout is the safety net (and keeps its place).
     try {
-      await Promise.race([...inLine.map((l) => l.route.slots.waitForRelease(Math.min(left, 1_000))), ...(stop ? [stop.raised] : [])]);
+      await Promise.race([...inLine.map((l) => l.route.slots.waitForRelease(taskId, Math.min(left, 1_000))), ...(stop ? [stop.raised] : [])]);
     } finally {
       stop?.dispose();
     }

@@ -9,7 +9,8 @@ import { providerImageOf, type ProviderImageDeps } from "./provider-image.ts";
 import { findTask } from "./task.repository.ts";
 import { claimSubmitAttempt, markWaiting, releaseSubmitAttempt, renewSubmitAttempt, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
-import { gateWaitReason, pickRoute, SLOT_WAIT_REASON, STEP_BACK_MS } from "./pick-route.ts";
+import { gateWaitReason, pickRoute, SLOT_WAIT_REASON } from "./pick-route.ts";
+import { STEP_BACK_MS } from "../provider-capacity/provider-slots.ts";
 
 export type SubmitTaskDeps = ApplyReportDeps & ProviderImageDeps & {
   routes: ProviderRouteSet;
@@ -77,7 +78,7 @@ export const submitTask = async (
     return { kind: "retry_later", delayMs: picked.retryInMs + Math.round(Math.random() * 500), reason: picked.reason };
   }
   if (picked.kind !== "acquired") {
-    return { kind: "retry_later", delayMs: picked.kind === "stepped_back" ? STEP_BACK_MS + Math.round(Math.random() * STEP_BACK_MS) : 10, reason: SLOT_WAIT_REASON };
+    return { kind: "retry_later", delayMs: picked.kind === "stepped_back" ? picked.delayMs + Math.round(Math.random() * STEP_BACK_MS) : 10, reason: SLOT_WAIT_REASON };
   }
   const route = picked.route;
 
