@@ -3767,7 +3767,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Postgres or Redis unavailable: nothing was stored (Retry-After) */
+            /** @description Postgres, Redis or image storage unavailable: nothing was stored (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
