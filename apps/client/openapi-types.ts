@@ -118,10 +118,10 @@ export interface paths {
             cookie?: never;
         };
         /** List tasks, newest first */
-        get: operations["dropinListKling"];
+        get: operations["dropinListComet"];
         put?: never;
         /** Create an expand task (the provider's request and answer) */
-        post: operations["dropinCreateKling"];
+        post: operations["dropinCreateComet"];
         delete?: never;
         options?: never;
         head?: never;
@@ -136,7 +136,7 @@ export interface paths {
             cookie?: never;
         };
         /** One task, by task_id or external_task_id; with ?wait, once its provider-shaped status changes */
-        get: operations["dropinGetKling"];
+        get: operations["dropinGetComet"];
         put?: never;
         post?: never;
         delete?: never;
@@ -153,10 +153,10 @@ export interface paths {
             cookie?: never;
         };
         /** List tasks, newest first */
-        get: operations["dropinListComet"];
+        get: operations["dropinListKling"];
         put?: never;
         /** Create an expand task (the provider's request and answer) */
-        post: operations["dropinCreateComet"];
+        post: operations["dropinCreateKling"];
         delete?: never;
         options?: never;
         head?: never;
@@ -171,7 +171,7 @@ export interface paths {
             cookie?: never;
         };
         /** One task, by task_id or external_task_id; with ?wait, once its provider-shaped status changes */
-        get: operations["dropinGetComet"];
+        get: operations["dropinGetKling"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1631,7 +1631,7 @@ export interface operations {
                     };
                     callback_url?: string;
                     external_task_id?: string;
-                };
+                } | unknown | unknown;
             };
         };
         responses: {
@@ -2005,201 +2005,6 @@ export interface operations {
             };
         };
     };
-    dropinListKling: {
-        parameters: {
-            query?: {
-                pageNum?: number;
-                pageSize?: number;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description One page */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DropinTaskListAnswer"];
-                };
-            };
-            /** @description 1201: the request is invalid */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 5001: Postgres or Redis unavailable */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-        };
-    };
-    dropinCreateKling: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": {
-                    image: string;
-                    up_expansion_ratio: number;
-                    down_expansion_ratio?: number;
-                    bottom_expansion_ratio?: number;
-                    left_expansion_ratio: number;
-                    right_expansion_ratio: number;
-                    prompt?: string;
-                    n?: number | string;
-                    watermark_info?: {
-                        enabled: boolean;
-                    };
-                    callback_url?: string;
-                    external_task_id?: string;
-                };
-            };
-        };
-        responses: {
-            /** @description Accepted */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DropinCreateAnswer"];
-                };
-            };
-            /** @description 1201: the request is invalid */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1302: too many request bodies in flight; retry after Retry-After */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 5001: Postgres or Redis unavailable */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-        };
-    };
-    dropinGetKling: {
-        parameters: {
-            query?: {
-                /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */
-                wait?: string;
-            };
-            header?: never;
-            path: {
-                /** @description task_id or external_task_id */
-                taskId: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The task in the provider's shape */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DropinTaskAnswer"];
-                };
-            };
-            /** @description 1201: the request is invalid */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1203 not found; 1202 method not allowed */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1302: too many request bodies in flight; retry after Retry-After */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 5001: Postgres or Redis unavailable */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-        };
-    };
     dropinListComet: {
         parameters: {
             query?: {
@@ -2273,7 +2078,7 @@ export interface operations {
                     };
                     callback_url?: string;
                     external_task_id?: string;
-                };
+                } | unknown | unknown;
             };
         };
         responses: {
@@ -2325,6 +2130,201 @@ export interface operations {
         };
     };
     dropinGetComet: {
+        parameters: {
+            query?: {
+                /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */
+                wait?: string;
+            };
+            header?: never;
+            path: {
+                /** @description task_id or external_task_id */
+                taskId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The task in the provider's shape */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DropinTaskAnswer"];
+                };
+            };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1203 not found; 1202 method not allowed */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1302: too many request bodies in flight; retry after Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 5001: Postgres or Redis unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+        };
+    };
+    dropinListKling: {
+        parameters: {
+            query?: {
+                pageNum?: number;
+                pageSize?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DropinTaskListAnswer"];
+                };
+            };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 5001: Postgres or Redis unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+        };
+    };
+    dropinCreateKling: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    image: string;
+                    up_expansion_ratio: number;
+                    down_expansion_ratio?: number;
+                    bottom_expansion_ratio?: number;
+                    left_expansion_ratio: number;
+                    right_expansion_ratio: number;
+                    prompt?: string;
+                    n?: number | string;
+                    watermark_info?: {
+                        enabled: boolean;
+                    };
+                    callback_url?: string;
+                    external_task_id?: string;
+                } | unknown | unknown;
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DropinCreateAnswer"];
+                };
+            };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1302: too many request bodies in flight; retry after Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 5001: Postgres or Redis unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+        };
+    };
+    dropinGetKling: {
         parameters: {
             query?: {
                 /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */

@@ -111,6 +111,9 @@ export const expandRequestBodySchema = z
       .max(L.maxExternalTaskIdChars, { error: `must be at most ${L.maxExternalTaskIdChars} characters` })
       .optional(),
   })
+  // The down ratio has two spellings, one of them required: what the check below enforces, as
+  // JSON Schema can say it (OpenAPI readers and generated clients see it).
+  .meta({ anyOf: [{ required: ["down_expansion_ratio"] }, { required: ["bottom_expansion_ratio"] }] })
   .superRefine((body, ctx) => {
     const { down_expansion_ratio: down, bottom_expansion_ratio: bottom } = body;
     if (down === undefined && bottom === undefined) {
