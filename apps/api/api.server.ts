@@ -189,6 +189,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
         staleAfterMs: config.METRICS_STALE_MS,
         timeoutMs: 2_000,
       }),
+      metricsToken: config.METRICS_TOKEN,
       adminToken: config.ADMIN_TOKEN,
       queue: queues.queue,
     },

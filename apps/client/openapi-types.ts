@@ -523,7 +523,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics (text exposition format); README lists them */
+        /**
+         * Prometheus metrics (text exposition format); README lists them
+         * @description Open to anyone who reaches the port unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` is required.
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -3571,6 +3574,15 @@ export interface operations {
         responses: {
             /** @description Prometheus text format 0.0.4 */
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description METRICS_TOKEN is set and the request did not carry it */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

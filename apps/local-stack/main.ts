@@ -6,7 +6,7 @@ import { watchParentPid } from "../domain/process/parent-watch.ts";
 import { EX_CONFIG } from "../domain/process/run-service.ts";
 import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
 import { superviseChild, type SupervisedChild } from "./child-supervisor.ts";
-import { localTwoRoutes } from "./local-routes.ts";
+import { localTwoRoutes, stackPrivateHosts } from "./local-routes.ts";
 import { readyBanner } from "./ready-banner.ts";
 import { parseStackConfig, type StackConfig } from "./stack.config.ts";
 
@@ -50,14 +50,14 @@ const childEnv: NodeJS.ProcessEnv = {
         PROVIDER: "simulator",
         SIMULATOR_URL: simulatorUrl,
         // Its port only, not the whole host: the API on the same machine is no image host.
-        ALLOWED_PRIVATE_HOSTS: [config.ALLOWED_PRIVATE_HOSTS, new URL(simulatorUrl).host].filter(Boolean).join(","),
+        ALLOWED_PRIVATE_HOSTS: stackPrivateHosts(config, simulatorUrl),
       }
     : {}),
   ...(twoRoutes
     ? {
         PROVIDER: "",
         PROVIDER_ROUTES: twoRoutes.routesJson,
-        ALLOWED_PRIVATE_HOSTS: [config.ALLOWED_PRIVATE_HOSTS, ...twoRoutes.simulators.map((s) => new URL(s.url).host)].filter(Boolean).join(","),
+        ALLOWED_PRIVATE_HOSTS: stackPrivateHosts(config, simulatorUrl),
       }
     : {}),
 };

@@ -41,6 +41,7 @@ const buildDocument = () => {
     components: {
       securitySchemes: {
         apiKey: { type: "http", scheme: "bearer", description: "An account API key (npm run api-key:create)" },
+        metricsToken: { type: "http", scheme: "bearer", description: "METRICS_TOKEN, when the operator set one (GET /metrics only)" },
         klingJwt: {
           type: "http",
           scheme: "bearer",
