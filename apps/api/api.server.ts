@@ -12,6 +12,7 @@ import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkUrlAddress } from "../domain/http/safe-fetch.ts";
 import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
+import { claimQueuePrefix } from "../domain/process/stack-identity.ts";
 import { createProducerRedis, createSubscriberRedis } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
@@ -44,6 +45,7 @@ export type RunningApi = {
 // `logDestination` (tests only) receives the log lines instead of stdout.
 export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
+  const identity = await claimQueuePrefix({ redisUrl: config.REDIS_URL, prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "api", shared: config.QUEUE_PREFIX_SHARED, logger });
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
   startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const redis = createProducerRedis(config.REDIS_URL, logger);
@@ -82,6 +84,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     storage.close();
     redis.disconnect();
     await db.destroy();
+    await identity.stop();
     throw error;
   }
   const port = (server.address() as AddressInfo).port;
@@ -222,6 +225,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       redis.disconnect();
       storage.close();
       await db.destroy();
+      await identity.stop();
       await flushTracing();
     })());
   return { url, port, publicBaseUrl, liveStats: () => ({ ...hub.stats(), open: liveLimits.inUse() }), stop };

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { defaultDatabaseUrl, defaultRedisUrl } from "./defaults.ts";
 import { allowedPrivateHostEntry } from "../http/private-host-allowlist.ts";
-import { envCommaList, envPositiveMs } from "./parse-env.ts";
+import { envBoolean, envCommaList, envPositiveMs } from "./parse-env.ts";
 
 // Fragments that several apps' env schemas are built from; each app still parses its own schema once.
 export const databaseEnv = {
@@ -22,6 +22,9 @@ export const redisEnv = {
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default(defaultRedisUrl),
   // Keeps several deployments (and every test file) apart on one Redis.
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default("kling"),
+  // true: start even when live processes with another provider configuration use QUEUE_PREFIX
+  // (process/stack-identity.ts); they then take each other's jobs, on purpose.
+  QUEUE_PREFIX_SHARED: envBoolean.default(false),
 };
 
 // Local directory or S3-compatible store; its fragment lives beside the stores.

@@ -35,6 +35,12 @@ export const runService = async <C extends LoggingConfig, S extends { stop: () =
   try {
     service = await start(config);
   } catch (error) {
+    // A refusal found at start (the queue prefix in use by another configuration) is a
+    // configuration problem too: the same environment would be refused the same way.
+    if (error instanceof ConfigError) {
+      logger.fatal({ err: error }, `${name} refused to start: ${error.problems.join("; ")}`);
+      process.exit(EX_CONFIG);
+    }
     const taken = error as NodeJS.ErrnoException & { address?: string; port?: number };
     if (taken.code === "EADDRINUSE") {
       logger.fatal({ err: error }, `${name} could not start: ${taken.address}:${taken.port} is in use (another process listens there)`);
