@@ -67,13 +67,19 @@ const listenerPids = (port: number): { pid: number; command: string }[] => {
 
 // What answers there: this project's API and simulator answer /readyz and /healthz with JSON.
 const httpAnswer = async (url: string): Promise<string> => {
+  // A ref'd timer (AbortSignal.timeout's is not): a holder that never answers must not leave this
+  // process with nothing to wait on, which would end it before it says anything.
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), 2_000);
   try {
-    const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2_000) });
+    const res = await fetch(`${url}/readyz`, { signal: abort.signal });
     const body = (await res.text()).slice(0, 2_000);
     const ours = /"status"\s*:\s*"(ready|not_ready|ok)"/.test(body);
     return `it answers HTTP (GET /readyz: ${res.status}${ours ? ", like this project's API: another npm start?" : ""})`;
   } catch {
     return "it accepts connections but gave no HTTP answer within 2 s";
+  } finally {
+    clearTimeout(timer);
   }
 };
 

@@ -68,15 +68,17 @@ describe("npm start with its ports taken", () => {
   const expectStopped = async (run: { npm: Captured; proc: ProcId }) => {
     const exit = await Promise.race([run.npm.exited, new Promise<"running">((resolve) => setTimeout(() => resolve("running"), EXIT_BOUND_MS))]);
     expect(exit, `npm start still running after ${EXIT_BOUND_MS} ms:\n${run.npm.output()}`).not.toBe("running");
-    expect(exit).not.toEqual({ code: 0, signal: null });
+    expect(exit, run.npm.output()).not.toEqual({ code: 0, signal: null });
     expect(run.npm.output()).not.toContain("[stack] ready");
     expect(run.npm.output()).not.toMatch(/restarting in/);
     await within("nothing of the stack left", 10_000, () => !isAlive(run.proc) && descendants(run.npm.pid).length === 0);
   };
 
   it.concurrent("when another program listens on the simulator's port, then it stops at once naming the port, the variable and the holder's pid", async ({ expect }) => {
-    const ports = { api: await freePort(), simulator: await freePort() };
-    await hold(createServer((socket) => socket.end()), ports.simulator);
+    // Held before the other is picked: two free-port picks in a row may name the same port.
+    const simulator = await freePort();
+    await hold(createServer((socket) => socket.end()), simulator);
+    const ports = { api: await freePort(), simulator };
     const run = await npmStart("tcp", ports);
     await expectStopped(run);
     const output = run.npm.output();
@@ -85,13 +87,14 @@ describe("npm start with its ports taken", () => {
   }, 90_000);
 
   it.concurrent("when another stack already answers /readyz on the API's port, then it does not call that stack ready: it stops and says who answers there", async ({ expect }) => {
-    const ports = { api: await freePort(), simulator: await freePort() };
+    const apiPort = await freePort();
     await hold(
       createHttpServer((req, res) => {
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ status: "ready", checks: {} }));
       }),
-      ports.api,
+      apiPort,
     );
+    const ports = { api: apiPort, simulator: await freePort() };
     const run = await npmStart("http", ports);
     await expectStopped(run);
     const output = run.npm.output();
