@@ -43,7 +43,12 @@ export type ApiDeps = {
   batches: AcceptBatchDeps & { estimateRunMs: number; maxStreams: number; taskChanged: TaskChangeNotifier };
   idempotency: IdempotencyOptions;
   // /metrics and the queue board (/admin/queues, mounted only with an ADMIN_TOKEN).
-  operations: { scrapeMetrics: () => Promise<{ contentType: string; body: string }>; adminToken?: string; queue: (kind: JobKind) => Queue };
+  operations: {
+    scrapeMetrics: () => Promise<{ contentType: string; body: string }>;
+    metricsToken?: string;
+    adminToken?: string;
+    queue: (kind: JobKind) => Queue;
+  };
 };
 
 // Set by the request-id and authenticate middleware; typed here so routes never read `any`.

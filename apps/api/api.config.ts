@@ -72,6 +72,8 @@ export const apiEnvSchema = z
     PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),
     // Opens BullMQ's board at /admin/queues (Bearer, or Basic with this as the password); unset: 404.
     ADMIN_TOKEN: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
+    // /metrics then needs `Authorization: Bearer <METRICS_TOKEN>`; unset: anyone who reaches the port reads it.
+    METRICS_TOKEN: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
     // A worker's pushed metrics older than this leave /metrics (workers push every METRICS_PUSH_MS).
     METRICS_STALE_MS: envPositiveMs.default(30_000),
   })

@@ -12,6 +12,7 @@ import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkCallbackDestination, literalAddressRefusal } from "../domain/http/safe-fetch.ts";
 import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
+import { claimQueuePrefix } from "../domain/process/stack-identity.ts";
 import { createProducerRedis, createSubscriberRedis, redisTargetFrom } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
@@ -45,6 +46,7 @@ export type RunningApi = {
 // `logDestination` (tests only) receives the log lines instead of stdout.
 export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
+  const identity = await claimQueuePrefix({ redis: redisTargetFrom(config), prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "api", shared: config.QUEUE_PREFIX_SHARED, logger });
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
   startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const redis = createProducerRedis(redisTargetFrom(config), logger);
@@ -83,6 +85,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     storage.close();
     redis.disconnect();
     await db.destroy();
+    await identity.stop();
     throw error;
   }
   const port = (server.address() as AddressInfo).port;
@@ -205,6 +208,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
         staleAfterMs: config.METRICS_STALE_MS,
         timeoutMs: 2_000,
       }),
+      metricsToken: config.METRICS_TOKEN,
       adminToken: config.ADMIN_TOKEN,
       queue: queues.queue,
     },
@@ -237,6 +241,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       redis.disconnect();
       storage.close();
       await db.destroy();
+      await identity.stop();
       await flushTracing();
     })());
   return { url, port, publicBaseUrl, liveStats: () => ({ ...hub.stats(), open: liveLimits.inUse() }), stop };

@@ -43,7 +43,7 @@ export const buildApp = (deps: ApiDeps): Express => {
   app.use("/account", accountCostsRouter(deps));
   app.use("/files", filesRouter(deps));
   // Operator and first-time-user pages (described in openapi/route-catalog.ts like every route).
-  app.use(metricsRouter(deps.operations.scrapeMetrics));
+  app.use(metricsRouter(deps.operations.scrapeMetrics, deps.operations.metricsToken));
   app.use(apiDocsRouter());
   app.use(dashboardRouter());
   app.use(queueBoardRouter({ adminToken: deps.operations.adminToken, queue: deps.operations.queue }));

@@ -2,11 +2,12 @@ import path from "node:path";
 import { answerOf, apiClient, type ApiTarget } from "./api-client.ts";
 import { batchHadFailures, type BatchView } from "./batch-view.ts";
 import { downloadBatch } from "./download-batch.ts";
+import { cliCommand } from "./cli-name.ts";
 import { CliError, exitCodes, usageError } from "./exit-codes.ts";
 import { resolveInput, type InputKind } from "./input-items.ts";
 import { formatDuration, renderProgressBlock, renderProgressLine } from "./progress-view.ts";
 import { batchQuery, postBatch, rejectedCountIn, rejectionsIn, scanInput, type BatchOptions, type Rejection } from "./submit-batch.ts";
-import { fetchBatch, resumeHint, watchBatch, type Output } from "./watch-batch.ts";
+import { fetchBatch, resultsDir, resumeHint, watchBatch, type Output } from "./watch-batch.ts";
 
 const note = (text: string) => process.stderr.write(`${text}\n`);
 
@@ -22,9 +23,9 @@ const finalWords = (batch: BatchView) => {
   note(
     batch.status === "completed"
       ? `All ${batch.counts.succeeded ?? 0} task(s) succeeded.`
-      : `The batch ended ${batch.status}: ${batch.counts.succeeded ?? 0} succeeded, ${failed} failed or canceled.${(batch.counts.failed ?? 0) > 0 ? ` Retry the failed ones: kling-expand retry ${batch.id}` : ""}`,
+      : `The batch ended ${batch.status}: ${batch.counts.succeeded ?? 0} succeeded, ${failed} failed or canceled.${(batch.counts.failed ?? 0) > 0 ? ` Retry the failed ones: ${cliCommand()} retry ${batch.id}` : ""}`,
   );
-  note(`Results: kling-expand download ${batch.id} --out <dir>`);
+  note(`Results: ${cliCommand()} download ${batch.id} --out ${resultsDir(batch.id)}`);
   return batchHadFailures(batch) ? exitCodes.batchHadFailures : exitCodes.ok;
 };
 
@@ -38,7 +39,7 @@ export const submitCommand = async (target: ApiTarget, args: SubmitArgs, out: Ou
   note(`Uploading ${labels.length} item(s) from ${source.label} as one batch to ${target.apiUrl} ...`);
   // Ctrl-C mid-upload: the API keeps the batch with exactly the lines it received, or none.
   const onSigint = () => {
-    note("\nInterrupted during the upload. The API keeps exactly the lines it received (or no batch at all); `kling-expand status` shows which.");
+    note(`\nInterrupted during the upload. The API keeps exactly the lines it received (or no batch at all). Run the same command again: a batch that was created is followed (with the lines it received), otherwise it is created.`);
     process.exit(exitCodes.interrupted);
   };
   process.once("SIGINT", onSigint);

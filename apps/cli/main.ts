@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { commandHelp, mainHelp } from "./cli-help.ts";
 import { apiTargetFrom, batchOptionsFrom, intervalFrom, positiveInt } from "./cli-options.ts";
+import { cliCommand } from "./cli-name.ts";
 import { CliError, exitCodes, usageError } from "./exit-codes.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
@@ -28,7 +29,7 @@ const optionsOf: Record<string, Options> = {
 };
 
 const oneArgument = (command: string, positionals: string[], what: string) => {
-  if (positionals.length !== 1) throw usageError(`${command} takes exactly one ${what}; got ${positionals.length}.`, `See: kling-expand ${command} --help`);
+  if (positionals.length !== 1) throw usageError(`${command} takes exactly one ${what}; got ${positionals.length}.`, `See: ${cliCommand()} ${command} --help`);
   return positionals[0]!;
 };
 
@@ -46,12 +47,12 @@ const run = async (argv: string[]): Promise<number> => {
     return command === undefined ? exitCodes.usage : exitCodes.ok;
   }
   const options = optionsOf[command];
-  if (!options) throw usageError(`Unknown command ${JSON.stringify(command)}.`, "Commands: submit, estimate, status, watch, download, cancel, retry (kling-expand --help).");
+  if (!options) throw usageError(`Unknown command ${JSON.stringify(command)}.`, `Commands: submit, estimate, status, watch, download, cancel, retry (${cliCommand()} --help).`);
   let parsed;
   try {
     parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
   } catch (error) {
-    throw usageError((error as Error).message, `See: kling-expand ${command} --help`);
+    throw usageError((error as Error).message, `See: ${cliCommand()} ${command} --help`);
   }
   const { values: flags, positionals } = parsed;
   if (flags.help) {
@@ -78,7 +79,7 @@ const run = async (argv: string[]): Promise<number> => {
       return watchCommand(apiTargetFrom(flags, process.env), oneArgument(command, positionals, "batch id"), intervalFrom(flags), out);
     case "download": {
       const batchId = oneArgument(command, positionals, "batch id");
-      if (typeof flags.out !== "string" || flags.out === "") throw usageError("download needs --out <dir>.", "See: kling-expand download --help");
+      if (typeof flags.out !== "string" || flags.out === "") throw usageError("download needs --out <dir>.", `See: ${cliCommand()} download --help`);
       const concurrency = flags.concurrency === undefined ? 4 : positiveInt("a whole number", 32).safeParse(Number(flags.concurrency)).data;
       if (concurrency === undefined) throw usageError(`--concurrency must be a whole number from 1 to 32; got ${JSON.stringify(flags.concurrency)}.`);
       return downloadCommand(apiTargetFrom(flags, process.env), batchId, flags.out, concurrency, out);

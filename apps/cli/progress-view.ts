@@ -21,13 +21,23 @@ const percentOf = (batch: BatchView, total: number) => {
   return total === 0 ? 100 : Math.round((finished / total) * 1000) / 10;
 };
 
+const lifeRate = (batch: BatchView) => {
+  const seconds = runSeconds(batch);
+  const ended = groupCount(batch, ["succeeded", "failed", "canceled"]);
+  if (!seconds || ended === 0) return "";
+  const perSecond = ended / seconds;
+  return `  ${perSecond >= 10 ? perSecond.toFixed(0) : perSecond >= 1 ? perSecond.toFixed(1) : perSecond.toFixed(2)} tasks/s`;
+};
+
 // The block a terminal shows and redraws: one overall bar, then one bar per status group.
 export const renderProgressBlock = (batch: BatchView, options: { color: boolean; width: number }) => {
   const total = totalOf(batch);
   const percent = percentOf(batch, total);
   const barWidth = Math.max(10, Math.min(40, options.width - 46));
   const eta = isFinished(batch) ? `done in ${formatDuration(runSeconds(batch))}` : `ETA ${formatDuration(batch.eta_seconds)}`;
-  const rate = batch.throughput_per_second ? `  ${batch.throughput_per_second}/s` : "";
+  // While it runs: the API's recent rate. Once it is over: the tasks that ended over the batch's
+  // whole life (created to finished), not the last minute's rate.
+  const rate = isFinished(batch) ? lifeRate(batch) : batch.throughput_per_second ? `  ${batch.throughput_per_second}/s` : "";
   const head = `${paint(options.color, 1, `batch ${batch.id}`)}${batch.name ? ` (${batch.name})` : ""}  ${batch.status}`;
   const lines = [
     head,

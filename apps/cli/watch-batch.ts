@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { answerOf, apiClient, type ApiTarget } from "./api-client.ts";
 import { isFinished, type BatchView } from "./batch-view.ts";
+import { cliCommand } from "./cli-name.ts";
 import { CliError, exitCodes } from "./exit-codes.ts";
 import { renderProgressBlock, renderProgressLine } from "./progress-view.ts";
 
@@ -19,8 +20,11 @@ export const terminalOutput = (): Output => {
 export const fetchBatch = async (target: ApiTarget, batchId: string) =>
   answerOf(apiClient(target).GET("/v1/batches/{batchId}", { params: { path: { batchId } } }));
 
+// A folder name that works as printed (a placeholder such as <dir> would not).
+export const resultsDir = (batchId: string) => `results-${batchId.slice(0, 8)}`;
+
 export const resumeHint = (batchId: string) =>
-  `The batch keeps running on the server. Follow it again with:\n  kling-expand watch ${batchId}\nand fetch its results with:\n  kling-expand download ${batchId} --out <dir>`;
+  `The batch keeps running on the server. Follow it again with:\n  ${cliCommand()} watch ${batchId}\nand fetch its results with:\n  ${cliCommand()} download ${batchId} --out ${resultsDir(batchId)}`;
 
 // Ctrl-C while watching stops only the watching: the work is the server's.
 const interrupted = (batchId: string) => new CliError(exitCodes.interrupted, "Interrupted.", resumeHint(batchId));

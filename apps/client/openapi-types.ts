@@ -118,10 +118,10 @@ export interface paths {
             cookie?: never;
         };
         /** List tasks, newest first */
-        get: operations["dropinListKling"];
+        get: operations["dropinListComet"];
         put?: never;
         /** Create an expand task (the provider's request and answer) */
-        post: operations["dropinCreateKling"];
+        post: operations["dropinCreateComet"];
         delete?: never;
         options?: never;
         head?: never;
@@ -136,7 +136,7 @@ export interface paths {
             cookie?: never;
         };
         /** One task, by task_id or external_task_id; with ?wait, once its provider-shaped status changes */
-        get: operations["dropinGetKling"];
+        get: operations["dropinGetComet"];
         put?: never;
         post?: never;
         delete?: never;
@@ -153,10 +153,10 @@ export interface paths {
             cookie?: never;
         };
         /** List tasks, newest first */
-        get: operations["dropinListComet"];
+        get: operations["dropinListKling"];
         put?: never;
         /** Create an expand task (the provider's request and answer) */
-        post: operations["dropinCreateComet"];
+        post: operations["dropinCreateKling"];
         delete?: never;
         options?: never;
         head?: never;
@@ -171,7 +171,7 @@ export interface paths {
             cookie?: never;
         };
         /** One task, by task_id or external_task_id; with ?wait, once its provider-shaped status changes */
-        get: operations["dropinGetComet"];
+        get: operations["dropinGetKling"];
         put?: never;
         post?: never;
         delete?: never;
@@ -586,7 +586,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics (text exposition format); README lists them */
+        /**
+         * Prometheus metrics (text exposition format); README lists them
+         * @description Open to anyone who reaches the port unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` is required.
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -1802,7 +1805,7 @@ export interface operations {
                     } | null;
                     callback_url?: string | null;
                     external_task_id?: string | null;
-                };
+                } | unknown | unknown;
             };
         };
         responses: {
@@ -2178,201 +2181,6 @@ export interface operations {
             };
         };
     };
-    dropinListKling: {
-        parameters: {
-            query?: {
-                pageNum?: number;
-                pageSize?: number;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description One page */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DropinTaskListAnswer"];
-                };
-            };
-            /** @description 1201: the request is invalid */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 5001: Postgres or Redis unavailable */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-        };
-    };
-    dropinCreateKling: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": {
-                    image: string;
-                    up_expansion_ratio: number;
-                    down_expansion_ratio?: number | null;
-                    bottom_expansion_ratio?: number | null;
-                    left_expansion_ratio: number;
-                    right_expansion_ratio: number;
-                    prompt?: string | null;
-                    n?: (number | string) | null;
-                    watermark_info?: {
-                        enabled: boolean;
-                    } | null;
-                    callback_url?: string | null;
-                    external_task_id?: string | null;
-                };
-            };
-        };
-        responses: {
-            /** @description Accepted */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DropinCreateAnswer"];
-                };
-            };
-            /** @description 1201: the request is invalid */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1302: too many request bodies in flight; retry after Retry-After */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 5001: Postgres or Redis unavailable */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-        };
-    };
-    dropinGetKling: {
-        parameters: {
-            query?: {
-                /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */
-                wait?: string;
-            };
-            header?: never;
-            path: {
-                /** @description task_id or external_task_id */
-                taskId: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The task in the provider's shape */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["DropinTaskAnswer"];
-                };
-            };
-            /** @description 1201: the request is invalid */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1203 not found; 1202 method not allowed */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 1302: too many request bodies in flight; retry after Retry-After */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-            /** @description 5001: Postgres or Redis unavailable */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProviderError"];
-                };
-            };
-        };
-    };
     dropinListComet: {
         parameters: {
             query?: {
@@ -2446,7 +2254,7 @@ export interface operations {
                     } | null;
                     callback_url?: string | null;
                     external_task_id?: string | null;
-                };
+                } | unknown | unknown;
             };
         };
         responses: {
@@ -2498,6 +2306,201 @@ export interface operations {
         };
     };
     dropinGetComet: {
+        parameters: {
+            query?: {
+                /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */
+                wait?: string;
+            };
+            header?: never;
+            path: {
+                /** @description task_id or external_task_id */
+                taskId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The task in the provider's shape */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DropinTaskAnswer"];
+                };
+            };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1203 not found; 1202 method not allowed */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1302: too many request bodies in flight; retry after Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 5001: Postgres or Redis unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+        };
+    };
+    dropinListKling: {
+        parameters: {
+            query?: {
+                pageNum?: number;
+                pageSize?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DropinTaskListAnswer"];
+                };
+            };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 5001: Postgres or Redis unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+        };
+    };
+    dropinCreateKling: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    image: string;
+                    up_expansion_ratio: number;
+                    down_expansion_ratio?: number | null;
+                    bottom_expansion_ratio?: number | null;
+                    left_expansion_ratio: number;
+                    right_expansion_ratio: number;
+                    prompt?: string | null;
+                    n?: (number | string) | null;
+                    watermark_info?: {
+                        enabled: boolean;
+                    } | null;
+                    callback_url?: string | null;
+                    external_task_id?: string | null;
+                } | unknown | unknown;
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DropinCreateAnswer"];
+                };
+            };
+            /** @description 1201: the request is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1001 no key, 1002 invalid, 1003 JWT not yet valid, 1004 JWT expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 1302: too many request bodies in flight; retry after Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+            /** @description 5001: Postgres or Redis unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderError"];
+                };
+            };
+        };
+    };
+    dropinGetKling: {
         parameters: {
             query?: {
                 /** @description Long-poll up to this many whole seconds (0 to LIVE_MAX_WAIT_SECONDS, 60 by default) for the status to change; a task that has ended answers at once */
@@ -3895,6 +3898,15 @@ export interface operations {
         responses: {
             /** @description Prometheus text format 0.0.4 */
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description METRICS_TOKEN is set and the request did not carry it */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { EX_CONFIG } from "../domain/process/run-service.ts";
+import { EX_CONFIG, EX_PORT_IN_USE } from "../domain/process/run-service.ts";
 import { prefixLines } from "./line-prefixer.ts";
 import { nextRestartDelay } from "./restart-backoff.ts";
 
@@ -13,6 +13,8 @@ export type ChildSpec = {
   say: (line: string) => void;
   // The child refused its configuration (exit 78): restarting it would fail the same way.
   onConfigError: (name: string) => void;
+  // The child could not listen, its port being taken (exit 98): a restart would meet the same holder.
+  onPortInUse: (name: string) => void;
 };
 
 export type SupervisedChild = ReturnType<typeof superviseChild>;
@@ -52,6 +54,7 @@ export const superviseChild = (spec: ChildSpec) => {
       if (child === current) child = undefined;
       if (stopping) return;
       if (code === EX_CONFIG) return spec.onConfigError(spec.name);
+      if (code === EX_PORT_IN_USE) return spec.onPortInUse(spec.name);
       const uptimeMs = Date.now() - startedAt;
       delayMs = nextRestartDelay(delayMs, uptimeMs);
       restarts += 1;

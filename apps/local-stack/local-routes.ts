@@ -28,3 +28,11 @@ export const localTwoRoutes = (config: StackConfig, klingUrl: string) => {
 `,
   };
 };
+
+// What `npm start` adds to ALLOWED_PRIVATE_HOSTS when it runs the simulator(s): each simulator's
+// host:port, so that the worker may fetch their result images, and nothing else on this machine
+// (the API itself, other local services stay refused). .env.example states the default.
+export const stackPrivateHosts = (config: StackConfig, simulatorUrl: string): string => {
+  const simulators = config.LOCAL_ROUTES === 2 ? localTwoRoutes(config, simulatorUrl).simulators.map((s) => s.url) : [simulatorUrl];
+  return [config.ALLOWED_PRIVATE_HOSTS, ...simulators.map((url) => new URL(url).host)].filter(Boolean).join(",");
+};

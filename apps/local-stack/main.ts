@@ -4,10 +4,11 @@ import { prepareDatabase } from "../domain/db/prepare-database.ts";
 import { directDatabaseUrl } from "../domain/config/shared-env.schema.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
 import { watchParentPid } from "../domain/process/parent-watch.ts";
-import { EX_CONFIG } from "../domain/process/run-service.ts";
+import { EX_CONFIG, EX_PORT_IN_USE } from "../domain/process/run-service.ts";
 import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
 import { superviseChild, type SupervisedChild } from "./child-supervisor.ts";
-import { localTwoRoutes } from "./local-routes.ts";
+import { localTwoRoutes, stackPrivateHosts } from "./local-routes.ts";
+import { takenPorts, type StackPort } from "./port-holder.ts";
 import { readyBanner } from "./ready-banner.ts";
 import { parseStackConfig, type StackConfig } from "./stack.config.ts";
 
@@ -51,14 +52,14 @@ const childEnv: NodeJS.ProcessEnv = {
         PROVIDER: "simulator",
         SIMULATOR_URL: simulatorUrl,
         // Its port only, not the whole host: the API on the same machine is no image host.
-        ALLOWED_PRIVATE_HOSTS: [config.ALLOWED_PRIVATE_HOSTS, new URL(simulatorUrl).host].filter(Boolean).join(","),
+        ALLOWED_PRIVATE_HOSTS: stackPrivateHosts(config, simulatorUrl),
       }
     : {}),
   ...(twoRoutes
     ? {
         PROVIDER: "",
         PROVIDER_ROUTES: twoRoutes.routesJson,
-        ALLOWED_PRIVATE_HOSTS: [config.ALLOWED_PRIVATE_HOSTS, ...twoRoutes.simulators.map((s) => new URL(s.url).host)].filter(Boolean).join(","),
+        ALLOWED_PRIVATE_HOSTS: stackPrivateHosts(config, simulatorUrl),
       }
     : {}),
 };
@@ -102,6 +103,27 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
 // npm does not pass SIGHUP on, and a SIGKILLed npm passes nothing: its exit re-parents us.
 watchParentPid(() => void stopAll("parent process gone", 0));
 
+// Every port this stack will listen on, checked before anything starts: a taken one stops it here
+// with who holds it, rather than as crash-looping children or someone else's /readyz announced
+// as ours.
+const stackPorts: StackPort[] = [
+  { port: config.PORT, variable: "PORT", what: "the API" },
+  ...(twoRoutes
+    ? twoRoutes.simulators.map((sim) => ({ port: Number(new URL(sim.url).port), variable: sim.name === "simulator-kling" ? "SIMULATOR_PORT" : "SIMULATOR_PORT+1", what: sim.name }))
+    : useSimulator
+      ? [{ port: config.SIMULATOR_PORT, variable: "SIMULATOR_PORT", what: "the provider simulator" }]
+      : []),
+];
+const refuseTakenPorts = (lines: string[]) => {
+  for (const line of lines) say(line);
+  say(`stop what holds ${lines.length > 1 ? "them" : "it"}, or choose free ports for this stack: PORT=<n> SIMULATOR_PORT=<m> npm start`);
+};
+const taken = await takenPorts(config.HOST, stackPorts);
+if (taken.length > 0) {
+  refuseTakenPorts(taken);
+  process.exit(EX_PORT_IN_USE);
+}
+
 const db = await prepareDatabase(directDatabaseUrl(config));
 say(`database ${new URL(directDatabaseUrl(config)).pathname.slice(1)}: ${db.created ? "created, " : ""}${db.applied}`);
 
@@ -114,6 +136,12 @@ const launch = (name: string, entry: string, env: NodeJS.ProcessEnv = {}) =>
       env: { ...childEnv, ...env },
       say,
       onConfigError: (child) => void stopAll(`${child} refused its configuration (exit ${EX_CONFIG}; see its lines above)`, EX_CONFIG),
+      // Taken between the check above and the child's listen: said the same way, never restarted.
+      onPortInUse: async (child) => {
+        const own = stackPorts.filter((p) => (child === "api" ? p.what === "the API" : p.what !== "the API"));
+        refuseTakenPorts(await takenPorts(config.HOST, own));
+        void stopAll(`${child} could not listen: its port is taken`, EX_PORT_IN_USE);
+      },
     }),
   );
 if (!stopping) {

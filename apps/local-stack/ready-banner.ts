@@ -23,7 +23,9 @@ export const readyBanner = ({ config, apiUrl, publicBaseUrl, provider, simulator
   api        ${apiUrl}   ${listening(config.HOST, config.PORT)}${loopbackOnly ? "; HOST=0.0.0.0 to accept other machines" : ""}
              drop-in: ${apiUrl}/kling/v1/images/editing/expand, native: ${apiUrl}/v1/tasks
   docs       ${apiUrl}/docs (OpenAPI: ${apiUrl}/openapi.json)
-  dashboard  ${apiUrl}/ (sign in with the api key)   metrics: ${apiUrl}/metrics${config.ADMIN_TOKEN ? `   queues: ${apiUrl}/admin/queues (ADMIN_TOKEN)` : ""}
+  dashboard  ${apiUrl}/ (sign in with the api key)
+  metrics    ${apiUrl}/metrics ${config.METRICS_TOKEN ? "(Authorization: Bearer $METRICS_TOKEN)" : "(open to anyone who reaches the port; set METRICS_TOKEN to require a Bearer token)"}
+  queues     ${config.ADMIN_TOKEN ? `${apiUrl}/admin/queues (ADMIN_TOKEN: as a Bearer token, or as the password the browser asks for)` : `off: set ADMIN_TOKEN (16+ characters) and restart to open BullMQ's board at ${apiUrl}/admin/queues`}
   callbacks  ${publicBaseUrl}/webhooks/kling/...
   provider   ${simulator ? `simulator at ${provider.baseUrl}   ${listening(config.HOST, config.SIMULATOR_PORT)} (admin: ${provider.baseUrl}/_sim/config)` : `${provider.kind} at ${provider.baseUrl}`}
   api key    ${config.BOOTSTRAP_API_KEY === LOCAL_KEY ? `${LOCAL_KEY} (local default; set BOOTSTRAP_API_KEY to change)` : "BOOTSTRAP_API_KEY"}

@@ -26,6 +26,8 @@ export const stackEnvSchema = z.object({
   PROVIDER_ROUTES: z.string().optional(),
   // Only whether it is set (the banner names the queue board); the API checks its length.
   ADMIN_TOKEN: z.string().optional(),
+  // Likewise: the banner says whether /metrics needs a token.
+  METRICS_TOKEN: z.string().optional(),
 });
 
 export type StackConfig = z.output<typeof stackEnvSchema>;

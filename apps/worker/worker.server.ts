@@ -3,6 +3,7 @@ import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
 import { createLogger } from "../domain/logging/logger.ts";
+import { claimQueuePrefix } from "../domain/process/stack-identity.ts";
 import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
 import { startMetricsPush } from "../domain/metrics/metrics-push.ts";
 import { bullmqTelemetry, flushTracing, startTracing } from "../domain/telemetry/tracing.ts";
@@ -37,6 +38,7 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
   const publicBaseUrl = publicBaseUrlOf(config);
   const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
+  const identity = await claimQueuePrefix({ redis: redisTargetFrom(config), prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "worker", shared: config.QUEUE_PREFIX_SHARED, logger });
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-worker" });
   startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const telemetry = bullmqTelemetry();
@@ -219,6 +221,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       redis.disconnect();
       storage.close();
       await db.destroy();
+      await identity.stop();
     })());
   return { providerKind: providerRoutes[0]!.kind, stop };
 };

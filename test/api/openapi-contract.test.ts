@@ -71,7 +71,7 @@ describe("the OpenAPI document", () => {
     };
     expect(doc).toEqual(JSON.parse(JSON.stringify(openApiDocument())));
     expect(doc.openapi).toBe("3.1.0");
-    expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(["apiKey", "klingJwt"]);
+    expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(["apiKey", "klingJwt", "metricsToken"]);
     expect(Object.keys(doc.webhooks).sort()).toEqual([
       "batch.completed",
       "batch.progress",

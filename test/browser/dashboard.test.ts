@@ -273,6 +273,41 @@ describe("the dashboard at /, in headless Chromium", () => {
     }
   });
 
+  it("when a new batch starts, then the gallery follows it and says so; a picked batch stays until 'follow the running batch' is clicked", async () => {
+    const startBatch = async (name: string) => {
+      const image = (await makeImage(320, 320)).toString("base64");
+      const res = await fetch(`${stack.api.url}/v1/batches`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ name, defaults: { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1 }, items: [{ image }, { image }] }),
+      });
+      expect(res.status).toBe(201);
+      return ((await res.json()) as { id: string }).id;
+    };
+    const galleryShows = (id: string) => page.waitForSelector(`#batch-gallery[data-batch-id="${id}"]`, { timeout: 15_000 });
+    const mode = () => page.getAttribute("#batch-gallery-mode", "data-mode");
+
+    // An earlier test picked a batch's gallery: it stays there while another runs.
+    const picked = await page.getAttribute("#batch-gallery", "data-batch-id");
+    expect(await mode()).toBe("picked");
+    expect(await page.textContent("#batch-gallery-mode")).toMatch(/the batch you picked/);
+    const second = await startBatch("second");
+    await page.waitForSelector(`#batch-rows tr[data-batch-id="${second}"]`, { timeout: 15_000 });
+    expect(await page.getAttribute("#batch-gallery", "data-batch-id")).toBe(picked);
+
+    // Back to following: the running batch, said in words.
+    await page.click("#batch-gallery-follow");
+    await galleryShows(second);
+    expect(await mode()).toBe("following");
+    expect(await page.isHidden("#batch-gallery-follow")).toBe(true);
+
+    // The next batch that starts takes the gallery with it.
+    const third = await startBatch("third");
+    await galleryShows(third);
+    expect(await page.textContent("#batch-gallery-mode")).toMatch(/^Following the running batch/);
+    expect(pageErrors).toEqual([]);
+  });
+
   it("when /docs is opened, then Swagger UI renders every operation of the document from local files", async () => {
     const docs = await browser.newPage();
     const errors: string[] = [];

@@ -69,13 +69,13 @@ describe("a service process", () => {
     expect(proc.output()).toMatch(/LOG_FORMAT/);
   });
 
-  it("when it cannot start (its port is taken), then one fatal line carries the stack and it exits 1", async () => {
+  it("when it cannot start (its port is taken), then one fatal line names the address and carries the stack, and it exits 98 (EX_PORT_IN_USE)", async () => {
     const first = start("apps/simulator/main.ts", { ...json, SIMULATOR_PORT: String(await freePort()) });
     const [, port] = (await first.waitFor(/"listen":"127\.0\.0\.1:(\d+)"/, 30_000)) as unknown as [string, string];
     const second = start("apps/simulator/main.ts", { ...json, SIMULATOR_PORT: port });
-    expect(await second.exited).toEqual({ code: 1, signal: null });
+    expect(await second.exited).toEqual({ code: 98, signal: null });
     const fatal = jsonLines(second.output()).find((line) => line.level === 60);
-    expect(fatal).toMatchObject({ msg: "simulator could not start", err: { code: "EADDRINUSE" } });
+    expect(fatal).toMatchObject({ msg: `simulator could not start: 127.0.0.1:${port} is in use (another process listens there)`, err: { code: "EADDRINUSE" } });
     expect(fatal!.err.stack).toMatch(/EADDRINUSE/);
     first.child.kill("SIGTERM");
     expect(await first.exited).toEqual({ code: 0, signal: null });

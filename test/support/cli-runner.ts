@@ -27,3 +27,23 @@ export const runCli = (args: string[], env: Record<string, string>, options: { s
     });
     child.stdin.end(options.stdin ?? "");
   });
+
+// A command line exactly as the CLI printed it (a hint), run by a shell from the repository.
+export const runShell = (commandLine: string, env: Record<string, string>, options: { timeoutMs?: number } = {}): Promise<CliRun> =>
+  new Promise((resolve, reject) => {
+    const child = spawn("sh", ["-c", commandLine], {
+      cwd: root,
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 150_000);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });

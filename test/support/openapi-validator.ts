@@ -30,3 +30,10 @@ export const webhookSchemaErrors = (eventType: string, body: unknown): string[] 
   if (!validate) return ["schema not found"];
   return validate(body) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`);
 };
+
+// Checks a request body against the JSON schema the document gives for that operation.
+export const requestSchemaErrors = (method: string, path: string, body: unknown, mediaType = "application/json"): string[] => {
+  const validate = ajv.getSchema(`openapi#/${pointer("paths", path, method.toLowerCase(), "requestBody", "content", mediaType, "schema")}`);
+  if (!validate) return [`the document has no ${mediaType} request body for ${method} ${path}`];
+  return validate(body) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`);
+};

@@ -26,6 +26,9 @@ const state = {
   batchFollowers: new Map(),
   batchStreams: undefined,
   selectedBatch: null,
+  // true once a batch's gallery button was clicked: the gallery stays on it; otherwise it follows
+  // the running batch (the newest running one, else the newest).
+  galleryPicked: false,
   // What the batch gallery shows (batch id, finished count, status) and a counter so that only the
   // latest of overlapping renders lands.
   galleryShown: "",
@@ -304,8 +307,16 @@ const updateBatch = (batch, via) => {
   if (!batch || typeof batch.id !== "string") return;
   state.batches.set(batch.id, batch);
   state.batchVia.set(batch.id, via);
+  const before = state.selectedBatch;
+  if (!state.galleryPicked) state.selectedBatch = followedBatch();
   renderBatchRows();
-  if (batch.id === state.selectedBatch) void renderBatchGallery();
+  if (batch.id === state.selectedBatch || before !== state.selectedBatch) void renderBatchGallery();
+};
+
+// The batch the gallery follows when none was picked: the newest one still running, else the newest.
+const followedBatch = () => {
+  const batches = [...state.batches.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
+  return (batches.find((b) => !BATCH_FINAL.has(b.status)) ?? batches[0])?.id ?? null;
 };
 
 // Server-Sent Events read from a fetch body (EventSource cannot send the Bearer header): calls
@@ -407,13 +418,16 @@ const refreshBatches = async () => {
     }
   }
   for (const id of [...state.batches.keys()]) if (!listed.has(id)) state.batches.delete(id);
-  if (state.selectedBatch === null && page.data.length > 0) state.selectedBatch = page.data[0].id;
+  // A picked batch that left the list (too old now) gives the gallery back to the running one.
+  if (state.galleryPicked && !state.batches.has(state.selectedBatch)) state.galleryPicked = false;
+  if (!state.galleryPicked) state.selectedBatch = followedBatch();
   renderBatchRows();
   await renderBatchGallery();
   for (const batch of page.data) if (!BATCH_FINAL.has(batch.status)) void followBatch(batch.id);
 };
 
 const selectBatch = (id) => {
+  state.galleryPicked = true;
   state.selectedBatch = id;
   renderBatchRows();
   void renderBatchGallery();
@@ -436,10 +450,30 @@ const batchTasks = async (id) => {
 
 // The selected batch's tasks, source beside results, failures with their reasons; read again
 // whenever the batch's finished count or status moves.
+const followRunning = () => {
+  state.galleryPicked = false;
+  state.selectedBatch = followedBatch();
+  renderBatchRows();
+  void renderBatchGallery();
+};
+
+// Says which batch the gallery shows and why, so a person knows whether it will move on by itself.
+const renderGalleryMode = (batch) => {
+  const running = !BATCH_FINAL.has(batch.status);
+  $("batch-gallery-mode").textContent = state.galleryPicked
+    ? `Showing the batch you picked (${running ? "running" : batch.status}); it stays here while others run.`
+    : running
+      ? "Following the running batch; the gallery moves on to the next batch that starts. Pick another with its gallery button."
+      : "Showing the newest batch (none is running); the gallery moves to the next batch that starts.";
+  $("batch-gallery-mode").dataset.mode = state.galleryPicked ? "picked" : "following";
+  $("batch-gallery-follow").hidden = !state.galleryPicked;
+};
+
 const renderBatchGallery = async () => {
   const batch = state.batches.get(state.selectedBatch);
   $("batch-gallery-section").hidden = !batch;
   if (!batch) return;
+  renderGalleryMode(batch);
   const key = `${batch.id}:${batch.finished}:${batch.status}`;
   if (key === state.galleryShown) return;
   state.galleryShown = key;
@@ -522,6 +556,7 @@ const signOut = (message = "") => {
   state.batches.clear();
   state.batchVia.clear();
   state.selectedBatch = null;
+  state.galleryPicked = false;
   state.galleryShown = "";
   $("main").hidden = true;
   $("sign-out").hidden = true;
@@ -544,6 +579,7 @@ $("sign-in-form").addEventListener("submit", async (event) => {
 });
 $("sign-out").addEventListener("click", () => signOut());
 $("filter-status").addEventListener("change", () => void refreshList());
+$("batch-gallery-follow").addEventListener("click", () => followRunning());
 
 if (state.key) start();
 else signOut();

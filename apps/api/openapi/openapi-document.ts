@@ -1,12 +1,21 @@
-import { createDocument, type ZodOpenApiPathsObject } from "zod-openapi";
+import { createDocument, type ZodOpenApiOperationObject, type ZodOpenApiPathsObject } from "zod-openapi";
 import { routeDocs, webhookDocs } from "./route-catalog.ts";
+
+// An operation that names no credential is public (probes, provider callbacks with their per-task
+// token, signed image links, the callbacks we send): it says so with `security: []` rather than
+// leaving a reader (or a generated client) to guess.
+const publicUnlessSecured = (operation: ZodOpenApiOperationObject): ZodOpenApiOperationObject =>
+  operation.security ? operation : { ...operation, security: [] };
 
 const buildDocument = () => {
   const paths: ZodOpenApiPathsObject = {};
   for (const { method, path, operation } of routeDocs) {
     if (paths[path]?.[method]) throw new Error(`route documented twice: ${method.toUpperCase()} ${path}`);
-    paths[path] = { ...paths[path], [method]: operation };
+    paths[path] = { ...paths[path], [method]: publicUnlessSecured(operation) };
   }
+  const webhooks = Object.fromEntries(
+    Object.entries(webhookDocs).map(([name, item]) => [name, { ...item, ...(item.post ? { post: publicUnlessSecured(item.post) } : {}) }]),
+  );
   return createDocument({
     openapi: "3.1.0",
     info: {
@@ -28,10 +37,11 @@ const buildDocument = () => {
       { name: "operations", description: "Probes, metrics, docs, dashboard, queue board" },
     ],
     paths,
-    webhooks: webhookDocs,
+    webhooks,
     components: {
       securitySchemes: {
         apiKey: { type: "http", scheme: "bearer", description: "An account API key (npm run api-key:create)" },
+        metricsToken: { type: "http", scheme: "bearer", description: "METRICS_TOKEN, when the operator set one (GET /metrics only)" },
         klingJwt: {
           type: "http",
           scheme: "bearer",

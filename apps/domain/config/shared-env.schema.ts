@@ -40,6 +40,9 @@ export const redisEnv = {
   REDIS_CLUSTER_NODES: redisClusterNodesEnv,
   // Keeps several deployments (and every test file) apart on one Redis.
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default("kling"),
+  // true: start even when live processes with another provider configuration use QUEUE_PREFIX
+  // (process/stack-identity.ts); they then take each other's jobs, on purpose.
+  QUEUE_PREFIX_SHARED: envBoolean.default(false),
 };
 
 // Local directory or S3-compatible store; its fragment lives beside the stores.

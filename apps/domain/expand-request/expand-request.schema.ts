@@ -127,6 +127,9 @@ export const expandRequestBodySchema = z
     },
     { error: "must be a JSON object" },
   )
+  // The down ratio has two spellings, one of them required: what the check below enforces, as
+  // JSON Schema can say it (OpenAPI readers and generated clients see it).
+  .meta({ anyOf: [{ required: ["down_expansion_ratio"] }, { required: ["bottom_expansion_ratio"] }] })
   .superRefine((body, ctx) => {
     const down = body.down_expansion_ratio ?? undefined;
     const bottom = body.bottom_expansion_ratio ?? undefined;

@@ -60,6 +60,13 @@ const connect = (target: RedisTarget, options: RedisOptions, offlineQueue: boole
     ? new Redis(target.url, { ...options, enableOfflineQueue: offlineQueue })
     : new Cluster(target.nodes, clusterOptions(options, offlineQueue));
 
+// A short-lived connection for checks made before the app's own connections exist (the queue
+// prefix's other users): connected on demand, failing fast.
+export const createCheckRedis = (target: RedisTarget): RedisClient => {
+  const options: RedisOptions = { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2_000, retryStrategy: (times) => Math.min(times * 500, 5_000) };
+  return target.kind === "single" ? new Redis(target.url, options) : new Cluster(target.nodes, { ...clusterOptions(options, true), lazyConnect: true });
+};
+
 // Producers (the API) fail fast so that an unreachable Redis is a quick 503; workers wait for Redis
 // to come back (BullMQ's production guide).
 export const createProducerRedis = (target: RedisTarget, logger: Logger): RedisClient =>

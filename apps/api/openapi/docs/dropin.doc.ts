@@ -6,10 +6,12 @@ import { dropinListQuerySchema } from "../../routes/dropin-expand.route.ts";
 import { accountAuth, json, providerErrorResponses, type RouteDoc } from "../route-doc.ts";
 import { waitQuery } from "./native-tasks.doc.ts";
 
-// The provider's own routes and shapes, under both path families (Kling's and CometAPI's).
+// The provider's own routes and shapes, under both path families: CometAPI mounts Kling's API under
+// /kling (`/kling/v1/...`), Kling itself serves `/v1/...`.
 const family = (prefix: string): RouteDoc[] => {
-  const tag = prefix.startsWith("/kling") ? "drop-in (Kling paths)" : "drop-in (CometAPI paths)";
-  const suffix = prefix.startsWith("/kling") ? "Kling" : "Comet";
+  const comet = prefix.startsWith("/kling");
+  const tag = comet ? "drop-in (CometAPI paths)" : "drop-in (Kling paths)";
+  const suffix = comet ? "Comet" : "Kling";
   return [
     {
       method: "post",

@@ -41,7 +41,10 @@ export const operationsDocs: RouteDoc[] = [
       operationId: "metrics",
       tags: ["operations"],
       summary: "Prometheus metrics (text exposition format); README lists them",
-      responses: { "200": bytes("text/plain", "Prometheus text format 0.0.4") },
+      description: "Open to anyone who reaches the port unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` is required.",
+      // `{}`: no credential at all when METRICS_TOKEN is unset.
+      security: [{}, { metricsToken: [] }],
+      responses: { "200": bytes("text/plain", "Prometheus text format 0.0.4"), "401": bytes("text/plain", "METRICS_TOKEN is set and the request did not carry it") },
     },
   },
   {
