@@ -134,7 +134,7 @@ describe("POST /v1/batches", () => {
     expect(await batchTasks(accepted.body.id)).toHaveLength(450);
     // Their jobs were added after the commit (URL images: the source check comes first).
     const redis = new Redis(stack.env.redisUrl, { maxRetriesPerRequest: null });
-    const sourceQueue = new Queue("source", { connection: redis, prefix: stack.env.queuePrefix });
+    const sourceQueue = new Queue(bullQueueName("source"), { connection: redis, prefix: stack.env.queuePrefix });
     try {
       const ids = new Set((await sourceQueue.getJobs(["prioritized", "waiting"], 0, 10_000)).map((j) => j.id));
       expect((await batchTasks(accepted.body.id)).every((t) => ids.has(t.id))).toBe(true);

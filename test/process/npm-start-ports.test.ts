@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { createServer, type Server } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -23,11 +23,13 @@ describe("npm start with its ports taken", () => {
   const holders: (Server | HttpServer)[] = [];
   const runs: { npm: Captured; proc: ProcId }[] = [];
   const dirs: string[] = [];
+  const holderSockets = new Set<Socket>();
 
   afterAll(async () => {
     for (const run of runs) for (const proc of [run.proc, ...descendants(run.npm.pid)]) killIfAlive(proc);
-    // The probe's keep-alive connection would hold an HTTP server's close open.
-    for (const h of holders) if ("closeAllConnections" in h) h.closeAllConnections();
+    // A probe's connection (keep-alive, or one left by a killed process) would hold a server's close
+    // open for ever: every connection a holder accepted is destroyed first.
+    for (const socket of holderSockets) socket.destroy();
     await Promise.all(holders.map((h) => new Promise((resolve) => h.close(resolve))));
     await dropDatabases(serverUrl.toString(), databasePrefix);
     await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
@@ -35,6 +37,10 @@ describe("npm start with its ports taken", () => {
 
   const hold = async <S extends Server | HttpServer>(server: S, port: number) => {
     holders.push(server);
+    server.on("connection", (socket: Socket) => {
+      holderSockets.add(socket);
+      socket.once("close", () => holderSockets.delete(socket));
+    });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(port, "127.0.0.1", () => resolve());
