@@ -126,7 +126,9 @@ const rawPerTask = async (redisUrl: string, databaseUrl: string, xactsPerTask: n
   const dir = await mkdtemp(path.join(tmpdir(), "kling-bench-raw-"));
   const statements = Math.max(2, Math.round(xactsPerTask));
   let processed = 0;
-  const workers = JOBS_PER_TASK.map((name) => new Worker(name, async () => void processed++, { connection: new Redis(redisUrl, { maxRetriesPerRequest: null }), prefix, concurrency: 10 }));
+  // A Worker leaves a connection it was given open when it closes: these are ended below.
+  const workerConnections = JOBS_PER_TASK.map(() => new Redis(redisUrl, { maxRetriesPerRequest: null }));
+  const workers = JOBS_PER_TASK.map((name, i) => new Worker(name, async () => void processed++, { connection: workerConnections[i]!, prefix, concurrency: 10 }));
   const oneTask = async (i: number) => {
     const id = randomUUID();
     for (const queue of queues) await queue.add("job", { taskId: id }, { removeOnComplete: 1_000 });
@@ -151,6 +153,7 @@ const rawPerTask = async (redisUrl: string, databaseUrl: string, xactsPerTask: n
     await Promise.all(queues.map((q) => q.obliterate({ force: true }).catch(() => undefined)));
     await Promise.all(queues.map((q) => q.close()));
     connection.disconnect();
+    for (const c of workerConnections) c.disconnect();
     await pool.end();
     await rm(dir, { recursive: true, force: true });
   }
