@@ -33,16 +33,26 @@ const JOBS_PER_TASK = ["source", "submit", "archive"];
 const postgresServer = process.env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
 
 type Target = { name: "single" | "cluster"; env: Record<string, string>; nodes: () => Redis[] };
-type Figures = { target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; cpuMsPerTask: number; xactsPerTask: number };
+type Figures = { target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; topCommands: string; cpuMsPerTask: number; xactsPerTask: number };
 
+// Calls per command (script-internal ones included), summed over the nodes.
 const commandCalls = async (nodes: Redis[]) => {
-  let calls = 0;
+  const calls = new Map<string, number>();
   for (const node of nodes) {
     const info = await node.info("commandstats");
-    for (const match of info.matchAll(/calls=(\d+)/g)) calls += Number(match[1]);
+    for (const match of info.matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) calls.set(match[1]!, (calls.get(match[1]!) ?? 0) + Number(match[2]));
   }
   return calls;
 };
+const total = (calls: Map<string, number>) => [...calls.values()].reduce((a, b) => a + b, 0);
+// Where the commands went: the busiest ones of the run, per task.
+const topCommands = (before: Map<string, number>, after: Map<string, number>) =>
+  [...after]
+    .map(([name, n]) => [name, (n - (before.get(name) ?? 0)) / TASKS] as const)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 6)
+    .map(([name, n]) => `${name} ${n.toFixed(1)}`)
+    .join(", ");
 
 const cpuSeconds = async (fleet: Fleet) => {
   let total = 0;
@@ -106,7 +116,8 @@ const runOnce = async (template: string, target: Target, workers: number, imageU
       workers,
       seconds,
       tasksPerS: TASKS / seconds,
-      redisCmdsPerTask: (cmds1 - cmds0) / TASKS,
+      redisCmdsPerTask: (total(cmds1) - total(cmds0)) / TASKS,
+      topCommands: topCommands(cmds0, cmds1),
       cpuMsPerTask: ((cpu1 - cpu0) * 1000) / TASKS,
       xactsPerTask: (xacts1 - xacts0) / TASKS,
     };
@@ -185,7 +196,7 @@ const main = async () => {
         const run = await runOnce(template, target, workers, files.url("/photo.png"));
         figures.push(run);
         console.log(
-          `${run.target} redis, ${run.workers} worker(s): ${TASKS} tasks in ${run.seconds.toFixed(1)} s = ${run.tasksPerS.toFixed(1)} tasks/s; ${run.redisCmdsPerTask.toFixed(1)} Redis commands/task; ${run.cpuMsPerTask.toFixed(1)} CPU ms/task (API + workers); ${run.xactsPerTask.toFixed(1)} Postgres transactions/task; load ${loadavg()[0]!.toFixed(2)}`,
+          `${run.target} redis, ${run.workers} worker(s): ${TASKS} tasks in ${run.seconds.toFixed(1)} s = ${run.tasksPerS.toFixed(1)} tasks/s; ${run.redisCmdsPerTask.toFixed(1)} Redis commands/task; ${run.cpuMsPerTask.toFixed(1)} CPU ms/task (API + workers); ${run.xactsPerTask.toFixed(1)} Postgres transactions/task; load ${loadavg()[0]!.toFixed(2)}\n  busiest Redis commands per task: ${run.topCommands}`,
         );
       }
     }
