@@ -120,13 +120,18 @@ export const runFleetScenario = async ({ fleet, consumer, files, tasks: TASKS, m
   const singles = Math.round(TASKS * 0.6);
   const batchItems = TASKS - singles;
   const created: Created[] = [];
+  // The first 4 native tasks made through API 0, followed on API 1 (API 0 is the one killed later)
+  // from right after their creation: a stream opened once its task has ended shows one snapshot,
+  // not changes made elsewhere.
+  const streams: Promise<SseEvent[]>[] = [];
   for (let from = 0; from < singles; from += 10) {
-    created.push(...(await Promise.all(Array.from({ length: Math.min(10, singles - from) }, (_, k) => submitSingle(from + k)))));
+    const chunk = await Promise.all(Array.from({ length: Math.min(10, singles - from) }, (_, k) => submitSingle(from + k)));
+    chunk.forEach((task, k) => {
+      if (streams.length < 4 && task.via === 0 && (from + k) % 3 !== 2) streams.push(follow(fleet, fleet.apis[1]!.url!, task.id));
+    });
+    created.push(...chunk);
   }
-  // Native tasks made through API 0, followed on API 1 (API 0 is the one killed later).
-  const followed = created.filter((task, i) => task.via === 0 && i % 3 !== 2).slice(0, 4);
-  expect(followed).toHaveLength(4);
-  const streams = followed.map((task) => follow(fleet, fleet.apis[1]!.url!, task.id));
+  expect(streams).toHaveLength(4);
   const batch = await call(fleet.apis[1]!.url!, "POST", "/v1/batches", {
     key: fleet.key,
     body: {
@@ -187,6 +192,8 @@ export const runFleetScenario = async ({ fleet, consumer, files, tasks: TASKS, m
 
   // SSE on API 1 followed tasks made through API 0 to their end.
   for (const events of await Promise.all(streams)) {
+    // Connected before its task ended (else the check below would prove nothing)...
+    expect(JSON.parse(events.find((e) => e.event === "task")!.data).status).not.toBe("succeeded");
     const transitions = events.filter((e) => e.event === "transition").map((e) => JSON.parse(e.data).to);
     expect(transitions.at(-1)).toBe("succeeded");
     expect(events.at(-1)?.event).toBe("end");
