@@ -56,7 +56,7 @@ export const deletePrefixKeys = async (redis: Redis, prefix: string) => {
 };
 
 // Linux reports process CPU in clock ticks; USER_HZ is 100 on every architecture Node runs on here.
-const readCpuSeconds = async (pid: number) => {
+export const readCpuSeconds = async (pid: number) => {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;

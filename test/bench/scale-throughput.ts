@@ -1,0 +1,237 @@
+// `npm run bench:scale`: issue 15's scale figures. The same run of BENCH_SCALE_TASKS tasks (default
+// 1,000; the provider is not the limit: capacity 200, run time 100 ms) through 1 API and 1 or 3
+// worker processes, on a single Redis (a private redis-server) and on a 3-master Redis Cluster. For
+// each: tasks/s end to end (first submit to last task ended), Redis commands per task (INFO
+// commandstats summed over the nodes, delta over the run) and CPU ms per task summed over our
+// processes (/proc/<pid>/stat of the API and the workers). Against it, the raw work of one task
+// measured bare in the same run: its BullMQ jobs (source, submit, archive) added and processed on
+// a bare queue, its SQL transactions (as many per task as Postgres counted in the run) on a raw pg
+// pool, and the result image decoded, hashed and written with sharp. Exits non-zero only when the
+// run breaks; a ratio off its aim is a figure to read, not a failure.
+import { createHash, randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { loadavg, tmpdir } from "node:os";
+import path from "node:path";
+import { Queue, Worker } from "bullmq";
+import { Redis } from "ioredis";
+import pg from "pg";
+import sharp from "sharp";
+import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
+import { dropDatabases } from "../support/databases.ts";
+import { startFileServer } from "../support/file-server.ts";
+import { makeImage } from "../support/images.ts";
+import { startFleet, type Fleet } from "../support/process-fleet.ts";
+import { startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.ts";
+import { startPrivateRedis, type PrivateRedis } from "../support/redis-server.ts";
+import { readCpuSeconds } from "./api-stack.ts";
+import { sleep } from "./bench-figures.ts";
+
+const TASKS = Number(process.env.BENCH_SCALE_TASKS ?? 1_000);
+const CAPACITY = 200;
+const BATCH_ITEMS = 100;
+const JOBS_PER_TASK = ["source", "submit", "archive"];
+const postgresServer = process.env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
+
+type Target = { name: "single" | "cluster"; env: Record<string, string>; nodes: () => Redis[] };
+type Figures = { target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; topCommands: string; cpuMsPerTask: number; xactsPerTask: number };
+
+// Calls per command (script-internal ones included), summed over the nodes.
+const commandCalls = async (nodes: Redis[]) => {
+  const calls = new Map<string, number>();
+  for (const node of nodes) {
+    const info = await node.info("commandstats");
+    for (const match of info.matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) calls.set(match[1]!, (calls.get(match[1]!) ?? 0) + Number(match[2]));
+  }
+  return calls;
+};
+const total = (calls: Map<string, number>) => [...calls.values()].reduce((a, b) => a + b, 0);
+// Where the commands went: the busiest ones of the run, per task.
+const topCommands = (before: Map<string, number>, after: Map<string, number>) =>
+  [...after]
+    .map(([name, n]) => [name, (n - (before.get(name) ?? 0)) / TASKS] as const)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 6)
+    .map(([name, n]) => `${name} ${n.toFixed(1)}`)
+    .join(", ");
+
+const cpuSeconds = async (fleet: Fleet) => {
+  let total = 0;
+  for (const member of [...fleet.apis, ...fleet.workers]) total += await readCpuSeconds(member.current().pid);
+  return total;
+};
+
+const transactions = async (fleet: Fleet) => {
+  const { rows } = await fleet.db.query<{ n: string }>("select xact_commit + xact_rollback as n from pg_stat_database where datname = current_database()");
+  return Number(rows[0]!.n);
+};
+
+const ended = async (fleet: Fleet) => {
+  const { rows } = await fleet.db.query<{ ended: number; succeeded: number }>(
+    "select count(*) filter (where status in ('succeeded', 'failed', 'canceled'))::int as ended, count(*) filter (where status = 'succeeded')::int as succeeded from task",
+  );
+  return rows[0]!;
+};
+
+const runOnce = async (template: string, target: Target, workers: number, imageUrl: string): Promise<Figures> => {
+  const fleet = await startFleet({
+    templateDatabaseUrl: template,
+    apis: 1,
+    workers,
+    env: { ...target.env, PROVIDER_CAPACITY: String(CAPACITY) },
+    simulatorEnv: { SIM_CAPACITY: String(CAPACITY), SIM_RUN_MS: "100", SIM_SEED: "15" },
+    logDir: path.join(process.env.FLEET_LOG_DIR ?? path.join(tmpdir(), "kling-fleet-logs"), `bench-scale-${target.name}-${workers}w-${Date.now()}`),
+  });
+  try {
+    // Settle the start-up work (schedules, bootstrap) out of the measured window.
+    await sleep(2_000);
+    const [cmds0, cpu0, xacts0] = [await commandCalls(target.nodes()), await cpuSeconds(fleet), await transactions(fleet)];
+    const started = Date.now();
+    for (let from = 0; from < TASKS; from += BATCH_ITEMS) {
+      const items = Array.from({ length: Math.min(BATCH_ITEMS, TASKS - from) }, (_, i) => ({ image: imageUrl, external_task_id: `t-${from + i}` }));
+      const response = await fetch(`${fleet.url}/v1/batches`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${fleet.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: `scale-${from}`, defaults: { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1 }, items }),
+      });
+      if (response.status !== 201) throw new Error(`batch intake answered ${response.status}: ${await response.text()}`);
+    }
+    const deadline = Date.now() + TASKS * 500 + 120_000;
+    for (;;) {
+      const now = await ended(fleet);
+      if (now.ended >= TASKS) {
+        if (now.succeeded !== TASKS) throw new Error(`${TASKS - now.succeeded} tasks did not succeed`);
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`only ${now.ended}/${TASKS} tasks ended in time`);
+      await sleep(100);
+    }
+    const seconds = (Date.now() - started) / 1000;
+    const [cmds1, cpu1] = [await commandCalls(target.nodes()), await cpuSeconds(fleet)];
+    // Postgres' per-database counters reach pg_stat_database when a backend reports (about once a
+    // second): give the last reports time to land.
+    await sleep(1_500);
+    const xacts1 = await transactions(fleet);
+    return {
+      target: target.name,
+      workers,
+      seconds,
+      tasksPerS: TASKS / seconds,
+      redisCmdsPerTask: (total(cmds1) - total(cmds0)) / TASKS,
+      topCommands: topCommands(cmds0, cmds1),
+      cpuMsPerTask: ((cpu1 - cpu0) * 1000) / TASKS,
+      xactsPerTask: (xacts1 - xacts0) / TASKS,
+    };
+  } finally {
+    await fleet.stop();
+  }
+};
+
+// One task's work done bare, `count` times over, in this process: CPU ms per task.
+const rawPerTask = async (redisUrl: string, databaseUrl: string, xactsPerTask: number, result: Buffer, count: number) => {
+  const prefix = `raw${randomUUID().slice(0, 8)}`;
+  const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  const queues = JOBS_PER_TASK.map((name) => new Queue(name, { connection, prefix }));
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10 });
+  await pool.query("create table if not exists raw_task (id uuid primary key, status text not null, updated_at timestamptz not null default now())");
+  await pool.query("create table if not exists raw_event (task_id uuid not null, seq int not null, body jsonb not null)");
+  const dir = await mkdtemp(path.join(tmpdir(), "kling-bench-raw-"));
+  const statements = Math.max(2, Math.round(xactsPerTask));
+  let processed = 0;
+  // A Worker leaves a connection it was given open when it closes: these are ended below.
+  const workerConnections = JOBS_PER_TASK.map(() => new Redis(redisUrl, { maxRetriesPerRequest: null }));
+  const workers = JOBS_PER_TASK.map((name, i) => new Worker(name, async () => void processed++, { connection: workerConnections[i]!, prefix, concurrency: 10 }));
+  const oneTask = async (i: number) => {
+    const id = randomUUID();
+    for (const queue of queues) await queue.add("job", { taskId: id }, { removeOnComplete: 1_000 });
+    await pool.query("insert into raw_task (id, status) values ($1, 'queued')", [id]);
+    for (let s = 1; s < statements; s++) {
+      await (s % 2
+        ? pool.query("update raw_task set status = $2, updated_at = now() where id = $1", [id, `s${s}`])
+        : pool.query("insert into raw_event (task_id, seq, body) values ($1, $2, $3)", [id, s, JSON.stringify({ to: `s${s}` })]));
+    }
+    await sharp(result).raw().toBuffer();
+    const digest = createHash("sha256").update(result).digest("hex");
+    await writeFile(path.join(dir, `${i}-${digest.slice(0, 8)}.png`), result);
+  };
+  try {
+    const cpu0 = process.cpuUsage();
+    for (let from = 0; from < count; from += 10) await Promise.all(Array.from({ length: Math.min(10, count - from) }, (_, k) => oneTask(from + k)));
+    while (processed < count * JOBS_PER_TASK.length) await sleep(10);
+    const cpu = process.cpuUsage(cpu0);
+    return { cpuMsPerTask: (cpu.user + cpu.system) / 1000 / count, statements };
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+    await Promise.all(queues.map((q) => q.obliterate({ force: true }).catch(() => undefined)));
+    await Promise.all(queues.map((q) => q.close()));
+    connection.disconnect();
+    for (const c of workerConnections) c.disconnect();
+    await pool.end();
+    await rm(dir, { recursive: true, force: true });
+  }
+};
+
+const main = async () => {
+  const templateName = `kling_benchscale_${process.pid}_${Date.now().toString(36)}`;
+  const template = `${postgresServer}/${templateName}`;
+  const rawDatabase = `${template}_raw`;
+  let single: PrivateRedis | undefined;
+  let cluster: RedisClusterHandle | undefined;
+  let files: Awaited<ReturnType<typeof startFileServer>> | undefined;
+  try {
+    await prepareDatabase(template);
+    const source = await makeImage(400, 300);
+    files = await startFileServer({ "/photo.png": { body: source } });
+    single = await startPrivateRedis();
+    cluster = await startRedisCluster();
+    const singleNode = new Redis(single.url);
+    const clusterNodes = [0, 1, 2].map((i) => cluster!.node(i));
+    const targets: Target[] = [
+      { name: "single", env: { REDIS_URL: single.url }, nodes: () => [singleNode] },
+      { name: "cluster", env: { REDIS_CLUSTER_NODES: cluster.nodes }, nodes: () => clusterNodes },
+    ];
+    const load0 = loadavg();
+    const figures: Figures[] = [];
+    for (const target of targets) {
+      for (const workers of [1, 3]) {
+        const run = await runOnce(template, target, workers, files.url("/photo.png"));
+        figures.push(run);
+        console.log(
+          `${run.target} redis, ${run.workers} worker(s): ${TASKS} tasks in ${run.seconds.toFixed(1)} s = ${run.tasksPerS.toFixed(1)} tasks/s; ${run.redisCmdsPerTask.toFixed(1)} Redis commands/task; ${run.cpuMsPerTask.toFixed(1)} CPU ms/task (API + workers); ${run.xactsPerTask.toFixed(1)} Postgres transactions/task; load ${loadavg()[0]!.toFixed(2)}\n  busiest Redis commands per task: ${run.topCommands}`,
+        );
+      }
+    }
+    singleNode.disconnect();
+
+    // The raw work, on the single Redis and a database of its own; the result image is the size
+    // of the run's (400x300 expanded by 10% each side), made the same way.
+    await prepareDatabase(rawDatabase);
+    const base = figures[0]!;
+    const result = await makeImage(480, 360);
+    const raw = await rawPerTask(single.url, rawDatabase, base.xactsPerTask, result, Math.min(TASKS, 300));
+    console.log(`raw work per task: ${JOBS_PER_TASK.length} BullMQ jobs added and processed, ${raw.statements} SQL statements, one ${result.length}-byte PNG decoded, hashed, written: ${raw.cpuMsPerTask.toFixed(2)} CPU ms`);
+    const load1 = loadavg();
+    console.log(`load average (1/5/15 min): at start ${load0.map((l) => l.toFixed(2)).join(" ")}, at end ${load1.map((l) => l.toFixed(2)).join(" ")}`);
+
+    const at = (name: string, workers: number) => figures.find((f) => f.target === name && f.workers === workers)!;
+    const cpuRatio = at("single", 1).cpuMsPerTask / raw.cpuMsPerTask;
+    const speedup = at("single", 3).tasksPerS / at("single", 1).tasksPerS;
+    const clusterRatio = (at("cluster", 1).tasksPerS + at("cluster", 3).tasksPerS) / (at("single", 1).tasksPerS + at("single", 3).tasksPerS);
+    console.log(
+      `cpu_ratio=${cpuRatio.toFixed(2)} redis_cmds_per_task_1w=${at("single", 1).redisCmdsPerTask.toFixed(1)} redis_cmds_per_task_3w=${at("single", 3).redisCmdsPerTask.toFixed(1)} speedup_3_workers=${speedup.toFixed(2)} cluster_ratio=${clusterRatio.toFixed(2)}`,
+    );
+  } finally {
+    await files?.stop().catch(() => undefined);
+    await cluster?.stop().catch(() => undefined);
+    await single?.kill().catch(() => undefined);
+    await dropDatabases(template, templateName).catch((error: Error) => console.error(`cleanup: ${error.message}`));
+  }
+};
+
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
