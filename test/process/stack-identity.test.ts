@@ -19,7 +19,9 @@ afterAll(async () => {
   redis?.disconnect();
 });
 
-const otherProvider = { PROVIDER: "simulator", PROVIDER_BASE_URL: "http://127.0.0.1:9/another-provider" };
+// Test stacks share their prefix on purpose (QUEUE_PREFIX_SHARED=true in test/support/stack.ts); the
+// processes started here do not.
+const otherProvider = { PROVIDER: "simulator", PROVIDER_BASE_URL: "http://127.0.0.1:9/another-provider", QUEUE_PREFIX_SHARED: "false" };
 
 describe("a queue prefix in use by another provider configuration", () => {
   it("when a worker with the same provider configuration starts on the prefix, then it starts", async () => {

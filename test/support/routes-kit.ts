@@ -65,7 +65,7 @@ export const startRoutesStack = async (options: {
   // The stack's own simulator stays idle: PROVIDER and PROVIDER_BASE_URL are unset ("" is unset).
   const shared = { PROVIDER_ROUTES: routesJson, CIRCUIT_OPEN_MS: "300", ...options.env };
   const stack = await startStack({
-    apiEnv: { ...shared, PROVIDER: "", PROVIDER_BASE_URL: "" },
+    apiEnv: shared,
     workerEnv: { ...shared, PROVIDER: "", PROVIDER_BASE_URL: "", ...options.workerEnv },
   });
   return {

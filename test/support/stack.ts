@@ -58,19 +58,20 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
     STORAGE_DIR: storageDir,
     LOG_LEVEL: "silent",
     SERVER_KEY: testServerKey,
+    // A test stack is one stack by construction, whose API and workers (in-process and spawned) are
+    // set up with different provider variables; the queue prefix check has tests of its own
+    // (test/process/stack-identity.test.ts), which turn this off.
+    QUEUE_PREFIX_SHARED: "true",
   };
   const timing = { CALLBACK_GRACE_MS: "5000", STALL_RECHECK_MS: "5000", POLL_MAX_INTERVAL_MS: "2000" };
 
   const simulator = await startSimulator(
     parseSimulatorConfig({ SIMULATOR_PORT: "0", SIM_RUN_MS: "150", LOG_LEVEL: "silent", ...options.simulatorEnv }),
   );
-  // The API runs with the provider configuration of its workers, as a deployment does (an API
-  // process of another configuration on the same queue prefix is refused: stack-identity.ts).
-  const provider = { PROVIDER: "simulator", PROVIDER_BASE_URL: simulator.url };
   // Image URLs on this machine are the tests' own image hosts: the API accepts them at intake as
   // the worker downloads them (the same ALLOWED_PRIVATE_HOSTS, as in a real deployment).
   const apiConfig = (env: Record<string, string> = {}) =>
-    parseApiConfig({ ...common, ...timing, PORT: "0", ALLOWED_PRIVATE_HOSTS: "127.0.0.1", ...provider, ...options.apiEnv, ...env });
+    parseApiConfig({ ...common, ...timing, PORT: "0", ALLOWED_PRIVATE_HOSTS: "127.0.0.1", ...options.apiEnv, ...env });
   const api = await startApi(apiConfig(), { logDestination: options.apiLogDestination });
   const extraApis: RunningApi[] = [];
   const launchApi = async (env: Record<string, string> = {}) => {
