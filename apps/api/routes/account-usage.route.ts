@@ -17,7 +17,7 @@ const monthStart = (now: Date, offset: number) => new Date(Date.UTC(now.getUTCFu
 // The period asked for, by default the current UTC month.
 const periodOf = (query: unknown) => {
   const parsed = accountUsageQuerySchema.safeParse(query);
-  if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
+  if (!parsed.success) throw validationError(toFieldViolations(parsed.error, "query"));
   const now = new Date();
   const from = parsed.data.from ? new Date(parsed.data.from) : monthStart(now, 0);
   const to = parsed.data.to ? new Date(parsed.data.to) : monthStart(now, 1);
@@ -72,7 +72,7 @@ export const accountCostsRouter = (deps: ApiDeps): Router => {
   router.use(authenticate(deps.authenticator));
   router.get("/costs", async (req, res) => {
     const parsed = accountCostsQuerySchema.safeParse(req.query);
-    if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
+    if (!parsed.success) throw validationError(toFieldViolations(parsed.error, "query"));
     const { start_time: start, end_time: end, resource_pack_name: packName } = parsed.data;
     const accountId = res.locals.accountId;
     const [balance, days, account] = await Promise.all([

@@ -178,8 +178,9 @@ export const withoutNulls = (item: Record<string, unknown>): Record<string, unkn
 export type ExpandRequest = z.output<typeof expandRequestBodySchema>;
 
 // zod issues -> "field: reason" pairs that both the problem-details and the provider-shaped errors use.
-export const toFieldViolations = (error: z.ZodError) =>
+// `whole`: what an issue about the whole input names (a body, or a query string).
+export const toFieldViolations = (error: z.ZodError, whole: "body" | "query" = "body") =>
   error.issues.map((issue) => ({
-    field: issue.path.length > 0 ? issue.path.join(".") : "body",
+    field: issue.path.length > 0 ? issue.path.join(".") : whole,
     message: issue.message,
   }));
