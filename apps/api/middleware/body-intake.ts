@@ -197,6 +197,64 @@ export const readJsonBody = (budget: BodyBudget, options: { limit: number; lenie
   return budgeted(budget, options.limit, accepts, express.json({ limit: options.limit, type: accepts }), options.instead);
 };
 
+// A JSON body kept as the chunks it arrived in (a JSON batch: json-batch-body.ts parses it item by
+// item). body-parser would join them (a second copy of the body at once), decode them (a third) and
+// parse the whole. Only UTF-8 is read; an encoded body is inflated by express.raw, one Buffer.
+const collectChunks =
+  (limit: number, accepts: (req: IncomingMessage) => boolean): BodyReader =>
+  (req, res, next) => {
+    if (!hasBody(req) || !accepts(req)) return next();
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.headers["content-type"] ?? "")?.[1]?.toLowerCase();
+    if (charset !== undefined && charset !== "utf-8" && charset !== "utf8") {
+      return next(Object.assign(new Error(`unsupported charset "${charset}"`), { status: 415, type: "charset.unsupported" }));
+    }
+    if ((req.headers["content-encoding"] ?? "identity").toLowerCase() !== "identity") {
+      return express.raw({ limit, type: () => true })(req as Request, res as Response, (error?: unknown) => {
+        const body = (req as { body?: unknown }).body;
+        if (!error && Buffer.isBuffer(body)) (req as { body?: unknown }).body = { chunks: [body], length: body.length };
+        next(error);
+      });
+    }
+    const declared = req.headers["content-length"] === undefined ? undefined : Number(req.headers["content-length"]);
+    const chunks: Buffer[] = [];
+    let received = 0;
+    let done = false;
+    const finish = (error?: unknown) => {
+      if (done) return;
+      done = true;
+      req.removeListener("data", onData);
+      req.removeListener("end", onEnd);
+      req.removeListener("error", finish);
+      req.removeListener("aborted", onAborted);
+      if (error) {
+        chunks.length = 0;
+        req.unpipe();
+        req.pause();
+        return next(error);
+      }
+      (req as { body?: unknown }).body = { chunks, length: received };
+      next();
+    };
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > limit) return finish(Object.assign(new Error("request entity too large"), { status: 413, type: "entity.too.large", limit }));
+      chunks.push(chunk);
+    };
+    const onEnd = () =>
+      finish(declared !== undefined && received !== declared ? Object.assign(new Error("request size did not match content length"), { status: 400, type: "request.size.invalid" }) : undefined);
+    const onAborted = () => finish(Object.assign(new Error("request aborted"), { status: 400, type: "request.aborted", code: "ECONNABORTED" }));
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", finish);
+    req.on("aborted", onAborted);
+  };
+
+// A JSON body left as its chunks (req.body: BodyChunks), under the same budget, limit and answers.
+export const readJsonBodyChunks = (budget: BodyBudget, options: { limit: number; instead?: string }): BodyReader => {
+  const accepts = (req: IncomingMessage) => isJson(mediaType(req));
+  return budgeted(budget, options.limit, accepts, collectChunks(options.limit, accepts), options.instead);
+};
+
 // Text that Postgres or Prisma cannot store: U+0000 (Postgres text) and unpaired UTF-16 surrogates
 // (Prisma's query engine refuses them). Raw bytes can only carry the first; JSON escapes can carry
 // both, and reach the database once the receiver parses the body and applies it.

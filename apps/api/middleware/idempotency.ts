@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import type { NextFunction, Request, Response } from "express";
 import { AppError } from "../../domain/errors/app-error.ts";
 import {
@@ -12,7 +12,7 @@ import {
 import type { Db } from "../../domain/db/database.ts";
 
 // Key order does not make two bodies different.
-const canonical = (value: unknown): unknown => {
+export const canonical = (value: unknown): unknown => {
   if (Array.isArray(value)) return value.map(canonical);
   if (typeof value === "object" && value !== null) {
     return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical((value as Record<string, unknown>)[k])]));
@@ -20,11 +20,12 @@ const canonical = (value: unknown): unknown => {
   return value;
 };
 
-export const jsonRequestHash = (req: Request) =>
-  createHash("sha256")
-    .update(`${req.method} ${req.baseUrl}${req.path}?${new URL(req.originalUrl, "http://x").search}\n`)
-    .update(JSON.stringify(canonical(req.body) ?? null))
-    .digest("hex");
+// `writeBody` writes the canonical body's JSON into the hash (a JSON batch does it item by item).
+export const jsonRequestHash = (req: Request, writeBody: (hash: Hash) => void = (hash) => void hash.update(JSON.stringify(canonical(req.body) ?? null))) => {
+  const hash = createHash("sha256").update(`${req.method} ${req.baseUrl}${req.path}?${new URL(req.originalUrl, "http://x").search}\n`);
+  writeBody(hash);
+  return hash.digest("hex");
+};
 
 export const idempotencyKeyOf = (req: Request) => {
   const key = req.headers["idempotency-key"];

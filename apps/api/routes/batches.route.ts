@@ -3,8 +3,9 @@ import type { IncomingMessage } from "node:http";
 import { Router, type Request, type Response } from "express";
 import { z } from "zod";
 import { acceptBatch, BatchBrokenOffError, type BatchIntakeResult, type BatchSource } from "../../domain/batch/accept-batch.ts";
-import { arrayItems, csvItems, ndjsonItems } from "../../domain/batch/batch-item-sources.ts";
-import { itemCredits, jsonBatchBodySchema, parseBatchItem, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
+import { csvItems, ndjsonItems } from "../../domain/batch/batch-item-sources.ts";
+import { scanJsonBatchBody, type BodyChunks } from "../../domain/batch/json-batch-body.ts";
+import { itemCredits, jsonBatchBodySchema, MAX_JSON_ITEMS, parseBatchItem, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
 import { batchProgress, batchesProgress, findAccountBatch, listAccountBatches, listBatchTasks } from "../../domain/batch/batch.repository.ts";
 import { cancelBatch, retryBatch } from "../../domain/batch/batch-control.ts";
 import { estimateDurationSeconds } from "../../domain/batch/batch-spend.ts";
@@ -15,9 +16,9 @@ import { claimIdempotencyKey, completeIdempotencyKey } from "../../domain/idempo
 import { taskStatuses } from "../../domain/task/task-status.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
-import { readJsonBody } from "../middleware/body-intake.ts";
+import { readJsonBodyChunks } from "../middleware/body-intake.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
-import { idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, replay, scopeOf } from "../middleware/idempotency.ts";
+import { canonical, idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, replay, scopeOf } from "../middleware/idempotency.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toBatchView, toIntakeView } from "../../domain/batch/batch.presenter.ts";
 import { openBatchFeed } from "../../domain/live-progress/batch-feed.ts";
@@ -49,6 +50,23 @@ export const batchListQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(50),
 });
 export const batchTasksQuerySchema = batchListQuerySchema.extend({ status: z.enum(taskStatuses).optional() });
+
+// body-parser read an empty body as {} (then: items are required).
+const emptyBody: BodyChunks = { chunks: [Buffer.from("{}")], length: 2 };
+
+// A body that is not a JSON object is rare and refused: read whole to say what it is, in the
+// words every JSON route uses (error-handlers.ts).
+const notAnObject = (body: BodyChunks | undefined) => {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.concat(body?.chunks ?? []).toString("utf8").replace(/^\uFEFF/, ""));
+  } catch {
+    return validationError([{ field: "body", message: "is not valid JSON" }]);
+  }
+  if (Array.isArray(value)) return validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
+  const kind = value === null ? "null" : typeof value;
+  return validationError([{ field: "body", message: `must be a JSON object; got ${kind === "string" ? "a string" : kind === "number" ? "a number" : kind === "boolean" ? "a boolean" : kind}` }]);
+};
 
 const mediaType = (req: IncomingMessage) => (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
 const streamedSources: Record<string, BatchSource> = {
@@ -120,7 +138,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
       .json({ ...toBatchView(await batchProgress(deps.db, batch)), intake: toIntakeView(result) });
   };
 
-  const jsonReader = readJsonBody(deps.bodyBudget, {
+  const jsonReader = readJsonBodyChunks(deps.bodyBudget, {
     limit: jsonLimitBytes,
     instead: "send a larger batch as NDJSON (application/x-ndjson) or CSV (text/csv): those are read as they stream, with no size limit",
   });
@@ -130,32 +148,39 @@ export const batchesRouter = (deps: ApiDeps): Router => {
     const key = idempotencyKeyOf(req);
     const type = mediaType(req);
     if (type === "application/json" || /^application\/[\w.-]+\+json$/.test(type)) {
-      // The JSON form.
+      // The JSON form: its bytes are kept as they came and each item is parsed on its own
+      // (json-batch-body.ts), so memory stays near the body's size.
       const query = parse(jsonQuerySchema, req.query);
+      const given = req.body as BodyChunks | undefined;
+      if (given === undefined) throw validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
+      const scanned = scanJsonBatchBody(given.length === 0 ? emptyBody : given, MAX_JSON_ITEMS + 1);
+      if (scanned === "not_an_object") throw notAnObject(given);
       if (key !== undefined) {
-        const requestHash = jsonRequestHash(req);
+        const requestHash = jsonRequestHash(req, (hash) => scanned.hashCanonical(hash, canonical));
         const claim = await claimIdempotencyKey(deps.db, { accountId, key, scope: scopeOf(req), requestHash }, deps.idempotency);
         if (claim.kind === "replay") return replay(res, claim.answer);
         if (claim.kind !== "claimed") throw refusal(claim);
         recordAnswer(deps.db, res, { accountId, key, requestHash: () => requestHash });
       }
-      if (typeof req.body !== "object" || req.body === null || Array.isArray(req.body)) {
-        throw validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
-      }
-      const body = parse(jsonBatchBodySchema, req.body);
+      // The items are checked for their count here, and one by one as they are accepted.
+      const head = Object.fromEntries(scanned.fields);
+      if (scanned.itemCount !== undefined) head.items = new Array<unknown>(scanned.itemCount);
+      const body = parse(jsonBatchBodySchema, head);
       const dryRun = truthy(query.dry_run);
       const atomic = truthy(query.atomic);
       // Known up front: a batch over the spend cap is refused whole.
-      const plannedCredits = body.items.reduce<number>((sum, item) => {
-        if (typeof item !== "object" || item === null || Array.isArray(item)) return sum;
+      let plannedCredits = 0;
+      for (let i = 0; i < body.items.length; i++) {
+        const item = scanned.item(i);
+        if (typeof item !== "object" || item === null || Array.isArray(item)) continue;
         const checked = parseBatchItem(body.defaults, item as Record<string, unknown>);
-        return checked.ok ? sum + itemCredits(checked.request.n, deps.batches.credits.perImage) : sum;
-      }, 0);
+        if (checked.ok) plannedCredits += itemCredits(checked.request.n, deps.batches.credits.perImage);
+      }
       const result = await acceptBatch(deps.batches, {
         accountId,
         source: "json",
         fields: { name: body.name, callback_url: body.callback_url, defaults: body.defaults },
-        items: arrayItems(body.items),
+        items: scanned.items(),
         atomic,
         dryRun,
         plannedCredits,

@@ -149,9 +149,3 @@ export async function* csvItems(stream: Readable | AsyncIterable<Buffer>): Async
     yield { line: read.line, value };
   }
 }
-
-export async function* arrayItems(items: unknown[]): AsyncGenerator<RawItem> {
-  for (const [i, value] of items.entries()) {
-    yield isPlainObject(value) ? { line: i + 1, value } : { line: i + 1, error: "must be a JSON object" };
-  }
-}

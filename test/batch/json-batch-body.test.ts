@@ -1,0 +1,108 @@
+import { createHash } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import { canonical } from "../../apps/api/middleware/idempotency.ts";
+import type { AppError } from "../../apps/domain/errors/app-error.ts";
+import { scanJsonBatchBody, type BodyChunks } from "../../apps/domain/batch/json-batch-body.ts";
+
+// The body cut into chunks at the given offsets, as a socket may deliver it.
+const chunked = (text: string, cuts: number[]): BodyChunks => {
+  const bytes = Buffer.from(text, "utf8");
+  const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const chunks: Buffer[] = [];
+  let from = 0;
+  for (const cut of [...at, bytes.length]) {
+    chunks.push(bytes.subarray(from, cut));
+    from = cut;
+  }
+  return { chunks, length: bytes.length };
+};
+
+const wholeHash = (value: unknown) => createHash("sha256").update(JSON.stringify(canonical(value))).digest("hex");
+const scannedHash = (scanned: Exclude<ReturnType<typeof scanJsonBatchBody>, "not_an_object">) => {
+  const hash = createHash("sha256");
+  scanned.hashCanonical(hash, canonical);
+  return hash.digest("hex");
+};
+
+const readAll = async (scanned: Exclude<ReturnType<typeof scanJsonBatchBody>, "not_an_object">) => {
+  const out = [];
+  for await (const item of scanned.items()) out.push(item);
+  return out;
+};
+
+describe("a JSON batch body read item by item", () => {
+  it("when any JSON object is cut into chunks anywhere, then its fields, items and idempotency hash are those of JSON.parse of the whole", async () => {
+    const item = fc.oneof(fc.jsonValue(), fc.dictionary(fc.string(), fc.jsonValue()));
+    const body = fc.record(
+      { name: fc.string(), defaults: fc.dictionary(fc.string(), fc.jsonValue()), items: fc.array(item, { maxLength: 8 }), other: fc.jsonValue() },
+      { requiredKeys: [] },
+    );
+    await fc.assert(
+      fc.asyncProperty(body, fc.array(fc.nat(), { maxLength: 6 }), fc.boolean(), async (value, cuts, spaced) => {
+        const text = JSON.stringify(value, null, spaced ? 2 : undefined);
+        const parsed = JSON.parse(text) as Record<string, unknown>;
+        const scanned = scanJsonBatchBody(chunked(text, cuts), 100);
+        if (scanned === "not_an_object") throw new Error("an object was not recognised");
+        const { items, ...rest } = parsed;
+        expect(Object.fromEntries(scanned.fields)).toEqual(rest);
+        expect(scanned.itemCount).toBe(Array.isArray(items) ? items.length : undefined);
+        if (Array.isArray(items)) {
+          expect(await readAll(scanned)).toEqual(
+            items.map((v, i) => (typeof v === "object" && v !== null && !Array.isArray(v) ? { line: i + 1, value: v } : { line: i + 1, error: "must be a JSON object" })),
+          );
+        }
+        expect(scannedHash(scanned)).toBe(wholeHash(parsed));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("when the body does not parse, then it is refused as not valid JSON once its items are read, wherever the fault is", () => {
+    const bad = [
+      '{"items":[{"a":1},]}',
+      '{"items":[{"a":1}',
+      '{"items":[{"a":1}]',
+      '{"items":[{"a":1}]} x',
+      '{"name":}',
+      '{"name" "x"}',
+      '{"name":"x",}',
+      '{"items":[{"a":"unterminated}]}',
+      '{"items":[tru]}',
+      '{"items":[{"a":1}{"b":2}]}',
+      "{name:1}",
+      '{"items":[{"a":[1,2}]}',
+    ];
+    for (const text of bad) {
+      expect(() => JSON.parse(text), text).toThrow();
+      for (const cut of [0, 3, 7, 11]) {
+        const refusal = (() => {
+          try {
+            const scanned = scanJsonBatchBody(chunked(text, [cut]), 100);
+            // As the route does before writing anything: every item is read once.
+            if (scanned !== "not_an_object") for (let i = 0; i < (scanned.itemCount ?? 0); i++) scanned.item(i);
+          } catch (error) {
+            return error as AppError;
+          }
+        })();
+        expect(refusal?.violations, `${text} cut at ${cut}`).toEqual([{ field: "body", message: "is not valid JSON" }]);
+      }
+    }
+  });
+
+  it("when the body is another JSON value, then it is not taken for an object; a repeated key counts once, the last", async () => {
+    for (const text of ["[1,2]", "123", '"x"', "null", " true"]) expect(scanJsonBatchBody(chunked(text, []), 10)).toBe("not_an_object");
+    const scanned = scanJsonBatchBody(chunked('\uFEFF{"items":[{"a":1}],"name":"a","items":[{"b":2},3],"name":"b"}', [5]), 10);
+    if (scanned === "not_an_object") throw new Error("an object was not recognised");
+    expect(scanned.fields.get("name")).toBe("b");
+    expect(await readAll(scanned)).toEqual([{ line: 1, value: { b: 2 } }, { line: 2, error: "must be a JSON object" }]);
+  });
+
+  it("when there are more items than it keeps, then all are counted and only the kept ones are read", async () => {
+    const text = JSON.stringify({ items: Array.from({ length: 25 }, (_, i) => ({ i })) });
+    const scanned = scanJsonBatchBody(chunked(text, [17, 40, 99]), 10);
+    if (scanned === "not_an_object") throw new Error("an object was not recognised");
+    expect(scanned.itemCount).toBe(25);
+    expect((await readAll(scanned)).map((r) => r.line)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+  });
+});
