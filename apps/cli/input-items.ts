@@ -47,17 +47,28 @@ const sniffFormat = async (file: string): Promise<InputKind> => {
   }
 };
 
-// A local image becomes inline Base64; a URL (or anything else, which the API then judges) is sent
-// as it is. Relative paths in a CSV or NDJSON file are relative to that file.
-const inlineImage = async (value: unknown, baseDir: string): Promise<unknown> => {
-  if (typeof value !== "string" || value === "" || isUrl(value)) return value;
+// A local image becomes inline Base64 with its path as written as the item's `input_name` (the
+// API keeps it: the manifest's `input` and the downloaded results are named after it); a URL (or
+// anything else, which the API then judges) is sent as it is. Relative paths in a CSV or NDJSON
+// file are relative to that file. An item's own input_name wins.
+const withInlineImage = async (item: Record<string, unknown>, baseDir: string): Promise<Record<string, unknown>> => {
+  const value = item.image;
+  if (typeof value !== "string" || value === "" || isUrl(value)) return item;
   const candidate = path.resolve(baseDir, value);
   try {
-    if ((await stat(candidate)).isFile()) return (await readFile(candidate)).toString("base64");
+    if ((await stat(candidate)).isFile()) return { ...item, image: (await readFile(candidate)).toString("base64"), input_name: item.input_name ?? inputNameOf(value) };
   } catch {
     // Not a file: left for the API to judge (raw Base64 is valid there).
   }
-  return value;
+  return item;
+};
+
+// The API takes a name of one line, at most 255 characters: a longer path keeps its end (the
+// file's own name, which results are named after).
+const inputNameOf = (written: string) => {
+  const oneLine = written.replace(/[\u0000-\u001f\u007f-\u009f]/g, "_");
+  const chars = [...oneLine];
+  return chars.length <= 255 ? oneLine : chars.slice(-255).join("");
 };
 
 const folderItems = async function* (dir: string): AsyncGenerator<InputItem> {
@@ -66,7 +77,7 @@ const folderItems = async function* (dir: string): AsyncGenerator<InputItem> {
     .map((e) => e.name)
     .sort();
   if (names.length === 0) throw usageError(`No .png, .jpg or .jpeg images in ${dir}.`);
-  for (const name of names) yield { item: { image: (await readFile(path.join(dir, name))).toString("base64") }, label: name };
+  for (const name of names) yield { item: { image: (await readFile(path.join(dir, name))).toString("base64"), input_name: inputNameOf(name) }, label: name };
 };
 
 const ndjsonItems = async function* (file: string): AsyncGenerator<InputItem> {
@@ -84,7 +95,7 @@ const ndjsonItems = async function* (file: string): AsyncGenerator<InputItem> {
     if (typeof value !== "object" || value === null || Array.isArray(value)) throw usageError(`${file} line ${n} is not a JSON object.`);
     const item = value as Record<string, unknown>;
     const label = typeof item.image === "string" && item.image.length < 300 ? item.image : `${path.basename(file)} line ${n}`;
-    yield { item: { ...item, image: await inlineImage(item.image, path.dirname(file)) }, label };
+    yield { item: await withInlineImage(item, path.dirname(file)), label };
   }
 };
 
@@ -103,7 +114,7 @@ const csvItems = async function* (file: string): AsyncGenerator<InputItem> {
         item[field] = field.endsWith("_expansion_ratio") && /^-?\d+(\.\d+)?$/.test(cell) ? Number(cell) : cell;
       }
       const label = typeof item.image === "string" && item.image.length < 300 ? item.image : `${path.basename(file)} row ${row}`;
-      yield { item: { ...item, image: await inlineImage(item.image, path.dirname(file)) }, label };
+      yield { item: await withInlineImage(item, path.dirname(file)), label };
     }
   } catch (error) {
     if ((error as { code?: string }).code?.startsWith("CSV_")) throw usageError(`${file} is not valid CSV: ${(error as Error).message}`);

@@ -269,7 +269,7 @@ export interface paths {
         put?: never;
         /**
          * Submit many expansions at once (JSON up to 10,000 items; NDJSON or CSV streamed, any length)
-         * @description Each item is validated as a single create is, over the batch's defaults; bad items are reported by line and the valid ones proceed (or none, with atomic=true). The JSON form takes only `atomic` and `dry_run` in the query (its fields go in the body); the streamed forms take the batch's fields and defaults in the query.
+         * @description Each item is validated as a single create is, over the batch's defaults; bad items are reported by line and the valid ones proceed (or none, with atomic=true). The JSON form takes only `atomic` and `dry_run` in the query (its fields go in the body); the streamed forms take the batch's fields and defaults in the query. An item may also carry `input_name` (at most 255 characters, one line, no control characters): its own name for an image that is not a URL (a local file's name), stored with the task and shown as the results manifest's `input` and in the batch's task list.
          */
         post: operations["createBatch"];
         delete?: never;
@@ -1242,6 +1242,8 @@ export interface components {
                 /** Format: date-time */
                 updated_at: string;
                 batch_line: number | null;
+                /** @description The item's input_name as given (a local image's file name), or null */
+                input_name: string | null;
             }[];
             next_cursor: string | null;
         };

@@ -56,6 +56,34 @@ describe("POST /v1/batches", () => {
     ]);
   });
 
+  it("when items name their images with input_name, then a valid name is kept with the task and shown in the manifest; a bad one is refused by line", async () => {
+    const { key } = await stack.newAccount();
+    const image = (await makeImage(400, 300)).toString("base64");
+    const lines = [
+      JSON.stringify({ image, input_name: "photos/p1.png" }),
+      JSON.stringify({ image, input_name: "two\nlines.png" }),
+      JSON.stringify({ image, input_name: "x".repeat(256) }),
+      JSON.stringify({ image, input_name: 7 }),
+      JSON.stringify({ image, input_name: null }),
+      JSON.stringify({ image: imageUrl, input_name: "named-url.png" }),
+    ].join("\n");
+    const answer = await postBatchStream(stack.api.url, key, lines, { query: "up_expansion_ratio=0.1&down_expansion_ratio=0.1&left_expansion_ratio=0.2&right_expansion_ratio=0.2" });
+    expect(answer.status).toBe(201);
+    expect(answer.body.intake).toMatchObject({ accepted: 3, rejected: 3 });
+    expect(answer.body.intake.errors).toEqual([
+      { line: 2, field: "input_name", message: expect.stringMatching(/control characters/) },
+      { line: 3, field: "input_name", message: "must be at most 255 characters" },
+      { line: 4, field: "input_name", message: expect.stringMatching(/must be a string/) },
+    ]);
+    const manifest = await call(stack.api.url, "GET", `/v1/batches/${answer.body.id}/results`, { key });
+    const rows = String(manifest.body).trim().split("\n").map((l: string) => JSON.parse(l));
+    expect(rows.map((r: { line: number; input: string; input_name: string | null }) => [r.line, r.input, r.input_name])).toEqual([
+      [1, "photos/p1.png", "photos/p1.png"],
+      [5, "inline", null],
+      [6, imageUrl, "named-url.png"],
+    ]);
+  });
+
   it("when a CSV body names its fields in a header row, then rows become tasks with batch defaults and per-row overrides", async () => {
     const { key } = await stack.newAccount();
     const csv = `image,up_expansion_ratio,prompt,n\n${imageUrl},,"a ""quoted"", prompt",2\n${imageUrl},0.3,,\n${imageUrl},x,,\n${imageUrl},0.1\n`;

@@ -146,7 +146,9 @@ describe("the CLI as a subprocess", () => {
     expect(got.stdout).toMatch(/3\/3 image\(s\) \(3 downloaded, 0 already there/);
     const manifest = await manifestOf(out);
     expect(manifest.map((m) => m.line)).toEqual([1, 2, 3]);
-    const names = manifest.map((m) => `${String(m.line).padStart(6, "0")}_0.png`);
+    // Local images are named by their file, in the manifest and in the downloaded results.
+    expect(manifest.map((m) => m.input)).toEqual(["p1.png", "p2.png", "p3.png"]);
+    const names = ["p1_0.png", "p2_0.png", "p3_0.png"];
     for (const [i, name] of names.entries()) expect(sha256(await readFile(path.join(out, name)))).toBe(manifest[i].images[0].sha256);
 
     // Resumed: a missing and a damaged image are fetched again, the intact one is kept.
@@ -180,6 +182,15 @@ describe("the CLI as a subprocess", () => {
     const batchId = createdId(run.stderr)!;
     const batch = await call(stack.api.url, "GET", `/v1/batches/${batchId}`, { key: env.API_KEY });
     expect(batch.body).toMatchObject({ status: "completed_with_errors", counts: { succeeded: 2 }, items: { accepted: 2, rejected: 1 } });
+    // A local path is named as the CSV wrote it (the manifest's input, the task list's input_name),
+    // and its results after its file (n = 2: p2_0, p2_1); a URL by its own name.
+    const out = path.join(work, "csv-out");
+    const got = await runCli(["download", batchId, "--out", out], env);
+    expect(got.code, got.stderr).toBe(0);
+    expect((await manifestOf(out)).map((m) => [m.line, m.input])).toEqual([[1, files.url("/a.jpg")], [2, "photos/p2.png"]]);
+    expect((await readdir(out)).sort()).toEqual(["a_0.png", "manifest.ndjson", "p2_0.png", "p2_1.png"]);
+    const listed = await call(stack.api.url, "GET", `/v1/batches/${batchId}/tasks`, { key: env.API_KEY });
+    expect(listed.body.data.map((t: { batch_line: number; input_name: string | null }) => [t.batch_line, t.input_name])).toEqual([[1, null], [2, "photos/p2.png"]]);
 
     const piped = await runCli(["submit", "-", "--format", "ndjson", ...ratios, "--name", "from stdin"], env, {
       stdin: `${JSON.stringify({ image: files.url("/a.jpg"), n: 1 })}\n`,

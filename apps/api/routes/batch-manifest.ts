@@ -5,13 +5,15 @@ import type { TaskWithImages } from "../../domain/task/task.repository.ts";
 import { finalUnitDeductionOf } from "../../domain/task/task.presenter.ts";
 import type { ApiDeps } from "../api-deps.ts";
 
-// One line per task, in upload order: what went in (line, image URL or "inline"), how it ended,
+// One line per task, in upload order: what went in (line; the image URL, else the item's
+// input_name, else "inline"), how it ended,
 // where its images are kept (with size and SHA-256), what it cost, and why it failed.
 const manifestLine = (deps: Pick<ApiDeps, "signLink">, t: TaskWithImages) => ({
   line: t.batchLine,
   task_id: t.id,
   external_task_id: t.externalTaskId,
-  input: t.imageUrl ?? "inline",
+  input: t.imageUrl ?? t.inputName ?? "inline",
+  input_name: t.inputName,
   status: t.status,
   images: t.status === "succeeded"
     ? t.images.map((i) => ({ index: i.index, location: i.storageKey, url: deps.signLink(t.id, i.index), width: i.width, height: i.height, sha256: i.sha256 }))

@@ -288,7 +288,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
     const page = await listBatchTasks(deps.db, batch.id, query);
     res.json({
-      data: page.tasks.map((t) => ({ ...toNativeTask(t, deps.signLink), batch_line: t.batchLine })),
+      data: page.tasks.map((t) => ({ ...toNativeTask(t, deps.signLink), batch_line: t.batchLine, input_name: t.inputName })),
       next_cursor: page.nextCursor ?? null,
     });
   });

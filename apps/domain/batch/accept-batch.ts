@@ -54,7 +54,7 @@ export type BatchIntakeResult = {
 const MAX_REPORTED_ERRORS = 1_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-type Prepared = { id: string; line: number; request: ExpandRequest; inline?: { key: string; width: number; height: number } };
+type Prepared = { id: string; line: number; request: ExpandRequest; inputName: string | undefined; inline?: { key: string; width: number; height: number } };
 
 // One batch's intake: items are read one at a time, validated exactly as a single create, and
 // written in chunks (one multi-row statement per chunk: tasks, their first events and the batch's
@@ -147,7 +147,7 @@ export const acceptBatch = async (
     }
     result.credits += credits;
     result.images += request.n;
-    return { id, line: raw.line, request, ...(inline ? { inline } : {}) };
+    return { id, line: raw.line, request, inputName: checked.inputName, ...(inline ? { inline } : {}) };
   };
 
   if (input.dryRun) {
@@ -342,6 +342,7 @@ const writeChunk = async (
     accountId,
     batchId,
     batchLine: p.line,
+    inputName: p.inputName ?? null,
     externalTaskId: p.request.externalTaskId ?? null,
     callbackUrl: p.request.callbackUrl ?? null,
     imageUrl: p.request.image.kind === "url" ? p.request.image.url : null,

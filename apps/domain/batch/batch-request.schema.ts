@@ -90,19 +90,37 @@ export const streamedBatchQuerySchema = streamedBatchQueryFieldsSchema.transform
   return { fields: { name, callback_url, defaults } satisfies BatchFields, atomic: atomic ?? false, dryRun: dry_run ?? false };
 });
 
-export type ItemCheck = { ok: true; request: ExpandRequest } | { ok: false; violations: FieldViolation[] };
+export const MAX_INPUT_NAME_CHARS = 255;
+
+// A batch item's own name for its image (the CLI sends a local file's name): shown as the results
+// manifest's `input` for an image that is not a URL, and written into file names by the CLI, so
+// it is plain text of one line.
+export const inputNameSchema = z
+  .string({ error: "must be a string: the image's file name" })
+  .min(1, { error: "must not be empty" })
+  .refine((v) => [...v].length <= MAX_INPUT_NAME_CHARS, { error: `must be at most ${MAX_INPUT_NAME_CHARS} characters` })
+  .refine((v) => !/[\u0000-\u001f\u007f-\u009f]/.test(v), { error: "must not contain control characters (line breaks, tabs, NUL)" })
+  .refine((v) => v.isWellFormed(), { error: "must not contain unpaired UTF-16 surrogates" });
+
+export type ItemCheck = { ok: true; request: ExpandRequest; inputName: string | undefined } | { ok: false; violations: FieldViolation[] };
 
 // An item is validated exactly as a single create is (the same schema), over the batch's defaults.
 // An item that names the downward ratio in either spelling replaces both of the defaults'.
 export const parseBatchItem = (defaults: BatchDefaults, given: Record<string, unknown>): ItemCheck => {
-  const item = withoutNulls(given);
+  const { input_name: inputName, ...item } = withoutNulls(given);
+  const name = inputName === undefined ? undefined : inputNameSchema.safeParse(inputName);
   const base: Record<string, unknown> = { ...defaults };
   if ("down_expansion_ratio" in item || "bottom_expansion_ratio" in item) {
     delete base.down_expansion_ratio;
     delete base.bottom_expansion_ratio;
   }
   const parsed = expandRequestBodySchema.safeParse({ ...base, ...item });
-  return parsed.success ? { ok: true, request: parsed.data } : { ok: false, violations: toFieldViolations(parsed.error) };
+  const violations = [
+    ...(parsed.success ? [] : toFieldViolations(parsed.error)),
+    ...(name && !name.success ? toFieldViolations(name.error).map((v) => ({ ...v, field: v.field === "body" ? "input_name" : `input_name.${v.field}` })) : []),
+  ];
+  if (!parsed.success || violations.length > 0) return { ok: false, violations };
+  return { ok: true, request: parsed.data, inputName: name?.data };
 };
 
 // What an item will cost before it runs, in provider credits: the provider charges per image (the

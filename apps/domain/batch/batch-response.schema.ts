@@ -67,7 +67,10 @@ export const batchDryRunSchema = batchIntakeSchema
 export const batchPageSchema = z.object({ data: z.array(batchViewSchema), next_cursor: z.uuid().nullable() }).meta({ id: "BatchPage" });
 
 export const batchTaskPageSchema = z
-  .object({ data: z.array(nativeTaskSchema.extend({ batch_line: z.int().nullable() })), next_cursor: z.uuid().nullable() })
+  .object({ data: z.array(nativeTaskSchema.extend({
+        batch_line: z.int().nullable(),
+        input_name: z.string().nullable().meta({ description: "The item's input_name as given (a local image's file name), or null" }),
+      }),), next_cursor: z.uuid().nullable() })
   .meta({ id: "BatchTaskPage" });
 
 export const batchCanceledSchema = batchViewSchema.extend({ canceled_now: z.int() }).meta({ id: "BatchCanceled" });
