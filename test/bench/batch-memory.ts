@@ -2,7 +2,8 @@
 // memory (peak VmHWM over the idle VmRSS, from /proc) of an API in its own process. A measurement,
 // not a test: it prints figures and exits non-zero only if a run breaks.
 //
-// Knobs: BENCH_MEMORY_FORMS (ndjson,json), BENCH_MEMORY_HEAPS (default,small).
+// Knobs: BENCH_MEMORY_FORMS (ndjson,json), BENCH_MEMORY_HEAPS (default,small; also `v8`: the API
+// with API_HEAP_GROWING_PERCENT=0, V8's own heap growth, the figure before that setting).
 // Runs: NDJSON streams of BENCH_MEMORY_NDJSON_ITEMS (default "100000,200000") URL items; a JSON
 // batch of about BENCH_MEMORY_JSON_MB (default 28) MB of URL items. Each on a fresh API process, once
 // as configured and once with a small V8 heap (--max-old-space-size=BENCH_MEMORY_SMALL_HEAP_MB,
@@ -17,7 +18,8 @@ import { startBenchStack } from "./api-stack.ts";
 const ndjsonCounts = (process.env.BENCH_MEMORY_NDJSON_ITEMS ?? "100000,200000").split(",").map(Number);
 const jsonMb = Number(process.env.BENCH_MEMORY_JSON_MB ?? 28);
 const smallHeapMb = Number(process.env.BENCH_MEMORY_SMALL_HEAP_MB ?? 128);
-const heaps = (process.env.BENCH_MEMORY_HEAPS ?? "default,small").split(",") as ("default" | "small")[];
+type Heap = "default" | "small" | "v8";
+const heaps = (process.env.BENCH_MEMORY_HEAPS ?? "default,small").split(",") as Heap[];
 const forms = (process.env.BENCH_MEMORY_FORMS ?? "ndjson,json").split(",");
 const ratios = { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
 const item = (i: number) => JSON.stringify({ image: `https://images.example.com/photos/product-${i}.jpg`, ...ratios, prompt: `item ${i}` });
@@ -70,10 +72,15 @@ const jsonBody = (megabytes: number) => {
 
 type Run = { label: string; bodyMb: number; send: (apiUrl: string, key: string) => Promise<{ status: number; body: string }> };
 
-const measure = async (run: Run, heap: "default" | "small") => {
+const measure = async (run: Run, heap: Heap) => {
   // Intake waits longer for Redis than in production: a loaded machine must not end the run with a 503.
   const base = { ...process.env, ENQUEUE_TIMEOUT_MS: process.env.ENQUEUE_TIMEOUT_MS ?? "20000" };
-  const env = heap === "small" ? { ...base, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --max-old-space-size=${smallHeapMb}`.trim() } : base;
+  const env =
+    heap === "small"
+      ? { ...base, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --max-old-space-size=${smallHeapMb}`.trim() }
+      : heap === "v8"
+        ? { ...base, API_HEAP_GROWING_PERCENT: "0" }
+        : base;
   const stack = await startBenchStack(env);
   const pool = new pg.Pool({ connectionString: stack.databaseUrl, max: 2 });
   try {

@@ -10,6 +10,14 @@ export const batchEnv = {
   // lost machine) is ended by the worker's sweep as broken_off, keeping exactly its committed
   // chunks. The reading process renews it every third of this while it reads.
   BATCH_UPLOAD_LEASE_MS: z.coerce.number().int().min(300).max(3_600_000).default(30_000),
+  // How far V8 lets the API's heap grow past what the last full collection kept before it collects
+  // again (V8's --heap-growing-percent, set at start; 0 leaves V8's own choice). Intake holds one
+  // chunk, but each chunk's rows, statement and jobs outlive a young-generation collection and land
+  // in the old generation as garbage; V8's own factor (up to 4x the live heap on a large machine)
+  // let a long NDJSON upload raise the process by 150-200 MB before a full collection. At 100 the
+  // growth stays near the live heap (~40 MB), at the cost of a full collection every few seconds
+  // while an upload runs (mostly incremental; docs/batches-and-cli.md has the figures).
+  API_HEAP_GROWING_PERCENT: z.coerce.number().int().min(0).max(1_000).default(100),
   // Items per multi-row insert and per BullMQ addBulk.
   BATCH_CHUNK_ITEMS: z.coerce.number().int().min(1).max(3_000).default(1_000),
   // Provider credits per result image (the simulator charges n per task; KLING.md names no price).
