@@ -2,8 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sendHeadOnly } from "../fuzz/hostile-kit.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 
-// A JSON batch is parsed whole, so it has a size limit (32 MB); the streamed forms do not. A client
-// over the limit is told where to go instead, whether it declared its length or streamed past it.
+// A JSON batch is held whole while it is read (its fields may follow its items), so it has a size
+// limit (32 MB); the streamed forms do not. A client over the limit is told where to go instead,
+// whether it declared its length or streamed past it.
 describe("a JSON batch over its size limit", () => {
   let stack: Stack;
   beforeAll(async () => {
