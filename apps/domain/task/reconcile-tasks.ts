@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { forEachConcurrently } from "../async/for-each-concurrently.ts";
 import type { Task, TaskStatus } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
-import { MIN_POLL_DELAY_MS } from "../provider-capacity/provider-run-time.ts";
+import { expectedEndMs, MIN_POLL_DELAY_MS } from "../provider-capacity/provider-run-time.ts";
 import type { ProviderRouteSet } from "../provider-capacity/provider-route-set.ts";
 import type { FairPriority } from "../queues/fair-priority.ts";
 import { ProviderError } from "../provider/provider-error.ts";
@@ -184,11 +184,14 @@ const repairSlotLedger = async (deps: ReconcileDeps) => {
 
 const pollTask = async (deps: ReconcileDeps, task: Task) => {
   const reschedule = async () => {
-    // A task past its expected end is looked at again soon, then less and less often as it ages.
+    // A task past its expected end is looked at again soon, then less and less often as it runs
+    // over: its lateness counts from when it should have ended (a poll that just missed the end of
+    // a task whose callback was lost comes back shortly, its slots held meanwhile).
     const estimate = await deps.runTimeOf(task.route).estimateMs();
     const floor = Math.min(deps.callbackGraceMs, Math.max(MIN_POLL_DELAY_MS, (estimate ?? 0) / 8));
-    const age = Date.now() - (task.submittedAt ?? task.acceptedAt).getTime();
-    await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + nextPollDelayMs(age, floor, deps.pollMaxIntervalMs)));
+    const since = task.submittedAt ?? task.acceptedAt;
+    const late = Date.now() - (estimate === undefined ? since.getTime() : expectedEndMs(since, estimate));
+    await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + nextPollDelayMs(Math.max(0, late), floor, deps.pollMaxIntervalMs)));
   };
   const route = deps.routes.of(task.route);
   if (!route) {
