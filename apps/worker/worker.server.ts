@@ -186,6 +186,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       retention: retentionSettingsFrom(config),
       storage,
       batchProgressEveryMs: config.BATCH_PROGRESS_EVERY_MS,
+      followChecksForMs: config.RECONCILE_EVERY_MS,
     }),
     1,
   );

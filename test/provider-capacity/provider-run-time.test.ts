@@ -24,9 +24,9 @@ describe("provider run time", () => {
     const submittedAt = new Date(10_000);
     // Before any task has ended there is no estimate: look after a second (the sweeper backs off).
     expect(firstCheckDelayMs(submittedAt, undefined, 60_000, 10_000)).toBe(1_000);
-    expect(firstCheckDelayMs(submittedAt, 2_000, 60_000, 10_000)).toBe(2_200);
+    expect(firstCheckDelayMs(submittedAt, 2_000, 60_000, 10_000)).toBe(2_110);
     // A processing callback a second later moves nothing: the expected end is the same moment.
-    expect(firstCheckDelayMs(submittedAt, 2_000, 60_000, 11_000)).toBe(1_200);
+    expect(firstCheckDelayMs(submittedAt, 2_000, 60_000, 11_000)).toBe(1_110);
     expect(firstCheckDelayMs(submittedAt, 2_000, 60_000, 30_000)).toBe(250);
     expect(firstCheckDelayMs(submittedAt, 600_000, 60_000, 10_000)).toBe(60_000);
   });

@@ -43,7 +43,15 @@ type Picked =
 // goes back to the queue. Only the first few in line wait in place (as many as a route has slots):
 // the others step back to the queue, so they do not hold every worker while a task of higher
 // priority (another account's single task) waits in BullMQ for a worker to take it.
-export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: RouteControls[], priority: number): Promise<Picked> => {
+// `onWaitInPlace`: called each time the task is about to wait in place (it is near the head of a
+// line), with its place; the caller prepares its create meanwhile.
+export const pickRoute = async (
+  deps: SubmitTaskDeps,
+  task: Task,
+  candidates: RouteControls[],
+  priority: number,
+  onWaitInPlace?: (place: number) => void,
+): Promise<Picked> => {
   const taskId = task.id;
   const deadline = Date.now() + deps.slotWaitMs;
   // A route found open to work stays so for this call (one gate read per route, as with one route).
@@ -92,10 +100,14 @@ export const pickRoute = async (deps: SubmitTaskDeps, task: Task, candidates: Ro
       await Promise.all(inLine.map((l) => l.route.slots.leaveLine(taskId)));
       return { kind: "timed_out" };
     }
+    onWaitInPlace?.(Math.min(...inLine.filter((l) => l.stepBackMs === 0).map((l) => l.place)));
     const stop = deps.stopping ? untilAborted(deps.stopping) : undefined;
     // Woken when a release names this task; the timeout is the safety net (and keeps its place).
+    // A route passed over because its circuit is open is looked at again as soon as its probe is
+    // due, not at the next safety-net wake: its capacity would sit idle meanwhile.
+    const timeoutMs = Math.max(10, Math.min(left, 1_000, ...gated.map((g) => g.retryInMs)));
     try {
-      await Promise.race([...inLine.map((l) => l.route.slots.waitForRelease(taskId, Math.min(left, 1_000))), ...(stop ? [stop.raised] : [])]);
+      await Promise.race([...inLine.map((l) => l.route.slots.waitForRelease(taskId, timeoutMs)), ...(stop ? [stop.raised] : [])]);
     } finally {
       stop?.dispose();
     }

@@ -1,7 +1,8 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { forEachConcurrently } from "../async/for-each-concurrently.ts";
 import type { Task, TaskStatus } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
-import { MIN_POLL_DELAY_MS } from "../provider-capacity/provider-run-time.ts";
+import { expectedEndMs, MIN_POLL_DELAY_MS } from "../provider-capacity/provider-run-time.ts";
 import type { ProviderRouteSet } from "../provider-capacity/provider-route-set.ts";
 import type { FairPriority } from "../queues/fair-priority.ts";
 import { ProviderError } from "../provider/provider-error.ts";
@@ -50,6 +51,50 @@ export const needsSourceCheck = (task: Pick<Task, "imageUrl" | "sourceWidth">) =
 export type ReconcileSummary = { polled: number; redriven: number; timedOut: number; slotsRepaired: number; errors: number };
 
 const POLL_CONCURRENCY = 16;
+// A follow-up wakes no more often than this (a burst of checks due together is one wake).
+const FOLLOW_MIN_WAIT_MS = 25;
+
+const overdueInFlight = (deps: Pick<ReconcileDeps, "db" | "batchSize">) =>
+  deps.db
+    .selectFrom("task")
+    .selectAll()
+    .where("status", "in", inFlightStatuses)
+    .where("nextCheckAt", "<=", new Date())
+    .orderBy("nextCheckAt", "asc")
+    .limit(deps.batchSize)
+    .execute();
+
+// A lost end callback is noticed by the poll at the task's expected end (next_check_at, from the
+// provider's learnt run time: apply-provider-report.ts); with only a sweep every RECONCILE_EVERY_MS
+// that poll would come up to that much later, the task's slots held all the while (measured by
+// `npm run bench:provider`). So until the next sweep is due, a sweep waits for the in-flight checks
+// that fall due and polls them then: one indexed read per wake, and none when nothing is due soon.
+export const followUpcomingChecks = async (deps: ReconcileDeps, untilMs: number): Promise<number> => {
+  let polled = 0;
+  for (;;) {
+    const now = Date.now();
+    if (untilMs - now < FOLLOW_MIN_WAIT_MS) return polled;
+    const next = await deps.db
+      .selectFrom("task")
+      .select("nextCheckAt")
+      .where("status", "in", inFlightStatuses)
+      .where("nextCheckAt", ">", new Date(now))
+      .where("nextCheckAt", "<", new Date(untilMs))
+      .orderBy("nextCheckAt", "asc")
+      .limit(1)
+      .executeTakeFirst();
+    if (!next?.nextCheckAt) return polled;
+    await sleep(Math.max(FOLLOW_MIN_WAIT_MS, next.nextCheckAt.getTime() - Date.now()));
+    await forEachConcurrently(await overdueInFlight(deps), POLL_CONCURRENCY, async (task) => {
+      try {
+        await pollTask(deps, task);
+        polled++;
+      } catch (error) {
+        deps.logger.warn({ taskId: task.id, err: error }, "poll at the expected end failed");
+      }
+    });
+  }
+};
 
 // Callbacks are hints; the provider's GET is the truth. Every non-terminal task carries the time of
 // its next expected sign of life (`next_check_at`); a task past it is looked at here.
@@ -139,11 +184,14 @@ const repairSlotLedger = async (deps: ReconcileDeps) => {
 
 const pollTask = async (deps: ReconcileDeps, task: Task) => {
   const reschedule = async () => {
-    // A task past its expected end is looked at again soon, then less and less often as it ages.
+    // A task past its expected end is looked at again soon, then less and less often as it runs
+    // over: its lateness counts from when it should have ended (a poll that just missed the end of
+    // a task whose callback was lost comes back shortly, its slots held meanwhile).
     const estimate = await deps.runTimeOf(task.route).estimateMs();
     const floor = Math.min(deps.callbackGraceMs, Math.max(MIN_POLL_DELAY_MS, (estimate ?? 0) / 8));
-    const age = Date.now() - (task.submittedAt ?? task.acceptedAt).getTime();
-    await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + nextPollDelayMs(age, floor, deps.pollMaxIntervalMs)));
+    const since = task.submittedAt ?? task.acceptedAt;
+    const late = Date.now() - (estimate === undefined ? since.getTime() : expectedEndMs(since, estimate));
+    await scheduleCheck(deps.db, task.id, task.status, new Date(Date.now() + nextPollDelayMs(Math.max(0, late), floor, deps.pollMaxIntervalMs)));
   };
   const route = deps.routes.of(task.route);
   if (!route) {

@@ -4,9 +4,10 @@ export const backoffWithJitter = (attempt: number, baseMs: number, maxMs: number
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
 };
 
-// Polling slows down as a task ages: a quick task is checked soon, a slow one is not hammered.
-export const nextPollDelayMs = (ageMs: number, graceMs: number, maxMs: number): number =>
-  Math.min(maxMs, Math.max(graceMs, Math.round(ageMs / 4)));
+// Polling slows down as a task runs over (`lateMs`: past its expected end, or its age when no run
+// time is known yet): a task just past its end is checked soon, a slow one is not hammered.
+export const nextPollDelayMs = (lateMs: number, graceMs: number, maxMs: number): number =>
+  Math.min(maxMs, Math.max(graceMs, Math.round(lateMs / 4)));
 
 // Failures that may pass when the task is run again (a batch's retry re-runs only these). Not:
 // a bad image, a request the provider refused, more images than the account has slots, a task the

@@ -46,8 +46,8 @@ export const submitTask = async (
   taskId: string,
   options: { priority?: number } = {},
 ): Promise<SubmitOutcome> => {
-  // The source bytes (up to 10 MB) are read only once slots are held: a job may run many times
-  // while it waits.
+  // The source bytes (up to 10 MB) are read only near the head of the line (prepareAttempt): a job
+  // may run many times while it waits.
   const task = await findTask(deps.db, taskId);
   if (!task) return { kind: "task_missing" };
   if (task.status !== "queued" && task.status !== "submitting") return { kind: "already_done" };
@@ -72,42 +72,79 @@ export const submitTask = async (
   // without it (queued before that stage existed) is handed there.
   if (task.imageUrl && task.sourceWidth === null) return { kind: "needs_source_check" };
 
-  const picked = await pickRoute(deps, task, candidates, options.priority ?? 0);
-  if (picked.kind === "gated") {
-    if (task.waitReason !== picked.reason) await markWaiting(deps.db, taskId, [task.status], picked.reason);
-    return { kind: "retry_later", delayMs: picked.retryInMs + Math.round(Math.random() * 500), reason: picked.reason };
-  }
-  if (picked.kind !== "acquired") {
-    return { kind: "retry_later", delayMs: picked.kind === "stepped_back" ? picked.delayMs + Math.round(Math.random() * STEP_BACK_MS) : 10, reason: SLOT_WAIT_REASON };
-  }
-  const route = picked.route;
-
-  // What we checked, never the caller's URL again (provider-image.ts).
-  const image = await providerImageOf(deps, task);
-  if (image === undefined) {
-    await failTask(deps, taskId, "worker", { class: "invalid_image", message: "image: the task has no source image" });
-    return { kind: "failed" };
-  }
-
-  // One attempt at a time, whatever BullMQ does: a second run of this job (its lock lost while Redis
-  // hung) finds the lease taken and waits, instead of racing this one to a second create.
-  // The lease is short and renewed while the attempt runs, so a crashed worker's lease runs out soon.
-  const claimed = await claimSubmitAttempt(deps.db, taskId, deps.attemptLeaseMs);
-  if (!claimed || (claimed.status === "submitting" && deps.routes.of(claimed.route) !== route)) {
-    // Another attempt left the task bound to a route other than the one picked: only that one may
-    // be asked about it, and the slots taken here go back.
-    if (claimed) await Promise.all([route.slots.release(taskId), releaseSubmitAttempt(deps.db, taskId)]);
-    return { kind: "retry_later", delayMs: ATTEMPT_BUSY_RETRY_MS + Math.round(Math.random() * 500), reason: "another attempt is in progress" };
-  }
-  const renewal = setInterval(() => {
-    renewSubmitAttempt(deps.db, taskId, deps.attemptLeaseMs).catch((error: unknown) => deps.logger.warn({ err: error, taskId }, "attempt lease not renewed"));
-  }, deps.attemptLeaseMs / 3);
+  // What the create needs besides slots (the source to send, the attempt's lease) is prepared while
+  // the task waits near the head of a line, so that the slot hand-off is the acquire, the
+  // `submitting` mark and the create request (measured by `npm run bench:provider`). Only near the
+  // head: a source may be 10 MB, and a job far back in line may run many times while it waits.
+  const preparation = prepareAttempt(deps, task);
   try {
+    const picked = await pickRoute(deps, task, candidates, options.priority ?? 0, (place) => {
+      if (place < PREPARE_AHEAD) preparation.start();
+    });
+    if (picked.kind === "gated") {
+      if (task.waitReason !== picked.reason) await markWaiting(deps.db, taskId, [task.status], picked.reason);
+      return { kind: "retry_later", delayMs: picked.retryInMs + Math.round(Math.random() * 500), reason: picked.reason };
+    }
+    if (picked.kind !== "acquired") {
+      return { kind: "retry_later", delayMs: picked.kind === "stepped_back" ? picked.delayMs + Math.round(Math.random() * STEP_BACK_MS) : 10, reason: SLOT_WAIT_REASON };
+    }
+    const route = picked.route;
+
+    const { image, claimed } = await preparation.start();
+    if (image === undefined) {
+      await failTask(deps, taskId, "worker", { class: "invalid_image", message: "image: the task has no source image" });
+      return { kind: "failed" };
+    }
+    // One attempt at a time, whatever BullMQ does: a second run of this job (its lock lost while Redis
+    // hung) finds the lease taken and waits, instead of racing this one to a second create.
+    // The lease is short and renewed while the attempt runs, so a crashed worker's lease runs out soon.
+    if (!claimed || (claimed.status === "submitting" && deps.routes.of(claimed.route) !== route)) {
+      // Another attempt left the task bound to a route other than the one picked: only that one may
+      // be asked about it, and the slots taken here go back.
+      if (claimed) await route.slots.release(taskId);
+      return { kind: "retry_later", delayMs: ATTEMPT_BUSY_RETRY_MS + Math.round(Math.random() * 500), reason: "another attempt is in progress" };
+    }
     return await attemptSubmission(deps, claimed, image, route);
   } finally {
-    clearInterval(renewal);
-    await releaseSubmitAttempt(deps.db, taskId).catch((error: unknown) => deps.logger.warn({ err: error, taskId }, "attempt lease not released; it runs out"));
+    await preparation.dispose();
   }
+};
+
+// How near the head of a line (places) a waiting task prepares its create.
+const PREPARE_AHEAD = 8;
+
+// The source to send (what we checked, never the caller's URL again: provider-image.ts) and the
+// attempt's lease, taken at most once per job run; dispose() gives the lease back.
+const prepareAttempt = (deps: SubmitTaskDeps, task: Task) => {
+  let renewal: ReturnType<typeof setInterval> | undefined;
+  let prepared: Promise<{ image: string | undefined; claimed: Task | undefined }> | undefined;
+  const start = () =>
+    (prepared ??= (async () => {
+      const image = await providerImageOf(deps, task);
+      if (image === undefined) return { image, claimed: undefined };
+      const claimed = await claimSubmitAttempt(deps.db, task.id, deps.attemptLeaseMs);
+      if (claimed) {
+        renewal = setInterval(() => {
+          renewSubmitAttempt(deps.db, task.id, deps.attemptLeaseMs).catch((error: unknown) => deps.logger.warn({ err: error, taskId: task.id }, "attempt lease not renewed"));
+        }, deps.attemptLeaseMs / 3);
+      }
+      return { image, claimed };
+    })());
+  return {
+    start: () => {
+      const started = start();
+      // Started while waiting: a failure surfaces when the attempt awaits it (or not at all).
+      started.catch(() => undefined);
+      return started;
+    },
+    dispose: async () => {
+      if (!prepared) return;
+      const outcome = await prepared.catch(() => undefined);
+      clearInterval(renewal);
+      if (!outcome?.claimed) return;
+      await releaseSubmitAttempt(deps.db, task.id).catch((error: unknown) => deps.logger.warn({ err: error, taskId: task.id }, "attempt lease not released; it runs out"));
+    },
+  };
 };
 
 const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string, route: RouteControls): Promise<SubmitOutcome> => {

@@ -4,7 +4,7 @@ import type { FairPriority } from "../../domain/queues/fair-priority.ts";
 import type { RetentionSettings } from "../../domain/retention/retention.config.ts";
 import { runRetention } from "../../domain/retention/retention-sweep.ts";
 import type { ObjectStorage } from "../../domain/storage/local-storage.ts";
-import { reconcileTasks, resyncFairPriority, type ReconcileDeps } from "../../domain/task/reconcile-tasks.ts";
+import { followUpcomingChecks, reconcileTasks, resyncFairPriority, type ReconcileDeps } from "../../domain/task/reconcile-tasks.ts";
 
 const FAIR_PRIORITY_RESYNC_MS = 5_000;
 const BATCH_SWEEP_MS = 1_000;
@@ -12,12 +12,17 @@ const BATCH_SWEEP_MS = 1_000;
 const CREDIT_SWEEP_MS = 10_000;
 
 // Runs on a BullMQ job scheduler, so one sweep runs per interval however many workers there are.
-export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPriority; retention: RetentionSettings; storage: Pick<ObjectStorage, "remove">; batchProgressEveryMs: number }) => {
+// `followChecksForMs`: how long after it starts a sweep keeps polling in-flight tasks as their checks
+// fall due (followUpcomingChecks); the sweep interval, so that the next sweep takes over.
+export const reconcileProcessor = (
+  deps: ReconcileDeps & { fairPriority: FairPriority; retention: RetentionSettings; storage: Pick<ObjectStorage, "remove">; batchProgressEveryMs: number; followChecksForMs?: number },
+) => {
   let lastResync = 0;
   let lastBatchSweep = 0;
   let lastPrune = 0;
   let lastCreditSweep = 0;
   return async () => {
+    const started = Date.now();
     const summary = await reconcileTasks(deps);
     if (Date.now() - lastResync >= FAIR_PRIORITY_RESYNC_MS) {
       lastResync = Date.now();
@@ -41,6 +46,7 @@ export const reconcileProcessor = (deps: ReconcileDeps & { fairPriority: FairPri
       const pruned = await runRetention(deps, deps.retention);
       if (Object.values(pruned).some((n) => n > 0)) deps.logger.info(pruned, "retention: old rows and files deleted");
     }
+    if (deps.followChecksForMs) summary.polled += await followUpcomingChecks(deps, started + deps.followChecksForMs);
     if (summary.polled + summary.redriven + summary.errors > 0) deps.logger.info(summary, "reconcile sweep");
     return summary;
   };
