@@ -21,14 +21,18 @@ const waitsForEarlier = sql<boolean>`exists (
 
 export type ClaimedDelivery = WebhookDelivery & { secretRow: { currentSealed: string; previousSealed: string | null; previousUntil: string | null; rotatedAt: string } | null };
 
-// Takes the delivery for one attempt: it must be pending, due, not held by a live attempt, and not
-// behind an earlier event. The lease outlives the attempt's timeout; a worker killed mid-attempt
-// leaves it to lapse, and the sweep hands the delivery to another worker.
-export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> => {
+// Takes deliveries for one attempt each, in one statement (a burst of events is one round trip):
+// each must be pending, due, not held by a live attempt, and not behind an earlier event (of two
+// events of one task named together, only the earlier is taken; the later follows when it is
+// decided). The lease outlives the attempt's timeout; a worker killed mid-attempt leaves it to
+// lapse, and the sweep hands the delivery to another worker. Several workers naming the same id
+// race on the row: one takes it, the others find it leased.
+export const claimDeliveries = async (db: Db, ids: readonly string[], leaseMs: number): Promise<ClaimedDelivery[]> => {
+  if (ids.length === 0) return [];
   const result = await sql<Omit<ClaimedDelivery, "payload"> & { payloadText: string }>`
     update webhook_delivery d
     set attempts = d.attempts + 1, lease_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
-    where d.id = ${id}::uuid and d.status = 'pending'
+    where d.id = any(${[...ids]}::uuid[]) and d.status = 'pending'
       and d.next_attempt_at <= now() + interval '1 second'
       and (d.lease_until is null or d.lease_until < now())
       and not ${waitsForEarlier}
@@ -41,13 +45,13 @@ export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promis
          'previousUntil', s.previous_until, 'rotatedAt', s.rotated_at)
        from webhook_signing_secret s where s.account_id = d.account_id) as "secretRow"
   `.execute(db);
-  const row = result.rows[0];
-  if (!row) return undefined;
   // As text: Kysely's CamelCasePlugin would rename the keys inside a jsonb value, and a raw event's
   // data must reach the consumer exactly as it was recorded.
-  const { payloadText, ...delivery } = row;
-  return { ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] };
+  return result.rows.map(({ payloadText, ...delivery }) => ({ ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] }));
 };
+
+export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> =>
+  (await claimDeliveries(db, [id], leaseMs))[0];
 
 export type AttemptOutcome = {
   status: DeliveryStatus;
