@@ -1,5 +1,5 @@
 import { sql, type Selectable } from "kysely";
-import type { DB, Db } from "../db/database.ts";
+import type { DB, Db, Tx } from "../db/database.ts";
 import { notifyDeliverySql } from "./outbound-events.ts";
 
 // Where each outbound callback stands, in Postgres: Redis only carries the jobs that wake a worker,
@@ -64,11 +64,15 @@ export type AttemptOutcome = {
 };
 
 // The attempt and the delivery's new state in one statement; a 410 also disables the URL for the
-// account and every delivery still waiting for it. Answers the next event of the same task or batch
-// when this one is decided (it was waiting for this one).
-export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: AttemptOutcome): Promise<{ id: string; attempts: number }[]> =>
-  db.transaction().execute(async (tx) => {
-    const decided = outcome.status !== "pending";
+// account and every delivery still waiting for it (in the same transaction). Answers the next event
+// of the same task or batch when this one is decided (it was waiting for this one), looked up once
+// the decision is committed: an event committed meanwhile either is seen here or, if its own claim
+// came after this commit, was not held back by this one. (Looked up inside the transaction, an
+// event committed between the lookup and the commit, whose claim also came before the commit, would
+// wait for the sweep.)
+export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: AttemptOutcome): Promise<{ id: string; attempts: number }[]> => {
+  const decided = outcome.status !== "pending";
+  const record = async (executor: Db | Tx) => {
     await sql`
       with attempt as (
         insert into webhook_attempt (delivery_id, attempt, started_at, status_code, latency_ms, error, response_body)
@@ -78,8 +82,11 @@ export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: 
         lease_until = null, last_status_code = ${outcome.statusCode}, last_error = ${outcome.error},
         last_latency_ms = ${outcome.latencyMs}, updated_at = now(), finished_at = ${decided ? sql`now()` : sql`null`}
       where id = ${delivery.id}::uuid
-    `.execute(tx);
-    if (outcome.status === "disabled") {
+    `.execute(executor);
+  };
+  if (outcome.status === "disabled") {
+    await db.transaction().execute(async (tx) => {
+      await record(tx);
       const reason = `HTTP 410 Gone to delivery ${delivery.id}`;
       await sql`
         insert into webhook_disabled_url (account_id, url, reason) values (${delivery.accountId}::uuid, ${delivery.url}, ${reason})
@@ -90,16 +97,20 @@ export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: 
           updated_at = now(), finished_at = now()
         where account_id = ${delivery.accountId}::uuid and url = ${delivery.url} and status = 'pending' and id <> ${delivery.id}::uuid
       `.execute(tx);
-    }
-    if (!decided) return [];
-    const next = await sql<{ id: string; attempts: number }>`
-      select d.id, d.attempts from webhook_delivery d
-      where d.status = 'pending' and d.seq > ${delivery.seq}
-        and ${delivery.taskId !== null ? sql`d.task_id = ${delivery.taskId}::uuid` : delivery.batchId !== null ? sql`d.task_id is null and d.batch_id = ${delivery.batchId}::uuid` : sql`false`}
-      order by d.seq limit 1
-    `.execute(tx);
-    return next.rows;
-  });
+    });
+  } else {
+    // One statement: no transaction around it.
+    await record(db);
+  }
+  if (!decided) return [];
+  const next = await sql<{ id: string; attempts: number }>`
+    select d.id, d.attempts from webhook_delivery d
+    where d.status = 'pending' and d.seq > ${delivery.seq}
+      and ${delivery.taskId !== null ? sql`d.task_id = ${delivery.taskId}::uuid` : delivery.batchId !== null ? sql`d.task_id is null and d.batch_id = ${delivery.batchId}::uuid` : sql`false`}
+    order by d.seq limit 1
+  `.execute(db);
+  return next.rows;
+};
 
 // Due deliveries whose job may be gone (Redis emptied, a killed worker's lease lapsed, a missed
 // notification), oldest first.
