@@ -112,7 +112,8 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     waiting.push(delivery);
     if (!flushScheduled) {
       flushScheduled = true;
-      setImmediate(() => track(claimWaiting()));
+      // Tracked from now, so that a stop that comes before the next turn waits for it too.
+      track(new Promise<void>((resolve) => setImmediate(resolve)).then(claimWaiting));
     }
   }
 
