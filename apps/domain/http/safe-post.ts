@@ -22,8 +22,9 @@ export type SafePostOptions = {
 export type SafePostAnswer = { status: number; body: string; location: string | undefined };
 
 // A kept connection the server closed while we were idle shows as a reset (or a closed pipe) as
-// soon as we write on it: the request never reached the server's application, so it is sent once
-// more on a fresh connection rather than counted as a failed attempt.
+// soon as we write on it, before any answer: such a request almost never reached the server's
+// application, so it is sent once more on a fresh connection rather than counted as a failed
+// attempt. (If it did reach it, the consumer sees it twice, same webhook-id: at least once allows.)
 const staleSocketCodes = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
 
 // One POST to an untrusted URL (outbound callbacks), with the rules of safeFetch: http(s) only, the
@@ -70,7 +71,11 @@ export const safePost = (rawUrl: string, options: SafePostOptions): Promise<Safe
         if (request !== sent) return;
         const code = (error as { code?: unknown }).code;
         if (mayRetryStale && sent.reusedSocket && phase === "connect" && typeof code === "string" && staleSocketCodes.has(code) && !settled) {
-          return send(url, false);
+          try {
+            return send(url, false);
+          } catch (retryError) {
+            return finish({ error: retryError });
+          }
         }
         finish({ error });
       });
