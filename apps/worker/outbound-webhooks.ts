@@ -7,9 +7,10 @@ import type { Db } from "../domain/db/database.ts";
 import type { Logger } from "../domain/logging/logger.ts";
 import { bullQueueName, jobCatalog, workerLockOptions } from "../domain/queues/job-catalog.ts";
 import { signImageLink } from "../domain/storage/signed-link.ts";
-import { deliverWebhook, type DeliverWebhookDeps } from "../domain/webhooks/deliver-webhook.ts";
+import { createOriginAgents } from "../domain/http/origin-agents.ts";
+import { attemptClaimed, deliverWebhook, deliveryLeaseMs, type DeliverWebhookDeps } from "../domain/webhooks/deliver-webhook.ts";
 import { WEBHOOK_NOTIFY_CHANNEL } from "../domain/webhooks/outbound-events.ts";
-import { deliveryJobId, dueDeliveries } from "../domain/webhooks/webhook-delivery.store.ts";
+import { claimDeliveries, deliveryJobId, dueDeliveries } from "../domain/webhooks/webhook-delivery.store.ts";
 import type { WorkerConfig } from "./worker.config.ts";
 
 export type OutboundWebhooksDeps = {
@@ -23,21 +24,31 @@ export type OutboundWebhooksDeps = {
 
 const SWEEP_BATCH = 500;
 const LISTEN_RETRY_MS = 1_000;
+// Kept connections to consumers: closed after this long idle (most servers keep theirs 5 s).
+const CONSUMER_IDLE_MS = 4_000;
 
-// Outbound callbacks in the worker: a BullMQ queue of delivery attempts, fed three ways. A
-// transition commits its event with a NOTIFY, which every worker's listener turns into a job (the
-// same job id from each, so one runs); a retry is a delayed job; and a sweep on a job scheduler
-// re-adds whatever is due in Postgres without a job (Redis emptied, a killed worker, a notification
-// missed while the listener reconnected).
+type DeliveryRef = { id: string; attempts: number };
+
+// Outbound callbacks in the worker. A transition commits its event with a NOTIFY; every worker's
+// listener hears it and claims it in Postgres at once (a burst of notifications in one statement),
+// and the worker whose claim takes it sends it there and then: no queue between the event and its
+// POST. The next event of a task whose earlier one was just decided goes the same way. A BullMQ
+// queue of delivery attempts carries the rest: a retry is a delayed job, a notification heard while
+// WEBHOOK_CONCURRENCY attempts are already running here becomes a job (the same job id from every
+// worker, so one runs), and a sweep on a job scheduler re-adds whatever is due in Postgres and held
+// by nobody (Redis emptied, a killed worker whose lease lapsed, a notification missed while the
+// listener reconnected). Postgres's lease on the row, not the path, is what keeps one attempt at a
+// time: whichever way a delivery comes, only a claim sends it.
 export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
   const { config, logger } = deps;
   const entry = jobCatalog.webhook;
   const queue = new Queue(bullQueueName("webhook"), { connection: deps.redis, prefix: config.QUEUE_PREFIX });
   const sweepQueue = new Queue(bullQueueName("webhookSweep"), { connection: deps.redis, prefix: config.QUEUE_PREFIX });
-  const enqueue = async (delivery: { id: string; attempts: number }, delayMs: number) => {
+  const addJob = async (delivery: DeliveryRef, delayMs: number) => {
     const data = entry.payload.parse({ deliveryId: delivery.id });
     await queue.add(entry.name, data, { ...entry.options, jobId: deliveryJobId(delivery), ...(delayMs > 0 ? { delay: Math.ceil(delayMs) } : {}) });
   };
+  const agents = createOriginAgents({ idleMs: CONSUMER_IDLE_MS, maxOrigins: 1_000, maxIdlePerOrigin: 8 });
   const linkKey = deps.serverKey.derive("image-links");
   const deliverDeps: DeliverWebhookDeps = {
     db: deps.db,
@@ -48,8 +59,63 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     attemptTimeoutMs: config.WEBHOOK_ATTEMPT_TIMEOUT_MS,
     maxResponseBytes: config.WEBHOOK_RESPONSE_MAX_BYTES,
     allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS,
-    enqueue,
+    agents,
+    enqueue: (delivery, delayMs) => (delayMs > 0 ? addJob(delivery, delayMs) : deliverSoon(delivery)),
   };
+
+  // Deliveries to claim and send from this process. `reserved` counts those waiting for their claim
+  // and those being attempted, so that no more than WEBHOOK_CONCURRENCY run here at once.
+  let reserved = 0;
+  let waiting: DeliveryRef[] = [];
+  let flushScheduled = false;
+  let closed = false;
+  const running = new Set<Promise<void>>();
+  const track = (work: Promise<void>) => {
+    running.add(work);
+    const done = () => running.delete(work);
+    void work.then(done, done);
+  };
+  const claimWaiting = async () => {
+    flushScheduled = false;
+    const batch = waiting;
+    waiting = [];
+    let claimed: Awaited<ReturnType<typeof claimDeliveries>>;
+    try {
+      claimed = await claimDeliveries(deps.db, batch.map((d) => d.id), deliveryLeaseMs(deliverDeps));
+    } catch (error) {
+      reserved -= batch.length;
+      logger.warn({ err: error, deliveries: batch.length }, "callbacks not claimed; handed to the queue");
+      for (const delivery of batch) {
+        await addJob(delivery, 0).catch((err: unknown) => logger.warn({ deliveryId: delivery.id, err }, "callback job not added; the sweep will add it"));
+      }
+      return;
+    }
+    // The others are not this process's to send now: held by another worker, behind an earlier
+    // event, not due, or decided already.
+    reserved -= batch.length - claimed.length;
+    for (const delivery of claimed) {
+      track(
+        attemptClaimed(deliverDeps, delivery)
+          .catch((error: unknown) =>
+            logger.error({ deliveryId: delivery.id, err: error }, "callback attempt broke; it is sent again when its lease lapses"),
+          )
+          .finally(() => {
+            reserved--;
+          }),
+      );
+    }
+  };
+  // Claimed on the next turn of the event loop, together with whatever else arrived meanwhile.
+  async function deliverSoon(delivery: DeliveryRef): Promise<void> {
+    if (closed || reserved >= config.WEBHOOK_CONCURRENCY) return addJob(delivery, 0);
+    reserved++;
+    waiting.push(delivery);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      // Tracked from now, so that a stop that comes before the next turn waits for it too.
+      track(new Promise<void>((resolve) => setImmediate(resolve)).then(claimWaiting));
+    }
+  }
 
   const workerOptions = { connection: deps.redis, prefix: config.QUEUE_PREFIX, ...workerLockOptions(config) };
   const deliverer = new Worker(
@@ -61,7 +127,7 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     bullQueueName("webhookSweep"),
     async () => {
       const due = await dueDeliveries(deps.db, SWEEP_BATCH);
-      for (const delivery of due) await enqueue(delivery, 0);
+      for (const delivery of due) await addJob(delivery, 0);
       return { due: due.length };
     },
     { ...workerOptions, concurrency: 1 },
@@ -104,7 +170,7 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     client.on("notification", (message) => {
       const [id, attempts] = (message.payload ?? "").split("_");
       if (!id || attempts === undefined) return;
-      enqueue({ id, attempts: Number(attempts) }, 0).catch((error: unknown) =>
+      deliverSoon({ id, attempts: Number(attempts) }).catch((error: unknown) =>
         logger.warn({ deliveryId: id, err: error }, "callback job not added; the sweep will add it"),
       );
     });
@@ -124,8 +190,12 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
       stopped = true;
       clearTimeout(retry);
       await listener?.end().catch(() => undefined);
+      // Attempts under way here finish (each within its timeout); what arrives meanwhile is queued.
+      closed = true;
+      while (running.size > 0) await Promise.all([...running]);
       await Promise.all([deliverer.close(), sweeper.close()]);
       await Promise.all([queue.close(), sweepQueue.close()]).catch(() => undefined);
+      agents.close();
     },
   };
 };

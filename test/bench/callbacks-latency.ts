@@ -2,8 +2,11 @@
 // outbound callback reaching the caller's endpoint, at a steady rate, against a bare BullMQ hop
 // (add -> a worker picks it up) measured in the same run. The API and the worker run as their own
 // processes (the API through startBenchStack, the worker spawned here) on a throw-away database and
-// queue prefix; the consumer endpoint and the load run in this process. Last line:
-// `p50_ms=<a> p99_ms=<b> baseline_p50_ms=<c> baseline_p99_ms=<d>`. Exits non-zero only if the run breaks.
+// queue prefix; the consumer endpoint and the load run in this process. Each rate of
+// BENCH_CALLBACKS_RATES (20 and 50 per second) is measured in turn on the same stack, each against
+// its own baseline; one last line per rate:
+// `rate=<r> p50_ms=<a> p99_ms=<b> baseline_p50_ms=<c> baseline_p99_ms=<d> p99_ratio=<e>`. Exits
+// non-zero only if the run breaks (a callback never arrived).
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
@@ -19,7 +22,9 @@ import { quantile, sleep } from "./bench-figures.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const num = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
-const RATE = num("BENCH_CALLBACKS_RATE", 20);
+// BENCH_CALLBACKS_RATE (one rate) is still read, for the runs recorded with it.
+const RATES = (process.env.BENCH_CALLBACKS_RATES ?? process.env.BENCH_CALLBACKS_RATE ?? "20,50").split(",").map(Number);
+if (RATES.some((r) => !Number.isFinite(r) || r <= 0)) throw new Error(`BENCH_CALLBACKS_RATES: positive numbers, comma-separated`);
 const SECONDS = num("BENCH_CALLBACKS_SECONDS", 10);
 const WARMUP_SECONDS = num("BENCH_CALLBACKS_WARMUP_SECONDS", 2);
 
@@ -103,11 +108,10 @@ const main = async () => {
     });
 
     // Drop-in tasks the provider accepted, each with a callback_url: one `processing` callback each
-    // makes one outbound `kling.processing` callback.
+    // makes one outbound `kling.processing` callback. Each rate gets tasks of its own.
     const account = await createBenchAccount(db);
-    const warmupCount = Math.ceil(RATE * WARMUP_SECONDS);
-    const count = Math.ceil(RATE * SECONDS);
-    const tasks = await fillCallbackTasks(db, account.accountId, warmupCount + count);
+    const plan = RATES.map((rate) => ({ rate, warmupCount: Math.ceil(rate * WARMUP_SECONDS), count: Math.ceil(rate * SECONDS) }));
+    const allTasks = await fillCallbackTasks(db, account.accountId, plan.reduce((n, p) => n + p.warmupCount + p.count, 0));
     await db.query(`update task set origin = 'dropin', callback_url = $1 || '/t/' || id::text where account_id = $2`, [consumerUrl, account.accountId]);
 
     // Wall-clock send times too, to compare with Postgres's timestamps (same machine, same clock).
@@ -123,9 +127,9 @@ const main = async () => {
         .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(`callback answered ${r.status}`))))
         .catch((error: Error) => console.error(`callback ${task.id}: ${error.message}`));
     };
-    const measureCallbacks = async (slice: CallbackTask[]) => {
+    const measureCallbacks = async (slice: CallbackTask[], rate: number) => {
       const sentAt = new Map<string, number>();
-      await atSteadyRate(slice.length, RATE, (i, at) => sendCallback(slice[i]!, sentAt, at));
+      await atSteadyRate(slice.length, rate, (i, at) => sendCallback(slice[i]!, sentAt, at));
       const deadline = performance.now() + 30_000;
       while (slice.some((t) => !arrivals.has(t.id)) && performance.now() < deadline) await sleep(50);
       const missing = slice.filter((t) => !arrivals.has(t.id)).length;
@@ -133,10 +137,12 @@ const main = async () => {
     };
 
     // The baseline: a bare BullMQ hop at the same rate, its worker in this process.
-    const measureBaseline = async (n: number) => {
+    let hopRun = 0;
+    const measureBaseline = async (n: number, rate: number) => {
       const connection = new Redis(stack.redisUrl, { maxRetriesPerRequest: null });
       const workerConnection = new Redis(stack.redisUrl, { maxRetriesPerRequest: null });
       const queue = new Queue("hop", { connection, prefix: stack.baselinePrefix });
+      const run = hopRun++;
       const addedAt = new Map<string, number>();
       const latencies: number[] = [];
       let done = 0;
@@ -149,9 +155,9 @@ const main = async () => {
         { connection: workerConnection, prefix: stack.baselinePrefix, concurrency: 50 },
       );
       await hop.waitUntilReady();
-      await atSteadyRate(n, RATE, (i, at) => {
-        addedAt.set(`j${i}`, at);
-        void queue.add("hop", { i }, { jobId: `j${i}`, removeOnComplete: true });
+      await atSteadyRate(n, rate, (i, at) => {
+        addedAt.set(`r${run}j${i}`, at);
+        void queue.add("hop", { i }, { jobId: `r${run}j${i}`, removeOnComplete: true });
       });
       const deadline = performance.now() + 30_000;
       while (done < n && performance.now() < deadline) await sleep(20);
@@ -162,31 +168,47 @@ const main = async () => {
       return latencies;
     };
 
-    console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}; rate ${RATE}/s for ${SECONDS} s after ${WARMUP_SECONDS} s of warm-up`);
-    await measureBaseline(warmupCount);
-    await measureCallbacks(tasks.slice(0, warmupCount));
-    const baseline = figures(await measureBaseline(count));
-    const measured = await measureCallbacks(tasks.slice(warmupCount));
-    const ours = figures(measured.latencies);
-    console.log(`bare BullMQ hop:      n=${baseline.n} p50=${ms(baseline.p50)} ms p99=${ms(baseline.p99)} ms max=${ms(baseline.max)} ms`);
-    console.log(
-      `provider callback -> outbound callback: n=${ours.n} p50=${ms(ours.p50)} ms p99=${ms(ours.p99)} ms max=${ms(ours.max)} ms missing=${measured.missing}`,
-    );
-    console.log(`p99 ratio to the baseline: ${(ours.p99 / baseline.p99).toFixed(2)} (aim <= 2)`);
     // Where the time went, from Postgres's clock: the event's commit to the attempt's start (the
-    // NOTIFY and the BullMQ hop), and the attempt itself (render, sign, POST, answer).
-    const { rows: split } = await db.query<{ taskId: string; recordedMs: number; queued: number; attempt: number }>(
-      `select d.task_id as "taskId", extract(epoch from d.created_at) * 1000 as "recordedMs",
-              extract(epoch from (a.started_at - d.created_at)) * 1000 as queued, a.latency_ms as attempt
-       from webhook_delivery d join webhook_attempt a on a.delivery_id = d.id where d.account_id = $1`,
-      [account.accountId],
-    );
-    const measuredIds = new Set(tasks.slice(warmupCount).map((t) => t.id));
-    const inApi = figures(split.filter((r) => measuredIds.has(r.taskId)).map((r) => Number(r.recordedMs) - sentWall.get(r.taskId)!));
-    console.log(`  callback sent -> event recorded (the receiver): p50=${ms(inApi.p50)} ms p99=${ms(inApi.p99)} ms`);
-    const queued = figures(split.map((r) => Number(r.queued)));
-    const attempt = figures(split.map((r) => Number(r.attempt)));
-    console.log(`  event recorded -> attempt started: p50=${ms(queued.p50)} ms p99=${ms(queued.p99)} ms; attempt: p50=${ms(attempt.p50)} ms p99=${ms(attempt.p99)} ms`);
+    // hand-off to a deliverer), and the attempt itself (render, sign, POST, answer).
+    const breakdown = async (slice: CallbackTask[]) => {
+      const { rows: split } = await db.query<{ taskId: string; recordedMs: number; queued: number; attempt: number }>(
+        `select d.task_id as "taskId", extract(epoch from d.created_at) * 1000 as "recordedMs",
+                extract(epoch from (a.started_at - d.created_at)) * 1000 as queued, a.latency_ms as attempt
+         from webhook_delivery d join webhook_attempt a on a.delivery_id = d.id where d.task_id = any($1::uuid[])`,
+        [slice.map((t) => t.id)],
+      );
+      const inApi = figures(split.map((r) => Number(r.recordedMs) - sentWall.get(r.taskId)!));
+      const queued = figures(split.map((r) => Number(r.queued)));
+      const attempt = figures(split.map((r) => Number(r.attempt)));
+      console.log(`  callback sent -> event recorded (the receiver): p50=${ms(inApi.p50)} ms p99=${ms(inApi.p99)} ms`);
+      console.log(`  event recorded -> attempt started: p50=${ms(queued.p50)} ms p99=${ms(queued.p99)} ms; attempt: p50=${ms(attempt.p50)} ms p99=${ms(attempt.p99)} ms`);
+    };
+
+    const summaries: string[] = [];
+    let offset = 0;
+    for (const { rate, warmupCount, count } of plan) {
+      const warmup = allTasks.slice(offset, offset + warmupCount);
+      const tasks = allTasks.slice(offset + warmupCount, offset + warmupCount + count);
+      offset += warmupCount + count;
+      console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}; rate ${rate}/s for ${SECONDS} s after ${WARMUP_SECONDS} s of warm-up`);
+      await measureBaseline(warmupCount, rate);
+      await measureCallbacks(warmup, rate);
+      const baseline = figures(await measureBaseline(count, rate));
+      const measured = await measureCallbacks(tasks, rate);
+      const ours = figures(measured.latencies);
+      const ratio = ours.p99 / baseline.p99;
+      console.log(`bare BullMQ hop:      n=${baseline.n} p50=${ms(baseline.p50)} ms p99=${ms(baseline.p99)} ms max=${ms(baseline.max)} ms`);
+      console.log(
+        `provider callback -> outbound callback: n=${ours.n} p50=${ms(ours.p50)} ms p99=${ms(ours.p99)} ms max=${ms(ours.max)} ms missing=${measured.missing}`,
+      );
+      console.log(`p99 ratio to the baseline at ${rate}/s: ${ratio.toFixed(2)} (aim <= 2)`);
+      await breakdown(tasks);
+      console.log(`load average after ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+      summaries.push(
+        `rate=${rate} p50_ms=${ms(ours.p50)} p99_ms=${ms(ours.p99)} baseline_p50_ms=${ms(baseline.p50)} baseline_p99_ms=${ms(baseline.p99)} p99_ratio=${ratio.toFixed(2)}`,
+      );
+      if (measured.missing > 0) process.exitCode = 1;
+    }
     const failed = workerOutput.split("\n").filter((line) => /"level":(40|50)/.test(line));
     if (failed.length) {
       const byMessage = new Map<string, number>();
@@ -198,8 +220,7 @@ const main = async () => {
       const first = failed.find((l) => !/rebuilt it from Postgres/.test(l));
       if (first) console.log(`first: ${first.slice(0, 600)}`);
     }
-    console.log(`p50_ms=${ms(ours.p50)} p99_ms=${ms(ours.p99)} baseline_p50_ms=${ms(baseline.p50)} baseline_p99_ms=${ms(baseline.p99)}`);
-    if (measured.missing > 0) process.exitCode = 1;
+    for (const line of summaries) console.log(line);
   } finally {
     for (const cleanup of cleanups) await cleanup().catch((error: Error) => console.error(`cleanup: ${error.message}`));
   }

@@ -2,6 +2,7 @@ import http from "node:http";
 import https from "node:https";
 import { checkLiteralAddress, guardedLookup, parseHttpUrl, systemResolver, type Resolver } from "./address-check.ts";
 import { toSafeFetchError } from "./classify-fetch-error.ts";
+import type { OriginAgents } from "./origin-agents.ts";
 import type { AllowedPrivateHost } from "./private-host-allowlist.ts";
 import { SafeFetchError, secondsText } from "./safe-fetch-error.ts";
 
@@ -14,9 +15,17 @@ export type SafePostOptions = {
   maxResponseBytes: number;
   allowedPrivateHosts: readonly AllowedPrivateHost[];
   lookup?: Resolver;
+  // Kept-alive connections per origin (origin-agents.ts); without, each POST connects afresh.
+  agents?: OriginAgents;
 };
 
 export type SafePostAnswer = { status: number; body: string; location: string | undefined };
+
+// A kept connection the server closed while we were idle shows as a reset (or a closed pipe) as
+// soon as we write on it, before any answer: such a request almost never reached the server's
+// application, so it is sent once more on a fresh connection rather than counted as a failed
+// attempt. (If it did reach it, the consumer sees it twice, same webhook-id: at least once allows.)
+const staleSocketCodes = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
 
 // One POST to an untrusted URL (outbound callbacks), with the rules of safeFetch: http(s) only, the
 // address checked when connecting (a name resolving to a private address is refused unless
@@ -32,11 +41,12 @@ export const safePost = (rawUrl: string, options: SafePostOptions): Promise<Safe
     const chunks: Buffer[] = [];
     let size = 0;
     const answer = (): SafePostAnswer => ({ status: status.code, body: Buffer.concat(chunks).toString("utf8"), location: status.location });
-    const finish = (outcome: { ok: true } | { error: unknown }) => {
+    // `complete`: the answer was read to its end, so its connection may serve the next POST.
+    const finish = (outcome: { ok: true; complete?: boolean } | { error: unknown }) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      request?.destroy();
+      if (!("ok" in outcome && outcome.complete)) request?.destroy();
       if ("ok" in outcome) resolve(answer());
       else reject(toSafeFetchError(outcome.error, { host, phase }));
     };
@@ -47,33 +57,50 @@ export const safePost = (rawUrl: string, options: SafePostOptions): Promise<Safe
       finish({ error: new SafeFetchError("timeout", `${reason} posting to ${host}`, { publicReason: reason }) });
     }, options.timeoutMs);
 
+    const send = (url: URL, mayRetryStale: boolean) => {
+      const sent = (url.protocol === "https:" ? https : http).request(url, {
+        method: "POST",
+        // A kept connection of this origin was checked by the lookup of the request that opened it;
+        // without agents, a connection of its own, checked by this request's lookup.
+        agent: options.agents ? options.agents.agentFor(url) : false,
+        lookup: guardedLookup(url, options.allowedPrivateHosts, options.lookup ?? systemResolver),
+        headers: { ...options.headers, "content-length": String(Buffer.byteLength(options.body)) },
+      });
+      request = sent;
+      sent.on("error", (error) => {
+        if (request !== sent) return;
+        const code = (error as { code?: unknown }).code;
+        if (mayRetryStale && sent.reusedSocket && phase === "connect" && typeof code === "string" && staleSocketCodes.has(code) && !settled) {
+          try {
+            return send(url, false);
+          } catch (retryError) {
+            return finish({ error: retryError });
+          }
+        }
+        finish({ error });
+      });
+      sent.on("response", (response) => {
+        phase = "body";
+        status.code = response.statusCode ?? 0;
+        status.location = response.headers.location;
+        response.on("error", () => finish({ ok: true }));
+        response.on("data", (chunk: Buffer) => {
+          const room = options.maxResponseBytes - size;
+          if (room > 0) chunks.push(chunk.subarray(0, room));
+          size += chunk.length;
+          if (size >= options.maxResponseBytes) finish({ ok: true });
+        });
+        response.on("end", () => finish({ ok: true, complete: true }));
+      });
+      sent.end(options.body);
+    };
+
     try {
       const url = parseHttpUrl(rawUrl, "invalid_url");
       host = url.host;
       checkLiteralAddress(url, options.allowedPrivateHosts);
-      request = (url.protocol === "https:" ? https : http).request(url, {
-        method: "POST",
-        // A connection of its own: its address was checked by this request's lookup.
-        agent: false,
-        lookup: guardedLookup(url, options.allowedPrivateHosts, options.lookup ?? systemResolver),
-        headers: { ...options.headers, "content-length": String(Buffer.byteLength(options.body)) },
-      });
+      send(url, true);
     } catch (error) {
       return finish({ error });
     }
-    request.on("error", (error) => finish({ error }));
-    request.on("response", (response) => {
-      phase = "body";
-      status.code = response.statusCode ?? 0;
-      status.location = response.headers.location;
-      response.on("error", () => finish({ ok: true }));
-      response.on("data", (chunk: Buffer) => {
-        const room = options.maxResponseBytes - size;
-        if (room > 0) chunks.push(chunk.subarray(0, room));
-        size += chunk.length;
-        if (size >= options.maxResponseBytes) finish({ ok: true });
-      });
-      response.on("end", () => finish({ ok: true }));
-    });
-    request.end(options.body);
   });

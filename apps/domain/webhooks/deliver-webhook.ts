@@ -2,6 +2,7 @@ import type { ServerKey } from "../crypto/server-key.ts";
 import type { Db } from "../db/database.ts";
 import type { Resolver } from "../http/address-check.ts";
 import type { AllowedPrivateHost } from "../http/private-host-allowlist.ts";
+import type { OriginAgents } from "../http/origin-agents.ts";
 import { safePost } from "../http/safe-post.ts";
 import { SafeFetchError } from "../http/safe-fetch-error.ts";
 import type { Logger } from "../logging/logger.ts";
@@ -24,7 +25,10 @@ export type DeliverWebhookDeps = {
   maxResponseBytes: number;
   allowedPrivateHosts: readonly AllowedPrivateHost[];
   lookup?: Resolver;
-  // Adds the job of a delivery's next attempt (its id from deliveryJobId), after delayMs.
+  // Kept-alive connections to consumers, per origin; without, each attempt connects afresh.
+  agents?: OriginAgents;
+  // Has a delivery's next attempt made (its job id from deliveryJobId) after delayMs; 0 for the
+  // next event of a task whose earlier one was just decided.
   enqueue: (delivery: { id: string; attempts: number }, delayMs: number) => Promise<void>;
 };
 
@@ -68,12 +72,22 @@ const judge = (deps: DeliverWebhookDeps, delivery: ClaimedDelivery, result: { st
 const resultLabel = (status: ReturnType<typeof judge>["status"], final: boolean) =>
   status === "pending" ? "failed_attempt" : status === "failed" ? (final ? "refused" : "gave_up") : status;
 
-// One attempt of one delivery (the job's whole work). At least once: the attempt is recorded after
-// the POST, so a worker killed in between leaves the delivery to be sent again, same webhook-id.
+// Longer than one attempt can take, so a live attempt never loses its lease.
+export const deliveryLeaseMs = (deps: Pick<DeliverWebhookDeps, "attemptTimeoutMs">) => deps.attemptTimeoutMs * 2;
+
+// One attempt of one delivery (a job's whole work): claim it, then attemptClaimed.
 export const deliverWebhook = async (deps: DeliverWebhookDeps, deliveryId: string): Promise<"sent" | "not_due"> => {
-  // Longer than one attempt can take, so a live attempt never loses its lease.
-  const delivery = await claimDelivery(deps.db, deliveryId, deps.attemptTimeoutMs * 2);
+  const delivery = await claimDelivery(deps.db, deliveryId, deliveryLeaseMs(deps));
   if (!delivery) return "not_due";
+  await attemptClaimed(deps, delivery);
+  return "sent";
+};
+
+// One attempt of a delivery this process holds the lease of (claimDeliveries). At least once: the
+// attempt is recorded after the POST, so a process killed in between leaves the delivery to be sent
+// again when its lease lapses, same webhook-id.
+export const attemptClaimed = async (deps: DeliverWebhookDeps, delivery: ClaimedDelivery): Promise<void> => {
+  const deliveryId = delivery.id;
   const startedAt = new Date();
   const started = performance.now();
   let answer: { status: number | null; error: string | null; final: boolean; body: string | null };
@@ -96,6 +110,7 @@ export const deliverWebhook = async (deps: DeliverWebhookDeps, deliveryId: strin
       maxResponseBytes: deps.maxResponseBytes,
       allowedPrivateHosts: deps.allowedPrivateHosts,
       lookup: deps.lookup,
+      agents: deps.agents,
     });
     const redirect = posted.status >= 300 && posted.status < 400;
     answer = {
@@ -129,5 +144,4 @@ export const deliverWebhook = async (deps: DeliverWebhookDeps, deliveryId: strin
   for (const next of successors) {
     await deps.enqueue(next, 0).catch((error: unknown) => deps.logger.warn({ deliveryId: next.id, err: error }, "next callback not enqueued; the sweep will"));
   }
-  return "sent";
 };

@@ -1,5 +1,5 @@
 import { sql, type Selectable } from "kysely";
-import type { DB, Db } from "../db/database.ts";
+import type { DB, Db, Tx } from "../db/database.ts";
 import { notifyDeliverySql } from "./outbound-events.ts";
 
 // Where each outbound callback stands, in Postgres: Redis only carries the jobs that wake a worker,
@@ -21,14 +21,18 @@ const waitsForEarlier = sql<boolean>`exists (
 
 export type ClaimedDelivery = WebhookDelivery & { secretRow: { currentSealed: string; previousSealed: string | null; previousUntil: string | null; rotatedAt: string } | null };
 
-// Takes the delivery for one attempt: it must be pending, due, not held by a live attempt, and not
-// behind an earlier event. The lease outlives the attempt's timeout; a worker killed mid-attempt
-// leaves it to lapse, and the sweep hands the delivery to another worker.
-export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> => {
+// Takes deliveries for one attempt each, in one statement (a burst of events is one round trip):
+// each must be pending, due, not held by a live attempt, and not behind an earlier event (of two
+// events of one task named together, only the earlier is taken; the later follows when it is
+// decided). The lease outlives the attempt's timeout; a worker killed mid-attempt leaves it to
+// lapse, and the sweep hands the delivery to another worker. Several workers naming the same id
+// race on the row: one takes it, the others find it leased.
+export const claimDeliveries = async (db: Db, ids: readonly string[], leaseMs: number): Promise<ClaimedDelivery[]> => {
+  if (ids.length === 0) return [];
   const result = await sql<Omit<ClaimedDelivery, "payload"> & { payloadText: string }>`
     update webhook_delivery d
     set attempts = d.attempts + 1, lease_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
-    where d.id = ${id}::uuid and d.status = 'pending'
+    where d.id = any(${[...ids]}::uuid[]) and d.status = 'pending'
       and d.next_attempt_at <= now() + interval '1 second'
       and (d.lease_until is null or d.lease_until < now())
       and not ${waitsForEarlier}
@@ -41,13 +45,13 @@ export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promis
          'previousUntil', s.previous_until, 'rotatedAt', s.rotated_at)
        from webhook_signing_secret s where s.account_id = d.account_id) as "secretRow"
   `.execute(db);
-  const row = result.rows[0];
-  if (!row) return undefined;
   // As text: Kysely's CamelCasePlugin would rename the keys inside a jsonb value, and a raw event's
   // data must reach the consumer exactly as it was recorded.
-  const { payloadText, ...delivery } = row;
-  return { ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] };
+  return result.rows.map(({ payloadText, ...delivery }) => ({ ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] }));
 };
+
+export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> =>
+  (await claimDeliveries(db, [id], leaseMs))[0];
 
 export type AttemptOutcome = {
   status: DeliveryStatus;
@@ -60,11 +64,15 @@ export type AttemptOutcome = {
 };
 
 // The attempt and the delivery's new state in one statement; a 410 also disables the URL for the
-// account and every delivery still waiting for it. Answers the next event of the same task or batch
-// when this one is decided (it was waiting for this one).
-export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: AttemptOutcome): Promise<{ id: string; attempts: number }[]> =>
-  db.transaction().execute(async (tx) => {
-    const decided = outcome.status !== "pending";
+// account and every delivery still waiting for it (in the same transaction). Answers the next event
+// of the same task or batch when this one is decided (it was waiting for this one), looked up once
+// the decision is committed: an event committed meanwhile either is seen here or, if its own claim
+// came after this commit, was not held back by this one. (Looked up inside the transaction, an
+// event committed between the lookup and the commit, whose claim also came before the commit, would
+// wait for the sweep.)
+export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: AttemptOutcome): Promise<{ id: string; attempts: number }[]> => {
+  const decided = outcome.status !== "pending";
+  const record = async (executor: Db | Tx) => {
     await sql`
       with attempt as (
         insert into webhook_attempt (delivery_id, attempt, started_at, status_code, latency_ms, error, response_body)
@@ -74,8 +82,11 @@ export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: 
         lease_until = null, last_status_code = ${outcome.statusCode}, last_error = ${outcome.error},
         last_latency_ms = ${outcome.latencyMs}, updated_at = now(), finished_at = ${decided ? sql`now()` : sql`null`}
       where id = ${delivery.id}::uuid
-    `.execute(tx);
-    if (outcome.status === "disabled") {
+    `.execute(executor);
+  };
+  if (outcome.status === "disabled") {
+    await db.transaction().execute(async (tx) => {
+      await record(tx);
       const reason = `HTTP 410 Gone to delivery ${delivery.id}`;
       await sql`
         insert into webhook_disabled_url (account_id, url, reason) values (${delivery.accountId}::uuid, ${delivery.url}, ${reason})
@@ -86,16 +97,20 @@ export const recordAttempt = async (db: Db, delivery: WebhookDelivery, outcome: 
           updated_at = now(), finished_at = now()
         where account_id = ${delivery.accountId}::uuid and url = ${delivery.url} and status = 'pending' and id <> ${delivery.id}::uuid
       `.execute(tx);
-    }
-    if (!decided) return [];
-    const next = await sql<{ id: string; attempts: number }>`
-      select d.id, d.attempts from webhook_delivery d
-      where d.status = 'pending' and d.seq > ${delivery.seq}
-        and ${delivery.taskId !== null ? sql`d.task_id = ${delivery.taskId}::uuid` : delivery.batchId !== null ? sql`d.task_id is null and d.batch_id = ${delivery.batchId}::uuid` : sql`false`}
-      order by d.seq limit 1
-    `.execute(tx);
-    return next.rows;
-  });
+    });
+  } else {
+    // One statement: no transaction around it.
+    await record(db);
+  }
+  if (!decided) return [];
+  const next = await sql<{ id: string; attempts: number }>`
+    select d.id, d.attempts from webhook_delivery d
+    where d.status = 'pending' and d.seq > ${delivery.seq}
+      and ${delivery.taskId !== null ? sql`d.task_id = ${delivery.taskId}::uuid` : delivery.batchId !== null ? sql`d.task_id is null and d.batch_id = ${delivery.batchId}::uuid` : sql`false`}
+    order by d.seq limit 1
+  `.execute(db);
+  return next.rows;
+};
 
 // Due deliveries whose job may be gone (Redis emptied, a killed worker's lease lapsed, a missed
 // notification), oldest first.
