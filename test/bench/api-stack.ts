@@ -10,6 +10,7 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
 import { freePort } from "../support/free-port.ts";
+import { benchImageUrl } from "./api-fill.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -129,6 +130,9 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env): Pro
         BOOTSTRAP_API_KEY: "",
         PUBLIC_BASE_URL: "",
         PROVIDER_WEBHOOK_SECRET: "",
+        // Intake refuses literal private image URLs; the bench's image host (api-fill.ts) is never
+        // fetched (no worker runs), only named, so its one port is allowed.
+        ALLOWED_PRIVATE_HOSTS: new URL(benchImageUrl).host,
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
