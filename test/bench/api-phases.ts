@@ -6,7 +6,7 @@ import type { Redis } from "ioredis";
 import type pg from "pg";
 import sharp from "sharp";
 import { inspectSourceImage } from "../../apps/domain/expand-request/source-image.ts";
-import { jobCatalog } from "../../apps/domain/queues/job-catalog.ts";
+import { bullQueueName } from "../../apps/domain/queues/job-catalog.ts";
 import { makeImage } from "../support/images.ts";
 import { rawCallback, rawIntake, rawStatusRead, rawStatusReadByExternalId } from "./api-baselines.ts";
 import { benchImageUrl, fillCallbackTasks, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
@@ -177,7 +177,7 @@ export const intakePhase = async (ctx: Ctx) => {
   });
   const pixels = await decode(() => sharp(Buffer.from(base64, "base64")).raw().toBuffer());
 
-  const queue = new Queue(jobCatalog.submit.queue, { connection: ctx.redis, prefix: ctx.stack.baselinePrefix });
+  const queue = new Queue(bullQueueName("submit"), { connection: ctx.redis, prefix: ctx.stack.baselinePrefix });
   try {
     const intake = rawIntake(ctx.db, queue, { accountId: ctx.accountId, imageUrl: rawIntakeImageUrl });
     const intakeBaseline = { name: "tx: insert task + event + Queue.add", figures: await baseline(ctx, conc, intake) };
@@ -195,7 +195,7 @@ export const intakePhase = async (ctx: Ctx) => {
       });
     // What intake left behind: a task row per 202 and one first job per task (the source check for a
     // URL image, the submission for an inline one), nothing more.
-    const firstQueues = [jobCatalog.source.queue, jobCatalog.submit.queue].map((name) => new Queue(name, { connection: ctx.redis, prefix: ctx.stack.queuePrefix }));
+    const firstQueues = (["source", "submit"] as const).map((kind) => new Queue(bullQueueName(kind), { connection: ctx.redis, prefix: ctx.stack.queuePrefix }));
     const waitingJobs = async () => {
       let total = 0;
       for (const q of firstQueues) {
