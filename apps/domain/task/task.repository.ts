@@ -1,10 +1,9 @@
 import type { CompiledQuery } from "kysely";
 import { jsonArrayFrom } from "kysely/helpers/postgres";
-import { z } from "zod";
-import type { Db, Task, TaskImage, TaskStatus } from "../db/database.ts";
+import { isUuid } from "../db/uuid.ts";
+import { executeCompiled, type Db, type Task, type TaskImage, type TaskStatus } from "../db/database.ts";
 import { AppError } from "../errors/app-error.ts";
 
-const isUuid = (value: string) => z.uuid().safeParse(value).success;
 
 const notFound = (id: string) => new AppError("not_found", `task '${id}' not found`);
 
@@ -44,7 +43,7 @@ const statusRead = (column: "task.id" | "task.externalTaskId") => {
       compiled.set(db, query);
     }
     const parameters = query.parameters.map((p) => (p === ACCOUNT ? accountId : p === VALUE ? value : p));
-    return (await db.executeQuery<TaskWithImages>({ ...query, parameters })).rows[0];
+    return (await executeCompiled(db, query, parameters))[0];
   };
 };
 const readTaskById = statusRead("task.id");
