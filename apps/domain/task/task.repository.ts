@@ -155,6 +155,12 @@ export const listTaskEvents = async (db: Db, accountId: string, taskId: string) 
   return db.selectFrom("taskEvent").selectAll().where("taskId", "=", taskId).orderBy("id", "asc").execute();
 };
 
-export const findTask = (db: Db, taskId: string) => db.selectFrom("task").selectAll().where("id", "=", taskId).executeTakeFirst();
+// Compiled once per pool, like the status read: every provider callback starts with it.
+const findTaskQuery = new WeakMap<Db, CompiledQuery<Task>>();
+export const findTask = async (db: Db, taskId: string): Promise<Task | undefined> => {
+  let query = findTaskQuery.get(db);
+  if (!query) findTaskQuery.set(db, (query = db.selectFrom("task").selectAll().where("id", "=", VALUE as unknown as string).compile()));
+  return (await executeCompiled(db, query, query.parameters.map((p) => (p === VALUE ? taskId : p))))[0];
+};
 
 export const findTaskWithImages = (db: Db, taskId: string) => selectTaskWithImages(db).where("task.id", "=", taskId).executeTakeFirst();
