@@ -9,13 +9,15 @@ import { cloneDatabase } from "../support/databases.ts";
 // by id and by external id, hits and misses, all issued in one go so they land in the same batch:
 // each must get exactly what it would get alone, and never another account's task.
 
-describe("status reads that share a statement", () => {
+// Both ways statements are sent: unnamed (the default, a transaction-mode pooler) and named
+// (DB_PREPARED_STATEMENTS=true).
+describe.each([false, true])("status reads that share a statement (prepared statements: %s)", (preparedStatements) => {
   let db: Db;
   const accounts: string[] = [];
   const tasks: { id: string; accountId: string; externalTaskId: string; images: number }[] = [];
 
   beforeAll(async () => {
-    db = createDb(await cloneDatabase(inject("templateDatabaseUrl"), `readbatch${randomUUID().slice(0, 8)}`));
+    db = createDb(await cloneDatabase(inject("templateDatabaseUrl"), `readbatch${randomUUID().slice(0, 8)}`), { preparedStatements });
     for (const name of ["a", "b"]) accounts.push(await createAccount(db, `batch-${name}`));
     for (const [i, accountId] of [accounts[0], accounts[0], accounts[1], accounts[1]].entries()) {
       const id = randomUUID();
@@ -66,6 +68,8 @@ describe("status reads that share a statement", () => {
 
   it("when one read is issued alone, then it is answered the same way", async () => {
     const [t] = tasks;
+    // Twice: a named statement is parsed by the first use on a connection and reused by the next.
+    expect(await outcome(getAccountTask(db, t!.accountId, t!.id))).toEqual({ id: t!.id, accountId: t!.accountId, images: 0 });
     expect(await outcome(getAccountTask(db, t!.accountId, t!.id))).toEqual({ id: t!.id, accountId: t!.accountId, images: 0 });
     expect(await outcome(getAccountTask(db, accounts[1]!, t!.id))).toEqual({ error: `task '${t!.id}' not found` });
   });
