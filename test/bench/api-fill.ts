@@ -34,11 +34,18 @@ export const createBenchAccount = async (db: pg.Pool) => {
   return { accountId, key };
 };
 
-export const fillStatusTasks = async (db: pg.Pool, accountId: string, count: number, seed: number): Promise<StatusTask[]> => {
+// Only ended tasks, for a run with a worker: a running task of the fill would hold provider slots
+// (the worker's ledger is rebuilt from the rows) and be polled at a provider that never saw it.
+export const endedStatusMix: [TaskStatus, number][] = [
+  ["succeeded", 0.75],
+  ["failed", 0.25],
+];
+
+export const fillStatusTasks = async (db: pg.Pool, accountId: string, count: number, seed: number, mix = statusMix): Promise<StatusTask[]> => {
   const random = seededRandom(seed);
   const pick = (): TaskStatus => {
     let roll = random();
-    for (const [status, share] of statusMix) {
+    for (const [status, share] of mix) {
       if (roll < share) return status;
       roll -= share;
     }

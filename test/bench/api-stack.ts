@@ -10,6 +10,7 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
 import { freePort } from "../support/free-port.ts";
+import { benchImageUrl } from "./api-fill.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -78,7 +79,13 @@ const waitForHealthy = async (child: ChildProcess, url: string, output: () => st
   throw new Error(`the API did not start within ${timeoutMs} ms:\n${output()}`);
 };
 
-export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env): Promise<BenchStack> => {
+// `whole`: `npm start`'s entry (apps/local-stack/main.ts: the API, a worker and the simulator as its
+// children, the simulator on a port of its own, `stackEnv` on top) instead of the API alone;
+// `apiPid` and `apiCpuSeconds` are then the supervisor's, not the API's.
+export type BenchStackOptions = { whole?: boolean; stackEnv?: Record<string, string> };
+
+export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, options: BenchStackOptions = {}): Promise<BenchStack> => {
+  const whole = options.whole === true;
   const server = postgresServerFromEnv(env);
   const redisUrl = env.REDIS_URL ?? env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
   const runId = `${process.pid}_${Date.now().toString(36)}`;
@@ -114,7 +121,8 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env): Pro
     // BENCH_API_CPU_PROFILE=<dir>: the API writes a V8 CPU profile there when it stops (where its
     // time goes, to choose what to make faster).
     const profile = env.BENCH_API_CPU_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_API_CPU_PROFILE}`] : [];
-    const child = spawn(process.execPath, [...profile, "--import", "tsx", "apps/api/main.ts"], {
+    const simulatorPort = whole ? await freePort() : undefined;
+    const child = spawn(process.execPath, [...profile, "--import", "tsx", whole ? "apps/local-stack/main.ts" : "apps/api/main.ts"], {
       cwd: repoRoot,
       env: {
         ...env,
@@ -129,6 +137,10 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env): Pro
         BOOTSTRAP_API_KEY: "",
         PUBLIC_BASE_URL: "",
         PROVIDER_WEBHOOK_SECRET: "",
+        // Intake refuses literal private image URLs; the bench's image host (api-fill.ts) is never
+        // fetched (no worker runs), only named, so its one port is allowed.
+        ALLOWED_PRIVATE_HOSTS: new URL(benchImageUrl).host,
+        ...(simulatorPort === undefined ? {} : { SIMULATOR_PORT: String(simulatorPort), ...options.stackEnv }),
       },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -37,6 +37,8 @@ const params: BenchParams & { tasks: number; seed: number; poolSize: number; pha
   // Once, before anything is measured: a fresh API process keeps speeding up for several seconds
   // under load (JIT tiers, Prisma's WebAssembly query compiler among them).
   startWarmupSeconds: num("BENCH_API_START_WARMUP_SECONDS", 6),
+  // ... and at least this many reads, however long that takes on a busy machine (see warmUpApi).
+  startWarmupRequests: Math.round(num("BENCH_API_START_WARMUP_REQUESTS", 8_000)),
   tasks: Math.round(num("BENCH_API_TASKS", 4_000, 10)),
   seed: num("BENCH_SEED", 20_240_601),
   readConnections: Math.round(num("BENCH_API_READ_CONNECTIONS", 50, 1)),
@@ -92,7 +94,7 @@ const main = async () => {
     const externalIds = tasks.flatMap((t) => (t.externalTaskId ? [t.externalTaskId] : []));
     if (params.startWarmupSeconds > 0) {
       const warm = await warmUpApi(ctx, ids, externalIds);
-      console.log(`API warm-up: ${params.startWarmupSeconds} s of mixed status reads, ${warm.perSecond.toFixed(1)} ok/s`);
+      console.log(`API warm-up: ${warm.seconds.toFixed(0)} s of mixed status reads, ${warm.ok} ok (last ${params.startWarmupSeconds} s at ${warm.perSecond.toFixed(1)} ok/s)`);
     }
     if (runs("reads")) await readPhase(ctx, ids, externalIds);
     if (runs("intake")) await intakePhase(ctx);

@@ -28,9 +28,18 @@ export const waitSchema = (maxSeconds: number) =>
       .optional(),
   });
 
+// One schema per limit (one per process in practice): zod builds and compiles a schema when it is
+// made, which per request was a visible share of a status read's CPU.
+const waitSchemas = new Map<number, ReturnType<typeof waitSchema>>();
+
 // `?wait=<seconds>` on a status read; parsed before the task is read, so a bad value costs nothing.
 export const parseWaitSeconds = (deps: ApiDeps, req: Request): number => {
-  const parsed = waitSchema(deps.live.maxWaitSeconds).safeParse(req.query);
+  // No query string, no wait (the common poll): nothing to parse.
+  if (!req.url.includes("?")) return 0;
+  const max = deps.live.maxWaitSeconds;
+  let schema = waitSchemas.get(max);
+  if (!schema) waitSchemas.set(max, (schema = waitSchema(max)));
+  const parsed = schema.safeParse(req.query);
   if (!parsed.success) throw validationError([{ field: "wait", message: waitMessage(deps.live.maxWaitSeconds) }]);
   return parsed.data.wait ?? 0;
 };

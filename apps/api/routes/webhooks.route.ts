@@ -1,5 +1,6 @@
 import { Router } from "express";
 import { z } from "zod";
+import { isUuid } from "../../domain/db/uuid.ts";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { ensureSigningSecrets, rotateSigningSecret } from "../../domain/webhooks/signing-secret.store.ts";
@@ -39,7 +40,6 @@ const parse = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => {
 };
 
 const deliveryNotFound = (id: string) => new AppError("not_found", `delivery '${id.slice(0, 100)}' not found`);
-const isUuid = (value: string) => z.uuid().safeParse(value).success;
 
 // The account's outbound callbacks: its signing secret, and the log of every delivery and attempt
 // with ways to send again. An account sees only its own.

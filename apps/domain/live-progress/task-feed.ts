@@ -1,5 +1,5 @@
-import { z } from "zod";
 import type { TaskEvent } from "../db/database.ts";
+import { isUuid } from "../db/uuid.ts";
 import { AppError } from "../errors/app-error.ts";
 import type { TaskWithImages } from "../task/task.repository.ts";
 import { isTerminal } from "../task/task-status.ts";
@@ -19,7 +19,7 @@ export const openTaskFeed = async (
   query: { accountId: string; taskId: string; lastEventId: string | null },
 ): Promise<Feed<TaskFeedMessage>> => {
   // Not a task id at all: the same 404 as an unknown one (and no query with a malformed uuid).
-  if (!z.uuid().safeParse(query.taskId).success) throw notFound(query.taskId);
+  if (!isUuid(query.taskId)) throw notFound(query.taskId);
   let lastEventId = query.lastEventId;
   let lastUpdatedAt = -1;
   let resumed = lastEventId !== null;

@@ -1,8 +1,8 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { sql } from "kysely";
-import { z } from "zod";
 import { safeEqual } from "../crypto/constant-time.ts";
 import type { CallbackOutcome } from "../db/database.ts";
+import { isUuid } from "../db/uuid.ts";
 import { providerTaskSchema } from "../provider/provider-wire.schema.ts";
 import { verifyStandardWebhook } from "../webhooks/standard-webhooks.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
@@ -38,7 +38,7 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
     if (!signature.ok) return unauthenticated(`bad webhook signature: ${signature.reason}`);
     webhookId = String(input.headers["webhook-id"]).slice(0, 200);
   }
-  const task = z.uuid().safeParse(input.taskId).success ? await findTask(deps.db, input.taskId) : undefined;
+  const task = isUuid(input.taskId) ? await findTask(deps.db, input.taskId) : undefined;
   if (!task || !safeEqual(task.callbackToken, input.token)) return unauthenticated("unknown task or bad callback token");
 
   const rawBody = input.rawBody.toString("utf8");

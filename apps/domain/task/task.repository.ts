@@ -1,10 +1,9 @@
-import type { CompiledQuery } from "kysely";
+import { sql, type CompiledQuery } from "kysely";
 import { jsonArrayFrom } from "kysely/helpers/postgres";
-import { z } from "zod";
-import type { Db, Task, TaskImage, TaskStatus } from "../db/database.ts";
+import { isUuid } from "../db/uuid.ts";
+import { executeCompiled, type Db, type Task, type TaskImage, type TaskStatus } from "../db/database.ts";
 import { AppError } from "../errors/app-error.ts";
 
-const isUuid = (value: string) => z.uuid().safeParse(value).success;
 
 const notFound = (id: string) => new AppError("not_found", `task '${id}' not found`);
 
@@ -29,26 +28,82 @@ export const selectTaskWithImages = (db: Db) =>
 // The status read is the hottest query: it is built and compiled once per pool, and each read only
 // puts its values in (Kysely's query building was ~9% of a read's CPU, measured with
 // BENCH_API_CPU_PROFILE). Kysely's recipe "execute compiled queries".
+//
+// Reads that arrive together (in the same turn of the event loop) share one statement: the
+// (account, value) pairs go in as two arrays and each read gets the row matching both, or none.
+// Under load that folds many round trips, socket writes and statements into one (a socket write
+// per statement was the largest single cost of a read); a read alone runs the one-row statement.
+// Ownership is the same: a row is only ever handed to a read whose account it belongs to.
 const ACCOUNT = Symbol("account id");
 const VALUE = Symbol("looked-up value");
-const statusRead = (column: "task.id" | "task.externalTaskId") => {
-  const compiled = new WeakMap<Db, CompiledQuery<TaskWithImages>>();
-  return async (db: Db, accountId: string, value: string): Promise<TaskWithImages | undefined> => {
-    let query = compiled.get(db);
-    if (!query) {
-      query = selectTaskWithImages(db)
-        .where("task.accountId", "=", ACCOUNT as unknown as string)
-        .where(column, "=", VALUE as unknown as string)
-        .limit(1)
-        .compile();
-      compiled.set(db, query);
+const MAX_BATCH = 100;
+type Lookup = { accountId: string; value: string; key: string; resolve: (task: TaskWithImages | undefined) => void; reject: (error: unknown) => void };
+type Statements = { one: CompiledQuery<TaskWithImages>; many: CompiledQuery<TaskWithImages> };
+const statusRead = (column: "id" | "externalTaskId") => {
+  const compiled = new WeakMap<Db, Statements>();
+  const pending = new WeakMap<Db, Lookup[]>();
+  const statementsFor = (db: Db): Statements => {
+    let statements = compiled.get(db);
+    if (!statements) {
+      const arrayType = column === "id" ? sql.raw("uuid[]") : sql.raw("text[]");
+      statements = {
+        one: selectTaskWithImages(db)
+          .where("task.accountId", "=", ACCOUNT as unknown as string)
+          .where(`task.${column}`, "=", VALUE as unknown as string)
+          .limit(1)
+          .compile(),
+        many: selectTaskWithImages(db)
+          .where(
+            (eb) =>
+              sql<boolean>`(${eb.ref("task.accountId")}, ${eb.ref(`task.${column}`)}) in (select * from unnest(${ACCOUNT}::uuid[], ${VALUE}::${arrayType}))`,
+          )
+          .compile(),
+      };
+      compiled.set(db, statements);
     }
-    const parameters = query.parameters.map((p) => (p === ACCOUNT ? accountId : p === VALUE ? value : p));
-    return (await db.executeQuery<TaskWithImages>({ ...query, parameters })).rows[0];
+    return statements;
   };
+  // Uuids are compared as Postgres prints them (lower case); external ids as sent.
+  const keyOf = (accountId: string, value: string) => `${accountId} ${column === "id" ? value.toLowerCase() : value}`;
+  const flush = async (db: Db, lookups: Lookup[]) => {
+    const { one, many } = statementsFor(db);
+    try {
+      if (lookups.length === 1) {
+        const [lookup] = lookups as [Lookup];
+        const parameters = one.parameters.map((p) => (p === ACCOUNT ? lookup.accountId : p === VALUE ? lookup.value : p));
+        lookup.resolve((await executeCompiled(db, one, parameters))[0]);
+        return;
+      }
+      const accounts = lookups.map((l) => l.accountId);
+      const values = lookups.map((l) => l.value);
+      const parameters = many.parameters.map((p) => (p === ACCOUNT ? accounts : p === VALUE ? values : p));
+      const found = new Map<string, TaskWithImages>();
+      for (const row of await executeCompiled(db, many, parameters)) {
+        const value = column === "id" ? row.id : row.externalTaskId;
+        if (value !== null) found.set(keyOf(row.accountId, value), row);
+      }
+      for (const lookup of lookups) lookup.resolve(found.get(lookup.key));
+    } catch (error) {
+      for (const lookup of lookups) lookup.reject(error);
+    }
+  };
+  return (db: Db, accountId: string, value: string): Promise<TaskWithImages | undefined> =>
+    new Promise((resolve, reject) => {
+      let lookups = pending.get(db);
+      if (!lookups || lookups.length >= MAX_BATCH) {
+        const batch: Lookup[] = [];
+        lookups = batch;
+        pending.set(db, batch);
+        setImmediate(() => {
+          if (pending.get(db) === batch) pending.delete(db);
+          void flush(db, batch);
+        });
+      }
+      lookups.push({ accountId, value, key: keyOf(accountId, value), resolve, reject });
+    });
 };
-const readTaskById = statusRead("task.id");
-const readTaskByExternalId = statusRead("task.externalTaskId");
+const readTaskById = statusRead("id");
+const readTaskByExternalId = statusRead("externalTaskId");
 
 // A task of another account is indistinguishable from one that does not exist. With byExternalId,
 // `id` may be either the task's id or the caller's external_task_id (Kling: "use either"); the
@@ -100,6 +155,12 @@ export const listTaskEvents = async (db: Db, accountId: string, taskId: string) 
   return db.selectFrom("taskEvent").selectAll().where("taskId", "=", taskId).orderBy("id", "asc").execute();
 };
 
-export const findTask = (db: Db, taskId: string) => db.selectFrom("task").selectAll().where("id", "=", taskId).executeTakeFirst();
+// Compiled once per pool, like the status read: every provider callback starts with it.
+const findTaskQuery = new WeakMap<Db, CompiledQuery<Task>>();
+export const findTask = async (db: Db, taskId: string): Promise<Task | undefined> => {
+  let query = findTaskQuery.get(db);
+  if (!query) findTaskQuery.set(db, (query = db.selectFrom("task").selectAll().where("id", "=", VALUE as unknown as string).compile()));
+  return (await executeCompiled(db, query, query.parameters.map((p) => (p === VALUE ? taskId : p))))[0];
+};
 
 export const findTaskWithImages = (db: Db, taskId: string) => selectTaskWithImages(db).where("task.id", "=", taskId).executeTakeFirst();
