@@ -149,7 +149,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
       retryBaseMs: config.SUBMIT_RETRY_BASE_MS,
       retryMaxMs: config.SUBMIT_RETRY_MAX_MS,
-      startDownload: createDownloadShares(config.SOURCE_ACCOUNT_CONCURRENCY),
+      startDownload: createDownloadShares(config.SOURCE_ACCOUNT_CONCURRENCY, config.SOURCE_CONCURRENCY, drain.stopping),
       // The submit job keeps the place in line the task got at intake.
       enqueueSubmit: async (task, priority) => redriveJob("submit", task.id, priority ?? (await fairPriority.next(task.accountId))),
     }),
