@@ -56,6 +56,6 @@ export const createTaskQueues = (connection: RedisClient, prefix: string, teleme
 
 // Whether work can be handed to this queue now: a short-lived write under the queue's own hash
 // tag (on a cluster, on the node that serves the queue), which a PING to any one node would not show.
-export const probeQueueWritable = async (redis: RedisClient, queue: Queue): Promise<void> => {
+export const probeQueueWritable = async (redis: RedisClient, queue: Pick<Queue, "toKey">): Promise<void> => {
   await redis.set(queue.toKey("ready-probe"), String(Date.now()), "PX", 10_000);
 };
