@@ -51,7 +51,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const telemetry = bullmqTelemetry();
   const redis = createWorkerRedis(redisTargetFrom(config), logger);
-  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry);
+  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry, config.QUEUE_KEEP_COMPLETED);
   const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
   const storage = await createObjectStorage(storageConfigFrom(config));
