@@ -50,7 +50,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
   startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const redis = createProducerRedis(redisTargetFrom(config), logger);
-  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, bullmqTelemetry());
+  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, bullmqTelemetry(), config.QUEUE_KEEP_COMPLETED);
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
   const timing = lifecycleTimingFrom(config);
   const serverKey = await resolveServerKey(config);

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { lifecycleEnv } from "../domain/config/lifecycle-env.schema.ts";
-import { ConfigError, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
+import { ConfigError, envPort, envPositiveMs, parseEnv } from "../domain/config/parse-env.ts";
+import { listenHostEnv } from "../domain/process/listen-url.ts";
 import { tracingEnv } from "../domain/telemetry/tracing.ts";
 import { databaseEnv, dbPoolSizeEnv, loggingEnv, outboundFetchEnv, redisEnv, storageEnv } from "../domain/config/shared-env.schema.ts";
 import { providerControlEnv } from "../domain/provider-capacity/provider-controls.ts";
@@ -37,6 +38,10 @@ export const workerEnvSchema = z.object({
   // links are built on it. No default: a worker cannot know the API's PORT or proxy, and a guess
   // sends those tokens to whatever listens there (publicBaseUrlOf refuses to start without it).
   PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
+  // An HTTP server for /healthz and /readyz (worker-health.ts), on HOST; off unless set (0: any free
+  // port, logged). A worker has no other port.
+  WORKER_HEALTH_PORT: envPort.optional(),
+  ...listenHostEnv,
   SUBMIT_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(20),
   // Source image downloads run in their own stage, so slow image hosts never hold submissions; one
   // account may use at most SOURCE_ACCOUNT_CONCURRENCY of a process's downloads at once.

@@ -28,6 +28,9 @@ import { publicBaseUrlOf, type WorkerConfig } from "./worker.config.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { startOutboundWebhooks } from "./outbound-webhooks.ts";
 import { signImageLink } from "../domain/storage/signed-link.ts";
+import { sql } from "kysely";
+import { probeQueueWritable } from "../domain/queues/task-queues.ts";
+import { startWorkerHealth, type WorkerHealth } from "./worker-health.ts";
 
 type StageKind = "source" | "submit" | "archive";
 
@@ -38,12 +41,17 @@ export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> => {
   const publicBaseUrl = publicBaseUrlOf(config);
   const logger = createLogger("worker", config.LOG_LEVEL, config.LOG_FORMAT);
+  // First, so that a start stuck on Redis or Postgres is seen as such (503, naming the step).
+  const health: WorkerHealth | undefined =
+    config.WORKER_HEALTH_PORT === undefined ? undefined : await startWorkerHealth({ host: config.HOST, port: config.WORKER_HEALTH_PORT, logger });
+  health?.starting("checking the queue prefix in Redis");
   const identity = await claimQueuePrefix({ redis: redisTargetFrom(config), prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "worker", shared: config.QUEUE_PREFIX_SHARED, logger });
+  health?.starting("connecting to Redis and Postgres and starting the processors");
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-worker" });
   startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const telemetry = bullmqTelemetry();
   const redis = createWorkerRedis(redisTargetFrom(config), logger);
-  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry);
+  const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry, config.QUEUE_KEEP_COMPLETED);
   const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
   const storage = await createObjectStorage(storageConfigFrom(config));
@@ -149,7 +157,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       maxAttempts: config.SUBMIT_MAX_ATTEMPTS,
       retryBaseMs: config.SUBMIT_RETRY_BASE_MS,
       retryMaxMs: config.SUBMIT_RETRY_MAX_MS,
-      startDownload: createDownloadShares(config.SOURCE_ACCOUNT_CONCURRENCY),
+      startDownload: createDownloadShares(config.SOURCE_ACCOUNT_CONCURRENCY, config.SOURCE_CONCURRENCY, drain.stopping),
       // The submit job keeps the place in line the task got at intake.
       enqueueSubmit: async (task, priority) => redriveJob("submit", task.id, priority ?? (await fairPriority.next(task.accountId))),
     }),
@@ -199,10 +207,18 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     );
     await webhooks.ensureSchedule();
   };
+  health?.starting("waiting for Redis (first check of our state) and for every processor's connection");
   const watchdog = startRedisWatchdog({ db, routes, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
   const metricsPush = startMetricsPush({ redis, prefix: config.QUEUE_PREFIX, everyMs: config.METRICS_PUSH_MS, logger });
   await watchdog.firstCheck;
   await ensureSchedules();
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  health?.running({
+    postgres: () => sql`select 1`.execute(db),
+    // Every queue this worker takes jobs from, written: on a cluster each lives on its own node.
+    redis: () => Promise.all(workers.map((w) => probeQueueWritable(redis, w))),
+    stoppedProcessors: () => workers.filter((w) => !w.isRunning()).map((w) => w.name),
+  });
   logger.info(
     { routes: providerRoutes.map((r) => ({ name: r.name, provider: r.kind, url: r.baseUrl, capacity: r.capacity })), storage: storage.describe },
     "worker started",
@@ -213,6 +229,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     (stopping ??= (async () => {
       // Active jobs finish or are handed back (job-drain.ts); only a kill leaves one to BullMQ's
       // stall check. The slot lines close after the jobs waiting in them have left.
+      health?.draining();
       await watchdog.stop();
       await Promise.all([drain.drain(workers, config.WORKER_DRAIN_MS), webhooks.stop()]);
       await routes.close();
@@ -223,6 +240,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       storage.close();
       await db.destroy();
       await identity.stop();
+      await health?.close();
     })());
   return { providerKind: providerRoutes[0]!.kind, stop };
 };

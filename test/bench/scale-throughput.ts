@@ -27,6 +27,10 @@ import { readCpuSeconds } from "./api-stack.ts";
 import { sleep } from "./bench-figures.ts";
 
 const TASKS = Number(process.env.BENCH_SCALE_TASKS ?? 1_000);
+// While iterating: BENCH_SCALE_TARGETS=single (or cluster) runs one target only; the ratios that
+// need the other then print as n/a.
+const TARGETS = (process.env.BENCH_SCALE_TARGETS ?? "single,cluster").split(",").map((t) => t.trim());
+const WORKER_COUNTS = (process.env.BENCH_SCALE_WORKERS ?? "1,3").split(",").map(Number);
 const CAPACITY = 200;
 const BATCH_ITEMS = 100;
 const JOBS_PER_TASK = ["source", "submit", "archive"];
@@ -182,17 +186,17 @@ const main = async () => {
     const source = await makeImage(400, 300);
     files = await startFileServer({ "/photo.png": { body: source } });
     single = await startPrivateRedis();
-    cluster = await startRedisCluster();
+    if (TARGETS.includes("cluster")) cluster = await startRedisCluster();
     const singleNode = new Redis(single.url);
-    const clusterNodes = [0, 1, 2].map((i) => cluster!.node(i));
+    const clusterNodes = cluster ? [0, 1, 2].map((i) => cluster!.node(i)) : [];
     const targets: Target[] = [
       { name: "single", env: { REDIS_URL: single.url }, nodes: () => [singleNode] },
-      { name: "cluster", env: { REDIS_CLUSTER_NODES: cluster.nodes }, nodes: () => clusterNodes },
+      ...(cluster ? [{ name: "cluster" as const, env: { REDIS_CLUSTER_NODES: cluster.nodes }, nodes: () => clusterNodes }] : []),
     ];
     const load0 = loadavg();
     const figures: Figures[] = [];
-    for (const target of targets) {
-      for (const workers of [1, 3]) {
+    for (const target of targets.filter((t) => TARGETS.includes(t.name))) {
+      for (const workers of WORKER_COUNTS) {
         const run = await runOnce(template, target, workers, files.url("/photo.png"));
         figures.push(run);
         console.log(
@@ -212,12 +216,14 @@ const main = async () => {
     const load1 = loadavg();
     console.log(`load average (1/5/15 min): at start ${load0.map((l) => l.toFixed(2)).join(" ")}, at end ${load1.map((l) => l.toFixed(2)).join(" ")}`);
 
-    const at = (name: string, workers: number) => figures.find((f) => f.target === name && f.workers === workers)!;
-    const cpuRatio = at("single", 1).cpuMsPerTask / raw.cpuMsPerTask;
-    const speedup = at("single", 3).tasksPerS / at("single", 1).tasksPerS;
-    const clusterRatio = (at("cluster", 1).tasksPerS + at("cluster", 3).tasksPerS) / (at("single", 1).tasksPerS + at("single", 3).tasksPerS);
+    const at = (name: string, workers: number) => figures.find((f) => f.target === name && f.workers === workers);
+    const figure = (value: number | undefined) => (value === undefined || !Number.isFinite(value) ? "n/a" : value.toFixed(2));
+    const [s1, s3, c1, c3] = [at("single", 1), at("single", 3), at("cluster", 1), at("cluster", 3)];
+    const cpuRatio = s1 && s1.cpuMsPerTask / raw.cpuMsPerTask;
+    const speedup = s1 && s3 && s3.tasksPerS / s1.tasksPerS;
+    const clusterRatio = s1 && s3 && c1 && c3 && (c1.tasksPerS + c3.tasksPerS) / (s1.tasksPerS + s3.tasksPerS);
     console.log(
-      `cpu_ratio=${cpuRatio.toFixed(2)} redis_cmds_per_task_1w=${at("single", 1).redisCmdsPerTask.toFixed(1)} redis_cmds_per_task_3w=${at("single", 3).redisCmdsPerTask.toFixed(1)} speedup_3_workers=${speedup.toFixed(2)} cluster_ratio=${clusterRatio.toFixed(2)}`,
+      `cpu_ratio=${figure(cpuRatio)} redis_cmds_per_task_1w=${s1?.redisCmdsPerTask.toFixed(1) ?? "n/a"} redis_cmds_per_task_3w=${s3?.redisCmdsPerTask.toFixed(1) ?? "n/a"} speedup_3_workers=${figure(speedup)} cluster_ratio=${figure(clusterRatio)}`,
     );
   } finally {
     await files?.stop().catch(() => undefined);

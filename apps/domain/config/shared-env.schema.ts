@@ -43,6 +43,10 @@ export const redisEnv = {
   // true: start even when live processes with another provider configuration use QUEUE_PREFIX
   // (process/stack-identity.ts); they then take each other's jobs, on purpose.
   QUEUE_PREFIX_SHARED: envBoolean.default(false),
+  // Finished jobs BullMQ keeps per task queue (source, submit, archive), for the queue board: each
+  // is a Redis hash, so this bounds Redis memory however many tasks pass (job-catalog.ts). Set the
+  // same on the APIs and the workers: whoever adds a job gives its rule.
+  QUEUE_KEEP_COMPLETED: z.coerce.number().int().min(0).max(100_000).default(1_000),
 };
 
 // Local directory or S3-compatible store; its fragment lives beside the stores.

@@ -5,12 +5,25 @@ const taskRef = z.object({ taskId: z.uuid() });
 
 // A task's own attempt budget is kept in Postgres; BullMQ's attempts only cover crashes and
 // infrastructure errors (Postgres down mid-job) that escape a processor's own handling.
+// A finished job is a Redis hash (with its data and result) that nothing needs once its task moved
+// on: the sweeper re-adds a job it finds missing just as one it finds completed. So they are kept
+// by count (QUEUE_KEEP_COMPLETED, for the queue board) and by age, and Redis does not grow with the
+// tasks that passed. BullMQ prunes a queue's finished jobs as its next job finishes. Failed jobs are
+// kept longer: a poison job's failure is what the sweeper reads to fail its task (worker.server.ts).
+export const KEEP_COMPLETED_S = 3_600;
+const KEEP_FAILED_S = 7 * 86_400;
 const stageOptions = {
   attempts: 8,
   backoff: { type: "exponential", delay: 1_000 },
-  removeOnComplete: { count: 1_000 },
-  removeOnFail: { count: 10_000 },
+  removeOnComplete: { age: KEEP_COMPLETED_S, count: 1_000 },
+  removeOnFail: { age: KEEP_FAILED_S, count: 10_000 },
 } satisfies JobsOptions;
+
+// The options a producer adds a task stage's job with, under its QUEUE_KEEP_COMPLETED.
+export const stageJobOptions = <K extends "source" | "submit" | "archive">(kind: K, keepCompleted: number): JobsOptions => ({
+  ...jobCatalog[kind].options,
+  removeOnComplete: { age: KEEP_COMPLETED_S, count: keepCompleted },
+});
 
 // Every queue's job name, payload schema and options in one place: producers and processors import
 // the same entry, so a payload can't drift between them. Jobs carry ids; Postgres holds the state.

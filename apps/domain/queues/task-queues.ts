@@ -1,6 +1,6 @@
 import { Queue, type Telemetry } from "bullmq";
 import type { RedisClient } from "./redis-connection.ts";
-import { bullQueueName, jobCatalog, type JobKind, type JobPayload, type WebhookJobKind } from "./job-catalog.ts";
+import { bullQueueName, jobCatalog, stageJobOptions, type JobKind, type JobPayload, type WebhookJobKind } from "./job-catalog.ts";
 
 export type TaskQueues = {
   enqueue<K extends Exclude<JobKind, "reconcile" | WebhookJobKind>>(kind: K, payload: JobPayload<K>, options?: { priority?: number }): Promise<void>;
@@ -16,7 +16,8 @@ export type TaskQueues = {
 const MAX_PRIORITY = 2_097_152;
 
 // `jobId` = task id, so enqueueing the same task twice (a retry, the sweeper) is a no-op.
-export const createTaskQueues = (connection: RedisClient, prefix: string, telemetry?: Telemetry): TaskQueues => {
+// `keepCompleted`: QUEUE_KEEP_COMPLETED (finished jobs kept per queue).
+export const createTaskQueues = (connection: RedisClient, prefix: string, telemetry?: Telemetry, keepCompleted = 1_000): TaskQueues => {
   const queues = new Map<JobKind, Queue>();
   const queue = (kind: JobKind): Queue => {
     let q = queues.get(kind);
@@ -32,7 +33,7 @@ export const createTaskQueues = (connection: RedisClient, prefix: string, teleme
       const entry = jobCatalog[kind];
       const data = entry.payload.parse(payload);
       const priority = options.priority === undefined ? undefined : Math.min(MAX_PRIORITY, Math.max(1, Math.round(options.priority)));
-      await queue(kind).add(entry.name, data, { ...entry.options, jobId: data.taskId, ...(priority ? { priority } : {}) });
+      await queue(kind).add(entry.name, data, { ...stageJobOptions(kind, keepCompleted), jobId: data.taskId, ...(priority ? { priority } : {}) });
     },
     enqueueBulk: async (kind, jobs) => {
       if (jobs.length === 0) return;
@@ -41,7 +42,7 @@ export const createTaskQueues = (connection: RedisClient, prefix: string, teleme
         jobs.map((job) => ({
           name: entry.name,
           data: { taskId: job.taskId },
-          opts: { ...entry.options, jobId: job.taskId, priority: Math.min(MAX_PRIORITY, Math.max(1, Math.round(job.priority))) },
+          opts: { ...stageJobOptions(kind, keepCompleted), jobId: job.taskId, priority: Math.min(MAX_PRIORITY, Math.max(1, Math.round(job.priority))) },
         })),
       );
     },
@@ -56,6 +57,6 @@ export const createTaskQueues = (connection: RedisClient, prefix: string, teleme
 
 // Whether work can be handed to this queue now: a short-lived write under the queue's own hash
 // tag (on a cluster, on the node that serves the queue), which a PING to any one node would not show.
-export const probeQueueWritable = async (redis: RedisClient, queue: Queue): Promise<void> => {
+export const probeQueueWritable = async (redis: RedisClient, queue: Pick<Queue, "toKey">): Promise<void> => {
   await redis.set(queue.toKey("ready-probe"), String(Date.now()), "PX", 10_000);
 };

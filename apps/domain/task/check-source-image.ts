@@ -18,9 +18,10 @@ export type CheckSourceDeps = TaskEndDeps & {
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
-  // A download slot for the account, or undefined when it already has its share running: one
-  // account's slow image hosts must not hold every download of every account.
-  startDownload: (accountId: string) => (() => void) | undefined;
+  // A download slot for the account (perhaps after waiting for one), or how long to step back when
+  // it already has its share running and enough jobs waiting: one account's slow image hosts must
+  // not hold every download of every account (check-source.processor.ts).
+  startDownload: (accountId: string) => Promise<{ release: () => void } | { busyForMs: number }>;
   // The task's next step once its image is known good, keeping its place in line.
   enqueueSubmit: (task: Task, priority: number | undefined) => Promise<void>;
 };
@@ -28,8 +29,6 @@ export type CheckSourceDeps = TaskEndDeps & {
 export type SourceCheckOutcome =
   | { kind: "checked" | "failed" | "already_done" | "task_missing" }
   | { kind: "retry_later"; delayMs: number; reason: string };
-
-const ACCOUNT_BUSY_RETRY_MS = 250;
 
 // A URL image is fetched and checked before it costs a provider task, in a stage of its own: a
 // slow or broken image host holds a download, never the submit path. Checked once (its size is then
@@ -47,13 +46,13 @@ export const checkSourceImage = async (
     await deps.enqueueSubmit(task, options.priority);
     return { kind: "checked" };
   }
-  const release = deps.startDownload(task.accountId);
-  if (!release) return { kind: "retry_later", delayMs: ACCOUNT_BUSY_RETRY_MS + Math.round(Math.random() * 250), reason: "the account's downloads are busy" };
+  const share = await deps.startDownload(task.accountId);
+  if ("busyForMs" in share) return { kind: "retry_later", delayMs: share.busyForMs, reason: "the account's downloads are busy" };
   let checked: Awaited<ReturnType<typeof fetchAndInspect>>;
   try {
     checked = await fetchAndInspect(deps, task.imageUrl);
   } finally {
-    release();
+    share.release();
   }
   switch (checked.kind) {
     case "invalid":

@@ -21,20 +21,86 @@ export const checkSourceProcessor = (deps: CheckSourceDeps) => async (job: Job, 
 };
 
 // An account's share of this process's downloads: slow image hosts of one account cannot hold them
-// all. Its others wait their turn (their jobs step back briefly), every other account goes on.
-export const createDownloadShares = (perAccount: number) => {
+// all. Its next jobs wait in place for a share, in line (handed over as one of its downloads ends:
+// no Redis traffic while they wait). An account holds at most `jobSlots - perAccount` job slots
+// that way (its share running, the rest waiting); a job of it beyond that waits in place a moment
+// too (`overRoomWaitMs`), moving into the line as places free, and steps back to the queue only if
+// none frees in time: while the account's downloads go on, their ends free BullMQ slots that go to
+// the next job by priority (another account's, fair-priority.ts), and while they hang, the moment
+// runs out and frees the slot. Before, every job past the share stepped back at once and came
+// straight back, round the queue (~40 Redis commands a trip) several times per task, more with
+// more workers: Redis commands per task grew with the workers.
+export type DownloadShare = { release: () => void } | { busyForMs: number };
+const ACCOUNT_BUSY_RETRY_MS = 250;
+const OVER_ROOM_WAIT_MS = 1_000;
+
+type Waiter = { wake: (share: DownloadShare) => void };
+
+export const createDownloadShares = (perAccount: number, jobSlots: number, stopping?: AbortSignal, overRoomWaitMs = OVER_ROOM_WAIT_MS) => {
   const running = new Map<string, number>();
-  return (accountId: string) => {
-    const now = running.get(accountId) ?? 0;
-    if (now >= perAccount) return undefined;
-    running.set(accountId, now + 1);
+  const lines = new Map<string, Waiter[]>();
+  const waitRoom = Math.max(0, jobSlots - 2 * perAccount);
+  const busy = (accountId: string): DownloadShare => ({
+    busyForMs: Math.round(ACCOUNT_BUSY_RETRY_MS * (1 + (lines.get(accountId)?.length ?? 0) / perAccount) + Math.random() * ACCOUNT_BUSY_RETRY_MS),
+  });
+  const leave = (accountId: string, waiter: Waiter) => {
+    const line = lines.get(accountId);
+    if (!line) return;
+    const at = line.indexOf(waiter);
+    if (at >= 0) line.splice(at, 1);
+    if (line.length === 0) lines.delete(accountId);
+  };
+  const shareOf = (accountId: string): DownloadShare => {
     let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const left = (running.get(accountId) ?? 1) - 1;
-      if (left <= 0) running.delete(accountId);
-      else running.set(accountId, left);
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        // Handed straight to the account's next waiter: the running count stays as it is.
+        const next = lines.get(accountId)?.[0];
+        if (next) {
+          leave(accountId, next);
+          return next.wake(shareOf(accountId));
+        }
+        const left = (running.get(accountId) ?? 1) - 1;
+        if (left <= 0) running.delete(accountId);
+        else running.set(accountId, left);
+      },
     };
+  };
+  // A stopping worker keeps no job waiting: they go back to the queue for another worker.
+  stopping?.addEventListener("abort", () => {
+    for (const [accountId, line] of [...lines]) for (const waiter of [...line]) {
+      leave(accountId, waiter);
+      waiter.wake(busy(accountId));
+    }
+  });
+  return async (accountId: string): Promise<DownloadShare> => {
+    const now = running.get(accountId) ?? 0;
+    if (now < perAccount) {
+      running.set(accountId, now + 1);
+      return shareOf(accountId);
+    }
+    if (stopping?.aborted) return busy(accountId);
+    const line = lines.get(accountId) ?? [];
+    lines.set(accountId, line);
+    return new Promise<DownloadShare>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const waiter: Waiter = {
+        wake: (share) => {
+          clearTimeout(timer);
+          resolve(share);
+        },
+      };
+      line.push(waiter);
+      // Places in line only move forward: one that is in the room when its moment ends stays.
+      if (line.length > waitRoom) {
+        timer = setTimeout(() => {
+          if (line.indexOf(waiter) < waitRoom) return;
+          leave(accountId, waiter);
+          resolve(busy(accountId));
+        }, overRoomWaitMs);
+      }
+    });
   };
 };
