@@ -127,6 +127,36 @@ describe("cancel and retry of a running batch", () => {
       expect(history.at(-1)).toMatchObject({ to: "succeeded" });
     }
   }, 120_000);
+
+  it("when a batch is canceled while an item's create is in flight and the provider never made it, then the item is canceled, not sent again", async () => {
+    const { key } = await stack.newAccount();
+    const image = await testImage();
+    const stats = async () => (await call(stack.simulator.url, "GET", "/_sim/stats")).body as { connection_faults: number };
+    const faultsBefore = (await stats()).connection_faults;
+    // The create hangs before the provider makes the task, until the worker's timeout: the outcome
+    // is unknown to the worker, so the task stays `submitting` and the cancel cannot take it.
+    await simulator({ timeout_rate: 1, connection_fault_point: "before_create", hang_ms: 120_000 });
+    let id: string;
+    try {
+      const created = await call(stack.api.url, "POST", "/v1/batches", { key, body: { defaults: ratios, items: [{ image }] } });
+      expect(created.status).toBe(201);
+      id = created.body.id;
+      await waitUntil(stats, (s) => s.connection_faults > faultsBefore, 30_000, "the create hanging at the simulator");
+      const canceled = await call(stack.api.url, "POST", `/v1/batches/${id}/cancel`, { key });
+      expect(canceled.status).toBe(200);
+      expect(canceled.body).toMatchObject({ canceled_now: 0, counts: { submitting: 1 } });
+    } finally {
+      await simulator({ timeout_rate: 0, connection_fault_point: "after_create" });
+    }
+    // The next attempt asks the provider first (nothing there), and then must not create it.
+    const batch = await waitUntil(() => getBatch(key, id), ended, 60_000, "batch ended");
+    expect(batch).toMatchObject({ status: "canceled", counts: { canceled: 1, succeeded: 0 } });
+    const [task] = await batchTasks(key, id);
+    const atProvider = (await call(stack.simulator.url, "GET", "/_sim/tasks")).body as { external_task_id: string | null }[];
+    expect(atProvider.filter((t) => t.external_task_id === task.id)).toEqual([]);
+    const history = (await call(stack.api.url, "GET", `/v1/tasks/${task.id}/events`, { key })).body.data as { from: string | null; to: string }[];
+    expect(history.at(-1)).toMatchObject({ from: "submitting", to: "canceled" });
+  }, 120_000);
 });
 
 describe("a large batch", () => {

@@ -4,7 +4,8 @@ import { AppError } from "../errors/app-error.ts";
 import { reserveCredits } from "../credits/credit-ledger.ts";
 import type { CreditTerms } from "../credits/credit-terms.ts";
 import { retryableFailureClasses } from "../task/retry-policy.ts";
-import { transitionBatchTasks, type TransitionDeps } from "../task/task-transition.ts";
+import { transitionBatchTasks, transitionTask, type TransitionDeps } from "../task/task-transition.ts";
+import type { TaskStatus } from "../db/database.ts";
 import type { Batch } from "./batch.repository.ts";
 
 // Cancel and retry move a batch's tasks through the bulk form of the one transition function
@@ -41,6 +42,30 @@ export const cancelBatch = async (deps: TransitionDeps, batch: Batch) => {
     detail: { batch_canceled: batch.id },
   });
   return { canceled };
+};
+
+// A task that comes back to the queue after its batch was canceled (a create the provider refused,
+// a resubmission) is canceled then: the cancel's bulk move took only the tasks queued at that
+// moment, and this one was at the provider's door. Called once the move back has committed: either
+// the cancel's move saw the task queued, or this read sees the batch canceled. Also called before a
+// create of a task whose earlier attempt created nothing.
+export const cancelIfBatchCanceled = async (deps: TransitionDeps, taskId: string, from: readonly TaskStatus[]): Promise<boolean> => {
+  const row = await deps.db
+    .selectFrom("task")
+    .innerJoin("batch", "batch.id", "task.batchId")
+    .select(["batch.id as batchId", "batch.canceledAt"])
+    .where("task.id", "=", taskId)
+    .executeTakeFirst();
+  if (!row?.canceledAt) return false;
+  const moved = await transitionTask(deps, {
+    taskId,
+    to: "canceled",
+    from,
+    source: "worker",
+    data: { waitReason: null, failureMessage: "the batch was canceled" },
+    detail: { batch_canceled: row.batchId },
+  });
+  return moved.applied;
 };
 
 // Only failed tasks whose failure may pass on a retry (retry-policy.ts) run again; each move is in

@@ -13,6 +13,7 @@ import { nextPollDelayMs } from "./retry-policy.ts";
 import { inFlightStatuses, isTerminal } from "./task-status.ts";
 import { scheduleCheck } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
+import { cancelIfBatchCanceled } from "../batch/batch-control.ts";
 
 export type ReconcileDeps = ApplyReportDeps & {
   routes: ProviderRouteSet;
@@ -228,6 +229,7 @@ const providerLostTask = async (deps: ReconcileDeps, task: Task, why: string) =>
     });
     if (requeued.applied) {
       await deps.routes.releaseSlots(task.id);
+      if (await cancelIfBatchCanceled(deps, task.id, ["queued"])) return;
       await deps.redriveJob("submit", task.id, fairPriorityOf(deps, task));
     }
     return;

@@ -9,6 +9,7 @@ import { providerImageOf, type ProviderImageDeps } from "./provider-image.ts";
 import { findTask } from "./task.repository.ts";
 import { claimSubmitAttempt, markWaiting, releaseSubmitAttempt, renewSubmitAttempt, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
+import { cancelIfBatchCanceled } from "../batch/batch-control.ts";
 import { gateWaitReason, pickRoute, SLOT_WAIT_REASON } from "./pick-route.ts";
 import { STEP_BACK_MS } from "../provider-capacity/provider-slots.ts";
 
@@ -184,6 +185,11 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
         return { kind: "adopted" };
       }
       mayHoldTask = false;
+      // Nothing was created: a batch canceled meanwhile is not sent now.
+      if (await cancelIfBatchCanceled(deps, taskId, ["submitting"])) {
+        await slots.release(taskId);
+        return { kind: "already_done" };
+      }
     }
     const created = await client.createTask({
       image,
@@ -235,6 +241,7 @@ const leaveRoute = async (
     data: { waitReason: outcome.reason },
   });
   if (!left.applied) return outcome;
+  if (await cancelIfBatchCanceled(deps, taskId, ["queued"])) return { kind: "already_done" };
   const routeBlocked = (await route.gate.state()).mode !== "closed";
   const elsewhere = deps.routes.all.some((r) => r !== route);
   if (routeBlocked && elsewhere) return { ...outcome, delayMs: Math.min(outcome.delayMs, FAILOVER_RETRY_MS + Math.round(Math.random() * FAILOVER_RETRY_MS)) };
