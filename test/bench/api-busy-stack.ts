@@ -14,17 +14,11 @@ import { rawStatusRead } from "./api-baselines.ts";
 import { createBenchAccount, endedStatusMix, fillStatusTasks } from "./api-fill.ts";
 import { closedLoop, hammer, type Figures } from "./api-load.ts";
 import { startBenchStack } from "./api-stack.ts";
-import { sleep } from "./bench-figures.ts";
+import { envNumber, sleep } from "./bench-figures.ts";
 import { seededRandom } from "../../apps/simulator/seeded-random.ts";
 
 const env = process.env;
-const num = (name: string, fallback: number, min = 0) => {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < min) throw new Error(`${name}: expected a number >= ${min}, got '${raw}'`);
-  return value;
-};
+const num = envNumber;
 const params = {
   seconds: num("BENCH_API_SECONDS", 8, 1),
   warmupSeconds: num("BENCH_API_WARMUP_SECONDS", 2),

@@ -16,18 +16,13 @@ import { callbackPhase, intakePhase, readPhase, warmUpApi, type BenchParams, typ
 import { formatTable, ratioOf, type Row } from "./api-report.ts";
 import { startBenchStack } from "./api-stack.ts";
 import { seededRandom } from "../../apps/simulator/seeded-random.ts";
+import { envNumber } from "./bench-figures.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
 
 const env = process.env;
-const num = (name: string, fallback: number, min = 0) => {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < min) throw new Error(`${name}: expected a number >= ${min}, got '${raw}'`);
-  return value;
-};
+const num = envNumber;
 const phaseNames = ["reads", "intake", "callbacks"] as const;
 type PhaseName = (typeof phaseNames)[number];
 

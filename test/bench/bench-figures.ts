@@ -13,3 +13,13 @@ export const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 export const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 export const dist = (xs: number[]) =>
   xs.length ? `mean ${s(mean(xs))}, p50 ${s(quantile(xs, 0.5))}, p95 ${s(quantile(xs, 0.95))}, max ${s(Math.max(...xs))} (${xs.length})` : "none";
+
+// A benchmark knob from the environment: unset or empty takes the default; anything else must be a
+// number >= min, or the run stops naming the variable (a typo must not measure the default silently).
+export const envNumber = (name: string, fallback: number, min = 0) => {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min) throw new Error(`${name}: expected a number >= ${min}, got '${raw}'`);
+  return value;
+};

@@ -18,10 +18,10 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { createBenchAccount, fillCallbackTasks, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
 import { startBenchStack } from "./api-stack.ts";
-import { quantile, sleep } from "./bench-figures.ts";
+import { envNumber, quantile, sleep } from "./bench-figures.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
-const num = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
+const num = envNumber;
 // BENCH_CALLBACKS_RATE (one rate) is still read, for the runs recorded with it.
 const RATES = (process.env.BENCH_CALLBACKS_RATES ?? process.env.BENCH_CALLBACKS_RATE ?? "20,50").split(",").map(Number);
 if (RATES.some((r) => !Number.isFinite(r) || r <= 0)) throw new Error(`BENCH_CALLBACKS_RATES: positive numbers, comma-separated`);
