@@ -55,11 +55,11 @@ const POLL_CONCURRENCY = 16;
 // A follow-up wakes no more often than this (a burst of checks due together is one wake).
 const FOLLOW_MIN_WAIT_MS = 25;
 
-const overdueInFlight = (deps: Pick<ReconcileDeps, "db" | "batchSize">) =>
+const overdueTasks = (deps: Pick<ReconcileDeps, "db" | "batchSize">, statuses: readonly TaskStatus[]) =>
   deps.db
     .selectFrom("task")
     .selectAll()
-    .where("status", "in", inFlightStatuses)
+    .where("status", "in", statuses)
     .where("nextCheckAt", "<=", new Date())
     .orderBy("nextCheckAt", "asc")
     .limit(deps.batchSize)
@@ -86,7 +86,7 @@ export const followUpcomingChecks = async (deps: ReconcileDeps, untilMs: number)
       .executeTakeFirst();
     if (!next?.nextCheckAt) return polled;
     await sleep(Math.max(FOLLOW_MIN_WAIT_MS, next.nextCheckAt.getTime() - Date.now()));
-    await forEachConcurrently(await overdueInFlight(deps), POLL_CONCURRENCY, async (task) => {
+    await forEachConcurrently(await overdueTasks(deps, inFlightStatuses), POLL_CONCURRENCY, async (task) => {
       try {
         await pollTask(deps, task);
         polled++;
@@ -104,16 +104,7 @@ export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSumm
   summary.timedOut = await failOverdueTasks(deps);
   summary.slotsRepaired = await repairSlotLedger(deps);
   // Two lists, so that a large backlog of waiting tasks never delays the polls of running ones.
-  const overdue = async (statuses: readonly TaskStatus[]) =>
-    deps.db
-      .selectFrom("task")
-      .selectAll()
-      .where("status", "in", statuses)
-      .where("nextCheckAt", "<=", new Date())
-      .orderBy("nextCheckAt", "asc")
-      .limit(deps.batchSize)
-      .execute();
-  const due = [...(await overdue(inFlightStatuses)), ...(await overdue(["queued", "submitting", "archiving"]))];
+  const due = [...(await overdueTasks(deps, inFlightStatuses)), ...(await overdueTasks(deps, ["queued", "submitting", "archiving"]))];
   // A bounded number of provider calls at once: a backlog of overdue tasks must not flood the provider.
   await forEachConcurrently(due, POLL_CONCURRENCY, async (task) => {
     try {
