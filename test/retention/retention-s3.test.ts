@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createS3Storage } from "../../apps/domain/storage/s3-storage.ts";
+import { eventually } from "../support/fault-kit.ts";
 import { startFileServer } from "../support/file-server.ts";
 import { call, waitForTask } from "../support/http.ts";
 import { makeImage } from "../support/images.ts";
@@ -74,21 +75,14 @@ const all = (keys: string[], value: boolean) => Object.fromEntries(keys.map((k) 
 const backdate = (stack: Stack, taskIds: string[], days: number) =>
   stack.db.updateTable("task").set({ finishedAt: new Date(Date.now() - days * DAY_MS) }).where("id", "in", taskIds).execute();
 
-// Polls a condition the sweep makes true; the sweep runs every 200 ms here.
-const eventually = async <T>(read: () => Promise<T>, done: (value: T) => boolean, what: string, timeoutMs = 15_000): Promise<T> => {
-  const deadline = Date.now() + timeoutMs;
-  let last = await read();
-  while (!done(last)) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    last = await read();
-  }
-  return last;
-};
-
 const deletedMessage = /^done; its images were deleted on \d{4}-\d{2}-\d{2} \(image retention\)$/;
 const viewOf = (stack: Stack, key: string, id: string) => call(stack.api.url, "GET", `/v1/tasks/${id}`, { key });
-const imagesDeleted = (stack: Stack, key: string, id: string) => eventually(() => viewOf(stack, key, id), (a) => a.body.images?.length === 0, `image retention of ${id}`);
+// The sweep runs every 200 ms here; 15 s leaves room for a busy machine.
+const imagesDeleted = (stack: Stack, key: string, id: string) =>
+  eventually(`image retention of ${id}`, async () => {
+    const answer = await viewOf(stack, key, id);
+    return answer.body.images?.length === 0 ? answer : undefined;
+  }, 15_000);
 
 // What the rows say about a task's files.
 const rowsOf = async (stack: Stack, id: string) => ({
@@ -107,7 +101,7 @@ const wholePassRan = async (stack: Stack) => {
       .values({ taskId: null, rawBody: `{"retention marker":${round}}`, receivedAt: new Date(Date.now() - 40 * DAY_MS) })
       .returning("id")
       .executeTakeFirstOrThrow();
-    await eventually(() => stack.db.selectFrom("providerCallback").select("id").where("id", "=", marker.id).execute(), (rows) => rows.length === 0, `retention pass ${round}`);
+    await eventually(`retention pass ${round}`, async () => ((await stack.db.selectFrom("providerCallback").select("id").where("id", "=", marker.id).execute()).length === 0 ? true : undefined), 15_000);
   }
 };
 
