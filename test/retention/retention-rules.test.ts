@@ -183,4 +183,33 @@ describe("retention of finished tasks, their rows and their files", () => {
     expect(await run(small)).toMatchObject({ tasks: 1 });
     expect(await run(small)).toMatchObject({ tasks: 0 });
   });
+
+  it("when the store fails a delete, then the pass sends no more deletes, marks none of the tasks, and the next pass deletes them all", async () => {
+    const accountId = await createAccount(db, "outage");
+    const due = [];
+    for (let i = 0; i < 10; i++) due.push(await task(accountId, "succeeded", 40));
+    const keys = due.flatMap((t) => t.files);
+    expect(keys).toHaveLength(20);
+    const asked: string[] = [];
+    const down = {
+      remove: async (key: string) => {
+        asked.push(key);
+        throw new Error("store unreachable");
+      },
+    };
+    const images = settings({ IMAGE_RETENTION_DAYS: 30 });
+    expect(await runRetention({ db, storage: down, logger }, images)).toMatchObject({ imageTasks: 0, files: 0, fileErrors: 10 });
+    // One round of concurrent deletes at most (8 at once), not one failing request per file.
+    expect(asked.length).toBeGreaterThan(0);
+    expect(asked.length).toBeLessThanOrEqual(8);
+    const rows = await db.selectFrom("task").select(["imagesDeletedAt", "sourceKey"]).where("id", "in", due.map((t) => t.id)).execute();
+    expect(rows.map((r) => r.imagesDeletedAt)).toEqual(due.map(() => null));
+    expect(rows.every((r) => r.sourceKey !== null)).toBe(true);
+    const files = await storedFiles();
+    expect(keys.filter((k) => !files.has(k))).toEqual([]);
+
+    expect(await run(images)).toMatchObject({ imageTasks: 10, files: 20, fileErrors: 0 });
+    const after = await storedFiles();
+    expect(keys.filter((k) => after.has(k))).toEqual([]);
+  });
 });

@@ -74,10 +74,19 @@ export const pruneExpiredImages = async (
   ];
   const failed = new Set<string>();
   if (options.by === "sweep") {
+    // After a failed delete the pass sends no more: a store that is down or silent would otherwise
+    // cost every file of the batch its own timeouts and retries (hours for a full batch at
+    // S3_TIMEOUT_MS), holding up the reconcile sweep this runs in. The rest wait for the next pass.
+    let storeFailing = false;
     await forEachConcurrently(files, FILE_DELETE_CONCURRENCY, async (file) => {
+      if (storeFailing) {
+        failed.add(file.taskId);
+        return;
+      }
       try {
         await deps.storage.remove(file.key);
       } catch {
+        storeFailing = true;
         failed.add(file.taskId);
       }
     });
