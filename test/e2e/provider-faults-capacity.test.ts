@@ -148,7 +148,7 @@ describe("priority: a single task against a bulk backlog", () => {
 describe("fairness: two bulk accounts sharing one provider account", () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_RUN_MS: "300" } });
+    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_CLOCK: "manual" } });
   });
   afterAll(() => stack?.stop());
 
@@ -158,6 +158,7 @@ describe("fairness: two bulk accounts sharing one provider account", () => {
     const bulkA = await submitMany(stack, a.key, 16);
     const bulkB = await submitMany(stack, b.key, 16);
     const firstOfB = (await taskRows(stack.db, bulkB.map((t) => t.id))).map((t) => t.acceptedAt).sort((x, y) => x.getTime() - y.getTime())[0]!;
+    await releaseOneAtATime(stack, [...bulkA, ...bulkB], { capacity: 2 });
     await settle(stack, [...bulkA, ...bulkB], 30_000);
     await expectAllAccountedFor(stack, [...bulkA, ...bulkB].map((t) => ({ ...t, status: "succeeded" as const })), { capacity: 2 });
 
