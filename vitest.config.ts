@@ -8,6 +8,8 @@ const servicesSetup = ["test/support/global-setup.ts"];
 export default defineConfig({
   test: {
     reporters: ["default", "./test/support/summary-reporter.ts"],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
     // Two cores: files run in parallel forks, each with its own servers, queue prefix and data.
     pool: "forks",
     maxWorkers: 2,
@@ -15,7 +17,7 @@ export default defineConfig({
       {
         extends: true,
         // No global setup: pure rules need neither Postgres nor Redis.
-        test: { name: "unit", include: unitFiles, testTimeout: 10_000 },
+        test: { name: "unit", include: unitFiles },
       },
       {
         extends: true,
@@ -24,13 +26,11 @@ export default defineConfig({
           include: ["test/**/*.test.ts"],
           exclude: [...unitFiles, ...e2eFiles],
           globalSetup: servicesSetup,
-          testTimeout: 30_000,
-          hookTimeout: 60_000,
         },
       },
       {
         extends: true,
-        test: { name: "e2e", include: e2eFiles, globalSetup: servicesSetup, testTimeout: 30_000, hookTimeout: 60_000 },
+        test: { name: "e2e", include: e2eFiles, globalSetup: servicesSetup },
       },
     ],
   },
