@@ -1,14 +1,37 @@
 import { defineConfig } from "vitest/config";
+import { e2eFiles, unitFiles } from "./test/tiers.ts";
+
+// Three tiers in one run (test/tiers.ts says which file is where): `npm test` runs them all,
+// `npm run test:unit` / `test:integration` / `test:e2e` one each (vitest --project).
+const servicesSetup = ["test/support/global-setup.ts"];
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
-    globalSetup: ["test/support/global-setup.ts"],
     reporters: ["default", "./test/support/summary-reporter.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     // Two cores: files run in parallel forks, each with its own servers, queue prefix and data.
     pool: "forks",
     maxWorkers: 2,
+    projects: [
+      {
+        extends: true,
+        // No global setup: pure rules need neither Postgres nor Redis.
+        test: { name: "unit", include: unitFiles },
+      },
+      {
+        extends: true,
+        test: {
+          name: "integration",
+          include: ["test/**/*.test.ts"],
+          exclude: [...unitFiles, ...e2eFiles],
+          globalSetup: servicesSetup,
+        },
+      },
+      {
+        extends: true,
+        test: { name: "e2e", include: e2eFiles, globalSetup: servicesSetup },
+      },
+    ],
   },
 });

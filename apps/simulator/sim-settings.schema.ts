@@ -73,6 +73,10 @@ export const simSettingsSchema = z.object({
   // When set, only these bearer tokens (or JWTs whose iss is listed) are accepted.
   api_keys: z.array(z.string().min(1)).nullable(),
   image_fetch_timeout_ms: millis,
+  // auto: tasks run on timers (run_ms). manual: a task stays running until a test ends it through
+  // POST /_sim/tasks/{id}/finish or /fail (needs SIM_TASK_CONTROL), so tests order events without
+  // waiting on the wall clock.
+  clock: z.enum(["auto", "manual"]),
 });
 
 export type SimSettings = z.output<typeof simSettingsSchema>;

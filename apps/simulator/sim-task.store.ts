@@ -57,7 +57,15 @@ export const createSimTaskStore = () => {
     return entry;
   };
 
+  // For the admin routes: `id` is a task_id, or with `account` also that account's external_task_id.
+  const locate = (id: string, account?: string): SimTask | undefined => {
+    const byTaskId = tasks.get(id);
+    if (account === undefined) return byTaskId;
+    return byTaskId && byTaskId.account === account ? byTaskId : byExternalId.get(externalKey(account, id));
+  };
+
   return {
+    locate,
     stats: (): SimStats => stats,
 
     // Counts every create call that carried this external_task_id, accepted or not.
@@ -117,13 +125,7 @@ export const createSimTaskStore = () => {
     // are free, its external_task_id may be used again, and it never changes or calls back again.
     // `id` is a task_id, or with `account` also that account's external_task_id.
     forget(id: string, account?: string): SimTask | undefined {
-      const byTaskId = tasks.get(id);
-      const task =
-        account === undefined
-          ? byTaskId
-          : byTaskId && byTaskId.account === account
-            ? byTaskId
-            : byExternalId.get(externalKey(account, id));
+      const task = locate(id, account);
       if (!task) return undefined;
       tasks.delete(task.taskId);
       if (task.externalTaskId !== undefined && byExternalId.get(externalKey(task.account, task.externalTaskId)) === task) {

@@ -51,10 +51,18 @@ export const simulatorEnvSchema = z
   // SIM_SECRET_KEY (401/1002 otherwise). CometAPI's family (/kling/...) keeps bearer keys.
   SIM_ACCESS_KEY: z.string().min(1).optional(),
   SIM_SECRET_KEY: z.string().min(1).optional(),
+  // Test control: POST /_sim/tasks/{id}/finish, /fail and /callback, and the manual clock. Off unless
+  // asked for (the test harness turns it on), so a simulator someone runs keeps to its timers.
+  SIM_TASK_CONTROL: envBoolean.default(false),
+  SIM_CLOCK: z.enum(["auto", "manual"]).default("auto"),
   })
   .refine((env) => (env.SIM_ACCESS_KEY === undefined) === (env.SIM_SECRET_KEY === undefined), {
     path: ["SIM_SECRET_KEY"],
     error: "SIM_ACCESS_KEY and SIM_SECRET_KEY go together",
+  })
+  .refine((env) => env.SIM_CLOCK === "auto" || env.SIM_TASK_CONTROL, {
+    path: ["SIM_CLOCK"],
+    error: "manual needs SIM_TASK_CONTROL=true (else nothing could end a task)",
   });
 
 export type SimulatorConfig = z.output<typeof simulatorEnvSchema>;
@@ -86,4 +94,5 @@ export const settingsFromConfig = (c: SimulatorConfig): SimSettings => ({
   webhook_secret: c.SIM_WEBHOOK_SECRET ?? null,
   api_keys: c.SIM_API_KEYS && c.SIM_API_KEYS.length > 0 ? c.SIM_API_KEYS : null,
   image_fetch_timeout_ms: c.SIM_IMAGE_FETCH_TIMEOUT_MS,
+  clock: c.SIM_CLOCK,
 });

@@ -35,7 +35,7 @@ export const startSimulator = async (config: SimulatorConfig): Promise<RunningSi
   // alone, not on how creates and callbacks interleave with them.
   const dice = (stream: number) => (config.SIM_SEED === undefined ? Math.random : seededRandom(config.SIM_SEED + stream));
   const callbacks = createCallbackSender({ settings: getSettings, stats: store.stats, logger, random: dice(3) });
-  const lifecycle = createTaskLifecycle({ store, timers, callbacks, results, publicUrl: getPublicUrl, logger });
+  const lifecycle = createTaskLifecycle({ store, clock: () => settings.clock, timers, callbacks, results, publicUrl: getPublicUrl, logger });
 
   const app = express();
   app.disable("x-powered-by");
@@ -44,7 +44,7 @@ export const startSimulator = async (config: SimulatorConfig): Promise<RunningSi
     res.on("finish", () => logger.debug({ method: req.method, path: req.path, status: res.statusCode, ms: Date.now() - started }, "request"));
     next();
   });
-  app.use("/_sim", adminRoutes({ store, lifecycle, results, settings: getSettings, updateSettings: (next) => (settings = next), logger }));
+  app.use("/_sim", adminRoutes({ store, lifecycle, results, settings: getSettings, updateSettings: (next) => (settings = next), taskControl: config.SIM_TASK_CONTROL, logger }));
   const jwtPair = config.SIM_ACCESS_KEY && config.SIM_SECRET_KEY ? { accessKey: config.SIM_ACCESS_KEY, secretKey: config.SIM_SECRET_KEY } : undefined;
   const routeDeps = { store, lifecycle, timers, settings: getSettings, publicUrl: getPublicUrl, logger, faultRandom: dice(1), random: dice(2) };
   // Kling's own path family checks JWT signatures when given the pair; CometAPI's does not.

@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { expectAllAccountedFor } from "../support/accounting.ts";
-import { eventually, readiness, resultSize, sampleWhile, settle, simAdmin, startFaultStack, submitMany, submitTask, testImage, type Submitted } from "../support/fault-kit.ts";
+import { eventually, readiness, releaseOneAtATime, resultSize, sampleWhile, settle, simAdmin, startFaultStack, submitMany, submitTask, testImage, type Submitted } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
 import { taskRow, taskRows } from "../support/rows.ts";
 
@@ -92,10 +92,9 @@ describe("priority: a single task against a bulk backlog", () => {
   let redis: Redis;
   beforeAll(async () => {
     redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
-    // The first slot frees 3 s after A's first tasks start: B's own intake and pickup (over a
-    // second when the whole suite loads the machine; 2 s was once not enough in CI) end before it,
-    // so B's place shows the policy, not the load.
-    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_RUN_MS: "3000" } });
+    // The manual clock: no slot frees until B's task is in the slot line, however long B's own
+    // intake and pickup take on a loaded machine, so B's place shows the policy, not the load.
+    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_CLOCK: "manual" } });
   });
   afterAll(async () => {
     redis?.disconnect();
@@ -124,7 +123,9 @@ describe("priority: a single task against a bulk backlog", () => {
       const row = await taskRow(stack.db, single.id);
       return row.status === "queued" ? undefined : row.acceptedAt;
     }, 30_000, 20);
-    await settle(stack, [...bulk, single], 80_000);
+    // Then one slot at a time, each freed once the last one was taken again.
+    await releaseOneAtATime(stack, [...bulk, single], { capacity: 2 });
+    await settle(stack, [...bulk, single], 30_000);
 
     await expectAllAccountedFor(stack, [...bulk, single].map((t) => ({ ...t, status: "succeeded" as const })), { capacity: 2 });
     const later = await stack.db
@@ -147,7 +148,7 @@ describe("priority: a single task against a bulk backlog", () => {
 describe("fairness: two bulk accounts sharing one provider account", () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_RUN_MS: "300" } });
+    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_CLOCK: "manual" } });
   });
   afterAll(() => stack?.stop());
 
@@ -157,6 +158,7 @@ describe("fairness: two bulk accounts sharing one provider account", () => {
     const bulkA = await submitMany(stack, a.key, 16);
     const bulkB = await submitMany(stack, b.key, 16);
     const firstOfB = (await taskRows(stack.db, bulkB.map((t) => t.id))).map((t) => t.acceptedAt).sort((x, y) => x.getTime() - y.getTime())[0]!;
+    await releaseOneAtATime(stack, [...bulkA, ...bulkB], { capacity: 2 });
     await settle(stack, [...bulkA, ...bulkB], 30_000);
     await expectAllAccountedFor(stack, [...bulkA, ...bulkB].map((t) => ({ ...t, status: "succeeded" as const })), { capacity: 2 });
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { eventually, getTask, readiness, sampleWhile, settle, submitMany, testImage } from "../support/fault-kit.ts";
+import { eventually, getTask, readiness, releaseOneAtATime, sampleWhile, settle, submitMany, testImage } from "../support/fault-kit.ts";
 import { expectEachRunOnce, routeAdmin, startRoutesStack, type RoutesStack } from "../support/routes-kit.ts";
 
 // Two routes of C slots each keep 2C tasks running at the provider, never more than C on either.
@@ -15,8 +15,8 @@ describe("two healthy routes", () => {
   beforeAll(async () => {
     routes = await startRoutesStack({
       routes: [
-        { name: "first", kind: "kling", capacity: C, simulatorEnv: { SIM_RUN_MS: "8000" } },
-        { name: "second", kind: "cometapi", capacity: C, simulatorEnv: { SIM_RUN_MS: "8000" } },
+        { name: "first", kind: "kling", capacity: C, simulatorEnv: { SIM_CLOCK: "manual" } },
+        { name: "second", kind: "cometapi", capacity: C, simulatorEnv: { SIM_CLOCK: "manual" } },
       ],
     });
   });
@@ -35,12 +35,15 @@ describe("two healthy routes", () => {
     let tasks: Awaited<ReturnType<typeof submitMany>>;
     try {
       tasks = await submitMany(routes.stack, key, 2 * C + 2);
-      // A task that waits says for which routes' slots. Each run is long (8 s) so that the first
-      // wave overlaps at the provider even when the machine is loaded and intake and creates are slow.
+      // A task that waits says for which routes' slots. Under the manual clock no task ends until
+      // the test says so, so the first wave overlaps at the provider however slow intake and creates are.
       await eventually("a task waiting for both routes' slots", async () => {
         const views = await Promise.all(tasks.map((t) => getTask(routes.stack, t)));
         return views.find((v) => /waiting for a free provider slot \(full: route first, route second\)/.test(v.status_message));
       });
+      // Nothing ends before the sampler has seen the first wave (or the wave never fills, and this fails).
+      await eventually("both routes' slots busy at once, as sampled", async () => (busy.seen.includes(2 * C) ? true : undefined));
+      await releaseOneAtATime(routes.stack, tasks, { capacity: 2 * C, simulators: Object.values(routes.sims) });
       done = await settle(routes.stack, tasks, 40_000);
     } finally {
       await Promise.all([busy.stop(), ledger.stop()]);

@@ -9,7 +9,7 @@ import { startSimulator, type RunningSimulator } from "../../apps/simulator/simu
 // Helpers for the simulator's own tests: real HTTP everywhere, every test makes its own data.
 
 export const startTestSimulator = (env: Record<string, string> = {}): Promise<RunningSimulator> =>
-  startSimulator(parseSimulatorConfig({ LOG_LEVEL: "silent", SIMULATOR_PORT: "0", SIM_RUN_MS: "60", ...env }));
+  startSimulator(parseSimulatorConfig({ LOG_LEVEL: "silent", SIMULATOR_PORT: "0", SIM_RUN_MS: "60", SIM_TASK_CONTROL: "true", ...env }));
 
 export const randomToken = () => `acct-${randomUUID()}`;
 
@@ -71,6 +71,10 @@ export const adminApi = (sim: RunningSimulator) => {
     stats: (account?: string) => call(`/stats${account ? `?account=${encodeURIComponent(account)}` : ""}`),
     tasks: (account?: string) => call(`/tasks${account ? `?account=${encodeURIComponent(account)}` : ""}`),
     reset: () => call("/reset", { method: "POST" }),
+    // Task control (SIM_TASK_CONTROL): end a running task now, or send its callback again.
+    finish: (id: string) => call(`/tasks/${encodeURIComponent(id)}/finish`, { method: "POST" }),
+    fail: (id: string, body: unknown = {}) => call(`/tasks/${encodeURIComponent(id)}/fail`, { method: "POST", body: JSON.stringify(body) }),
+    callback: (id: string) => call(`/tasks/${encodeURIComponent(id)}/callback`, { method: "POST" }),
   };
 };
 

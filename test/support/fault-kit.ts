@@ -1,5 +1,6 @@
 import { call, waitForTask } from "./http.ts";
 import { makeImage } from "./images.ts";
+import { taskRows } from "./rows.ts";
 import { startStack, type Stack } from "./stack.ts";
 
 // Helpers for the provider fault tests: a stack whose API and worker agree on the provider's
@@ -59,7 +60,50 @@ export const simAdmin = (stack: { simulator: { url: string } }) => {
     createCalls: async (): Promise<{ account: string; external_task_id: string; count: number }[]> =>
       (await call(url, "GET", "/_sim/create-calls")).body,
     forget: async (taskId: string) => call(url, "DELETE", `/_sim/tasks/${encodeURIComponent(taskId)}`),
+    // Time control (SIM_TASK_CONTROL, on in every test stack): `id` is the provider's task_id or
+    // our task id (the external_task_id). Each answers once the task's callbacks were handled.
+    finish: async (id: string) => controlled(url, id, "finish"),
+    fail: async (id: string, message?: string) => controlled(url, id, "fail", message === undefined ? {} : { message }),
+    callback: async (id: string) => controlled(url, id, "callback"),
   };
+};
+
+const controlled = async (url: string, id: string, what: "finish" | "fail" | "callback", body?: unknown): Promise<SimTaskView> => {
+  const answer = await call(url, "POST", `/_sim/tasks/${encodeURIComponent(id)}/${what}`, body === undefined ? {} : { body });
+  if (answer.status !== 200) throw new Error(`simulator refused to ${what} ${id}: ${answer.status} ${JSON.stringify(answer.body)}`);
+  return answer.body;
+};
+
+const atProvider = (t: SimTaskView) => t.status === "submitted" || t.status === "processing";
+
+// Under the manual clock (SIM_CLOCK=manual): frees the provider's slots one at a time, ending the
+// oldest of `tasks` running there each time the freed slot has been taken again (or none of
+// `tasks` is left waiting for one), until all of them have ended at the provider. The order in
+// which waiting tasks get slots is then the policy's alone, whatever the machine's load.
+export const releaseOneAtATime = async (
+  stack: Stack,
+  tasks: { id: string }[],
+  options: { capacity: number; timeoutMs?: number; simulators?: { url: string }[] },
+) => {
+  const ids = new Set(tasks.map((t) => t.id));
+  const sims = (options.simulators ?? [stack.simulator]).map((simulator) => simAdmin({ simulator }));
+  for (;;) {
+    const running = await eventually(
+      "the freed slot taken again",
+      async () => {
+        const views = (await Promise.all(sims.map(async (sim) => (await sim.tasks()).map((view) => ({ sim, view }))))).flat();
+        const held = views.filter(({ view }) => atProvider(view) && ids.has(view.external_task_id ?? ""));
+        if (held.length >= options.capacity) return held;
+        const waiting = (await taskRows(stack.db, [...ids])).filter((r) => r.status === "queued" || r.status === "submitting");
+        return waiting.length === 0 ? held : undefined;
+      },
+      options.timeoutMs ?? 30_000,
+      20,
+    );
+    const oldest = running[0];
+    if (!oldest) return;
+    await oldest.sim.finish(oldest.view.task_id);
+  }
 };
 
 export type Submitted = { id: string; key: string; n: number };

@@ -43,6 +43,7 @@ export const startRoutesStack = async (options: {
         SIMULATOR_PORT: "0",
         LOG_LEVEL: "silent",
         SIM_RUN_MS: "300",
+        SIM_TASK_CONTROL: "true",
         SIM_CAPACITY: String(route.capacity),
         ...(route.kind === "kling" ? { SIM_ACCESS_KEY: jwtPair.accessKey, SIM_SECRET_KEY: jwtPair.secretKey } : {}),
         ...(route.webhookSecret ? { SIM_WEBHOOK_SECRET: route.webhookSecret } : {}),

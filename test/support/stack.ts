@@ -66,7 +66,7 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
   const timing = { CALLBACK_GRACE_MS: "5000", STALL_RECHECK_MS: "5000", POLL_MAX_INTERVAL_MS: "2000" };
 
   const simulator = await startSimulator(
-    parseSimulatorConfig({ SIMULATOR_PORT: "0", SIM_RUN_MS: "150", LOG_LEVEL: "silent", ...options.simulatorEnv }),
+    parseSimulatorConfig({ SIMULATOR_PORT: "0", SIM_RUN_MS: "150", SIM_TASK_CONTROL: "true", LOG_LEVEL: "silent", ...options.simulatorEnv }),
   );
   // Image URLs on this machine are the tests' own image hosts: the API accepts them at intake as
   // the worker downloads them (the same ALLOWED_PRIVATE_HOSTS, as in a real deployment).
