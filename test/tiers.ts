@@ -12,6 +12,7 @@ export const unitFiles = [
   "test/process/env-example.test.ts",
   "test/process/ready-banner.test.ts",
   "test/process/restart-backoff.test.ts",
+  "test/process/test-tiers.test.ts",
   "test/provider/provider-error-codes.test.ts",
   "test/provider/provider-image.test.ts",
   "test/storage/storage-config.test.ts",
@@ -46,4 +47,5 @@ export const e2eFiles = [
   "test/process/run-service.test.ts",
   "test/process/stack-identity.test.ts",
   "test/process/worker-public-url.test.ts",
+  "test/process/worker-readiness.test.ts",
 ];
