@@ -43,6 +43,36 @@ describe("transient provider errors", () => {
   });
 });
 
+describe("over the account's parallel-task limit (1303)", () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startFaultStack({ capacity: 4, simulatorEnv: { SIM_RUN_MS: "200" }, env: quickRecovery });
+  });
+  afterAll(() => stack?.stop());
+
+  it("when every create answers 1303, then the task tries again no sooner than 1 s after each refusal (the contract's floor), and succeeds once the limit lifts", async () => {
+    const { key } = await stack.newAccount();
+    const sim = simAdmin(stack);
+    await sim.patch({ create_error_code: 1303 });
+    let task: Awaited<ReturnType<typeof submitTask>>;
+    try {
+      task = await submitTask(stack, key);
+      // Four attempts: three gaps between a refused attempt and the next.
+      await eventually("four refused attempts", async () => {
+        const attempts = await stack.db.selectFrom("taskEvent").select("createdAt").where("taskId", "=", task.id).where("toStatus", "=", "submitting").execute();
+        return attempts.length >= 4 ? attempts : undefined;
+      }, 60_000);
+    } finally {
+      await sim.patch({ create_error_code: null });
+    }
+    const attempts = await stack.db.selectFrom("taskEvent").select("createdAt").where("taskId", "=", task.id).where("toStatus", "=", "submitting").orderBy("id").execute();
+    const gaps = attempts.slice(1).map((a, i) => a.createdAt.getTime() - attempts[i]!.createdAt.getTime());
+    expect(gaps.every((gap) => gap >= 1_000), `gaps between attempts: ${gaps.join(", ")} ms`).toBe(true);
+    await settle(stack, [task]);
+    expect((await getTask(stack, task)).status).toBe("succeeded");
+  }, 90_000);
+});
+
 describe("answers lost after the provider created the task", () => {
   let stack: Stack;
   beforeAll(async () => {

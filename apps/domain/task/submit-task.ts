@@ -37,6 +37,7 @@ export type SubmitOutcome =
   | { kind: "needs_source_check" };
 
 const RATE_LIMIT_CODES = new Set([1302, 1303]);
+const RATE_LIMIT_FLOOR_MS = 1_000;
 const ATTEMPT_BUSY_RETRY_MS = 1_000;
 
 // One submission attempt for one task. Never creates a second provider task for the same task: a
@@ -290,7 +291,11 @@ const handleProviderError = async (
     // Rate limits never spend the retry budget. 1303 means the account is fuller than our ledger
     // thinks (shared with someone else): lower our effective capacity, recover it later.
     if (code === 1303) await slots.lowerCapacity(refusedSlots);
-    const delayMs = Math.max(retryAfterMs ?? 0, backoffWithJitter(1, 1_000, deps.retryMaxMs));
+    // The contract asks for a back-off of at least 1 s on 1303, growing exponentially: with each
+    // attempt of this task (current.attempts counts this one), never under the floor whatever
+    // SUBMIT_RETRY_MAX_MS says.
+    const ceilingMs = Math.max(deps.retryMaxMs, RATE_LIMIT_FLOOR_MS);
+    const delayMs = Math.max(retryAfterMs ?? 0, RATE_LIMIT_FLOOR_MS, backoffWithJitter(current?.attempts ?? 1, 2 * RATE_LIMIT_FLOOR_MS, ceilingMs));
     return { kind: "retry_later", delayMs, reason: error.message };
   }
   if (action === "reauthenticate") return { kind: "retry_later", delayMs: 100, reason: error.message };
