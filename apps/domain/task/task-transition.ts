@@ -14,9 +14,14 @@ export type TransitionRequest = {
   from?: readonly TaskStatus[];
   data?: Omit<Updateable<DB["task"]>, "status" | "id">;
   detail?: Record<string, unknown>;
+  // A success report's result images, recorded by the same statement when (and only when) the move
+  // applies: one round trip instead of a transaction around the move and an insert.
+  resultImages?: readonly { index: number; url: string }[];
 };
 
-export type TransitionResult = { applied: true; from: TaskStatus; task: Task } | { applied: false; current: TaskStatus | null };
+// Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
+// now read it themselves (most only look again or give up), so no read is spent on it here.
+export type TransitionResult = { applied: true; from: TaskStatus; task: Task } | { applied: false };
 
 // The tasks a move applies to, each with the status and updated_at it leaves, locked (FOR UPDATE)
 // by the same statement that moves them.
@@ -54,6 +59,13 @@ const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<
         .returningAll("task")
         .returning(sql<TaskStatus>`before.status`.as("fromStatus"))
         .returning(sql<Date>`before.updated_at`.as("fromUpdatedAt")),
+    )
+    .with("images", () =>
+      move.resultImages && move.resultImages.length > 0
+        ? sql`(insert into task_image (task_id, index, provider_url)
+            select moved.id, image.index, image.url from moved, unnest(${move.resultImages.map((i) => i.index)}::int[], ${move.resultImages.map((i) => i.url)}::text[]) as image(index, url)
+            on conflict (task_id, index) do nothing)`
+        : sql`(select 1 where false)`,
     )
     .with("event", (db) =>
       db
@@ -110,8 +122,7 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
     recordTransition(fromStatus, task, fromUpdatedAt);
     return { applied: true, from: fromStatus, task };
   }
-  const current = await tx.selectFrom("task").select("status").where("id", "=", request.taskId).executeTakeFirst();
-  return { applied: false, current: current?.status ?? null };
+  return { applied: false };
 };
 
 export type TransitionDeps = { db: Db; taskChanged: TaskChangeNotifier };
