@@ -126,7 +126,7 @@ const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<
 
 // A single task's move is compiled once per shape and run with its values swapped in (executeCompiled):
 // building and compiling this statement was most of Kysely's share of a task's CPU (a callback's or
-// a job's profile). Data columns given a SQL expression instead of a value take the building path.
+// a job's profile). A data value that is not a plain one (an object, an array) takes the building path.
 type CompiledMove = { query: CompiledQuery<MovedTask>; slots: Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown> };
 const compiledMoves = new Map<string, CompiledMove>();
 const MAX_COMPILED_MOVES = 500;
