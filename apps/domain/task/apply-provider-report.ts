@@ -5,7 +5,7 @@ import { firstCheckDelayMs, type ProviderRunTime } from "../provider-capacity/pr
 import type { TaskEndDeps } from "./fail-task.ts";
 import { fromProviderStatus, isTerminal, statusRank } from "./task-status.ts";
 import { findTask } from "./task.repository.ts";
-import { insertResultImages, scheduleCheck } from "./task.store.ts";
+import { scheduleCheck } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 
 const MAX_PLAUSIBLE_RUN_MS = 24 * 3_600_000;
@@ -65,8 +65,7 @@ export const applyProviderReport = async (
     }
     const providerTaskEnded = target === "archiving" || target === "failed";
     const images = report.task_result?.images ?? [];
-    // One statement for most reports; a success brings its result images along in the same transaction.
-    const withImages = target === "archiving" && images.length > 0;
+    // One statement, a success's result images included (recorded only if the move applies).
     const result = await transitionTask(
       deps,
       {
@@ -75,6 +74,7 @@ export const applyProviderReport = async (
         from: [task.status],
         source,
         detail: { provider_status: report.task_status, provider_updated_at: report.updated_at ?? null, ...options.note },
+        ...(target === "archiving" ? { resultImages: images } : {}),
         data: {
           providerTaskId: report.task_id,
           providerStatus: report.task_status,
@@ -89,7 +89,6 @@ export const applyProviderReport = async (
             : {}),
         },
       },
-      withImages ? (tx) => insertResultImages(tx, taskId, images) : undefined,
     );
     if (!result.applied) continue; // raced with another report; look again
     // The provider freed this task's slots when it ended. Released only once the row says so: the

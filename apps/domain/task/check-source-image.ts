@@ -7,7 +7,7 @@ import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts"
 import { failTask, type TaskEndDeps } from "./fail-task.ts";
 import { backoffWithJitter } from "./retry-policy.ts";
 import { findTask } from "./task.repository.ts";
-import { markWaiting, recordSourceSize, spendTransientFailure } from "./task.store.ts";
+import { markWaiting, recordCheckedSource, spendTransientFailure } from "./task.store.ts";
 
 export type CheckSourceDeps = TaskEndDeps & {
   db: Db;
@@ -76,8 +76,7 @@ export const checkSourceImage = async (
       // Stored before the task says it is checked: a task with a size always has its bytes.
       const sourceKey = sourceImageKey(taskId, checked.format);
       await deps.storage.put(sourceKey, checked.bytes);
-      await recordSourceSize(deps.db, taskId, { width: checked.width, height: checked.height, sourceKey });
-      await markWaiting(deps.db, taskId, ["queued"], null);
+      await recordCheckedSource(deps.db, taskId, { width: checked.width, height: checked.height, sourceKey });
       await deps.enqueueSubmit(task, options.priority);
       return { kind: "checked" };
     }

@@ -202,7 +202,9 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
       callbackUrl: deps.callbackUrlFor(taskId, task.callbackToken, route.route),
     });
     await Promise.all([gate.recordSuccess(), slots.noteAccepted()]);
-    await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name } });
+    // The row as the `submitting` mark left it: a callback that came first only fails the guarded
+    // update, and the report then reads the task again.
+    await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name }, known: marked.task });
     return { kind: "submitted" };
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;

@@ -1,5 +1,5 @@
-import { sql, type QueryCreator, type SelectQueryBuilder, type Updateable } from "kysely";
-import { asJson, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
+import { sql, type CompiledQuery, type QueryCreator, type SelectQueryBuilder, type Updateable } from "kysely";
+import { asJson, executeCompiled, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
 import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
 import { recordTransition } from "../metrics/task-metrics.ts";
@@ -14,9 +14,14 @@ export type TransitionRequest = {
   from?: readonly TaskStatus[];
   data?: Omit<Updateable<DB["task"]>, "status" | "id">;
   detail?: Record<string, unknown>;
+  // A success report's result images, recorded by the same statement when (and only when) the move
+  // applies: one round trip instead of a transaction around the move and an insert.
+  resultImages?: readonly { index: number; url: string }[];
 };
 
-export type TransitionResult = { applied: true; from: TaskStatus; task: Task } | { applied: false; current: TaskStatus | null };
+// Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
+// now read it themselves (most only look again or give up), so no read is spent on it here.
+export type TransitionResult = { applied: true; from: TaskStatus; task: Task } | { applied: false };
 
 // The tasks a move applies to, each with the status and updated_at it leaves, locked (FOR UPDATE)
 // by the same statement that moves them.
@@ -33,8 +38,12 @@ export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
 // The same statement records the outbound callback the change causes (outbound-events.ts), as a
 // snapshot of the row, for tasks with a callback_url: every status change passes through here, so
 // no change goes without its event and no event without its change.
-const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<MovedTask[]> => {
-  const now = new Date();
+// The values a move's statement takes besides its shape (`to`, `from`, `source`, which data columns):
+// given as they are, or as placeholders when the statement is compiled once for its shape.
+type MoveValues = { now: unknown; detail: unknown; withImages: boolean; imageIndexes: unknown; imageUrls: unknown };
+
+const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues) => {
+  const now = values.now as Date;
   // `null` (no insert) for statuses that no task is called back about.
   const eventType = taskEventTypeSql(move.to, "moved", "moved.from_status") ?? sql<null>`null`;
   return tx
@@ -55,6 +64,13 @@ const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<
         .returning(sql<TaskStatus>`before.status`.as("fromStatus"))
         .returning(sql<Date>`before.updated_at`.as("fromUpdatedAt")),
     )
+    .with("images", () =>
+      values.withImages
+        ? sql`(insert into task_image (task_id, index, provider_url)
+            select moved.id, image.index, image.url from moved, unnest(${values.imageIndexes}::int[], ${values.imageUrls}::text[]) as image(index, url)
+            on conflict (task_id, index) do nothing)`
+        : sql`(select 1 where false)`,
+    )
     .with("event", (db) =>
       db
         .insertInto("taskEvent")
@@ -67,7 +83,7 @@ const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<
               "moved.fromStatus",
               s.val(move.to).as("toStatus"),
               s.val(move.source).as("source"),
-              sql`${asJson(move.detail)}::jsonb`.as("detail"),
+              sql`${values.detail}::jsonb`.as("detail"),
             ]),
         ),
     )
@@ -95,13 +111,64 @@ const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<
           .returning((eb) => notifyDeliverySql(eb.ref("id")).as("notified")),
     )
     .selectFrom("moved")
-    .selectAll()
-    .execute();
+    .selectAll();
+};
+
+const moveValues = (move: Move): MoveValues => ({
+  now: new Date(),
+  detail: asJson(move.detail),
+  withImages: (move.resultImages?.length ?? 0) > 0,
+  imageIndexes: move.resultImages?.map((i) => i.index),
+  imageUrls: move.resultImages?.map((i) => i.url),
+});
+
+const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<MovedTask[]> => buildMove(tx, pick, move, moveValues(move)).execute();
+
+// A single task's move is compiled once per shape and run with its values swapped in (executeCompiled):
+// building and compiling this statement was most of Kysely's share of a task's CPU (a callback's or
+// a job's profile). A data value that is not a plain one (an object, an array) takes the building path.
+type CompiledMove = { query: CompiledQuery<MovedTask>; slots: Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown> };
+const compiledMoves = new Map<string, CompiledMove>();
+const MAX_COMPILED_MOVES = 500;
+const isPlainValue = (v: unknown) => v === null || v instanceof Date || ["string", "number", "boolean", "bigint"].includes(typeof v);
+
+const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<MovedTask[]> => {
+  const dataKeys = Object.keys(move.data ?? {}).filter((k) => (move.data as Record<string, unknown>)[k] !== undefined);
+  const data = (move.data ?? {}) as Record<string, unknown>;
+  if (!dataKeys.every((k) => isPlainValue(data[k]))) {
+    return moveTasksInTx(tx, (db) => db.selectFrom("task").select(["id", "status", "updatedAt"]).where("id", "=", taskId).forUpdate(), move);
+  }
+  const hasImages = (move.resultImages?.length ?? 0) > 0;
+  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages]);
+  let compiled = compiledMoves.get(key);
+  if (!compiled) {
+    const slots = new Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown>();
+    const slot = (name: string, value: (move: Move, taskId: string, values: MoveValues) => unknown) => {
+      const placeholder = Symbol(name);
+      slots.set(placeholder, value);
+      return placeholder;
+    };
+    const placeholders: MoveValues = {
+      now: slot("now", (_m, _t, v) => v.now),
+      detail: slot("detail", (_m, _t, v) => v.detail),
+      withImages: hasImages,
+      imageIndexes: slot("imageIndexes", (_m, _t, v) => v.imageIndexes),
+      imageUrls: slot("imageUrls", (_m, _t, v) => v.imageUrls),
+    };
+    const shapedData = Object.fromEntries(dataKeys.map((k) => [k, slot(k, (m) => (m.data as Record<string, unknown>)[k])]));
+    const idSlot = slot("taskId", (_m, t) => t) as unknown as string;
+    const pick: PickTasks = (db) => db.selectFrom("task").select(["id", "status", "updatedAt"]).where("id", "=", idSlot).forUpdate();
+    const query = buildMove(tx, pick, { ...move, data: shapedData as Move["data"] }, placeholders).compile() as CompiledQuery<MovedTask>;
+    compiled = { query, slots };
+    if (compiledMoves.size < MAX_COMPILED_MOVES) compiledMoves.set(key, compiled);
+  }
+  const values = moveValues(move);
+  const { query, slots } = compiled;
+  return executeCompiled(tx, query, query.parameters.map((p) => (typeof p === "symbol" && slots.has(p) ? slots.get(p)!(move, taskId, values) : p)));
 };
 
 export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest): Promise<TransitionResult> => {
-  const pick: PickTasks = (db) => db.selectFrom("task").select(["id", "status", "updatedAt"]).where("id", "=", request.taskId).forUpdate();
-  const [moved] = await moveTasksInTx(tx, pick, { ...request, from: request.from ?? statusesBefore(request.to) });
+  const [moved] = await moveSingleTask(tx, request.taskId, { ...request, from: request.from ?? statusesBefore(request.to) });
   if (moved) {
     const { fromStatus, fromUpdatedAt, ...task } = moved;
     // Every end settles the task's credit hold (a bulk move calls settleCredits with all its ids,
@@ -110,8 +177,7 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
     recordTransition(fromStatus, task, fromUpdatedAt);
     return { applied: true, from: fromStatus, task };
   }
-  const current = await tx.selectFrom("task").select("status").where("id", "=", request.taskId).executeTakeFirst();
-  return { applied: false, current: current?.status ?? null };
+  return { applied: false };
 };
 
 export type TransitionDeps = { db: Db; taskChanged: TaskChangeNotifier };

@@ -1,6 +1,5 @@
 import { sql } from "kysely";
-import type { Db, Tx, TaskStatus } from "../db/database.ts";
-import type { ProviderTask } from "../provider/provider-wire.schema.ts";
+import type { Db, TaskStatus } from "../db/database.ts";
 
 // Writes with names, beside task.repository.ts (reads) and task-transition.ts (status changes).
 // Each is guarded by the status it expects, so a write never lands on a task that moved on.
@@ -52,10 +51,18 @@ export const releaseSubmitAttempt = async (db: Db, taskId: string) => {
   await db.updateTable("task").set({ submitLeaseUntil: null }).where("id", "=", taskId).execute();
 };
 
-export const recordSourceSize = async (db: Db, taskId: string, source: { width: number; height: number; sourceKey: string }) => {
+// A source image found good: its size and stored bytes, and (while the task is still queued) no
+// more wait reason from a retried download, in one statement.
+export const recordCheckedSource = async (db: Db, taskId: string, source: { width: number; height: number; sourceKey: string }) => {
   await db
     .updateTable("task")
-    .set({ sourceWidth: source.width, sourceHeight: source.height, sourceKey: source.sourceKey, updatedAt: new Date() })
+    .set({
+      sourceWidth: source.width,
+      sourceHeight: source.height,
+      sourceKey: source.sourceKey,
+      waitReason: sql<string | null>`case when status = 'queued' then null else wait_reason end`,
+      updatedAt: new Date(),
+    })
     .where("id", "=", taskId)
     .execute();
 };
@@ -69,15 +76,6 @@ export const spendTransientFailure = async (db: Db, taskId: string): Promise<num
     .returning("transientFailures")
     .executeTakeFirstOrThrow();
   return row.transientFailures;
-};
-
-export const insertResultImages = async (tx: Tx | Db, taskId: string, images: NonNullable<NonNullable<ProviderTask["task_result"]>["images"]>) => {
-  if (images.length === 0) return;
-  await tx
-    .insertInto("taskImage")
-    .values(images.map((image) => ({ taskId, index: image.index, providerUrl: image.url })))
-    .onConflict((oc) => oc.columns(["taskId", "index"]).doNothing())
-    .execute();
 };
 
 export type StoredImage = { storageKey: string; width: number; height: number; bytes: number; sha256: string };

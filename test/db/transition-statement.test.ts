@@ -1,0 +1,94 @@
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createAccount } from "../../apps/domain/account/api-key.ts";
+import { createDb, type Db, type Task } from "../../apps/domain/db/database.ts";
+import { transitionTask } from "../../apps/domain/task/task-transition.ts";
+import { cloneDatabase } from "../support/databases.ts";
+import { taskRow } from "../support/rows.ts";
+
+// A single task's transition is compiled once per shape and run with its values swapped in
+// (task-transition.ts). Moves of the same shape, issued together on several tasks, must each land
+// with their own values; a success's result images are written only when the move applies; an end
+// (run in a transaction) lands with its end fields.
+describe.each([false, true])("the transition statement, compiled once per shape (prepared statements: %s)", (preparedStatements) => {
+  let db: Db;
+  let accountId: string;
+  const changed: Task[] = [];
+
+  beforeAll(async () => {
+    db = createDb(await cloneDatabase(inject("templateDatabaseUrl"), `transition${randomUUID().slice(0, 8)}`), { preparedStatements });
+    accountId = await createAccount(db, "transitions");
+  });
+  afterAll(async () => {
+    await db?.destroy();
+  });
+
+  const newTask = async (status: Task["status"]) => {
+    const id = randomUUID();
+    await db
+      .insertInto("task")
+      .values({ id, accountId, status, callbackToken: "t", upRatio: 0.1, downRatio: 0.1, leftRatio: 0.1, rightRatio: 0.1 })
+      .execute();
+    return id;
+  };
+  const deps = () => ({ db, taskChanged: (task: Task) => void changed.push(task) });
+  const eventsOf = (taskId: string) => db.selectFrom("taskEvent").selectAll().where("taskId", "=", taskId).orderBy("id").execute();
+  const imagesOf = (taskId: string) => db.selectFrom("taskImage").select(["index", "providerUrl"]).where("taskId", "=", taskId).orderBy("index").execute();
+
+  it("when moves of one shape run together on several tasks, then each task gets its own values and its own event", async () => {
+    const ids = await Promise.all([0, 1, 2, 3, 4].map(() => newTask("queued")));
+    const results = await Promise.all(
+      ids.map((taskId, i) =>
+        transitionTask(deps(), {
+          taskId,
+          to: "submitting",
+          from: ["queued"],
+          source: "worker",
+          detail: { attempt: i + 1 },
+          data: { attempts: i + 1, route: `route-${i}`, waitReason: null, nextCheckAt: new Date(Date.UTC(2030, 0, 1 + i)) },
+        }),
+      ),
+    );
+    expect(results.map((r) => r.applied)).toEqual([true, true, true, true, true]);
+    for (const [i, taskId] of ids.entries()) {
+      const row = await taskRow(db, taskId);
+      expect({ status: row.status, attempts: row.attempts, route: row.route, nextCheckAt: row.nextCheckAt?.toISOString() }).toEqual({
+        status: "submitting",
+        attempts: i + 1,
+        route: `route-${i}`,
+        nextCheckAt: new Date(Date.UTC(2030, 0, 1 + i)).toISOString(),
+      });
+      const events = await eventsOf(taskId);
+      expect(events.map((e) => ({ from: e.fromStatus, to: e.toStatus, detail: e.detail }))).toEqual([{ from: "queued", to: "submitting", detail: { attempt: i + 1 } }]);
+    }
+    // What the caller and the live updates are handed is the row as moved, camelCase.
+    const handed = results.map((r) => (r.applied ? { id: r.task.id, route: r.task.route, from: r.from } : undefined));
+    expect(handed).toEqual(ids.map((id, i) => ({ id, route: `route-${i}`, from: "queued" })));
+    expect(changed.filter((t) => (ids as readonly string[]).includes(t.id)).map((t) => t.status)).toEqual(ids.map(() => "submitting"));
+  });
+
+  it("when a success brings result images, then they are written with the move, and not at all when the move does not apply", async () => {
+    const running = await newTask("processing");
+    const ended = await newTask("failed");
+    const images = (taskId: string) => [0, 1].map((index) => ({ index, url: `https://provider.example/${taskId}/${index}.png` }));
+    const move = (taskId: string) =>
+      transitionTask(deps(), { taskId, to: "archiving", from: ["processing"], source: "callback", resultImages: images(taskId) });
+    expect((await move(running)).applied).toBe(true);
+    expect((await move(ended)).applied).toBe(false);
+    expect(await imagesOf(running)).toEqual(images(running).map((i) => ({ index: i.index, providerUrl: i.url })));
+    expect(await imagesOf(ended)).toEqual([]);
+    expect((await taskRow(db, ended)).status).toBe("failed");
+    // The same images again (a repeated report that still moves it) change nothing.
+    await db.updateTable("task").set({ status: "processing" }).where("id", "=", running).execute();
+    expect((await move(running)).applied).toBe(true);
+    expect(await imagesOf(running)).toHaveLength(2);
+  });
+
+  it("when a move ends the task (in a transaction, with its credits), then it lands with its end fields", async () => {
+    const taskId = await newTask("queued");
+    const end = await transitionTask(deps(), { taskId, to: "failed", source: "worker", data: { failureClass: "test", failureMessage: "ended by the test" } });
+    expect(end.applied).toBe(true);
+    const row = await taskRow(db, taskId);
+    expect({ status: row.status, failureClass: row.failureClass, finished: row.finishedAt !== null }).toEqual({ status: "failed", failureClass: "test", finished: true });
+  });
+});
