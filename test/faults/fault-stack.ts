@@ -5,7 +5,7 @@ import path from "node:path";
 import pg from "pg";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
-import { cloneDatabase, dropDatabases } from "../support/databases.ts";
+import { cloneDatabase, dropDatabases, testPool } from "../support/databases.ts";
 import { simAdmin } from "../support/fault-kit.ts";
 import { freePort } from "../support/free-port.ts";
 import { startPrivateRedis, type PrivateRedis } from "../support/redis-server.ts";
@@ -85,7 +85,7 @@ export const startFaultStack = async (options: FaultStackOptions): Promise<Fault
   try {
     const databaseUrl = await cloneDatabase(options.templateDatabaseUrl, queuePrefix);
     cleanups.push(() => dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1)));
-    const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
+    const db = testPool(databaseUrl);
     cleanups.push(() => db.end());
     const storageDir = await mkdtemp(path.join(tmpdir(), "kling-fault-storage-"));
     cleanups.push(() => rm(storageDir, { recursive: true, force: true }));

@@ -7,7 +7,7 @@ import pg from "pg";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { spawnService, type ChildService, type Exit } from "./child-processes.ts";
-import { cloneDatabase, dropDatabases } from "./databases.ts";
+import { cloneDatabase, dropDatabases, testPool } from "./databases.ts";
 import { freePort } from "./free-port.ts";
 
 // Many machines on one: N API and M worker processes (real OS processes, started as deployed: their
@@ -113,7 +113,7 @@ export const startFleet = async (options: FleetOptions): Promise<Fleet> => {
   try {
     const databaseUrl = await cloneDatabase(options.templateDatabaseUrl, queuePrefix);
     cleanups.push(() => dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1)));
-    const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
+    const db = testPool(databaseUrl);
     cleanups.push(() => db.end());
     const storageDir = await mkdtemp(path.join(tmpdir(), "kling-fleet-storage-"));
     cleanups.push(() => rm(storageDir, { recursive: true, force: true }));
