@@ -1,4 +1,4 @@
-import type { Reporter, TestModule } from "vitest/node";
+import type { Reporter, SerializedError, TestModule } from "vitest/node";
 
 type Counts = { passed: number; failed: number; skipped: number; files: number; fileMs: number };
 
@@ -6,10 +6,13 @@ const line = (c: Counts) => `${c.passed} passed, ${c.failed} failed${c.skipped ?
 
 // Ends the run with the plain "N passed, N failed" line that CI reads, whatever the other reporters
 // print; above it, the same per tier (vitest project) with its files' summed run time (files run
-// two at a time, so the tiers' times add up to more than the wall time).
+// two at a time, so the tiers' times add up to more than the wall time). Errors outside any test (a
+// file whose hooks failed, an error thrown after its test ended) fail the run too, so the line says
+// so: "0 failed" above a red exit misled a reader once.
 export default class SummaryReporter implements Reporter {
-  onTestRunEnd(testModules: ReadonlyArray<TestModule>) {
+  onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<SerializedError> = []) {
     const total: Counts = { passed: 0, failed: 0, skipped: 0, files: 0, fileMs: 0 };
+    let filesFailedOutsideTests = 0;
     const tiers = new Map<string, Counts>();
     for (const module of testModules) {
       const name = module.project.name || "default";
@@ -18,6 +21,7 @@ export default class SummaryReporter implements Reporter {
       tier.files++;
       const d = module.diagnostic();
       tier.fileMs += d.environmentSetupDuration + d.prepareDuration + d.collectDuration + d.setupDuration + d.duration;
+      if (module.state() === "failed" && ![...module.children.allTests()].some((t) => t.result().state === "failed")) filesFailedOutsideTests++;
       for (const test of module.children.allTests()) {
         const state = test.result().state;
         const key = state === "passed" ? "passed" : state === "failed" ? "failed" : "skipped";
@@ -31,6 +35,10 @@ export default class SummaryReporter implements Reporter {
       }
       process.stdout.write("\n");
     }
-    process.stdout.write(`\n${line(total)}\n`);
+    const outside = [
+      filesFailedOutsideTests ? `${filesFailedOutsideTests} file(s) failed outside their tests` : "",
+      unhandledErrors.length ? `${unhandledErrors.length} unhandled error(s)` : "",
+    ].filter(Boolean);
+    process.stdout.write(`\n${line(total)}${outside.length ? `; ${outside.join(", ")}` : ""}\n`);
   }
 }
