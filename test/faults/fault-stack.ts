@@ -1,11 +1,10 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
-import { cloneDatabase, dropDatabases, testPool } from "../support/databases.ts";
+import { openScratchWorkspace } from "../support/databases.ts";
 import { simAdmin } from "../support/fault-kit.ts";
 import { freePort } from "../support/free-port.ts";
 import { startPrivateRedis, type PrivateRedis } from "../support/redis-server.ts";
@@ -83,12 +82,7 @@ export const startFaultStack = async (options: FaultStackOptions): Promise<Fault
     for (const step of cleanups.reverse()) await step().catch(() => undefined);
   };
   try {
-    const databaseUrl = await cloneDatabase(options.templateDatabaseUrl, queuePrefix);
-    cleanups.push(() => dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1)));
-    const db = testPool(databaseUrl);
-    cleanups.push(() => db.end());
-    const storageDir = await mkdtemp(path.join(tmpdir(), "kling-fault-storage-"));
-    cleanups.push(() => rm(storageDir, { recursive: true, force: true }));
+    const { databaseUrl, db, storageDir } = await openScratchWorkspace(options.templateDatabaseUrl, queuePrefix, "fault", cleanups);
     await mkdir(options.logDir, { recursive: true });
 
     const redis = await startPrivateRedis({ persistent: options.persistentRedis });

@@ -1,3 +1,6 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import pg from "pg";
 
 const adminUrl = (databaseUrl: string) => databaseUrl.replace(/\/[^/]+$/, "/postgres");
@@ -45,4 +48,17 @@ export const testPool = (databaseUrl: string) => {
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 3 });
   pool.on("error", () => undefined);
   return pool;
+};
+
+// What a stack of spawned processes (the fault stack, the process fleet) works in: its own copy of
+// the database with a pool for the test's reads, and its own storage directory. Each is undone by a
+// step pushed onto `cleanups`, which the caller runs in reverse.
+export const openScratchWorkspace = async (templateUrl: string, suffix: string, storageLabel: string, cleanups: (() => Promise<unknown>)[]) => {
+  const databaseUrl = await cloneDatabase(templateUrl, suffix);
+  cleanups.push(() => dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1)));
+  const db = testPool(databaseUrl);
+  cleanups.push(() => db.end());
+  const storageDir = await mkdtemp(path.join(tmpdir(), `kling-${storageLabel}-storage-`));
+  cleanups.push(() => rm(storageDir, { recursive: true, force: true }));
+  return { databaseUrl, db, storageDir };
 };

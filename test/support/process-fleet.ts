@@ -1,13 +1,12 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { createServer, connect, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { spawnService, type ChildService, type Exit } from "./child-processes.ts";
-import { cloneDatabase, dropDatabases, testPool } from "./databases.ts";
+import { openScratchWorkspace } from "./databases.ts";
 import { freePort } from "./free-port.ts";
 
 // Many machines on one: N API and M worker processes (real OS processes, started as deployed: their
@@ -111,12 +110,7 @@ export const startFleet = async (options: FleetOptions): Promise<Fleet> => {
     for (const step of cleanups.reverse()) await step().catch(() => undefined);
   };
   try {
-    const databaseUrl = await cloneDatabase(options.templateDatabaseUrl, queuePrefix);
-    cleanups.push(() => dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1)));
-    const db = testPool(databaseUrl);
-    cleanups.push(() => db.end());
-    const storageDir = await mkdtemp(path.join(tmpdir(), "kling-fleet-storage-"));
-    cleanups.push(() => rm(storageDir, { recursive: true, force: true }));
+    const { databaseUrl, db, storageDir } = await openScratchWorkspace(options.templateDatabaseUrl, queuePrefix, "fleet", cleanups);
     await mkdir(options.logDir, { recursive: true });
 
     const apiPorts = await Promise.all(Array.from({ length: options.apis }, () => freePort()));
