@@ -22,6 +22,7 @@ import { canonical, idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, re
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toBatchView, toIntakeView } from "../../domain/batch/batch.presenter.ts";
 import { openBatchFeed } from "../../domain/live-progress/batch-feed.ts";
+import { uuidCursorSchema, pageLimitSchema } from "../../domain/db/keyset-page.ts";
 import { streamFeed } from "./sse-stream.ts";
 import { toNativeTask } from "../presenters/task.presenter.ts";
 import { streamManifest } from "./batch-manifest.ts";
@@ -46,8 +47,8 @@ export const batchResultsQuerySchema = z.object({ format: z.enum(["ndjson", "csv
 const truthy = (v: string | undefined) => v === "true" || v === "1";
 
 export const batchListQuerySchema = z.object({
-  cursor: z.uuid({ error: "must be a cursor returned as next_cursor" }).optional(),
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: uuidCursorSchema.optional(),
+  limit: pageLimitSchema,
 });
 export const batchTasksQuerySchema = batchListQuerySchema.extend({ status: z.enum(taskStatuses).optional() });
 
