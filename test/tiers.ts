@@ -4,6 +4,8 @@
 // unit: pure rules. No Postgres, Redis or listening server; the unit project has no global setup,
 // so a file here that asks for a database (inject("templateDatabaseUrl")) fails at once.
 export const unitFiles = [
+  "test/account/account-tally.test.ts",
+  "test/batch/csv-batch-body.test.ts",
   "test/batch/json-batch-body.test.ts",
   "test/cli/cli-hints.test.ts",
   "test/config/app-config.test.ts",

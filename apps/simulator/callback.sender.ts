@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Webhook } from "standardwebhooks";
 import type { Logger } from "../domain/logging/logger.ts";
-import { standardWebhookHeaders } from "../domain/webhooks/standard-webhooks.ts";
 import type { SimSettings } from "./sim-settings.schema.ts";
 import type { SimStats } from "./sim-task.store.ts";
 import type { SimTask, WireTask } from "./sim-task.ts";
@@ -11,6 +11,19 @@ type Deps = {
   stats: () => SimStats;
   logger: Logger;
   random?: () => number;
+};
+
+// Signed with the public Standard Webhooks library, as a provider would be, not with our own
+// signer: every run that verifies the simulator's callbacks checks our verifier against it.
+let signer: { secret: string; webhook: Webhook } | undefined;
+const signedHeaders = (secret: string, messageId: string, body: string) => {
+  if (signer?.secret !== secret) signer = { secret, webhook: new Webhook(secret) };
+  const sentAt = new Date(Math.floor(Date.now() / 1000) * 1000);
+  return {
+    "webhook-id": messageId,
+    "webhook-timestamp": String(sentAt.getTime() / 1000),
+    "webhook-signature": signer.webhook.sign(messageId, sentAt, body),
+  };
 };
 
 // Callbacks as Kling sends them: the bare task object, one POST per status change, no retries
@@ -25,7 +38,7 @@ export const createCallbackSender = ({ settings, stats, logger, random = Math.ra
   const post = async (url: string, body: string, messageId: string, signal: AbortSignal) => {
     const s = settings();
     const headers: Record<string, string> = { "content-type": "application/json" };
-    if (s.webhook_secret) Object.assign(headers, standardWebhookHeaders(s.webhook_secret, messageId, Math.floor(Date.now() / 1000), body));
+    if (s.webhook_secret) Object.assign(headers, signedHeaders(s.webhook_secret, messageId, body));
     stats().callbacks_sent += 1;
     try {
       const response = await fetch(url, {

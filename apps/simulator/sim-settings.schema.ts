@@ -1,3 +1,4 @@
+import { Webhook } from "standardwebhooks";
 import { z } from "zod";
 
 // The simulator's switchable behaviour. Env variables set the start values (simulator.config.ts);
@@ -24,9 +25,21 @@ export const runMsSchema = z
     return { min, max };
   });
 
+// The callbacks are signed with the public library (callback.sender.ts): a secret it cannot read
+// (some unpadded lengths) is refused here, not on the first callback.
+const readableByLibrary = (secret: string) => {
+  try {
+    new Webhook(secret);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 export const webhookSecretSchema = z
   .string()
-  .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, { error: "must be whsec_ followed by Base64" });
+  .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, { error: "must be whsec_ followed by Base64" })
+  .refine(readableByLibrary, { error: "must be whsec_ followed by Base64" });
 
 export const downFields = ["down", "bottom", "both"] as const;
 

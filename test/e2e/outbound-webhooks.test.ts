@@ -68,6 +68,15 @@ describe("outbound callbacks", () => {
     expect(bodies.every((b) => b.task_id === taskId)).toBe(true);
     // One webhook-id per event.
     expect(new Set(arrived.map((r) => r.headers["webhook-id"])).size).toBe(3);
+    // The log pages one delivery at a time, newest first, each once, and the last page says so.
+    const paged: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { data: { id: string }[]; next_cursor: string | null } = await deliveries(key, `task_id=${taskId}&limit=1${cursor ? `&cursor=${cursor}` : ""}`);
+      paged.push(...page.data.map((d) => d.id));
+      cursor = page.next_cursor;
+    } while (cursor);
+    expect(paged).toEqual(arrived.map((r) => String(r.headers["webhook-id"])).reverse());
     // The last one is the provider's task object as our drop-in GET shows it, with our image links.
     const shown = (await call(stack.api.url, "GET", `/kling/v1/images/editing/expand/${taskId}`, { key })).body.data;
     const last = bodies[2]!;

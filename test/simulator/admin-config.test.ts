@@ -45,6 +45,7 @@ describe("admin config", () => {
       [{ run_ms: "fast" }, /run_ms/],
       [{ down_field: "sideways" }, /down_field/],
       [{ webhook_secret: "plain" }, /webhook_secret/],
+      [{ webhook_secret: "whsec_abc" }, /webhook_secret/],
       [{ route_unavailable: "yes" }, /route_unavailable/],
       [{ no_such_key: 1 }, /no_such_key/],
     ];

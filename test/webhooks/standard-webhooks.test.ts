@@ -1,3 +1,5 @@
+import { randomBytes } from "node:crypto";
+import { Webhook } from "standardwebhooks";
 import { describe, expect, it } from "vitest";
 import {
   signStandardWebhook,
@@ -119,6 +121,48 @@ describe("Standard Webhooks verification", () => {
     expect(verify({ secrets: ["whsec_not base64!"] })).toEqual({ ok: false, reason: "malformed_secret" });
     expect(verify({ secrets: [vector.secret, "whsec_"] })).toEqual({ ok: false, reason: "malformed_secret" });
     expect(verify({ secrets: [] })).toEqual({ ok: false, reason: "no_secrets" });
+  });
+});
+
+// We sign and verify with node:crypto (standard-webhooks.ts says why); consumers verify with the
+// public library and the simulator signs with it, so the two must agree both ways.
+describe("Standard Webhooks interop with the standardwebhooks package", () => {
+  const secrets = [vector.secret, otherSecret, `whsec_${randomBytes(24).toString("base64")}`, `whsec_${randomBytes(32).toString("base64")}`];
+  const bodies = [vector.body, JSON.stringify({ type: "task.succeeded", data: { prompt: "café ☕ 日本 \u2028", n: 2 } }), ""];
+
+  it("when we sign, then the package verifies it, with or without the whsec_ prefix on its side", () => {
+    const now = Math.floor(Date.now() / 1000);
+    for (const secret of secrets) {
+      for (const body of bodies) {
+        const signed = standardWebhookHeaders(secret, "msg_1", now, body);
+        expect(() => new Webhook(secret).verify(body, signed), `${secret} ${body}`).not.toThrow();
+        expect(() => new Webhook(secret.slice(6)).verify(Buffer.from(body), signed)).not.toThrow();
+        expect(() => new Webhook(otherSecret === secret ? vector.secret : otherSecret).verify(body, signed)).toThrow(/No matching signature/);
+      }
+    }
+  });
+
+  it("when we sign with two live secrets during a rotation, then the package verifies with either", () => {
+    const now = Math.floor(Date.now() / 1000);
+    const signature = [vector.secret, otherSecret].map((secret) => signStandardWebhook(secret, "msg_2", now, vector.body)).join(" ");
+    const headers = { "webhook-id": "msg_2", "webhook-timestamp": String(now), "webhook-signature": signature };
+    expect(new Webhook(vector.secret).verify(vector.body, headers)).toEqual(JSON.parse(vector.body));
+    expect(new Webhook(otherSecret).verify(vector.body, headers)).toEqual(JSON.parse(vector.body));
+  });
+
+  it("when the package signs, then we verify it, over the bytes as received", () => {
+    const now = Math.floor(Date.now() / 1000);
+    for (const secret of secrets) {
+      for (const body of bodies) {
+        const headers = { "webhook-id": "msg_3", "webhook-timestamp": String(now), "webhook-signature": new Webhook(secret).sign("msg_3", new Date(now * 1000), body) };
+        expect(verifyStandardWebhook({ secrets: [secret], headers, rawBody: Buffer.from(body) }), `${secret} ${body}`).toEqual({ ok: true });
+        expect(verifyStandardWebhook({ secrets: [otherSecret === secret ? vector.secret : otherSecret], headers, rawBody: body })).toEqual({ ok: false, reason: "no_matching_signature" });
+      }
+    }
+  });
+
+  it("when the KLING.md test vector is signed by the package, then it gives the documented signature", () => {
+    expect(new Webhook(vector.secret).sign(vector.id, new Date(vector.timestamp * 1000), vector.body)).toBe(vector.signature);
   });
 });
 

@@ -3,7 +3,8 @@ import type { IncomingMessage } from "node:http";
 import { Router, type Request, type Response } from "express";
 import { z } from "zod";
 import { acceptBatch, BatchBrokenOffError, type BatchIntakeResult, type BatchSource } from "../../domain/batch/accept-batch.ts";
-import { csvItems, ndjsonItems } from "../../domain/batch/batch-item-sources.ts";
+import { ndjsonItems } from "../../domain/batch/batch-item-sources.ts";
+import { csvItems } from "../../domain/batch/csv-batch-body.ts";
 import { scanJsonBatchBody, type BodyChunks } from "../../domain/batch/json-batch-body.ts";
 import { itemCredits, jsonBatchBodySchema, MAX_JSON_ITEMS, parseBatchItem, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
 import { batchProgress, batchesProgress, findAccountBatch, listAccountBatches, listBatchTasks } from "../../domain/batch/batch.repository.ts";
@@ -22,6 +23,7 @@ import { canonical, idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, re
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toBatchView, toIntakeView } from "../../domain/batch/batch.presenter.ts";
 import { openBatchFeed } from "../../domain/live-progress/batch-feed.ts";
+import { uuidCursorSchema, pageLimitSchema } from "../../domain/db/keyset-page.ts";
 import { streamFeed } from "./sse-stream.ts";
 import { toNativeTask } from "../presenters/task.presenter.ts";
 import { streamManifest } from "./batch-manifest.ts";
@@ -46,8 +48,8 @@ export const batchResultsQuerySchema = z.object({ format: z.enum(["ndjson", "csv
 const truthy = (v: string | undefined) => v === "true" || v === "1";
 
 export const batchListQuerySchema = z.object({
-  cursor: z.uuid({ error: "must be a cursor returned as next_cursor" }).optional(),
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: uuidCursorSchema.optional(),
+  limit: pageLimitSchema,
 });
 export const batchTasksQuerySchema = batchListQuerySchema.extend({ status: z.enum(taskStatuses).optional() });
 

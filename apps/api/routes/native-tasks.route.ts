@@ -5,6 +5,7 @@ import { toFieldViolations } from "../../domain/expand-request/expand-request.sc
 import { acceptTask } from "../../domain/task/accept-task.ts";
 import { getAccountTask, listAccountTasks, listTaskEvents } from "../../domain/task/task.repository.ts";
 import { taskStatuses } from "../../domain/task/task-status.ts";
+import { uuidCursorSchema, pageLimitSchema } from "../../domain/db/keyset-page.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
 import { readJsonBody } from "../middleware/body-intake.ts";
@@ -21,8 +22,8 @@ const bodyLimitBytes = 16 * 1024 * 1024;
 export const nativeListQuerySchema = z.object({
   external_task_id: z.string().min(1).optional(),
   status: z.enum(taskStatuses).optional(),
-  cursor: z.uuid({ error: "must be a cursor returned as next_cursor" }).optional(),
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: uuidCursorSchema.optional(),
+  limit: pageLimitSchema,
 });
 
 const parseQuery = <S extends z.ZodType>(schema: S, query: unknown): z.output<S> => {

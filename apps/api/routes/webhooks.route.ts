@@ -5,6 +5,7 @@ import { AppError, validationError } from "../../domain/errors/app-error.ts";
 import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { ensureSigningSecrets, rotateSigningSecret } from "../../domain/webhooks/signing-secret.store.ts";
 import { findDelivery, listDeliveries, redeliver } from "../../domain/webhooks/webhook-delivery.store.ts";
+import { seqCursorSchema, pageLimitSchema } from "../../domain/db/keyset-page.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
 import { readJsonBody } from "../middleware/body-intake.ts";
@@ -23,8 +24,8 @@ export const deliveriesQuerySchema = z.object({
   event_type: z.string().min(1).max(100).optional(),
   since: instant.optional(),
   until: instant.optional(),
-  cursor: z.string().regex(/^\d{1,19}$/, { error: "must be a cursor returned as next_cursor" }).optional(),
-  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: seqCursorSchema.optional(),
+  limit: pageLimitSchema,
 });
 
 export const bulkRedeliverSchema = z.strictObject({

@@ -1,6 +1,7 @@
 import { sql, type Selectable } from "kysely";
 import { z } from "zod";
 import type { DB, Db, TaskStatus, Tx } from "../db/database.ts";
+import { keysetPage, type PageQuery } from "../db/keyset-page.ts";
 import { AppError } from "../errors/app-error.ts";
 import { selectTaskWithImages, type TaskWithImages } from "../task/task.repository.ts";
 import { taskStatuses } from "../task/task-status.ts";
@@ -159,22 +160,18 @@ const progressFrom = async (db: Db, batch: Batch, rows: BatchTaskFigures, credit
 };
 
 // Newest first; ids are UUIDv7, so "after this id" is a stable cursor.
-export const listAccountBatches = async (db: Db, accountId: string, query: { cursor?: string; limit: number }) => {
+export const listAccountBatches = async (db: Db, accountId: string, query: PageQuery) => {
   let select = db.selectFrom("batch").selectAll().where("accountId", "=", accountId);
-  if (query.cursor) select = select.where("id", "<", query.cursor);
-  const rows = await select.orderBy("id", "desc").limit(query.limit + 1).execute();
-  const page = rows.slice(0, query.limit);
-  return { batches: page, nextCursor: rows.length > query.limit ? page.at(-1)?.id : undefined };
+  const page = await keysetPage(select, { column: "id", field: "id", order: "desc" }, query);
+  return { batches: page.rows, nextCursor: page.nextCursor };
 };
 
 // In upload order (task ids are UUIDv7 given as the lines were read).
-export const listBatchTasks = async (db: Db, batchId: string, query: { status?: TaskStatus; cursor?: string; limit: number }) => {
+export const listBatchTasks = async (db: Db, batchId: string, query: PageQuery & { status?: TaskStatus }) => {
   let select = selectTaskWithImages(db).where("task.batchId", "=", batchId);
   if (query.status) select = select.where("task.status", "=", query.status);
-  if (query.cursor) select = select.where("task.id", ">", query.cursor);
-  const rows = await select.orderBy("task.id", "asc").limit(query.limit + 1).execute();
-  const page = rows.slice(0, query.limit);
-  return { tasks: page, nextCursor: rows.length > query.limit ? page.at(-1)?.id : undefined };
+  const page = await keysetPage(select, { column: "task.id", field: "id", order: "asc" }, query);
+  return { tasks: page.rows, nextCursor: page.nextCursor };
 };
 
 // Every task of the batch, page by page: memory holds one page whatever the batch's size.

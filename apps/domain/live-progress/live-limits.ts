@@ -1,3 +1,4 @@
+import { createAccountTally } from "../account/account-tally.ts";
 import { AppError } from "../errors/app-error.ts";
 
 export type LiveLimits = {
@@ -10,26 +11,24 @@ export type LiveLimits = {
 // must not take them all. Counted per API process (a client's connections land on one process
 // behind a sticky balancer, or spread over several, each of which enforces its own share).
 export const createLiveLimits = (maxPerAccount: number): LiveLimits => {
-  const open = new Map<string, number>();
+  const open = createAccountTally();
   return {
     enter(accountId) {
-      const used = open.get(accountId) ?? 0;
+      const used = open.of(accountId);
       if (used >= maxPerAccount) {
         throw new AppError(
           "too_many_requests",
           `this account already has ${used} live streams or long-polls open on this server (the limit is ${maxPerAccount}); close one or retry later`,
         );
       }
-      open.set(accountId, used + 1);
+      open.add(accountId);
       let released = false;
       return () => {
         if (released) return;
         released = true;
-        const left = (open.get(accountId) ?? 1) - 1;
-        if (left > 0) open.set(accountId, left);
-        else open.delete(accountId);
+        open.remove(accountId);
       };
     },
-    inUse: (accountId) => (accountId === undefined ? [...open.values()].reduce((a, b) => a + b, 0) : (open.get(accountId) ?? 0)),
+    inUse: (accountId) => (accountId === undefined ? open.total() : open.of(accountId)),
   };
 };

@@ -1,6 +1,7 @@
 import { sql, type CompiledQuery } from "kysely";
 import { jsonArrayFrom } from "kysely/helpers/postgres";
 import { isUuid } from "../db/uuid.ts";
+import { keysetPage, type PageQuery } from "../db/keyset-page.ts";
 import { executeCompiled, type Db, type Task, type TaskImage, type TaskStatus } from "../db/database.ts";
 import { AppError } from "../errors/app-error.ts";
 
@@ -126,17 +127,15 @@ export const getAccountTask = async (
   return task;
 };
 
-export type TaskListQuery = { externalTaskId?: string; status?: TaskStatus; cursor?: string; limit: number };
+export type TaskListQuery = PageQuery & { externalTaskId?: string; status?: TaskStatus };
 
 // Ids are UUIDv7 (time-ordered), so "newest first, after this id" is a stable cursor.
 export const listAccountTasks = async (db: Db, accountId: string, query: TaskListQuery) => {
   let select = selectTaskWithImages(db).where("task.accountId", "=", accountId);
   if (query.externalTaskId) select = select.where("task.externalTaskId", "=", query.externalTaskId);
   if (query.status) select = select.where("task.status", "=", query.status);
-  if (query.cursor) select = select.where("task.id", "<", query.cursor);
-  const rows = await select.orderBy("task.id", "desc").limit(query.limit + 1).execute();
-  const page = rows.slice(0, query.limit);
-  return { tasks: page, nextCursor: rows.length > query.limit ? page.at(-1)?.id : undefined };
+  const page = await keysetPage(select, { column: "task.id", field: "id", order: "desc" }, query);
+  return { tasks: page.rows, nextCursor: page.nextCursor };
 };
 
 // The provider's list (KLING.md: pageNum 1..1000, pageSize 1..500), newest first.

@@ -1,5 +1,6 @@
 import { sql, type Selectable } from "kysely";
 import type { DB, Db, Tx } from "../db/database.ts";
+import { keysetPage, type PageQuery } from "../db/keyset-page.ts";
 import { notifyDeliverySql } from "./outbound-events.ts";
 
 // Where each outbound callback stands, in Postgres: Redis only carries the jobs that wake a worker,
@@ -125,15 +126,13 @@ export const dueDeliveries = async (db: Db, limit: number) =>
     `.execute(db)
   ).rows;
 
-export type DeliveryListQuery = {
+export type DeliveryListQuery = PageQuery & {
   taskId?: string;
   batchId?: string;
   status?: DeliveryStatus;
   eventType?: string;
   since?: Date;
   until?: Date;
-  cursor?: string;
-  limit: number;
 };
 
 // Newest first; the cursor is the last row's seq.
@@ -145,10 +144,8 @@ export const listDeliveries = async (db: Db, accountId: string, query: DeliveryL
   if (query.eventType) select = select.where("eventType", "=", query.eventType);
   if (query.since) select = select.where("createdAt", ">=", query.since);
   if (query.until) select = select.where("createdAt", "<", query.until);
-  if (query.cursor) select = select.where("seq", "<", query.cursor);
-  const rows = await select.orderBy("seq", "desc").limit(query.limit + 1).execute();
-  const page = rows.slice(0, query.limit);
-  return { deliveries: page, nextCursor: rows.length > query.limit ? page.at(-1)?.seq : undefined };
+  const page = await keysetPage(select, { column: "seq", field: "seq", order: "desc" }, query);
+  return { deliveries: page.rows, nextCursor: page.nextCursor };
 };
 
 export const findDelivery = async (db: Db, accountId: string, id: string) => {

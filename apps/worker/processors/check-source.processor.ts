@@ -1,4 +1,5 @@
 import { DelayedError, type Job } from "bullmq";
+import { createAccountTally } from "../../domain/account/account-tally.ts";
 import { withLogContext } from "../../domain/logging/logger.ts";
 import { jobCatalog } from "../../domain/queues/job-catalog.ts";
 import { checkSourceImage, type CheckSourceDeps } from "../../domain/task/check-source-image.ts";
@@ -37,7 +38,7 @@ const OVER_ROOM_WAIT_MS = 1_000;
 type Waiter = { wake: (share: DownloadShare) => void };
 
 export const createDownloadShares = (perAccount: number, jobSlots: number, stopping?: AbortSignal, overRoomWaitMs = OVER_ROOM_WAIT_MS) => {
-  const running = new Map<string, number>();
+  const running = createAccountTally();
   const lines = new Map<string, Waiter[]>();
   const waitRoom = Math.max(0, jobSlots - 2 * perAccount);
   const busy = (accountId: string): DownloadShare => ({
@@ -62,9 +63,7 @@ export const createDownloadShares = (perAccount: number, jobSlots: number, stopp
           leave(accountId, next);
           return next.wake(shareOf(accountId));
         }
-        const left = (running.get(accountId) ?? 1) - 1;
-        if (left <= 0) running.delete(accountId);
-        else running.set(accountId, left);
+        running.remove(accountId);
       },
     };
   };
@@ -76,9 +75,8 @@ export const createDownloadShares = (perAccount: number, jobSlots: number, stopp
     }
   });
   return async (accountId: string): Promise<DownloadShare> => {
-    const now = running.get(accountId) ?? 0;
-    if (now < perAccount) {
-      running.set(accountId, now + 1);
+    if (running.of(accountId) < perAccount) {
+      running.add(accountId);
       return shareOf(accountId);
     }
     if (stopping?.aborted) return busy(accountId);
