@@ -1,9 +1,10 @@
 import { createHmac } from "node:crypto";
 import { safeEqual } from "./constant-time.ts";
 
-// HS256 JSON Web Tokens by hand, synchronously: the provider's access-key scheme is signed here by
-// our provider client and checked here by the simulator, so both speak the same bytes. (The API's
-// own callers' JWTs go through jose in account/authenticator.ts, which also validates claims.)
+// HS256 JSON Web Tokens by hand, synchronously: Kling's access-key scheme is signed here for our
+// provider adapters (kling-protocol/kling-jwt.ts) and checked here by the simulator, so both speak
+// the same bytes. (The API's own callers' JWTs go through jose in account/authenticator.ts, which
+// also validates claims.)
 
 const base64urlJson = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
 
