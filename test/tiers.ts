@@ -15,7 +15,7 @@ export const unitFiles = [
   "test/process/ready-banner.test.ts",
   "test/process/restart-backoff.test.ts",
   "test/process/test-tiers.test.ts",
-  "test/provider/provider-error-codes.test.ts",
+  "test/provider/provider-adapter-table.test.ts",
   "test/provider/provider-image.test.ts",
   "test/storage/storage-config.test.ts",
   "test/webhooks/retry-schedule.test.ts",

@@ -103,6 +103,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     logger,
     releaseSlots: (taskId: string) => routes.releaseSlots(taskId),
     runTimeOf: (route: string | null) => (routes.of(route) ?? routes.all[0]!).runTime,
+    adapterOf: (route: string | null) => (routes.of(route) ?? routes.all[0]!).adapter,
     enqueueArchive: (taskId: string) => viaRedis(() => queues.enqueue("archive", { taskId })),
     callbackGraceMs: timing.callbackGraceMs,
     pollAtExpectedEnd: timing.pollAtExpectedEnd,

@@ -1,4 +1,4 @@
-import type { ProviderConfig } from "../domain/provider/provider-config.schema.ts";
+import type { ProviderConfig } from "../domain/provider/provider-adapter.ts";
 import { LOCAL_KEY, type StackConfig } from "./stack.config.ts";
 
 type BannerFacts = {

@@ -1,5 +1,4 @@
-import { createHmac } from "node:crypto";
-import { safeEqual } from "../domain/crypto/constant-time.ts";
+import { decodeJwtClaims, hs256SignatureValid } from "../domain/crypto/hs256-jwt.ts";
 import type { SimSettings } from "./sim-settings.schema.ts";
 
 // Kling's access-key/secret-key pair (SIM_ACCESS_KEY, SIM_SECRET_KEY): when set, every request on
@@ -10,32 +9,9 @@ export type AuthResult = { ok: true; account: string } | { ok: false; code: numb
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
-const decodeJwtClaims = (token: string): Record<string, unknown> | undefined => {
-  try {
-    const payload = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8")) as unknown;
-    return payload && typeof payload === "object" && !Array.isArray(payload) ? (payload as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
-};
-
 // The bearer token names the account: tasks, external_task_id uniqueness and capacity are per
 // account. A JWT (Kling's access-key/secret-key scheme) names it by `iss`; its signature is checked
 // when the simulator is given the pair (`jwtPair`), and exp/nbf always, so re-signing paths get tested.
-const signatureMatches = (token: string, secretKey: string) => {
-  const [header, payload, signature] = token.split(".");
-  let alg: unknown;
-  try {
-    alg = (JSON.parse(Buffer.from(header ?? "", "base64url").toString("utf8")) as { alg?: unknown }).alg;
-  } catch {
-    return false;
-  }
-  // Only HS256: "none" or another algorithm is never taken on the token's word.
-  if (alg !== "HS256") return false;
-  const expected = createHmac("sha256", secretKey).update(`${header}.${payload}`).digest("base64url");
-  return safeEqual(expected, signature ?? "");
-};
-
 export const resolveAccount = (header: string | undefined, settings: SimSettings, nowMs = Date.now(), jwtPair?: JwtPair): AuthResult => {
   if (header === undefined || header.trim() === "") return { ok: false, code: 1001, message: "Authorization header is empty" };
   const match = /^Bearer(?:\s+(\S*))?$/i.exec(header.trim());
@@ -49,7 +25,7 @@ export const resolveAccount = (header: string | undefined, settings: SimSettings
     if (!claims || typeof claims.iss !== "string" || claims.iss === "") {
       return { ok: false, code: 1002, message: "Authorization token is invalid: a JWT needs an iss claim" };
     }
-    if (jwtPair && (claims.iss !== jwtPair.accessKey || !signatureMatches(token, jwtPair.secretKey))) {
+    if (jwtPair && (claims.iss !== jwtPair.accessKey || !hs256SignatureValid(token, jwtPair.secretKey))) {
       return { ok: false, code: 1002, message: "Authorization token is invalid: unknown access key or bad signature" };
     }
     const nowSeconds = nowMs / 1000;

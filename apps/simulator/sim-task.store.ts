@@ -1,5 +1,5 @@
 import type { ExpansionRatios } from "../domain/expand-request/expand-limits.ts";
-import type { ProviderTaskStatus } from "../domain/provider/provider-wire.schema.ts";
+import type { KlingTaskStatus } from "../domain/provider/kling-protocol/kling-wire.schema.ts";
 import { ProviderRefusal } from "./provider-reply.ts";
 import type { SimTask } from "./sim-task.ts";
 
@@ -109,7 +109,7 @@ export const createSimTaskStore = () => {
     },
 
     // updated_at strictly increases on every change, even within one millisecond.
-    transition(task: SimTask, status: ProviderTaskStatus, statusMsg = "") {
+    transition(task: SimTask, status: KlingTaskStatus, statusMsg = "") {
       task.status = status;
       task.statusMsg = statusMsg;
       task.updatedAt = Math.max(Date.now(), task.updatedAt + 1);

@@ -1,5 +1,6 @@
 import type { ExpansionRatios } from "../domain/expand-request/expand-limits.ts";
-import type { ProviderTaskStatus } from "../domain/provider/provider-wire.schema.ts";
+import type { z } from "zod";
+import type { klingTaskSchema, KlingTaskStatus } from "../domain/provider/kling-protocol/kling-wire.schema.ts";
 
 // One provider task as the simulator keeps it. The source image is not kept here: it lives only in
 // the render started at creation, so memory is released as soon as the results exist.
@@ -7,7 +8,7 @@ export type SimTask = {
   taskId: string;
   account: string;
   externalTaskId: string | undefined;
-  status: ProviderTaskStatus;
+  status: KlingTaskStatus;
   statusMsg: string;
   n: number;
   ratios: ExpansionRatios;
@@ -25,9 +26,10 @@ export type SimTask = {
   forgotten: boolean;
 };
 
-export const isTerminal = (status: ProviderTaskStatus): boolean => status === "succeed" || status === "failed";
+export const isTerminal = (status: KlingTaskStatus): boolean => status === "succeed" || status === "failed";
 
-// Kling's task object (KLING.md): the get's `data` and, bare, the callback body.
+// Kling's task object (KLING.md): the get's `data` and, bare, the callback body. It must parse with
+// the schema our adapters read it with.
 export const toWireTask = (task: SimTask, publicUrl: string) => ({
   task_id: task.taskId,
   task_status: task.status,
@@ -46,6 +48,6 @@ export const toWireTask = (task: SimTask, publicUrl: string) => ({
         },
       }
     : {}),
-});
+}) satisfies z.input<typeof klingTaskSchema>;
 
 export type WireTask = ReturnType<typeof toWireTask>;

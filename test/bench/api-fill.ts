@@ -118,7 +118,7 @@ export const fillCallbackTasks = async (db: pg.Pool, accountId: string, count: n
   return tasks;
 };
 
-// The provider's callback body for one task (apps/domain/provider/provider-wire.schema.ts).
+// The provider's callback body for one task (apps/domain/provider/kling-protocol/kling-wire.schema.ts).
 export const processingCallbackBody = (task: CallbackTask, atMs: number) =>
   JSON.stringify({
     task_id: task.providerTaskId,

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createProviderClient } from "../../apps/domain/provider/provider-client.ts";
-import type { ProviderConfig } from "../../apps/domain/provider/provider-config.schema.ts";
+import type { ProviderConfig } from "../../apps/domain/provider/provider-adapter.ts";
+import { createProviderAdapter } from "../../apps/domain/provider/provider-families.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { makeImage } from "../support/images.ts";
@@ -13,7 +13,7 @@ beforeAll(async () => {
 afterAll(() => sim?.stop());
 
 const client = (token: string, externalIdLookup: ProviderConfig["externalIdLookup"]) =>
-  createProviderClient({
+  createProviderAdapter({
     kind: "simulator",
     baseUrl: sim.url,
     pathPrefix: "",
@@ -27,7 +27,7 @@ describe("finding a provider task by our external_task_id", () => {
   it.each(["path", "query", "list"] as const)("when the lookup is `%s`, then an existing task is found and an unknown id is not", async (mode) => {
     const token = `acct-${randomUUID()}`;
     const externalTaskId = randomUUID();
-    const created = await client(token, "path").createTask({
+    const created = await client(token, "path").create({
       image: (await makeImage(320, 320)).toString("base64"),
       ratios: { up: 0.1, down: 0.1, left: 0.1, right: 0.1 },
       n: 1,
@@ -35,11 +35,11 @@ describe("finding a provider task by our external_task_id", () => {
       callbackUrl: "http://127.0.0.1:9/unused",
     });
     const lookup = client(token, mode);
-    expect((await lookup.findTaskByExternalId(externalTaskId))?.task_id).toBe(created.task_id);
-    expect(await lookup.findTaskByExternalId(randomUUID())).toBeUndefined();
+    expect((await lookup.findByExternalId(externalTaskId))?.providerTaskId).toBe(created.providerTaskId);
+    expect(await lookup.findByExternalId(randomUUID())).toBeUndefined();
   });
 
   it("when lookups are off, then nothing is ever found (the provider offers no way to ask)", async () => {
-    expect(await client(`acct-${randomUUID()}`, "none").findTaskByExternalId(randomUUID())).toBeUndefined();
+    expect(await client(`acct-${randomUUID()}`, "none").findByExternalId(randomUUID())).toBeUndefined();
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../apps/domain/config/parse-env.ts";
-import { signKlingJwt } from "../../apps/domain/provider/kling-jwt.ts";
+import { signKlingJwt } from "../../apps/domain/provider/kling-protocol/kling-jwt.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import type { RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { makeTestImage, startTestSimulator, validBody } from "./sim-test-kit.ts";

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { signKlingJwt } from "../../apps/domain/provider/kling-jwt.ts";
+import { signKlingJwt } from "../../apps/domain/provider/kling-protocol/kling-jwt.ts";
 import type { RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { adminApi, makeTestImage, providerApi, randomToken, startTestSimulator, validBody } from "./sim-test-kit.ts";
 

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createProviderClient, type ProviderCreateInput } from "../../apps/domain/provider/provider-client.ts";
-import type { ProviderConfig } from "../../apps/domain/provider/provider-config.schema.ts";
+import type { ProviderConfig, ProviderCreateInput } from "../../apps/domain/provider/provider-adapter.ts";
 import { ProviderError } from "../../apps/domain/provider/provider-error.ts";
+import { createProviderAdapter } from "../../apps/domain/provider/provider-families.ts";
 import type { RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { adminApi, makeTestImage, randomToken, startCallbackReceiver, startTestSimulator } from "./sim-test-kit.ts";
 
-// The orchestrator's own provider client against the simulator: the contract both sides must keep.
+// The orchestrator's own provider adapters against the simulator: the contract both sides must keep.
 let sim: RunningSimulator;
 let receiver: Awaited<ReturnType<typeof startCallbackReceiver>>;
 let image: string;
@@ -21,7 +21,7 @@ afterAll(async () => {
 });
 
 const clientFor = (overrides: Partial<ProviderConfig> = {}) =>
-  createProviderClient({
+  createProviderAdapter({
     kind: "simulator",
     baseUrl: sim.url,
     pathPrefix: "",
@@ -51,32 +51,33 @@ describe("the orchestrator's provider client against the simulator", () => {
   it("when the client creates, gets and finds by external id, then every answer parses", async () => {
     const client = clientFor();
     const request = input({ prompt: "a wider beach", watermark: false });
-    const created = await client.createTask(request);
-    expect(created).toMatchObject({ task_status: "submitted", task_info: { external_task_id: request.externalTaskId } });
-    expect((await client.getTask(created.task_id)).task_id).toBe(created.task_id);
-    expect((await client.findTaskByExternalId(request.externalTaskId))?.task_id).toBe(created.task_id);
-    expect(await client.findTaskByExternalId("never-submitted")).toBeUndefined();
+    const created = await client.create(request);
+    expect(created).toMatchObject({ status: "submitted", providerStatus: "submitted", externalTaskId: request.externalTaskId });
+    expect((await client.get(created.providerTaskId)).providerTaskId).toBe(created.providerTaskId);
+    expect((await client.findByExternalId(request.externalTaskId))?.providerTaskId).toBe(created.providerTaskId);
+    expect(await client.findByExternalId("never-submitted")).toBeUndefined();
   });
 
   it("when configured like CometAPI (/kling, bottom_expansion_ratio) or with a Kling JWT, then creates succeed", async () => {
     const comet = clientFor({ kind: "cometapi", pathPrefix: "/kling", downField: "bottom" });
-    expect((await comet.createTask(input())).task_status).toBe("submitted");
+    expect((await comet.create(input())).status).toBe("submitted");
     const jwt = clientFor({ kind: "kling", auth: { type: "jwt", accessKey: `ak-${randomToken()}`, secretKey: "sk" } });
-    expect((await jwt.createTask(input())).task_status).toBe("submitted");
+    expect((await jwt.create(input())).status).toBe("submitted");
   });
 
   it("when the simulator refuses, then the client classifies each refusal as KLING.md says", async () => {
     const client = clientFor();
-    await client.createTask(input({ n: 2 }));
-    expect(await refusal(client.createTask(input()))).toMatchObject({ action: "retry", code: 1303, httpStatus: 429 });
-    expect(await refusal(client.createTask(input({ n: 12 })))).toMatchObject({ action: "fail_task", code: 1201, httpStatus: 400 });
-    expect(await refusal(clientFor({ auth: { type: "bearer", token: "" } }).getTask("1"))).toMatchObject({ code: 1001 });
+    await client.create(input({ n: 2 }));
+    expect(await refusal(client.create(input()))).toMatchObject({ action: "retry", reason: "parallel_limit", code: 1303, httpStatus: 429 });
+    expect(await refusal(client.create(input({ n: 12 })))).toMatchObject({ action: "fail_task", code: 1201, httpStatus: 400 });
+    expect(await refusal(clientFor({ auth: { type: "bearer", token: "" } }).get("1"))).toMatchObject({ action: "pause_account", code: 1001 });
+    expect(await refusal(client.get("no-such-task"))).toMatchObject({ action: "fail_task", reason: "task_unknown", code: 1203 });
   });
 
   it("when the route is unavailable, then the client sees a retryable 404 without a code", async () => {
     const down = await startTestSimulator({ SIM_ROUTE_UNAVAILABLE: "true" });
     try {
-      const client = createProviderClient({
+      const client = createProviderAdapter({
         kind: "cometapi",
         baseUrl: down.url,
         pathPrefix: "/kling",
@@ -85,8 +86,8 @@ describe("the orchestrator's provider client against the simulator", () => {
         timeoutMs: 2000,
         externalIdLookup: "path",
       });
-      expect(await refusal(client.createTask(input()))).toMatchObject({ action: "retry", code: null, httpStatus: 404 });
-      expect(await refusal(client.findTaskByExternalId("x"))).toMatchObject({ action: "retry", httpStatus: 404 });
+      expect(await refusal(client.create(input()))).toMatchObject({ action: "retry", reason: "route_missing", code: null, httpStatus: 404 });
+      expect(await refusal(client.findByExternalId("x"))).toMatchObject({ action: "retry", httpStatus: 404 });
     } finally {
       await down.stop();
     }
@@ -98,11 +99,11 @@ describe("the orchestrator's provider client against the simulator", () => {
     await adminApi(sim).patch({ timeout_rate: 1 });
     const request = input();
     try {
-      expect(await refusal(client.createTask(request))).toMatchObject({ action: "retry", outcomeUnknown: true });
+      expect(await refusal(client.create(request))).toMatchObject({ action: "retry", outcomeUnknown: true });
     } finally {
       await adminApi(sim).patch({ timeout_rate: 0 });
     }
-    expect((await client.findTaskByExternalId(request.externalTaskId))?.task_info?.external_task_id).toBe(request.externalTaskId);
+    expect((await client.findByExternalId(request.externalTaskId))?.externalTaskId).toBe(request.externalTaskId);
     expect((await adminApi(sim).tasks(token)).body).toHaveLength(1);
   });
 });

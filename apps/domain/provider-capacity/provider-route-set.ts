@@ -1,12 +1,13 @@
 import type { RedisClient } from "../queues/redis-connection.ts";
-import { createProviderClient, type ProviderClient } from "../provider/provider-client.ts";
+import type { ProviderAdapter } from "../provider/provider-adapter.ts";
+import { createProviderAdapter } from "../provider/provider-families.ts";
 import type { ProviderRoute } from "../provider/provider-routes.schema.ts";
 import { createProviderControls, type ControlEnv, type ProviderControls } from "./provider-controls.ts";
 
 // Every route's controls (slots, gate, learnt run time, all in Redis under the route's own keys)
-// and its client, preferred route first. Shared by the API (callbacks release slots, /readyz) and
-// the worker (submission, polling).
-export type RouteControls = ProviderControls & { route: ProviderRoute; client: ProviderClient };
+// and its provider adapter, preferred route first. Shared by the API (callbacks release slots and
+// are read by the adapter, /readyz) and the worker (submission, polling).
+export type RouteControls = ProviderControls & { route: ProviderRoute; adapter: ProviderAdapter };
 
 export type ProviderRouteSet = {
   readonly all: readonly RouteControls[];
@@ -27,7 +28,7 @@ export const createProviderRouteSet = (redis: RedisClient, queuePrefix: string, 
   const all = routes.map((route) => ({
     ...createProviderControls(redis, routeKeyPrefix(queuePrefix, route), { ...env, PROVIDER_CAPACITY: route.capacity }),
     route,
-    client: createProviderClient(route),
+    adapter: createProviderAdapter(route),
   }));
   const byName = new Map(all.map((r) => [r.route.name, r]));
   return {

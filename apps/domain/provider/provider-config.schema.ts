@@ -1,6 +1,10 @@
 import { z } from "zod";
 import { defaultSimulatorPort } from "../config/defaults.ts";
 import { envPositiveMs } from "../config/parse-env.ts";
+import { COMETAPI_BASE_URL } from "./cometapi/cometapi.family.ts";
+import { KLING_OFFICIAL_BASE_URL } from "./kling-official/kling-official.family.ts";
+import type { ProviderAuth, ProviderConfig } from "./provider-adapter.ts";
+import { providerFamilies } from "./provider-families.ts";
 
 // Provider choice by env. With no key configured the orchestrator talks to the bundled simulator.
 export const providerEnv = {
@@ -25,47 +29,27 @@ export const providerEnv = {
 const providerEnvSchema = z.object(providerEnv);
 type ProviderEnv = z.output<typeof providerEnvSchema>;
 
-export type ProviderAuth = { type: "bearer"; token: string } | { type: "jwt"; accessKey: string; secretKey: string };
-
-export type ProviderConfig = {
-  kind: "simulator" | "kling" | "cometapi";
-  baseUrl: string;
-  // CometAPI mounts Kling's routes under /kling.
-  pathPrefix: "" | "/kling";
-  auth: ProviderAuth;
-  downField: "down" | "bottom";
-  timeoutMs: number;
-  externalIdLookup: "path" | "query" | "list" | "none";
-};
-
 export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
   const kind =
     env.PROVIDER ??
     (env.KLING_API_KEY || env.KLING_ACCESS_KEY ? "kling" : env.COMETAPI_API_KEY ? "cometapi" : "simulator");
-  const timeoutMs = env.PROVIDER_TIMEOUT_MS;
-  const externalIdLookup = env.PROVIDER_EXTERNAL_ID_LOOKUP;
+  const { pathPrefix, defaultDownField } = providerFamilies[kind];
+  const common = { pathPrefix, downField: env.PROVIDER_DOWN_FIELD ?? defaultDownField, timeoutMs: env.PROVIDER_TIMEOUT_MS, externalIdLookup: env.PROVIDER_EXTERNAL_ID_LOOKUP };
   switch (kind) {
     case "simulator":
       return {
         kind,
         baseUrl: env.PROVIDER_BASE_URL ?? env.SIMULATOR_URL ?? `http://127.0.0.1:${env.SIMULATOR_PORT}`,
-        pathPrefix: "",
         auth: { type: "bearer", token: env.SIMULATOR_API_KEY },
-        downField: env.PROVIDER_DOWN_FIELD ?? "down",
-        timeoutMs,
-        externalIdLookup,
+        ...common,
       };
     case "cometapi":
       if (!env.COMETAPI_API_KEY) throw new Error("COMETAPI_API_KEY: required when PROVIDER=cometapi");
       return {
         kind,
-        baseUrl: env.PROVIDER_BASE_URL ?? "https://api.cometapi.com",
-        pathPrefix: "/kling",
+        baseUrl: env.PROVIDER_BASE_URL ?? COMETAPI_BASE_URL,
         auth: { type: "bearer", token: env.COMETAPI_API_KEY },
-        // CometAPI's own example uses bottom_expansion_ratio.
-        downField: env.PROVIDER_DOWN_FIELD ?? "bottom",
-        timeoutMs,
-        externalIdLookup,
+        ...common,
       };
     case "kling": {
       const auth: ProviderAuth | undefined = env.KLING_API_KEY
@@ -76,12 +60,9 @@ export const resolveProviderConfig = (env: ProviderEnv): ProviderConfig => {
       if (!auth) throw new Error("KLING_API_KEY, or KLING_ACCESS_KEY with KLING_SECRET_KEY: required when PROVIDER=kling");
       return {
         kind,
-        baseUrl: env.PROVIDER_BASE_URL ?? "https://api-singapore.klingai.com",
-        pathPrefix: "",
+        baseUrl: env.PROVIDER_BASE_URL ?? KLING_OFFICIAL_BASE_URL,
         auth,
-        downField: env.PROVIDER_DOWN_FIELD ?? "down",
-        timeoutMs,
-        externalIdLookup,
+        ...common,
       };
     }
   }

@@ -1,7 +1,9 @@
 import { z } from "zod";
 import { ConfigError } from "../config/parse-env.ts";
 import { standardWebhookSecretListSchema } from "../webhooks/standard-webhooks.ts";
-import { resolveProviderConfig, type ProviderAuth, type ProviderConfig } from "./provider-config.schema.ts";
+import type { ProviderAuth, ProviderConfig } from "./provider-adapter.ts";
+import { resolveProviderConfig } from "./provider-config.schema.ts";
+import { providerFamilies } from "./provider-families.ts";
 
 // Several ways to the provider, each with its own credentials and capacity (PROVIDER_ROUTES, a JSON
 // list). Without it, today's single-provider variables mean a list of one route named "default".
@@ -37,8 +39,8 @@ const routeEntrySchema = z
       ctx.addIssue({ code: "custom", path: [route.accessKey === undefined ? "accessKey" : "secretKey"], message: "accessKey and secretKey go together" });
     } else if (route.apiKey === undefined && !pair) {
       ctx.addIssue({ code: "custom", path: ["apiKey"], message: "a route needs apiKey, or accessKey + secretKey" });
-    } else if (pair && route.kind === "cometapi") {
-      ctx.addIssue({ code: "custom", path: ["accessKey"], message: "CometAPI takes an apiKey, not an access-key pair" });
+    } else if (pair && !providerFamilies[route.kind].acceptsAccessKeyPair) {
+      ctx.addIssue({ code: "custom", path: ["accessKey"], message: `${providerFamilies[route.kind].title} takes an apiKey, not an access-key pair` });
     }
   });
 
@@ -113,9 +115,9 @@ export const resolveProviderRoutes = (env: RoutesEnv): ProviderRoute[] => {
   const routes = env.PROVIDER_ROUTES.map((entry, index): ProviderRoute => ({
     kind: entry.kind,
     baseUrl: entry.baseUrl,
-    pathPrefix: entry.kind === "cometapi" ? "/kling" : "",
+    pathPrefix: providerFamilies[entry.kind].pathPrefix,
     auth: authOf(entry),
-    downField: entry.downField ?? (entry.kind === "cometapi" ? "bottom" : "down"),
+    downField: entry.downField ?? providerFamilies[entry.kind].defaultDownField,
     timeoutMs: env.PROVIDER_TIMEOUT_MS,
     externalIdLookup: env.PROVIDER_EXTERNAL_ID_LOOKUP,
     name: entry.name,

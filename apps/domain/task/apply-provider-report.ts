@@ -1,9 +1,9 @@
 import type { Db, EventSource, Task } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
-import type { ProviderTask } from "../provider/provider-wire.schema.ts";
+import type { ProviderReport } from "../provider/provider-adapter.ts";
 import { firstCheckDelayMs, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
 import type { TaskEndDeps } from "./fail-task.ts";
-import { fromProviderStatus, isTerminal, statusRank } from "./task-status.ts";
+import { isTerminal, statusRank } from "./task-status.ts";
 import { findTask } from "./task.repository.ts";
 import { scheduleCheck } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
@@ -32,7 +32,7 @@ export type ApplyReportDeps = TaskEndDeps & {
 export const applyProviderReport = async (
   deps: ApplyReportDeps,
   taskId: string,
-  report: ProviderTask,
+  report: ProviderReport,
   source: EventSource,
   options: {
     // Recorded on the transition's event (e.g. that an earlier attempt's provider task was adopted).
@@ -42,14 +42,14 @@ export const applyProviderReport = async (
     known?: Task;
   } = {},
 ): Promise<{ outcome: ReportOutcome; task?: Task }> => {
-  const target = fromProviderStatus[report.task_status];
+  const target = report.status;
   let known = options.known;
   for (let attempt = 0; attempt < 3; attempt++) {
     const task = known ?? (await findTask(deps.db, taskId));
     known = undefined;
     if (!task) return { outcome: "unknown_task" };
-    if (task.providerTaskId && task.providerTaskId !== report.task_id) {
-      deps.logger.warn({ taskId, reported: report.task_id, known: task.providerTaskId }, "report names another provider task");
+    if (task.providerTaskId && task.providerTaskId !== report.providerTaskId) {
+      deps.logger.warn({ taskId, reported: report.providerTaskId, known: task.providerTaskId }, "report names another provider task");
       return { outcome: "rejected", task };
     }
     const now = Date.now();
@@ -59,12 +59,11 @@ export const applyProviderReport = async (
     const silenceMs = deps.pollAtExpectedEnd ? firstCheckDelayMs(submittedAt, estimate, deps.callbackGraceMs, now) : deps.callbackGraceMs;
     if (isTerminal(task.status) || statusRank[target] <= statusRank[task.status]) {
       if (!isTerminal(task.status) && task.status !== "archiving") {
-        await scheduleCheck(deps.db, taskId, task.status, new Date(now + silenceMs), task.providerTaskId ?? report.task_id);
+        await scheduleCheck(deps.db, taskId, task.status, new Date(now + silenceMs), task.providerTaskId ?? report.providerTaskId);
       }
       return { outcome: statusRank[target] === statusRank[task.status] ? "duplicate" : "stale", task };
     }
     const providerTaskEnded = target === "archiving" || target === "failed";
-    const images = report.task_result?.images ?? [];
     // One statement, a success's result images included (recorded only if the move applies).
     const result = await transitionTask(
       deps,
@@ -73,19 +72,19 @@ export const applyProviderReport = async (
         to: target,
         from: [task.status],
         source,
-        detail: { provider_status: report.task_status, provider_updated_at: report.updated_at ?? null, ...options.note },
-        ...(target === "archiving" ? { resultImages: images } : {}),
+        detail: { provider_status: report.providerStatus, provider_updated_at: report.updatedAtMs ?? null, ...options.note },
+        ...(target === "archiving" ? { resultImages: report.images } : {}),
         data: {
-          providerTaskId: report.task_id,
-          providerStatus: report.task_status,
-          providerStatusMsg: report.task_status_msg || null,
-          ...(report.updated_at === undefined ? {} : { providerUpdatedAt: String(report.updated_at) }),
-          ...(report.final_unit_deduction ? { finalUnitDeduction: report.final_unit_deduction } : {}),
+          providerTaskId: report.providerTaskId,
+          providerStatus: report.providerStatus,
+          providerStatusMsg: report.message,
+          ...(report.updatedAtMs === undefined ? {} : { providerUpdatedAt: String(report.updatedAtMs) }),
+          ...(report.charged ? { finalUnitDeduction: report.charged } : {}),
           submittedAt,
           waitReason: null,
           nextCheckAt: target === "failed" ? null : new Date(now + (target === "archiving" ? deps.stallRecheckMs : silenceMs)),
           ...(target === "failed"
-            ? { failureClass: "provider_failed", failureMessage: report.task_status_msg || "the provider reported failure" }
+            ? { failureClass: "provider_failed", failureMessage: report.message ?? "the provider reported failure" }
             : {}),
         },
       },
@@ -105,8 +104,8 @@ export const applyProviderReport = async (
     // and the estimate would drift later.
     if (providerTaskEnded) {
       const ran =
-        report.created_at !== undefined && report.updated_at !== undefined
-          ? report.updated_at - report.created_at
+        report.createdAtMs !== undefined && report.updatedAtMs !== undefined
+          ? report.updatedAtMs - report.createdAtMs
           : task.submittedAt
             ? now - task.submittedAt.getTime()
             : undefined;

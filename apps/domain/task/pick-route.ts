@@ -1,8 +1,7 @@
 import type { GateState } from "../provider-capacity/provider-gate.ts";
 import type { RouteControls } from "../provider-capacity/provider-route-set.ts";
 import { DEFAULT_ROUTE } from "../provider/provider-routes.schema.ts";
-import type { Task } from "../db/database.ts";
-import type { SubmitTaskDeps } from "./submit-task.ts";
+import type { Db, Task } from "../db/database.ts";
 import { markWaiting } from "./task.store.ts";
 
 // Which provider route a submission attempt goes to (see README "Routes and failover").
@@ -29,6 +28,15 @@ const untilAborted = (signal: AbortSignal) => {
   return { raised, dispose };
 };
 
+// What picking needs of submit-task.ts's deps (a type of its own: submit-task imports this module).
+export type PickRouteDeps = {
+  db: Db;
+  // How long one job run waits in place for a free slot before it goes back to the queue.
+  slotWaitMs: number;
+  // Raised when this worker is stopping: a job waiting for a slot goes back to the queue at once.
+  stopping?: AbortSignal;
+};
+
 type Picked =
   | { kind: "acquired"; route: RouteControls }
   | { kind: "gated"; reason: string; retryInMs: number }
@@ -46,7 +54,7 @@ type Picked =
 // `onWaitInPlace`: called each time the task is about to wait in place (it is near the head of a
 // line), with its place; the caller prepares its create meanwhile.
 export const pickRoute = async (
-  deps: SubmitTaskDeps,
+  deps: PickRouteDeps,
   task: Task,
   candidates: RouteControls[],
   priority: number,

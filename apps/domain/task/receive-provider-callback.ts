@@ -3,7 +3,7 @@ import { sql } from "kysely";
 import { safeEqual } from "../crypto/constant-time.ts";
 import type { CallbackOutcome } from "../db/database.ts";
 import { isUuid } from "../db/uuid.ts";
-import { providerTaskSchema } from "../provider/provider-wire.schema.ts";
+import type { ProviderAdapter } from "../provider/provider-adapter.ts";
 import { verifyStandardWebhook } from "../webhooks/standard-webhooks.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { findTask } from "./task.repository.ts";
@@ -14,6 +14,8 @@ export type ReceiveCallbackDeps = ApplyReportDeps & {
   // Empty when callbacks are not signed (PROVIDER_WEBHOOK_SECRET unset): the per-task token is then
   // the only proof.
   webhookSecrets: readonly string[];
+  // The adapter of a task's route (null: a row from before routes existed), which reads the body.
+  adapterOf: (route: string | null) => ProviderAdapter;
 };
 
 export type CallbackInput = { taskId: string; token: string; headers: IncomingHttpHeaders; rawBody: Buffer };
@@ -76,12 +78,12 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   } catch {
     return reject("body is not JSON");
   }
-  const report = providerTaskSchema.safeParse(json);
-  if (!report.success) return reject(`not a task object: ${report.error.issues[0]?.message}`);
-  const external = report.data.task_info?.external_task_id;
-  if (external && external !== task.id) return reject("external_task_id does not match the task");
+  const parsed = deps.adapterOf(task.route).parseCallback(json);
+  if (!parsed.ok) return reject(parsed.reason);
+  const { report } = parsed;
+  if (report.externalTaskId && report.externalTaskId !== task.id) return reject("external_task_id does not match the task");
 
-  const { outcome } = await applyProviderReport(deps, task.id, report.data, "callback", { known: task });
-  await store(outcome, null, report.data.task_status);
+  const { outcome } = await applyProviderReport(deps, task.id, report, "callback", { known: task });
+  await store(outcome, null, report.providerStatus);
   return { httpStatus: 200, outcome, stored: true };
 };

@@ -192,13 +192,13 @@ const pollTask = async (deps: ReconcileDeps, task: Task) => {
   }
   try {
     const report = task.providerTaskId
-      ? await route.client.getTask(task.providerTaskId)
-      : await route.client.findTaskByExternalId(task.id);
+      ? await route.adapter.get(task.providerTaskId)
+      : await route.adapter.findByExternalId(task.id);
     if (!report) return providerLostTask(deps, task, "not found by its external_task_id");
     const { task: after } = await applyProviderReport(deps, task.id, report, "poll");
     if (after && !isTerminal(after.status) && after.status !== "archiving") await reschedule();
   } catch (error) {
-    if (error instanceof ProviderError && (error.details.code === 1203 || error.details.code === 1202)) {
+    if (error instanceof ProviderError && error.details.reason === "task_unknown") {
       return providerLostTask(deps, task, error.message);
     }
     await reschedule();

@@ -10,22 +10,18 @@ import { findTask } from "./task.repository.ts";
 import { claimSubmitAttempt, markWaiting, releaseSubmitAttempt, renewSubmitAttempt, spendTransientFailure } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 import { cancelIfBatchCanceled } from "../batch/batch-control.ts";
-import { gateWaitReason, pickRoute, SLOT_WAIT_REASON } from "./pick-route.ts";
+import { gateWaitReason, pickRoute, SLOT_WAIT_REASON, type PickRouteDeps } from "./pick-route.ts";
 import { STEP_BACK_MS } from "../provider-capacity/provider-slots.ts";
 
-export type SubmitTaskDeps = ApplyReportDeps & ProviderImageDeps & {
+export type SubmitTaskDeps = ApplyReportDeps & ProviderImageDeps & PickRouteDeps & {
   routes: ProviderRouteSet;
   logger: Logger;
   callbackUrlFor: (taskId: string, token: string, route: RouteControls["route"]) => string;
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
-  // How long one job run waits in place for a free slot before it goes back to the queue.
-  slotWaitMs: number;
   // One attempt's lease (renewed every third of it while the attempt runs).
   attemptLeaseMs: number;
-  // Raised when this worker is stopping: a job waiting for a slot goes back to the queue at once.
-  stopping?: AbortSignal;
 };
 
 export type SubmitOutcome =
@@ -36,7 +32,6 @@ export type SubmitOutcome =
   | { kind: "task_missing" }
   | { kind: "needs_source_check" };
 
-const RATE_LIMIT_CODES = new Set([1302, 1303]);
 const RATE_LIMIT_FLOOR_MS = 1_000;
 const ATTEMPT_BUSY_RETRY_MS = 1_000;
 
@@ -151,7 +146,7 @@ const prepareAttempt = (deps: SubmitTaskDeps, task: Task) => {
 
 const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string, route: RouteControls): Promise<SubmitOutcome> => {
   const taskId = task.id;
-  const { client, slots, gate } = route;
+  const { adapter, slots, gate } = route;
   // Found in `submitting`: an earlier attempt's outcome is unknown (it may have created the task).
   const outcomeUnknown = task.status === "submitting";
   const marked = await transitionTask(deps, {
@@ -162,7 +157,7 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
     detail: { attempt: task.attempts + 1, route: route.route.name },
     data: {
       attempts: task.attempts + 1,
-      provider: client.kind,
+      provider: adapter.kind,
       route: route.route.name,
       unitPrice: route.route.unitPrice === null ? null : String(route.route.unitPrice),
       waitReason: null,
@@ -179,10 +174,10 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
   let mayHoldTask = outcomeUnknown;
   try {
     if (outcomeUnknown) {
-      const existing = await client.findTaskByExternalId(taskId);
+      const existing = await adapter.findByExternalId(taskId);
       if (existing) {
-        deps.logger.info({ taskId, providerTaskId: existing.task_id, route: route.route.name }, "adopted the provider task of an earlier attempt");
-        await applyProviderReport(deps, taskId, existing, "worker", { note: { adopted: true, provider_task_id: existing.task_id, route: route.route.name } });
+        deps.logger.info({ taskId, providerTaskId: existing.providerTaskId, route: route.route.name }, "adopted the provider task of an earlier attempt");
+        await applyProviderReport(deps, taskId, existing, "worker", { note: { adopted: true, provider_task_id: existing.providerTaskId, route: route.route.name } });
         return { kind: "adopted" };
       }
       mayHoldTask = false;
@@ -192,7 +187,7 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
         return { kind: "already_done" };
       }
     }
-    const created = await client.createTask({
+    const created = await adapter.create({
       image,
       ratios: { up: task.upRatio, down: task.downRatio, left: task.leftRatio, right: task.rightRatio },
       prompt: task.prompt,
@@ -212,7 +207,7 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
     // earlier create whose answer was lost, not yet visible to the lookup. The task stays bound to
     // the route in `submitting` with its slots, and the next attempt looks it up and adopts it;
     // failing it would leave a paid provider task nobody collects.
-    if (isDuplicateExternalId(error)) {
+    if (error.details.reason === "duplicate_external_id") {
       deps.logger.warn({ taskId, route: route.route.name }, "the provider already holds this task; adopting it on the next attempt");
       return { kind: "retry_later", delayMs: DUPLICATE_LOOKUP_RETRY_MS, reason: "the provider already holds this task; looking it up" };
     }
@@ -254,9 +249,6 @@ const leaveRoute = async (
 const FAILOVER_RETRY_MS = 100;
 const DUPLICATE_LOOKUP_RETRY_MS = 1_000;
 
-const isDuplicateExternalId = (error: ProviderError) =>
-  error.details.code === 1201 && /external_task_id/i.test(error.message) && /duplicate/i.test(error.message);
-
 const handleProviderError = async (
   deps: SubmitTaskDeps,
   { slots, gate, route }: RouteControls,
@@ -265,7 +257,7 @@ const handleProviderError = async (
   mayHoldTask: boolean,
   refusedSlots: number,
 ): Promise<SubmitOutcome> => {
-  const { action, code, outcomeUnknown, retryAfterMs } = error.details;
+  const { action, reason, code, outcomeUnknown, retryAfterMs } = error.details;
   // While the answer was lost, a callback may already have told us the provider has the task: then
   // nothing failed, and neither the slots nor the retry budget should be touched.
   const current = await findTask(deps.db, taskId);
@@ -275,7 +267,7 @@ const handleProviderError = async (
   if (!outcomeUnknown && !mayHoldTask) await slots.release(taskId);
   // A considered answer about this request (a refusal, a rate limit) proves the route and the
   // account work: it closes an open circuit just as a success does.
-  const answered = action === "fail_task" || (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code));
+  const answered = action === "fail_task" || error.rateLimited;
   if (answered) await gate.recordSuccess();
   if (action === "fail_task") {
     await failTask(deps, taskId, "worker", { class: "provider_rejected", message: error.message, code });
@@ -289,11 +281,11 @@ const handleProviderError = async (
     await markWaiting(deps.db, taskId, ["queued", "submitting"], reason);
     return { kind: "retry_later", delayMs: 1_000, reason };
   }
-  if (code !== null && code !== undefined && RATE_LIMIT_CODES.has(code)) {
-    // Rate limits never spend the retry budget. 1303 means the account is fuller than our ledger
-    // thinks (shared with someone else): lower our effective capacity, recover it later.
-    if (code === 1303) await slots.lowerCapacity(refusedSlots);
-    // The contract asks for a back-off of at least 1 s on 1303, growing exponentially: with each
+  if (error.rateLimited) {
+    // Rate limits never spend the retry budget. The parallel-task limit means the account is fuller
+    // than our ledger thinks (shared with someone else): lower our effective capacity, recover it later.
+    if (reason === "parallel_limit") await slots.lowerCapacity(refusedSlots);
+    // The contract asks for a back-off of at least 1 s on that limit, growing exponentially: with each
     // attempt of this task (current.attempts counts this one), never under the floor whatever
     // SUBMIT_RETRY_MAX_MS says.
     const ceilingMs = Math.max(deps.retryMaxMs, RATE_LIMIT_FLOOR_MS);
@@ -302,8 +294,7 @@ const handleProviderError = async (
   }
   if (action === "reauthenticate") return { kind: "retry_later", delayMs: 100, reason: error.message };
   // CometAPI answered 404 {"code": null} on the whole route for weeks: no point trying again soon.
-  const routeMissing = error.details.httpStatus === 404 && (code === null || code === undefined);
-  await gate.recordFailure(error.message, { immediately: routeMissing });
+  await gate.recordFailure(error.message, { immediately: reason === "route_missing" });
   // A failure that opened the circuit, or a failed probe that re-opened it, is the provider's
   // outage, not this task's: the task waits with the others and its retry budget is not spent
   // (else every probe of a long outage would use up the budget of the task that carried it).

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { providerTaskStatuses } from "../provider/provider-wire.schema.ts";
+import { klingTaskStatuses } from "../provider/kling-protocol/kling-wire.schema.ts";
 import { taskStatuses } from "./task-status.ts";
 
 // What the task routes answer, as zod: the presenters are typed against these (so the code cannot
@@ -81,7 +81,7 @@ export const nativeTaskEventListSchema = z.object({ data: z.array(nativeTaskEven
 export const dropinTaskSchema = z
   .object({
     task_id: z.string(),
-    task_status: z.enum(providerTaskStatuses),
+    task_status: z.enum(klingTaskStatuses),
     task_status_msg: z.string(),
     task_info: z.object({ external_task_id: z.string().optional() }),
     created_at: z.int().meta({ description: "Unix milliseconds" }),

@@ -1,4 +1,4 @@
-import type { ProviderTaskStatus } from "../provider/provider-wire.schema.ts";
+import type { KlingTaskStatus } from "../provider/kling-protocol/kling-wire.schema.ts";
 import { TaskStatus as taskStatusValues } from "../db/generated/enums.ts";
 import type { TaskStatus } from "../db/database.ts";
 
@@ -29,16 +29,9 @@ export const isTerminal = (status: TaskStatus): boolean => terminalStatuses.incl
 export const statusesBefore = (target: TaskStatus): TaskStatus[] =>
   (Object.keys(statusRank) as TaskStatus[]).filter((s) => statusRank[s] < statusRank[target]);
 
-// `succeed` from the provider is not success yet: the images must be in our storage and checked.
-export const fromProviderStatus: Record<ProviderTaskStatus, TaskStatus> = {
-  submitted: "submitted",
-  processing: "processing",
-  succeed: "archiving",
-  failed: "failed",
-};
-
-// The drop-in API answers in the provider's vocabulary.
-export const toProviderStatus = (status: TaskStatus): ProviderTaskStatus => {
+// The drop-in API is a drop-in for Kling: it answers in Kling's words (what a provider reports is
+// read by its adapter, apps/domain/provider/).
+export const toProviderStatus = (status: TaskStatus): KlingTaskStatus => {
   switch (status) {
     case "queued":
     case "submitting":

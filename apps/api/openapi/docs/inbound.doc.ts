@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { providerTaskSchema } from "../../../domain/provider/provider-wire.schema.ts";
+import { klingTaskSchema } from "../../../domain/provider/kling-protocol/kling-wire.schema.ts";
 import { problemSchema } from "../../presenters/error-response.schema.ts";
 import { bytes, json, problemResponses, type RouteDoc } from "../route-doc.ts";
 
@@ -22,7 +22,7 @@ const providerCallback = (withRoute: boolean): RouteDoc => ({
         ? z.object({ taskId: z.string(), token: z.string(), route: z.string().meta({ description: "The PROVIDER_ROUTES name the task was submitted through" }) })
         : z.object({ taskId: z.string(), token: z.string() }),
     },
-    requestBody: { required: true, content: { "application/json": { schema: providerTaskSchema } } },
+    requestBody: { required: true, content: { "application/json": { schema: klingTaskSchema } } },
     responses: {
       "200": json(callbackReceipt, "Applied, duplicate or stale (outcome says which)"),
       "400": json(callbackReceipt, "Stored but not a task report the receiver can apply (outcome: rejected)"),

@@ -1,11 +1,12 @@
 import { z } from "zod";
 
-// The provider's wire shapes (KLING.md). Shared by the provider client, the callback receiver, the
-// drop-in routes (which answer in exactly these shapes) and the simulator.
+// Kling's wire shapes (KLING.md), which every family speaks (CometAPI wraps Kling's; the simulator
+// imitates it). Read by the families' adapters; the simulator answers in them and the drop-in API
+// (a drop-in for Kling) shows its statuses in Kling's words.
 
-export const providerTaskStatuses = ["submitted", "processing", "succeed", "failed"] as const;
-export const providerTaskStatusSchema = z.enum(providerTaskStatuses);
-export type ProviderTaskStatus = z.infer<typeof providerTaskStatusSchema>;
+export const klingTaskStatuses = ["submitted", "processing", "succeed", "failed"] as const;
+export const klingTaskStatusSchema = z.enum(klingTaskStatuses);
+export type KlingTaskStatus = z.infer<typeof klingTaskStatusSchema>;
 
 // Timestamps are Unix milliseconds; some wrappers send them as strings. Stored as a bigint, so a
 // fraction is dropped and what no bigint column holds (negative, past 2^53) is refused here rather
@@ -22,31 +23,28 @@ const providerText = z.string().transform((text) => text.replaceAll("\u0000", ""
 const providerId = z.string().min(1).refine((id) => !id.includes("\u0000") && id.isWellFormed(), { error: "must be storable text" });
 
 // `index` goes to a 32-bit column; the provider's are 0..8.
-export const providerImageSchema = z.object({ index: z.number().int().min(0).max(2_147_483_647), url: providerId }).loose();
+export const klingImageSchema = z.object({ index: z.number().int().min(0).max(2_147_483_647), url: providerId }).loose();
 
-export const providerTaskSchema = z
+export const klingTaskSchema = z
   .object({
     task_id: z.union([providerId, z.number().transform(String)]),
-    task_status: providerTaskStatusSchema,
+    task_status: klingTaskStatusSchema,
     task_status_msg: providerText.nullish(),
     task_info: z.object({ external_task_id: z.string().nullish() }).loose().nullish(),
     created_at: millis.optional(),
     updated_at: millis.optional(),
     final_unit_deduction: z.union([providerText, z.number().transform(String)]).nullish(),
-    task_result: z.object({ images: z.array(providerImageSchema).nullish() }).loose().nullish(),
+    task_result: z.object({ images: z.array(klingImageSchema).nullish() }).loose().nullish(),
   })
   .loose();
 
-export type ProviderTask = z.infer<typeof providerTaskSchema>;
+export type KlingTask = z.infer<typeof klingTaskSchema>;
 
-export const providerEnvelopeSchema = <T extends z.ZodType>(data: T) =>
+export const klingEnvelopeSchema = <T extends z.ZodType>(data: T) =>
   z.object({ code: z.number(), message: z.string().optional(), request_id: z.string().optional(), data }).loose();
 
-export const providerErrorBodySchema = z
+export const klingErrorBodySchema = z
   .object({ code: z.number().nullable(), message: z.string().optional(), request_id: z.string().optional() })
   .loose();
 
-export type ProviderErrorBody = z.infer<typeof providerErrorBodySchema>;
-
-// What the provider's create answers inside `data`.
-export const providerCreatedSchema = providerTaskSchema;
+export type KlingErrorBody = z.infer<typeof klingErrorBodySchema>;
