@@ -25,26 +25,49 @@ export const chargedCreditsSql = (finalUnitDeduction: RawBuilder<unknown>) =>
 const capSql = (accountId: string, defaultCap: CreditCap) =>
   sql<string | null>`coalesce((select spend_cap_credits from account where id = ${accountId}::uuid)::numeric, ${defaultCap ?? null}::numeric)`;
 
-// A CTE for an intake statement: holds `credits` on the account's balance if they fit under its cap,
-// and returns the account id only then. The task row takes its account_id from it, so a refused hold
-// makes the whole statement fail (not-null violation on task.account_id, see isCapRefusal) and
-// nothing is written: the hold and the task exist together or not at all.
-export const holdCreditsCte = (accountId: string, credits: number, defaultCap: CreditCap) => {
+// Lock order. Every transaction that writes task rows and the balance row writes the tasks first
+// and takes the balance last: an end moves its task, then settles; a retry moves its tasks, then
+// holds (reserveCredits); an atomic batch writes its tasks, then holds; and an intake statement
+// inserts its tasks, then holds (holdCreditsCte). A writer of a task row (a move's row lock, or an
+// insert's unique check, which waits for another transaction writing the same id or
+// (account, external_task_id)) therefore never holds the balance lock while it waits. The other
+// order, hold then insert, deadlocked (40P01) against a retry or an end of the task the insert
+// collided with: the retry held the task row and waited for the balance, the create held the
+// balance and waited for the retry's commit to know whether its insert was unique. Paths that take
+// the balance without any task row (a refund, the sweep's settlement) lock credit entries, which no
+// task writer waits for while holding the balance.
+
+// A CTE for an intake statement, written after the CTE that inserts its tasks (`written`, whose rows
+// carry each task's `n`): holds n x perImage credits for them on the account's balance if they fit
+// under its cap, and returns the account id only then. It reads every row of `written`, so all its
+// inserts (and their unique checks) are done before the balance row is locked (the lock order
+// above). The credit entries take their account_id from it (heldAccountSql), so a refused hold makes
+// the whole statement fail (not-null violation on credit_entry.account_id, see isCapRefusal) and
+// nothing is written: the hold and the tasks exist together or not at all. No task written (an
+// insert that did nothing on conflict): nothing is held, and there is no entry to fail.
+export const holdCreditsCte = (written: string, accountId: string, perImage: number, defaultCap: CreditCap) => {
   const cap = capSql(accountId, defaultCap);
   // Kysely puts a raw CTE body in the statement as it is: the parentheses are the CTE's own.
   return sql<{ accountId: string }>`(
     insert into credit_balance as b (account_id, reserved)
-    select ${accountId}::uuid, ${credits}::numeric
-    where ${cap} is null or ${credits}::numeric <= ${cap}
+    select ${accountId}::uuid, w.credits
+    from (select coalesce(sum(n), 0) * ${perImage}::numeric as credits from ${sql.table(written)} having count(*) > 0) w
+    where ${cap} is null or w.credits <= ${cap}
     on conflict (account_id) do update
       set reserved = b.reserved + excluded.reserved, updated_at = now()
       where ${cap} is null or b.spent + b.reserved + excluded.reserved <= ${cap}
     returning b.account_id)`;
 };
 
+// The account_id of a hold made by holdCreditsCte named `held`, for its credit entries: null (and
+// the statement failed) when the hold was refused.
+export const heldAccountSql = (held: string) => sql<string>`(select account_id from ${sql.table(held)})`;
+
 // The statement failed because holdCreditsCte refused the credits.
-export const isCapRefusal = (error: unknown) =>
-  typeof error === "object" && error !== null && (error as { code?: string }).code === "23502" && (error as { column?: string }).column === "account_id";
+export const isCapRefusal = (error: unknown) => {
+  const e = error as { code?: unknown; column?: unknown; table?: unknown } | null;
+  return typeof e === "object" && e !== null && e.code === "23502" && e.column === "account_id" && e.table === "credit_entry";
+};
 
 export type AccountBalance = { spent: number; reserved: number; cap: CreditCap };
 
