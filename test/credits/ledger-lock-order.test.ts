@@ -4,6 +4,8 @@ import { sql } from "kysely";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
+import { acceptBatch, type AcceptBatchDeps } from "../../apps/domain/batch/accept-batch.ts";
+import { batchFieldsSchema } from "../../apps/domain/batch/batch-request.schema.ts";
 import { reserveCredits } from "../../apps/domain/credits/credit-ledger.ts";
 import type { CreditTerms } from "../../apps/domain/credits/credit-terms.ts";
 import { createDb, type Db } from "../../apps/domain/db/database.ts";
@@ -51,6 +53,29 @@ const acceptDeps = (db: Db): AcceptTaskDeps => ({
   imageUrlRefusal: () => undefined,
   credits: terms,
 });
+
+const batchDeps = (db: Db): AcceptBatchDeps => ({
+  ...acceptDeps(db),
+  enqueueBatchJobs: async () => undefined,
+  withdrawBatchJobs: async () => undefined,
+  chunkItems: 10,
+  uploadLeaseMs: 60_000,
+});
+
+// A streamed batch of one chunk whose first item repeats `externalTaskId` (then refused by line).
+const uploadBatch = (accountId: string, externalTaskId: string) =>
+  acceptBatch(batchDeps(creator), {
+    accountId,
+    source: "ndjson",
+    fields: batchFieldsSchema.parse({}),
+    items: (async function* () {
+      for (const [line, id] of [externalTaskId, `ext-${randomUUID()}`].entries()) {
+        yield { line: line + 1, value: { image: "https://images.example.com/source.png", up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1, n: 1, external_task_id: id } };
+      }
+    })(),
+    atomic: false,
+    dryRun: false,
+  });
 
 const request = (externalTaskId: string, n: number) =>
   expandRequestBodySchema.parse({
@@ -159,5 +184,15 @@ describe("the credit ledger's lock order", () => {
     const ledger = await ledgerOf(accountId);
     expect(ledger.balance).toEqual({ spent: 0, reserved: 2 });
     expect(ledger.entries.map((e) => e.state).sort()).toEqual(["released", "reserved"]);
+  });
+
+  it("when a batch chunk repeating an external_task_id reaches the balance before the end of that task does, then neither deadlocks: the item is refused by line, the other one is written", async () => {
+    const { accountId, externalTaskId, task } = await setUp();
+    const [upload, ended] = await raceBehindBalanceLock(accountId, ["lock-order-create", () => uploadBatch(accountId, externalTaskId)], ["lock-order-move", end(task.id)]);
+    expect([failure(upload), failure(ended)]).toEqual([false, false]);
+    expect(upload.ok && (upload.value as { accepted: number; rejected: number; errors: unknown[] })).toMatchObject({ accepted: 1, rejected: 1, errors: [{ line: 1, field: "external_task_id" }] });
+    const ledger = await ledgerOf(accountId);
+    expect(ledger.balance).toEqual({ spent: 0, reserved: 1 });
+    expect(ledger.entries.map((e) => [e.state, e.reserved]).sort()).toEqual([["released", 2], ["reserved", 1]]);
   });
 });
