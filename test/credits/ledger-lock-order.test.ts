@@ -9,6 +9,7 @@ import { batchFieldsSchema } from "../../apps/domain/batch/batch-request.schema.
 import { reserveCredits } from "../../apps/domain/credits/credit-ledger.ts";
 import type { CreditTerms } from "../../apps/domain/credits/credit-terms.ts";
 import { createDb, type Db } from "../../apps/domain/db/database.ts";
+import { metrics } from "../../apps/domain/metrics/metrics.ts";
 import { expandRequestBodySchema } from "../../apps/domain/expand-request/expand-request.schema.ts";
 import { createLocalStorage } from "../../apps/domain/storage/local-storage.ts";
 import { acceptTask, type AcceptTaskDeps } from "../../apps/domain/task/accept-task.ts";
@@ -108,10 +109,16 @@ const waitsOrDone = (applicationName: string, run: ReturnType<typeof started>) =
     return rows[0]!.waiting ? true : undefined;
   }, 10_000, 10);
 
-// `first` and `second` start in this order while the balance row is locked elsewhere, then race for it.
+// Callers run a transaction Postgres undid for a deadlock again (retryOnConflict), so a deadlock
+// shows as a retry rather than as an error: both are counted as a failure of the lock order.
+const conflictRetries = async () => (await metrics.databaseConflictRetries.get()).values.reduce((sum, v) => sum + v.value, 0);
+
+// `first` and `second` start in this order while the balance row is locked elsewhere, then race for
+// it. Returns their outcomes, each a failure too if a deadlock made anything run again meanwhile.
 const raceBehindBalanceLock = async (accountId: string, first: [string, () => Promise<unknown>], second: [string, () => Promise<unknown>]) => {
   const holder = new pg.Client({ connectionString: url });
   await holder.connect();
+  const retriesBefore = await conflictRetries();
   try {
     await holder.query("begin");
     await holder.query("select 1 from credit_balance where account_id = $1 for update", [accountId]);
@@ -121,7 +128,9 @@ const raceBehindBalanceLock = async (accountId: string, first: [string, () => Pr
     await waitsOrDone(second[0], b);
     await holder.query("commit");
     await Promise.all([a.promise, b.promise]);
-    return [a.state.done!, b.state.done!] as const;
+    const retried = (await conflictRetries()) - retriesBefore;
+    const counted = (o: Outcome): Outcome => (retried > 0 && o.ok ? { ok: false, error: new Error(`${retried} transaction(s) ran again after a deadlock`) } : o);
+    return [counted(a.state.done!), counted(b.state.done!)] as const;
   } finally {
     await holder.end();
   }

@@ -4,7 +4,7 @@ import { v7 as uuidv7 } from "uuid";
 import type { Db, Tx } from "../db/database.ts";
 import { asJson } from "../db/database.ts";
 import { AppError, validationError, type FieldViolation } from "../errors/app-error.ts";
-import { isDatabaseUnavailable } from "../errors/dependency-errors.ts";
+import { isDatabaseUnavailable, retryOnConflict } from "../errors/dependency-errors.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
@@ -194,10 +194,12 @@ export const acceptBatch = async (
       for (;;) {
         decided = fitUnderCap(await accountBalance(deps.db, accountId, deps.credits.defaultCap), deps, chunk);
         try {
-          inserted = await deps.db.transaction().execute(async (tx) => {
-            if (!(await renewUploadLease(tx, batchId, deps.uploadLeaseMs))) throw await uploadStopReason(tx, batchId);
-            return writeChunk(tx, batchId, accountId, decided.fit, rejectedNow + decided.overCap.length, lastLine, stallAt(), deps.credits, true);
-          });
+          inserted = await retryOnConflict(() =>
+            deps.db.transaction().execute(async (tx) => {
+              if (!(await renewUploadLease(tx, batchId, deps.uploadLeaseMs))) throw await uploadStopReason(tx, batchId);
+              return writeChunk(tx, batchId, accountId, decided.fit, rejectedNow + decided.overCap.length, lastLine, stallAt(), deps.credits, true);
+            }),
+          );
           break;
         } catch (error) {
           if (!isCapRefusal(error)) throw error;

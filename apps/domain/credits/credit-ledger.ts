@@ -157,10 +157,19 @@ const settleWhere = async (db: Db | Tx, filter: RawBuilder<unknown>, limit: numb
       from ended where e.id = ended.id
       returning e.account_id, ended.reserved, ended.charged
     ),
+    -- The sweep settles entries of many accounts at once: their balance rows are locked in
+    -- account order, so two sweeps (one per worker) never take two of them in opposite orders.
+    locked as (
+      select b.account_id from credit_balance b
+      where b.account_id in (select account_id from done)
+      order by b.account_id
+      for update of b
+    ),
     moved as (
       update credit_balance b
       set reserved = b.reserved - s.reserved, spent = b.spent + s.charged, updated_at = now()
       from (select account_id, sum(reserved) as reserved, sum(charged) as charged from done group by account_id) s
+      join locked l on l.account_id = s.account_id
       where b.account_id = s.account_id
       returning b.account_id
     )

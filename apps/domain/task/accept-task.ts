@@ -5,7 +5,7 @@ import { v7 as uuidv7 } from "uuid";
 import type { Db, Task } from "../db/database.ts";
 import type { TaskOrigin } from "../db/generated/enums.ts";
 import { AppError, validationError } from "../errors/app-error.ts";
-import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation, statementMayHaveRun } from "../errors/dependency-errors.ts";
+import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation, retryOnConflict, statementMayHaveRun } from "../errors/dependency-errors.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
@@ -96,7 +96,8 @@ export const acceptTask = async (
     // a transaction's extra round trips. The task is inserted before the hold locks the balance (the
     // ledger's lock order, credit-ledger.ts); the credit entry's account comes from the hold:
     // refused (over the cap), the statement fails and writes nothing.
-    const task = await deps.db
+    // Run again if Postgres undid it for a conflict (a deadlock): nothing of it was written.
+    const task = await retryOnConflict(() => deps.db
       .with("inserted", (db) =>
         db
           .insertInto("task")
@@ -138,7 +139,7 @@ export const acceptTask = async (
       )
       .selectFrom("inserted")
       .selectAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirstOrThrow());
     metrics.tasksAccepted.inc({ image: inline ? "base64" : "url" });
     return { task, replayed: false };
   } catch (error) {
