@@ -8,7 +8,8 @@ import { acceptBatch, type AcceptBatchDeps } from "../../apps/domain/batch/accep
 import { batchFieldsSchema } from "../../apps/domain/batch/batch-request.schema.ts";
 import { reserveCredits } from "../../apps/domain/credits/credit-ledger.ts";
 import type { CreditTerms } from "../../apps/domain/credits/credit-terms.ts";
-import { createDb, type Db } from "../../apps/domain/db/database.ts";
+import { createDb, type Db, type Tx } from "../../apps/domain/db/database.ts";
+import { databaseUnavailable, retryOnConflict } from "../../apps/domain/errors/dependency-errors.ts";
 import { metrics } from "../../apps/domain/metrics/metrics.ts";
 import { expandRequestBodySchema } from "../../apps/domain/expand-request/expand-request.schema.ts";
 import { createLocalStorage } from "../../apps/domain/storage/local-storage.ts";
@@ -203,5 +204,56 @@ describe("the credit ledger's lock order", () => {
     const ledger = await ledgerOf(accountId);
     expect(ledger.balance).toEqual({ spent: 0, reserved: 1 });
     expect(ledger.entries.map((e) => [e.state, e.reserved]).sort()).toEqual([["released", 2], ["reserved", 1]]);
+  });
+});
+
+describe("a transaction undone for a deadlock", () => {
+  // Two transactions that lock two balance rows in opposite orders, each taking its second lock once
+  // the other holds its first: a deadlock every time; Postgres undoes one of them.
+  const opposite = async (attempts: number) => {
+    const accounts = await Promise.all([1, 2].map(async () => (await createAccountWithKey(observer, `conflict-${randomUUID().slice(0, 8)}`)).accountId));
+    await observer.insertInto("creditBalance").values(accounts.map((accountId) => ({ accountId }))).execute();
+    const lock = (tx: Tx, accountId: string) => sql`select 1 from credit_balance where account_id = ${accountId}::uuid for update`.execute(tx);
+    const gate = () => {
+      let open = () => {};
+      const opened = new Promise<void>((resolve) => (open = resolve));
+      return { open: () => open(), opened };
+    };
+    const held = [gate(), gate()];
+    const retriesBefore = await conflictRetries();
+    const outcomes = await Promise.allSettled(
+      [mover, creator].map((db, i) =>
+        retryOnConflict(
+          () =>
+            db.transaction().execute(async (tx) => {
+              await lock(tx, accounts[i]!);
+              held[i]!.open();
+              await held[1 - i]!.opened;
+              await lock(tx, accounts[1 - i]!);
+            }),
+          attempts,
+        ),
+      ),
+    );
+    return { outcomes, retried: (await conflictRetries()) - retriesBefore };
+  };
+
+  it("when two transactions deadlock, then the caller runs the one Postgres undid again and both commit", async () => {
+    const { outcomes, retried } = await opposite(3);
+    expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "fulfilled"]);
+    expect(retried).toBe(1);
+  });
+
+  it("when no attempt is left, then the deadlock reaches the caller as a 503 that says to retry, not as an internal error", async () => {
+    const { outcomes, retried } = await opposite(1);
+    expect(retried).toBe(0);
+    const rejected = outcomes.filter((o): o is PromiseRejectedResult => o.status === "rejected");
+    expect(rejected.map((o) => (o.reason as { code?: unknown }).code)).toEqual(["40P01"]);
+    const answer = databaseUnavailable(rejected[0]!.reason);
+    expect({ code: answer.code, status: answer.httpStatus, message: answer.message }).toEqual({
+      code: "dependency_unavailable",
+      status: 503,
+      message: "the database undid the change because a concurrent change collided with it; retry",
+    });
   });
 });
