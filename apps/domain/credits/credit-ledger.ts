@@ -85,8 +85,9 @@ export const spendCapError = (balance: AccountBalance, credits: number, what: st
     `${what} needs ${credits} credits; the account has ${balance.spent} spent and ${balance.reserved} reserved against its spend cap of ${balance.cap} credits; nothing was created`,
   );
 
-// The balance row locked for the rest of the transaction (created if missing): a batch chunk decides
-// which of its items fit, then writes them with writeChunkHoldsCte.
+// The balance row locked for the rest of the transaction (created if missing): a retry or an atomic
+// batch decides whether its holds fit, then adds them (addHeld). Taken after the transaction's task
+// rows (the lock order above).
 export const lockBalance = async (tx: Tx, accountId: string, defaultCap: CreditCap): Promise<AccountBalance> => {
   await sql`insert into credit_balance (account_id) values (${accountId}::uuid) on conflict do nothing`.execute(tx);
   await sql`select 1 from credit_balance where account_id = ${accountId}::uuid for update`.execute(tx);
