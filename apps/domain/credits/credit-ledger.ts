@@ -26,16 +26,19 @@ const capSql = (accountId: string, defaultCap: CreditCap) =>
   sql<string | null>`coalesce((select spend_cap_credits from account where id = ${accountId}::uuid)::numeric, ${defaultCap ?? null}::numeric)`;
 
 // Lock order. Every transaction that writes task rows and the balance row writes the tasks first
-// and takes the balance last: an end moves its task, then settles; a retry moves its tasks, then
-// holds (reserveCredits); an atomic batch writes its tasks, then holds; and an intake statement
-// inserts its tasks, then holds (holdCreditsCte). A writer of a task row (a move's row lock, or an
-// insert's unique check, which waits for another transaction writing the same id or
-// (account, external_task_id)) therefore never holds the balance lock while it waits. The other
-// order, hold then insert, deadlocked (40P01) against a retry or an end of the task the insert
-// collided with: the retry held the task row and waited for the balance, the create held the
-// balance and waited for the retry's commit to know whether its insert was unique. Paths that take
-// the balance without any task row (a refund, the sweep's settlement) lock credit entries, which no
-// task writer waits for while holding the balance.
+// and takes the balance last: an end (single, or a bulk cancel's chunk) moves its tasks, then
+// settles; a batch retry moves its tasks, reopens the batch, then holds (reserveCredits); an atomic
+// batch writes its tasks, then holds; an intake statement (a single create, a batch chunk) inserts
+// its tasks, then holds (holdCreditsCte). A writer of a task row (a move's row lock, or an insert's
+// unique check, which waits for another transaction writing the same id or (account,
+// external_task_id)) therefore never holds the balance lock while it waits. The other order, hold
+// then insert, deadlocked (40P01) against a retry or an end of the task the insert collided with:
+// the retry held the task row and waited for the balance, the create held the balance and waited
+// for the retry's commit to know whether its insert was unique (test/credits/ledger-lock-order).
+// The batch row, where one is locked, comes before the balance too (an upload chunk renews its
+// lease first; a retry reopens its batch before it holds). Paths that take the balance without any
+// task row (a refund, the sweep's settlement) lock credit entries, which no task writer waits for
+// while holding the balance; the sweep takes its accounts' balance rows in account order.
 
 // A CTE for an intake statement, written after the CTE that inserts its tasks (`written`, whose rows
 // carry each task's `n`): holds n x perImage credits for them on the account's balance if they fit
