@@ -4,7 +4,7 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inject } from "vitest";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
-import { holdCreditsCte, isCapRefusal, refundCredits, reserveCredits, settleCredits, settleEndedCredits } from "../../apps/domain/credits/credit-ledger.ts";
+import { heldAccountSql, holdCreditsCte, isCapRefusal, refundCredits, reserveCredits, settleCredits, settleEndedCredits } from "../../apps/domain/credits/credit-ledger.ts";
 import { createDb, type Db } from "../../apps/domain/db/database.ts";
 import { cloneDatabase, dropDatabases } from "../support/databases.ts";
 
@@ -53,17 +53,18 @@ const run = async (db: Db, accountId: string, ids: string[], sizes: number[], op
   const n = sizes[op.task]!;
   switch (op.kind) {
     case "create":
-      // Intake's statement: the task takes its account from the hold.
+      // Intake's statement (accept-task.ts): the task, then the hold; the entry takes its account
+      // from the hold. The same id again is a create colliding with a task that may be moving.
       try {
         await db
-          .with("held", () => holdCreditsCte(accountId, n, undefined))
           .with("inserted", (q) =>
             q
               .insertInto("task")
-              .values({ id, accountId: sql<string>`(select account_id from held)`, upRatio: 0.1, downRatio: 0.1, leftRatio: 0.1, rightRatio: 0.1, n, callbackToken: randomBytes(8).toString("hex") })
+              .values({ id, accountId, upRatio: 0.1, downRatio: 0.1, leftRatio: 0.1, rightRatio: 0.1, n, callbackToken: randomBytes(8).toString("hex") })
               .returning(["id", "accountId", "n"]),
           )
-          .with("entry", (q) => q.insertInto("creditEntry").columns(["accountId", "taskId", "reserved"]).expression((eb) => eb.selectFrom("inserted").select(["inserted.accountId", "inserted.id", sql<string>`${n}::numeric`.as("reserved")])))
+          .with("held", () => holdCreditsCte("inserted", accountId, 1, undefined))
+          .with("entry", (q) => q.insertInto("creditEntry").columns(["accountId", "taskId", "reserved"]).expression((eb) => eb.selectFrom("inserted").select([heldAccountSql("held").as("accountId"), "inserted.id", sql<string>`${n}::numeric`.as("reserved")])))
           .selectFrom("inserted")
           .select("id")
           .execute();
@@ -155,7 +156,8 @@ describe("the credit ledger, property-based", () => {
           expect(entries.every((e) => tasks.some((t) => t.id === e.taskId))).toBe(true);
         },
       ),
-      { numRuns: 25 },
+      // LEDGER_SEED (and LEDGER_PATH) replay a run fast-check reported.
+      { numRuns: 25, ...(process.env.LEDGER_SEED ? { seed: Number(process.env.LEDGER_SEED), path: process.env.LEDGER_PATH } : {}) },
     );
   }, 120_000);
 });

@@ -4,7 +4,7 @@ import { v7 as uuidv7 } from "uuid";
 import type { Db, Tx } from "../db/database.ts";
 import { asJson } from "../db/database.ts";
 import { AppError, validationError, type FieldViolation } from "../errors/app-error.ts";
-import { isDatabaseUnavailable } from "../errors/dependency-errors.ts";
+import { isDatabaseUnavailable, retryOnConflict } from "../errors/dependency-errors.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
@@ -12,7 +12,7 @@ import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts"
 import type { RawItem } from "./batch-item-sources.ts";
 import { itemCredits, parseBatchItem, type BatchFields } from "./batch-request.schema.ts";
 import { breakOffUpload, completeUpload, holdUploadLease, leaseUntil, renewUploadLease, uploadStopReason } from "./batch.repository.ts";
-import { accountBalance, addHeld, lockBalance } from "../credits/credit-ledger.ts";
+import { accountBalance, addHeld, heldAccountSql, holdCreditsCte, isCapRefusal, lockBalance, type AccountBalance } from "../credits/credit-ledger.ts";
 import { aboveCapacityMessage, type CreditTerms } from "../credits/credit-terms.ts";
 
 export type BatchJob = { id: string; stage: "source" | "submit" };
@@ -184,15 +184,29 @@ export const acceptBatch = async (
     if (jobs.length > 0) await deps.enqueueBatchJobs(accountId, jobs);
     try {
       // Written only into a batch still receiving, under its renewed lease (batch.repository.ts). The
-      // chunk's credits are held under the balance row's lock in the same transaction: items past the
-      // cap (another batch or create took the room meanwhile) are refused by line, and their jobs
-      // withdrawn.
-      const { inserted, overCap } = await deps.db.transaction().execute(async (tx) => {
-        if (!(await renewUploadLease(tx, batchId, deps.uploadLeaseMs))) throw await uploadStopReason(tx, batchId);
-        const { fit, overCap } = await holdChunk(tx, deps, accountId, chunk, reject);
-        const ids = await writeChunk(tx, batchId, accountId, fit, rejectedNow + overCap.length, lastLine, stallAt(), deps.credits.perImage, true);
-        return { inserted: ids, overCap };
-      });
+      // chunk's statement writes its tasks, then holds their credits under the balance row's lock
+      // (the ledger's lock order, credit-ledger.ts); which items fit was decided from a read of the
+      // balance just before. Another batch or create that took the room meanwhile makes the hold
+      // refuse the statement: decided again from a fresh read. Items past the cap are refused by
+      // line, and their jobs withdrawn.
+      let decided: ReturnType<typeof fitUnderCap>;
+      let inserted: string[];
+      for (;;) {
+        decided = fitUnderCap(await accountBalance(deps.db, accountId, deps.credits.defaultCap), deps, chunk);
+        try {
+          inserted = await retryOnConflict(() =>
+            deps.db.transaction().execute(async (tx) => {
+              if (!(await renewUploadLease(tx, batchId, deps.uploadLeaseMs))) throw await uploadStopReason(tx, batchId);
+              return writeChunk(tx, batchId, accountId, decided.fit, rejectedNow + decided.overCap.length, lastLine, stallAt(), deps.credits, true);
+            }),
+          );
+          break;
+        } catch (error) {
+          if (!isCapRefusal(error)) throw error;
+        }
+      }
+      const overCap = decided.overCap.map((o) => o.item);
+      for (const o of decided.overCap) reject(o.item.line, [o.violation]);
       if (overCap.length > 0) {
         result.spendCapReached = true;
         await cleanUp(deps, overCap);
@@ -294,30 +308,29 @@ const capViolation = (cap: number, used: number): FieldViolation => ({
   message: `would take the account past its spend cap of ${cap} credits (${used} spent or reserved)`,
 });
 
-// Which of a chunk's items fit under the cap, in line order, with the balance row locked until the
-// transaction ends: the caller writes those (with their holds) before the lock is released.
-const holdChunk = async (tx: Tx, deps: AcceptBatchDeps, accountId: string, chunk: Prepared[], reject: (line: number, v: FieldViolation[]) => void) => {
-  const balance = await lockBalance(tx, accountId, deps.credits.defaultCap);
-  if (balance.cap === undefined) return { fit: chunk, overCap: [] as Prepared[] };
+// Which of a chunk's items fit under the cap given the balance, in line order. The hold in the
+// chunk's statement (holdCreditsCte) is what binds: it refuses the chunk if the balance moved.
+const fitUnderCap = (balance: AccountBalance, deps: AcceptBatchDeps, chunk: Prepared[]) => {
+  const overCap: { item: Prepared; violation: FieldViolation }[] = [];
+  if (balance.cap === undefined) return { fit: chunk, overCap };
   let used = balance.spent + balance.reserved;
   const fit: Prepared[] = [];
-  const overCap: Prepared[] = [];
   for (const p of chunk) {
     const credits = itemCredits(p.request.n, deps.credits.perImage);
     if (used + credits <= balance.cap) {
       used += credits;
       fit.push(p);
     } else {
-      overCap.push(p);
-      reject(p.line, [capViolation(balance.cap, used)]);
+      overCap.push({ item: p, violation: capViolation(balance.cap, used) });
     }
   }
   return { fit, overCap };
 };
 
 // One statement per chunk: the tasks, their first events, their credit entries, and the batch's
-// counts; with `holdOnBalance`, the balance's reserved sum too (an atomic batch adds its holds to
-// the balance once, at its end, so as not to lock the balance row for the whole upload).
+// counts; with `holdOnBalance`, their hold on the balance too, after the tasks (holdCreditsCte:
+// refused past the cap, the statement fails, isCapRefusal). An atomic batch adds its holds to the
+// balance once, at its end, so as not to lock the balance row for the whole upload.
 const writeChunk = async (
   db: Db | Tx,
   batchId: string,
@@ -326,9 +339,10 @@ const writeChunk = async (
   rejected: number,
   lastLine: number,
   nextCheckAt: Date,
-  perImage: number,
+  credits: CreditTerms,
   holdOnBalance: boolean,
 ) => {
+  const perImage = credits.perImage;
   if (chunk.length === 0) {
     await db
       .updateTable("batch")
@@ -388,19 +402,16 @@ const writeChunk = async (
         .where("id", "=", batchId)
         .returning("id"),
     )
+    .with("held", () => (holdOnBalance ? holdCreditsCte("inserted", accountId, perImage, credits.defaultCap) : sql<{ accountId: string }>`(select null::uuid as account_id where false)`))
     .with("entry", (q) =>
       q
         .insertInto("creditEntry")
         .columns(["accountId", "taskId", "batchId", "reserved"])
-        .expression((eb) => eb.selectFrom("inserted").select(["inserted.accountId", "inserted.id", "inserted.batchId", sql<string>`inserted.n * ${perImage}::numeric`.as("reserved")])),
-    )
-    .with("held", (q) =>
-      q
-        .updateTable("creditBalance")
-        .set({ reserved: sql`reserved + (select coalesce(sum(n), 0) * ${perImage}::numeric from inserted)`, updatedAt: sql`now()` })
-        .where("accountId", "=", accountId)
-        .where(sql<boolean>`${holdOnBalance}`)
-        .returning("accountId"),
+        .expression((eb) =>
+          eb
+            .selectFrom("inserted")
+            .select([(holdOnBalance ? heldAccountSql("held") : sql<string>`inserted.account_id`).as("accountId"), "inserted.id", "inserted.batchId", sql<string>`inserted.n * ${perImage}::numeric`.as("reserved")]),
+        ),
     )
     .selectFrom("inserted")
     .select("id")
@@ -434,7 +445,7 @@ const acceptAtomically = async (
           result.errors.push(...v.map((x) => ({ line, ...x })));
         });
         if (result.rejected === 0) {
-          const inserted = await writeChunk(tx, batchRow.id, input.accountId, chunk, 0, lastLine, stallAt(), deps.credits.perImage, false);
+          const inserted = await writeChunk(tx, batchRow.id, input.accountId, chunk, 0, lastLine, stallAt(), deps.credits, false);
           result.accepted += inserted.length;
           const written = new Set(inserted);
           held += chunk.filter((c) => written.has(c.id)).reduce((sum, c) => sum + itemCredits(c.request.n, deps.credits.perImage), 0);

@@ -97,10 +97,13 @@ export const retryBatch = async (deps: TransitionDeps & { credits: CreditTerms }
     detail: { retry: true, batch_id: batch.id },
   }, {
     alsoInTx: async (tx, moved) => {
+      // The batch row before the balance, as a chunk of an upload takes them (its lease, then its
+      // hold): a retry of a batch still uploading and that upload then wait for each other in turn,
+      // never both at once (the ledger's lock order, credit-ledger.ts).
+      await reopen(tx, batch.id);
       const sizes = await tx.selectFrom("task").select(["id", "n"]).where("id", "in", moved.map((m) => m.id)).execute();
       const held = await reserveCredits(tx, batch.accountId, deps.credits.defaultCap, sizes.map((t) => ({ taskId: t.id, credits: t.n * deps.credits.perImage })));
       if (!held) throw new AppError("spend_cap_exceeded", `retrying these tasks would pass the account's spend cap (spent or reserved credits plus ${sizes.length} tasks' holds); nothing more was retried`);
-      await reopen(tx, batch.id);
     },
   });
   return { retried: rearchived + resubmitted };

@@ -25,26 +25,52 @@ export const chargedCreditsSql = (finalUnitDeduction: RawBuilder<unknown>) =>
 const capSql = (accountId: string, defaultCap: CreditCap) =>
   sql<string | null>`coalesce((select spend_cap_credits from account where id = ${accountId}::uuid)::numeric, ${defaultCap ?? null}::numeric)`;
 
-// A CTE for an intake statement: holds `credits` on the account's balance if they fit under its cap,
-// and returns the account id only then. The task row takes its account_id from it, so a refused hold
-// makes the whole statement fail (not-null violation on task.account_id, see isCapRefusal) and
-// nothing is written: the hold and the task exist together or not at all.
-export const holdCreditsCte = (accountId: string, credits: number, defaultCap: CreditCap) => {
+// Lock order. Every transaction that writes task rows and the balance row writes the tasks first
+// and takes the balance last: an end (single, or a bulk cancel's chunk) moves its tasks, then
+// settles; a batch retry moves its tasks, reopens the batch, then holds (reserveCredits); an atomic
+// batch writes its tasks, then holds; an intake statement (a single create, a batch chunk) inserts
+// its tasks, then holds (holdCreditsCte). A writer of a task row (a move's row lock, or an insert's
+// unique check, which waits for another transaction writing the same id or (account,
+// external_task_id)) therefore never holds the balance lock while it waits. The other order, hold
+// then insert, deadlocked (40P01) against a retry or an end of the task the insert collided with:
+// the retry held the task row and waited for the balance, the create held the balance and waited
+// for the retry's commit to know whether its insert was unique (test/credits/ledger-lock-order).
+// The batch row, where one is locked, comes before the balance too (an upload chunk renews its
+// lease first; a retry reopens its batch before it holds). Paths that take the balance without any
+// task row (a refund, the sweep's settlement) lock credit entries, which no task writer waits for
+// while holding the balance; the sweep takes its accounts' balance rows in account order.
+
+// A CTE for an intake statement, written after the CTE that inserts its tasks (`written`, whose rows
+// carry each task's `n`): holds n x perImage credits for them on the account's balance if they fit
+// under its cap, and returns the account id only then. It reads every row of `written`, so all its
+// inserts (and their unique checks) are done before the balance row is locked (the lock order
+// above). The credit entries take their account_id from it (heldAccountSql), so a refused hold makes
+// the whole statement fail (not-null violation on credit_entry.account_id, see isCapRefusal) and
+// nothing is written: the hold and the tasks exist together or not at all. No task written (an
+// insert that did nothing on conflict): nothing is held, and there is no entry to fail.
+export const holdCreditsCte = (written: string, accountId: string, perImage: number, defaultCap: CreditCap) => {
   const cap = capSql(accountId, defaultCap);
   // Kysely puts a raw CTE body in the statement as it is: the parentheses are the CTE's own.
   return sql<{ accountId: string }>`(
     insert into credit_balance as b (account_id, reserved)
-    select ${accountId}::uuid, ${credits}::numeric
-    where ${cap} is null or ${credits}::numeric <= ${cap}
+    select ${accountId}::uuid, w.credits
+    from (select coalesce(sum(n), 0) * ${perImage}::numeric as credits from ${sql.table(written)} having count(*) > 0) w
+    where ${cap} is null or w.credits <= ${cap}
     on conflict (account_id) do update
       set reserved = b.reserved + excluded.reserved, updated_at = now()
       where ${cap} is null or b.spent + b.reserved + excluded.reserved <= ${cap}
     returning b.account_id)`;
 };
 
+// The account_id of a hold made by holdCreditsCte named `held`, for its credit entries: null (and
+// the statement failed) when the hold was refused.
+export const heldAccountSql = (held: string) => sql<string>`(select account_id from ${sql.table(held)})`;
+
 // The statement failed because holdCreditsCte refused the credits.
-export const isCapRefusal = (error: unknown) =>
-  typeof error === "object" && error !== null && (error as { code?: string }).code === "23502" && (error as { column?: string }).column === "account_id";
+export const isCapRefusal = (error: unknown) => {
+  const e = error as { code?: unknown; column?: unknown; table?: unknown } | null;
+  return typeof e === "object" && e !== null && e.code === "23502" && e.column === "account_id" && e.table === "credit_entry";
+};
 
 export type AccountBalance = { spent: number; reserved: number; cap: CreditCap };
 
@@ -62,8 +88,9 @@ export const spendCapError = (balance: AccountBalance, credits: number, what: st
     `${what} needs ${credits} credits; the account has ${balance.spent} spent and ${balance.reserved} reserved against its spend cap of ${balance.cap} credits; nothing was created`,
   );
 
-// The balance row locked for the rest of the transaction (created if missing): a batch chunk decides
-// which of its items fit, then writes them with writeChunkHoldsCte.
+// The balance row locked for the rest of the transaction (created if missing): a retry or an atomic
+// batch decides whether its holds fit, then adds them (addHeld). Taken after the transaction's task
+// rows (the lock order above).
 export const lockBalance = async (tx: Tx, accountId: string, defaultCap: CreditCap): Promise<AccountBalance> => {
   await sql`insert into credit_balance (account_id) values (${accountId}::uuid) on conflict do nothing`.execute(tx);
   await sql`select 1 from credit_balance where account_id = ${accountId}::uuid for update`.execute(tx);
@@ -134,10 +161,19 @@ const settleWhere = async (db: Db | Tx, filter: RawBuilder<unknown>, limit: numb
       from ended where e.id = ended.id
       returning e.account_id, ended.reserved, ended.charged
     ),
+    -- The sweep settles entries of many accounts at once: their balance rows are locked in
+    -- account order, so two sweeps (one per worker) never take two of them in opposite orders.
+    locked as (
+      select b.account_id from credit_balance b
+      where b.account_id in (select account_id from done)
+      order by b.account_id
+      for update of b
+    ),
     moved as (
       update credit_balance b
       set reserved = b.reserved - s.reserved, spent = b.spent + s.charged, updated_at = now()
       from (select account_id, sum(reserved) as reserved, sum(charged) as charged from done group by account_id) s
+      join locked l on l.account_id = s.account_id
       where b.account_id = s.account_id
       returning b.account_id
     )

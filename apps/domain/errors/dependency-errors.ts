@@ -1,8 +1,9 @@
+import { metrics } from "../metrics/metrics.ts";
 import { AppError } from "./app-error.ts";
 
 // How a database failure reads to a caller: each kind says what happened, truthfully (the issue saw
 // "database is unreachable" for what was an overloaded pool).
-export type DatabaseTrouble = "unreachable" | "busy" | "timeout";
+export type DatabaseTrouble = "unreachable" | "busy" | "timeout" | "conflict";
 
 const unreachableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENOTFOUND", "EHOSTUNREACH", "EPIPE", "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"]);
 
@@ -27,6 +28,10 @@ export const databaseTrouble = (error: unknown): DatabaseTrouble | undefined => 
     // PgBouncer: max_client_conn reached, or a client queued past query_wait_timeout.
     if (/no more connections allowed|query_wait_timeout/i.test(text)) return "busy";
     if (typeof code === "string" && unreachableCodes.has(code)) return "unreachable";
+    // Postgres gave up on the transaction because of a concurrent one (a deadlock, a serialization
+    // failure); it was rolled back. Callers retry it (retryOnConflict); one that still failed after
+    // that is the caller's to retry, never a 500.
+    if (code === "40P01" || code === "40001") return "conflict";
     if (/Connection terminated|connect(ion)? refused|Client has encountered a connection error|Connection timeout/i.test(text)) return "unreachable";
   }
   return undefined;
@@ -51,10 +56,29 @@ const pgCode = (error: unknown): string | undefined => {
 
 export const isUniqueViolation = (error: unknown): boolean => pgCode(error) === "23505";
 
+// A deadlock or serialization failure: the transaction was rolled back whole, so running it again
+// is safe. The ledger's lock order (credit-ledger.ts) keeps its known paths from deadlocking; this
+// is for what it does not foresee.
+export const isConflict = (error: unknown): boolean => databaseTrouble(error) === "conflict";
+
+// Runs `work` (a statement, or a whole transaction: never a part of one, which the conflict has
+// already aborted) again when Postgres undid it for a conflict, up to `attempts` times.
+export const retryOnConflict = async <T>(work: () => Promise<T>, attempts = 3): Promise<T> => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (error) {
+      if (attempt >= attempts || !isConflict(error)) throw error;
+      metrics.databaseConflictRetries.inc();
+    }
+  }
+};
+
 const troubleMessages: Record<DatabaseTrouble, string> = {
   unreachable: "the database is unreachable; retry later",
   busy: "the database has no free connection (all in use, or the server is at its connection limit); retry later",
   timeout: "the database did not answer in time; retry later",
+  conflict: "the database undid the change because a concurrent change collided with it; retry",
 };
 
 // `writeOutcome`: what a caller of a write should assume (a timed-out commit may still land, so a

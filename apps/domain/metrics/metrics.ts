@@ -78,6 +78,11 @@ export const metrics = {
     labelNames: ["reason"] as const,
     registers: [processRegistry],
   }),
+  databaseConflictRetries: new Counter({
+    name: "kling_database_conflict_retries_total",
+    help: "Statements or transactions run again because Postgres undid them for a conflict with a concurrent one (deadlock 40P01, serialization failure 40001)",
+    registers: [processRegistry],
+  }),
   creditsSpent: new Counter({
     name: "kling_credits_spent_total",
     help: "Provider credits (final_unit_deduction) of tasks that reached a final status",

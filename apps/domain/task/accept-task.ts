@@ -5,12 +5,12 @@ import { v7 as uuidv7 } from "uuid";
 import type { Db, Task } from "../db/database.ts";
 import type { TaskOrigin } from "../db/generated/enums.ts";
 import { AppError, validationError } from "../errors/app-error.ts";
-import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation, statementMayHaveRun } from "../errors/dependency-errors.ts";
+import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation, retryOnConflict, statementMayHaveRun } from "../errors/dependency-errors.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
 import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
-import { accountBalance, holdCreditsCte, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
+import { accountBalance, heldAccountSql, holdCreditsCte, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
 import { refuseAboveCapacity, type CreditTerms } from "../credits/credit-terms.ts";
 import { findReplay } from "../credits/replay-window.ts";
 
@@ -93,16 +93,17 @@ export const acceptTask = async (
   }
   try {
     // One statement, so the task, its first event and its credit hold are written together without
-    // a transaction's extra round trips. The row's account comes from the hold: refused (over the
-    // cap), the statement fails and writes nothing.
-    const task = await deps.db
-      .with("held", () => holdCreditsCte(accountId, credits, deps.credits.defaultCap))
+    // a transaction's extra round trips. The task is inserted before the hold locks the balance (the
+    // ledger's lock order, credit-ledger.ts); the credit entry's account comes from the hold:
+    // refused (over the cap), the statement fails and writes nothing.
+    // Run again if Postgres undid it for a conflict (a deadlock): nothing of it was written.
+    const task = await retryOnConflict(() => deps.db
       .with("inserted", (db) =>
         db
           .insertInto("task")
           .values({
             id: taskId,
-            accountId: sql<string>`(select account_id from held)`,
+            accountId,
             externalTaskId: request.externalTaskId ?? null,
             callbackUrl: request.callbackUrl ?? null,
             origin,
@@ -129,15 +130,16 @@ export const acceptTask = async (
           .columns(["taskId", "toStatus", "source"])
           .expression((eb) => eb.selectFrom("inserted").select((s) => ["inserted.id", s.val("queued").as("toStatus"), s.val("api").as("source")])),
       )
+      .with("held", () => holdCreditsCte("inserted", accountId, deps.credits.perImage, deps.credits.defaultCap))
       .with("entry", (db) =>
         db
           .insertInto("creditEntry")
           .columns(["accountId", "taskId", "reserved"])
-          .expression((eb) => eb.selectFrom("inserted").select(["inserted.accountId", "inserted.id", sql<string>`${credits}::numeric`.as("reserved")])),
+          .expression((eb) => eb.selectFrom("inserted").select([heldAccountSql("held").as("accountId"), "inserted.id", sql<string>`inserted.n * ${deps.credits.perImage}::numeric`.as("reserved")])),
       )
       .selectFrom("inserted")
       .selectAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirstOrThrow());
     metrics.tasksAccepted.inc({ image: inline ? "base64" : "url" });
     return { task, replayed: false };
   } catch (error) {

@@ -5,6 +5,7 @@ import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from ".
 import { recordTransition } from "../metrics/task-metrics.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
 import { settleCredits } from "../credits/credit-ledger.ts";
+import { retryOnConflict } from "../errors/dependency-errors.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -193,14 +194,16 @@ export const transitionTask = async (
 ): Promise<TransitionResult> => {
   // An end settles the task's credits in the same transaction (transitionTaskInTx), so no reader
   // (a batch's end event, the usage routes) sees the task ended with its hold still open.
-  const result =
+  // Run again whole if Postgres undid it for a conflict (a deadlock): the guard makes that safe.
+  const result = await retryOnConflict(() =>
     alsoInTx || isTerminal(request.to)
-      ? await deps.db.transaction().execute(async (tx) => {
+      ? deps.db.transaction().execute(async (tx) => {
           const moved = await transitionTaskInTx(tx, request);
           if (moved.applied && alsoInTx) await alsoInTx(tx, moved.task);
           return moved;
         })
-      : await transitionTaskInTx(deps.db, request);
+      : transitionTaskInTx(deps.db, request),
+  );
   if (result.applied) deps.taskChanged(result.task);
   return result;
 };
@@ -240,14 +243,14 @@ export const transitionBatchTasks = async (
   };
   let total = 0;
   for (;;) {
-    const moved = await deps.db.transaction().execute(async (tx) => {
+    const moved = await retryOnConflict(() => deps.db.transaction().execute(async (tx) => {
       const rows = await moveTasksInTx(tx, pick, request);
       // An end settles the moved tasks' credit holds in the same transaction, as a single end does.
       if (rows.length > 0 && isTerminal(request.to)) await settleCredits(tx, rows.map((r) => r.id));
       // Writes that must commit with the move, per chunk (as alsoInTx of transitionTask).
       if (rows.length > 0 && options.alsoInTx) await options.alsoInTx(tx, rows);
       return rows;
-    });
+    }));
     if (moved.length === 0) return total;
     total += moved.length;
     afterTasksMoved(deps, moved);
