@@ -8,6 +8,7 @@ import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
+import { prismaDbOver } from "../domain/db/prisma-kysely.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkCallbackDestination, literalAddressRefusal } from "../domain/http/safe-fetch.ts";
 import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
@@ -108,6 +109,11 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     pollAtExpectedEnd: timing.pollAtExpectedEnd,
     stallRecheckMs: timing.stallRecheckMs,
   };
+  // The webhook receiver's executor: its statements run on pg through Kysely, or the same statements
+  // through Prisma Client (CALLBACK_DB_CLIENT; the default is what `npm run bench:api` measured,
+  // docs/benchmarks.md "Prisma Client for the webhook receiver").
+  const callbackDb = config.CALLBACK_DB_CLIENT === "prisma" ? prismaDbOver(db) : db;
+  const callbackReports = { ...reports, db: callbackDb };
   const linkKey = serverKey.derive("image-links");
   const credits: CreditTerms = {
     perImage: config.CREDITS_PER_IMAGE,
@@ -148,14 +154,14 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     // were configured) are verified with every secret configured: a route's own secret cannot be
     // bypassed by dropping the route from the URL.
     callbacks: {
-      ...reports,
+      ...callbackReports,
       webhookSecrets: [...new Set([...(config.PROVIDER_WEBHOOK_SECRET ?? []), ...providerRoutes.flatMap((r) => r.webhookSecrets ?? [])])],
     },
     // A route's callbacks are verified with its own secret, or the installation's.
     callbacksForRoute: (name) => {
       const route = routes.all.find((r) => r.route.name === name);
       if (!route) return undefined;
-      return { ...reports, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
+      return { ...callbackReports, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
     },
     providerRoutes: routes,
     bodyBudget: createBodyBudget({
@@ -240,6 +246,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       await routes.close();
       redis.disconnect();
       storage.close();
+      if (callbackDb !== db) await callbackDb.destroy();
       await db.destroy();
       await identity.stop();
       await flushTracing();

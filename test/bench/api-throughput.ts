@@ -12,7 +12,7 @@ import { performance } from "node:perf_hooks";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { createBenchAccount, fillStatusTasks } from "./api-fill.ts";
-import { callbackPhase, intakePhase, readPhase, warmUpApi, type BenchParams, type Ctx } from "./api-phases.ts";
+import { callbackPhase, intakePhase, PRISMA_CALLBACK_PATH, readPhase, warmUpApi, type BenchParams, type Ctx } from "./api-phases.ts";
 import { formatTable, ratioOf, type Row } from "./api-report.ts";
 import { startBenchStack } from "./api-stack.ts";
 import { seededRandom } from "../../apps/simulator/seeded-random.ts";
@@ -106,7 +106,8 @@ const main = async () => {
     console.log(
       "One raw op: status = 3 statements on the pool (api_key by hash, task by id and account, its task_image rows); " +
         "intake = 1 transaction (insert task, insert task_event, BullMQ add of the submit job); " +
-        "callback = 1 transaction (task by id, insert provider_callback, guarded update, insert task_event). " +
+        "callback = 1 transaction (task by id, insert provider_callback, guarded update, insert task_event); " +
+        "'via Prisma Client' = a second API process whose receiver runs the same SQL through Prisma Client (CALLBACK_DB_CLIENT=prisma). " +
         "ok/s counts 2xx answers only; latencies in ms; cpu = cores busy on average, API process / this process (load generator, baselines).",
     );
     if (logLines.length) {
@@ -119,6 +120,8 @@ const main = async () => {
   }
 
   const find = (prefix: string) => rows.find((r) => r.path.startsWith(prefix) && r.baseline);
+  const prismaRow = rows.find((r) => r.path === PRISMA_CALLBACK_PATH);
+  const kyselyCallbackRow = find("POST /webhooks/kling");
   const fixed = (x: number | undefined, digits: number) => (x === undefined ? "n/a" : x.toFixed(digits));
   const dropinRatios = [find("GET /kling/v1/.../expand/{task_id}"), find("GET /kling/v1/.../expand/{external_id}")]
     .map(ratioOf)
@@ -129,7 +132,10 @@ const main = async () => {
       // Both drop-in reads must meet the aim, so the worse of the two.
       `dropin_status_ratio=${fixed(dropinRatios.length ? Math.min(...dropinRatios) : undefined, 3)} ` +
       `intake_ratio=${fixed(ratioOf(find("POST /v1/tasks (image URL)")), 3)} ` +
-      `callback_ratio=${fixed(ratioOf(find("POST /webhooks/kling")), 3)} ` +
+      `callback_ratio=${fixed(ratioOf(kyselyCallbackRow), 3)} ` +
+      `callback_prisma_ratio=${fixed(ratioOf(prismaRow), 3)} ` +
+      // The issue-19 rule: Prisma Client for the receiver's writes if this is above 0.9.
+      `callback_prisma_vs_kysely=${fixed(prismaRow && kyselyCallbackRow ? prismaRow.figures.perSecond / kyselyCallbackRow.figures.perSecond : undefined, 3)} ` +
       `status_p99_ms=${fixed(pacedRow?.figures.p99Ms, 1)}`,
   );
 };
