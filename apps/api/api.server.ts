@@ -8,7 +8,6 @@ import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
-import { prismaDbOver } from "../domain/db/prisma-kysely.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkCallbackDestination, literalAddressRefusal } from "../domain/http/safe-fetch.ts";
 import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
@@ -49,6 +48,11 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
   const identity = await claimQueuePrefix({ redis: redisTargetFrom(config), prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "api", shared: config.QUEUE_PREFIX_SHARED, logger });
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
+  // The webhook receiver's executor: its statements run on pg through Kysely, or the same statements
+  // through Prisma Client (CALLBACK_DB_CLIENT; the default is what `npm run bench:api` measured,
+  // docs/benchmarks.md "Prisma Client for the webhook receiver").
+  // Prisma Client is loaded only when chosen: ~1.5 s and ~20 MB more at start.
+  const callbackDb = config.CALLBACK_DB_CLIENT === "prisma" ? (await import("../domain/db/prisma-kysely.ts")).prismaDbOver(db) : db;
   startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const redis = createProducerRedis(redisTargetFrom(config), logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, bullmqTelemetry(), config.QUEUE_KEEP_COMPLETED);
@@ -109,10 +113,6 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     pollAtExpectedEnd: timing.pollAtExpectedEnd,
     stallRecheckMs: timing.stallRecheckMs,
   };
-  // The webhook receiver's executor: its statements run on pg through Kysely, or the same statements
-  // through Prisma Client (CALLBACK_DB_CLIENT; the default is what `npm run bench:api` measured,
-  // docs/benchmarks.md "Prisma Client for the webhook receiver").
-  const callbackDb = config.CALLBACK_DB_CLIENT === "prisma" ? prismaDbOver(db) : db;
   const callbackReports = { ...reports, db: callbackDb };
   const linkKey = serverKey.derive("image-links");
   const credits: CreditTerms = {
