@@ -172,7 +172,9 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
         clearTimeout(timer);
       };
       cleanups.push(stopChild);
-      const url = await waitForHealthy(child, `http://127.0.0.1:${apiPort}`, () => output, 60_000);
+      // A ceiling only: on a machine shared with others' work (load average 20 on 2 cores) an API
+      // that loads Prisma Client took over 60 s to listen.
+      const url = await waitForHealthy(child, `http://127.0.0.1:${apiPort}`, () => output, 180_000);
       return { url, pid: child.pid!, logLines: () => logLines, cpuSeconds: () => readCpuSeconds(child.pid!), stop: stopChild };
     };
     const api = await spawnApi({});
