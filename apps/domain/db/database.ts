@@ -7,7 +7,9 @@ import type { DB } from "./generated/tables.ts";
 // Prisma owns the schema and the migrations; the apps query through Kysely on a plain pg pool. Prisma
 // 6.19's client compiled every query in WebAssembly on the main thread and reached ~0.05 of raw pg on
 // status reads (STACK.md, `npm run bench:api`); Kysely builds SQL in plain JS with types generated
-// from schema.prisma (prisma-kysely), so there is no hand-written twin of the schema.
+// from schema.prisma (prisma-kysely), so there is no hand-written twin of the schema. The webhook
+// receiver's same SQL through Prisma Client (prisma-kysely.ts) still served only ~half the callbacks
+// per API core (2026-12-07, docs/benchmarks.md).
 
 // Prisma stores DateTime as `timestamp(3)` without time zone, in UTC. pg would read and write those
 // in the process's local zone; pin both directions to UTC so the two tools agree on every machine.

@@ -18,7 +18,10 @@ import { PrismaClient } from "./generated/prisma/client.ts";
 // callback for a transaction, over @prisma/adapter-pg on the Db's own pg pool. The SQL is the same
 // byte for byte, so whatever the two cost apart is Prisma's layer (its WebAssembly query compiler,
 // argument and result serialisation, its transaction manager). The webhook receiver can run on it
-// (CALLBACK_DB_CLIENT=prisma); `npm run bench:api` weighs it against Kysely on pg in the same run.
+// (CALLBACK_DB_CLIENT=prisma); `npm run bench:api` weighs it against Kysely on pg in the same run:
+// ~half the callbacks per API core (2026-12-07, docs/benchmarks.md), so the default stays Kysely.
+// adapter-pg sends every statement unnamed (DB_PREPARED_STATEMENTS does not apply): fine behind
+// PgBouncer in transaction mode, as is the transaction, which holds one connection throughout.
 
 type TxClient = Parameters<Parameters<PrismaClient["$transaction"]>[0]>[0];
 type Runner = Pick<PrismaClient, "$queryRawUnsafe" | "$executeRawUnsafe">;
@@ -28,7 +31,8 @@ class Rollback extends Error {}
 
 // Prisma hands int8 out as BigInt and numeric as its Decimal; pg (and so the rest of the apps, whose
 // types prisma-kysely writes with bigIntTypeOverride = "string") as strings. Timestamps, json and
-// arrays arrive as pg gives them.
+// arrays arrive as pg gives them. A numeric loses its trailing zeros ("0.14", pg: "0.140000"): the
+// same number, and the apps read it with Number().
 const asPg = (value: unknown): unknown => {
   if (typeof value === "bigint") return value.toString();
   if (value !== null && typeof value === "object" && !(value instanceof Date) && !Array.isArray(value) && "toFixed" in value && "d" in value) {
