@@ -50,9 +50,9 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
   // The webhook receiver's executor: its statements run on pg through Kysely, or the same statements
   // through Prisma Client (CALLBACK_DB_CLIENT). Kysely by measurement (issue 19, `npm run bench:api`,
-  // docs/benchmarks.md): through Prisma Client 6.19 the API served 0.50-0.60 (median 0.53, six runs)
-  // of the callbacks per core it serves on pg, and 0.50-1.01 (median 0.65) of the ok/s on a machine
-  // at load average 13-27; the rule was Prisma if it cost under 10%.
+  // docs/benchmarks.md): through Prisma Client 6.19 the API served 0.46-0.60 (median 0.52, seven
+  // runs) of the callbacks per core it serves on pg, and 0.50-1.01 (median 0.65) of the ok/s on a
+  // machine at load average 13-27; the rule was Prisma if it cost under 10%.
   // Prisma Client is loaded only when chosen: ~1.5 s and ~20 MB more at start.
   const callbackDb = config.CALLBACK_DB_CLIENT === "prisma" ? (await import("../domain/db/prisma-kysely.ts")).prismaDbOver(db) : db;
   startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
