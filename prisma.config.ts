@@ -6,8 +6,9 @@ import { defaultDatabaseUrl } from "./apps/domain/config/defaults.ts";
 // back to downloading the Rust query engine, which fails offline. The local default keeps
 // `prisma generate` working on a fresh machine.
 process.env.DATABASE_URL ??= defaultDatabaseUrl;
-// No generator here uses a query engine (the apps query through Kysely; prisma-kysely only writes
-// types), but the CLI would still try to download the Rust one unless told the client engine is used.
+// No generator here uses the Rust query engine (the apps query through Kysely; prisma-kysely only
+// writes types; the Prisma Client generated for the receiver's measured variant is engineType
+// "client", over the pg adapter), but the CLI would still try to download it unless told so.
 process.env.PRISMA_CLIENT_ENGINE_TYPE ??= "client";
 
 // The JavaScript schema engine is the only one that works offline (see STACK.md): Prisma's native

@@ -67,6 +67,10 @@ export const apiEnvSchema = z
     // reservation reclaimed: 4 KiB/s is below any usable uplink, far above a trickle that holds budget.
     INTAKE_BODY_MIN_BYTES_PER_SECOND: z.coerce.number().int().min(1).default(4_096),
     INTAKE_BODY_RATE_WINDOW_MS: envPositiveMs.default(10_000),
+    // What runs the webhook receiver's statements: Kysely on the pg pool, or the same SQL through
+    // Prisma Client over @prisma/adapter-pg on that pool. Kysely: measured (`npm run bench:api`,
+    // callback phase), Prisma Client served ~half the callbacks per core (docs/benchmarks.md).
+    CALLBACK_DB_CLIENT: z.enum(["kysely", "prisma"]).default("kysely"),
     // Provider callback signing secrets (whsec_..., comma-separated while rotating); when set, an
     // unsigned or badly signed callback is refused. Unset: the per-task URL token is the only check.
     PROVIDER_WEBHOOK_SECRET: standardWebhookSecretListSchema.optional(),

@@ -48,6 +48,13 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
   const identity = await claimQueuePrefix({ redis: redisTargetFrom(config), prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "api", shared: config.QUEUE_PREFIX_SHARED, logger });
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
+  // The webhook receiver's executor: its statements run on pg through Kysely, or the same statements
+  // through Prisma Client (CALLBACK_DB_CLIENT). Kysely by measurement (issue 19, `npm run bench:api`,
+  // docs/benchmarks.md): through Prisma Client 6.19 the API served 0.46-0.60 (median 0.52, seven
+  // runs) of the callbacks per core it serves on pg, and 0.50-1.01 (median 0.65) of the ok/s on a
+  // machine at load average 13-27; the rule was Prisma if it cost under 10%.
+  // Prisma Client is loaded only when chosen: ~1.5 s and ~20 MB more at start.
+  const callbackDb = config.CALLBACK_DB_CLIENT === "prisma" ? (await import("../domain/db/prisma-kysely.ts")).prismaDbOver(db) : db;
   startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const redis = createProducerRedis(redisTargetFrom(config), logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, bullmqTelemetry(), config.QUEUE_KEEP_COMPLETED);
@@ -109,6 +116,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     pollAtExpectedEnd: timing.pollAtExpectedEnd,
     stallRecheckMs: timing.stallRecheckMs,
   };
+  const callbackReports = { ...reports, db: callbackDb };
   const linkKey = serverKey.derive("image-links");
   const credits: CreditTerms = {
     perImage: config.CREDITS_PER_IMAGE,
@@ -149,14 +157,14 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     // were configured) are verified with every secret configured: a route's own secret cannot be
     // bypassed by dropping the route from the URL.
     callbacks: {
-      ...reports,
+      ...callbackReports,
       webhookSecrets: [...new Set([...(config.PROVIDER_WEBHOOK_SECRET ?? []), ...providerRoutes.flatMap((r) => r.webhookSecrets ?? [])])],
     },
     // A route's callbacks are verified with its own secret, or the installation's.
     callbacksForRoute: (name) => {
       const route = routes.all.find((r) => r.route.name === name);
       if (!route) return undefined;
-      return { ...reports, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
+      return { ...callbackReports, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
     },
     providerRoutes: routes,
     bodyBudget: createBodyBudget({
@@ -241,6 +249,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       await routes.close();
       redis.disconnect();
       storage.close();
+      if (callbackDb !== db) await callbackDb.destroy();
       await db.destroy();
       await identity.stop();
       await flushTracing();

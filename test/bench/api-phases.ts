@@ -26,6 +26,7 @@ export type BenchParams = {
   readConnections: number;
   writeConnections: number;
   decodeSeconds: number;
+  callbackRounds: number;
 };
 
 export type Ctx = {
@@ -41,29 +42,32 @@ export type Ctx = {
 
 const pickFrom = <T>(random: () => number, items: T[]) => () => items[Math.floor(random() * items.length)]!;
 
+// CPU seconds so far of the API process a window drives (the stack's own, unless a variant's).
+type CpuOf = () => Promise<number>;
+
 // When a window ends autocannon drops its connections, but the API still works through the requests
 // it had taken; the next measurement starts once it has gone quiet (or after 15 s regardless).
-const settle = async (ctx: Ctx) => {
+const settle = async (ctx: Ctx, cpuOf: CpuOf = ctx.stack.apiCpuSeconds) => {
   const deadline = performance.now() + 15_000;
-  let before = await ctx.stack.apiCpuSeconds();
+  let before = await cpuOf();
   while (performance.now() < deadline) {
     await sleep(250);
-    const now = await ctx.stack.apiCpuSeconds();
+    const now = await cpuOf();
     if (now - before < 0.25 * 0.05) return;
     before = now;
   }
 };
 
 // Cores busy in the API process and in this one (the load generator) over `work`.
-const measured = async (ctx: Ctx, work: () => Promise<Figures>) => {
-  const apiCpu0 = await ctx.stack.apiCpuSeconds();
+const measured = async (ctx: Ctx, work: () => Promise<Figures>, cpuOf: CpuOf = ctx.stack.apiCpuSeconds) => {
+  const apiCpu0 = await cpuOf();
   const benchCpu0 = process.cpuUsage();
   const t0 = performance.now();
   const figures = await work();
   const wall = (performance.now() - t0) / 1000;
   const benchCpu = process.cpuUsage(benchCpu0);
-  const apiCores = ((await ctx.stack.apiCpuSeconds()) - apiCpu0) / wall;
-  await settle(ctx);
+  const apiCores = ((await cpuOf()) - apiCpu0) / wall;
+  await settle(ctx, cpuOf);
   return { figures, apiCores, benchCores: (benchCpu.user + benchCpu.system) / 1e6 / wall };
 };
 
@@ -248,50 +252,127 @@ export const intakePhase = async (ctx: Ctx) => {
   }
 };
 
+// Provider callbacks at one API process, each for a fresh `submitted` task of `supply`; once the
+// supply is used up the last task is resent (a duplicate) until autocannon stops.
+const sendCallbacks = (ctx: Ctx, url: string, supply: CallbackTask[], timing: { seconds: number; warmupSeconds: number }) => {
+  let next = 0;
+  let last: CallbackTask = supply[0]!;
+  const state = { ranOut: false };
+  const figures = hammer({
+    url,
+    connections: ctx.params.writeConnections,
+    ...timing,
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    next: (request, stopEarly) => {
+      const task = supply[next++];
+      if (task) last = task;
+      else {
+        state.ranOut = true;
+        stopEarly();
+      }
+      return { ...request, path: `/webhooks/kling/${last.id}/${last.token}`, body: processingCallbackBody(last, Date.now()) };
+    },
+  });
+  return { figures, state };
+};
+
+// What the receiver did with one supply's callbacks (each task's inbox rows).
+const outcomesOf = async (ctx: Ctx, supply: CallbackTask[]) => {
+  const { rows } = await ctx.db.query<{ outcome: string; count: string }>(
+    "select outcome::text, count(*) from provider_callback where task_id = any($1::uuid[]) and outcome is not null group by outcome order by outcome",
+    [supply.map((t) => t.id)],
+  );
+  return rows.map((r) => `${r.outcome}=${r.count}`).join(" ") || "none";
+};
+
+export const KYSELY_CALLBACK_PATH = "POST /webhooks/kling/{task}/{token}";
+export const PRISMA_CALLBACK_PATH = `${KYSELY_CALLBACK_PATH} via Prisma Client`;
+
+// The callback windows of each executor taken together (their mean ok/s, and ok/s per API core),
+// Prisma's over Kysely's: the figure issue 19's rule reads (Prisma if it costs under 10%).
+export const compareCallbackRows = (rows: readonly Row[]) => {
+  const of = (prisma: boolean) => rows.filter((r) => r.path.startsWith(KYSELY_CALLBACK_PATH) && r.path.includes("via Prisma Client") === prisma);
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const ok = (rs: Row[]) => mean(rs.map((r) => r.figures.perSecond));
+  const perCore = (rs: Row[]) => mean(rs.map((r) => (r.apiCores ? r.figures.perSecond / r.apiCores : NaN)));
+  const [kysely, prisma] = [of(false), of(true)];
+  if (!kysely.length || !prisma.length) return undefined;
+  return {
+    kyselyOk: ok(kysely),
+    prismaOk: ok(prisma),
+    baselineOk: mean(kysely.map((r) => r.baseline?.figures.perSecond ?? NaN)),
+    okRatio: ok(prisma) / ok(kysely),
+    perCoreRatio: perCore(prisma) / perCore(kysely),
+  };
+};
+
+// The receiver as the API runs it (Kysely on pg), then the same receiver with its statements run
+// through Prisma Client (a second API process, CALLBACK_DB_CLIENT=prisma, the same SQL:
+// apps/domain/db/prisma-kysely.ts), each beside the same raw-pg baseline of this run. Each API gets
+// an unmeasured callback warm-up of the same length first (the second process starts cold).
 export const callbackPhase = async (ctx: Ctx) => {
   const conc = ctx.params.writeConnections;
   const window = ctx.params.seconds + ctx.params.warmupSeconds;
   // Every callback must find a fresh `submitted` task; the baseline's supply is sized well above what
-  // raw pg reaches here, the API's from the baseline just measured.
+  // raw pg reaches here, the APIs' from the baseline just measured.
   const basePool = await fillCallbackTasks(ctx.db, ctx.accountId, Math.ceil(4_000 * window));
   await ctx.db.query("analyze task");
   const callbackBaseline = { name: "tx: task + inbox + guarded update + event", figures: await baseline(ctx, conc, rawCallback(ctx.db, basePool)) };
 
-  const apiPool = await fillCallbackTasks(ctx.db, ctx.accountId, Math.ceil(Math.max(200, callbackBaseline.figures.perSecond) * window * 1.25) + 4 * conc);
-  await ctx.db.query("analyze task");
-  let next = 0;
-  let ranOut = false;
-  let last: CallbackTask = apiPool[0]!;
-  const row: Row = {
-    path: "POST /webhooks/kling/{task}/{token}",
-    concurrency: String(conc),
-    ...(await measured(ctx, () =>
-      hammer({
-        url: ctx.stack.apiUrl,
-        connections: conc,
-        seconds: ctx.params.seconds,
-        warmupSeconds: ctx.params.warmupSeconds,
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        next: (request, stopEarly) => {
-          const task = apiPool[next++];
-          if (task) last = task;
-          else {
-            ranOut = true;
-            stopEarly();
-          }
-          // Out of fresh tasks: resend the last one (a duplicate) until autocannon stops.
-          return { ...request, path: `/webhooks/kling/${last.id}/${last.token}`, body: processingCallbackBody(last, Date.now()) };
-        },
-      }),
-    )),
-    baseline: callbackBaseline,
-  };
-  const { rows } = await ctx.db.query<{ outcome: string; count: string }>(
-    "select outcome::text, count(*) from provider_callback where outcome is not null group by outcome order by outcome",
-  );
-  row.note =
-    `receiver outcomes: ${rows.map((r) => `${r.outcome}=${r.count}`).join(" ") || "none"} (warm-up included; every callback should be 'applied')` +
-    (ranOut ? "  <<< the supply of fresh tasks ran out: the window was cut short" : "");
-  ctx.rows.push(row);
+  const prismaApi = await ctx.stack.startVariant({ CALLBACK_DB_CLIENT: "prisma" });
+  try {
+    const apis = [
+      { name: "kysely", path: KYSELY_CALLBACK_PATH, url: ctx.stack.apiUrl, cpuOf: ctx.stack.apiCpuSeconds },
+      { name: "prisma", path: PRISMA_CALLBACK_PATH, url: prismaApi.url, cpuOf: prismaApi.cpuSeconds },
+    ];
+    const rate = Math.max(200, callbackBaseline.figures.perSecond);
+    const supplyFor = async (seconds: number) => {
+      const supply = await fillCallbackTasks(ctx.db, ctx.accountId, Math.ceil(rate * seconds * 1.25) + 4 * conc);
+      await ctx.db.query("analyze task");
+      return supply;
+    };
+    for (const api of apis) {
+      const supply = await supplyFor(ctx.params.startWarmupSeconds);
+      await sendCallbacks(ctx, api.url, supply, { seconds: ctx.params.startWarmupSeconds, warmupSeconds: 0 }).figures;
+      await settle(ctx, api.cpuOf);
+    }
+    // ABBA: Kysely, Prisma, then Prisma, Kysely, so that a neighbour's load rising or falling
+    // during the phase weighs on both alike (BENCH_API_CALLBACK_ROUNDS rounds of two windows).
+    const rows: Row[] = [];
+    for (let round = 0; round < ctx.params.callbackRounds; round++) {
+      for (const api of round % 2 === 0 ? apis : [...apis].reverse()) {
+        const supply = await supplyFor(window);
+        let state = { ranOut: false };
+        const row: Row = {
+          path: ctx.params.callbackRounds > 1 ? `${api.path} [${round + 1}]` : api.path,
+          concurrency: String(conc),
+          ...(await measured(
+            ctx,
+            () => {
+              const sent = sendCallbacks(ctx, api.url, supply, { seconds: ctx.params.seconds, warmupSeconds: ctx.params.warmupSeconds });
+              state = sent.state;
+              return sent.figures;
+            },
+            api.cpuOf,
+          )),
+          baseline: callbackBaseline,
+        };
+        row.note =
+          `receiver outcomes: ${await outcomesOf(ctx, supply)} (warm-up included; every callback should be 'applied')` +
+          (state.ranOut ? "  <<< the supply of fresh tasks ran out: the window was cut short" : "");
+        rows.push(row);
+      }
+    }
+    const last = rows[rows.length - 1]!;
+    const compared = compareCallbackRows(rows);
+    if (compared) {
+      last.note += `\n    prisma/kysely over ${ctx.params.callbackRounds} round(s): ${compared.okRatio.toFixed(3)} of ok/s, ${compared.perCoreRatio.toFixed(3)} of ok/api-core`;
+    }
+    const variantLog = prismaApi.logLines().filter((line) => !/QUEUE_PREFIX_SHARED/.test(line));
+    if (variantLog.length) last.note += `\n    the Prisma API logged ${variantLog.length} warn/error lines; the first: ${variantLog.slice(0, 2).map((l) => l.slice(0, 300)).join(" | ")}`;
+    ctx.rows.push(...rows);
+  } finally {
+    await prismaApi.stop();
+  }
 };

@@ -26,8 +26,13 @@ export type BenchStack = {
   apiLogLines: () => string[];
   // CPU seconds the API process has used so far (user + system), from /proc.
   apiCpuSeconds: () => Promise<number>;
+  // A second API process on the same database, queues and storage, with `env` on top (another
+  // setting weighed against the default in the same run); stopped by `stop` at the latest.
+  startVariant: (env: Record<string, string>) => Promise<ApiProcess>;
   stop: () => Promise<void>;
 };
+
+export type ApiProcess = { url: string; pid: number; logLines: () => string[]; cpuSeconds: () => Promise<number>; stop: () => Promise<void> };
 
 const postgresServerFromEnv = (env: NodeJS.ProcessEnv) => {
   if (!env.DATABASE_URL) return env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
@@ -115,63 +120,78 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
     while (cleanups.length) await cleanups.pop()!().catch((error: Error) => console.error(`cleanup: ${error.message}`));
   };
 
+  // One key for every API process of the run, so that each one's links and secrets agree.
+  const serverKey = randomBytes(32).toString("base64url");
   try {
     await prepareDatabase(databaseUrl);
-    const apiPort = await freePort();
     // BENCH_API_CPU_PROFILE=<dir>: the API writes a V8 CPU profile there when it stops (where its
     // time goes, to choose what to make faster).
     const profile = env.BENCH_API_CPU_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_API_CPU_PROFILE}`] : [];
     const simulatorPort = whole ? await freePort() : undefined;
-    const child = spawn(process.execPath, [...profile, "--import", "tsx", whole ? "apps/local-stack/main.ts" : "apps/api/main.ts"], {
-      cwd: repoRoot,
-      env: {
-        ...env,
-        NODE_ENV: "production",
-        DATABASE_URL: databaseUrl,
-        REDIS_URL: redisUrl,
-        QUEUE_PREFIX: queuePrefix,
-        STORAGE_DIR: storageDir,
-        LOG_LEVEL: "warn",
-        PORT: String(apiPort),
-        SERVER_KEY: randomBytes(32).toString("base64url"),
-        BOOTSTRAP_API_KEY: "",
-        PUBLIC_BASE_URL: "",
-        PROVIDER_WEBHOOK_SECRET: "",
-        // Intake refuses literal private image URLs; the bench's image host (api-fill.ts) is never
-        // fetched (no worker runs), only named, so its one port is allowed.
-        ALLOWED_PRIVATE_HOSTS: new URL(benchImageUrl).host,
-        ...(simulatorPort === undefined ? {} : { SIMULATOR_PORT: String(simulatorPort), ...options.stackEnv }),
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    const logLines: string[] = [];
-    const collect = (chunk: Buffer) => {
-      const text = chunk.toString("utf8");
-      // Keep the head (the start-up line, the first errors) and count the rest.
-      if (output.length < 64_000) output += text;
-      for (const line of text.split("\n")) if (line.trim() && !/api listening on/.test(line)) logLines.push(line);
+    const spawnApi = async (extraEnv: Record<string, string>): Promise<ApiProcess> => {
+      const apiPort = await freePort();
+      const child = spawn(process.execPath, [...profile, "--import", "tsx", whole ? "apps/local-stack/main.ts" : "apps/api/main.ts"], {
+        cwd: repoRoot,
+        env: {
+          ...env,
+          NODE_ENV: "production",
+          DATABASE_URL: databaseUrl,
+          REDIS_URL: redisUrl,
+          QUEUE_PREFIX: queuePrefix,
+          STORAGE_DIR: storageDir,
+          LOG_LEVEL: "warn",
+          PORT: String(apiPort),
+          SERVER_KEY: serverKey,
+          BOOTSTRAP_API_KEY: "",
+          PUBLIC_BASE_URL: "",
+          PROVIDER_WEBHOOK_SECRET: "",
+          // Intake refuses literal private image URLs; the bench's image host (api-fill.ts) is never
+          // fetched (no worker runs), only named, so its one port is allowed.
+          ALLOWED_PRIVATE_HOSTS: new URL(benchImageUrl).host,
+          ...(simulatorPort === undefined ? {} : { SIMULATOR_PORT: String(simulatorPort), ...options.stackEnv }),
+          ...extraEnv,
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let output = "";
+      const logLines: string[] = [];
+      const collect = (chunk: Buffer) => {
+        const text = chunk.toString("utf8");
+        // Keep the head (the start-up line, the first errors) and count the rest.
+        if (output.length < 64_000) output += text;
+        for (const line of text.split("\n")) if (line.trim() && !/api listening on/.test(line)) logLines.push(line);
+      };
+      child.stdout.on("data", collect);
+      child.stderr.on("data", collect);
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      const stopChild = async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+        await exited;
+        clearTimeout(timer);
+      };
+      cleanups.push(stopChild);
+      // A ceiling only: on a machine shared with others' work (load average 20 on 2 cores) an API
+      // that loads Prisma Client took over 60 s to listen.
+      const url = await waitForHealthy(child, `http://127.0.0.1:${apiPort}`, () => output, 180_000);
+      return { url, pid: child.pid!, logLines: () => logLines, cpuSeconds: () => readCpuSeconds(child.pid!), stop: stopChild };
     };
-    child.stdout.on("data", collect);
-    child.stderr.on("data", collect);
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-    cleanups.push(async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(timer);
-    });
-    const apiUrl = await waitForHealthy(child, `http://127.0.0.1:${apiPort}`, () => output, 60_000);
+    const api = await spawnApi({});
     return {
-      apiUrl,
-      apiPid: child.pid!,
+      apiUrl: api.url,
+      apiPid: api.pid,
       databaseUrl,
       redisUrl,
       queuePrefix,
       baselinePrefix,
-      apiLogLines: () => logLines,
-      apiCpuSeconds: () => readCpuSeconds(child.pid!),
+      apiLogLines: api.logLines,
+      apiCpuSeconds: api.cpuSeconds,
+      startVariant: (extraEnv) => {
+        if (whole) throw new Error("startVariant: the API alone only");
+        // A second API process on the first one's prefix, as in a deployment of several.
+        return spawnApi({ QUEUE_PREFIX_SHARED: "true", ...extraEnv });
+      },
       stop,
     };
   } catch (error) {

@@ -12,7 +12,7 @@ import { performance } from "node:perf_hooks";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { createBenchAccount, fillStatusTasks } from "./api-fill.ts";
-import { callbackPhase, intakePhase, readPhase, warmUpApi, type BenchParams, type Ctx } from "./api-phases.ts";
+import { callbackPhase, compareCallbackRows, intakePhase, readPhase, warmUpApi, type BenchParams, type Ctx } from "./api-phases.ts";
 import { formatTable, ratioOf, type Row } from "./api-report.ts";
 import { startBenchStack } from "./api-stack.ts";
 import { seededRandom } from "../../apps/simulator/seeded-random.ts";
@@ -39,6 +39,8 @@ const params: BenchParams & { tasks: number; seed: number; poolSize: number; pha
   readConnections: Math.round(num("BENCH_API_READ_CONNECTIONS", 50, 1)),
   writeConnections: Math.round(num("BENCH_API_WRITE_CONNECTIONS", 20, 1)),
   decodeSeconds: num("BENCH_API_DECODE_SECONDS", 3, 0.5),
+  // Callback windows come in rounds of two (Kysely, Prisma Client), the order flipped each round.
+  callbackRounds: Math.round(num("BENCH_API_CALLBACK_ROUNDS", 2, 1)),
   // The API's Prisma pool (createDb's default); the baselines get a pg.Pool of the same size.
   poolSize: 10,
   phases: (env.BENCH_API_PHASES ?? phaseNames.join(",")).split(",").map((p) => p.trim()).filter(Boolean),
@@ -106,7 +108,8 @@ const main = async () => {
     console.log(
       "One raw op: status = 3 statements on the pool (api_key by hash, task by id and account, its task_image rows); " +
         "intake = 1 transaction (insert task, insert task_event, BullMQ add of the submit job); " +
-        "callback = 1 transaction (task by id, insert provider_callback, guarded update, insert task_event). " +
+        "callback = 1 transaction (task by id, insert provider_callback, guarded update, insert task_event); " +
+        "'via Prisma Client' = a second API process whose receiver runs the same SQL through Prisma Client (CALLBACK_DB_CLIENT=prisma). " +
         "ok/s counts 2xx answers only; latencies in ms; cpu = cores busy on average, API process / this process (load generator, baselines).",
     );
     if (logLines.length) {
@@ -119,6 +122,7 @@ const main = async () => {
   }
 
   const find = (prefix: string) => rows.find((r) => r.path.startsWith(prefix) && r.baseline);
+  const callbacks = compareCallbackRows(rows);
   const fixed = (x: number | undefined, digits: number) => (x === undefined ? "n/a" : x.toFixed(digits));
   const dropinRatios = [find("GET /kling/v1/.../expand/{task_id}"), find("GET /kling/v1/.../expand/{external_id}")]
     .map(ratioOf)
@@ -129,7 +133,10 @@ const main = async () => {
       // Both drop-in reads must meet the aim, so the worse of the two.
       `dropin_status_ratio=${fixed(dropinRatios.length ? Math.min(...dropinRatios) : undefined, 3)} ` +
       `intake_ratio=${fixed(ratioOf(find("POST /v1/tasks (image URL)")), 3)} ` +
-      `callback_ratio=${fixed(ratioOf(find("POST /webhooks/kling")), 3)} ` +
+      `callback_ratio=${fixed(callbacks && callbacks.kyselyOk / callbacks.baselineOk, 3)} ` +
+      `callback_prisma_ratio=${fixed(callbacks && callbacks.prismaOk / callbacks.baselineOk, 3)} ` +
+      // Issue 19's rule: the receiver's writes go through Prisma Client if this is above 0.9.
+      `callback_prisma_vs_kysely=${fixed(callbacks?.okRatio, 3)} callback_prisma_vs_kysely_per_core=${fixed(callbacks?.perCoreRatio, 3)} ` +
       `status_p99_ms=${fixed(pacedRow?.figures.p99Ms, 1)}`,
   );
 };

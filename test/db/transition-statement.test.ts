@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccount } from "../../apps/domain/account/api-key.ts";
 import { createDb, type Db, type Task } from "../../apps/domain/db/database.ts";
+import { prismaDbOver } from "../../apps/domain/db/prisma-kysely.ts";
 import { transitionTask } from "../../apps/domain/task/task-transition.ts";
 import { cloneDatabase } from "../support/databases.ts";
 import { taskRow } from "../support/rows.ts";
@@ -9,18 +10,26 @@ import { taskRow } from "../support/rows.ts";
 // A single task's transition is compiled once per shape and run with its values swapped in
 // (task-transition.ts). Moves of the same shape, issued together on several tasks, must each land
 // with their own values; a success's result images are written only when the move applies; an end
-// (run in a transaction) lands with its end fields.
-describe.each([false, true])("the transition statement, compiled once per shape (prepared statements: %s)", (preparedStatements) => {
+// (run in a transaction) lands with its end fields. The same on pg (named statements or not) and
+// through Prisma Client (CALLBACK_DB_CLIENT=prisma runs the webhook receiver so).
+describe.each([
+  { executor: "pg", preparedStatements: false },
+  { executor: "pg", preparedStatements: true },
+  { executor: "prisma", preparedStatements: false },
+])("the transition statement, compiled once per shape ($executor, prepared statements: $preparedStatements)", ({ executor, preparedStatements }) => {
+  let pgDb: Db;
   let db: Db;
   let accountId: string;
   const changed: Task[] = [];
 
   beforeAll(async () => {
-    db = createDb(await cloneDatabase(inject("templateDatabaseUrl"), `transition${randomUUID().slice(0, 8)}`), { preparedStatements });
+    pgDb = createDb(await cloneDatabase(inject("templateDatabaseUrl"), `transition${randomUUID().slice(0, 8)}`), { preparedStatements });
+    db = executor === "prisma" ? prismaDbOver(pgDb) : pgDb;
     accountId = await createAccount(db, "transitions");
   });
   afterAll(async () => {
-    await db?.destroy();
+    if (db !== pgDb) await db?.destroy();
+    await pgDb?.destroy();
   });
 
   const newTask = async (status: Task["status"]) => {

@@ -7,7 +7,9 @@ import type { DB } from "./generated/tables.ts";
 // Prisma owns the schema and the migrations; the apps query through Kysely on a plain pg pool. Prisma
 // 6.19's client compiled every query in WebAssembly on the main thread and reached ~0.05 of raw pg on
 // status reads (STACK.md, `npm run bench:api`); Kysely builds SQL in plain JS with types generated
-// from schema.prisma (prisma-kysely), so there is no hand-written twin of the schema.
+// from schema.prisma (prisma-kysely), so there is no hand-written twin of the schema. The webhook
+// receiver's same SQL through Prisma Client (prisma-kysely.ts) still served only ~half the callbacks
+// per API core (2026-12-07, docs/benchmarks.md).
 
 // Prisma stores DateTime as `timestamp(3)` without time zone, in UTC. pg would read and write those
 // in the process's local zone; pin both directions to UTC so the two tools agree on every machine.
@@ -56,6 +58,14 @@ const transactionDeadlines = (queryTimeoutMs: number) =>
     `set local lock_timeout = ${queryTimeoutMs}`,
     `set local idle_in_transaction_session_timeout = ${queryTimeoutMs * 2}`,
   ].join("; ");
+
+// What bounds a transaction, for an executor that is not Kysely's own (prisma-kysely.ts): the same
+// `set local` deadlines, a wait for a connection, and a life no longer than the server would allow.
+export const transactionBounds = (queryTimeoutMs: number, connectTimeoutMs: number) => ({
+  deadlines: transactionDeadlines(queryTimeoutMs),
+  connectTimeoutMs,
+  transactionTimeoutMs: queryTimeoutMs * 2 + CLIENT_TIMEOUT_GRACE_MS,
+});
 
 // Kysely's own begin, with the deadlines in the same round trip (a parameterless query goes as a
 // simple query, which may hold several statements).
@@ -110,9 +120,9 @@ class RowCamelCase extends CamelCasePlugin {
     return this.mapRow(row);
   }
 }
-const camelCase = new RowCamelCase();
+export const camelCase = new RowCamelCase();
 
-type DirectPath = { pool: pg.Pool; preparedStatements: boolean };
+type DirectPath = { pool: pg.Pool; preparedStatements: boolean; queryTimeoutMs: number; connectTimeoutMs: number };
 const directPaths = new WeakMap<Db, DirectPath>();
 
 // A statement compiled once (Kysely's `compile()`, with its values swapped per call) run straight on
@@ -153,9 +163,17 @@ export const createDb = (databaseUrl: string, options: DbOptions = {}): Db => {
     }
   }
   const db = new Kysely<DB>({ dialect: new Dialect(config), plugins: [camelCase] });
-  directPaths.set(db, { pool, preparedStatements: options.preparedStatements ?? false });
+  directPaths.set(db, {
+    pool,
+    preparedStatements: options.preparedStatements ?? false,
+    queryTimeoutMs,
+    connectTimeoutMs: options.connectTimeoutMs ?? defaultDbTimeouts.connectTimeoutMs,
+  });
   return db;
 };
+
+// A createDb Db's pool and bounds, for another executor on the same connections (prisma-kysely.ts).
+export const poolOf = (db: Db): Readonly<DirectPath> | undefined => directPaths.get(db);
 
 // jsonb parameters: pg sends JS arrays as Postgres arrays, so JSON values are always stringified.
 export const asJson = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(value));
