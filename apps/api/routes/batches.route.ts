@@ -11,7 +11,6 @@ import { cancelBatch, retryBatch } from "../../domain/batch/batch-control.ts";
 import { estimateDurationSeconds } from "../../domain/batch/batch-spend.ts";
 import { accountBalance } from "../../domain/credits/credit-ledger.ts";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
-import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { claimIdempotencyKey, completeIdempotencyKey } from "../../domain/idempotency/idempotency-key.ts";
 import { taskStatuses } from "../../domain/task/task-status.ts";
 import type { ApiDeps } from "../api-deps.ts";
@@ -25,15 +24,10 @@ import { openBatchFeed } from "../../domain/live-progress/batch-feed.ts";
 import { streamFeed } from "./sse-stream.ts";
 import { toNativeTask } from "../presenters/task.presenter.ts";
 import { streamManifest } from "./batch-manifest.ts";
+import { parseInput } from "./parse-request.ts";
 
 // A JSON batch of 10,000 items with URLs is a few MB; inline images belong in the streamed forms.
 const jsonLimitBytes = 32 * 1024 * 1024;
-
-const parse = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
-  return parsed.data;
-};
 
 const jsonQuerySchema = z.strictObject(
   {
@@ -150,7 +144,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
     if (type === "application/json" || /^application\/[\w.-]+\+json$/.test(type)) {
       // The JSON form: its bytes are kept as they came and each item is parsed on its own
       // (json-batch-body.ts), so memory stays near the body's size.
-      const query = parse(jsonQuerySchema, req.query);
+      const query = parseInput(jsonQuerySchema, req.query);
       const given = req.body as BodyChunks | undefined;
       if (given === undefined) throw validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
       const scanned = scanJsonBatchBody(given.length === 0 ? emptyBody : given, MAX_JSON_ITEMS + 1);
@@ -165,7 +159,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
       // The items are checked for their count here, and one by one as they are accepted.
       const head = Object.fromEntries(scanned.fields);
       if (scanned.itemCount !== undefined) head.items = new Array<unknown>(scanned.itemCount);
-      const body = parse(jsonBatchBodySchema, head);
+      const body = parseInput(jsonBatchBodySchema, head);
       const dryRun = truthy(query.dry_run);
       const atomic = truthy(query.atomic);
       // Known up front: a batch over the spend cap is refused whole.
@@ -195,7 +189,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
     if ((req.headers["content-encoding"] ?? "identity").toLowerCase() !== "identity") {
       throw new AppError("unsupported_media_type", "a streamed batch must be sent without Content-Encoding");
     }
-    const query = parse(streamedBatchQuerySchema, req.query);
+    const query = parseInput(streamedBatchQuerySchema, req.query);
     if (streamsOpen >= deps.batches.maxStreams) {
       throw new AppError("server_busy", `this server is reading ${streamsOpen} streamed batch uploads already; nothing was stored, retry in a few seconds`);
     }
@@ -259,7 +253,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   };
 
   router.get("/", async (req, res) => {
-    const query = parse(batchListQuerySchema, req.query);
+    const query = parseInput(batchListQuerySchema, req.query);
     const page = await listAccountBatches(deps.db, res.locals.accountId, query);
     const data = (await batchesProgress(deps.db, page.batches)).map(toBatchView);
     res.json({ data, next_cursor: page.nextCursor ?? null });
@@ -284,7 +278,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   );
 
   router.get("/:batchId/tasks", async (req, res) => {
-    const query = parse(batchTasksQuerySchema, req.query);
+    const query = parseInput(batchTasksQuerySchema, req.query);
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
     const page = await listBatchTasks(deps.db, batch.id, query);
     res.json({
@@ -294,7 +288,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/:batchId/results", async (req, res) => {
-    const format = parse(batchResultsQuerySchema, req.query).format;
+    const format = parseInput(batchResultsQuerySchema, req.query).format;
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
     const chosen = format ?? (req.accepts(["application/x-ndjson", "text/csv"]) === "text/csv" ? "csv" : "ndjson");
     await streamManifest(deps, res, batch.id, chosen);
