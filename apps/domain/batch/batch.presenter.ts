@@ -1,5 +1,5 @@
 import { redactNullableUrl, redactUrl } from "../http/redact-url.ts";
-import type { BatchProgress } from "./batch.repository.ts";
+import type { BatchProgress } from "./batch-progress.ts";
 import type { BatchIntakeResult } from "./accept-batch.ts";
 import type { BatchIntakeView, BatchView } from "./batch-response.schema.ts";
 

@@ -1,32 +1,13 @@
-import { sql, type Selectable } from "kysely";
+import { sql } from "kysely";
 import { z } from "zod";
-import type { DB, Db, TaskStatus, Tx } from "../db/database.ts";
+import type { Db, TaskStatus, Tx } from "../db/database.ts";
 import { AppError } from "../errors/app-error.ts";
 import { selectTaskWithImages, type TaskWithImages } from "../task/task.repository.ts";
 import { taskStatuses } from "../task/task-status.ts";
 import { recordWebhookEvent } from "../webhooks/outbound-events.ts";
 import { toBatchView } from "./batch.presenter.ts";
+import type { Batch, BatchEndStatus, BatchProgress, BatchStatus } from "./batch-progress.ts";
 import { batchCredits, type CreditFigures } from "../credits/credit-totals.ts";
-
-export type Batch = Selectable<DB["batch"]>;
-export type BatchEndStatus = "completed" | "completed_with_errors" | "canceled";
-export type BatchStatus = "receiving" | "running" | BatchEndStatus;
-
-export type BatchProgress = {
-  batch: Batch;
-  status: BatchStatus;
-  counts: Record<TaskStatus, number>;
-  total: number;
-  finished: number;
-  percent: number;
-  creditsSpent: number;
-  // Credits still held by the batch's unfinished tasks (the ledger's open holds).
-  creditsReserved: number;
-  throughputPerSecond: number | null;
-  etaSeconds: number | null;
-  firstSubmittedAt: Date | null;
-  lastFinishedAt: Date | null;
-};
 
 // Throughput is measured over the last minute of completions (or since the first submission, when
 // the batch started less than a minute ago).
