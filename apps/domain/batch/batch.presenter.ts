@@ -1,6 +1,6 @@
 import { redactNullableUrl, redactUrl } from "../http/redact-url.ts";
 import type { BatchProgress } from "./batch-progress.ts";
-import type { BatchIntakeResult } from "./accept-batch.ts";
+import type { BatchIntakeResult } from "./batch-intake.ts";
 import type { BatchIntakeView, BatchView } from "./batch-response.schema.ts";
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
