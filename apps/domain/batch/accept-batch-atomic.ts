@@ -1,19 +1,11 @@
 import { sql } from "kysely";
 import { addHeld, lockBalance } from "../credits/credit-ledger.ts";
-import type { RawItem } from "./batch-item-sources.ts";
 import { itemCredits } from "./batch-request.schema.ts";
-import { capViolation, emptyUpload, spendCapError, type AcceptBatchDeps, type BatchIntakeResult, type BatchRow, type Prepared } from "./batch-intake.ts";
+import { capViolation, emptyUpload, spendCapError, type AcceptBatchDeps, type Prepared, type WriteBatch } from "./batch-intake.ts";
 import { refuseUuidExternalIds, writeChunk } from "./batch-chunk.ts";
 
 // An atomic batch: one transaction for the whole upload (accept-batch.ts).
-export const acceptAtomically = async (
-  deps: AcceptBatchDeps,
-  input: { accountId: string; items: AsyncIterable<RawItem> },
-  result: BatchIntakeResult,
-  batchRow: BatchRow,
-  prepare: (raw: RawItem) => Promise<Prepared | undefined>,
-  stallAt: () => Date,
-): Promise<BatchIntakeResult> => {
+export const acceptAtomically: WriteBatch = async (deps, input, result, batchRow, prepare, stallAt) => {
   const stored: string[] = [];
   const rollback = new Error("atomic batch rolled back");
   let outcome: "committed" | "refused" = "refused";

@@ -6,7 +6,7 @@ import { accountBalance } from "../credits/credit-ledger.ts";
 import type { RawItem } from "./batch-item-sources.ts";
 import { itemCredits, type BatchFields } from "./batch-request.schema.ts";
 import { breakOffUpload, completeUpload, holdUploadLease, leaseUntil, renewUploadLease, uploadStopReason } from "./upload-lease.ts";
-import { emptyUpload, newIntakeResult, rejectLine, type AcceptBatchDeps, type BatchIntakeResult, type BatchRow, type BatchSource, type Prepared } from "./batch-intake.ts";
+import { emptyUpload, newIntakeResult, rejectLine, type AcceptBatchDeps, type BatchIntakeResult, type BatchSource, type Prepared, type WriteBatch } from "./batch-intake.ts";
 import { itemPreparer, refuseUnreachable } from "./prepare-batch-item.ts";
 import { cleanUp, holdChunk, jobOf, refuseUuidExternalIds, writeChunk } from "./batch-chunk.ts";
 import { acceptAtomically } from "./accept-batch-atomic.ts";
@@ -78,14 +78,7 @@ export const acceptBatch = async (
 };
 
 // Not atomic: each chunk commits on its own, under the upload's lease (upload-lease.ts).
-const acceptInChunks = async (
-  deps: AcceptBatchDeps,
-  input: { accountId: string; items: AsyncIterable<RawItem> },
-  result: BatchIntakeResult,
-  batchRow: BatchRow,
-  prepare: (raw: RawItem) => Promise<Prepared | undefined>,
-  stallAt: () => Date,
-): Promise<BatchIntakeResult> => {
+const acceptInChunks: WriteBatch = async (deps, input, result, batchRow, prepare, stallAt) => {
   const { accountId } = input;
   const batchId = batchRow.id;
   const reject = (line: number, violations: FieldViolation[]) => rejectLine(result, line, violations);

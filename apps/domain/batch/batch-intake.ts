@@ -3,6 +3,7 @@ import { AppError, type FieldViolation } from "../errors/app-error.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import type { ObjectStorage } from "../storage/local-storage.ts";
 import type { CreditTerms } from "../credits/credit-terms.ts";
+import type { RawItem } from "./batch-item-sources.ts";
 
 // What one batch intake works with and answers (accept-batch.ts and the parts it is made of).
 export type BatchJob = { id: string; stage: "source" | "submit" };
@@ -67,6 +68,17 @@ export type BatchRow = { id: string; accountId: string; name: string | null; sou
 
 // An item validated and ready to be written (its inline image, if any, already stored).
 export type Prepared = { id: string; line: number; request: ExpandRequest; inputName: string | undefined; inline?: { key: string; width: number; height: number } };
+
+// How a batch's rows are written once acceptBatch created its row's values: in chunks that each
+// commit (accept-batch.ts) or in one transaction (accept-batch-atomic.ts).
+export type WriteBatch = (
+  deps: AcceptBatchDeps,
+  input: { accountId: string; items: AsyncIterable<RawItem> },
+  result: BatchIntakeResult,
+  batchRow: BatchRow,
+  prepare: (raw: RawItem) => Promise<Prepared | undefined>,
+  stallAt: () => Date,
+) => Promise<BatchIntakeResult>;
 
 export const capViolation = (cap: number, used: number): FieldViolation => ({
   field: "n",
