@@ -143,6 +143,26 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     );
   await ensureSchedule();
 
+  const listener = await listenForDeliveries(config, logger, (delivery) =>
+    deliverSoon(delivery).catch((error: unknown) => logger.warn({ deliveryId: delivery.id, err: error }, "callback job not added; the sweep will add it")),
+  );
+
+  return {
+    ensureSchedule,
+    stop: async () => {
+      await listener.stop();
+      // Attempts under way here finish (each within its timeout); what arrives meanwhile is queued.
+      closed = true;
+      while (running.size > 0) await Promise.all([...running]);
+      // The queues are the process's, closed with the others (worker.server.ts).
+      await Promise.all([deliverer.close(), sweeper.close()]);
+      agents.close();
+    },
+  };
+};
+
+// Every event's NOTIFY (outbound-events.ts), heard on a connection of its own: a delivery to claim.
+const listenForDeliveries = async (config: WorkerConfig, logger: Logger, onDelivery: (delivery: DeliveryRef) => void) => {
   // LISTEN needs a connection of its own, outside the pool; it reconnects after any loss.
   let listener: pg.Client | undefined;
   let stopped = false;
@@ -169,9 +189,7 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     client.on("notification", (message) => {
       const [id, attempts] = (message.payload ?? "").split("_");
       if (!id || attempts === undefined) return;
-      deliverSoon({ id, attempts: Number(attempts) }).catch((error: unknown) =>
-        logger.warn({ deliveryId: id, err: error }, "callback job not added; the sweep will add it"),
-      );
+      onDelivery({ id, attempts: Number(attempts) });
     });
     try {
       await client.connect();
@@ -182,19 +200,11 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     }
   };
   await listen();
-
   return {
-    ensureSchedule,
     stop: async () => {
       stopped = true;
       clearTimeout(retry);
       await listener?.end().catch(() => undefined);
-      // Attempts under way here finish (each within its timeout); what arrives meanwhile is queued.
-      closed = true;
-      while (running.size > 0) await Promise.all([...running]);
-      // The queues are the process's, closed with the others (worker.server.ts).
-      await Promise.all([deliverer.close(), sweeper.close()]);
-      agents.close();
     },
   };
 };
