@@ -10,7 +10,7 @@ import type { ProviderRouteSet } from "../domain/provider-capacity/provider-rout
 import type { JobKind } from "../domain/queues/job-catalog.ts";
 import type { StorageHandle } from "../domain/storage/object-storage.ts";
 import type { AcceptTaskDeps } from "../domain/task/accept-task.ts";
-import type { AcceptBatchDeps } from "../domain/batch/accept-batch.ts";
+import type { AcceptBatchDeps } from "../domain/batch/batch-intake.ts";
 import type { IdempotencyOptions } from "../domain/idempotency/idempotency-key.ts";
 import type { ReceiveCallbackDeps } from "../domain/task/receive-provider-callback.ts";
 import type { BodyBudget } from "./middleware/body-intake.ts";

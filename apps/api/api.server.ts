@@ -1,5 +1,5 @@
 import type { AddressInfo } from "node:net";
-import { createServer } from "node:http";
+import { createServer, type Server } from "node:http";
 import { ensureBootstrapAccessKey } from "../domain/account/access-key.ts";
 import { ensureBootstrapAccount } from "../domain/account/api-key.ts";
 import { createAuthenticator } from "../domain/account/authenticator.ts";
@@ -7,13 +7,13 @@ import { withTimeout } from "../domain/async/with-timeout.ts";
 import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
-import { createDb } from "../domain/db/database.ts";
+import { createDb, type Db } from "../domain/db/database.ts";
 import { queueUnavailable } from "../domain/errors/dependency-errors.ts";
 import { checkCallbackDestination, literalAddressRefusal } from "../domain/http/safe-fetch.ts";
-import { createLogger, type LogDestination } from "../domain/logging/logger.ts";
+import { createLogger, type LogDestination, type Logger } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
 import { claimQueuePrefix } from "../domain/process/stack-identity.ts";
-import { createProducerRedis, createSubscriberRedis, redisTargetFrom } from "../domain/queues/redis-connection.ts";
+import { createProducerRedis, createSubscriberRedis, redisTargetFrom, type RedisClient } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
 import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
@@ -21,7 +21,7 @@ import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema
 import type { CreditTerms } from "../domain/credits/credit-terms.ts";
 import { createChangeHub } from "../domain/live-progress/change-hub.ts";
 import { createLiveLimits } from "../domain/live-progress/live-limits.ts";
-import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
+import { createTaskChangeNotifier, type TaskChangeNotifier } from "../domain/live-progress/task-change.ts";
 import { createObjectStorage } from "../domain/storage/object-storage.ts";
 import { storageConfigFrom } from "../domain/storage/storage-config.ts";
 import { pruneIdempotencyKeys } from "../domain/idempotency/idempotency-key.ts";
@@ -46,6 +46,43 @@ export type RunningApi = {
 // `logDestination` (tests only) receives the log lines instead of stdout.
 export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
+  const base = await openConnections(config, logger);
+  const server = createServer();
+  await bootstrapAndListen(config, base, server);
+  const port = (server.address() as AddressInfo).port;
+  const url = localUrlFor(config.HOST, port);
+  const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
+
+  const { deps, routes, hub, liveLimits } = buildApiDeps(config, base, logger, publicBaseUrl);
+  const pruning = pruneIdempotencyKeysEvery(config, base.db, logger);
+  const app = buildApp(deps);
+  server.on("request", app);
+  // Expect: 100-continue reaches the app unanswered; the body readers send the 100 only once the
+  // request is authenticated and within budget, so a refused client never sends its body.
+  server.on("checkContinue", app);
+  logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}`, storage: base.storage.describe }, "api listening");
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      clearInterval(pruning);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        // Open streams and long-polls end now (a stream without its `end` event, so the client
+        // reconnects, to another process, with its Last-Event-ID); otherwise close() waits for them.
+        void hub.close();
+      });
+      await base.queues.close().catch(() => undefined);
+      await routes.close();
+      await closeConnections(base);
+      await flushTracing();
+    })());
+  return { url, port, publicBaseUrl, liveStats: () => ({ ...hub.stats(), open: liveLimits.inUse() }), stop };
+};
+
+// Postgres, Redis, queues and storage, in the order a start reports what it waits on.
+const openConnections = async (config: ApiConfig, logger: Logger) => {
   const identity = await claimQueuePrefix({ redis: redisTargetFrom(config), prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "api", shared: config.QUEUE_PREFIX_SHARED, logger });
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-api" });
   // The webhook receiver's executor: its statements run on pg through Kysely, or the same statements
@@ -64,23 +101,24 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const storage = await createObjectStorage(storageConfigFrom(config));
   // Before anything connects: a bad PROVIDER_ROUTES stops the boot like any other bad variable.
   const providerRoutes = resolveProviderRoutes(config);
+  return { identity, db, callbackDb, redis, queues, fairPriority, timing, serverKey, storage, providerRoutes };
+};
+type ApiConnections = Awaited<ReturnType<typeof openConnections>>;
 
-  // Redis down must be a fast 503 with nothing written, never a request that hangs.
-  const viaRedis = async <T>(work: () => Promise<T>): Promise<T> => {
-    if (redis.status !== "ready") throw queueUnavailable();
-    try {
-      return await withTimeout(work(), config.ENQUEUE_TIMEOUT_MS, "Redis");
-    } catch (error) {
-      throw queueUnavailable(error);
-    }
-  };
+const closeConnections = async (base: ApiConnections) => {
+  base.redis.disconnect();
+  base.storage.close();
+  if (base.callbackDb !== base.db) await base.callbackDb.destroy();
+  await base.db.destroy();
+  await base.identity.stop();
+};
 
-  const server = createServer();
+const bootstrapAndListen = async (config: ApiConfig, base: ApiConnections, server: Server) => {
   try {
     if (config.BOOTSTRAP_API_KEY) {
-      const accountId = await ensureBootstrapAccount(db, config.BOOTSTRAP_API_KEY);
+      const accountId = await ensureBootstrapAccount(base.db, config.BOOTSTRAP_API_KEY);
       if (config.BOOTSTRAP_ACCESS_KEY && config.BOOTSTRAP_SECRET_KEY) {
-        await ensureBootstrapAccessKey(db, serverKey, accountId, { accessKey: config.BOOTSTRAP_ACCESS_KEY, secretKey: config.BOOTSTRAP_SECRET_KEY });
+        await ensureBootstrapAccessKey(base.db, base.serverKey, accountId, { accessKey: config.BOOTSTRAP_ACCESS_KEY, secretKey: config.BOOTSTRAP_SECRET_KEY });
       }
     }
     await new Promise<void>((resolve, reject) => {
@@ -89,16 +127,24 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
     });
   } catch (error) {
     // A start that fails (bootstrap refused, port taken) leaves no connection open behind it.
-    storage.close();
-    redis.disconnect();
-    await db.destroy();
-    await identity.stop();
+    await closeConnections(base);
     throw error;
   }
-  const port = (server.address() as AddressInfo).port;
-  const url = localUrlFor(config.HOST, port);
-  const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
+};
 
+// Expired Idempotency-Keys go; every API process prunes (a delete of nothing costs little).
+const pruneIdempotencyKeysEvery = (config: ApiConfig, db: Db, logger: Logger) => {
+  const pruning = setInterval(() => {
+    pruneIdempotencyKeys(db).catch((error: unknown) => logger.warn({ err: error }, "idempotency keys not pruned"));
+  }, config.IDEMPOTENCY_PRUNE_EVERY_MS);
+  pruning.unref();
+  return pruning;
+};
+
+// What the routes are given (api-deps.ts), built from the process's connections.
+const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, publicBaseUrl: string) => {
+  const { db, callbackDb, redis, queues, fairPriority, timing, serverKey, storage, providerRoutes } = base;
+  const viaRedis = redisGuard(redis, config.ENQUEUE_TIMEOUT_MS);
   // Callbacks end provider tasks too, so the API releases slots and reports each route's state.
   const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
   // One subscriber connection per process, shared by every stream and long-poll it serves.
@@ -182,30 +228,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       maxWaitSeconds: config.LIVE_MAX_WAIT_SECONDS,
     },
     webhooks: { serverKey, secretGraceSeconds: config.WEBHOOK_SECRET_GRACE_SECONDS },
-    batches: {
-      db,
-      storage,
-      stallRecheckMs: timing.stallRecheckMs,
-      checkCallbackUrl: (url) => checkCallbackDestination(url, config.ALLOWED_PRIVATE_HOSTS),
-      imageUrlRefusal: (url) => literalAddressRefusal(url, config.ALLOWED_PRIVATE_HOSTS),
-      // One HINCRBY for the chunk's priorities, one addBulk per stage.
-      enqueueBatchJobs: (accountId, jobs) =>
-        viaRedis(async () => {
-          const first = await fairPriority.nextBatchRange(accountId, jobs.length);
-          const byStage = { source: [] as { taskId: string; priority: number }[], submit: [] as { taskId: string; priority: number }[] };
-          jobs.forEach((job, i) => byStage[job.stage].push({ taskId: job.id, priority: first + i }));
-          await Promise.all([queues.enqueueBulk("source", byStage.source), queues.enqueueBulk("submit", byStage.submit)]);
-        }),
-      withdrawBatchJobs: async (jobs) => {
-        await Promise.all(jobs.map((job) => queues.withdraw(job.stage, job.id)));
-      },
-      credits,
-      chunkItems: config.BATCH_CHUNK_ITEMS,
-      uploadLeaseMs: config.BATCH_UPLOAD_LEASE_MS,
-      taskChanged: reports.taskChanged,
-      estimateRunMs: config.BATCH_ESTIMATE_RUN_MS,
-      maxStreams: config.BATCH_STREAMS_MAX,
-    },
+    batches: batchIntakeDeps(config, base, viaRedis, credits, reports.taskChanged),
     idempotency: { ttlMs: config.IDEMPOTENCY_KEY_TTL_SECONDS * 1000, inFlightMs: config.IDEMPOTENCY_IN_FLIGHT_SECONDS * 1000 },
     operations: {
       scrapeMetrics: createMetricsScrape({
@@ -222,37 +245,48 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
       queue: queues.queue,
     },
   };
-  // Expired Idempotency-Keys go; every API process prunes (a delete of nothing costs little).
-  const pruning = setInterval(() => {
-    pruneIdempotencyKeys(db).catch((error: unknown) => logger.warn({ err: error }, "idempotency keys not pruned"));
-  }, config.IDEMPOTENCY_PRUNE_EVERY_MS);
-  pruning.unref();
-  const app = buildApp(deps);
-  server.on("request", app);
-  // Expect: 100-continue reaches the app unanswered; the body readers send the 100 only once the
-  // request is authenticated and within budget, so a refused client never sends its body.
-  server.on("checkContinue", app);
-  logger.info({ url, publicBaseUrl, listen: `${config.HOST}:${port}`, storage: storage.describe }, "api listening");
-
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      clearInterval(pruning);
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        // Open streams and long-polls end now (a stream without its `end` event, so the client
-        // reconnects, to another process, with its Last-Event-ID); otherwise close() waits for them.
-        void hub.close();
-      });
-      await queues.close().catch(() => undefined);
-      await routes.close();
-      redis.disconnect();
-      storage.close();
-      if (callbackDb !== db) await callbackDb.destroy();
-      await db.destroy();
-      await identity.stop();
-      await flushTracing();
-    })());
-  return { url, port, publicBaseUrl, liveStats: () => ({ ...hub.stats(), open: liveLimits.inUse() }), stop };
+  return { deps, routes, hub, liveLimits };
 };
+
+// Redis down must be a fast 503 with nothing written, never a request that hangs.
+const redisGuard =
+  (redis: RedisClient, timeoutMs: number) =>
+  async <T>(work: () => Promise<T>): Promise<T> => {
+    if (redis.status !== "ready") throw queueUnavailable();
+    try {
+      return await withTimeout(work(), timeoutMs, "Redis");
+    } catch (error) {
+      throw queueUnavailable(error);
+    }
+  };
+
+const batchIntakeDeps = (
+  config: ApiConfig,
+  { db, storage, timing, queues, fairPriority }: ApiConnections,
+  viaRedis: ReturnType<typeof redisGuard>,
+  credits: CreditTerms,
+  taskChanged: TaskChangeNotifier,
+): ApiDeps["batches"] => ({
+  db,
+  storage,
+  stallRecheckMs: timing.stallRecheckMs,
+  checkCallbackUrl: (url) => checkCallbackDestination(url, config.ALLOWED_PRIVATE_HOSTS),
+  imageUrlRefusal: (url) => literalAddressRefusal(url, config.ALLOWED_PRIVATE_HOSTS),
+  // One HINCRBY for the chunk's priorities, one addBulk per stage.
+  enqueueBatchJobs: (accountId, jobs) =>
+    viaRedis(async () => {
+      const first = await fairPriority.nextBatchRange(accountId, jobs.length);
+      const byStage = { source: [] as { taskId: string; priority: number }[], submit: [] as { taskId: string; priority: number }[] };
+      jobs.forEach((job, i) => byStage[job.stage].push({ taskId: job.id, priority: first + i }));
+      await Promise.all([queues.enqueueBulk("source", byStage.source), queues.enqueueBulk("submit", byStage.submit)]);
+    }),
+  withdrawBatchJobs: async (jobs) => {
+    await Promise.all(jobs.map((job) => queues.withdraw(job.stage, job.id)));
+  },
+  credits,
+  chunkItems: config.BATCH_CHUNK_ITEMS,
+  uploadLeaseMs: config.BATCH_UPLOAD_LEASE_MS,
+  taskChanged,
+  estimateRunMs: config.BATCH_ESTIMATE_RUN_MS,
+  maxStreams: config.BATCH_STREAMS_MAX,
+});

@@ -1,11 +1,11 @@
-import { Queue, Worker } from "bullmq";
-import type { RedisClient } from "../domain/queues/redis-connection.ts";
 import pg from "pg";
 import { directDatabaseUrl } from "../domain/config/shared-env.schema.ts";
 import type { ServerKey } from "../domain/crypto/server-key.ts";
 import type { Db } from "../domain/db/database.ts";
 import type { Logger } from "../domain/logging/logger.ts";
-import { bullQueueName, jobCatalog, workerLockOptions } from "../domain/queues/job-catalog.ts";
+import { jobCatalog } from "../domain/queues/job-catalog.ts";
+import { startQueueWorker, type QueueWorkerOptions } from "../domain/queues/queue-worker.ts";
+import type { TaskQueues } from "../domain/queues/task-queues.ts";
 import { signImageLink } from "../domain/storage/signed-link.ts";
 import { createOriginAgents } from "../domain/http/origin-agents.ts";
 import { attemptClaimed, deliverWebhook, deliveryLeaseMs, type DeliverWebhookDeps } from "../domain/webhooks/deliver-webhook.ts";
@@ -16,7 +16,9 @@ import type { WorkerConfig } from "./worker.config.ts";
 export type OutboundWebhooksDeps = {
   config: WorkerConfig;
   db: Db;
-  redis: RedisClient;
+  // The process's queues (task-queues.ts) and its workers' options (queue-worker.ts).
+  queues: Pick<TaskQueues, "queue">;
+  workerOptions: QueueWorkerOptions;
   logger: Logger;
   serverKey: ServerKey;
   publicBaseUrl: string;
@@ -42,8 +44,8 @@ type DeliveryRef = { id: string; attempts: number };
 export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
   const { config, logger } = deps;
   const entry = jobCatalog.webhook;
-  const queue = new Queue(bullQueueName("webhook"), { connection: deps.redis, prefix: config.QUEUE_PREFIX });
-  const sweepQueue = new Queue(bullQueueName("webhookSweep"), { connection: deps.redis, prefix: config.QUEUE_PREFIX });
+  const queue = deps.queues.queue("webhook");
+  const sweepQueue = deps.queues.queue("webhookSweep");
   const addJob = async (delivery: DeliveryRef, delayMs: number) => {
     const data = entry.payload.parse({ deliveryId: delivery.id });
     await queue.add(entry.name, data, { ...entry.options, jobId: deliveryJobId(delivery), ...(delayMs > 0 ? { delay: Math.ceil(delayMs) } : {}) });
@@ -117,25 +119,22 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     }
   }
 
-  const workerOptions = { connection: deps.redis, prefix: config.QUEUE_PREFIX, ...workerLockOptions(config) };
-  const deliverer = new Worker(
-    bullQueueName("webhook"),
+  const deliverer = startQueueWorker(
+    "webhook",
     async (job) => deliverWebhook(deliverDeps, entry.payload.parse(job.data).deliveryId),
-    { ...workerOptions, concurrency: config.WEBHOOK_CONCURRENCY },
+    config.WEBHOOK_CONCURRENCY,
+    deps.workerOptions,
   );
-  const sweeper = new Worker(
-    bullQueueName("webhookSweep"),
+  const sweeper = startQueueWorker(
+    "webhookSweep",
     async () => {
       const due = await dueDeliveries(deps.db, SWEEP_BATCH);
       for (const delivery of due) await addJob(delivery, 0);
       return { due: due.length };
     },
-    { ...workerOptions, concurrency: 1 },
+    1,
+    deps.workerOptions,
   );
-  for (const [name, worker] of [["webhook", deliverer], ["webhook-sweep", sweeper]] as const) {
-    worker.on("error", (error) => logger.error({ err: error, queue: name }, "worker error"));
-    worker.on("failed", (job, error) => logger.warn({ jobId: job?.id, queue: name, err: error }, "job failed"));
-  }
   const ensureSchedule = () =>
     sweepQueue.upsertJobScheduler(
       "webhook-sweep",
@@ -144,6 +143,26 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     );
   await ensureSchedule();
 
+  const listener = await listenForDeliveries(config, logger, (delivery) =>
+    deliverSoon(delivery).catch((error: unknown) => logger.warn({ deliveryId: delivery.id, err: error }, "callback job not added; the sweep will add it")),
+  );
+
+  return {
+    ensureSchedule,
+    stop: async () => {
+      await listener.stop();
+      // Attempts under way here finish (each within its timeout); what arrives meanwhile is queued.
+      closed = true;
+      while (running.size > 0) await Promise.all([...running]);
+      // The queues are the process's, closed with the others (worker.server.ts).
+      await Promise.all([deliverer.close(), sweeper.close()]);
+      agents.close();
+    },
+  };
+};
+
+// Every event's NOTIFY (outbound-events.ts), heard on a connection of its own: a delivery to claim.
+const listenForDeliveries = async (config: WorkerConfig, logger: Logger, onDelivery: (delivery: DeliveryRef) => void) => {
   // LISTEN needs a connection of its own, outside the pool; it reconnects after any loss.
   let listener: pg.Client | undefined;
   let stopped = false;
@@ -170,9 +189,7 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     client.on("notification", (message) => {
       const [id, attempts] = (message.payload ?? "").split("_");
       if (!id || attempts === undefined) return;
-      deliverSoon({ id, attempts: Number(attempts) }).catch((error: unknown) =>
-        logger.warn({ deliveryId: id, err: error }, "callback job not added; the sweep will add it"),
-      );
+      onDelivery({ id, attempts: Number(attempts) });
     });
     try {
       await client.connect();
@@ -183,19 +200,11 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     }
   };
   await listen();
-
   return {
-    ensureSchedule,
     stop: async () => {
       stopped = true;
       clearTimeout(retry);
       await listener?.end().catch(() => undefined);
-      // Attempts under way here finish (each within its timeout); what arrives meanwhile is queued.
-      closed = true;
-      while (running.size > 0) await Promise.all([...running]);
-      await Promise.all([deliverer.close(), sweeper.close()]);
-      await Promise.all([queue.close(), sweepQueue.close()]).catch(() => undefined);
-      agents.close();
     },
   };
 };

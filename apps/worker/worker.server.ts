@@ -1,18 +1,19 @@
-import { Worker, type Processor } from "bullmq";
+import type { Processor, Worker } from "bullmq";
 import { lifecycleTimingFrom } from "../domain/config/lifecycle-env.schema.ts";
 import { dbOptionsFrom } from "../domain/config/shared-env.schema.ts";
 import { createDb } from "../domain/db/database.ts";
-import { createLogger } from "../domain/logging/logger.ts";
+import { createLogger, type Logger } from "../domain/logging/logger.ts";
 import { claimQueuePrefix } from "../domain/process/stack-identity.ts";
 import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
 import { startMetricsPush } from "../domain/metrics/metrics-push.ts";
 import { bullmqTelemetry, flushTracing, startTracing } from "../domain/telemetry/tracing.ts";
 import { metrics } from "../domain/metrics/metrics.ts";
-import { bullQueueName, jobCatalog, workerLockOptions, type JobKind } from "../domain/queues/job-catalog.ts";
+import { jobCatalog, type JobKind } from "../domain/queues/job-catalog.ts";
+import { startQueueWorker, type QueueWorkerOptions } from "../domain/queues/queue-worker.ts";
 import { createWorkerRedis, redisTargetFrom } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
-import { createTaskQueues } from "../domain/queues/task-queues.ts";
-import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
+import { createTaskQueues, probeQueueWritable, type TaskQueues } from "../domain/queues/task-queues.ts";
+import { createProviderRouteSet, type ProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
 import { createObjectStorage } from "../domain/storage/object-storage.ts";
 import { storageConfigFrom } from "../domain/storage/storage-config.ts";
@@ -29,10 +30,10 @@ import { resolveServerKey } from "../domain/config/secrets-env.schema.ts";
 import { startOutboundWebhooks } from "./outbound-webhooks.ts";
 import { signImageLink } from "../domain/storage/signed-link.ts";
 import { sql } from "kysely";
-import { probeQueueWritable } from "../domain/queues/task-queues.ts";
 import { startWorkerHealth, type WorkerHealth } from "./worker-health.ts";
 
 type StageKind = "source" | "submit" | "archive";
+type JobDrain = ReturnType<typeof createJobDrain>;
 
 export type RunningWorker = { providerKind: string; stop: () => Promise<void> };
 
@@ -44,6 +45,57 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   // First, so that a start stuck on Redis or Postgres is seen as such (503, naming the step).
   const health: WorkerHealth | undefined =
     config.WORKER_HEALTH_PORT === undefined ? undefined : await startWorkerHealth({ host: config.HOST, port: config.WORKER_HEALTH_PORT, logger });
+  const base = await openConnections(config, logger, health);
+  const { db, redis, queues, storage } = base;
+  const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, base.providerRoutes, config);
+  const reports = workerReports(config, base, routes, logger);
+  const drain = createJobDrain(logger);
+  const workers = startProcessors(config, base, { reports, routes, drain, publicBaseUrl });
+  const webhooks = await startOutboundWebhooks({ config, db, queues, workerOptions: base.workerOptions, logger, serverKey: base.serverKey, publicBaseUrl });
+  const ensureSchedules = async () => {
+    await queues.queue("reconcile").upsertJobScheduler(
+      "reconcile-sweep",
+      { every: config.RECONCILE_EVERY_MS },
+      { name: jobCatalog.reconcile.name, data: {}, opts: jobCatalog.reconcile.options },
+    );
+    await webhooks.ensureSchedule();
+  };
+  health?.starting("waiting for Redis (first check of our state) and for every processor's connection");
+  const watchdog = startRedisWatchdog({ db, routes, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
+  const metricsPush = startMetricsPush({ redis, prefix: config.QUEUE_PREFIX, everyMs: config.METRICS_PUSH_MS, logger });
+  await watchdog.firstCheck;
+  await ensureSchedules();
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  health?.running({
+    postgres: () => sql`select 1`.execute(db),
+    // Every queue this worker takes jobs from, written: on a cluster each lives on its own node.
+    redis: () => Promise.all(workers.map((w) => probeQueueWritable(redis, w))),
+    stoppedProcessors: () => workers.filter((w) => !w.isRunning()).map((w) => w.name),
+  });
+  logger.info(
+    { routes: base.providerRoutes.map((r) => ({ name: r.name, provider: r.kind, url: r.baseUrl, capacity: r.capacity })), storage: storage.describe },
+    "worker started",
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      // Active jobs finish or are handed back (job-drain.ts); only a kill leaves one to BullMQ's
+      // stall check. The slot lines close after the jobs waiting in them have left.
+      health?.draining();
+      await watchdog.stop();
+      await Promise.all([drain.drain(workers, config.WORKER_DRAIN_MS), webhooks.stop()]);
+      await routes.close();
+      await metricsPush.stop();
+      await flushTracing();
+      await closeConnections(base);
+      await health?.close();
+    })());
+  return { providerKind: base.providerRoutes[0]!.kind, stop };
+};
+
+// Redis, Postgres, queues and storage, each step named on the health endpoint while it waits.
+const openConnections = async (config: WorkerConfig, logger: Logger, health: WorkerHealth | undefined) => {
   health?.starting("checking the queue prefix in Redis");
   const identity = await claimQueuePrefix({ redis: redisTargetFrom(config), prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "worker", shared: config.QUEUE_PREFIX_SHARED, logger });
   health?.starting("connecting to Redis and Postgres and starting the processors");
@@ -56,29 +108,41 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   const timing = lifecycleTimingFrom(config);
   const storage = await createObjectStorage(storageConfigFrom(config));
   const serverKey = await resolveServerKey(config);
-  // Links to a task's stored source, for PROVIDER_IMAGE_DELIVERY=link (the API's files route checks them).
-  const sourceLinkKey = serverKey.derive("image-links");
+  const workerOptions: QueueWorkerOptions = { connection: redis, prefix: config.QUEUE_PREFIX, logger, lock: config, ...(telemetry ? { telemetry } : {}) };
+  return { identity, db, redis, queues, providerRoutes, timing, storage, serverKey, workerOptions };
+};
+type WorkerConnections = Awaited<ReturnType<typeof openConnections>>;
 
-  const routes = createProviderRouteSet(redis, config.QUEUE_PREFIX, providerRoutes, config);
-  const taskChanged = createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger);
-  const reports = {
-    db,
-    taskChanged,
-    logger,
-    releaseSlots: (taskId: string) => routes.releaseSlots(taskId),
-    runTimeOf: (route: string | null) => (routes.of(route) ?? routes.all[0]!).runTime,
-    enqueueArchive: (taskId: string) => queues.enqueue("archive", { taskId }),
-    callbackGraceMs: timing.callbackGraceMs,
-    pollAtExpectedEnd: timing.pollAtExpectedEnd,
-    stallRecheckMs: timing.stallRecheckMs,
-  };
+const closeConnections = async (base: WorkerConnections) => {
+  await base.queues.close().catch(() => undefined);
+  base.redis.disconnect();
+  base.storage.close();
+  await base.db.destroy();
+  await base.identity.stop();
+};
 
-  // A job that ended (failed for good, or completed while its task still waits) is re-run; one that
-  // is waiting, delayed or active is left alone. One that BullMQ failed because it kept taking its
-  // worker down (stalled past JOB_MAX_CRASHES) is a poison message: its task fails instead.
-  // `priority` may be a function: asked only when a job is really added, so that a sweep that finds
-  // the job in place takes no place in line (fair-priority.ts counts every number handed out).
-  const redriveJob = async (kind: StageKind, taskId: string, priority?: number | (() => Promise<number>)) => {
+// What every task transition of the worker's is given (fail-task.ts, task-transition.ts).
+const workerReports = (config: WorkerConfig, { db, redis, queues, timing }: WorkerConnections, routes: ProviderRouteSet, logger: Logger) => ({
+  db,
+  taskChanged: createTaskChangeNotifier(redis, config.QUEUE_PREFIX, logger),
+  logger,
+  releaseSlots: (taskId: string) => routes.releaseSlots(taskId),
+  runTimeOf: (route: string | null) => (routes.of(route) ?? routes.all[0]!).runTime,
+  enqueueArchive: (taskId: string) => queues.enqueue("archive", { taskId }),
+  callbackGraceMs: timing.callbackGraceMs,
+  pollAtExpectedEnd: timing.pollAtExpectedEnd,
+  stallRecheckMs: timing.stallRecheckMs,
+});
+type WorkerReports = ReturnType<typeof workerReports>;
+
+// A job that ended (failed for good, or completed while its task still waits) is re-run; one that
+// is waiting, delayed or active is left alone. One that BullMQ failed because it kept taking its
+// worker down (stalled past JOB_MAX_CRASHES) is a poison message: its task fails instead.
+// `priority` may be a function: asked only when a job is really added, so that a sweep that finds
+// the job in place takes no place in line (fair-priority.ts counts every number handed out).
+const redriver = (config: WorkerConfig, queues: TaskQueues, reports: WorkerReports) => {
+  const { logger } = reports;
+  return async (kind: StageKind, taskId: string, priority?: number | (() => Promise<number>)) => {
     const job = await queues.queue(kind).getJob(taskId);
     const state = job ? await job.getState() : "missing";
     if (job && state === "failed" && /stalled more than allowable limit/i.test(job.failedReason ?? "")) {
@@ -95,10 +159,21 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       await queues.enqueue(kind, { taskId }, { priority: typeof priority === "function" ? await priority() : priority });
     }
   };
-  const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);
+};
 
+// The task stages' processors, each on its queue with its concurrency.
+const startProcessors = (
+  config: WorkerConfig,
+  base: WorkerConnections,
+  { reports, routes, drain, publicBaseUrl }: { reports: WorkerReports; routes: ProviderRouteSet; drain: JobDrain; publicBaseUrl: string },
+): Worker[] => {
+  const { db, storage, timing } = base;
+  const { taskChanged, logger } = reports;
+  // Links to a task's stored source, for PROVIDER_IMAGE_DELIVERY=link (the API's files route checks them).
+  const sourceLinkKey = base.serverKey.derive("image-links");
+  const redriveJob = redriver(config, base.queues, reports);
+  const fairPriority = createFairPriority(base.redis, config.QUEUE_PREFIX);
   const workers: Worker[] = [];
-  const drain = createJobDrain(logger);
   const run = (kind: JobKind, processor: Processor, concurrency: number) => {
     const queueName = jobCatalog[kind].queue;
     // Time from being due (added, or its delay over) to being taken, on a job's first run (a retry's
@@ -107,16 +182,7 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
       if (job.attemptsStarted <= 1) metrics.jobWait.observe({ queue: queueName }, Math.max(0, Date.now() - job.timestamp - (job.opts.delay ?? 0)) / 1000);
       return processor(job, token);
     });
-    const worker = new Worker(bullQueueName(kind), timed, {
-      connection: redis,
-      prefix: config.QUEUE_PREFIX,
-      concurrency,
-      ...workerLockOptions(config),
-      ...(telemetry ? { telemetry } : {}),
-    });
-    worker.on("error", (error) => logger.error({ err: error, queue: kind }, "worker error"));
-    worker.on("failed", (job, error) => logger.warn({ jobId: job?.id, queue: kind, attempts: job?.attemptsMade, err: error }, "job failed"));
-    workers.push(worker);
+    workers.push(startQueueWorker(kind, timed, concurrency, base.workerOptions));
   };
 
   run(
@@ -198,49 +264,5 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
     }),
     1,
   );
-  const webhooks = await startOutboundWebhooks({ config, db, redis, logger, serverKey, publicBaseUrl });
-  const ensureSchedules = async () => {
-    await queues.queue("reconcile").upsertJobScheduler(
-      "reconcile-sweep",
-      { every: config.RECONCILE_EVERY_MS },
-      { name: jobCatalog.reconcile.name, data: {}, opts: jobCatalog.reconcile.options },
-    );
-    await webhooks.ensureSchedule();
-  };
-  health?.starting("waiting for Redis (first check of our state) and for every processor's connection");
-  const watchdog = startRedisWatchdog({ db, routes, redis, prefix: config.QUEUE_PREFIX, logger, ensureSchedules, everyMs: config.REDIS_WATCHDOG_MS });
-  const metricsPush = startMetricsPush({ redis, prefix: config.QUEUE_PREFIX, everyMs: config.METRICS_PUSH_MS, logger });
-  await watchdog.firstCheck;
-  await ensureSchedules();
-  await Promise.all(workers.map((w) => w.waitUntilReady()));
-  health?.running({
-    postgres: () => sql`select 1`.execute(db),
-    // Every queue this worker takes jobs from, written: on a cluster each lives on its own node.
-    redis: () => Promise.all(workers.map((w) => probeQueueWritable(redis, w))),
-    stoppedProcessors: () => workers.filter((w) => !w.isRunning()).map((w) => w.name),
-  });
-  logger.info(
-    { routes: providerRoutes.map((r) => ({ name: r.name, provider: r.kind, url: r.baseUrl, capacity: r.capacity })), storage: storage.describe },
-    "worker started",
-  );
-
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      // Active jobs finish or are handed back (job-drain.ts); only a kill leaves one to BullMQ's
-      // stall check. The slot lines close after the jobs waiting in them have left.
-      health?.draining();
-      await watchdog.stop();
-      await Promise.all([drain.drain(workers, config.WORKER_DRAIN_MS), webhooks.stop()]);
-      await routes.close();
-      await metricsPush.stop();
-      await flushTracing();
-      await queues.close().catch(() => undefined);
-      redis.disconnect();
-      storage.close();
-      await db.destroy();
-      await identity.stop();
-      await health?.close();
-    })());
-  return { providerKind: providerRoutes[0]!.kind, stop };
+  return workers;
 };

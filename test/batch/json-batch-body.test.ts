@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { canonical } from "../../apps/api/middleware/idempotency.ts";
+import { canonical } from "../../apps/domain/idempotency/request-hash.ts";
 import type { AppError } from "../../apps/domain/errors/app-error.ts";
 import { scanJsonBatchBody, type BodyChunks } from "../../apps/domain/batch/json-batch-body.ts";
 

@@ -10,15 +10,7 @@ import {
   type StoredAnswer,
 } from "../../domain/idempotency/idempotency-key.ts";
 import type { Db } from "../../domain/db/database.ts";
-
-// Key order does not make two bodies different.
-export const canonical = (value: unknown): unknown => {
-  if (Array.isArray(value)) return value.map(canonical);
-  if (typeof value === "object" && value !== null) {
-    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical((value as Record<string, unknown>)[k])]));
-  }
-  return value;
-};
+import { canonical } from "../../domain/idempotency/request-hash.ts";
 
 // `writeBody` writes the canonical body's JSON into the hash (a JSON batch does it item by item).
 export const jsonRequestHash = (req: Request, writeBody: (hash: Hash) => void = (hash) => void hash.update(JSON.stringify(canonical(req.body) ?? null))) => {
@@ -26,6 +18,11 @@ export const jsonRequestHash = (req: Request, writeBody: (hash: Hash) => void = 
   writeBody(hash);
   return hash.digest("hex");
 };
+
+// A streamed body's hash starts the same way, with its media type (the same bytes as CSV and as
+// NDJSON are two requests); the body is written into it as it is read (request-hash.ts hashing).
+export const streamRequestHash = (req: Request, mediaType: string) =>
+  createHash("sha256").update(`${scopeOf(req)}?${new URL(req.originalUrl, "http://x").search}\n${mediaType}\n`);
 
 export const idempotencyKeyOf = (req: Request) => {
   const key = req.headers["idempotency-key"];
@@ -95,4 +92,31 @@ export const idempotentJson = (db: Db, options: IdempotencyOptions) => async (re
   if (claim.kind !== "claimed") throw refusal(claim);
   recordAnswer(db, res, { accountId, key, requestHash: () => requestHash });
   next();
+};
+
+// For a body read as it streams (a batch upload): the key is claimed before the body is read, so
+// the request's hash is known only at its end (`body.digest`, set by the caller once read). A key
+// answered already is a replay only if the body is the same one: then it is read through the hash
+// and dropped. True when the request was answered here (replayed).
+export const claimStreamedKey = async (
+  db: Db,
+  options: IdempotencyOptions,
+  req: Request,
+  res: Response,
+  ids: { accountId: string; key: string },
+  body: { hash: Hash; digest: string | undefined },
+): Promise<boolean> => {
+  const claim = await claimIdempotencyKey(db, { ...ids, scope: scopeOf(req), requestHash: undefined }, options);
+  if (claim.kind === "in_flight") throw refusal(claim);
+  if (claim.kind === "mismatch") throw refusal(claim);
+  if (claim.kind === "replay") {
+    if (claim.requestHash === null) return (replay(res, claim.answer), true);
+    // The body decides between a replay and a mismatch: read it through the hash, keep nothing.
+    if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
+    for await (const chunk of req as AsyncIterable<Buffer>) body.hash.update(chunk);
+    if (body.hash.digest("hex") === claim.requestHash) return (replay(res, claim.answer), true);
+    throw refusal({ kind: "mismatch" });
+  }
+  recordAnswer(db, res, { ...ids, requestHash: () => body.digest ?? null });
+  return false;
 };

@@ -2,11 +2,11 @@ import { Router } from "express";
 import { accountBalance } from "../../domain/credits/credit-ledger.ts";
 import { accountUsage, dailyCredits } from "../../domain/credits/credit-totals.ts";
 import { validationError } from "../../domain/errors/app-error.ts";
-import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
 import { problemDetailsHandler, providerErrorHandler } from "../middleware/error-handlers.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
+import { parseInput } from "./parse-request.ts";
 import { accountCostsQuerySchema, accountUsageQuerySchema, type AccountCostsAnswer, type AccountUsageView } from "../presenters/account-usage.schema.ts";
 
 const MAX_PERIOD_DAYS = 366;
@@ -16,11 +16,10 @@ const monthStart = (now: Date, offset: number) => new Date(Date.UTC(now.getUTCFu
 
 // The period asked for, by default the current UTC month.
 const periodOf = (query: unknown) => {
-  const parsed = accountUsageQuerySchema.safeParse(query);
-  if (!parsed.success) throw validationError(toFieldViolations(parsed.error, "query"));
+  const parsed = parseInput(accountUsageQuerySchema, query, "query");
   const now = new Date();
-  const from = parsed.data.from ? new Date(parsed.data.from) : monthStart(now, 0);
-  const to = parsed.data.to ? new Date(parsed.data.to) : monthStart(now, 1);
+  const from = parsed.from ? new Date(parsed.from) : monthStart(now, 0);
+  const to = parsed.to ? new Date(parsed.to) : monthStart(now, 1);
   if (to <= from) throw validationError([{ field: "to", message: "must be after from" }]);
   if (to.getTime() - from.getTime() > MAX_PERIOD_DAYS * DAY_MS) throw validationError([{ field: "to", message: `the period may span at most ${MAX_PERIOD_DAYS} days` }]);
   return { from, to };
@@ -71,9 +70,7 @@ export const accountCostsRouter = (deps: ApiDeps): Router => {
   const router = Router();
   router.use(authenticate(deps.authenticator));
   router.get("/costs", async (req, res) => {
-    const parsed = accountCostsQuerySchema.safeParse(req.query);
-    if (!parsed.success) throw validationError(toFieldViolations(parsed.error, "query"));
-    const { start_time: start, end_time: end, resource_pack_name: packName } = parsed.data;
+    const { start_time: start, end_time: end, resource_pack_name: packName } = parseInput(accountCostsQuerySchema, req.query, "query");
     const accountId = res.locals.accountId;
     const [balance, days, account] = await Promise.all([
       accountBalance(deps.db, accountId, deps.intake.credits.defaultCap),

@@ -1,41 +1,35 @@
-import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { Router, type Request, type Response } from "express";
 import { z } from "zod";
-import { acceptBatch, BatchBrokenOffError, type BatchIntakeResult, type BatchSource } from "../../domain/batch/accept-batch.ts";
+import { acceptBatch, BatchBrokenOffError } from "../../domain/batch/accept-batch.ts";
+import type { BatchIntakeResult, BatchSource } from "../../domain/batch/batch-intake.ts";
 import { ndjsonItems } from "../../domain/batch/batch-item-sources.ts";
 import { csvItems } from "../../domain/batch/csv-batch-body.ts";
 import { scanJsonBatchBody, type BodyChunks } from "../../domain/batch/json-batch-body.ts";
-import { itemCredits, jsonBatchBodySchema, MAX_JSON_ITEMS, parseBatchItem, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
+import { jsonBatchBodySchema, MAX_JSON_ITEMS, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
 import { batchProgress, batchesProgress, findAccountBatch, listAccountBatches, listBatchTasks } from "../../domain/batch/batch.repository.ts";
 import { cancelBatch, retryBatch } from "../../domain/batch/batch-control.ts";
-import { estimateDurationSeconds } from "../../domain/batch/batch-spend.ts";
-import { accountBalance } from "../../domain/credits/credit-ledger.ts";
+import { planBatch, plannedCredits } from "../../domain/batch/plan-batch.ts";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
-import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { claimIdempotencyKey, completeIdempotencyKey } from "../../domain/idempotency/idempotency-key.ts";
+import { canonical, hashing } from "../../domain/idempotency/request-hash.ts";
 import { taskStatuses } from "../../domain/task/task-status.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
 import { readJsonBodyChunks } from "../middleware/body-intake.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
-import { canonical, idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, replay, scopeOf } from "../middleware/idempotency.ts";
+import { claimStreamedKey, idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, replay, scopeOf, streamRequestHash } from "../middleware/idempotency.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
-import { toBatchView, toIntakeView } from "../../domain/batch/batch.presenter.ts";
+import { toBatchView, toDryRunView, toIntakeView } from "../../domain/batch/batch.presenter.ts";
 import { openBatchFeed } from "../../domain/live-progress/batch-feed.ts";
 import { uuidCursorSchema, pageLimitSchema } from "../../domain/db/keyset-page.ts";
 import { streamFeed } from "./sse-stream.ts";
 import { toNativeTask } from "../presenters/task.presenter.ts";
 import { streamManifest } from "./batch-manifest.ts";
+import { parseInput } from "./parse-request.ts";
 
 // A JSON batch of 10,000 items with URLs is a few MB; inline images belong in the streamed forms.
 const jsonLimitBytes = 32 * 1024 * 1024;
-
-const parse = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
-  return parsed.data;
-};
 
 const jsonQuerySchema = z.strictObject(
   {
@@ -78,61 +72,36 @@ const streamedSources: Record<string, BatchSource> = {
   "text/csv": "csv",
 };
 
-// The body's bytes pass through a hash on their way to the parser (for Idempotency-Key).
-async function* hashing(source: AsyncIterable<Buffer>, hash: ReturnType<typeof createHash>): AsyncGenerator<Buffer> {
-  for await (const chunk of source) {
-    hash.update(chunk);
-    yield chunk;
-  }
-}
-
-const streamHashBase = (req: Request) =>
-  createHash("sha256").update(`${scopeOf(req)}?${new URL(req.originalUrl, "http://x").search}\n${mediaType(req)}\n`);
-
-// The routes' learnt run times, weighted by their capacity; undefined while none has been observed.
-const routesRunTimeMs = async (routes: ApiDeps["providerRoutes"]): Promise<number | undefined> => {
-  const known = (await Promise.all(routes.all.map(async (r) => ({ capacity: r.route.capacity, ms: await r.runTime.estimateMs() })))).filter(
-    (r): r is { capacity: number; ms: number } => r.ms !== undefined,
+// An atomic batch with a bad item: nothing was created, and each bad line is named.
+const atomicRefusal = (result: BatchIntakeResult) =>
+  new AppError(
+    "validation_failed",
+    `${result.rejected} item(s) are invalid; nothing was created (atomic)`,
+    { violations: result.errors.map((e) => ({ field: `line ${e.line}: ${e.field}`, message: e.message })) },
   );
-  const weight = known.reduce((sum, r) => sum + r.capacity, 0);
-  return weight > 0 ? known.reduce((sum, r) => sum + r.ms * r.capacity, 0) / weight : undefined;
-};
+
+// Upload incomplete: the batch exists with what was accepted. The key keeps that answer, so that a
+// retry with it learns what happened instead of creating the same items again.
+const keepBrokenOffAnswer = (deps: ApiDeps, ids: { accountId: string; key: string }, error: BatchBrokenOffError) =>
+  completeIdempotencyKey(
+    deps.db,
+    { ...ids, requestHash: null },
+    { status: error.httpStatus, body: { title: "Upload incomplete", status: error.httpStatus, detail: error.message, batch_id: error.batchId } },
+  ).catch(() => undefined);
 
 export const batchesRouter = (deps: ApiDeps): Router => {
   const router = Router();
   router.use(authenticate(deps.authenticator));
   // Streamed uploads being read by this process (BATCH_STREAMS_MAX).
   let streamsOpen = 0;
+  const planDeps = { db: deps.db, providerRoutes: deps.providerRoutes, credits: deps.batches.credits, estimateRunMs: deps.batches.estimateRunMs };
 
-  const answerIntake = async (res: Response, accountId: string, result: BatchIntakeResult, dryRun: boolean, atomic: boolean) => {
+  const answerIntake = async (res: Response, accountId: string, result: BatchIntakeResult, dryRun: boolean) => {
     if (dryRun) {
-      const [runMs, balance] = await Promise.all([routesRunTimeMs(deps.providerRoutes), accountBalance(deps.db, accountId, deps.batches.credits.defaultCap)]);
-      const { cap } = balance;
-      const spend = { spent: balance.spent, committed: balance.reserved };
-      // Every route's slots work the backlog together (PROVIDER_ROUTES).
-      const capacity = deps.providerRoutes.all.reduce((sum, r) => sum + r.route.capacity, 0);
-      const runTimeMs = Math.round(runMs ?? deps.batches.estimateRunMs);
-      const backlogImages = deps.batches.credits.perImage > 0 ? Math.round(spend.committed / deps.batches.credits.perImage) : 0;
-      res.status(200).json({
-        dry_run: true,
-        items: result.accepted,
-        ...toIntakeView(result),
-        images: result.images,
-        estimated_duration_seconds: estimateDurationSeconds(result.images, backlogImages, capacity, runTimeMs),
-        capacity: { provider_slots: capacity, run_time_ms: runTimeMs, run_time_observed: runMs !== undefined, backlog_images: backlogImages },
-        spend_cap: cap === undefined ? null : { cap, spent: spend.spent, committed: spend.committed, would_exceed: spend.spent + spend.committed + result.credits > cap },
-      });
+      res.status(200).json(toDryRunView(result, await planBatch(planDeps, accountId, result)));
       return;
     }
-    if (!result.batchId) {
-      // Atomic and refused: nothing was created.
-      throw new AppError(
-        "validation_failed",
-        `${result.rejected} item(s) are invalid; nothing was created (atomic)`,
-        { violations: result.errors.map((e) => ({ field: `line ${e.line}: ${e.field}`, message: e.message })) },
-      );
-    }
-    void atomic;
+    if (!result.batchId) throw atomicRefusal(result);
     const batch = await findAccountBatch(deps.db, accountId, result.batchId);
     res
       .status(201)
@@ -145,51 +114,75 @@ export const batchesRouter = (deps: ApiDeps): Router => {
     instead: "send a larger batch as NDJSON (application/x-ndjson) or CSV (text/csv): those are read as they stream, with no size limit",
   });
 
-  router.post("/", jsonReader, async (req, res) => {
-    const accountId = res.locals.accountId;
-    const key = idempotencyKeyOf(req);
-    const type = mediaType(req);
-    if (type === "application/json" || /^application\/[\w.-]+\+json$/.test(type)) {
-      // The JSON form: its bytes are kept as they came and each item is parsed on its own
-      // (json-batch-body.ts), so memory stays near the body's size.
-      const query = parse(jsonQuerySchema, req.query);
-      const given = req.body as BodyChunks | undefined;
-      if (given === undefined) throw validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
-      const scanned = scanJsonBatchBody(given.length === 0 ? emptyBody : given, MAX_JSON_ITEMS + 1);
-      if (scanned === "not_an_object") throw notAnObject(given);
-      if (key !== undefined) {
-        const requestHash = jsonRequestHash(req, (hash) => scanned.hashCanonical(hash, canonical));
-        const claim = await claimIdempotencyKey(deps.db, { accountId, key, scope: scopeOf(req), requestHash }, deps.idempotency);
-        if (claim.kind === "replay") return replay(res, claim.answer);
-        if (claim.kind !== "claimed") throw refusal(claim);
-        recordAnswer(deps.db, res, { accountId, key, requestHash: () => requestHash });
-      }
-      // The items are checked for their count here, and one by one as they are accepted.
-      const head = Object.fromEntries(scanned.fields);
-      if (scanned.itemCount !== undefined) head.items = new Array<unknown>(scanned.itemCount);
-      const body = parse(jsonBatchBodySchema, head);
-      const dryRun = truthy(query.dry_run);
-      const atomic = truthy(query.atomic);
-      // Known up front: a batch over the spend cap is refused whole.
-      let plannedCredits = 0;
-      for (let i = 0; i < body.items.length; i++) {
-        const item = scanned.item(i);
-        if (typeof item !== "object" || item === null || Array.isArray(item)) continue;
-        const checked = parseBatchItem(body.defaults, item as Record<string, unknown>);
-        if (checked.ok) plannedCredits += itemCredits(checked.request.n, deps.batches.credits.perImage);
-      }
-      const result = await acceptBatch(deps.batches, {
-        accountId,
-        source: "json",
-        fields: { name: body.name, callback_url: body.callback_url, defaults: body.defaults },
-        items: scanned.items(),
-        atomic,
-        dryRun,
-        plannedCredits,
-      });
-      return answerIntake(res, accountId, result, dryRun, atomic);
+  // The JSON form: its bytes are kept as they came and each item is parsed on its own
+  // (json-batch-body.ts), so memory stays near the body's size.
+  const postJsonBatch = async (req: Request, res: Response, accountId: string, key: string | undefined) => {
+    const query = parseInput(jsonQuerySchema, req.query);
+    const given = req.body as BodyChunks | undefined;
+    if (given === undefined) throw validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
+    const scanned = scanJsonBatchBody(given.length === 0 ? emptyBody : given, MAX_JSON_ITEMS + 1);
+    if (scanned === "not_an_object") throw notAnObject(given);
+    if (key !== undefined) {
+      const requestHash = jsonRequestHash(req, (hash) => scanned.hashCanonical(hash, canonical));
+      const claim = await claimIdempotencyKey(deps.db, { accountId, key, scope: scopeOf(req), requestHash }, deps.idempotency);
+      if (claim.kind === "replay") return replay(res, claim.answer);
+      if (claim.kind !== "claimed") throw refusal(claim);
+      recordAnswer(deps.db, res, { accountId, key, requestHash: () => requestHash });
     }
+    // The items are checked for their count here, and one by one as they are accepted.
+    const head = Object.fromEntries(scanned.fields);
+    if (scanned.itemCount !== undefined) head.items = new Array<unknown>(scanned.itemCount);
+    const body = parseInput(jsonBatchBodySchema, head);
+    const dryRun = truthy(query.dry_run);
+    const result = await acceptBatch(deps.batches, {
+      accountId,
+      source: "json",
+      fields: { name: body.name, callback_url: body.callback_url, defaults: body.defaults },
+      items: scanned.items(),
+      atomic: truthy(query.atomic),
+      dryRun,
+      // Known up front: a batch over the spend cap is refused whole.
+      plannedCredits: plannedCredits(body.defaults, body.items.length, (i) => scanned.item(i), deps.batches.credits.perImage),
+    });
+    return answerIntake(res, accountId, result, dryRun);
+  };
 
+  // NDJSON or CSV, read as it streams: memory holds one chunk of items whatever the upload's size.
+  const postStreamedBatch = async (req: Request, res: Response, accountId: string, key: string | undefined, source: BatchSource, type: string) => {
+    const query = parseInput(streamedBatchQuerySchema, req.query);
+    if (streamsOpen >= deps.batches.maxStreams) {
+      throw new AppError("server_busy", `this server is reading ${streamsOpen} streamed batch uploads already; nothing was stored, retry in a few seconds`);
+    }
+    streamsOpen++;
+    try {
+      const hashed = { hash: streamRequestHash(req, type), digest: undefined as string | undefined };
+      if (key !== undefined && (await claimStreamedKey(deps.db, deps.idempotency, req, res, { accountId, key }, hashed))) return;
+      if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
+      const body = hashing(req as AsyncIterable<Buffer>, hashed.hash);
+      try {
+        const result = await acceptBatch(deps.batches, {
+          accountId,
+          source,
+          fields: query.fields,
+          items: source === "csv" ? csvItems(body) : ndjsonItems(body),
+          atomic: query.atomic,
+          dryRun: query.dryRun,
+        });
+        hashed.digest = hashed.hash.digest("hex");
+        return await answerIntake(res, accountId, result, query.dryRun);
+      } catch (error) {
+        if (error instanceof BatchBrokenOffError && key !== undefined) await keepBrokenOffAnswer(deps, { accountId, key }, error);
+        throw error;
+      }
+    } finally {
+      streamsOpen--;
+    }
+  };
+
+  router.post("/", jsonReader, async (req, res) => {
+    const type = mediaType(req);
+    const key = idempotencyKeyOf(req);
+    if (type === "application/json" || /^application\/[\w.-]+\+json$/.test(type)) return postJsonBatch(req, res, res.locals.accountId, key);
     const source = streamedSources[type];
     if (!source) {
       throw new AppError("unsupported_media_type", "send the batch as application/json, application/x-ndjson or text/csv");
@@ -197,71 +190,11 @@ export const batchesRouter = (deps: ApiDeps): Router => {
     if ((req.headers["content-encoding"] ?? "identity").toLowerCase() !== "identity") {
       throw new AppError("unsupported_media_type", "a streamed batch must be sent without Content-Encoding");
     }
-    const query = parse(streamedBatchQuerySchema, req.query);
-    if (streamsOpen >= deps.batches.maxStreams) {
-      throw new AppError("server_busy", `this server is reading ${streamsOpen} streamed batch uploads already; nothing was stored, retry in a few seconds`);
-    }
-    streamsOpen++;
-    try {
-      return await readStreamedBatch(req, res, accountId, key, source, query);
-    } finally {
-      streamsOpen--;
-    }
+    return postStreamedBatch(req, res, res.locals.accountId, key, source, type);
   });
 
-  const readStreamedBatch = async (
-    req: Request,
-    res: Response,
-    accountId: string,
-    key: string | undefined,
-    source: BatchSource,
-    query: z.output<typeof streamedBatchQuerySchema>,
-  ) => {
-    const hash = streamHashBase(req);
-    let hashed: string | undefined;
-    if (key !== undefined) {
-      const claim = await claimIdempotencyKey(deps.db, { accountId, key, scope: scopeOf(req), requestHash: undefined }, deps.idempotency);
-      if (claim.kind === "in_flight") throw refusal(claim);
-      if (claim.kind === "mismatch") throw refusal(claim);
-      if (claim.kind === "replay") {
-        if (claim.requestHash === null) return replay(res, claim.answer);
-        // The body decides between a replay and a mismatch: read it through the hash, keep nothing.
-        if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
-        for await (const chunk of req as AsyncIterable<Buffer>) hash.update(chunk);
-        if (hash.digest("hex") === claim.requestHash) return replay(res, claim.answer);
-        throw refusal({ kind: "mismatch" });
-      }
-      recordAnswer(deps.db, res, { accountId, key, requestHash: () => hashed ?? null });
-    }
-    if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
-    const body = hashing(req as AsyncIterable<Buffer>, hash);
-    try {
-      const result = await acceptBatch(deps.batches, {
-        accountId,
-        source,
-        fields: query.fields,
-        items: source === "csv" ? csvItems(body) : ndjsonItems(body),
-        atomic: query.atomic,
-        dryRun: query.dryRun,
-      });
-      hashed = hash.digest("hex");
-      return await answerIntake(res, accountId, result, query.dryRun, query.atomic);
-    } catch (error) {
-      // The batch exists with what was accepted: the key keeps that answer, so that a retry with it
-      // learns what happened instead of creating the same items again.
-      if (error instanceof BatchBrokenOffError && key !== undefined) {
-        await completeIdempotencyKey(
-          deps.db,
-          { accountId, key, requestHash: null },
-          { status: error.httpStatus, body: { title: "Upload incomplete", status: error.httpStatus, detail: error.message, batch_id: error.batchId } },
-        ).catch(() => undefined);
-      }
-      throw error;
-    }
-  };
-
   router.get("/", async (req, res) => {
-    const query = parse(batchListQuerySchema, req.query);
+    const query = parseInput(batchListQuerySchema, req.query);
     const page = await listAccountBatches(deps.db, res.locals.accountId, query);
     const data = (await batchesProgress(deps.db, page.batches)).map(toBatchView);
     res.json({ data, next_cursor: page.nextCursor ?? null });
@@ -286,7 +219,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   );
 
   router.get("/:batchId/tasks", async (req, res) => {
-    const query = parse(batchTasksQuerySchema, req.query);
+    const query = parseInput(batchTasksQuerySchema, req.query);
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
     const page = await listBatchTasks(deps.db, batch.id, query);
     res.json({
@@ -296,7 +229,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/:batchId/results", async (req, res) => {
-    const format = parse(batchResultsQuerySchema, req.query).format;
+    const format = parseInput(batchResultsQuerySchema, req.query).format;
     const batch = await findAccountBatch(deps.db, res.locals.accountId, req.params.batchId);
     const chosen = format ?? (req.accepts(["application/x-ndjson", "text/csv"]) === "text/csv" ? "csv" : "ndjson");
     await streamManifest(deps, res, batch.id, chosen);

@@ -1,7 +1,5 @@
 import { Router } from "express";
 import { z } from "zod";
-import { validationError } from "../../domain/errors/app-error.ts";
-import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { acceptTask } from "../../domain/task/accept-task.ts";
 import { getAccountTask, pageAccountTasks } from "../../domain/task/task.repository.ts";
 import { toProviderStatus } from "../../domain/task/task-status.ts";
@@ -11,7 +9,7 @@ import { readJsonBody } from "../middleware/body-intake.ts";
 import { providerErrorHandler } from "../middleware/error-handlers.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { toProviderTask } from "../presenters/task.presenter.ts";
-import { parseExpandRequest } from "./parse-body.ts";
+import { parseExpandRequest, parseInput } from "./parse-request.ts";
 import { afterWait, parseWaitSeconds } from "./task-live.route.ts";
 
 // KLING.md "List": pageNum 1..1000, pageSize 1..500.
@@ -49,9 +47,8 @@ export const dropinExpandRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/", async (req, res) => {
-    const parsed = dropinListQuerySchema.safeParse(req.query);
-    if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
-    const tasks = await pageAccountTasks(deps.db, res.locals.accountId, parsed.data);
+    const query = parseInput(dropinListQuerySchema, req.query);
+    const tasks = await pageAccountTasks(deps.db, res.locals.accountId, query);
     res.json({ code: 0, message: "SUCCEED", request_id: res.locals.requestId, data: tasks.map((t) => toProviderTask(t, deps.signLink)) });
   });
 

@@ -1,7 +1,5 @@
 import { Router } from "express";
 import { z } from "zod";
-import { validationError } from "../../domain/errors/app-error.ts";
-import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
 import { acceptTask } from "../../domain/task/accept-task.ts";
 import { getAccountTask, listAccountTasks, listTaskEvents } from "../../domain/task/task.repository.ts";
 import { taskStatuses } from "../../domain/task/task-status.ts";
@@ -13,7 +11,7 @@ import { problemDetailsHandler } from "../middleware/error-handlers.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
 import { idempotentJson } from "../middleware/idempotency.ts";
 import { toNativeEvent, toNativeTask } from "../presenters/task.presenter.ts";
-import { parseExpandRequest } from "./parse-body.ts";
+import { parseExpandRequest, parseInput } from "./parse-request.ts";
 import { sendStoredImage } from "./send-stored-image.ts";
 import { afterWait, parseWaitSeconds, taskStreamHandler } from "./task-live.route.ts";
 
@@ -25,12 +23,6 @@ export const nativeListQuerySchema = z.object({
   cursor: uuidCursorSchema.optional(),
   limit: pageLimitSchema,
 });
-
-const parseQuery = <S extends z.ZodType>(schema: S, query: unknown): z.output<S> => {
-  const parsed = schema.safeParse(query);
-  if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
-  return parsed.data;
-};
 
 export const nativeTasksRouter = (deps: ApiDeps): Router => {
   const router = Router();
@@ -51,7 +43,7 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/", async (req, res) => {
-    const query = parseQuery(nativeListQuerySchema, req.query);
+    const query = parseInput(nativeListQuerySchema, req.query);
     const page = await listAccountTasks(deps.db, res.locals.accountId, {
       externalTaskId: query.external_task_id,
       status: query.status,
@@ -76,7 +68,7 @@ export const nativeTasksRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/:taskId/images/:index", async (req, res) => {
-    const index = parseQuery(z.coerce.number().int().min(0).max(8), req.params.index);
+    const index = parseInput(z.coerce.number().int().min(0).max(8), req.params.index);
     const task = await getAccountTask(deps.db, res.locals.accountId, req.params.taskId);
     await sendStoredImage(res, deps.storage, task.status === "succeeded" ? task.images.find((i) => i.index === index) : undefined);
   });

@@ -1,8 +1,7 @@
 import { Router } from "express";
 import { z } from "zod";
 import { isUuid } from "../../domain/db/uuid.ts";
-import { AppError, validationError } from "../../domain/errors/app-error.ts";
-import { toFieldViolations } from "../../domain/expand-request/expand-request.schema.ts";
+import { AppError } from "../../domain/errors/app-error.ts";
 import { ensureSigningSecrets, rotateSigningSecret } from "../../domain/webhooks/signing-secret.store.ts";
 import { findDelivery, listDeliveries, redeliver } from "../../domain/webhooks/webhook-delivery.store.ts";
 import { seqCursorSchema, pageLimitSchema } from "../../domain/db/keyset-page.ts";
@@ -11,6 +10,7 @@ import { authenticate } from "../middleware/authenticate.ts";
 import { readJsonBody } from "../middleware/body-intake.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
+import { parseInput } from "./parse-request.ts";
 import { toAttemptView, toDeliveryView, toSigningSecretView } from "../presenters/webhook-delivery.presenter.ts";
 
 const bodyLimitBytes = 16 * 1024;
@@ -34,12 +34,6 @@ export const bulkRedeliverSchema = z.strictObject({
   until: instant.optional(),
 });
 
-const parse = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw validationError(toFieldViolations(parsed.error));
-  return parsed.data;
-};
-
 const deliveryNotFound = (id: string) => new AppError("not_found", `delivery '${id.slice(0, 100)}' not found`);
 
 // The account's outbound callbacks: its signing secret, and the log of every delivery and attempt
@@ -58,7 +52,7 @@ export const webhooksRouter = (deps: ApiDeps): Router => {
   });
 
   router.get("/deliveries", async (req, res) => {
-    const query = parse(deliveriesQuerySchema, req.query);
+    const query = parseInput(deliveriesQuerySchema, req.query);
     const page = await listDeliveries(deps.db, res.locals.accountId, {
       taskId: query.task_id,
       batchId: query.batch_id,
@@ -74,7 +68,7 @@ export const webhooksRouter = (deps: ApiDeps): Router => {
 
   // Everything that failed (or was disabled) in a time range, sent again.
   router.post("/deliveries/redeliver", readJsonBody(deps.bodyBudget, { limit: bodyLimitBytes }), async (req, res) => {
-    const body = parse(bulkRedeliverSchema, req.body ?? {});
+    const body = parseInput(bulkRedeliverSchema, req.body ?? {});
     const ids = await redeliver(deps.db, res.locals.accountId, body);
     res.status(202).json({ redelivered: ids.length, ids });
   });

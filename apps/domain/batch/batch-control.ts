@@ -6,7 +6,7 @@ import type { CreditTerms } from "../credits/credit-terms.ts";
 import { retryableFailureClasses } from "../task/retry-policy.ts";
 import { transitionBatchTasks, transitionTask, type TransitionDeps } from "../task/task-transition.ts";
 import type { TaskStatus } from "../db/database.ts";
-import type { Batch } from "./batch.repository.ts";
+import type { Batch } from "./batch-progress.ts";
 
 // Cancel and retry move a batch's tasks through the bulk form of the one transition function
 // (task-transition.ts), so each moved task gets its event, its outbound callback (task.canceled,

@@ -1,7 +1,8 @@
 import type { Db } from "../db/database.ts";
 import { recordWebhookEvent } from "../webhooks/outbound-events.ts";
 import { toBatchView } from "./batch.presenter.ts";
-import { batchesProgress, breakOffLapsedUploads } from "./batch.repository.ts";
+import { batchesProgress } from "./batch.repository.ts";
+import { breakOffLapsedUploads } from "./upload-lease.ts";
 
 // The worker's look at every unfinished batch, on the sweeper's timer: a batch whose last task has
 // ended is recorded as ended with its batch.completed event (batchProgress does both in one

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { isoTime, nativeTaskSchema, nullableIso } from "../task/task-response.schema.ts";
+import { nativeTaskSchema, nullableIso } from "../task/task-response.schema.ts";
 import { taskStatuses } from "../task/task-status.ts";
 
 // What the batch routes (and batch.* callbacks) answer, as zod: batch.presenter.ts is typed

@@ -1,7 +1,8 @@
 import { redactNullableUrl, redactUrl } from "../http/redact-url.ts";
-import type { BatchProgress } from "./batch.repository.ts";
-import type { BatchIntakeResult } from "./accept-batch.ts";
+import type { BatchProgress } from "./batch-progress.ts";
+import type { BatchIntakeResult } from "./batch-intake.ts";
 import type { BatchIntakeView, BatchView } from "./batch-response.schema.ts";
+import type { BatchPlan } from "./plan-batch.ts";
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -50,4 +51,15 @@ export const toIntakeView = (r: BatchIntakeResult): BatchIntakeView => ({
   errors: r.errors,
   errors_truncated: r.errorsTruncated,
   spend_cap_reached: r.spendCapReached,
+});
+
+// As batchDryRunSchema, but for estimated_duration_seconds: null when no route has a slot.
+export const toDryRunView = (r: BatchIntakeResult, plan: BatchPlan) => ({
+  dry_run: true as const,
+  items: r.accepted,
+  ...toIntakeView(r),
+  images: r.images,
+  estimated_duration_seconds: plan.estimatedDurationSeconds,
+  capacity: { provider_slots: plan.providerSlots, run_time_ms: plan.runTimeMs, run_time_observed: plan.runTimeObserved, backlog_images: plan.backlogImages },
+  spend_cap: plan.spendCap === undefined ? null : { cap: plan.spendCap.cap, spent: plan.spendCap.spent, committed: plan.spendCap.committed, would_exceed: plan.spendCap.wouldExceed },
 });

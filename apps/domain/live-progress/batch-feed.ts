@@ -1,4 +1,5 @@
-import { batchProgress, findAccountBatch, type BatchProgress } from "../batch/batch.repository.ts";
+import type { BatchProgress } from "../batch/batch-progress.ts";
+import { batchProgress, findAccountBatch } from "../batch/batch.repository.ts";
 import { openFeed, type Feed, type FeedStep, type LiveDeps } from "./live-feed.ts";
 
 // One batch of one account: its progress on connect, then whenever one of its tasks changes (or the
