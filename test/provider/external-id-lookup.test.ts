@@ -1,5 +1,8 @@
 import { randomUUID } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ProviderError } from "../../apps/domain/provider/provider-error.ts";
 import type { ProviderConfig } from "../../apps/domain/provider/provider-adapter.ts";
 import { createProviderAdapter } from "../../apps/domain/provider/provider-families.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
@@ -41,5 +44,35 @@ describe("finding a provider task by our external_task_id", () => {
 
   it("when lookups are off, then nothing is ever found (the provider offers no way to ask)", async () => {
     expect(await client(`acct-${randomUUID()}`, "none").findByExternalId(randomUUID())).toBeUndefined();
+  });
+});
+
+describe("a lookup answered by something other than the provider", () => {
+  it.each([
+    ["an HTML 404 page (a proxy in front of the provider)", "text/html", "<html><body>404 Not Found</body></html>"],
+    ["the route's own 404 ({\"code\": null})", "application/json", JSON.stringify({ code: null, message: "404" })],
+    ["an empty 404", "text/plain", ""],
+  ])("when the lookup gets %s, then it fails to be retried instead of saying the task does not exist", async (_what, contentType, body) => {
+    const server = createServer((_req, res) => res.writeHead(404, { "content-type": contentType }).end(body));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const lookup = createProviderAdapter({
+        kind: "simulator",
+        baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        pathPrefix: "",
+        auth: { type: "bearer", token: "t" },
+        downField: "down",
+        timeoutMs: 5_000,
+        externalIdLookup: "path",
+      });
+      const error = await lookup.findByExternalId(randomUUID()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(ProviderError);
+      expect((error as ProviderError).details.action).toBe("retry");
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

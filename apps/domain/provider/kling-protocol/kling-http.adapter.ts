@@ -121,9 +121,11 @@ export const createKlingHttpAdapter = (config: ProviderConfig, options: KlingHtt
 
   // Kling's get accepts "either task_id or external_task_id"; how is UNCONFIRMED (the config says).
   const findTask = async (externalTaskId: string) => {
-    // A 404 with a code (not the route's own {"code": null}) says there is no such task.
+    // Only the provider's own word says there is no such task: a 404 carrying a code. A 404 without
+    // one (the route's own {"code": null}, or a body we cannot read, e.g. a proxy's HTML page) says
+    // nothing about the task; taking it for "not there" would create, and pay for, the task again.
     const notFound = (error: unknown) =>
-      error instanceof ProviderError && (error.details.reason === "task_unknown" || (error.details.httpStatus === 404 && error.details.code !== null));
+      error instanceof ProviderError && (error.details.reason === "task_unknown" || (error.details.httpStatus === 404 && typeof error.details.code === "number"));
     try {
       switch (config.externalIdLookup) {
         case "path":
