@@ -4,6 +4,7 @@
 // unit: pure rules. No Postgres, Redis or listening server; the unit project has no global setup,
 // so a file here that asks for a database (inject("templateDatabaseUrl")) fails at once.
 export const unitFiles = [
+  "test/batch/code-points.test.ts",
   "test/batch/json-batch-body.test.ts",
   "test/cli/cli-hints.test.ts",
   "test/config/app-config.test.ts",
@@ -28,6 +29,7 @@ export const e2eFiles = [
   "test/api/tracing.test.ts",
   "test/browser/dashboard.test.ts",
   "test/e2e/batch-control.test.ts",
+  "test/e2e/batch-json-memory.test.ts",
   "test/e2e/cli-interrupt.test.ts",
   "test/e2e/cli.test.ts",
   "test/e2e/fault-matrix.test.ts",
