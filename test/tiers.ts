@@ -6,6 +6,7 @@
 export const unitFiles = [
   "test/account/account-tally.test.ts",
   "test/batch/csv-batch-body.test.ts",
+  "test/batch/code-points.test.ts",
   "test/batch/json-batch-body.test.ts",
   "test/cli/cli-hints.test.ts",
   "test/config/app-config.test.ts",

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { codePointsAtMost } from "../expand-request/expand-limits.ts";
 import { expandRequestBodySchema, toFieldViolations, withoutNulls, type ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import type { FieldViolation } from "../errors/app-error.ts";
 
@@ -98,7 +99,7 @@ export const MAX_INPUT_NAME_CHARS = 255;
 export const inputNameSchema = z
   .string({ error: "must be a string: the image's file name" })
   .min(1, { error: "must not be empty" })
-  .refine((v) => [...v].length <= MAX_INPUT_NAME_CHARS, { error: `must be at most ${MAX_INPUT_NAME_CHARS} characters` })
+  .refine((v) => codePointsAtMost(v, MAX_INPUT_NAME_CHARS), { error: `must be at most ${MAX_INPUT_NAME_CHARS} characters` })
   .refine((v) => !/[\u0000-\u001f\u007f-\u009f]/.test(v), { error: "must not contain control characters (line breaks, tabs, NUL)" })
   .refine((v) => v.isWellFormed(), { error: "must not contain unpaired UTF-16 surrogates" });
 

@@ -27,3 +27,22 @@ export const expandedSize = (source: { width: number; height: number }, r: Expan
   width: Math.round(source.width * (1 + r.left + r.right)),
   height: Math.round(source.height * (1 + r.up + r.down)),
 });
+
+// Whether a text has at most `max` characters, counted as code points (as the provider counts
+// them). Without building [...text]: a 2,500-character prompt spread into an array allocated ~40 KB
+// per item, most of a JSON batch's garbage, whose volume let its chunks outlive young collections.
+export const codePointsAtMost = (text: string, max: number): boolean => {
+  if (text.length <= max) return true;
+  if (text.length > 2 * max) return false;
+  let count = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    // A high surrogate followed by a low one is one code point.
+    if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) i++;
+    }
+    if (++count > max) return false;
+  }
+  return true;
+};

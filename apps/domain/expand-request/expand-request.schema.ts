@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { areaFactor, expandLimits } from "./expand-limits.ts";
+import { areaFactor, codePointsAtMost, expandLimits } from "./expand-limits.ts";
 
 const L = expandLimits;
 
@@ -111,7 +111,7 @@ export const expandRequestBodySchema = z
       prompt: z
         .string({ error: "must be a string" })
         .refine(storable, { error: storableMessage })
-        .refine((p) => [...p].length <= L.maxPromptChars, { error: `must be at most ${L.maxPromptChars} characters` })
+        .refine((p) => codePointsAtMost(p, L.maxPromptChars), { error: `must be at most ${L.maxPromptChars} characters` })
         .nullish(),
       n: imageCount.nullish(),
       watermark_info: z
