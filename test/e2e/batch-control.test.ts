@@ -26,8 +26,17 @@ beforeAll(async () => {
   host = await startHeldImageHost();
   stack = await startStack({
     apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1", LIVE_RESYNC_MS: "60000", LIVE_HEARTBEAT_MS: "60000", BATCH_CHUNK_ITEMS: String(CHUNK) },
-    // Held source downloads must outlast the test rather than time out.
-    workerEnv: { SUBMIT_MAX_ATTEMPTS: "2", IMAGE_FETCH_TIMEOUT_MS: "120000", IMAGE_FETCH_TOTAL_TIMEOUT_MS: "120000" },
+    // Held source downloads must outlast the test rather than time out. A create held by the
+    // simulator stays in flight 12 s, time enough on a loaded machine for the test to cancel
+    // meanwhile (at 5 s a loaded run found it back in the queue, canceled). No circuit: failing
+    // creates are a test's choice here, and an open circuit would hold the rest for 30 s.
+    workerEnv: {
+      SUBMIT_MAX_ATTEMPTS: "2",
+      IMAGE_FETCH_TIMEOUT_MS: "120000",
+      IMAGE_FETCH_TOTAL_TIMEOUT_MS: "120000",
+      PROVIDER_TIMEOUT_MS: "12000",
+      CIRCUIT_FAILURE_THRESHOLD: "1000",
+    },
   });
 });
 afterAll(async () => {
@@ -96,7 +105,10 @@ describe("cancel and retry of a running batch", () => {
     const { key } = await stack.newAccount();
     const { secret } = (await call(stack.api.url, "GET", "/v1/webhooks/secret", { key })).body;
     const image = await testImage();
-    await simulator({ error_rate: 1 });
+    // Every create answered 5000 (transient): each item fails after its two attempts. (A random
+    // mix of codes included 1303s, which spend no attempt and lower the capacity for 10 s each:
+    // a loaded run had not failed them all within 60 s.)
+    await simulator({ create_error_code: 5000 });
     let id: string;
     try {
       const created = await call(stack.api.url, "POST", "/v1/batches", {
@@ -107,7 +119,7 @@ describe("cancel and retry of a running batch", () => {
       id = created.body.id;
       expect(await waitUntil(() => getBatch(key, id), ended, 60_000, "batch failed")).toMatchObject({ counts: { failed: 3 } });
     } finally {
-      await simulator({ error_rate: 0 });
+      await simulator({ create_error_code: null });
     }
     await consumer.waitFor("/b", 3, 30_000);
 

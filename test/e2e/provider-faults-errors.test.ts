@@ -143,11 +143,15 @@ describe("request and policy refusals", () => {
     await expectAllAccountedFor(stack, [{ ...task, status: "failed", failureClass: "provider_rejected", providerTasks: 0, createCalls: 1 }], {
       capacity: 2,
     });
-    // Still failed, and still one create call, a moment later: nothing retries it.
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Still failed, and still one create call, once a later task has gone through the same
+    // submission and been refused too: nothing retried it meanwhile.
+    const marker = await submitTask(stack, key);
+    const [markerDone] = await settle(stack, [marker]);
+    expect(markerDone).toMatchObject({ status: "failed", failure: { class: "provider_rejected", code: String(code) } });
     expect((await getTask(stack, task)).status).toBe("failed");
     const calls = await simAdmin(stack).createCalls();
     expect(calls.find((c) => c.external_task_id === task.id)?.count).toBe(1);
+    expect(calls.find((c) => c.external_task_id === marker.id)?.count).toBe(1);
   });
 });
 
@@ -158,8 +162,9 @@ describe("the lookup after a lost create answer fails too", () => {
       capacity: 1,
       // Every create and get hangs until the test lets the provider answer again.
       // No callbacks: what happened to a create is only learned by asking.
+      // The manual clock keeps the first task running at the provider until the test ends it.
       simulatorEnv: {
-        SIM_RUN_MS: "1500",
+        SIM_CLOCK: "manual",
         SIM_TIMEOUT_RATE: "1",
         SIM_CONNECTION_FAULT_POINT: "after_create",
         SIM_HANG_MS: "1000",
@@ -182,6 +187,12 @@ describe("the lookup after a lost create answer fails too", () => {
     // Several lookups of the first task time out meanwhile.
     await eventually("lookups answered by timeouts", async () => ((await sim.stats()).get_calls >= 3 ? true : undefined), 5_000);
     await sim.patch({ timeout_rate: 0 });
+    // One slot: the second task reaches the provider only once the first has ended there.
+    await sim.finish(first.id);
+    await eventually("the second task created at the provider", async () =>
+      (await sim.tasks()).some((t) => t.external_task_id === second.id) ? true : undefined,
+    30_000);
+    await sim.finish(second.id);
     await settle(stack, [first, second]);
 
     const { stats } = await expectAllAccountedFor(

@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jobCatalog } from "../../apps/domain/queues/job-catalog.ts";
 import { spawnService, type ChildService } from "../support/child-processes.ts";
-import { eventually, settle, startFaultStack, submitMany, testImage } from "../support/fault-kit.ts";
+import { eventually, releaseOneAtATime, settle, startFaultStack, submitMany, testImage } from "../support/fault-kit.ts";
 import { call } from "../support/http.ts";
 import { openSse } from "../support/sse.ts";
 import type { Stack } from "../support/stack.ts";
@@ -24,7 +24,9 @@ describe("a worker stopped with SIGTERM while tasks run", () => {
 
   beforeAll(async () => {
     await testImage();
-    stack = await startFaultStack({ capacity: 2, withWorker: false, simulatorEnv: { SIM_RUN_MS: "5000" } });
+    // The manual clock: tasks at the provider run until the test ends them, so a worker that waited
+    // for a slot to come free would wait for ever rather than until a run ended.
+    stack = await startFaultStack({ capacity: 2, withWorker: false, simulatorEnv: { SIM_CLOCK: "manual" } });
     for (const kind of ["source", "submit", "archive"] as const) {
       const events = new QueueEvents(jobCatalog[kind].queue, { connection: { url: stack.env.redisUrl }, prefix: stack.env.queuePrefix });
       events.on("stalled", ({ jobId }) => stalled.push(`${kind}:${jobId}`));
@@ -39,7 +41,9 @@ describe("a worker stopped with SIGTERM while tasks run", () => {
   });
 
   it("when it holds submit jobs waiting for provider slots, then it exits at once handing them back, and another worker finishes every task with no job stalled", async () => {
-    const first = spawnService("worker", { ...stack.workerEnv(locks), LOG_LEVEL: "info" });
+    // A drain as long as the locks: had it waited for a slot (none frees under the manual clock)
+    // rather than handing its jobs back, the stop would have been forced (not exit 0).
+    const first = spawnService("worker", { ...stack.workerEnv({ ...locks, WORKER_DRAIN_MS: "60000" }), LOG_LEVEL: "info" });
     children.push(first);
     await first.ready;
     const { key } = await stack.newAccount();
@@ -60,6 +64,7 @@ describe("a worker stopped with SIGTERM while tasks run", () => {
     const atExit = await stack.db.selectFrom("task").select("status").where("id", "in", tasks.map((t) => t.id)).execute();
     expect(atExit.filter((r) => r.status === "succeeded")).toHaveLength(0);
 
+    await releaseOneAtATime(stack, tasks, { capacity: 2 });
     const done = await settle(stack, tasks, 45_000);
     expect(done.map((t) => t.status)).toEqual(tasks.map(() => "succeeded"));
     expect(stalled).toEqual([]);
@@ -87,6 +92,7 @@ describe("a worker stopped with SIGTERM while tasks run", () => {
       const exit = await first.kill("SIGTERM");
       expect(exit).toEqual({ code: 0, signal: null });
       expect(first.output()).toMatch(/handed back to the queue/);
+      await releaseOneAtATime(stack, [task!], { capacity: 2 });
       const [done] = await settle(stack, [task!], 30_000);
       expect(done.status).toBe("succeeded");
       // Downloaded again by the other worker (the provider fetches it too), the first try still hanging.

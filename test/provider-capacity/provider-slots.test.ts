@@ -93,8 +93,10 @@ describe("provider slot ledger", () => {
     const slots = ledger(1);
     await slots.acquire("holder", 1, 1);
     expect((await slots.acquire("waiter", 1, 1)).ok).toBe(false);
+    // The release channel is subscribed on the first wait, which returns only once it is: a
+    // release cannot then precede the subscription (a fixed pause could be too short when loaded).
+    await slots.waitForRelease("warm-up", 1);
     const woken = slots.waitForRelease("waiter", 5_000).then(() => Date.now());
-    await new Promise((resolve) => setTimeout(resolve, 100)); // let the subscription settle
     const releasedAt = Date.now();
     await slots.release("holder");
     expect((await woken) - releasedAt).toBeLessThan(2_000);

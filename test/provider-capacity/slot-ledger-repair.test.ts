@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createProviderSlots } from "../../apps/domain/provider-capacity/provider-slots.ts";
 import { holdSlotsOfRunningTasks } from "../../apps/domain/task/recover-redis-state.ts";
 import { inFlightStatuses } from "../../apps/domain/task/task-status.ts";
-import { eventually, settle, startFaultStack, submitTask, testImage } from "../support/fault-kit.ts";
+import { eventually, settle, simAdmin, startFaultStack, submitTask, testImage } from "../support/fault-kit.ts";
 import type { Stack } from "../support/stack.ts";
 import { taskRow } from "../support/rows.ts";
 
@@ -17,7 +17,8 @@ describe("re-holding the slots of running tasks", () => {
   let redis: Redis;
   beforeAll(async () => {
     await testImage();
-    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_RUN_MS: "3000" } });
+    // The manual clock: the first task ends when the test says, the second runs until the stack stops.
+    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_CLOCK: "manual" } });
     redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
   });
   afterAll(async () => {
@@ -30,6 +31,8 @@ describe("re-holding the slots of running tasks", () => {
     const first = await submitTask(stack, key);
     await eventually("the first task at the provider", async () => (inFlightStatuses.includes((await taskRow(stack.db, first.id)).status as never) ? true : undefined));
     const stale = { id: first.id, n: 1 };
+    await eventually("the provider holding the first task", async () => ((await simAdmin(stack).tasks()).some((t) => t.external_task_id === first.id) ? true : undefined));
+    await simAdmin(stack).finish(first.id);
     const [ended] = await settle(stack, [first]);
     expect(ended.status).toBe("succeeded");
 

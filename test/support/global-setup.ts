@@ -14,14 +14,29 @@ declare module "vitest" {
 const serverUrl = process.env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
 const redisUrl = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
+// The integration and e2e projects both name this setup, and vitest runs it once per project (each
+// its own module instance): without sharing, a run migrated two templates, a `prisma migrate
+// deploy` each. The template is shared through the process, and dropped by the last teardown.
+type SharedTemplate = { name: string; url: Promise<string>; users: number };
+const holder = globalThis as typeof globalThis & { klingTestTemplate?: SharedTemplate };
+
 // One fresh template database per run, migrated with the real `prisma migrate deploy`; each test
 // stack clones it, and every test makes its own accounts and data.
 export default async function setup(project: TestProject) {
   await ensureServicesAnswer(serverUrl, redisUrl);
-  const name = `kling_test_${process.pid}_${Date.now().toString(36)}`;
-  const databaseUrl = `${serverUrl}/${name}`;
-  await prepareDatabase(databaseUrl);
+  if (!holder.klingTestTemplate) {
+    const name = `kling_test_${process.pid}_${Date.now().toString(36)}`;
+    const url = `${serverUrl}/${name}`;
+    holder.klingTestTemplate = { name, url: prepareDatabase(url).then(() => url), users: 0 };
+  }
+  const template = holder.klingTestTemplate;
+  template.users++;
+  const databaseUrl = await template.url;
   project.provide("templateDatabaseUrl", databaseUrl);
   project.provide("redisUrl", redisUrl);
-  return () => dropDatabases(databaseUrl, name);
+  return async () => {
+    if (--template.users > 0) return;
+    if (holder.klingTestTemplate === template) holder.klingTestTemplate = undefined;
+    await dropDatabases(databaseUrl, template.name);
+  };
 }
