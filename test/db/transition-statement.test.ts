@@ -91,4 +91,32 @@ describe.each([false, true])("the transition statement, compiled once per shape 
     const row = await taskRow(db, taskId);
     expect({ status: row.status, failureClass: row.failureClass, finished: row.finishedAt !== null }).toEqual({ status: "failed", failureClass: "test", finished: true });
   });
+
+  // The end's statement settles the hold (credit-ledger.ts settleMovedTasksCtes): charged at the
+  // end's own final_unit_deduction (a value the statement writes, not one the row had before), the
+  // balance moved by the same amounts, and nothing settled by an end that does not apply.
+  it("when a move ends a task holding credits, then its statement settles the hold at the end's charge, once", async () => {
+    const account = await createAccount(db, `settle-${randomUUID().slice(0, 8)}`);
+    const held = async (n: number) => {
+      const id = randomUUID();
+      await db.insertInto("task").values({ id, accountId: account, status: "archiving", callbackToken: "t", n, upRatio: 0.1, downRatio: 0.1, leftRatio: 0.1, rightRatio: 0.1 }).execute();
+      await db.insertInto("creditEntry").values({ accountId: account, taskId: id, reserved: String(n) }).execute();
+      return id;
+    };
+    await db.insertInto("creditBalance").values({ accountId: account, reserved: "5" }).execute();
+    const [charged, released] = [await held(3), await held(2)];
+    expect((await transitionTask(deps(), { taskId: charged, to: "succeeded", from: ["archiving"], source: "worker", data: { finalUnitDeduction: "2" } })).applied).toBe(true);
+    expect((await transitionTask(deps(), { taskId: released, to: "failed", from: ["archiving"], source: "worker", data: { failureClass: "test" } })).applied).toBe(true);
+    // Not applied (already ended): no second settlement.
+    expect((await transitionTask(deps(), { taskId: charged, to: "failed", from: ["archiving"], source: "worker" })).applied).toBe(false);
+    const entries = await db.selectFrom("creditEntry").select(["taskId", "state", "settled"]).where("accountId", "=", account).execute();
+    expect(new Map(entries.map((e) => [e.taskId, { state: e.state, settled: Number(e.settled) }]))).toEqual(
+      new Map([
+        [charged, { state: "settled", settled: 2 }],
+        [released, { state: "released", settled: 0 }],
+      ]),
+    );
+    const balance = await db.selectFrom("creditBalance").select(["spent", "reserved"]).where("accountId", "=", account).executeTakeFirstOrThrow();
+    expect({ spent: Number(balance.spent), reserved: Number(balance.reserved) }).toEqual({ spent: 2, reserved: 0 });
+  });
 });
