@@ -58,6 +58,10 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
           status: move.to,
           updatedAt: now,
           ...(isTerminal(move.to) ? { finishedAt: now, nextCheckAt: null } : {}),
+          // A submission attempt's lease (task.store.ts claimSubmitAttempt) ends with the move that
+          // takes the task past submission: no attempt can claim it then, and the attempt that moved
+          // it (the create's answer) is spared a statement of its own to give the lease back.
+          ...(leavesSubmission(move.to) ? { submitLeaseUntil: null } : {}),
         })
         .whereRef("task.id", "=", "before.id")
         .where("before.status", "in", move.from)
@@ -122,6 +126,7 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
 };
 
 const settle = settleMovedTasksCtes("moved");
+const leavesSubmission = (to: TaskStatus) => to !== "queued" && to !== "submitting";
 const noRows = sql<Record<string, unknown>>`(select 1 where false)`;
 
 const moveValues = (move: Move): MoveValues => ({
