@@ -9,7 +9,8 @@ import { taskRow } from "../support/rows.ts";
 // A single task's transition is compiled once per shape and run with its values swapped in
 // (task-transition.ts). Moves of the same shape, issued together on several tasks, must each land
 // with their own values; a success's result images are written only when the move applies; an end
-// (run in a transaction) lands with its end fields.
+// lands with its end fields and settles its credits in the same statement; a move past submission ends
+// the attempt lease; an archive's stored image is recorded with its success.
 describe.each([false, true])("the transition statement, compiled once per shape (prepared statements: %s)", (preparedStatements) => {
   let db: Db;
   let accountId: string;
@@ -90,6 +91,30 @@ describe.each([false, true])("the transition statement, compiled once per shape 
     expect(end.applied).toBe(true);
     const row = await taskRow(db, taskId);
     expect({ status: row.status, failureClass: row.failureClass, finished: row.finishedAt !== null }).toEqual({ status: "failed", failureClass: "test", finished: true });
+  });
+
+  it("when a move takes a task past submission, then its attempt lease ends with it; a move within submission keeps it", async () => {
+    const [kept, ended] = [await newTask("queued"), await newTask("submitting")];
+    const until = new Date(Date.now() + 60_000);
+    await db.updateTable("task").set({ submitLeaseUntil: until }).where("id", "in", [kept, ended]).execute();
+    await transitionTask(deps(), { taskId: kept, to: "submitting", from: ["queued"], source: "worker" });
+    await transitionTask(deps(), { taskId: ended, to: "submitted", from: ["submitting"], source: "worker", data: { providerTaskId: "p-lease" } });
+    expect((await taskRow(db, kept)).submitLeaseUntil).toEqual(until);
+    expect((await taskRow(db, ended)).submitLeaseUntil).toBeNull();
+  });
+
+  it("when an archive's success carries its stored image, then the image's record lands with the move, and only if it applies", async () => {
+    const [moved, stale] = [await newTask("archiving"), await newTask("succeeded")];
+    await db.insertInto("taskImage").values([moved, stale].map((taskId) => ({ taskId, index: 0, providerUrl: "http://provider.test/0.png" }))).execute();
+    const storedImage = (taskId: string) => ({ index: 0, storageKey: `tasks/${taskId}/0.png`, width: 480, height: 360, bytes: 1234, sha256: "ab".repeat(32) });
+    for (const taskId of [moved, stale]) {
+      await transitionTask(deps(), { taskId, to: "succeeded", from: ["archiving"], source: "worker", storedImage: storedImage(taskId) });
+    }
+    const recorded = (taskId: string) =>
+      db.selectFrom("taskImage").select(["storageKey", "width", "height", "bytes", "sha256"]).where("taskId", "=", taskId).executeTakeFirstOrThrow();
+    const { index: _index, ...fields } = storedImage(moved);
+    expect(await recorded(moved)).toEqual(fields);
+    expect(await recorded(stale)).toEqual({ storageKey: null, width: null, height: null, bytes: null, sha256: null });
   });
 
   // The end's statement settles the hold (credit-ledger.ts settleMovedTasksCtes): charged at the

@@ -4,6 +4,7 @@ import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
 import { recordTransition } from "../metrics/task-metrics.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
+import type { StoredImage } from "./task.store.ts";
 import { settleMovedTasksCtes } from "../credits/credit-ledger.ts";
 
 export type TransitionRequest = {
@@ -17,6 +18,9 @@ export type TransitionRequest = {
   // A success report's result images, recorded by the same statement when (and only when) the move
   // applies: one round trip instead of a transaction around the move and an insert.
   resultImages?: readonly { index: number; url: string }[];
+  // An archived image's record (task.store.ts recordStoredImage), written by the same statement when
+  // the move applies: the archive's last image and its success in one round trip.
+  storedImage?: { index: number } & StoredImage;
 };
 
 // Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
@@ -40,7 +44,7 @@ export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
 // no change goes without its event and no event without its change.
 // The values a move's statement takes besides its shape (`to`, `from`, `source`, which data columns):
 // given as they are, or as placeholders when the statement is compiled once for its shape.
-type MoveValues = { now: unknown; detail: unknown; withImages: boolean; imageIndexes: unknown; imageUrls: unknown };
+type MoveValues = { now: unknown; detail: unknown; withImages: boolean; imageIndexes: unknown; imageUrls: unknown; withStored: boolean; stored: unknown };
 
 const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues) => {
   const now = values.now as Date;
@@ -74,6 +78,14 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
         ? sql`(insert into task_image (task_id, index, provider_url)
             select moved.id, image.index, image.url from moved, unnest(${values.imageIndexes}::int[], ${values.imageUrls}::text[]) as image(index, url)
             on conflict (task_id, index) do nothing)`
+        : sql`(select 1 where false)`,
+    )
+    .with("stored", () =>
+      values.withStored
+        ? sql`(update task_image ti
+            set storage_key = s.storage_key, width = s.width, height = s.height, bytes = s.bytes, sha256 = s.sha256, stored_at = ${values.now}
+            from moved, jsonb_to_record(${values.stored}::jsonb) as s(index int, storage_key text, width int, height int, bytes int, sha256 text)
+            where ti.task_id = moved.id and ti.index = s.index)`
         : sql`(select 1 where false)`,
     )
     .with("event", (db) =>
@@ -135,6 +147,17 @@ const moveValues = (move: Move): MoveValues => ({
   withImages: (move.resultImages?.length ?? 0) > 0,
   imageIndexes: move.resultImages?.map((i) => i.index),
   imageUrls: move.resultImages?.map((i) => i.url),
+  withStored: move.storedImage !== undefined,
+  stored:
+    move.storedImage &&
+    JSON.stringify({
+      index: move.storedImage.index,
+      storage_key: move.storedImage.storageKey,
+      width: move.storedImage.width,
+      height: move.storedImage.height,
+      bytes: move.storedImage.bytes,
+      sha256: move.storedImage.sha256,
+    }),
 });
 
 const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<MovedTask[]> => buildMove(tx, pick, move, moveValues(move)).execute();
@@ -154,7 +177,8 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
     return moveTasksInTx(tx, (db) => db.selectFrom("task").select(["id", "status", "updatedAt"]).where("id", "=", taskId).forUpdate(), move);
   }
   const hasImages = (move.resultImages?.length ?? 0) > 0;
-  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages]);
+  const hasStored = move.storedImage !== undefined;
+  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored]);
   let compiled = compiledMoves.get(key);
   if (!compiled) {
     const slots = new Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown>();
@@ -169,6 +193,8 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
       withImages: hasImages,
       imageIndexes: slot("imageIndexes", (_m, _t, v) => v.imageIndexes),
       imageUrls: slot("imageUrls", (_m, _t, v) => v.imageUrls),
+      withStored: hasStored,
+      stored: slot("stored", (_m, _t, v) => v.stored),
     };
     const shapedData = Object.fromEntries(dataKeys.map((k) => [k, slot(k, (m) => (m.data as Record<string, unknown>)[k])]));
     const idSlot = slot("taskId", (_m, t) => t) as unknown as string;
