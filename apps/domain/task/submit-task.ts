@@ -208,7 +208,9 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
     // The row as the `submitting` mark left it: a callback that came first only fails the guarded
     // update, and the report then reads the task again.
     const applied = await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name }, known: marked.task });
-    lease.ended = applied.outcome === "applied" && applied.task?.submitLeaseUntil === null;
+    // The row as the report left or found it (a callback may have moved it first): no lease there
+    // means a move past submission ended ours, and nothing is left to give back.
+    lease.ended = applied.task?.submitLeaseUntil === null;
     return { kind: "submitted" };
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;
