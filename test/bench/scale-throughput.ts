@@ -37,7 +37,7 @@ const JOBS_PER_TASK = ["source", "submit", "archive"];
 const postgresServer = process.env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
 
 type Target = { name: "single" | "cluster"; env: Record<string, string>; nodes: () => Redis[] };
-type Figures = { target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; topCommands: string; cpuMsPerTask: number; xactsPerTask: number };
+type Figures = { target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; topCommands: string; cpuMsPerTask: number; apiCpuMsPerTask: number; xactsPerTask: number };
 
 // Calls per command (script-internal ones included), summed over the nodes.
 const commandCalls = async (nodes: Redis[]) => {
@@ -58,10 +58,13 @@ const topCommands = (before: Map<string, number>, after: Map<string, number>) =>
     .map(([name, n]) => `${name} ${n.toFixed(1)}`)
     .join(", ");
 
+// API and worker processes apart, to see which side a change moved.
 const cpuSeconds = async (fleet: Fleet) => {
-  let total = 0;
-  for (const member of [...fleet.apis, ...fleet.workers]) total += await readCpuSeconds(member.current().pid);
-  return total;
+  let api = 0;
+  let workers = 0;
+  for (const member of fleet.apis) api += await readCpuSeconds(member.current().pid);
+  for (const member of fleet.workers) workers += await readCpuSeconds(member.current().pid);
+  return { api, workers };
 };
 
 const transactions = async (fleet: Fleet) => {
@@ -122,7 +125,8 @@ const runOnce = async (template: string, target: Target, workers: number, imageU
       tasksPerS: TASKS / seconds,
       redisCmdsPerTask: (total(cmds1) - total(cmds0)) / TASKS,
       topCommands: topCommands(cmds0, cmds1),
-      cpuMsPerTask: ((cpu1 - cpu0) * 1000) / TASKS,
+      cpuMsPerTask: ((cpu1.api + cpu1.workers - cpu0.api - cpu0.workers) * 1000) / TASKS,
+      apiCpuMsPerTask: ((cpu1.api - cpu0.api) * 1000) / TASKS,
       xactsPerTask: (xacts1 - xacts0) / TASKS,
     };
   } finally {
@@ -200,7 +204,7 @@ const main = async () => {
         const run = await runOnce(template, target, workers, files.url("/photo.png"));
         figures.push(run);
         console.log(
-          `${run.target} redis, ${run.workers} worker(s): ${TASKS} tasks in ${run.seconds.toFixed(1)} s = ${run.tasksPerS.toFixed(1)} tasks/s; ${run.redisCmdsPerTask.toFixed(1)} Redis commands/task; ${run.cpuMsPerTask.toFixed(1)} CPU ms/task (API + workers); ${run.xactsPerTask.toFixed(1)} Postgres transactions/task; load ${loadavg()[0]!.toFixed(2)}\n  busiest Redis commands per task: ${run.topCommands}`,
+          `${run.target} redis, ${run.workers} worker(s): ${TASKS} tasks in ${run.seconds.toFixed(1)} s = ${run.tasksPerS.toFixed(1)} tasks/s; ${run.redisCmdsPerTask.toFixed(1)} Redis commands/task; ${run.cpuMsPerTask.toFixed(1)} CPU ms/task (API ${run.apiCpuMsPerTask.toFixed(1)} + workers ${(run.cpuMsPerTask - run.apiCpuMsPerTask).toFixed(1)}); ${run.xactsPerTask.toFixed(1)} Postgres transactions/task; load ${loadavg()[0]!.toFixed(2)}\n  busiest Redis commands per task: ${run.topCommands}`,
         );
       }
     }

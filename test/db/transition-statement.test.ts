@@ -10,8 +10,10 @@ import { taskRow } from "../support/rows.ts";
 // A single task's transition is compiled once per shape and run with its values swapped in
 // (task-transition.ts). Moves of the same shape, issued together on several tasks, must each land
 // with their own values; a success's result images are written only when the move applies; an end
-// (run in a transaction) lands with its end fields. The same on pg (named statements or not) and
-// through Prisma Client (CALLBACK_DB_CLIENT=prisma runs the webhook receiver so).
+// (run in a transaction) lands with its end fields and settles its credits in the same statement; a
+// move past submission ends the attempt lease; an archive's stored image is recorded with its
+// success. The same on pg (named statements or not) and through Prisma Client
+// (CALLBACK_DB_CLIENT=prisma runs the webhook receiver so).
 describe.each([
   { executor: "pg", preparedStatements: false },
   { executor: "pg", preparedStatements: true },
@@ -99,5 +101,57 @@ describe.each([
     expect(end.applied).toBe(true);
     const row = await taskRow(db, taskId);
     expect({ status: row.status, failureClass: row.failureClass, finished: row.finishedAt !== null }).toEqual({ status: "failed", failureClass: "test", finished: true });
+  });
+
+  it("when a move takes a task past submission, then its attempt lease ends with it; a move within submission keeps it", async () => {
+    const [kept, ended] = [await newTask("queued"), await newTask("submitting")];
+    const until = new Date(Date.now() + 60_000);
+    await db.updateTable("task").set({ submitLeaseUntil: until }).where("id", "in", [kept, ended]).execute();
+    await transitionTask(deps(), { taskId: kept, to: "submitting", from: ["queued"], source: "worker" });
+    await transitionTask(deps(), { taskId: ended, to: "submitted", from: ["submitting"], source: "worker", data: { providerTaskId: "p-lease" } });
+    expect((await taskRow(db, kept)).submitLeaseUntil).toEqual(until);
+    expect((await taskRow(db, ended)).submitLeaseUntil).toBeNull();
+  });
+
+  it("when an archive's success carries its stored image, then the image's record lands with the move, and only if it applies", async () => {
+    const [moved, stale] = [await newTask("archiving"), await newTask("succeeded")];
+    await db.insertInto("taskImage").values([moved, stale].map((taskId) => ({ taskId, index: 0, providerUrl: "http://provider.test/0.png" }))).execute();
+    const storedImage = (taskId: string) => ({ index: 0, storageKey: `tasks/${taskId}/0.png`, width: 480, height: 360, bytes: 1234, sha256: "ab".repeat(32) });
+    for (const taskId of [moved, stale]) {
+      await transitionTask(deps(), { taskId, to: "succeeded", from: ["archiving"], source: "worker", storedImage: storedImage(taskId) });
+    }
+    const recorded = (taskId: string) =>
+      db.selectFrom("taskImage").select(["storageKey", "width", "height", "bytes", "sha256"]).where("taskId", "=", taskId).executeTakeFirstOrThrow();
+    const { index: _index, ...fields } = storedImage(moved);
+    expect(await recorded(moved)).toEqual(fields);
+    expect(await recorded(stale)).toEqual({ storageKey: null, width: null, height: null, bytes: null, sha256: null });
+  });
+
+  // The end's statement settles the hold (credit-ledger.ts settleMovedTasksCtes): charged at the
+  // end's own final_unit_deduction (a value the statement writes, not one the row had before), the
+  // balance moved by the same amounts, and nothing settled by an end that does not apply.
+  it("when a move ends a task holding credits, then its statement settles the hold at the end's charge, once", async () => {
+    const account = await createAccount(db, `settle-${randomUUID().slice(0, 8)}`);
+    const held = async (n: number) => {
+      const id = randomUUID();
+      await db.insertInto("task").values({ id, accountId: account, status: "archiving", callbackToken: "t", n, upRatio: 0.1, downRatio: 0.1, leftRatio: 0.1, rightRatio: 0.1 }).execute();
+      await db.insertInto("creditEntry").values({ accountId: account, taskId: id, reserved: String(n) }).execute();
+      return id;
+    };
+    await db.insertInto("creditBalance").values({ accountId: account, reserved: "5" }).execute();
+    const [charged, released] = [await held(3), await held(2)];
+    expect((await transitionTask(deps(), { taskId: charged, to: "succeeded", from: ["archiving"], source: "worker", data: { finalUnitDeduction: "2" } })).applied).toBe(true);
+    expect((await transitionTask(deps(), { taskId: released, to: "failed", from: ["archiving"], source: "worker", data: { failureClass: "test" } })).applied).toBe(true);
+    // Not applied (already ended): no second settlement.
+    expect((await transitionTask(deps(), { taskId: charged, to: "failed", from: ["archiving"], source: "worker" })).applied).toBe(false);
+    const entries = await db.selectFrom("creditEntry").select(["taskId", "state", "settled"]).where("accountId", "=", account).execute();
+    expect(new Map(entries.map((e) => [e.taskId, { state: e.state, settled: Number(e.settled) }]))).toEqual(
+      new Map([
+        [charged, { state: "settled", settled: 2 }],
+        [released, { state: "released", settled: 0 }],
+      ]),
+    );
+    const balance = await db.selectFrom("creditBalance").select(["spent", "reserved"]).where("accountId", "=", account).executeTakeFirstOrThrow();
+    expect({ spent: Number(balance.spent), reserved: Number(balance.reserved) }).toEqual({ spent: 2, reserved: 0 });
   });
 });

@@ -141,44 +141,57 @@ export const settleCredits = async (db: Db | Tx, taskIds: readonly string[]) => 
 // holds whose task no longer exists (deleted with its batch or by retention: released).
 export const settleEndedCredits = async (db: Db, limit = 1_000) => settleWhere(db, sql`true`, limit);
 
-const settleWhere = async (db: Db | Tx, filter: RawBuilder<unknown>, limit: number) => {
-  const result = await sql<{ settled: string }>`
-    with ended as (
+// One settlement, whichever statement runs it: the entries of ended tasks (`tasks`: a relation with
+// the task's columns, as `t`), charged or released, and the balance moved by their sums.
+const settlementCtes = (tasks: RawBuilder<unknown>, filter: RawBuilder<unknown>, limit: number | null, names: { ended: string; done: string; locked: string }) => ({
+  ended: sql<Record<string, unknown>>`(
       select e.id, e.account_id, e.reserved,
         coalesce(${chargedCreditsSql(sql`t.final_unit_deduction`)}, case when t.status = 'succeeded' then e.reserved else 0 end) as charged,
         t.route, t.unit_price, t.n
-      from credit_entry e left join task t on t.id = e.task_id
+      from credit_entry e left join ${tasks} t on t.id = e.task_id
       where ${filter} and e.state = 'reserved' and (t.id is null or t.status in ('succeeded', 'failed', 'canceled'))
       order by e.id
-      limit ${limit}
-      for update of e skip locked
-    ),
-    done as (
+      ${limit === null ? sql`` : sql`limit ${limit}`}
+      for update of e skip locked)`,
+  done: sql<Record<string, unknown>>`(
       update credit_entry e
       set state = case when ended.charged > 0 then 'settled'::credit_state else 'released'::credit_state end,
           settled = ended.charged, route = ended.route, unit_price = ended.unit_price,
           cost = case when ended.charged > 0 then ended.unit_price * ended.n end, settled_at = now()
-      from ended where e.id = ended.id
-      returning e.account_id, ended.reserved, ended.charged
-    ),
-    -- The sweep settles entries of many accounts at once: their balance rows are locked in
-    -- account order, so two sweeps (one per worker) never take two of them in opposite orders.
-    locked as (
+      from ${sql.table(names.ended)} ended where e.id = ended.id
+      returning e.account_id, ended.reserved, ended.charged)`,
+  // The sweep settles entries of many accounts at once: their balance rows are locked in account
+  // order, so two sweeps (one per worker) never take two of them in opposite orders.
+  locked: sql<Record<string, unknown>>`(
       select b.account_id from credit_balance b
-      where b.account_id in (select account_id from done)
+      where b.account_id in (select account_id from ${sql.table(names.done)})
       order by b.account_id
-      for update of b
-    ),
-    moved as (
+      for update of b)`,
+  balance: sql<Record<string, unknown>>`(
       update credit_balance b
       set reserved = b.reserved - s.reserved, spent = b.spent + s.charged, updated_at = now()
-      from (select account_id, sum(reserved) as reserved, sum(charged) as charged from done group by account_id) s
-      join locked l on l.account_id = s.account_id
+      from (select account_id, sum(reserved) as reserved, sum(charged) as charged from ${sql.table(names.done)} group by account_id) s
+      join ${sql.table(names.locked)} l on l.account_id = s.account_id
       where b.account_id = s.account_id
-      returning b.account_id
-    )
+      returning b.account_id)`,
+});
+
+const settleWhere = async (db: Db | Tx, filter: RawBuilder<unknown>, limit: number) => {
+  const ctes = settlementCtes(sql`task`, filter, limit, { ended: "ended", done: "done", locked: "locked" });
+  const result = await sql<{ settled: string }>`
+    with ended as ${ctes.ended}, done as ${ctes.done}, locked as ${ctes.locked}, moved as ${ctes.balance}
     select count(*)::text as settled from done`.execute(db);
   return Number(result.rows[0]?.settled ?? 0);
+};
+
+// The settlement of the tasks a move ends, as CTEs of the move's own statement (task-transition.ts):
+// `moved` names its CTE of the moved rows, which carry the end (the statement's snapshot of `task`
+// still shows the tasks running). An end and its settlement are one round trip and commit together;
+// the move's row lock comes first (the entries read `moved`), then the entries, then the balance.
+// Keyed by the CTE names they take, written in this order (each reads the one before).
+export const settleMovedTasksCtes = (moved: string) => {
+  const ctes = settlementCtes(sql.table(moved), sql`e.task_id in (select id from ${sql.table(moved)})`, null, { ended: "settle_ended", done: "settle_done", locked: "settle_locked" });
+  return { settle_ended: ctes.ended, settle_done: ctes.done, settle_locked: ctes.locked, settle_balance: ctes.balance };
 };
 
 // Reverses a settlement (the provider refunded the task; an operator's correction): the entry is

@@ -1,7 +1,7 @@
 import type { Db, EventSource, Task } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderReport } from "../provider/provider-adapter.ts";
-import { firstCheckDelayMs, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
+import { firstCheckDelayMs, MIN_POLL_DELAY_MS, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
 import type { TaskEndDeps } from "./fail-task.ts";
 import { isTerminal, statusRank } from "./task-status.ts";
 import { findTask } from "./task.repository.ts";
@@ -58,7 +58,10 @@ export const applyProviderReport = async (
     const estimate = deps.pollAtExpectedEnd ? await deps.runTimeOf(task.route).estimateMs().catch(() => undefined) : undefined;
     const silenceMs = deps.pollAtExpectedEnd ? firstCheckDelayMs(submittedAt, estimate, deps.callbackGraceMs, now) : deps.callbackGraceMs;
     if (isTerminal(task.status) || statusRank[target] <= statusRank[task.status]) {
-      if (!isTerminal(task.status) && task.status !== "archiving") {
+      // A check it would move by less than the shortest poll delay is left as it is: the `submitted`
+      // callback that follows the create's answer (which set it) would cost a statement for nothing.
+      const checkKept = task.providerTaskId !== null && task.nextCheckAt !== null && Math.abs(task.nextCheckAt.getTime() - (now + silenceMs)) < MIN_POLL_DELAY_MS;
+      if (!isTerminal(task.status) && task.status !== "archiving" && !checkKept) {
         await scheduleCheck(deps.db, taskId, task.status, new Date(now + silenceMs), task.providerTaskId ?? report.providerTaskId);
       }
       return { outcome: statusRank[target] === statusRank[task.status] ? "duplicate" : "stale", task };

@@ -8,7 +8,7 @@ import type { Logger } from "../logging/logger.ts";
 import { taskImageKey, type ObjectStorage } from "../storage/local-storage.ts";
 import { failTask, type TaskEndDeps } from "./fail-task.ts";
 import { findTaskWithImages } from "./task.repository.ts";
-import { recordStoredImage } from "./task.store.ts";
+import { recordStoredImage, type StoredImage } from "./task.store.ts";
 import { transitionTask } from "./task-transition.ts";
 
 export type ArchiveTaskDeps = TaskEndDeps & {
@@ -40,8 +40,11 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
         )
       : undefined;
 
-  for (const image of task.images) {
-    if (image.storageKey) continue;
+  const toStore = task.images.filter((image) => !image.storageKey);
+  // The last image's record goes with the success (one statement); the others are recorded as they
+  // are stored, so a retry after a transient failure keeps them.
+  let last: ({ index: number } & StoredImage) | undefined;
+  for (const image of toStore) {
     const fetched = await safeFetch(image.providerUrl, deps.fetch).catch((error: unknown) => {
       // A download that cannot pass on a retry fails the task now; the others go back to the job.
       if (!(error instanceof SafeFetchError) || error.retryable) throw error;
@@ -75,13 +78,9 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
     }
     const key = taskImageKey(taskId, image.index, format ?? "png");
     await deps.storage.put(key, fetched.body);
-    await recordStoredImage(deps.db, taskId, image.index, {
-      storageKey: key,
-      width,
-      height,
-      bytes: fetched.body.length,
-      sha256: createHash("sha256").update(fetched.body).digest("hex"),
-    });
+    const stored = { storageKey: key, width, height, bytes: fetched.body.length, sha256: createHash("sha256").update(fetched.body).digest("hex") };
+    if (image === toStore.at(-1)) last = { index: image.index, ...stored };
+    else await recordStoredImage(deps.db, taskId, image.index, stored);
   }
   const done = await transitionTask(deps, {
     taskId,
@@ -89,6 +88,13 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
     from: ["archiving"],
     source: "worker",
     detail: { images: task.images.length },
+    ...(last ? { storedImage: last } : {}),
   });
+  // Moved on meanwhile (canceled, failed by a sweep): the stored file still gets its record, which
+  // is how retention finds it to delete.
+  if (!done.applied && last) {
+    const { index, ...stored } = last;
+    await recordStoredImage(deps.db, taskId, index, stored);
+  }
   return done.applied ? "succeeded" : "skipped";
 };

@@ -101,7 +101,7 @@ export const submitTask = async (
       if (claimed) await route.slots.release(taskId);
       return { kind: "retry_later", delayMs: ATTEMPT_BUSY_RETRY_MS + Math.round(Math.random() * 500), reason: "another attempt is in progress" };
     }
-    return await attemptSubmission(deps, claimed, image, route);
+    return await attemptSubmission(deps, claimed, image, route, preparation.lease);
   } finally {
     await preparation.dispose();
   }
@@ -114,6 +114,8 @@ const PREPARE_AHEAD = 8;
 // attempt's lease, taken at most once per job run; dispose() gives the lease back.
 const prepareAttempt = (deps: SubmitTaskDeps, task: Task) => {
   let renewal: ReturnType<typeof setInterval> | undefined;
+  // Set once a move took the task past submission, which ended the lease with it (task-transition.ts).
+  const lease = { ended: false };
   let prepared: Promise<{ image: string | undefined; claimed: Task | undefined }> | undefined;
   const start = () =>
     (prepared ??= (async () => {
@@ -128,6 +130,7 @@ const prepareAttempt = (deps: SubmitTaskDeps, task: Task) => {
       return { image, claimed };
     })());
   return {
+    lease,
     start: () => {
       const started = start();
       // Started while waiting: a failure surfaces when the attempt awaits it (or not at all).
@@ -138,13 +141,13 @@ const prepareAttempt = (deps: SubmitTaskDeps, task: Task) => {
       if (!prepared) return;
       const outcome = await prepared.catch(() => undefined);
       clearInterval(renewal);
-      if (!outcome?.claimed) return;
+      if (!outcome?.claimed || lease.ended) return;
       await releaseSubmitAttempt(deps.db, task.id).catch((error: unknown) => deps.logger.warn({ err: error, taskId: task.id }, "attempt lease not released; it runs out"));
     },
   };
 };
 
-const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string, route: RouteControls): Promise<SubmitOutcome> => {
+const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string, route: RouteControls, lease: { ended: boolean }): Promise<SubmitOutcome> => {
   const taskId = task.id;
   const { adapter, slots, gate } = route;
   // Found in `submitting`: an earlier attempt's outcome is unknown (it may have created the task).
@@ -199,7 +202,10 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
     await Promise.all([gate.recordSuccess(), slots.noteAccepted()]);
     // The row as the `submitting` mark left it: a callback that came first only fails the guarded
     // update, and the report then reads the task again.
-    await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name }, known: marked.task });
+    const applied = await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name }, known: marked.task });
+    // The row as the report left or found it (a callback may have moved it first): no lease there
+    // means a move past submission ended ours, and nothing is left to give back.
+    lease.ended = applied.task?.submitLeaseUntil === null;
     return { kind: "submitted" };
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;

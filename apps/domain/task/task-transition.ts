@@ -4,8 +4,9 @@ import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
 import { recordTransition } from "../metrics/task-metrics.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
-import { settleCredits } from "../credits/credit-ledger.ts";
 import { retryOnConflict } from "../errors/dependency-errors.ts";
+import type { StoredImage } from "./task.store.ts";
+import { settleMovedTasksCtes } from "../credits/credit-ledger.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -18,6 +19,9 @@ export type TransitionRequest = {
   // A success report's result images, recorded by the same statement when (and only when) the move
   // applies: one round trip instead of a transaction around the move and an insert.
   resultImages?: readonly { index: number; url: string }[];
+  // An archived image's record (task.store.ts recordStoredImage), written by the same statement when
+  // the move applies: the archive's last image and its success in one round trip.
+  storedImage?: { index: number } & StoredImage;
 };
 
 // Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
@@ -41,12 +45,13 @@ export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
 // no change goes without its event and no event without its change.
 // The values a move's statement takes besides its shape (`to`, `from`, `source`, which data columns):
 // given as they are, or as placeholders when the statement is compiled once for its shape.
-type MoveValues = { now: unknown; detail: unknown; withImages: boolean; imageIndexes: unknown; imageUrls: unknown };
+type MoveValues = { now: unknown; detail: unknown; withImages: boolean; imageIndexes: unknown; imageUrls: unknown; withStored: boolean; stored: unknown };
 
 const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues) => {
   const now = values.now as Date;
   // `null` (no insert) for statuses that no task is called back about.
   const eventType = taskEventTypeSql(move.to, "moved", "moved.from_status") ?? sql<null>`null`;
+  const terminal = isTerminal(move.to);
   return tx
     .with("before", pick)
     .with("moved", (db) =>
@@ -58,6 +63,10 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
           status: move.to,
           updatedAt: now,
           ...(isTerminal(move.to) ? { finishedAt: now, nextCheckAt: null } : {}),
+          // A submission attempt's lease (task.store.ts claimSubmitAttempt) ends with the move that
+          // takes the task past submission: no attempt can claim it then, and the attempt that moved
+          // it (the create's answer) is spared a statement of its own to give the lease back.
+          ...(leavesSubmission(move.to) ? { submitLeaseUntil: null } : {}),
         })
         .whereRef("task.id", "=", "before.id")
         .where("before.status", "in", move.from)
@@ -70,6 +79,14 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
         ? sql`(insert into task_image (task_id, index, provider_url)
             select moved.id, image.index, image.url from moved, unnest(${values.imageIndexes}::int[], ${values.imageUrls}::text[]) as image(index, url)
             on conflict (task_id, index) do nothing)`
+        : sql`(select 1 where false)`,
+    )
+    .with("stored", () =>
+      values.withStored
+        ? sql`(update task_image ti
+            set storage_key = s.storage_key, width = s.width, height = s.height, bytes = s.bytes, sha256 = s.sha256, stored_at = ${values.now}
+            from moved, jsonb_to_record(${values.stored}::jsonb) as s(index int, storage_key text, width int, height int, bytes int, sha256 text)
+            where ti.task_id = moved.id and ti.index = s.index)`
         : sql`(select 1 where false)`,
     )
     .with("event", (db) =>
@@ -111,9 +128,20 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
           )
           .returning((eb) => notifyDeliverySql(eb.ref("id")).as("notified")),
     )
+    // An end settles the moved tasks' credit holds in the same statement: no reader (a batch's end
+    // event, the usage routes) sees a task ended with its hold still open, and the end costs one
+    // round trip, not a transaction of three. Empty CTEs for a move that ends nothing.
+    .with("settle_ended", () => (terminal ? settle.settle_ended : noRows))
+    .with("settle_done", () => (terminal ? settle.settle_done : noRows))
+    .with("settle_locked", () => (terminal ? settle.settle_locked : noRows))
+    .with("settle_balance", () => (terminal ? settle.settle_balance : noRows))
     .selectFrom("moved")
     .selectAll();
 };
+
+const settle = settleMovedTasksCtes("moved");
+const leavesSubmission = (to: TaskStatus) => to !== "queued" && to !== "submitting";
+const noRows = sql<Record<string, unknown>>`(select 1 where false)`;
 
 const moveValues = (move: Move): MoveValues => ({
   now: new Date(),
@@ -121,6 +149,17 @@ const moveValues = (move: Move): MoveValues => ({
   withImages: (move.resultImages?.length ?? 0) > 0,
   imageIndexes: move.resultImages?.map((i) => i.index),
   imageUrls: move.resultImages?.map((i) => i.url),
+  withStored: move.storedImage !== undefined,
+  stored:
+    move.storedImage &&
+    JSON.stringify({
+      index: move.storedImage.index,
+      storage_key: move.storedImage.storageKey,
+      width: move.storedImage.width,
+      height: move.storedImage.height,
+      bytes: move.storedImage.bytes,
+      sha256: move.storedImage.sha256,
+    }),
 });
 
 const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<MovedTask[]> => buildMove(tx, pick, move, moveValues(move)).execute();
@@ -140,7 +179,8 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
     return moveTasksInTx(tx, (db) => db.selectFrom("task").select(["id", "status", "updatedAt"]).where("id", "=", taskId).forUpdate(), move);
   }
   const hasImages = (move.resultImages?.length ?? 0) > 0;
-  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages]);
+  const hasStored = move.storedImage !== undefined;
+  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored]);
   let compiled = compiledMoves.get(key);
   if (!compiled) {
     const slots = new Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown>();
@@ -155,6 +195,8 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
       withImages: hasImages,
       imageIndexes: slot("imageIndexes", (_m, _t, v) => v.imageIndexes),
       imageUrls: slot("imageUrls", (_m, _t, v) => v.imageUrls),
+      withStored: hasStored,
+      stored: slot("stored", (_m, _t, v) => v.stored),
     };
     const shapedData = Object.fromEntries(dataKeys.map((k) => [k, slot(k, (m) => (m.data as Record<string, unknown>)[k])]));
     const idSlot = slot("taskId", (_m, t) => t) as unknown as string;
@@ -172,9 +214,6 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
   const [moved] = await moveSingleTask(tx, request.taskId, { ...request, from: request.from ?? statusesBefore(request.to) });
   if (moved) {
     const { fromStatus, fromUpdatedAt, ...task } = moved;
-    // Every end settles the task's credit hold (a bulk move calls settleCredits with all its ids,
-    // in its own transaction). transitionTask runs ends in a transaction, so both commit together.
-    if (isTerminal(task.status)) await settleCredits(tx, [task.id]);
     recordTransition(fromStatus, task, fromUpdatedAt);
     return { applied: true, from: fromStatus, task };
   }
@@ -192,11 +231,11 @@ export const transitionTask = async (
   request: TransitionRequest,
   alsoInTx?: (tx: Tx, task: Task) => Promise<void>,
 ): Promise<TransitionResult> => {
-  // An end settles the task's credits in the same transaction (transitionTaskInTx), so no reader
-  // (a batch's end event, the usage routes) sees the task ended with its hold still open.
-  // Run again whole if Postgres undid it for a conflict (a deadlock): the guard makes that safe.
+  // An end settles the task's credits in its own statement (buildMove): a transaction only for
+  // the caller's writes. Run again whole if Postgres undid it for a conflict (a deadlock): the guard
+  // makes that safe.
   const result = await retryOnConflict(() =>
-    alsoInTx || isTerminal(request.to)
+    alsoInTx
       ? deps.db.transaction().execute(async (tx) => {
           const moved = await transitionTaskInTx(tx, request);
           if (moved.applied && alsoInTx) await alsoInTx(tx, moved.task);
@@ -244,9 +283,8 @@ export const transitionBatchTasks = async (
   let total = 0;
   for (;;) {
     const moved = await retryOnConflict(() => deps.db.transaction().execute(async (tx) => {
+      // An end settles the moved tasks' credit holds in the same statement, as a single end does.
       const rows = await moveTasksInTx(tx, pick, request);
-      // An end settles the moved tasks' credit holds in the same transaction, as a single end does.
-      if (rows.length > 0 && isTerminal(request.to)) await settleCredits(tx, rows.map((r) => r.id));
       // Writes that must commit with the move, per chunk (as alsoInTx of transitionTask).
       if (rows.length > 0 && options.alsoInTx) await options.alsoInTx(tx, rows);
       return rows;

@@ -1,5 +1,6 @@
 import { sql, type CompiledQuery } from "kysely";
 import { jsonArrayFrom } from "kysely/helpers/postgres";
+import { compiledOnce } from "../db/compiled-statement.ts";
 import { isUuid } from "../db/uuid.ts";
 import { keysetPage, type PageQuery } from "../db/keyset-page.ts";
 import { executeCompiled, type Db, type Task, type TaskImage, type TaskStatus } from "../db/database.ts";
@@ -162,4 +163,6 @@ export const findTask = async (db: Db, taskId: string): Promise<Task | undefined
   return (await executeCompiled(db, query, query.parameters.map((p) => (p === VALUE ? taskId : p))))[0];
 };
 
-export const findTaskWithImages = (db: Db, taskId: string) => selectTaskWithImages(db).where("task.id", "=", taskId).executeTakeFirst();
+// The archive's read: compiled once (compiled-statement.ts).
+const taskWithImages = compiledOnce(["taskId"], (db, v) => selectTaskWithImages(db).where("task.id", "=", v.taskId));
+export const findTaskWithImages = async (db: Db, taskId: string): Promise<TaskWithImages | undefined> => (await taskWithImages(db, { taskId }))[0];

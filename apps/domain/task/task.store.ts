@@ -1,5 +1,6 @@
 import { sql } from "kysely";
-import type { Db, TaskStatus } from "../db/database.ts";
+import { compiledOnce } from "../db/compiled-statement.ts";
+import type { Db, Task, TaskStatus } from "../db/database.ts";
 
 // Writes with names, beside task.repository.ts (reads) and task-transition.ts (status changes).
 // Each is guarded by the status it expects, so a write never lands on a task that moved on.
@@ -17,26 +18,31 @@ export const markWaiting = async (db: Db, taskId: string, statuses: readonly Tas
 };
 
 // When reconciliation next looks at the task if nothing is heard from it.
-export const scheduleCheck = async (db: Db, taskId: string, status: TaskStatus, at: Date, providerTaskId?: string) => {
-  await db
+// Hot statements (a callback, a job, each task) are compiled once (compiled-statement.ts).
+const scheduleCheckStatement = compiledOnce(["taskId", "status", "at", "providerTaskId"], (db, v) =>
+  db
     .updateTable("task")
-    .set({ nextCheckAt: at, ...(providerTaskId ? { providerTaskId } : {}) })
-    .where("id", "=", taskId)
-    .where("status", "=", status)
-    .execute();
+    .set({ nextCheckAt: v.at, providerTaskId: sql<string | null>`coalesce(${v.providerTaskId}, provider_task_id)` })
+    .where("id", "=", v.taskId)
+    .where("status", "=", v.status),
+);
+export const scheduleCheck = async (db: Db, taskId: string, status: TaskStatus, at: Date, providerTaskId?: string) => {
+  await scheduleCheckStatement(db, { taskId, status, at, providerTaskId: providerTaskId || null });
 };
 
 // The lease of one submission attempt (see submit-task.ts): taken only if no live attempt holds it;
 // answers the task as it is now, or undefined when another attempt is in progress.
-export const claimSubmitAttempt = (db: Db, taskId: string, leaseMs: number) =>
+const claimStatement = compiledOnce(["taskId", "leaseSeconds"], (db, v) =>
   db
     .updateTable("task")
-    .set({ submitLeaseUntil: sql<Date>`now() + make_interval(secs => ${leaseMs / 1000})` })
-    .where("id", "=", taskId)
+    .set({ submitLeaseUntil: sql<Date>`now() + make_interval(secs => ${v.leaseSeconds})` })
+    .where("id", "=", v.taskId)
     .where("status", "in", ["queued", "submitting"])
     .where((eb) => eb.or([eb("submitLeaseUntil", "is", null), eb("submitLeaseUntil", "<", sql<Date>`now()`)]))
-    .returningAll()
-    .executeTakeFirst();
+    .returningAll(),
+);
+export const claimSubmitAttempt = async (db: Db, taskId: string, leaseMs: number): Promise<Task | undefined> =>
+  (await claimStatement(db, { taskId, leaseSeconds: leaseMs / 1000 }))[0];
 
 export const renewSubmitAttempt = async (db: Db, taskId: string, leaseMs: number) => {
   await db
@@ -53,18 +59,20 @@ export const releaseSubmitAttempt = async (db: Db, taskId: string) => {
 
 // A source image found good: its size and stored bytes, and (while the task is still queued) no
 // more wait reason from a retried download, in one statement.
-export const recordCheckedSource = async (db: Db, taskId: string, source: { width: number; height: number; sourceKey: string }) => {
-  await db
+const checkedSourceStatement = compiledOnce(["taskId", "width", "height", "sourceKey", "now"], (db, v) =>
+  db
     .updateTable("task")
     .set({
-      sourceWidth: source.width,
-      sourceHeight: source.height,
-      sourceKey: source.sourceKey,
+      sourceWidth: v.width,
+      sourceHeight: v.height,
+      sourceKey: v.sourceKey,
       waitReason: sql<string | null>`case when status = 'queued' then null else wait_reason end`,
-      updatedAt: new Date(),
+      updatedAt: v.now,
     })
-    .where("id", "=", taskId)
-    .execute();
+    .where("id", "=", v.taskId),
+);
+export const recordCheckedSource = async (db: Db, taskId: string, source: { width: number; height: number; sourceKey: string }) => {
+  await checkedSourceStatement(db, { taskId, ...source, now: new Date() });
 };
 
 // Transient provider errors spend the task's retry budget; the new count decides whether to go on.
