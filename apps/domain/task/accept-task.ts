@@ -160,7 +160,9 @@ export const acceptTask = async (
     if (isDatabaseUnavailable(error)) throw databaseUnavailable(error, "nothing_stored");
     throw error;
   } finally {
-    if (rowSettled) await settle().catch(() => undefined);
+    // Not awaited: the caller's answer need not wait a round trip for it; a mark settled a little
+    // late only counts the task twice at a resync in between (fair-priority.ts).
+    if (rowSettled) void settle().catch(() => undefined);
   }
 };
 
