@@ -191,7 +191,14 @@ const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, p
       // The task's trace starts here; BullMQ carries it on to the worker.
       enqueueFirstJob: (task) =>
         inTaskSpan(task.id, "task.enqueue", () =>
-          viaRedis(async () => queues.enqueue(task.stage, { taskId: task.id }, { priority: await fairPriority.next(task.accountId) })),
+          viaRedis(async () => {
+            const { priority, settle } = await fairPriority.take(task.accountId);
+            await queues.enqueue(task.stage, { taskId: task.id }, { priority }).catch(async (error: unknown) => {
+              await settle().catch(() => undefined);
+              throw error;
+            });
+            return settle;
+          }),
         ),
       withdrawFirstJob: (task) => queues.withdraw(task.stage, task.id),
       stallRecheckMs: timing.stallRecheckMs,
@@ -272,13 +279,17 @@ const batchIntakeDeps = (
   stallRecheckMs: timing.stallRecheckMs,
   checkCallbackUrl: (url) => checkCallbackDestination(url, config.ALLOWED_PRIVATE_HOSTS),
   imageUrlRefusal: (url) => literalAddressRefusal(url, config.ALLOWED_PRIVATE_HOSTS),
-  // One HINCRBY for the chunk's priorities, one addBulk per stage.
+  // One script call for the chunk's priorities, one addBulk per stage.
   enqueueBatchJobs: (accountId, jobs) =>
     viaRedis(async () => {
-      const first = await fairPriority.nextBatchRange(accountId, jobs.length);
+      const { priority: first, settle } = await fairPriority.takeBatchRange(accountId, jobs.length);
       const byStage = { source: [] as { taskId: string; priority: number }[], submit: [] as { taskId: string; priority: number }[] };
       jobs.forEach((job, i) => byStage[job.stage].push({ taskId: job.id, priority: first + i }));
-      await Promise.all([queues.enqueueBulk("source", byStage.source), queues.enqueueBulk("submit", byStage.submit)]);
+      await Promise.all([queues.enqueueBulk("source", byStage.source), queues.enqueueBulk("submit", byStage.submit)]).catch(async (error: unknown) => {
+        await settle().catch(() => undefined);
+        throw error;
+      });
+      return settle;
     }),
   withdrawBatchJobs: async (jobs) => {
     await Promise.all(jobs.map((job) => queues.withdraw(job.stage, job.id)));

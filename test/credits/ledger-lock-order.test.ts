@@ -49,7 +49,7 @@ afterAll(async () => {
 const acceptDeps = (db: Db): AcceptTaskDeps => ({
   db,
   storage: createLocalStorage(tmpdir()),
-  enqueueFirstJob: async () => undefined,
+  enqueueFirstJob: async () => async () => undefined,
   withdrawFirstJob: async () => undefined,
   stallRecheckMs: 60_000,
   checkCallbackUrl: async () => undefined,
@@ -59,7 +59,7 @@ const acceptDeps = (db: Db): AcceptTaskDeps => ({
 
 const batchDeps = (db: Db): AcceptBatchDeps => ({
   ...acceptDeps(db),
-  enqueueBatchJobs: async () => undefined,
+  enqueueBatchJobs: async () => async () => undefined,
   withdrawBatchJobs: async () => undefined,
   chunkItems: 10,
   uploadLeaseMs: 60_000,

@@ -94,11 +94,7 @@ describe("priority: a single task against a bulk backlog", () => {
     redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
     // The manual clock: no slot frees until B's task is in the slot line, however long B's own
     // intake and pickup take on a loaded machine, so B's place shows the policy, not the load.
-    // No sweep after the first: the sweep resets the fair-priority counts from the tasks Postgres
-    // has as queued, and a reset during A's burst (jobs enqueued, rows not yet written) restarted
-    // A's numbering at 1, so a late A task tied B's priority and went first (a loaded full run
-    // failed on it, B 4th). Nothing here needs the sweep: every end comes with its callback.
-    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_CLOCK: "manual" }, workerEnv: { RECONCILE_EVERY_MS: "600000" } });
+    stack = await startFaultStack({ capacity: 2, simulatorEnv: { SIM_CLOCK: "manual" } });
   });
   afterAll(async () => {
     redis?.disconnect();

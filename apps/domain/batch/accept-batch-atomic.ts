@@ -81,10 +81,12 @@ const enqueueCommitted = async (deps: AcceptBatchDeps, accountId: string, batchI
       if (after) q = q.where("id", ">", after);
       const page = await q.execute();
       if (page.length === 0) return;
-      await deps.enqueueBatchJobs(
+      const settle = await deps.enqueueBatchJobs(
         accountId,
         page.map((t) => ({ id: t.id, stage: t.imageUrl && t.sourceWidth === null ? "source" : "submit" })),
       );
+      // Committed before their jobs: nothing in flight for the resync to keep.
+      await settle().catch(() => undefined);
       after = page[page.length - 1]!.id;
     }
   } catch {

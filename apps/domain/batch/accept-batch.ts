@@ -92,7 +92,7 @@ const acceptInChunks: WriteBatch = async (deps, input, result, batchRow, prepare
     await refuseUuidExternalIds(deps.db, accountId, chunk, reject);
     const rejectedNow = result.rejected - rejectedBefore;
     const jobs = chunk.map(jobOf);
-    if (jobs.length > 0) await deps.enqueueBatchJobs(accountId, jobs);
+    const settle = jobs.length > 0 ? await deps.enqueueBatchJobs(accountId, jobs) : undefined;
     try {
       // Written only into a batch still receiving, under its renewed lease (upload-lease.ts). The
       // chunk's statement writes its tasks, then holds their credits under the balance row's lock
@@ -131,6 +131,9 @@ const acceptInChunks: WriteBatch = async (deps, input, result, batchRow, prepare
     } catch (error) {
       await cleanUp(deps, chunk);
       throw error;
+    } finally {
+      // The chunk's rows are committed or will not be (fair-priority.ts: in-flight marks).
+      await settle?.().catch(() => undefined);
     }
     chunk = [];
     rejectedBefore = result.rejected;

@@ -2,6 +2,7 @@ import type { Db } from "../db/database.ts";
 import { AppError, type FieldViolation } from "../errors/app-error.ts";
 import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import type { ObjectStorage } from "../storage/local-storage.ts";
+import type { SettleIntake } from "../queues/fair-priority.ts";
 import type { CreditTerms } from "../credits/credit-terms.ts";
 import type { RawItem } from "./batch-item-sources.ts";
 
@@ -16,8 +17,9 @@ export type AcceptBatchDeps = {
   // As a single create's (accept-task.ts): a literal private address in an image URL.
   imageUrlRefusal: (url: string) => string | undefined;
   // BullMQ addBulk of a chunk's first jobs, with the account's fair batch priorities. Throws an
-  // AppError 503 when Redis cannot take them: that chunk is then not written.
-  enqueueBatchJobs: (accountId: string, jobs: BatchJob[]) => Promise<void>;
+  // AppError 503 when Redis cannot take them: that chunk is then not written. Resolves to the
+  // settle of the priorities' in-flight mark, called once the chunk is written or will not be.
+  enqueueBatchJobs: (accountId: string, jobs: BatchJob[]) => Promise<SettleIntake>;
   withdrawBatchJobs: (jobs: BatchJob[]) => Promise<void>;
   // Prices, cap and capacity (credits/credit-terms.ts).
   credits: CreditTerms;

@@ -1,4 +1,5 @@
 import type { RedisClient } from "./redis-connection.ts";
+import { redisScript } from "./redis-scripts.ts";
 
 // Fairness between accounts without serialising intake: an account's k-th waiting task is enqueued
 // with BullMQ priority k (lower runs sooner), so a single interactive task overtakes a bulk backlog
@@ -10,30 +11,123 @@ import type { RedisClient } from "./redis-connection.ts";
 // Batch items count in a hash of their own and queue behind single tasks: an account's k-th waiting
 // batch item has priority BATCH_PRIORITY_BASE + k. A single task (of any account) overtakes every
 // batch, and two accounts' batches take turns item by item. A chunk of items takes its range of
-// priorities with one HINCRBY, not one per item.
+// priorities with one command, not one per item.
+//
+// Intake takes its priority before it writes the task's row (the job goes first: accept-task.ts),
+// so Postgres alone undercounts an account in the middle of a burst; a resync that set the count
+// to the rows restarted the account's numbering near 1, and its later tasks tied or passed another
+// account's single task. So a resync never forgets an intake that has its priority:
+// - intake marks its tasks in flight with the same script that takes the priority (fair-take.lua)
+//   and unmarks them once its rows are committed or will not be (settle: one more command);
+// - resync reads the counts and the marks in one MULTI (the snapshot) before it reads Postgres,
+//   then sets each count to rows + marks at the snapshot + what was taken since the snapshot
+//   (fair-resync.lua, one script, so nothing taken meanwhile is lost).
+// Each intake is counted: taken after the snapshot, by "since"; taken before and unsettled at the
+// snapshot, by its mark; settled before the snapshot, its row was committed before the read of
+// Postgres began, so the read counts it while it is queued. An intake counted twice (its mark and
+// its row, or "since" and its row) only places its account one further back until the next resync;
+// tasks that left the queue are forgotten at the next resync, so the counts stay near the queue's
+// length (task-queues.ts clamps a priority to BullMQ's largest anyway).
+// Marks live in one hash per minute that expires, so an API that dies mid-intake does not pin its
+// account's count: a mark counts for IN_FLIGHT_MINUTES (far longer than an intake's statements),
+// allowing clocks of API and worker to differ by up to a minute.
 export const BATCH_PRIORITY_BASE = 10_000;
 
 export const FAIR_TAG = "{fair}";
 
+const BUCKET_MS = 60_000;
+const IN_FLIGHT_MINUTES = 5;
+
+type Counts = ReadonlyMap<string, number>;
+// Intake's in-flight mark goes: call once the rows are committed, or will not be.
+export type SettleIntake = () => Promise<void>;
+export type IntakePriority = { priority: number; settle: SettleIntake };
+
 export type FairPriority = {
+  // For a task whose row is already written (a re-driven job): nothing to mark in flight.
   next(accountId: string): Promise<number>;
-  // The first of `count` consecutive priorities for an account's batch items.
+  // The first of `count` consecutive priorities for an account's batch items (rows written).
   nextBatchRange(accountId: string, count: number): Promise<number>;
-  resync(queuedByAccount: ReadonlyMap<string, number>, batchQueuedByAccount?: ReadonlyMap<string, number>): Promise<void>;
+  // Intake, before its row is written.
+  take(accountId: string): Promise<IntakePriority>;
+  // Intake of `count` batch items: `priority` is the first of their consecutive priorities.
+  takeBatchRange(accountId: string, count: number): Promise<IntakePriority>;
+  // Resync in two steps around the read of the queued rows: snapshot first, then apply the rows.
+  beginResync(): Promise<(queuedByAccount: Counts, batchQueuedByAccount: Counts) => Promise<void>>;
 };
 
-export const createFairPriority = (redis: RedisClient, prefix: string): FairPriority => {
-  // One hash tag for both: resync's MULTI writes them together, which a cluster allows in one slot.
-  const key = `${prefix}:${FAIR_TAG}:queued-by-account`;
-  const batchKey = `${prefix}:${FAIR_TAG}:batch-queued-by-account`;
+const scriptFile = (name: string) => new URL(`./scripts/${name}.lua`, import.meta.url);
+const takeScript = { name: "fair-take", numberOfKeys: 2, files: [scriptFile("fair-take")] };
+const settleScript = { name: "fair-settle", numberOfKeys: 1, files: [scriptFile("fair-settle")] };
+const resyncScript = { name: "fair-resync", numberOfKeys: 3, files: [scriptFile("fair-resync")] };
+
+const hashOf = (flat: unknown) => new Map(Object.entries((flat ?? {}) as Record<string, string>).map(([k, v]) => [k, Number(v)]));
+
+export const createFairPriority = (redis: RedisClient, prefix: string, clock: { now: () => number } = Date): FairPriority => {
+  // One hash tag for all: the scripts and the snapshot's MULTI touch them together, which a cluster
+  // allows in one slot.
+  const base = `${prefix}:${FAIR_TAG}`;
+  const keys = {
+    single: { counts: `${base}:queued-by-account`, marks: (minute: number) => `${base}:in-flight:${minute}` },
+    batch: { counts: `${base}:batch-queued-by-account`, marks: (minute: number) => `${base}:batch-in-flight:${minute}` },
+  };
+  const epochKey = `${base}:resync-epoch`;
+  const take = redisScript(redis, takeScript);
+  const settle = redisScript(redis, settleScript);
+  const resync = redisScript(redis, resyncScript);
+
+  const takeFor = async (kind: keyof typeof keys, accountId: string, count: number) => {
+    const marks = keys[kind].marks(Math.floor(clock.now() / BUCKET_MS));
+    const last = Number(await take([keys[kind].counts, marks], [accountId, count, (IN_FLIGHT_MINUTES + 1) * BUCKET_MS]));
+    let settled = false;
+    return {
+      first: last - count + 1,
+      settle: async () => {
+        if (settled) return;
+        settled = true;
+        await settle([marks], [accountId, count]);
+      },
+    };
+  };
+
   return {
-    next: (accountId) => redis.hincrby(key, accountId, 1),
-    nextBatchRange: async (accountId, count) => BATCH_PRIORITY_BASE + (await redis.hincrby(batchKey, accountId, count)) - count + 1,
-    resync: async (queuedByAccount, batchQueuedByAccount = new Map()) => {
-      const multi = redis.multi().del(key).del(batchKey);
-      if (queuedByAccount.size > 0) multi.hset(key, Object.fromEntries(queuedByAccount));
-      if (batchQueuedByAccount.size > 0) multi.hset(batchKey, Object.fromEntries(batchQueuedByAccount));
-      await multi.exec();
+    next: (accountId) => redis.hincrby(keys.single.counts, accountId, 1),
+    nextBatchRange: async (accountId, count) => BATCH_PRIORITY_BASE + (await redis.hincrby(keys.batch.counts, accountId, count)) - count + 1,
+    take: async (accountId) => {
+      const { first, settle } = await takeFor("single", accountId, 1);
+      return { priority: first, settle };
+    },
+    takeBatchRange: async (accountId, count) => {
+      const { first, settle } = await takeFor("batch", accountId, count);
+      return { priority: BATCH_PRIORITY_BASE + first, settle };
+    },
+    beginResync: async () => {
+      const minute = Math.floor(clock.now() / BUCKET_MS);
+      // The minutes a live mark can be in: the last IN_FLIGHT_MINUTES, and one ahead for a clock
+      // running ahead of ours.
+      const minutes = Array.from({ length: IN_FLIGHT_MINUTES + 1 }, (_, i) => minute + 1 - i);
+      const multi = redis.multi().get(epochKey).hgetall(keys.single.counts).hgetall(keys.batch.counts);
+      for (const m of minutes) multi.hgetall(keys.single.marks(m)).hgetall(keys.batch.marks(m));
+      const replies = (await multi.exec()) ?? [];
+      const failed = replies.find(([error]) => error);
+      if (failed) throw failed[0];
+      const [epoch, single, batch, ...marks] = replies.map(([, value]) => value);
+      const inFlight = (offset: number) => {
+        const sum = new Map<string, number>();
+        for (let i = offset; i < marks.length; i += 2) for (const [account, n] of hashOf(marks[i])) sum.set(account, (sum.get(account) ?? 0) + n);
+        return sum;
+      };
+      const seen = { single: hashOf(single), batch: hashOf(batch) };
+      const marked = { single: inFlight(0), batch: inFlight(1) };
+      return async (queuedByAccount, batchQueuedByAccount) => {
+        const planOf = (rows: Counts, kind: keyof typeof keys) => {
+          const plan = new Map(rows);
+          for (const [account, n] of marked[kind]) plan.set(account, (plan.get(account) ?? 0) + n);
+          return { base: Object.fromEntries(plan), seen: Object.fromEntries(seen[kind]) };
+        };
+        const plan = { single: planOf(queuedByAccount, "single"), batch: planOf(batchQueuedByAccount, "batch") };
+        await resync([keys.single.counts, keys.batch.counts, epochKey], [typeof epoch === "string" ? epoch : "", JSON.stringify(plan)]);
+      };
     },
   };
 };

@@ -13,14 +13,15 @@ import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts"
 import { accountBalance, heldAccountSql, holdCreditsCte, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
 import { refuseAboveCapacity, type CreditTerms } from "../credits/credit-terms.ts";
 import { findReplay } from "../credits/replay-window.ts";
+import type { SettleIntake } from "../queues/fair-priority.ts";
 
 export type AcceptTaskDeps = {
   db: Db;
   storage: ObjectStorage;
   // Adds the task's first job with the account's fair priority: the source check for a URL image,
   // else the submission. Must throw (an AppError 503) when the queue cannot take it: nothing is then
-  // written.
-  enqueueFirstJob: (task: { id: string; accountId: string; stage: "source" | "submit" }) => Promise<void>;
+  // written. Resolves to the settle of the priority's in-flight mark (fair-priority.ts).
+  enqueueFirstJob: (task: { id: string; accountId: string; stage: "source" | "submit" }) => Promise<SettleIntake>;
   // Takes back a job whose task was not written after all (best effort: the processor drops a job
   // without a task anyway).
   withdrawFirstJob: (task: { id: string; stage: "source" | "submit" }) => Promise<void>;
@@ -85,12 +86,16 @@ export const acceptTask = async (
   const credits = deps.credits.perImage * request.n;
   const forget = () => (inline ? deps.storage.remove(inline.key).catch(() => undefined) : undefined);
 
+  let settle: SettleIntake;
   try {
-    await deps.enqueueFirstJob({ id: taskId, accountId, stage });
+    settle = await deps.enqueueFirstJob({ id: taskId, accountId, stage });
   } catch (error) {
     await forget();
     throw error;
   }
+  // The row is committed, or will not be: the sweeper's resync may now go by Postgres alone. A
+  // statement that may still commit keeps its mark until the mark expires (fair-priority.ts).
+  let rowSettled = true;
   try {
     // One statement, so the task, its first event and its credit hold are written together without
     // a transaction's extra round trips. The task is inserted before the hold locks the balance (the
@@ -145,12 +150,19 @@ export const acceptTask = async (
   } catch (error) {
     // A statement that timed out may still commit: keep its job and image then (the sweeper or the
     // processor's grace settles either way), and tell the caller how to learn the outcome.
-    if (isDatabaseUnavailable(error) && statementMayHaveRun(error)) throw databaseUnavailable(error, "unknown");
+    if (isDatabaseUnavailable(error) && statementMayHaveRun(error)) {
+      rowSettled = false;
+      throw databaseUnavailable(error, "unknown");
+    }
     await Promise.all([deps.withdrawFirstJob({ id: taskId, stage }).catch(() => undefined), forget()]);
     if (isCapRefusal(error)) throw spendCapError(await accountBalance(deps.db, accountId, deps.credits.defaultCap), credits, `a task with n = ${request.n}`);
     if (isUniqueViolation(error) && request.externalTaskId) return replayOrConflict(deps.db, accountId, request.externalTaskId, requestHash);
     if (isDatabaseUnavailable(error)) throw databaseUnavailable(error, "nothing_stored");
     throw error;
+  } finally {
+    // Not awaited: the caller's answer need not wait a round trip for it; a mark settled a little
+    // late only counts the task twice at a resync in between (fair-priority.ts).
+    if (rowSettled) void settle().catch(() => undefined);
   }
 };
 

@@ -27,8 +27,11 @@ export type ReconcileDeps = ApplyReportDeps & {
   batchSize: number;
 };
 
-// The fair-priority counts drift from the truth as tasks leave the queue; Postgres has the truth.
-export const resyncFairPriority = async (deps: Pick<ReconcileDeps, "db">, fairPriority: FairPriority) => {
+// The fair-priority counts drift from the truth as tasks leave the queue; Postgres has the truth,
+// except for intakes that have their priority and no row yet: the snapshot taken before the read
+// keeps those (fair-priority.ts).
+export const resyncFairPriority = async (deps: Pick<ReconcileDeps, "db">, fairPriority: Pick<FairPriority, "beginResync">) => {
+  const apply = await fairPriority.beginResync();
   const rows = await deps.db
     .selectFrom("task")
     .select(["accountId", (eb) => eb("batchId", "is not", null).as("inBatch"), (eb) => eb.fn.countAll<string>().as("queued")])
@@ -37,7 +40,7 @@ export const resyncFairPriority = async (deps: Pick<ReconcileDeps, "db">, fairPr
     .execute();
   // Single tasks and batch items are counted apart (fair-priority.ts).
   const count = (inBatch: boolean) => new Map(rows.filter((r) => Boolean(r.inBatch) === inBatch).map((r) => [r.accountId, Number(r.queued)]));
-  await fairPriority.resync(count(false), count(true));
+  await apply(count(false), count(true));
 };
 
 // A re-added job takes its place in line as at intake: a single task ahead of every batch item,

@@ -1,0 +1,108 @@
+import { randomUUID } from "node:crypto";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createAccount } from "../../apps/domain/account/api-key.ts";
+import { createDb, type Db } from "../../apps/domain/db/database.ts";
+import { BATCH_PRIORITY_BASE, createFairPriority } from "../../apps/domain/queues/fair-priority.ts";
+import { resyncFairPriority } from "../../apps/domain/task/reconcile-tasks.ts";
+import { cloneDatabase, dropDatabases } from "../support/databases.ts";
+
+// The sweeper's resync of fair priorities (Redis counts set back to the queued rows in Postgres)
+// racing intake, which takes its priority before it writes the task's row: driven step by step
+// against Redis and Postgres, no worker or API.
+
+let redis: Redis;
+let db: Db;
+let databaseUrl: string;
+beforeAll(async () => {
+  redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+  databaseUrl = await cloneDatabase(inject("templateDatabaseUrl"), `fair${randomUUID().slice(0, 8)}`);
+  db = createDb(databaseUrl);
+});
+afterAll(async () => {
+  redis?.disconnect();
+  await db?.destroy();
+  if (databaseUrl) await dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1));
+});
+
+const MINUTE = 60_000;
+// The marks' minute comes from this clock, so a test moves it rather than waiting.
+const fair = (clock = { now: () => 1_000 * MINUTE }) => createFairPriority(redis, `fair-test-${randomUUID().slice(0, 8)}`, clock);
+
+const account = () => createAccount(db, `fair-${randomUUID().slice(0, 8)}`);
+// A queued task row, as intake writes it.
+const queuedRow = async (accountId: string) => {
+  const id = randomUUID();
+  await db
+    .insertInto("task")
+    .values({ id, accountId, requestHash: id, imageUrl: "https://example.com/a.png", upRatio: 0.5, downRatio: 0, leftRatio: 0, rightRatio: 0, n: 1, callbackToken: id, nextCheckAt: new Date() })
+    .execute();
+  return id;
+};
+
+describe("fair priority resync during intake", () => {
+  it("when a resync runs while an account's intakes have their priorities but no rows yet, then its numbering does not restart and a single task of another account stays ahead", async () => {
+    const fp = fair();
+    const a = randomUUID();
+    const b = randomUUID();
+    // A's burst: three intakes have their priorities, none has written its row yet.
+    const inFlight = [await fp.take(a), await fp.take(a), await fp.take(a)];
+    expect(inFlight.map((t) => t.priority)).toEqual([1, 2, 3]);
+    await resyncFairPriority({ db }, fp);
+    const bSingle = await fp.take(b);
+    const aLater = await fp.take(a);
+    expect(aLater.priority).toBeGreaterThan(3);
+    expect(bSingle.priority).toBeLessThan(aLater.priority);
+  });
+
+  it("when intakes take priorities while the resync reads Postgres, then the applied counts keep them", async () => {
+    const fp = fair();
+    const a = randomUUID();
+    const apply = await fp.beginResync();
+    // Taken after the snapshot, before the counts are applied (the read of Postgres under way).
+    await fp.take(a);
+    await fp.takeBatchRange(a, 5);
+    await apply(new Map(), new Map());
+    expect((await fp.take(a)).priority).toBe(2);
+    expect((await fp.takeBatchRange(a, 1)).priority).toBe(BATCH_PRIORITY_BASE + 6);
+  });
+
+  it("when an intake's row is written and settled, then the resync counts the row once, and forgets it once it left the queue", async () => {
+    const fp = fair();
+    const a = await account();
+    const b = randomUUID();
+    const taken = await fp.take(a);
+    const id = await queuedRow(a);
+    await taken.settle();
+    await resyncFairPriority({ db }, fp);
+    expect((await fp.next(a))).toBe(2);
+    await db.updateTable("task").set({ status: "canceled" }).where("id", "=", id).execute();
+    await resyncFairPriority({ db }, fp);
+    // Neither the canceled task nor the re-driven one (no row) holds A back now: A and B tie.
+    expect(await fp.next(a)).toBe(1);
+    expect(await fp.next(b)).toBe(1);
+  });
+
+  it("when an intake never settles (its API died), then its mark stops counting after some minutes", async () => {
+    let now = 1_000 * MINUTE;
+    const fp = fair({ now: () => now });
+    const a = randomUUID();
+    await fp.take(a);
+    await resyncFairPriority({ db }, fp);
+    expect(await fp.next(a)).toBe(2);
+    now += 10 * MINUTE;
+    await resyncFairPriority({ db }, fp);
+    expect(await fp.next(a)).toBe(1);
+  });
+
+  it("when two resyncs overlap, then the one whose snapshot is stale leaves the counts alone", async () => {
+    const fp = fair();
+    const a = randomUUID();
+    const first = await fp.beginResync();
+    await fp.take(a);
+    await resyncFairPriority({ db }, fp);
+    // The stale one would count A's intake twice (in its "since" and in the other's result).
+    await first(new Map(), new Map());
+    expect((await fp.take(a)).priority).toBe(2);
+  });
+});
