@@ -25,9 +25,11 @@ afterAll(async () => {
   if (databaseUrl) await dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1));
 });
 
-const MINUTE = 60_000;
-// The marks' minute comes from this clock, so a test moves it rather than waiting.
-const fair = (clock = { now: () => 1_000 * MINUTE }) => createFairPriority(redis, `fair-test-${randomUUID().slice(0, 8)}`, clock);
+let lastPrefix = "";
+const fair = () => {
+  lastPrefix = `fair-test-${randomUUID().slice(0, 8)}`;
+  return createFairPriority(redis, lastPrefix);
+};
 
 const account = () => createAccount(db, `fair-${randomUUID().slice(0, 8)}`);
 // A queued task row, as intake writes it.
@@ -83,16 +85,39 @@ describe("fair priority resync during intake", () => {
     expect(await fp.next(b)).toBe(1);
   });
 
-  it("when an intake never settles (its API died), then its mark stops counting after some minutes", async () => {
-    let now = 1_000 * MINUTE;
-    const fp = fair({ now: () => now });
+  it("when an intake never settles (its API died), then its mark stops counting once its deadline on Redis' clock has passed", async () => {
+    const fp = fair();
     const a = randomUUID();
     await fp.take(a);
     await resyncFairPriority({ db }, fp);
     expect(await fp.next(a)).toBe(2);
-    now += 10 * MINUTE;
+    // The deadline is Redis' time + minutes: rather than wait, move the mark's deadline into the past.
+    const deadlines = `${lastPrefix}:{fair}:in-flight-deadlines`;
+    const [member] = await redis.zrange(deadlines, 0, -1);
+    const redisSeconds = Number((await redis.time())[0]);
+    expect(Number(await redis.zscore(deadlines, member!))).toBeGreaterThan(redisSeconds * 1000 + 4 * 60_000);
+    await redis.zadd(deadlines, "XX", redisSeconds * 1000 - 1, member!);
     await resyncFairPriority({ db }, fp);
     expect(await fp.next(a)).toBe(1);
+    expect(await redis.zcard(deadlines)).toBe(0);
+  });
+
+  it("when an intake settles after its mark was reaped, then nothing is taken off twice", async () => {
+    const fp = fair();
+    const a = randomUUID();
+    const late = await fp.take(a);
+    const deadlines = `${lastPrefix}:{fair}:in-flight-deadlines`;
+    const [member] = await redis.zrange(deadlines, 0, -1);
+    await redis.zadd(deadlines, "XX", 0, member!);
+    await resyncFairPriority({ db }, fp);
+    // A second intake of A, in flight: the late settle of the first must not cancel its mark.
+    const second = await fp.take(a);
+    await late.settle();
+    expect(await redis.hget(`${lastPrefix}:{fair}:in-flight`, a)).toBe("1");
+    await resyncFairPriority({ db }, fp);
+    expect(await fp.next(a)).toBe(2);
+    await second.settle();
+    expect(await redis.hget(`${lastPrefix}:{fair}:in-flight`, a)).toBeNull();
   });
 
   it("when two resyncs overlap, then the one whose snapshot is stale leaves the counts alone", async () => {

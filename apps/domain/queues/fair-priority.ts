@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { RedisClient } from "./redis-connection.ts";
 import { redisScript } from "./redis-scripts.ts";
 
@@ -28,15 +29,14 @@ import { redisScript } from "./redis-scripts.ts";
 // its row, or "since" and its row) only places its account one further back until the next resync;
 // tasks that left the queue are forgotten at the next resync, so the counts stay near the queue's
 // length (task-queues.ts clamps a priority to BullMQ's largest anyway).
-// Marks live in one hash per minute that expires, so an API that dies mid-intake does not pin its
-// account's count: a mark counts for IN_FLIGHT_MINUTES (far longer than an intake's statements),
-// allowing clocks of API and worker to differ by up to a minute.
+// A mark carries a deadline from Redis' clock (TIME, in the scripts: API and worker machines disagree
+// by seconds), so an API that dies mid-intake does not pin its account's count: past IN_FLIGHT_MS
+// (far longer than an intake's statements) the next snapshot reaps it.
 export const BATCH_PRIORITY_BASE = 10_000;
 
 export const FAIR_TAG = "{fair}";
 
-const BUCKET_MS = 60_000;
-const IN_FLIGHT_MINUTES = 5;
+const IN_FLIGHT_MS = 5 * 60_000;
 
 type Counts = ReadonlyMap<string, number>;
 // Intake's in-flight mark goes: call once the rows are committed, or will not be.
@@ -57,35 +57,45 @@ export type FairPriority = {
 };
 
 const scriptFile = (name: string) => new URL(`./scripts/${name}.lua`, import.meta.url);
-const takeScript = { name: "fair-take", numberOfKeys: 2, files: [scriptFile("fair-take")] };
-const settleScript = { name: "fair-settle", numberOfKeys: 1, files: [scriptFile("fair-settle")] };
+const withMarks = (name: string) => [scriptFile("fair-marks.lib"), scriptFile(name)];
+const takeScript = { name: "fair-take", numberOfKeys: 3, files: withMarks("fair-take") };
+const settleScript = { name: "fair-settle", numberOfKeys: 2, files: withMarks("fair-settle") };
+const snapshotScript = { name: "fair-snapshot", numberOfKeys: 7, files: withMarks("fair-snapshot") };
 const resyncScript = { name: "fair-resync", numberOfKeys: 3, files: [scriptFile("fair-resync")] };
 
-const hashOf = (flat: unknown) => new Map(Object.entries((flat ?? {}) as Record<string, string>).map(([k, v]) => [k, Number(v)]));
+// HGETALL as a script returns it: a flat [field, value, ...] list.
+const hashOf = (flat: unknown) => {
+  const map = new Map<string, number>();
+  const list = Array.isArray(flat) ? (flat as string[]) : [];
+  for (let i = 0; i + 1 < list.length; i += 2) map.set(list[i]!, Number(list[i + 1]));
+  return map;
+};
 
-export const createFairPriority = (redis: RedisClient, prefix: string, clock: { now: () => number } = Date): FairPriority => {
-  // One hash tag for all: the scripts and the snapshot's MULTI touch them together, which a cluster
-  // allows in one slot.
+export const createFairPriority = (redis: RedisClient, prefix: string): FairPriority => {
+  // One hash tag for all: each script touches several of them at once, which a cluster allows in one
+  // slot.
   const base = `${prefix}:${FAIR_TAG}`;
   const keys = {
-    single: { counts: `${base}:queued-by-account`, marks: (minute: number) => `${base}:in-flight:${minute}` },
-    batch: { counts: `${base}:batch-queued-by-account`, marks: (minute: number) => `${base}:batch-in-flight:${minute}` },
+    single: { counts: `${base}:queued-by-account`, marks: `${base}:in-flight`, deadlines: `${base}:in-flight-deadlines` },
+    batch: { counts: `${base}:batch-queued-by-account`, marks: `${base}:batch-in-flight`, deadlines: `${base}:batch-in-flight-deadlines` },
   };
   const epochKey = `${base}:resync-epoch`;
   const take = redisScript(redis, takeScript);
   const settle = redisScript(redis, settleScript);
+  const snapshot = redisScript(redis, snapshotScript);
   const resync = redisScript(redis, resyncScript);
 
   const takeFor = async (kind: keyof typeof keys, accountId: string, count: number) => {
-    const marks = keys[kind].marks(Math.floor(clock.now() / BUCKET_MS));
-    const last = Number(await take([keys[kind].counts, marks], [accountId, count, (IN_FLIGHT_MINUTES + 1) * BUCKET_MS]));
+    const { counts, marks, deadlines } = keys[kind];
+    const nonce = randomUUID();
+    const last = Number(await take([counts, marks, deadlines], [accountId, count, IN_FLIGHT_MS, nonce]));
     let settled = false;
     return {
       first: last - count + 1,
       settle: async () => {
         if (settled) return;
         settled = true;
-        await settle([marks], [accountId, count]);
+        await settle([marks, deadlines], [`${count} ${nonce} ${accountId}`]);
       },
     };
   };
@@ -102,23 +112,13 @@ export const createFairPriority = (redis: RedisClient, prefix: string, clock: { 
       return { priority: BATCH_PRIORITY_BASE + first, settle };
     },
     beginResync: async () => {
-      const minute = Math.floor(clock.now() / BUCKET_MS);
-      // The minutes a live mark can be in: the last IN_FLIGHT_MINUTES, and one ahead for a clock
-      // running ahead of ours.
-      const minutes = Array.from({ length: IN_FLIGHT_MINUTES + 1 }, (_, i) => minute + 1 - i);
-      const multi = redis.multi().get(epochKey).hgetall(keys.single.counts).hgetall(keys.batch.counts);
-      for (const m of minutes) multi.hgetall(keys.single.marks(m)).hgetall(keys.batch.marks(m));
-      const replies = (await multi.exec()) ?? [];
-      const failed = replies.find(([error]) => error);
-      if (failed) throw failed[0];
-      const [epoch, single, batch, ...marks] = replies.map(([, value]) => value);
-      const inFlight = (offset: number) => {
-        const sum = new Map<string, number>();
-        for (let i = offset; i < marks.length; i += 2) for (const [account, n] of hashOf(marks[i])) sum.set(account, (sum.get(account) ?? 0) + n);
-        return sum;
-      };
+      const { single: s, batch: b } = keys;
+      const [epoch, single, batch, singleMarks, batchMarks] = (await snapshot(
+        [epochKey, s.counts, b.counts, s.marks, s.deadlines, b.marks, b.deadlines],
+        [],
+      )) as [string, unknown, unknown, unknown, unknown];
       const seen = { single: hashOf(single), batch: hashOf(batch) };
-      const marked = { single: inFlight(0), batch: inFlight(1) };
+      const marked = { single: hashOf(singleMarks), batch: hashOf(batchMarks) };
       return async (queuedByAccount, batchQueuedByAccount) => {
         const planOf = (rows: Counts, kind: keyof typeof keys) => {
           const plan = new Map(rows);
@@ -126,7 +126,7 @@ export const createFairPriority = (redis: RedisClient, prefix: string, clock: { 
           return { base: Object.fromEntries(plan), seen: Object.fromEntries(seen[kind]) };
         };
         const plan = { single: planOf(queuedByAccount, "single"), batch: planOf(batchQueuedByAccount, "batch") };
-        await resync([keys.single.counts, keys.batch.counts, epochKey], [typeof epoch === "string" ? epoch : "", JSON.stringify(plan)]);
+        await resync([keys.single.counts, keys.batch.counts, epochKey], [epoch, JSON.stringify(plan)]);
       };
     },
   };

@@ -1,8 +1,13 @@
 -- Intake's priority: the account's count grows by the n tasks taken, and the same n is marked in
--- flight (this minute's marks) until the intake has written its rows or given up (fair-settle).
--- KEYS: 1 the counts, 2 this minute's in-flight marks (same kind). ARGV: account, n, marks' ttl ms.
+-- flight until the intake has written its rows or given up (fair-settle), or its deadline passed.
+-- KEYS: 1 the counts, 2 the marks, 3 the marks' deadlines (same kind).
+-- ARGV: account, n, the mark's lifetime in ms, a nonce unique to this intake.
 local n = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
 local count = redis.call('HINCRBY', KEYS[1], ARGV[1], n)
 redis.call('HINCRBY', KEYS[2], ARGV[1], n)
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], now_ms() + ttl, n .. ' ' .. ARGV[4] .. ' ' .. ARGV[1])
+-- Every mark in them ends within ttl, so keys untouched for twice that hold nothing alive.
+redis.call('PEXPIRE', KEYS[2], 2 * ttl)
+redis.call('PEXPIRE', KEYS[3], 2 * ttl)
 return count
