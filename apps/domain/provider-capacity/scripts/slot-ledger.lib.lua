@@ -83,19 +83,47 @@ local function backfill_fits(holders, sinceKey, runMs, now, k, n)
   end
   local limit = k + n
   -- Each set that may be the first to end is the holders surely ended by some holder's earliest end
-  -- t plus any of those that may have ended by then: a subset sum over the latter, up to limit.
-  for a = 1, #lo do
-    local t = lo[a]
-    local forced = 0
-    local can = {[0] = true}
+  -- t (forced) plus any of those that may have ended by then: a subset sum over the latter, up to
+  -- limit. Walking t upwards, holders only join the second group or move from it to the first, so
+  -- the sums are extended as they join and rebuilt only when one moves.
+  local order = {}
+  for a = 1, #lo do order[a] = a end
+  table.sort(order, function(x, y) return lo[x] < lo[y] end)
+  local forced, state = 0, {}
+  local can = {[0] = true}
+  local add = function(b)
+    for s = limit - 1, size[b], -1 do
+      if can[s - size[b]] then can[s] = true end
+    end
+  end
+  for i = 1, #order do
+    local t = lo[order[i]]
+    local moved = false
     for b = 1, #lo do
-      if hi[b] <= t then
-        forced = forced + size[b]
-      elseif lo[b] <= t then
-        for s = limit - 1, size[b], -1 do
-          if can[s - size[b]] then can[s] = true end
+      if state[b] == 'may' and hi[b] <= t then
+        state[b], forced, moved = 'forced', forced + size[b], true
+      end
+    end
+    local joined = {}
+    for j = i, #order do
+      local b = order[j]
+      if lo[b] > t then break end
+      if not state[b] then
+        if hi[b] <= t then
+          state[b], forced, moved = 'forced', forced + size[b], true
+        else
+          state[b] = 'may'
+          joined[#joined + 1] = b
         end
       end
+    end
+    if moved then
+      can = {[0] = true}
+      for b = 1, #lo do
+        if state[b] == 'may' then add(b) end
+      end
+    else
+      for _, b in ipairs(joined) do add(b) end
     end
     for s = 0, limit - 1 - forced do
       if can[s] and forced + s >= k then return false end
