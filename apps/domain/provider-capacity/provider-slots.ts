@@ -7,9 +7,10 @@ import { redisScript, type ScriptSpec } from "../queues/redis-scripts.ts";
 // counter. Every key of one ledger shares the caller's hash tag (one cluster slot per route).
 //
 // Tasks waiting for slots queue up in a sorted set (score = priority, ties in task id order, which
-// is creation order for UUIDv7). Room is kept for the waiters ahead: a task behind them only
-// backfills room they cannot use, so a large task is never starved by small ones and priority
-// holds. A release
+// is creation order for UUIDv7). Room is kept for the waiters ahead: a task behind the head of the
+// line (the first waiter that does not fit) only backfills room the head cannot use now and, by
+// the learnt run time, will not need when it starts (EASY backfilling, slot-ledger.lib.lua), so a
+// large task is never starved by small ones and its start is not delayed by them. A release
 // names the waiters at the head that fit the freed room on the route's channel, and only their jobs
 // wake, in whichever worker they wait: Redis commands per task do not grow with the workers.
 
@@ -19,12 +20,12 @@ const script = (name: string, numberOfKeys: number): ScriptSpec => ({
   files: [new URL("./scripts/slot-ledger.lib.lua", import.meta.url), new URL(`./scripts/${name}.lua`, import.meta.url)],
 });
 const scripts = {
-  acquire: script("slot-acquire", 6),
-  release: script("slot-release", 5),
-  leave: script("slot-leave", 5),
-  snapshot: script("slot-snapshot", 5),
-  lower: script("slot-lower", 7),
-  accepted: script("slot-accepted", 7),
+  acquire: script("slot-acquire", 7),
+  release: script("slot-release", 7),
+  leave: script("slot-leave", 7),
+  snapshot: script("slot-snapshot", 7),
+  lower: script("slot-lower", 9),
+  accepted: script("slot-accepted", 9),
 };
 
 // A waiting job re-attempts at least once a second (see waitForRelease's timeout in pick-route);
@@ -61,7 +62,8 @@ export type ProviderSlots = {
 
 export const createProviderSlots = (redis: RedisClient, prefix: string, options: { capacity: number; recoverMs: number }): ProviderSlots => {
   const key = (name: string) => `${prefix}:provider:${name}`;
-  const ledgerKeys = [key("slots"), key("effective"), key("lowered-at"), key("waiters"), key("waiter-info")] as const;
+  // The run time is the one provider-run-time.ts learns for this route (backfilling reads it).
+  const ledgerKeys = [key("slots"), key("effective"), key("lowered-at"), key("waiters"), key("waiter-info"), key("slots-since"), key("run-ms")] as const;
   const refusalKeys = [...ledgerKeys, key("refusals"), key("refused-level")] as const;
   const channel = key("slots-freed");
   const run = Object.fromEntries(Object.entries(scripts).map(([name, spec]) => [name, redisScript(redis, spec)])) as Record<
@@ -90,7 +92,7 @@ export const createProviderSlots = (redis: RedisClient, prefix: string, options:
   return {
     capacity: options.capacity,
     acquire: async (taskId, n, priority) => {
-      const [ok, used, effective, place, stepBackMs] = (await run.acquire([...ledgerKeys, key("run-ms")], [
+      const [ok, used, effective, place, stepBackMs] = (await run.acquire(ledgerKeys, [
         taskId,
         n,
         options.capacity,

@@ -1,34 +1,46 @@
 -- Takes n slots for a task, or puts it in line (by priority) and says where it stands.
--- KEYS: the five ledger keys, then 6 the route's learnt run time (provider-run-time.ts).
+-- KEYS: the seven ledger keys (slot-ledger.lib.lua).
 -- ARGV: taskId, n, configured capacity, recoverMs, priority, staleMs, stepBackMs, stepBackMaxMs
 -- Returns {1, used, effective, 0, 0} when taken (used = -1: it already held them), else
 -- {0, used, effective, place (0 = head), stepBackMs (0: wait in place; else come back after it)}.
-local holders, effectiveKey, loweredKey, waiters, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local holders, effectiveKey, loweredKey, waiters, info, sinceKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local taskId, n, configured, recoverMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local priority, staleMs, stepBackMs, stepBackMaxMs = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+-- Already holding (an attempt whose outcome is unknown): its since stays that of the first create,
+-- the earliest the provider may have started it.
 if redis.call('HEXISTS', holders, taskId) == 1 then return {1, -1, -1, 0, 0} end
 local now = now_ms()
 local eff = effective_capacity(effectiveKey, loweredKey, configured, recoverMs, now, true)
 redis.call('ZADD', waiters, 'NX', priority, taskId)
--- Room is kept for the waiters ahead in line that are here: a task takes slots only when what it
--- wants fits beside all of theirs, so slots go in line order, and a large task is never starved by
--- small ones (those behind it only backfill room it cannot use). A waiter that could never fit the
--- current capacity would block everyone: no room is kept for it. The walk stops as soon as the
--- room is spoken for, so its cost does not grow with the line.
+-- Room is kept for the waiters ahead in line that are here and fit now, and for the head of the
+-- line (the first of them that does not fit): a task behind the head takes slots only when it fits
+-- beside all of theirs and, by the learnt run time, cannot delay the head's start (backfill_fits),
+-- so a large task is never starved by small ones. A waiter that could never fit the current
+-- capacity would block everyone: no room is kept for it. The walk stops at the head, or as soon as
+-- the room is spoken for, so its cost does not grow with the line.
 local used = used_slots(holders)
 local ahead = 0
+local head = nil
 for _, member in ipairs(redis.call('ZRANGE', waiters, 0, 31)) do
   if member == taskId then break end
   local untilMs, size = waiter(info, member)
   if now > untilMs then
     drop_waiter(waiters, info, member)
-  elseif size <= eff then
-    ahead = ahead + size
+  elseif size > 0 and size <= eff then
+    if used + ahead + size <= eff then
+      ahead = ahead + size
+    else
+      head = size
+      break
+    end
   end
   if used + ahead + n > eff then break end
 end
-if used + ahead + n <= eff then
+local fits = used + ahead + n <= eff
+if fits and head then fits = backfill_fits(holders, sinceKey, tonumber(redis.call('GET', KEYS[7])), now, head - (eff - used - ahead), n) end
+if fits then
   redis.call('HSET', holders, taskId, n)
+  redis.call('HSET', sinceKey, taskId, now)
   drop_waiter(waiters, info, taskId)
   return {1, used + n, eff, 0, 0}
 end
@@ -41,7 +53,7 @@ local place = redis.call('ZRANK', waiters, taskId) or -1
 -- a waiter keeps its place but no room is kept for it (it wants 0 until it is back): slots never
 -- sit idle for a job that is not running.
 if place >= configured then
-  local runMs = tonumber(redis.call('GET', KEYS[6]))
+  local runMs = tonumber(redis.call('GET', KEYS[7]))
   local perRound = stepBackMs
   if runMs then perRound = math.max(50, math.min(10000, runMs)) end
   local stepBack = math.floor(math.max(100, math.min(stepBackMaxMs, perRound * (math.floor(place / configured) - 1))))
