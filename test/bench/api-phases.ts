@@ -96,6 +96,8 @@ const countTasks = async (ctx: Ctx, imageUrl: string | null) => {
 // ---------------------------------------------------------------------------------------------
 // Phases
 
+const DECODE_PATH = "decode alone: base64 + inspectSourceImage";
+
 // All three read routes in turn, unmeasured; reported only as a sign of life.
 export const warmUpApi = async (ctx: Ctx, ids: string[], externalIds: string[]) => {
   const pickId = pickFrom(ctx.random, ids);
@@ -240,16 +242,29 @@ export const intakePhase = async (ctx: Ctx) => {
       baseline: intakeBaseline,
     };
     const { rows: sources } = await ctx.db.query<{ count: string }>("select count(*) from task where source_key is not null");
-    inline.note = `intake wrote ${await countTasks(ctx, null)} tasks with ${sources[0]!.count} stored source images (warm-up included); not in the last line`;
+    const rawPlusDecode = 1 / (1 / intakeBaseline.figures.perSecond + 1 / check.perSecond);
+    inline.note =
+      `intake wrote ${await countTasks(ctx, null)} tasks with ${sources[0]!.count} stored source images (warm-up included); ` +
+      `raw intake + the same decode, one after the other: ${rawPlusDecode.toFixed(1)}/s (inline_intake_ratio)`;
     ctx.rows.push(inline);
     await dropIntakeTasks(ctx);
     await Promise.all(firstQueues.map((q) => q.close()));
 
-    ctx.rows.push({ path: "decode alone: base64 + inspectSourceImage", concurrency: String(conc), figures: check, note: "in this process, no HTTP: what intake spends on an inline image" });
+    ctx.rows.push({ path: DECODE_PATH, concurrency: String(conc), figures: check, note: "in this process, no HTTP: what intake spends on an inline image" });
     ctx.rows.push({ path: "decode alone: sharp full pixel decode", concurrency: String(conc), figures: pixels });
   } finally {
     await queue.close();
   }
+};
+
+// Inline intake against what its own work costs raw: the raw intake and the decode alone (Base64 to
+// bytes, sharp's header read) one after the other, i.e. 1 / (1/raw + 1/decode), both from this run.
+export const inlineIntakeRatio = (rows: readonly Row[]) => {
+  const inline = rows.find((r) => r.path.startsWith("POST /v1/tasks (inline PNG"));
+  const decode = rows.find((r) => r.path === DECODE_PATH);
+  const raw = inline?.baseline?.figures.perSecond;
+  if (!inline || !decode || !raw || !decode.figures.perSecond) return undefined;
+  return inline.figures.perSecond * (1 / raw + 1 / decode.figures.perSecond);
 };
 
 // Provider callbacks at one API process, each for a fresh `submitted` task of `supply`; once the

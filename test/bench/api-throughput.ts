@@ -12,7 +12,7 @@ import { performance } from "node:perf_hooks";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { createBenchAccount, fillStatusTasks } from "./api-fill.ts";
-import { callbackPhase, compareCallbackRows, intakePhase, readPhase, warmUpApi, type BenchParams, type Ctx } from "./api-phases.ts";
+import { callbackPhase, compareCallbackRows, inlineIntakeRatio, intakePhase, readPhase, warmUpApi, type BenchParams, type Ctx } from "./api-phases.ts";
 import { formatTable, ratioOf, type Row } from "./api-report.ts";
 import { startBenchStack } from "./api-stack.ts";
 import { seededRandom } from "../../apps/simulator/seeded-random.ts";
@@ -128,11 +128,14 @@ const main = async () => {
     .map(ratioOf)
     .filter((x): x is number => x !== undefined);
   const pacedRow = rows.find((r) => r.path.startsWith("GET /v1/tasks/{id} @"));
+  const inlineRatio = inlineIntakeRatio(rows);
   console.log(
     `status_ratio=${fixed(ratioOf(find("GET /v1/tasks/{id}")), 3)} ` +
       // Both drop-in reads must meet the aim, so the worse of the two.
       `dropin_status_ratio=${fixed(dropinRatios.length ? Math.min(...dropinRatios) : undefined, 3)} ` +
       `intake_ratio=${fixed(ratioOf(find("POST /v1/tasks (image URL)")), 3)} ` +
+      // Against raw intake plus the same decode, both measured in this run (api-phases.ts).
+      `inline_intake_ratio=${fixed(inlineRatio, 3)} ` +
       `callback_ratio=${fixed(callbacks && callbacks.kyselyOk / callbacks.baselineOk, 3)} ` +
       `callback_prisma_ratio=${fixed(callbacks && callbacks.prismaOk / callbacks.baselineOk, 3)} ` +
       // Issue 19's rule: the receiver's writes go through Prisma Client if this is above 0.9.

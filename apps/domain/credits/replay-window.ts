@@ -1,5 +1,5 @@
-import { sql } from "kysely";
-import type { Db, Task } from "../db/database.ts";
+import { sql, type QueryCreator } from "kysely";
+import type { DB } from "../db/database.ts";
 
 // The replay window: a heuristic for clients that retry a create after their own timeout and cannot
 // send an external_task_id (the published Kling SDK's README example does exactly that). Within the
@@ -8,7 +8,10 @@ import type { Db, Task } from "../db/database.ts";
 // newest such task instead of creating and paying for a second one. A heuristic: two creates a
 // client really meant as two identical tasks within the window become one; two identical creates
 // sent at the same instant may both be created. An external_task_id is the exact tool.
-export const findReplay = async (db: Db, accountId: string, requestHash: string, defaultWindowSeconds: number): Promise<Task | undefined> => {
+//
+// The newest such task (none when the request names an external_task_id: its replays go by that id).
+// Intake folds it into its insert statement (accept-task.ts): a create costs no round trip for it.
+export const replayCandidate = (db: QueryCreator<DB>, accountId: string, requestHash: string, externalTaskId: string | null, defaultWindowSeconds: number) => {
   const window = sql<number>`coalesce((select replay_window_seconds from account where id = ${accountId}::uuid), ${defaultWindowSeconds}::int)`;
   return db
     .selectFrom("task")
@@ -16,10 +19,10 @@ export const findReplay = async (db: Db, accountId: string, requestHash: string,
     .where("accountId", "=", accountId)
     .where("requestHash", "=", requestHash)
     .where("externalTaskId", "is", null)
+    .where(sql<boolean>`${externalTaskId}::text is null`)
     .where("batchId", "is", null)
     // accepted_at is UTC without a zone (database.ts).
     .where(sql<boolean>`accepted_at > (now() at time zone 'utc') - make_interval(secs => ${window})`)
     .orderBy("acceptedAt", "desc")
-    .limit(1)
-    .executeTakeFirst();
+    .limit(1);
 };

@@ -12,7 +12,8 @@ import { SafeFetchError } from "../http/safe-fetch.ts";
 import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
 import { accountBalance, heldAccountSql, holdCreditsCte, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
 import { refuseAboveCapacity, type CreditTerms } from "../credits/credit-terms.ts";
-import { findReplay } from "../credits/replay-window.ts";
+import { replayCandidate } from "../credits/replay-window.ts";
+import { compiledOnce } from "../db/compiled-statement.ts";
 import type { SettleIntake } from "../queues/fair-priority.ts";
 
 export type AcceptTaskDeps = {
@@ -51,9 +52,10 @@ const requestHashOf = (request: ExpandRequest) =>
     )
     .digest("hex");
 
-// Intake: validate what can be validated here, then enqueue the submit job and write the task. The
-// job goes first, so a task row never exists without its job; a job whose row is then not written
-// is withdrawn (or dropped by the processor, which finds no task).
+// Intake: validate what can be validated here, then enqueue the submit job and write the task (or
+// find the replay window's answer, in the same statement). The job goes first, so a task row never
+// exists without its job; a job whose row is then not written is withdrawn (or dropped by the
+// processor, which finds no task).
 // `origin`: the API the task came through, which decides the shape of its outbound callbacks.
 export const acceptTask = async (
   deps: AcceptTaskDeps,
@@ -63,10 +65,6 @@ export const acceptTask = async (
 ): Promise<AcceptedTask> => {
   const requestHash = requestHashOf(request);
   refuseAboveCapacity(deps.credits, request.n);
-  if (!request.externalTaskId) {
-    const replay = await findReplay(deps.db, accountId, requestHash, deps.credits.replayWindowSeconds);
-    if (replay) return { task: replay, replayed: true, replayedBy: "window" };
-  }
   if (request.externalTaskId) await refuseAmbiguousExternalId(deps.db, accountId, request.externalTaskId);
   if (request.image.kind === "url") {
     const refusal = deps.imageUrlRefusal(request.image.url);
@@ -97,54 +95,41 @@ export const acceptTask = async (
   // statement that may still commit keeps its mark until the mark expires (fair-priority.ts).
   let rowSettled = true;
   try {
-    // One statement, so the task, its first event and its credit hold are written together without
-    // a transaction's extra round trips. The task is inserted before the hold locks the balance (the
-    // ledger's lock order, credit-ledger.ts); the credit entry's account comes from the hold:
-    // refused (over the cap), the statement fails and writes nothing.
     // Run again if Postgres undid it for a conflict (a deadlock): nothing of it was written.
-    const task = await retryOnConflict(() => deps.db
-      .with("inserted", (db) =>
-        db
-          .insertInto("task")
-          .values({
-            id: taskId,
-            accountId,
-            externalTaskId: request.externalTaskId ?? null,
-            callbackUrl: request.callbackUrl ?? null,
-            origin,
-            requestHash,
-            imageUrl: request.image.kind === "url" ? request.image.url : null,
-            sourceKey: inline?.key ?? null,
-            upRatio: request.ratios.up,
-            downRatio: request.ratios.down,
-            leftRatio: request.ratios.left,
-            rightRatio: request.ratios.right,
-            prompt: request.prompt ?? null,
-            n: request.n,
-            watermark: request.watermark ?? null,
-            sourceWidth: inline?.width ?? null,
-            sourceHeight: inline?.height ?? null,
-            callbackToken: randomBytes(24).toString("base64url"),
-            nextCheckAt: new Date(Date.now() + deps.stallRecheckMs),
-          })
-          .returningAll(),
-      )
-      .with("event", (db) =>
-        db
-          .insertInto("taskEvent")
-          .columns(["taskId", "toStatus", "source"])
-          .expression((eb) => eb.selectFrom("inserted").select((s) => ["inserted.id", s.val("queued").as("toStatus"), s.val("api").as("source")])),
-      )
-      .with("held", () => holdCreditsCte("inserted", accountId, deps.credits.perImage, deps.credits.defaultCap))
-      .with("entry", (db) =>
-        db
-          .insertInto("creditEntry")
-          .columns(["accountId", "taskId", "reserved"])
-          .expression((eb) => eb.selectFrom("inserted").select([heldAccountSql("held").as("accountId"), "inserted.id", sql<string>`inserted.n * ${deps.credits.perImage}::numeric`.as("reserved")])),
-      )
-      .selectFrom("inserted")
-      .selectAll()
-      .executeTakeFirstOrThrow());
+    const [row] = await retryOnConflict(() =>
+      intakeStatement(deps.db, {
+        taskId,
+        accountId,
+        externalTaskId: request.externalTaskId ?? null,
+        callbackUrl: request.callbackUrl ?? null,
+        origin,
+        requestHash,
+        imageUrl: request.image.kind === "url" ? request.image.url : null,
+        sourceKey: inline?.key ?? null,
+        up: request.ratios.up,
+        down: request.ratios.down,
+        left: request.ratios.left,
+        right: request.ratios.right,
+        prompt: request.prompt ?? null,
+        n: request.n,
+        watermark: request.watermark ?? null,
+        sourceWidth: inline?.width ?? null,
+        sourceHeight: inline?.height ?? null,
+        callbackToken: randomBytes(24).toString("base64url"),
+        nextCheckAt: new Date(Date.now() + deps.stallRecheckMs),
+        perImage: deps.credits.perImage,
+        defaultCap: deps.credits.defaultCap ?? null,
+        replayWindowSeconds: deps.credits.replayWindowSeconds,
+      }),
+    );
+    if (!row) throw new Error("intake statement returned no row");
+    const { replayed, ...task } = row;
+    if (replayed) {
+      // The replay window's answer (replay-window.ts): nothing was written, so the job and the
+      // stored image go again.
+      await Promise.all([deps.withdrawFirstJob({ id: taskId, stage }).catch(() => undefined), forget()]);
+      return { task, replayed: true, replayedBy: "window" };
+    }
     metrics.tasksAccepted.inc({ image: inline ? "base64" : "url" });
     return { task, replayed: false };
   } catch (error) {
@@ -165,6 +150,62 @@ export const acceptTask = async (
     if (rowSettled) void settle().catch(() => undefined);
   }
 };
+
+// Intake's one statement, built and compiled once per pool (compiled-statement.ts: building this CTE
+// through Kysely per request was ~10% of an intake's CPU in the API, BENCH_API_CPU_PROFILE). It
+// writes the task, its first event and its credit hold together, without a transaction's extra round
+// trips. The task is inserted before the hold locks the balance (the ledger's lock order,
+// credit-ledger.ts); the credit entry's account comes from the hold: refused (over the cap), the
+// statement fails and writes nothing. The replay window's lookup (replay-window.ts) is folded in: a
+// replay found inserts nothing (so holds nothing) and is answered instead, marked `replayed`.
+const intakeStatement = compiledOnce(
+  [
+    "taskId", "accountId", "externalTaskId", "callbackUrl", "origin", "requestHash", "imageUrl", "sourceKey", "up", "down", "left", "right",
+    "prompt", "n", "watermark", "sourceWidth", "sourceHeight", "callbackToken", "nextCheckAt", "perImage", "defaultCap", "replayWindowSeconds",
+  ],
+  (db, v) =>
+    db
+      .with("replay", (qc) => replayCandidate(qc, v.accountId, v.requestHash, v.externalTaskId, v.replayWindowSeconds))
+      .with("inserted", (qc) =>
+        qc
+          .insertInto("task")
+          .columns([
+            "id", "accountId", "externalTaskId", "callbackUrl", "origin", "requestHash", "imageUrl", "sourceKey", "upRatio", "downRatio", "leftRatio",
+            "rightRatio", "prompt", "n", "watermark", "sourceWidth", "sourceHeight", "callbackToken", "nextCheckAt",
+          ])
+          // INSERT ... SELECT: Postgres types each parameter from its target column, as with VALUES.
+          .expression(
+            qc
+              .selectNoFrom((eb) => [
+                eb.val(v.taskId).as("id"), eb.val(v.accountId).as("accountId"), eb.val(v.externalTaskId).as("externalTaskId"),
+                eb.val(v.callbackUrl).as("callbackUrl"), eb.val(v.origin).as("origin"), eb.val(v.requestHash).as("requestHash"),
+                eb.val(v.imageUrl).as("imageUrl"), eb.val(v.sourceKey).as("sourceKey"), eb.val(v.up).as("upRatio"), eb.val(v.down).as("downRatio"),
+                eb.val(v.left).as("leftRatio"), eb.val(v.right).as("rightRatio"), eb.val(v.prompt).as("prompt"), eb.val(v.n).as("n"),
+                eb.val(v.watermark).as("watermark"), eb.val(v.sourceWidth).as("sourceWidth"), eb.val(v.sourceHeight).as("sourceHeight"),
+                eb.val(v.callbackToken).as("callbackToken"), eb.val(v.nextCheckAt).as("nextCheckAt"),
+              ])
+              .where((w) => w.not(w.exists(w.selectFrom("replay").select("replay.id")))),
+          )
+          .returningAll(),
+      )
+      .with("event", (qc) =>
+        qc
+          .insertInto("taskEvent")
+          .columns(["taskId", "toStatus", "source"])
+          .expression((eb) => eb.selectFrom("inserted").select((s) => ["inserted.id", s.val("queued").as("toStatus"), s.val("api").as("source")])),
+      )
+      .with("held", () => holdCreditsCte("inserted", v.accountId, v.perImage, v.defaultCap))
+      .with("entry", (qc) =>
+        qc
+          .insertInto("creditEntry")
+          .columns(["accountId", "taskId", "reserved"])
+          .expression((eb) => eb.selectFrom("inserted").select([heldAccountSql("held").as("accountId"), "inserted.id", sql<string>`inserted.n * ${v.perImage}::numeric`.as("reserved")])),
+      )
+      .selectFrom("inserted")
+      .selectAll()
+      .select(sql<boolean>`false`.as("replayed"))
+      .unionAll((qc) => qc.selectFrom("replay").selectAll().select(sql<boolean>`true`.as("replayed"))),
+);
 
 // A client that retries a create it never got an answer to (a timeout, a dropped connection) gets
 // the first task back; the same external_task_id with a different request stays an error.

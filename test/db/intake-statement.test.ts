@@ -1,0 +1,112 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createAccount } from "../../apps/domain/account/api-key.ts";
+import { createDb, type Db } from "../../apps/domain/db/database.ts";
+import { expandRequestBodySchema } from "../../apps/domain/expand-request/expand-request.schema.ts";
+import { literalAddressRefusal } from "../../apps/domain/http/safe-fetch.ts";
+import { createFairPriority } from "../../apps/domain/queues/fair-priority.ts";
+import { createTaskQueues, type TaskQueues } from "../../apps/domain/queues/task-queues.ts";
+import { createLocalStorage } from "../../apps/domain/storage/local-storage.ts";
+import { acceptTask, type AcceptTaskDeps } from "../../apps/domain/task/accept-task.ts";
+import { deletePrefixKeys } from "../bench/api-stack.ts";
+import { cloneDatabase, dropDatabases } from "../support/databases.ts";
+
+// A single create is one Postgres statement (accept-task.ts: the task, its event, its credit hold
+// and the replay window's lookup together), driven against real Postgres and Redis, no API. Counted
+// where pg sends each query, in this process (only this file's Db talks to Postgres here).
+
+let redis: Redis;
+let db: Db;
+let databaseUrl: string;
+let storageDir: string;
+let queues: TaskQueues;
+const prefix = `intake-stmt-${randomUUID().slice(0, 8)}`;
+const sent: string[] = [];
+const originalQuery = pg.Client.prototype.query;
+
+beforeAll(async () => {
+  redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+  databaseUrl = await cloneDatabase(inject("templateDatabaseUrl"), `intakestmt${randomUUID().slice(0, 8)}`);
+  db = createDb(databaseUrl);
+  storageDir = await mkdtemp(path.join(tmpdir(), "intake-stmt-"));
+  queues = createTaskQueues(redis, prefix);
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+    const config = args[0] as string | { text?: string };
+    sent.push(typeof config === "string" ? config : (config?.text ?? "?"));
+    return (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof pg.Client.prototype.query;
+});
+afterAll(async () => {
+  pg.Client.prototype.query = originalQuery;
+  await queues?.close();
+  if (redis) await deletePrefixKeys(redis, prefix);
+  redis?.disconnect();
+  await db?.destroy();
+  if (databaseUrl) await dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1));
+  if (storageDir) await rm(storageDir, { recursive: true, force: true });
+});
+
+const depsWith = (replayWindowSeconds: number): AcceptTaskDeps => {
+  const fair = createFairPriority(redis, prefix);
+  return {
+    db,
+    storage: createLocalStorage(storageDir),
+    enqueueFirstJob: async (task) => {
+      const { priority, settle } = await fair.take(task.accountId);
+      await queues.enqueue(task.stage, { taskId: task.id }, { priority });
+      return settle;
+    },
+    withdrawFirstJob: (task) => queues.withdraw(task.stage, task.id),
+    stallRecheckMs: 60_000,
+    checkCallbackUrl: async () => undefined,
+    imageUrlRefusal: (url) => literalAddressRefusal(url, []),
+    credits: { perImage: 1, defaultCap: undefined, maxRouteCapacity: 9, replayWindowSeconds },
+  };
+};
+
+const request = (prompt: string) =>
+  expandRequestBodySchema.parse({ image: "https://images.example.com/a.png", up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2, prompt });
+
+const statementsDuring = async <T>(work: () => Promise<T>) => {
+  const before = sent.length;
+  const result = await work();
+  return { result, statements: sent.slice(before) };
+};
+
+const heldFor = async (accountId: string) =>
+  Number((await db.selectFrom("creditBalance").select("reserved").where("accountId", "=", accountId).executeTakeFirst())?.reserved ?? 0);
+
+describe("the single create's statement", () => {
+  it("when a task is created (replay window off, or on and nothing to replay), then Postgres gets one statement for it", async () => {
+    const accountId = await createAccount(db, "one-statement");
+    for (const window of [0, 60]) {
+      const { result, statements } = await statementsDuring(() => acceptTask(depsWith(window), accountId, request(`window ${window}`)));
+      expect(result.replayed).toBe(false);
+      expect(statements).toHaveLength(1);
+      expect(await db.selectFrom("taskEvent").select("toStatus").where("taskId", "=", result.task.id).execute()).toEqual([{ toStatus: "queued" }]);
+    }
+    expect(await heldFor(accountId)).toBe(2);
+  });
+
+  it("when the replay window answers a create, then it is still one statement, nothing more is held or written, and the job it added is taken back", async () => {
+    const accountId = await createAccount(db, "replayed");
+    const first = await acceptTask(depsWith(60), accountId, request("same"));
+    const tasksBefore = await db.selectFrom("task").select("id").where("accountId", "=", accountId).execute();
+    const jobsBefore = await queues.queue("source").getJobCountByTypes("prioritized", "waiting");
+    const { result, statements } = await statementsDuring(() => acceptTask(depsWith(60), accountId, request("same")));
+    expect(result).toMatchObject({ replayed: true, replayedBy: "window", task: { id: first.task.id } });
+    expect(statements).toHaveLength(1);
+    expect(await db.selectFrom("task").select("id").where("accountId", "=", accountId).execute()).toEqual(tasksBefore);
+    expect(await heldFor(accountId)).toBe(1);
+    expect(await queues.queue("source").getJobCountByTypes("prioritized", "waiting")).toBe(jobsBefore);
+    // With the window off the same request is a second task.
+    const again = await acceptTask(depsWith(0), accountId, request("same"));
+    expect(again.replayed).toBe(false);
+    expect(again.task.id).not.toBe(first.task.id);
+  });
+});
