@@ -23,7 +23,7 @@ import { makeImage } from "../support/images.ts";
 import { startFleet, type Fleet } from "../support/process-fleet.ts";
 import { startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.ts";
 import { startPrivateRedis, type PrivateRedis } from "../support/redis-server.ts";
-import { readCpuSeconds } from "./api-stack.ts";
+import { readCpuTimes } from "./api-stack.ts";
 import { sleep } from "./bench-figures.ts";
 
 const TASKS = Number(process.env.BENCH_SCALE_TASKS ?? 1_000);
@@ -37,7 +37,7 @@ const JOBS_PER_TASK = ["source", "submit", "archive"];
 const postgresServer = process.env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
 
 type Target = { name: "single" | "cluster"; env: Record<string, string>; nodes: () => Redis[] };
-type Figures = { target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; topCommands: string; cpuMsPerTask: number; apiCpuMsPerTask: number; xactsPerTask: number };
+type Figures = { target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; topCommands: string; cpuMsPerTask: number; apiCpuMsPerTask: number; systemCpuMsPerTask: number; xactsPerTask: number };
 
 // Calls per command (script-internal ones included), summed over the nodes.
 const commandCalls = async (nodes: Redis[]) => {
@@ -59,12 +59,19 @@ const topCommands = (before: Map<string, number>, after: Map<string, number>) =>
     .join(", ");
 
 // API and worker processes apart, to see which side a change moved.
+// The system (kernel) part apart too: each Postgres or Redis round trip is a socket write and read.
 const cpuSeconds = async (fleet: Fleet) => {
   let api = 0;
   let workers = 0;
-  for (const member of fleet.apis) api += await readCpuSeconds(member.current().pid);
-  for (const member of fleet.workers) workers += await readCpuSeconds(member.current().pid);
-  return { api, workers };
+  let system = 0;
+  for (const [members, add] of [[fleet.apis, (s: number) => (api += s)], [fleet.workers, (s: number) => (workers += s)]] as const) {
+    for (const member of members) {
+      const times = await readCpuTimes(member.current().pid);
+      add(times.user + times.system);
+      system += times.system;
+    }
+  }
+  return { api, workers, system };
 };
 
 const transactions = async (fleet: Fleet) => {
@@ -127,6 +134,7 @@ const runOnce = async (template: string, target: Target, workers: number, imageU
       topCommands: topCommands(cmds0, cmds1),
       cpuMsPerTask: ((cpu1.api + cpu1.workers - cpu0.api - cpu0.workers) * 1000) / TASKS,
       apiCpuMsPerTask: ((cpu1.api - cpu0.api) * 1000) / TASKS,
+      systemCpuMsPerTask: ((cpu1.system - cpu0.system) * 1000) / TASKS,
       xactsPerTask: (xacts1 - xacts0) / TASKS,
     };
   } finally {
@@ -166,7 +174,7 @@ const rawPerTask = async (redisUrl: string, databaseUrl: string, xactsPerTask: n
     for (let from = 0; from < count; from += 10) await Promise.all(Array.from({ length: Math.min(10, count - from) }, (_, k) => oneTask(from + k)));
     while (processed < count * JOBS_PER_TASK.length) await sleep(10);
     const cpu = process.cpuUsage(cpu0);
-    return { cpuMsPerTask: (cpu.user + cpu.system) / 1000 / count, statements };
+    return { cpuMsPerTask: (cpu.user + cpu.system) / 1000 / count, systemMsPerTask: cpu.system / 1000 / count, statements };
   } finally {
     await Promise.all(workers.map((w) => w.close()));
     await Promise.all(queues.map((q) => q.obliterate({ force: true }).catch(() => undefined)));
@@ -204,7 +212,7 @@ const main = async () => {
         const run = await runOnce(template, target, workers, files.url("/photo.png"));
         figures.push(run);
         console.log(
-          `${run.target} redis, ${run.workers} worker(s): ${TASKS} tasks in ${run.seconds.toFixed(1)} s = ${run.tasksPerS.toFixed(1)} tasks/s; ${run.redisCmdsPerTask.toFixed(1)} Redis commands/task; ${run.cpuMsPerTask.toFixed(1)} CPU ms/task (API ${run.apiCpuMsPerTask.toFixed(1)} + workers ${(run.cpuMsPerTask - run.apiCpuMsPerTask).toFixed(1)}); ${run.xactsPerTask.toFixed(1)} Postgres transactions/task; load ${loadavg()[0]!.toFixed(2)}\n  busiest Redis commands per task: ${run.topCommands}`,
+          `${run.target} redis, ${run.workers} worker(s): ${TASKS} tasks in ${run.seconds.toFixed(1)} s = ${run.tasksPerS.toFixed(1)} tasks/s; ${run.redisCmdsPerTask.toFixed(1)} Redis commands/task; ${run.cpuMsPerTask.toFixed(1)} CPU ms/task (API ${run.apiCpuMsPerTask.toFixed(1)} + workers ${(run.cpuMsPerTask - run.apiCpuMsPerTask).toFixed(1)}; system ${run.systemCpuMsPerTask.toFixed(1)}); ${run.xactsPerTask.toFixed(1)} Postgres transactions/task; load ${loadavg()[0]!.toFixed(2)}\n  busiest Redis commands per task: ${run.topCommands}`,
         );
       }
     }
@@ -216,7 +224,7 @@ const main = async () => {
     const base = figures[0]!;
     const result = await makeImage(480, 360);
     const raw = await rawPerTask(single.url, rawDatabase, base.xactsPerTask, result, Math.min(TASKS, 300));
-    console.log(`raw work per task: ${JOBS_PER_TASK.length} BullMQ jobs added and processed, ${raw.statements} SQL statements, one ${result.length}-byte PNG decoded, hashed, written: ${raw.cpuMsPerTask.toFixed(2)} CPU ms`);
+    console.log(`raw work per task: ${JOBS_PER_TASK.length} BullMQ jobs added and processed, ${raw.statements} SQL statements, one ${result.length}-byte PNG decoded, hashed, written: ${raw.cpuMsPerTask.toFixed(2)} CPU ms (system ${raw.systemMsPerTask.toFixed(2)})`);
     const load1 = loadavg();
     console.log(`load average (1/5/15 min): at start ${load0.map((l) => l.toFixed(2)).join(" ")}, at end ${load1.map((l) => l.toFixed(2)).join(" ")}`);
 

@@ -80,6 +80,13 @@ describe("callbacks: duplicate, out of order, forged", () => {
 
     expect((await call(stack.api.url, "GET", `/v1/tasks/${row.id}`, { key })).body.status).toBe("succeeded");
     expect(await outcomes(row.id)).toEqual(["applied", "duplicate", "stale", "applied", "stale", "stale"]);
+    // An applied callback's row is written by its move's statement: the same body and status as one
+    // stored apart.
+    const applied = (await callbackRows(stack.db, row.id)).filter((c) => c.outcome === "applied");
+    expect(applied.map((c) => [JSON.parse(c.rawBody).task_status, c.providerStatus, c.detail, c.webhookId])).toEqual([
+      ["processing", "processing", null, null],
+      ["succeed", "succeed", null, null],
+    ]);
     const events = (await call(stack.api.url, "GET", `/v1/tasks/${row.id}/events`, { key })).body.data;
     expect(events.map((e: { to: string }) => e.to)).toEqual(["queued", "submitting", "submitted", "processing", "archiving", "succeeded"]);
     expect(events.filter((e: { source: string }) => e.source === "callback").map((e: { to: string }) => e.to)).toEqual(["processing", "archiving"]);
@@ -110,6 +117,10 @@ describe("callbacks: duplicate, out of order, forged", () => {
     const kept = await outcomes(row.id);
     expect(kept.length).toBeLessThanOrEqual(50);
     expect(kept.length).toBeGreaterThanOrEqual(49);
+    // A callback that moves the task still moves it with the inbox full, and is not kept past the bound.
+    expect((await send("processing")).body.outcome).toBe("applied");
+    expect((await taskRow(stack.db, row.id)).status).toBe("processing");
+    expect((await outcomes(row.id)).length).toBeLessThanOrEqual(50);
   });
 
   it("when a callback body is larger than any task object (64 KB), then it is refused unread and nothing is stored", async () => {

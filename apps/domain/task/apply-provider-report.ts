@@ -2,6 +2,7 @@ import type { Db, EventSource, Task } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderReport } from "../provider/provider-adapter.ts";
 import { firstCheckDelayMs, MIN_POLL_DELAY_MS, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
+import type { InboxEntry } from "./callback-inbox.ts";
 import type { TaskEndDeps } from "./fail-task.ts";
 import { isTerminal, statusRank } from "./task-status.ts";
 import { findTask } from "./task.repository.ts";
@@ -40,8 +41,11 @@ export const applyProviderReport = async (
     // The row as the caller just read it (the callback receiver did, to check its token): saves a
     // read. A stale one only fails the guarded update, and the task is read again.
     known?: Task;
+    // A callback's inbox row, written by the move's statement when the report applies
+    // (`inboxStored`); otherwise the caller stores it with the outcome it got.
+    inbox?: Pick<InboxEntry, "rawBody" | "providerStatus" | "webhookId">;
   } = {},
-): Promise<{ outcome: ReportOutcome; task?: Task }> => {
+): Promise<{ outcome: ReportOutcome; task?: Task; inboxStored?: boolean }> => {
   const target = report.status;
   let known = options.known;
   for (let attempt = 0; attempt < 3; attempt++) {
@@ -77,6 +81,7 @@ export const applyProviderReport = async (
         source,
         detail: { provider_status: report.providerStatus, provider_updated_at: report.updatedAtMs ?? null, ...options.note },
         ...(target === "archiving" ? { resultImages: report.images } : {}),
+        ...(options.inbox ? { inboxEntry: { ...options.inbox, outcome: "applied", detail: null } } : {}),
         data: {
           providerTaskId: report.providerTaskId,
           providerStatus: report.providerStatus,
@@ -122,7 +127,7 @@ export const applyProviderReport = async (
         await scheduleCheck(deps.db, taskId, "archiving", new Date(Date.now() + ARCHIVE_REDRIVE_SOON_MS));
       });
     }
-    return { outcome: "applied", task: result.task };
+    return { outcome: "applied", task: result.task, inboxStored: options.inbox !== undefined };
   }
   return { outcome: "stale" };
 };

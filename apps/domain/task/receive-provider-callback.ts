@@ -6,9 +6,10 @@ import { isUuid } from "../db/uuid.ts";
 import type { ProviderAdapter } from "../provider/provider-adapter.ts";
 import { verifyStandardWebhook } from "../webhooks/standard-webhooks.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
+import { insertInboxEntry } from "./callback-inbox.ts";
 import { findTask } from "./task.repository.ts";
 
-export const MAX_CALLBACKS_KEPT_PER_TASK = 50;
+export { MAX_CALLBACKS_KEPT_PER_TASK } from "./callback-inbox.ts";
 
 export type ReceiveCallbackDeps = ApplyReportDeps & {
   // Empty when callbacks are not signed (PROVIDER_WEBHOOK_SECRET unset): the per-task token is then
@@ -47,11 +48,7 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   // Bounded per task: a holder of the token cannot grow the inbox without limit (the task's state
   // is what counts; the inbox is for reading what the provider said).
   const store = async (outcome: CallbackOutcome, detail: string | null, providerStatus: string | null) => {
-    await sql`
-      insert into provider_callback (task_id, raw_body, outcome, detail, provider_status, webhook_id)
-      select ${task.id}::uuid, ${rawBody}, ${outcome}::callback_outcome, ${detail}, ${providerStatus}, ${webhookId}
-      where (select count(*) from provider_callback where task_id = ${task.id}::uuid) < ${MAX_CALLBACKS_KEPT_PER_TASK}
-    `.execute(deps.db);
+    await insertInboxEntry(sql`${task.id}::uuid`, sql``, { rawBody, outcome, detail, providerStatus, webhookId }).execute(deps.db);
   };
   const reject = async (detail: string): Promise<CallbackReceipt> => {
     await store("rejected", detail, null);
@@ -83,7 +80,11 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   const { report } = parsed;
   if (report.externalTaskId && report.externalTaskId !== task.id) return reject("external_task_id does not match the task");
 
-  const { outcome } = await applyProviderReport(deps, task.id, report, "callback", { known: task });
-  await store(outcome, null, report.providerStatus);
+  // An applied report records its inbox row in the move's own statement (apply-provider-report.ts).
+  const { outcome, inboxStored } = await applyProviderReport(deps, task.id, report, "callback", {
+    known: task,
+    inbox: { rawBody, providerStatus: report.providerStatus, webhookId },
+  });
+  if (!inboxStored) await store(outcome, null, report.providerStatus);
   return { httpStatus: 200, outcome, stored: true };
 };

@@ -198,7 +198,9 @@ const pollTask = async (deps: ReconcileDeps, task: Task) => {
       ? await route.adapter.get(task.providerTaskId)
       : await route.adapter.findByExternalId(task.id);
     if (!report) return providerLostTask(deps, task, "not found by its external_task_id");
-    const { task: after } = await applyProviderReport(deps, task.id, report, "poll");
+    // The row the sweep just read saves a read (a stale one only fails the guarded move, and the
+    // report then reads the task again).
+    const { task: after } = await applyProviderReport(deps, task.id, report, "poll", { known: task });
     if (after && !isTerminal(after.status) && after.status !== "archiving") await reschedule();
   } catch (error) {
     if (error instanceof ProviderError && error.details.reason === "task_unknown") {

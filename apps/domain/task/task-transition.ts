@@ -7,6 +7,7 @@ import { isTerminal, statusesBefore } from "./task-status.ts";
 import { retryOnConflict } from "../errors/dependency-errors.ts";
 import type { StoredImage } from "./task.store.ts";
 import { settleMovedTasksCtes } from "../credits/credit-ledger.ts";
+import { insertInboxEntry, type InboxEntry } from "./callback-inbox.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -22,6 +23,9 @@ export type TransitionRequest = {
   // An archived image's record (task.store.ts recordStoredImage), written by the same statement when
   // the move applies: the archive's last image and its success in one round trip.
   storedImage?: { index: number } & StoredImage;
+  // A provider callback's inbox row (callback-inbox.ts), written by the same statement when the
+  // move applies: the callback's move and its record in one round trip.
+  inboxEntry?: InboxEntry;
 };
 
 // Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
@@ -45,7 +49,16 @@ export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
 // no change goes without its event and no event without its change.
 // The values a move's statement takes besides its shape (`to`, `from`, `source`, which data columns):
 // given as they are, or as placeholders when the statement is compiled once for its shape.
-type MoveValues = { now: unknown; detail: unknown; withImages: boolean; imageIndexes: unknown; imageUrls: unknown; withStored: boolean; stored: unknown };
+type MoveValues = {
+  now: unknown;
+  detail: unknown;
+  withImages: boolean;
+  imageIndexes: unknown;
+  imageUrls: unknown;
+  withStored: boolean;
+  stored: unknown;
+  inbox: { [K in keyof InboxEntry]: unknown } | undefined;
+};
 
 const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues) => {
   const now = values.now as Date;
@@ -89,6 +102,7 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
             where ti.task_id = moved.id and ti.index = s.index)`
         : sql`(select 1 where false)`,
     )
+    .with("inbox", () => (values.inbox ? sql`(${insertInboxEntry(sql.ref("moved.id"), sql`from moved`, values.inbox)})` : noRows))
     .with("event", (db) =>
       db
         .insertInto("taskEvent")
@@ -160,6 +174,7 @@ const moveValues = (move: Move): MoveValues => ({
       bytes: move.storedImage.bytes,
       sha256: move.storedImage.sha256,
     }),
+  inbox: move.inboxEntry,
 });
 
 const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<MovedTask[]> => buildMove(tx, pick, move, moveValues(move)).execute();
@@ -180,7 +195,8 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
   }
   const hasImages = (move.resultImages?.length ?? 0) > 0;
   const hasStored = move.storedImage !== undefined;
-  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored]);
+  const hasInbox = move.inboxEntry !== undefined;
+  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored, hasInbox]);
   let compiled = compiledMoves.get(key);
   if (!compiled) {
     const slots = new Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown>();
@@ -197,6 +213,15 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
       imageUrls: slot("imageUrls", (_m, _t, v) => v.imageUrls),
       withStored: hasStored,
       stored: slot("stored", (_m, _t, v) => v.stored),
+      inbox: hasInbox
+        ? {
+            rawBody: slot("inbox.rawBody", (m) => m.inboxEntry!.rawBody),
+            outcome: slot("inbox.outcome", (m) => m.inboxEntry!.outcome),
+            detail: slot("inbox.detail", (m) => m.inboxEntry!.detail),
+            providerStatus: slot("inbox.providerStatus", (m) => m.inboxEntry!.providerStatus),
+            webhookId: slot("inbox.webhookId", (m) => m.inboxEntry!.webhookId),
+          }
+        : undefined,
     };
     const shapedData = Object.fromEntries(dataKeys.map((k) => [k, slot(k, (m) => (m.data as Record<string, unknown>)[k])]));
     const idSlot = slot("taskId", (_m, t) => t) as unknown as string;
