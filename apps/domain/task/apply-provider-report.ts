@@ -6,7 +6,7 @@ import type { TaskEndDeps } from "./fail-task.ts";
 import { isTerminal, statusRank } from "./task-status.ts";
 import { findTask } from "./task.repository.ts";
 import { scheduleCheck } from "./task.store.ts";
-import { transitionTask } from "./task-transition.ts";
+import { transitionTask, type TransitionRequest } from "./task-transition.ts";
 
 const MAX_PLAUSIBLE_RUN_MS = 24 * 3_600_000;
 
@@ -40,6 +40,9 @@ export const applyProviderReport = async (
     // The row as the caller just read it (the callback receiver did, to check its token): saves a
     // read. A stale one only fails the guarded update, and the task is read again.
     known?: Task;
+    // The callback that brought the report, kept in the inbox by the move itself when it applies
+    // (the outcome is then `applied`; otherwise the caller keeps it).
+    callbackRecord?: TransitionRequest["callbackRecord"];
   } = {},
 ): Promise<{ outcome: ReportOutcome; task?: Task }> => {
   const target = report.status;
@@ -77,6 +80,7 @@ export const applyProviderReport = async (
         source,
         detail: { provider_status: report.providerStatus, provider_updated_at: report.updatedAtMs ?? null, ...options.note },
         ...(target === "archiving" ? { resultImages: report.images } : {}),
+        ...(options.callbackRecord ? { callbackRecord: options.callbackRecord } : {}),
         data: {
           providerTaskId: report.providerTaskId,
           providerStatus: report.providerStatus,

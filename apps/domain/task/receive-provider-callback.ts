@@ -83,7 +83,9 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   const { report } = parsed;
   if (report.externalTaskId && report.externalTaskId !== task.id) return reject("external_task_id does not match the task");
 
-  const { outcome } = await applyProviderReport(deps, task.id, report, "callback", { known: task });
-  await store(outcome, null, report.providerStatus);
+  // An applied report's callback is kept by the move's own statement; any other outcome's here.
+  const callbackRecord = { rawBody, providerStatus: report.providerStatus, webhookId, keepAtMost: MAX_CALLBACKS_KEPT_PER_TASK };
+  const { outcome } = await applyProviderReport(deps, task.id, report, "callback", { known: task, callbackRecord });
+  if (outcome !== "applied") await store(outcome, null, report.providerStatus);
   return { httpStatus: 200, outcome, stored: true };
 };

@@ -7,6 +7,7 @@ import { isTerminal, statusesBefore } from "./task-status.ts";
 import { retryOnConflict } from "../errors/dependency-errors.ts";
 import type { StoredImage } from "./task.store.ts";
 import { settleMovedTasksCtes } from "../credits/credit-ledger.ts";
+import type { OutboundSender } from "../webhooks/outbound-sender.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -22,17 +23,26 @@ export type TransitionRequest = {
   // An archived image's record (task.store.ts recordStoredImage), written by the same statement when
   // the move applies: the archive's last image and its success in one round trip.
   storedImage?: { index: number } & StoredImage;
+  // The provider callback that reports this move, kept in its inbox (provider_callback, as
+  // `applied`) by the same statement when (and only when) the move applies: the receiver's move and
+  // its record in one round trip. At most `keepAtMost` callbacks are kept per task.
+  callbackRecord?: { rawBody: string; providerStatus: string | null; webhookId: string | null; keepAtMost: number };
+  // The caller sends the outbound callback this move causes itself, once committed (transitionTask
+  // with deps.outbound): the event is recorded without its NOTIFY (no other process is woken for
+  // it), and its delivery's id comes back in the result. Its safety net is the outbox sweep.
+  sendEventHere?: boolean;
 };
 
 // Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
 // now read it themselves (most only look again or give up), so no read is spent on it here.
-export type TransitionResult = { applied: true; from: TaskStatus; task: Task } | { applied: false };
+// `event`: the outbound callback recorded by the move, when the request asked to send it here.
+export type TransitionResult = { applied: true; from: TaskStatus; task: Task; event?: { id: string; attempts: number } } | { applied: false };
 
 // The tasks a move applies to, each with the status and updated_at it leaves, locked (FOR UPDATE)
 // by the same statement that moves them.
 type PickTasks = (db: QueryCreator<DB>) => SelectQueryBuilder<DB, "task", { id: string; status: TaskStatus; updatedAt: Date }>;
 type Move = Omit<TransitionRequest, "taskId" | "from"> & { from: readonly TaskStatus[] };
-export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
+export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date; outboundId?: string | null };
 
 // The one status-changing statement, for one task or a chunk of a batch's: a guarded update plus
 // its events, in one statement: late or duplicate events cannot move a task backwards, and history
@@ -45,7 +55,17 @@ export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
 // no change goes without its event and no event without its change.
 // The values a move's statement takes besides its shape (`to`, `from`, `source`, which data columns):
 // given as they are, or as placeholders when the statement is compiled once for its shape.
-type MoveValues = { now: unknown; detail: unknown; withImages: boolean; imageIndexes: unknown; imageUrls: unknown; withStored: boolean; stored: unknown };
+type MoveValues = {
+  now: unknown;
+  detail: unknown;
+  withImages: boolean;
+  imageIndexes: unknown;
+  imageUrls: unknown;
+  withStored: boolean;
+  stored: unknown;
+  withRecord: boolean;
+  record: { rawBody: unknown; providerStatus: unknown; webhookId: unknown; keepAtMost: unknown };
+};
 
 const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues) => {
   const now = values.now as Date;
@@ -89,6 +109,13 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
             where ti.task_id = moved.id and ti.index = s.index)`
         : sql`(select 1 where false)`,
     )
+    .with("inbox", () =>
+      values.withRecord
+        ? sql`(insert into provider_callback (task_id, raw_body, outcome, detail, provider_status, webhook_id)
+            select moved.id, ${values.record.rawBody}::text, 'applied', null, ${values.record.providerStatus}::text, ${values.record.webhookId}::text from moved
+            where (select count(*) from provider_callback p where p.task_id = moved.id) < ${values.record.keepAtMost}::int)`
+        : sql`(select 1 where false)`,
+    )
     .with("event", (db) =>
       db
         .insertInto("taskEvent")
@@ -126,7 +153,8 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
               ])
               .where(sql<boolean>`${eventType} is not null`),
           )
-          .returning((eb) => notifyDeliverySql(eb.ref("id")).as("notified")),
+          // Sent here (sendEventHere): no NOTIFY; the id goes back to the caller instead.
+          .returning((eb) => (move.sendEventHere ? ["id", "taskId"] : ["id", "taskId", notifyDeliverySql(eb.ref("id")).as("notified")])),
     )
     // An end settles the moved tasks' credit holds in the same statement: no reader (a batch's end
     // event, the usage routes) sees a task ended with its hold still open, and the end costs one
@@ -136,7 +164,8 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
     .with("settle_locked", () => (terminal ? settle.settle_locked : noRows))
     .with("settle_balance", () => (terminal ? settle.settle_balance : noRows))
     .selectFrom("moved")
-    .selectAll();
+    .selectAll()
+    .$if(move.sendEventHere === true, (q) => q.select(sql<string | null>`(select o.id from outbound o where o.task_id = moved.id)`.as("outboundId")));
 };
 
 const settle = settleMovedTasksCtes("moved");
@@ -160,6 +189,13 @@ const moveValues = (move: Move): MoveValues => ({
       bytes: move.storedImage.bytes,
       sha256: move.storedImage.sha256,
     }),
+  withRecord: move.callbackRecord !== undefined,
+  record: {
+    rawBody: move.callbackRecord?.rawBody,
+    providerStatus: move.callbackRecord?.providerStatus ?? null,
+    webhookId: move.callbackRecord?.webhookId ?? null,
+    keepAtMost: move.callbackRecord?.keepAtMost,
+  },
 });
 
 const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<MovedTask[]> => buildMove(tx, pick, move, moveValues(move)).execute();
@@ -180,7 +216,8 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
   }
   const hasImages = (move.resultImages?.length ?? 0) > 0;
   const hasStored = move.storedImage !== undefined;
-  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored]);
+  const hasRecord = move.callbackRecord !== undefined;
+  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored, hasRecord, move.sendEventHere === true]);
   let compiled = compiledMoves.get(key);
   if (!compiled) {
     const slots = new Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown>();
@@ -197,6 +234,13 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
       imageUrls: slot("imageUrls", (_m, _t, v) => v.imageUrls),
       withStored: hasStored,
       stored: slot("stored", (_m, _t, v) => v.stored),
+      withRecord: hasRecord,
+      record: {
+        rawBody: slot("recordBody", (_m, _t, v) => v.record.rawBody),
+        providerStatus: slot("recordStatus", (_m, _t, v) => v.record.providerStatus),
+        webhookId: slot("recordWebhookId", (_m, _t, v) => v.record.webhookId),
+        keepAtMost: slot("recordKeep", (_m, _t, v) => v.record.keepAtMost),
+      },
     };
     const shapedData = Object.fromEntries(dataKeys.map((k) => [k, slot(k, (m) => (m.data as Record<string, unknown>)[k])]));
     const idSlot = slot("taskId", (_m, t) => t) as unknown as string;
@@ -213,14 +257,17 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
 export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest): Promise<TransitionResult> => {
   const [moved] = await moveSingleTask(tx, request.taskId, { ...request, from: request.from ?? statusesBefore(request.to) });
   if (moved) {
-    const { fromStatus, fromUpdatedAt, ...task } = moved;
+    const { fromStatus, fromUpdatedAt, outboundId, ...task } = moved;
     recordTransition(fromStatus, task, fromUpdatedAt);
-    return { applied: true, from: fromStatus, task };
+    return { applied: true, from: fromStatus, task, ...(outboundId ? { event: { id: outboundId, attempts: 0 } } : {}) };
   }
   return { applied: false };
 };
 
-export type TransitionDeps = { db: Db; taskChanged: TaskChangeNotifier };
+// `outbound`: this process sends the outbound callbacks its moves cause itself, right after the
+// commit (webhooks/outbound-sender.ts), when it has room (reserve); absent, the workers do, woken
+// by the event's NOTIFY.
+export type TransitionDeps = { db: Db; taskChanged: TaskChangeNotifier; outbound?: Pick<OutboundSender, "reserve" | "handOff"> };
 
 // Every state change goes through here: the change (with `alsoInTx`, more writes in the same
 // transaction), then, only once it is committed, the live-progress notification. Notified before
@@ -234,15 +281,23 @@ export const transitionTask = async (
   // An end settles the task's credits in its own statement (buildMove): a transaction only for
   // the caller's writes. Run again whole if Postgres undid it for a conflict (a deadlock): the guard
   // makes that safe.
-  const result = await retryOnConflict(() =>
-    alsoInTx
-      ? deps.db.transaction().execute(async (tx) => {
-          const moved = await transitionTaskInTx(tx, request);
-          if (moved.applied && alsoInTx) await alsoInTx(tx, moved.task);
-          return moved;
-        })
-      : transitionTaskInTx(deps.db, request),
-  );
+  const sendHere = deps.outbound?.reserve() ?? false;
+  let result: TransitionResult = { applied: false };
+  try {
+    const asked = sendHere ? { ...request, sendEventHere: true } : request;
+    result = await retryOnConflict(() =>
+      alsoInTx
+        ? deps.db.transaction().execute(async (tx) => {
+            const moved = await transitionTaskInTx(tx, asked);
+            if (moved.applied && alsoInTx) await alsoInTx(tx, moved.task);
+            return moved;
+          })
+        : transitionTaskInTx(deps.db, asked),
+    );
+  } finally {
+    // Committed (or not): the reserved place gets its event, or is given back.
+    if (sendHere) deps.outbound!.handOff(result.applied ? result.event : undefined);
+  }
   if (result.applied) deps.taskChanged(result.task);
   return result;
 };
