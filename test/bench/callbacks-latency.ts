@@ -17,7 +17,7 @@ import { Queue, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { createBenchAccount, fillCallbackTasks, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
-import { startBenchStack } from "./api-stack.ts";
+import { readCpuSeconds, startBenchStack } from "./api-stack.ts";
 import { envNumber, quantile, sleep } from "./bench-figures.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -194,7 +194,12 @@ const main = async () => {
       await measureBaseline(warmupCount, rate);
       await measureCallbacks(warmup, rate);
       const baseline = figures(await measureBaseline(count, rate));
+      // CPU the API and the worker spent on the measured callbacks (steadier than wall time on a
+      // shared machine): whichever process sends a callback pays for its attempt.
+      const cpuBefore = [await stack.apiCpuSeconds(), await readCpuSeconds(worker.pid!)];
       const measured = await measureCallbacks(tasks, rate);
+      const cpuAfter = [await stack.apiCpuSeconds(), await readCpuSeconds(worker.pid!)];
+      const cpuMs = cpuAfter.map((after, i) => ((after - cpuBefore[i]!) * 1000) / tasks.length);
       const ours = figures(measured.latencies);
       const ratio = ours.p99 / baseline.p99;
       console.log(`bare BullMQ hop:      n=${baseline.n} p50=${ms(baseline.p50)} ms p99=${ms(baseline.p99)} ms max=${ms(baseline.max)} ms`);
@@ -203,9 +208,10 @@ const main = async () => {
       );
       console.log(`p99 ratio to the baseline at ${rate}/s: ${ratio.toFixed(2)} (aim <= 2)`);
       await breakdown(tasks);
+      console.log(`  CPU per callback: API ${ms(cpuMs[0]!)} ms, worker ${ms(cpuMs[1]!)} ms, together ${ms(cpuMs[0]! + cpuMs[1]!)} ms`);
       console.log(`load average after ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
       summaries.push(
-        `rate=${rate} p50_ms=${ms(ours.p50)} p99_ms=${ms(ours.p99)} baseline_p50_ms=${ms(baseline.p50)} baseline_p99_ms=${ms(baseline.p99)} p99_ratio=${ratio.toFixed(2)}`,
+        `rate=${rate} p50_ms=${ms(ours.p50)} p99_ms=${ms(ours.p99)} baseline_p50_ms=${ms(baseline.p50)} baseline_p99_ms=${ms(baseline.p99)} p99_ratio=${ratio.toFixed(2)} cpu_ms_per_callback=${ms(cpuMs[0]! + cpuMs[1]!)}`,
       );
       if (measured.missing > 0) process.exitCode = 1;
     }
