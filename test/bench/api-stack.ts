@@ -22,6 +22,9 @@ export type BenchStack = {
   queuePrefix: string;
   // A second prefix for the raw baseline's BullMQ jobs, so its queue never sits in the API's.
   baselinePrefix: string;
+  // The installation's SERVER_KEY, for other processes of the run (a worker): the accounts' signing
+  // secrets are sealed under it by whichever process makes them first.
+  serverKey: string;
   // Warn/error lines the API printed (LOG_LEVEL=warn): a figure with errors behind it is suspect.
   apiLogLines: () => string[];
   // CPU seconds the API process has used so far (user + system), from /proc.
@@ -185,6 +188,7 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
       redisUrl,
       queuePrefix,
       baselinePrefix,
+      serverKey,
       apiLogLines: api.logLines,
       apiCpuSeconds: api.cpuSeconds,
       startVariant: (extraEnv) => {

@@ -8,7 +8,6 @@
 // `rate=<r> p50_ms=<a> p99_ms=<b> baseline_p50_ms=<c> baseline_p99_ms=<d> p99_ratio=<e>`. Exits
 // non-zero only if the run breaks (a callback never arrived).
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -76,7 +75,7 @@ const main = async () => {
         DATABASE_URL: stack.databaseUrl,
         REDIS_URL: stack.redisUrl,
         QUEUE_PREFIX: stack.queuePrefix,
-        SERVER_KEY: randomBytes(32).toString("base64url"),
+        SERVER_KEY: stack.serverKey,
         LOG_LEVEL: "info",
         LOG_FORMAT: "json",
         PROVIDER: "simulator",
