@@ -90,7 +90,8 @@ const waitForHealthy = async (child: ChildProcess, url: string, output: () => st
 // `whole`: `npm start`'s entry (apps/local-stack/main.ts: the API, a worker and the simulator as its
 // children, the simulator on a port of its own, `stackEnv` on top) instead of the API alone;
 // `apiPid` and `apiCpuSeconds` are then the supervisor's, not the API's.
-export type BenchStackOptions = { whole?: boolean; stackEnv?: Record<string, string> };
+// `apiEnv`: on top of the first API's environment (not a variant's).
+export type BenchStackOptions = { whole?: boolean; stackEnv?: Record<string, string>; apiEnv?: Record<string, string> };
 
 export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, options: BenchStackOptions = {}): Promise<BenchStack> => {
   const whole = options.whole === true;
@@ -180,7 +181,7 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
       const url = await waitForHealthy(child, `http://127.0.0.1:${apiPort}`, () => output, 180_000);
       return { url, pid: child.pid!, logLines: () => logLines, cpuSeconds: () => readCpuSeconds(child.pid!), stop: stopChild };
     };
-    const api = await spawnApi({});
+    const api = await spawnApi(options.apiEnv ?? {});
     return {
       apiUrl: api.url,
       apiPid: api.pid,

@@ -46,7 +46,9 @@ const main = async () => {
   // Neither the API (which applies the callbacks and schedules the next poll) nor the worker polls
   // the fake provider: these tasks hear only from the bench's callbacks.
   const quiet = { POLL_AT_EXPECTED_END: "false", CALLBACK_GRACE_MS: "3600000" };
-  const stack = await startBenchStack({ ...process.env, ...quiet });
+  // The API sends the outbound callbacks its receiver causes (WEBHOOK_SEND_FROM_API), so it may
+  // reach the consumer on loopback as the worker may: the same ALLOWED_PRIVATE_HOSTS, as deployed.
+  const stack = await startBenchStack({ ...process.env, ...quiet }, { apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1" } });
   const db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
   // Dropping the database at the end ends its connections: not an error here.
   db.on("error", () => undefined);
