@@ -4,6 +4,7 @@ import { AppError, validationError } from "../../domain/errors/app-error.ts";
 import { metrics } from "../../domain/metrics/metrics.ts";
 import { chunksSource, type BatchBodySource } from "../../domain/batch/json-batch-body.ts";
 import { openBodySpool, type SpooledBody } from "./body-spool.ts";
+import { collectYoung } from "../../domain/process/heap-growth.ts";
 
 // How many request-body bytes this process holds at once, across every route. A body is buffered
 // whole (and then parsed, decoded, checked), so without a bound, 200 concurrent 9 MB creates took
@@ -231,6 +232,7 @@ const spoolBody =
       if (!taken.has(spool)) spool.close();
     });
     let received = 0;
+    let sinceCollection = 0;
     let done = false;
     const finish = (error?: unknown) => {
       if (done) return;
@@ -254,7 +256,12 @@ const spoolBody =
       try {
         spool.write(chunk);
       } catch (error) {
-        finish(spoolUnavailable(error));
+        return finish(spoolUnavailable(error));
+      }
+      sinceCollection += chunk.length;
+      if (sinceCollection >= COLLECT_RECEIVED_EVERY_BYTES) {
+        sinceCollection = 0;
+        collectYoung();
       }
     };
     const onEnd = () =>
@@ -265,6 +272,9 @@ const spoolBody =
     req.on("error", finish);
     req.on("aborted", onAborted);
   };
+
+// How many spooled bytes between two young collections (heap-growth.ts collectYoung says why).
+const COLLECT_RECEIVED_EVERY_BYTES = 4 * 1024 * 1024;
 
 // A full or unwritable temporary disk: the body cannot be held for reading; nothing was stored.
 const spoolUnavailable = (cause: unknown) =>
