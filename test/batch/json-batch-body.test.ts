@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -7,7 +8,7 @@ import fc from "fast-check";
 import { canonical } from "../../apps/domain/idempotency/request-hash.ts";
 import type { AppError } from "../../apps/domain/errors/app-error.ts";
 import { chunksSource, scanJsonBatchBody, type BatchBodySource } from "../../apps/domain/batch/json-batch-body.ts";
-import { openBodySpool } from "../../apps/api/middleware/body-spool.ts";
+import { openBodySpool, sweepBodySpool } from "../../apps/api/middleware/body-spool.ts";
 
 // The body cut into chunks at the given offsets, as a socket may deliver it.
 const chunked = (text: string, cuts: number[]): BatchBodySource => {
@@ -129,5 +130,25 @@ describe("a JSON batch body read item by item", () => {
     if (scanned === "not_an_object") throw new Error("an object was not recognised");
     expect(scanned.itemCount).toBe(25);
     expect((await readAll(scanned)).map((r) => r.line)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+  });
+});
+
+describe("the JSON batch body spool", () => {
+  it("when a body is spooled, then no file of it is left in the directory; the sweep at start removes only what a gone process (or this pid's earlier life) left", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "body-spool-"));
+    try {
+      const spool = openBodySpool(dir);
+      spool.write(Buffer.from('{"items":[]}'));
+      expect(readdirSync(dir)).toEqual([]);
+      expect(spool.read(0, spool.length).toString()).toBe('{"items":[]}');
+      spool.close();
+      // A pid that has just exited, this process's own, and a live other one (the parent).
+      const gone = spawnSync(process.execPath, ["-e", ""]).pid!;
+      for (const pid of [gone, process.pid, process.ppid]) writeFileSync(path.join(dir, `${pid}-left.json`), "{}");
+      expect(sweepBodySpool(dir)).toBe(2);
+      expect(readdirSync(dir)).toEqual([`${process.ppid}-left.json`]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
