@@ -31,6 +31,7 @@ export const e2eFiles = [
   "test/api/tracing.test.ts",
   "test/browser/dashboard.test.ts",
   "test/e2e/batch-control.test.ts",
+  "test/e2e/batch-json-memory.test.ts",
   "test/e2e/cli-interrupt.test.ts",
   "test/e2e/cli.test.ts",
   "test/e2e/fault-matrix.test.ts",

@@ -31,6 +31,7 @@ import type { ApiDeps } from "./api-deps.ts";
 import { buildApp } from "./app.ts";
 import { createMetricsScrape } from "./metrics/scrape-metrics.ts";
 import { createBodyBudget } from "./middleware/body-intake.ts";
+import { sweepBodySpool } from "./middleware/body-spool.ts";
 import { createLinkSigner, type LinkSigner } from "./presenters/task.presenter.ts";
 import { createConsumerAgents, createOutboundSender, deliveryJobAdder, outboundDeliverDeps } from "../domain/webhooks/outbound-sender.ts";
 
@@ -47,6 +48,9 @@ export type RunningApi = {
 // `logDestination` (tests only) receives the log lines instead of stdout.
 export const startApi = async (config: ApiConfig, options: { logDestination?: LogDestination } = {}): Promise<RunningApi> => {
   const logger = createLogger("api", config.LOG_LEVEL, config.LOG_FORMAT, options.logDestination);
+  // JSON batch bodies a crashed process left on disk (body-spool.ts).
+  const swept = sweepBodySpool();
+  if (swept > 0) logger.warn({ removed: swept }, "removed JSON batch bodies left on disk by a process that is gone");
   const base = await openConnections(config, logger);
   const server = createServer();
   await bootstrapAndListen(config, base, server);

@@ -1,6 +1,7 @@
 // How much an API process grows while it takes one batch: peak resident memory (VmHWM) over the
 // idle VmRSS, read from /proc, for `npm run bench:batch-memory`.
 import { request } from "node:http";
+import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 
 export const batchRatios = { up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.2, right_expansion_ratio: 0.2 };
@@ -53,4 +54,16 @@ export const measureGrowth = async (apiPid: number, send: () => Promise<Answer>)
   const seconds = (performance.now() - started) / 1000;
   const { peak } = await residentMb(apiPid);
   return { answer, idleMb: idle, growthMb: peak - idle, seconds };
+};
+
+// A JSON batch of about `megabytes` MB of inline Base64 PNGs of `side` x `side` px whose pixels are
+// noise (so that PNG cannot shrink them: ~1 MB each at 600 px), as a client sends photos inline.
+export const jsonInlineBatchBody = async (megabytes: number, side = 600) => {
+  const sharp = (await import("sharp")).default;
+  const pixels = randomBytes(side * side * 3);
+  const image = (await sharp(pixels, { raw: { width: side, height: side, channels: 3 } }).png({ compressionLevel: 1 }).toBuffer()).toString("base64");
+  const item = (i: number) => JSON.stringify({ image, ...batchRatios, prompt: `inline item ${i}` });
+  const count = Math.max(1, Math.round((megabytes * 1024 * 1024) / (item(0).length + 1)));
+  const items = Array.from({ length: count }, (_, i) => item(i));
+  return { body: Buffer.from(`{"name":"memory-inline","items":[${items.join(",")}]}`), count };
 };

@@ -2,7 +2,8 @@
 // memory (peak VmHWM over the idle VmRSS, from /proc) of an API in its own process. A measurement,
 // not a test: it prints figures and exits non-zero only if a run breaks.
 //
-// Knobs: BENCH_MEMORY_FORMS (ndjson,json), BENCH_MEMORY_HEAPS (default,small; also `v8`: the API
+// Knobs: BENCH_MEMORY_FORMS (ndjson,json,inline; `inline`: a JSON batch of Base64 PNGs of
+// BENCH_MEMORY_INLINE_PX px, default 600, ~1 MB each, of the same sizes), BENCH_MEMORY_HEAPS (default,small; also `v8`: the API
 // with API_HEAP_GROWING_PERCENT=0, V8's own heap growth; `growing<N>`: with API_HEAP_GROWING_PERCENT=N).
 // Runs: NDJSON streams of BENCH_MEMORY_NDJSON_ITEMS (default "100000,200000") URL items; JSON
 // batches of 10,000 items of about each of BENCH_MEMORY_JSON_MB (default "28"; e.g. "5,15,28") MB.
@@ -12,14 +13,15 @@
 import pg from "pg";
 import { createBenchAccount } from "./api-fill.ts";
 import { startBenchStack } from "./api-stack.ts";
-import { batchRatios, jsonBatchBody, measureGrowth, postBatch } from "./batch-memory-kit.ts";
+import { batchRatios, jsonBatchBody, jsonInlineBatchBody, measureGrowth, postBatch } from "./batch-memory-kit.ts";
 
 const ndjsonCounts = (process.env.BENCH_MEMORY_NDJSON_ITEMS ?? "100000,200000").split(",").map(Number);
 const jsonMbs = (process.env.BENCH_MEMORY_JSON_MB ?? "28").split(",").map(Number);
 const smallHeapMb = Number(process.env.BENCH_MEMORY_SMALL_HEAP_MB ?? 128);
 type Heap = "default" | "small" | "v8" | `growing${number}`;
 const heaps = (process.env.BENCH_MEMORY_HEAPS ?? "default,small").split(",") as Heap[];
-const forms = (process.env.BENCH_MEMORY_FORMS ?? "ndjson,json").split(",");
+const forms = (process.env.BENCH_MEMORY_FORMS ?? "ndjson,json,inline").split(",");
+const inlinePx = Number(process.env.BENCH_MEMORY_INLINE_PX ?? 600);
 const item = (i: number) => JSON.stringify({ image: `https://images.example.com/photos/product-${i}.jpg`, ...batchRatios, prompt: `item ${i}` });
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -81,6 +83,15 @@ const main = async () => {
       const json = jsonBatchBody(mb);
       runs.push({
         label: `json ${json.count} items ${mb} MB`,
+        bodyMb: json.body.length / 1024 / 1024,
+        send: (apiUrl, key) => postBatch(apiUrl, key, "application/json", "/v1/batches", (req) => req.end(json.body)),
+      });
+    }
+  if (forms.includes("inline"))
+    for (const mb of jsonMbs) {
+      const json = await jsonInlineBatchBody(mb, inlinePx);
+      runs.push({
+        label: `json inline ${json.count} images ${mb} MB`,
         bodyMb: json.body.length / 1024 / 1024,
         send: (apiUrl, key) => postBatch(apiUrl, key, "application/json", "/v1/batches", (req) => req.end(json.body)),
       });

@@ -2,6 +2,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import express, { type Request, type Response } from "express";
 import { AppError, validationError } from "../../domain/errors/app-error.ts";
 import { metrics } from "../../domain/metrics/metrics.ts";
+import { chunksSource, type BatchBodySource } from "../../domain/batch/json-batch-body.ts";
+import { openBodySpool, type SpooledBody } from "./body-spool.ts";
+import { collectYoung } from "../../domain/process/heap-growth.ts";
 
 // How many request-body bytes this process holds at once, across every route. A body is buffered
 // whole (and then parsed, decoded, checked), so without a bound, 200 concurrent 9 MB creates took
@@ -197,10 +200,12 @@ export const readJsonBody = (budget: BodyBudget, options: { limit: number; lenie
   return budgeted(budget, options.limit, accepts, express.json({ limit: options.limit, type: accepts }), options.instead);
 };
 
-// A JSON body kept as the chunks it arrived in (a JSON batch: json-batch-body.ts parses it item by
-// item). body-parser would join them (a second copy of the body at once), decode them (a third) and
-// parse the whole. Only UTF-8 is read; an encoded body is inflated by express.raw, one Buffer.
-const collectChunks =
+// A JSON body spooled to disk as it arrives (a JSON batch: body-spool.ts says why, and
+// json-batch-body.ts reads it item by item). body-parser would hold it whole, join it (a second
+// copy), decode it (a third) and parse the whole. Only UTF-8 is read; an encoded body is inflated
+// by express.raw, one Buffer (req.body is then its chunks). Whoever takes req.body closes it
+// (closeSpooledBody); if nobody did, the answer's end does.
+const spoolBody =
   (limit: number, accepts: (req: IncomingMessage) => boolean): BodyReader =>
   (req, res, next) => {
     if (!hasBody(req) || !accepts(req)) return next();
@@ -211,13 +216,23 @@ const collectChunks =
     if ((req.headers["content-encoding"] ?? "identity").toLowerCase() !== "identity") {
       return express.raw({ limit, type: () => true })(req as Request, res as Response, (error?: unknown) => {
         const body = (req as { body?: unknown }).body;
-        if (!error && Buffer.isBuffer(body)) (req as { body?: unknown }).body = { chunks: [body], length: body.length };
+        if (!error && Buffer.isBuffer(body)) (req as { body?: unknown }).body = chunksSource({ chunks: [body], length: body.length });
         next(error);
       });
     }
     const declared = req.headers["content-length"] === undefined ? undefined : Number(req.headers["content-length"]);
-    const chunks: Buffer[] = [];
+    let spool: SpooledBody;
+    try {
+      spool = openBodySpool();
+    } catch (error) {
+      return next(spoolUnavailable(error));
+    }
+    // The backstop: a body nobody took (a refusal before the route read it) goes with the answer.
+    res.once("close", () => {
+      if (!taken.has(spool)) spool.close();
+    });
     let received = 0;
+    let sinceCollection = 0;
     let done = false;
     const finish = (error?: unknown) => {
       if (done) return;
@@ -227,18 +242,27 @@ const collectChunks =
       req.removeListener("error", finish);
       req.removeListener("aborted", onAborted);
       if (error) {
-        chunks.length = 0;
+        spool.close();
         req.unpipe();
         req.pause();
         return next(error);
       }
-      (req as { body?: unknown }).body = { chunks, length: received };
+      (req as { body?: unknown }).body = spool;
       next();
     };
     const onData = (chunk: Buffer) => {
       received += chunk.length;
       if (received > limit) return finish(Object.assign(new Error("request entity too large"), { status: 413, type: "entity.too.large", limit }));
-      chunks.push(chunk);
+      try {
+        spool.write(chunk);
+      } catch (error) {
+        return finish(spoolUnavailable(error));
+      }
+      sinceCollection += chunk.length;
+      if (sinceCollection >= COLLECT_RECEIVED_EVERY_BYTES) {
+        sinceCollection = 0;
+        collectYoung();
+      }
     };
     const onEnd = () =>
       finish(declared !== undefined && received !== declared ? Object.assign(new Error("request size did not match content length"), { status: 400, type: "request.size.invalid" }) : undefined);
@@ -249,10 +273,31 @@ const collectChunks =
     req.on("aborted", onAborted);
   };
 
-// A JSON body left as its chunks (req.body: BodyChunks), under the same budget, limit and answers.
-export const readJsonBodyChunks = (budget: BodyBudget, options: { limit: number; instead?: string }): BodyReader => {
+// How many spooled bytes between two young collections (heap-growth.ts collectYoung says why).
+const COLLECT_RECEIVED_EVERY_BYTES = 4 * 1024 * 1024;
+
+// A full or unwritable temporary disk: the body cannot be held for reading; nothing was stored.
+const spoolUnavailable = (cause: unknown) =>
+  new AppError("server_busy", "the server cannot hold the request body for reading right now (its temporary disk); nothing was stored, retry in a few seconds", { cause });
+
+// Spooled bodies a route has taken: it closes them itself once it has read them, which may be
+// after the answer's end (a client that went away while its batch is accepted).
+const taken = new WeakSet<SpooledBody>();
+
+// A spooled body for the route to read and then close, or the body as it is (chunks, or nothing).
+export const takeSpooledBody = (body: unknown): { source: BatchBodySource | undefined; close: () => void } => {
+  if (body !== null && typeof body === "object" && "close" in body && "read" in body) {
+    const spool = body as SpooledBody;
+    taken.add(spool);
+    return { source: spool, close: spool.close };
+  }
+  return { source: body as BatchBodySource | undefined, close: () => undefined };
+};
+
+// A JSON body spooled to disk (req.body: a BatchBodySource), under the same budget, limit and answers.
+export const readJsonBodySpooled = (budget: BodyBudget, options: { limit: number; instead?: string }): BodyReader => {
   const accepts = (req: IncomingMessage) => isJson(mediaType(req));
-  return budgeted(budget, options.limit, accepts, collectChunks(options.limit, accepts), options.instead);
+  return budgeted(budget, options.limit, accepts, spoolBody(options.limit, accepts), options.instead);
 };
 
 // Text that Postgres or Prisma cannot store: U+0000 (Postgres text) and unpaired UTF-16 surrogates

@@ -5,7 +5,7 @@ import { acceptBatch, BatchBrokenOffError } from "../../domain/batch/accept-batc
 import type { BatchIntakeResult, BatchSource } from "../../domain/batch/batch-intake.ts";
 import { ndjsonItems } from "../../domain/batch/batch-item-sources.ts";
 import { csvItems } from "../../domain/batch/csv-batch-body.ts";
-import { scanJsonBatchBody, type BodyChunks } from "../../domain/batch/json-batch-body.ts";
+import { chunksSource, scanJsonBatchBody, type BatchBodySource } from "../../domain/batch/json-batch-body.ts";
 import { jsonBatchBodySchema, MAX_JSON_ITEMS, streamedBatchQuerySchema } from "../../domain/batch/batch-request.schema.ts";
 import { batchProgress, batchesProgress, findAccountBatch, listAccountBatches, listBatchTasks } from "../../domain/batch/batch.repository.ts";
 import { cancelBatch, retryBatch } from "../../domain/batch/batch-control.ts";
@@ -16,7 +16,7 @@ import { canonical, hashing } from "../../domain/idempotency/request-hash.ts";
 import { taskStatuses } from "../../domain/task/task-status.ts";
 import type { ApiDeps } from "../api-deps.ts";
 import { authenticate } from "../middleware/authenticate.ts";
-import { readJsonBodyChunks } from "../middleware/body-intake.ts";
+import { readJsonBodySpooled, takeSpooledBody } from "../middleware/body-intake.ts";
 import { problemDetailsHandler } from "../middleware/error-handlers.ts";
 import { claimStreamedKey, idempotencyKeyOf, jsonRequestHash, recordAnswer, refusal, replay, scopeOf, streamRequestHash } from "../middleware/idempotency.ts";
 import { methodNotAllowed } from "../middleware/method-not-allowed.ts";
@@ -48,14 +48,14 @@ export const batchListQuerySchema = z.object({
 export const batchTasksQuerySchema = batchListQuerySchema.extend({ status: z.enum(taskStatuses).optional() });
 
 // body-parser read an empty body as {} (then: items are required).
-const emptyBody: BodyChunks = { chunks: [Buffer.from("{}")], length: 2 };
+const emptyBody = chunksSource({ chunks: [Buffer.from("{}")], length: 2 });
 
 // A body that is not a JSON object is rare and refused: read whole to say what it is, in the
 // words every JSON route uses (error-handlers.ts).
-const notAnObject = (body: BodyChunks | undefined) => {
+const notAnObject = (body: BatchBodySource) => {
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.concat(body?.chunks ?? []).toString("utf8").replace(/^\uFEFF/, ""));
+    value = JSON.parse(body.read(0, body.length).toString("utf8").replace(/^\uFEFF/, ""));
   } catch {
     return validationError([{ field: "body", message: "is not valid JSON" }]);
   }
@@ -109,16 +109,25 @@ export const batchesRouter = (deps: ApiDeps): Router => {
       .json({ ...toBatchView(await batchProgress(deps.db, batch)), intake: toIntakeView(result) });
   };
 
-  const jsonReader = readJsonBodyChunks(deps.bodyBudget, {
+  const jsonReader = readJsonBodySpooled(deps.bodyBudget, {
     limit: jsonLimitBytes,
     instead: "send a larger batch as NDJSON (application/x-ndjson) or CSV (text/csv): those are read as they stream, with no size limit",
   });
 
-  // The JSON form: its bytes are kept as they came and each item is parsed on its own
-  // (json-batch-body.ts), so memory stays near the body's size.
+  // The JSON form: its bytes wait on disk (body-spool.ts) and each item is parsed on its own
+  // (json-batch-body.ts), so memory does not follow the body's size. The spooled body is closed
+  // (and so removed) once the intake is done with it, answered or not.
   const postJsonBatch = async (req: Request, res: Response, accountId: string, key: string | undefined) => {
+    const { source, close } = takeSpooledBody(req.body);
+    try {
+      return await acceptJsonBatch(req, res, accountId, key, source);
+    } finally {
+      close();
+    }
+  };
+
+  const acceptJsonBatch = async (req: Request, res: Response, accountId: string, key: string | undefined, given: BatchBodySource | undefined) => {
     const query = parseInput(jsonQuerySchema, req.query);
-    const given = req.body as BodyChunks | undefined;
     if (given === undefined) throw validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
     const scanned = scanJsonBatchBody(given.length === 0 ? emptyBody : given, MAX_JSON_ITEMS + 1);
     if (scanned === "not_an_object") throw notAnObject(given);

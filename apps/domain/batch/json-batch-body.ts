@@ -1,13 +1,51 @@
 import type { Hash } from "node:crypto";
 import { validationError } from "../errors/app-error.ts";
+import { boundOldGenerationGrowth } from "../process/heap-growth.ts";
 import type { RawItem } from "./batch-item-sources.ts";
 
-// A JSON batch body as it arrived: the socket's chunks, never joined. Parsing it whole took the
-// API to ~3x the body (a 28 MB batch: the decoded string, its flattened copy, the parsed tree, a
-// canonical copy for the idempotency hash, and the items validated twice); here the body's bytes
-// are the only copy of the whole, and each item is parsed from its own bytes when it is needed and
+// A JSON batch body, read where it is kept: on disk while the request is answered (the API spools
+// it, body-spool.ts), or as in-memory chunks (an encoded body, tests). Parsing it whole took the API
+// to ~3x the body (a 28 MB batch: the decoded string, its flattened copy, the parsed tree, a
+// canonical copy for the idempotency hash, and the items validated twice); here the body is read in
+// windows of a few dozen KB, and each item is parsed from its own bytes when it is needed and
 // dropped after (acceptBatch holds one chunk of items).
+export type BatchBodySource = {
+  readonly length: number;
+  // `size` bytes from `position` (inside the body): a view or a copy, the caller's to keep.
+  read: (position: number, size: number) => Buffer;
+};
+
 export type BodyChunks = { chunks: Buffer[]; length: number };
+
+// The chunks as a source: a value inside one chunk is a view of it, one across chunks is joined.
+export const chunksSource = (body: BodyChunks): BatchBodySource => {
+  const starts: number[] = [];
+  let at = 0;
+  for (const c of body.chunks) {
+    starts.push(at);
+    at += c.length;
+  }
+  return {
+    length: body.length,
+    read: (start, size) => {
+      const end = start + size;
+      let lo = 0;
+      let hi = starts.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (starts[mid]! <= start) lo = mid;
+        else hi = mid - 1;
+      }
+      const parts: Buffer[] = [];
+      for (let i = lo; i < body.chunks.length && starts[i]! < end; i++) {
+        const from = Math.max(0, start - starts[i]!);
+        const to = Math.min(body.chunks[i]!.length, end - starts[i]!);
+        parts.push(body.chunks[i]!.subarray(from, to));
+      }
+      return parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
+    },
+  };
+};
 
 type Range = { start: number; end: number };
 
@@ -33,25 +71,30 @@ const QUOTE = 34;
 const BACKSLASH = 92;
 const isWs = (b: number) => b === 32 || b === 9 || b === 10 || b === 13;
 
-// A cursor over the chunks that never copies them: values are cut out by their global offsets.
+// The bytes the structural pass reads at once: the whole body is never in memory, one window is.
+const WINDOW_BYTES = 64 * 1024;
+
+// A cursor over the body that reads it window by window; values are read by their offsets.
 class Bytes {
-  private ci = 0;
+  private window: Buffer = Buffer.alloc(0);
+  private windowStart = 0;
   private off = 0;
   pos = 0;
-  private readonly starts: number[] = [];
-  constructor(private readonly chunks: Buffer[]) {
-    let at = 0;
-    for (const c of chunks) {
-      this.starts.push(at);
-      at += c.length;
-    }
+  constructor(
+    private readonly source: BatchBodySource,
+    private readonly windowBytes: number,
+  ) {}
+  // Moves the window to `pos` when the cursor has run past it; false at the body's end.
+  private fill(): boolean {
+    if (this.off < this.window.length) return true;
+    if (this.pos >= this.source.length) return false;
+    this.windowStart = this.pos;
+    this.window = this.source.read(this.pos, Math.min(this.windowBytes, this.source.length - this.pos));
+    this.off = 0;
+    return this.window.length > 0;
   }
   peek(): number {
-    while (this.ci < this.chunks.length && this.off >= this.chunks[this.ci]!.length) {
-      this.ci++;
-      this.off = 0;
-    }
-    return this.ci < this.chunks.length ? this.chunks[this.ci]![this.off]! : -1;
+    return this.fill() ? this.window[this.off]! : -1;
   }
   take(): number {
     const b = this.peek();
@@ -68,8 +111,8 @@ class Bytes {
   skipString(): boolean {
     let escaped = false;
     for (;;) {
-      if (this.peek() === -1) return false;
-      const chunk = this.chunks[this.ci]!;
+      if (!this.fill()) return false;
+      const chunk = this.window;
       for (let i = this.off; i < chunk.length; i++) {
         const b = chunk[i]!;
         if (escaped) escaped = false;
@@ -108,21 +151,11 @@ class Bytes {
     for (let b = this.peek(); b !== -1 && !isWs(b) && b !== 44 && b !== 125 && b !== 93; b = this.peek()) this.take();
   }
   text({ start, end }: Range): string {
-    // The chunk holding `start` (binary search), then the value's bytes, joined only if they span chunks.
-    let lo = 0;
-    let hi = this.starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.starts[mid]! <= start) lo = mid;
-      else hi = mid - 1;
+    // Inside the current window (a field name, a short value): no read.
+    if (start >= this.windowStart && end <= this.windowStart + this.window.length) {
+      return this.window.toString("utf8", start - this.windowStart, end - this.windowStart);
     }
-    const parts: Buffer[] = [];
-    for (let i = lo; i < this.chunks.length && this.starts[i]! < end; i++) {
-      const from = Math.max(0, start - this.starts[i]!);
-      const to = Math.min(this.chunks[i]!.length, end - this.starts[i]!);
-      parts.push(this.chunks[i]!.subarray(from, to));
-    }
-    return (parts.length === 1 ? parts[0]! : Buffer.concat(parts)).toString("utf8");
+    return this.source.read(start, end - start).toString("utf8");
   }
   parse(range: Range): unknown {
     try {
@@ -135,11 +168,15 @@ class Bytes {
 
 const BOM = [0xef, 0xbb, 0xbf];
 
+// How many item bytes are parsed between two looks at the old generation's growth.
+const COLLECT_EVERY_BYTES = 512 * 1024;
+
 // `undefined` when the body is not a JSON object (the caller answers that in its own words).
 // Throws `body: is not valid JSON` for a body that does not parse, as a whole parse would.
-export const scanJsonBatchBody = (body: BodyChunks, keepItems: number): ScannedBatchBody | "not_an_object" => {
-  const bytes = new Bytes(body.chunks);
-  if (BOM.every((b, i) => body.chunks[0]?.[i] === b)) for (let i = 0; i < 3; i++) bytes.take();
+export const scanJsonBatchBody = (body: BatchBodySource, keepItems: number, windowBytes = WINDOW_BYTES): ScannedBatchBody | "not_an_object" => {
+  const bytes = new Bytes(body, windowBytes);
+  const head = body.read(0, Math.min(3, body.length));
+  if (BOM.every((b, i) => head[i] === b)) for (let i = 0; i < 3; i++) bytes.take();
   bytes.skipWs();
   if (bytes.peek() !== 123) return "not_an_object";
   bytes.take();
@@ -202,7 +239,18 @@ export const scanJsonBatchBody = (body: BodyChunks, keepItems: number): ScannedB
   // The batch's own fields are small; they are parsed once and kept.
   const fields = new Map([...fieldRanges].map(([k, r]) => [k, bytes.parse(r)]));
   const ranges = itemRanges;
-  const item = (index: number) => bytes.parse(ranges![index]!);
+  // Every pass over the items (the hash, the price, the intake) makes garbage in proportion to the
+  // body: it is collected every few MB of items (heap-growth.ts says why V8 would not).
+  let parsedBytes = 0;
+  const item = (index: number) => {
+    const range = ranges![index]!;
+    parsedBytes += range.end - range.start;
+    if (parsedBytes >= COLLECT_EVERY_BYTES) {
+      parsedBytes = 0;
+      boundOldGenerationGrowth();
+    }
+    return bytes.parse(range);
+  };
   return {
     fields,
     itemCount,
