@@ -97,10 +97,15 @@ describe("outbound callbacks sent from the API", () => {
     // The API does not send `processing` ahead of the failed `submitted`: a worker, started only now,
     // retries `submitted` from the queue and then sends `processing`, the same webhook-id on the retry.
     await stack.startWorker();
-    const arrived = await consumer.waitFor("/flaky", 3);
+    // The first three (a `failed` may come after them: see below).
+    const arrived = (await consumer.waitFor("/flaky", 3)).slice(0, 3);
     expect(arrived.map((r) => (JSON.parse(r.body) as { task_status: string }).task_status)).toEqual(["submitted", "submitted", "processing"]);
     expect(arrived[0]!.headers["webhook-id"]).toBe(arrived[1]!.headers["webhook-id"]);
-    const deliveries = await waitForDeliveries(key, task.id, (ds) => ds.length === 2 && ds.every((d) => d.status === "succeeded"));
+    // The worker's first start rebuilds Redis' state from Postgres and polls the in-flight task,
+    // which the simulator never heard of: a `kling.failed` may follow, after these two (it waits for
+    // them); it is not what this test is about.
+    const ours = (ds: Awaited<ReturnType<typeof deliveriesOf>>) => ds.filter((d) => d.event_type !== "kling.failed");
+    const deliveries = ours(await waitForDeliveries(key, task.id, (ds) => ours(ds).length === 2 && ours(ds).every((d) => d.status === "succeeded")));
     expect(deliveries.map((d) => [d.event_type, d.attempts])).toEqual([
       ["kling.submitted", 2],
       ["kling.processing", 1],
