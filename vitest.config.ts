@@ -10,6 +10,10 @@ export default defineConfig({
     reporters: ["default", "./test/support/summary-reporter.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // expect.poll returns as soon as its condition holds; vitest's default 1 s bound failed a loaded
+    // run on a condition that held later (docs/testing.md). A poll that bounds a time on purpose
+    // says so with its own timeout.
+    expect: { poll: { timeout: 10_000 } },
     // Two cores: files run in parallel forks, each with its own servers, queue prefix and data.
     pool: "forks",
     maxWorkers: 2,
