@@ -25,7 +25,10 @@ export const unitFiles = [
 ];
 
 // e2e: the programs as they are run: spawned API/worker/stack processes (npm start, rolling
-// restarts, crashes), the CLI, the browser, the fault matrix and the fleet.
+// restarts, crashes), the CLI, the browser, the fault matrix and the fleet. What they assert runs in
+// the spawned processes, so the files share their vitest worker's loaded modules, as integration
+// files do; a file that changes process-wide state of the test process itself is listed in
+// ownProcessFiles too.
 export const e2eFiles = [
   "test/api/metrics.test.ts",
   "test/api/tracing.test.ts",
@@ -53,3 +56,7 @@ export const e2eFiles = [
   "test/process/worker-public-url.test.ts",
   "test/process/worker-readiness.test.ts",
 ];
+
+// e2e files that get a fresh test process each: they change process-wide state of their own process
+// (tracing sets OTEL_* variables and registers OpenTelemetry's global tracer provider).
+export const ownProcessFiles = ["test/api/tracing.test.ts"];

@@ -2,6 +2,7 @@ import { bullQueueName } from "../../apps/domain/queues/job-catalog.ts";
 import { request } from "node:http";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postBatchStream, ndjsonLines, waitUntil } from "../support/batches.ts";
 import { startFileServer } from "../support/file-server.ts";
@@ -24,6 +25,16 @@ afterAll(async () => {
   await files?.stop();
   await stack?.stop();
 });
+
+// Transactions of other sessions on the stack's database that are writing `task` rows (a
+// RowExclusiveLock lasts until the transaction ends).
+const taskWriters = async () => {
+  const { rows } = await sql<{ n: number }>`
+    select count(*)::int as n from pg_locks l join pg_class c on c.oid = l.relation
+    where c.relname = 'task' and l.mode = 'RowExclusiveLock' and l.pid <> pg_backend_pid()
+      and l.database = (select oid from pg_database where datname = current_database())`.execute(stack.db);
+  return rows[0]!.n;
+};
 
 const batchTasks = (batchId: string) =>
   stack.db.selectFrom("task").select(["id", "batchLine", "status", "upRatio", "n", "prompt"]).where("batchId", "=", batchId).orderBy("batchLine").execute();
@@ -220,10 +231,12 @@ describe("POST /v1/batches", () => {
     });
     atomicReq.on("error", () => undefined);
     atomicReq.write([...ndjsonLines(1_000, () => ({ image: imageUrl, ...ratios }))].join(""));
-    // Chunks of 200 are being written inside the open transaction when the socket goes.
-    await new Promise((r) => setTimeout(r, 700));
+    // Chunks of 200 are being written inside the open transaction when the socket goes: seen from
+    // outside as its lock on `task`, held from its first chunk's insert until it commits or rolls
+    // back (the body never ends, so it cannot commit). Nothing else writes tasks here meanwhile.
+    await waitUntil(taskWriters, (n) => n > 0, 20_000, "the atomic upload writing tasks in its transaction");
     atomicReq.destroy();
-    await new Promise((r) => setTimeout(r, 1_000));
+    await waitUntil(taskWriters, (n) => n === 0, 20_000, "the atomic upload's transaction ended");
     expect(await stack.db.selectFrom("batch").select("id").where("accountId", "=", account2).execute()).toHaveLength(0);
     expect(await stack.db.selectFrom("task").select("id").where("accountId", "=", account2).execute()).toHaveLength(0);
   });
