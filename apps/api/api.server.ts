@@ -32,8 +32,7 @@ import { buildApp } from "./app.ts";
 import { createMetricsScrape } from "./metrics/scrape-metrics.ts";
 import { createBodyBudget } from "./middleware/body-intake.ts";
 import { sweepBodySpool } from "./middleware/body-spool.ts";
-import { createLinkSigner, type LinkSigner } from "./presenters/task.presenter.ts";
-import { createConsumerAgents, createOutboundSender, deliveryJobAdder, outboundDeliverDeps } from "../domain/webhooks/outbound-sender.ts";
+import { createLinkSigner } from "./presenters/task.presenter.ts";
 
 export type RunningApi = {
   url: string;
@@ -58,7 +57,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const url = localUrlFor(config.HOST, port);
   const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
 
-  const { deps, routes, hub, liveLimits, outbound } = buildApiDeps(config, base, logger, publicBaseUrl);
+  const { deps, routes, hub, liveLimits } = buildApiDeps(config, base, logger, publicBaseUrl);
   const pruning = pruneIdempotencyKeysEvery(config, base.db, logger);
   const app = buildApp(deps);
   server.on("request", app);
@@ -78,8 +77,6 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
         // reconnects, to another process, with its Last-Event-ID); otherwise close() waits for them.
         void hub.close();
       });
-      // Callbacks this process is sending finish (each within its attempt timeout).
-      await outbound?.stop();
       await base.queues.close().catch(() => undefined);
       await routes.close();
       await closeConnections(base);
@@ -169,12 +166,8 @@ const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, p
     pollAtExpectedEnd: timing.pollAtExpectedEnd,
     stallRecheckMs: timing.stallRecheckMs,
   };
+  const callbackReports = { ...reports, db: callbackDb };
   const linkKey = serverKey.derive("image-links");
-  const signLink = createLinkSigner(publicBaseUrl, linkKey, config.IMAGE_LINK_TTL_SECONDS);
-  // The outbound callback a provider callback causes is sent from here, right after its commit
-  // (WEBHOOK_SEND_FROM_API): no NOTIFY, no worker to wake in between. Retries go to the workers' queue.
-  const outbound = config.WEBHOOK_SEND_FROM_API ? startApiOutbound(config, base, logger, signLink) : undefined;
-  const callbackReports = { ...reports, db: callbackDb, ...(outbound ? { outbound: outbound.sender } : {}) };
   const credits: CreditTerms = {
     perImage: config.CREDITS_PER_IMAGE,
     defaultCap: config.BATCH_SPEND_CAP_CREDITS,
@@ -194,7 +187,7 @@ const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, p
       maxLifetimeSeconds: config.JWT_MAX_LIFETIME_SECONDS,
       logger,
     }),
-    signLink,
+    signLink: createLinkSigner(publicBaseUrl, linkKey, config.IMAGE_LINK_TTL_SECONDS),
     linkKey,
     intake: {
       db,
@@ -263,24 +256,7 @@ const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, p
       queue: queues.queue,
     },
   };
-  return { deps, routes, hub, liveLimits, outbound };
-};
-
-const startApiOutbound = (config: ApiConfig, base: ApiConnections, logger: Logger, signLink: LinkSigner) => {
-  const agents = createConsumerAgents();
-  const sender = createOutboundSender({
-    deliver: outboundDeliverDeps(config, { db: base.db, logger, serverKey: base.serverKey, signLink, agents }),
-    logger,
-    concurrency: config.WEBHOOK_CONCURRENCY,
-    addJob: deliveryJobAdder(base.queues.queue("webhook")),
-  });
-  return {
-    sender,
-    stop: async () => {
-      await sender.stop();
-      agents.close();
-    },
-  };
+  return { deps, routes, hub, liveLimits };
 };
 
 // Redis down must be a fast 503 with nothing written, never a request that hangs.

@@ -7,11 +7,10 @@ import { jobCatalog } from "../domain/queues/job-catalog.ts";
 import { startQueueWorker, type QueueWorkerOptions } from "../domain/queues/queue-worker.ts";
 import type { TaskQueues } from "../domain/queues/task-queues.ts";
 import { signImageLink } from "../domain/storage/signed-link.ts";
-import type { LinkSigner } from "../domain/task/task.presenter.ts";
-import { deliverWebhook } from "../domain/webhooks/deliver-webhook.ts";
+import { createOriginAgents } from "../domain/http/origin-agents.ts";
+import { attemptClaimed, deliverWebhook, deliveryLeaseMs, type DeliverWebhookDeps } from "../domain/webhooks/deliver-webhook.ts";
 import { WEBHOOK_NOTIFY_CHANNEL } from "../domain/webhooks/outbound-events.ts";
-import { createConsumerAgents, createOutboundSender, deliveryJobAdder, outboundDeliverDeps, type DeliveryRef } from "../domain/webhooks/outbound-sender.ts";
-import { dueDeliveries } from "../domain/webhooks/webhook-delivery.store.ts";
+import { claimDeliveries, deliveryJobId, dueDeliveries } from "../domain/webhooks/webhook-delivery.store.ts";
 import type { WorkerConfig } from "./worker.config.ts";
 
 export type OutboundWebhooksDeps = {
@@ -27,6 +26,10 @@ export type OutboundWebhooksDeps = {
 
 const SWEEP_BATCH = 500;
 const LISTEN_RETRY_MS = 1_000;
+// Kept connections to consumers: closed after this long idle (most servers keep theirs 5 s).
+const CONSUMER_IDLE_MS = 4_000;
+
+type DeliveryRef = { id: string; attempts: number };
 
 // Outbound callbacks in the worker. A transition commits its event with a NOTIFY; every worker's
 // listener hears it and claims it in Postgres at once (a burst of notifications in one statement),
@@ -43,17 +46,78 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
   const entry = jobCatalog.webhook;
   const queue = deps.queues.queue("webhook");
   const sweepQueue = deps.queues.queue("webhookSweep");
-  const addJob = deliveryJobAdder(queue);
-  const agents = createConsumerAgents();
+  const addJob = async (delivery: DeliveryRef, delayMs: number) => {
+    const data = entry.payload.parse({ deliveryId: delivery.id });
+    await queue.add(entry.name, data, { ...entry.options, jobId: deliveryJobId(delivery), ...(delayMs > 0 ? { delay: Math.ceil(delayMs) } : {}) });
+  };
+  const agents = createOriginAgents({ idleMs: CONSUMER_IDLE_MS, maxOrigins: 1_000, maxIdlePerOrigin: 8 });
   const linkKey = deps.serverKey.derive("image-links");
-  const signLink: LinkSigner = (taskId, index) => signImageLink(deps.publicBaseUrl, linkKey, taskId, index, config.IMAGE_LINK_TTL_SECONDS);
-  const sender = createOutboundSender({
-    deliver: outboundDeliverDeps(config, { db: deps.db, logger, serverKey: deps.serverKey, signLink, agents }),
+  const deliverDeps: DeliverWebhookDeps = {
+    db: deps.db,
     logger,
-    concurrency: config.WEBHOOK_CONCURRENCY,
-    addJob,
-  });
-  const { deliverDeps, deliverSoon } = sender;
+    serverKey: deps.serverKey,
+    signLink: (taskId, index) => signImageLink(deps.publicBaseUrl, linkKey, taskId, index, config.IMAGE_LINK_TTL_SECONDS),
+    schedule: config.WEBHOOK_RETRY_SCHEDULE,
+    attemptTimeoutMs: config.WEBHOOK_ATTEMPT_TIMEOUT_MS,
+    maxResponseBytes: config.WEBHOOK_RESPONSE_MAX_BYTES,
+    allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS,
+    agents,
+    enqueue: (delivery, delayMs) => (delayMs > 0 ? addJob(delivery, delayMs) : deliverSoon(delivery)),
+  };
+
+  // Deliveries to claim and send from this process. `reserved` counts those waiting for their claim
+  // and those being attempted, so that no more than WEBHOOK_CONCURRENCY run here at once.
+  let reserved = 0;
+  let waiting: DeliveryRef[] = [];
+  let flushScheduled = false;
+  let closed = false;
+  const running = new Set<Promise<void>>();
+  const track = (work: Promise<void>) => {
+    running.add(work);
+    const done = () => running.delete(work);
+    void work.then(done, done);
+  };
+  const claimWaiting = async () => {
+    flushScheduled = false;
+    const batch = waiting;
+    waiting = [];
+    let claimed: Awaited<ReturnType<typeof claimDeliveries>>;
+    try {
+      claimed = await claimDeliveries(deps.db, batch.map((d) => d.id), deliveryLeaseMs(deliverDeps));
+    } catch (error) {
+      reserved -= batch.length;
+      logger.warn({ err: error, deliveries: batch.length }, "callbacks not claimed; handed to the queue");
+      for (const delivery of batch) {
+        await addJob(delivery, 0).catch((err: unknown) => logger.warn({ deliveryId: delivery.id, err }, "callback job not added; the sweep will add it"));
+      }
+      return;
+    }
+    // The others are not this process's to send now: held by another worker, behind an earlier
+    // event, not due, or decided already.
+    reserved -= batch.length - claimed.length;
+    for (const delivery of claimed) {
+      track(
+        attemptClaimed(deliverDeps, delivery)
+          .catch((error: unknown) =>
+            logger.error({ deliveryId: delivery.id, err: error }, "callback attempt broke; it is sent again when its lease lapses"),
+          )
+          .finally(() => {
+            reserved--;
+          }),
+      );
+    }
+  };
+  // Claimed on the next turn of the event loop, together with whatever else arrived meanwhile.
+  async function deliverSoon(delivery: DeliveryRef): Promise<void> {
+    if (closed || reserved >= config.WEBHOOK_CONCURRENCY) return addJob(delivery, 0);
+    reserved++;
+    waiting.push(delivery);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      // Tracked from now, so that a stop that comes before the next turn waits for it too.
+      track(new Promise<void>((resolve) => setImmediate(resolve)).then(claimWaiting));
+    }
+  }
 
   const deliverer = startQueueWorker(
     "webhook",
@@ -88,7 +152,8 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
     stop: async () => {
       await listener.stop();
       // Attempts under way here finish (each within its timeout); what arrives meanwhile is queued.
-      await sender.stop();
+      closed = true;
+      while (running.size > 0) await Promise.all([...running]);
       // The queues are the process's, closed with the others (worker.server.ts).
       await Promise.all([deliverer.close(), sweeper.close()]);
       agents.close();

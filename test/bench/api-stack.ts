@@ -22,9 +22,6 @@ export type BenchStack = {
   queuePrefix: string;
   // A second prefix for the raw baseline's BullMQ jobs, so its queue never sits in the API's.
   baselinePrefix: string;
-  // The installation's SERVER_KEY, for other processes of the run (a worker): the accounts' signing
-  // secrets are sealed under it by whichever process makes them first.
-  serverKey: string;
   // Warn/error lines the API printed (LOG_LEVEL=warn): a figure with errors behind it is suspect.
   apiLogLines: () => string[];
   // CPU seconds the API process has used so far (user + system), from /proc.
@@ -95,8 +92,7 @@ const waitForHealthy = async (child: ChildProcess, url: string, output: () => st
 // `whole`: `npm start`'s entry (apps/local-stack/main.ts: the API, a worker and the simulator as its
 // children, the simulator on a port of its own, `stackEnv` on top) instead of the API alone;
 // `apiPid` and `apiCpuSeconds` are then the supervisor's, not the API's.
-// `apiEnv`: on top of the first API's environment (not a variant's).
-export type BenchStackOptions = { whole?: boolean; stackEnv?: Record<string, string>; apiEnv?: Record<string, string> };
+export type BenchStackOptions = { whole?: boolean; stackEnv?: Record<string, string> };
 
 export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, options: BenchStackOptions = {}): Promise<BenchStack> => {
   const whole = options.whole === true;
@@ -186,7 +182,7 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
       const url = await waitForHealthy(child, `http://127.0.0.1:${apiPort}`, () => output, 180_000);
       return { url, pid: child.pid!, logLines: () => logLines, cpuSeconds: () => readCpuSeconds(child.pid!), stop: stopChild };
     };
-    const api = await spawnApi(options.apiEnv ?? {});
+    const api = await spawnApi({});
     return {
       apiUrl: api.url,
       apiPid: api.pid,
@@ -194,7 +190,6 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
       redisUrl,
       queuePrefix,
       baselinePrefix,
-      serverKey,
       apiLogLines: api.logLines,
       apiCpuSeconds: api.cpuSeconds,
       startVariant: (extraEnv) => {

@@ -8,6 +8,7 @@
 // `rate=<r> p50_ms=<a> p99_ms=<b> baseline_p50_ms=<c> baseline_p99_ms=<d> p99_ratio=<e>`. Exits
 // non-zero only if the run breaks (a callback never arrived).
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -16,7 +17,7 @@ import { Queue, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { createBenchAccount, fillCallbackTasks, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
-import { readCpuSeconds, startBenchStack } from "./api-stack.ts";
+import { startBenchStack } from "./api-stack.ts";
 import { envNumber, quantile, sleep } from "./bench-figures.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -46,9 +47,7 @@ const main = async () => {
   // Neither the API (which applies the callbacks and schedules the next poll) nor the worker polls
   // the fake provider: these tasks hear only from the bench's callbacks.
   const quiet = { POLL_AT_EXPECTED_END: "false", CALLBACK_GRACE_MS: "3600000" };
-  // The API sends the outbound callbacks its receiver causes (WEBHOOK_SEND_FROM_API), so it may
-  // reach the consumer on loopback as the worker may: the same ALLOWED_PRIVATE_HOSTS, as deployed.
-  const stack = await startBenchStack({ ...process.env, ...quiet }, { apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1" } });
+  const stack = await startBenchStack({ ...process.env, ...quiet });
   const db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
   // Dropping the database at the end ends its connections: not an error here.
   db.on("error", () => undefined);
@@ -77,7 +76,7 @@ const main = async () => {
         DATABASE_URL: stack.databaseUrl,
         REDIS_URL: stack.redisUrl,
         QUEUE_PREFIX: stack.queuePrefix,
-        SERVER_KEY: stack.serverKey,
+        SERVER_KEY: randomBytes(32).toString("base64url"),
         LOG_LEVEL: "info",
         LOG_FORMAT: "json",
         PROVIDER: "simulator",
@@ -195,12 +194,7 @@ const main = async () => {
       await measureBaseline(warmupCount, rate);
       await measureCallbacks(warmup, rate);
       const baseline = figures(await measureBaseline(count, rate));
-      // CPU the API and the worker spent on the measured callbacks (steadier than wall time on a
-      // shared machine): whichever process sends a callback pays for its attempt.
-      const cpuBefore = [await stack.apiCpuSeconds(), await readCpuSeconds(worker.pid!)];
       const measured = await measureCallbacks(tasks, rate);
-      const cpuAfter = [await stack.apiCpuSeconds(), await readCpuSeconds(worker.pid!)];
-      const cpuMs = cpuAfter.map((after, i) => ((after - cpuBefore[i]!) * 1000) / tasks.length);
       const ours = figures(measured.latencies);
       const ratio = ours.p99 / baseline.p99;
       console.log(`bare BullMQ hop:      n=${baseline.n} p50=${ms(baseline.p50)} ms p99=${ms(baseline.p99)} ms max=${ms(baseline.max)} ms`);
@@ -209,10 +203,9 @@ const main = async () => {
       );
       console.log(`p99 ratio to the baseline at ${rate}/s: ${ratio.toFixed(2)} (aim <= 2)`);
       await breakdown(tasks);
-      console.log(`  CPU per callback: API ${ms(cpuMs[0]!)} ms, worker ${ms(cpuMs[1]!)} ms, together ${ms(cpuMs[0]! + cpuMs[1]!)} ms`);
       console.log(`load average after ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
       summaries.push(
-        `rate=${rate} p50_ms=${ms(ours.p50)} p99_ms=${ms(ours.p99)} baseline_p50_ms=${ms(baseline.p50)} baseline_p99_ms=${ms(baseline.p99)} p99_ratio=${ratio.toFixed(2)} cpu_ms_per_callback=${ms(cpuMs[0]! + cpuMs[1]!)}`,
+        `rate=${rate} p50_ms=${ms(ours.p50)} p99_ms=${ms(ours.p99)} baseline_p50_ms=${ms(baseline.p50)} baseline_p99_ms=${ms(baseline.p99)} p99_ratio=${ratio.toFixed(2)}`,
       );
       if (measured.missing > 0) process.exitCode = 1;
     }

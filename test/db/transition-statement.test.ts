@@ -1,10 +1,9 @@
 import { randomUUID } from "node:crypto";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccount } from "../../apps/domain/account/api-key.ts";
 import { createDb, type Db, type Task } from "../../apps/domain/db/database.ts";
 import { prismaDbOver } from "../../apps/domain/db/prisma-kysely.ts";
-import { transitionTask, transitionTaskInTx } from "../../apps/domain/task/task-transition.ts";
+import { transitionTask } from "../../apps/domain/task/task-transition.ts";
 import { cloneDatabase } from "../support/databases.ts";
 import { taskRow } from "../support/rows.ts";
 
@@ -22,13 +21,11 @@ describe.each([
 ])("the transition statement, compiled once per shape ($executor, prepared statements: $preparedStatements)", ({ executor, preparedStatements }) => {
   let pgDb: Db;
   let db: Db;
-  let databaseUrl: string;
   let accountId: string;
   const changed: Task[] = [];
 
   beforeAll(async () => {
-    databaseUrl = await cloneDatabase(inject("templateDatabaseUrl"), `transition${randomUUID().slice(0, 8)}`);
-    pgDb = createDb(databaseUrl, { preparedStatements });
+    pgDb = createDb(await cloneDatabase(inject("templateDatabaseUrl"), `transition${randomUUID().slice(0, 8)}`), { preparedStatements });
     db = executor === "prisma" ? prismaDbOver(pgDb) : pgDb;
     accountId = await createAccount(db, "transitions");
   });
@@ -96,53 +93,6 @@ describe.each([
     await db.updateTable("task").set({ status: "processing" }).where("id", "=", running).execute();
     expect((await move(running)).applied).toBe(true);
     expect(await imagesOf(running)).toHaveLength(2);
-  });
-
-  it("when a provider callback's move applies, then the same statement keeps the callback in the inbox as applied; not when it does not apply", async () => {
-    const running = await newTask("submitted");
-    const ended = await newTask("failed");
-    const record = (n: number) => ({ rawBody: `{"n":${n}}`, outcome: "applied" as const, detail: null, providerStatus: "processing", webhookId: n === 1 ? "msg_1" : null });
-    const move = (taskId: string, n: number, from: Task["status"] = "submitted") =>
-      transitionTask(deps(), { taskId, to: "processing", from: [from], source: "callback", inboxEntry: record(n) });
-    const inboxOf = (taskId: string) =>
-      db.selectFrom("providerCallback").select(["rawBody", "outcome", "providerStatus", "webhookId"]).where("taskId", "=", taskId).orderBy("id").execute();
-    expect((await move(running, 1)).applied).toBe(true);
-    expect((await move(ended, 1)).applied).toBe(false);
-    expect(await inboxOf(running)).toEqual([{ rawBody: '{"n":1}', outcome: "applied", providerStatus: "processing", webhookId: "msg_1" }]);
-    expect(await inboxOf(ended)).toEqual([]);
-    // Two more that apply are kept in order (the cap of 50 is test/e2e/provider-callbacks.test.ts's).
-    for (const n of [2, 3]) expect((await move(running, n, "processing")).applied).toBe(true);
-    expect((await inboxOf(running)).map((r) => r.rawBody)).toEqual(['{"n":1}', '{"n":2}', '{"n":3}']);
-  });
-
-  it("when a move is to have its outbound callback sent by the caller, then the delivery is recorded without a NOTIFY and its id handed back; other moves notify", async () => {
-    const listener = new pg.Client({ connectionString: databaseUrl });
-    await listener.connect();
-    const heard: string[] = [];
-    listener.on("notification", (message) => heard.push(message.payload ?? ""));
-    await listener.query("listen webhook_delivery");
-    try {
-      const [here, there] = [await newTask("submitted"), await newTask("submitted")];
-      await db.updateTable("task").set({ origin: "dropin", callbackUrl: "https://consumer.example/hook" }).where("id", "in", [here, there]).execute();
-      const move = (taskId: string, sendEventHere: boolean) =>
-        transitionTaskInTx(db, { taskId, to: "processing", from: ["submitted"], source: "callback", sendEventHere });
-      const sentHere = await move(here, true);
-      const notifying = await move(there, false);
-      const deliveryOf = (taskId: string) => db.selectFrom("webhookDelivery").select(["id", "eventType", "attempts"]).where("taskId", "=", taskId).executeTakeFirstOrThrow();
-      const [hereDelivery, thereDelivery] = [await deliveryOf(here), await deliveryOf(there)];
-      expect(hereDelivery).toMatchObject({ eventType: "kling.processing", attempts: 0 });
-      expect(sentHere).toMatchObject({ applied: true, event: { id: hereDelivery.id, attempts: 0 } });
-      expect(notifying.applied && notifying.event).toBe(undefined);
-      // Notifications come in commit order: once the second move's is heard, the first's would have been.
-      const deadline = Date.now() + 10_000;
-      while (!heard.includes(`${thereDelivery.id}_0`) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(heard).toEqual([`${thereDelivery.id}_0`]);
-      // A move that records no event (no callback_url) hands nothing back.
-      const quiet = await move(await newTask("submitted"), true);
-      expect(quiet.applied && "event" in quiet).toBe(false);
-    } finally {
-      await listener.end();
-    }
   });
 
   it("when a move ends the task (in a transaction, with its credits), then it lands with its end fields", async () => {

@@ -20,9 +20,7 @@ describe("outbound callbacks", () => {
     consumer = await startWebhookConsumer();
     stack = await startStack({
       // Intake lets loopback callback URLs through (as a public name that later resolves to a private
-      // address would pass); the worker allows only 127.0.0.1, so delivery-time checks are what refuse
-      // (the refused events below are native tasks' ends, sent by the worker; the API sends what its
-      // provider callbacks cause by its own list, which a deployment keeps equal to the worker's).
+      // address would pass); the worker allows only 127.0.0.1, so delivery-time checks are what refuse.
       apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1,localhost,[::1]" },
       workerEnv: { WEBHOOK_RETRY_SCHEDULE: "0,100ms,200ms", WEBHOOK_ATTEMPT_TIMEOUT_MS: "600", WEBHOOK_SWEEP_MS: "300" },
     });

@@ -7,7 +7,7 @@ import type { TaskEndDeps } from "./fail-task.ts";
 import { isTerminal, statusRank } from "./task-status.ts";
 import { findTask } from "./task.repository.ts";
 import { scheduleCheck } from "./task.store.ts";
-import { transitionTask, type TransitionRequest } from "./task-transition.ts";
+import { transitionTask } from "./task-transition.ts";
 
 const MAX_PLAUSIBLE_RUN_MS = 24 * 3_600_000;
 

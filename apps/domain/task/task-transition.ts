@@ -8,7 +8,6 @@ import { retryOnConflict } from "../errors/dependency-errors.ts";
 import type { StoredImage } from "./task.store.ts";
 import { settleMovedTasksCtes } from "../credits/credit-ledger.ts";
 import { insertInboxEntry, type InboxEntry } from "./callback-inbox.ts";
-import type { OutboundSender } from "../webhooks/outbound-sender.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -27,22 +26,17 @@ export type TransitionRequest = {
   // A provider callback's inbox row (callback-inbox.ts), written by the same statement when the
   // move applies: the callback's move and its record in one round trip.
   inboxEntry?: InboxEntry;
-  // The caller sends the outbound callback this move causes itself, once committed (transitionTask
-  // with deps.outbound): the event is recorded without its NOTIFY (no other process is woken for
-  // it), and its delivery's id comes back in the result. Its safety net is the outbox sweep.
-  sendEventHere?: boolean;
 };
 
 // Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
 // now read it themselves (most only look again or give up), so no read is spent on it here.
-// `event`: the outbound callback recorded by the move, when the request asked to send it here.
-export type TransitionResult = { applied: true; from: TaskStatus; task: Task; event?: { id: string; attempts: number } } | { applied: false };
+export type TransitionResult = { applied: true; from: TaskStatus; task: Task } | { applied: false };
 
 // The tasks a move applies to, each with the status and updated_at it leaves, locked (FOR UPDATE)
 // by the same statement that moves them.
 type PickTasks = (db: QueryCreator<DB>) => SelectQueryBuilder<DB, "task", { id: string; status: TaskStatus; updatedAt: Date }>;
 type Move = Omit<TransitionRequest, "taskId" | "from"> & { from: readonly TaskStatus[] };
-export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date; outboundId?: string | null };
+export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
 
 // The one status-changing statement, for one task or a chunk of a batch's: a guarded update plus
 // its events, in one statement: late or duplicate events cannot move a task backwards, and history
@@ -146,8 +140,7 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
               ])
               .where(sql<boolean>`${eventType} is not null`),
           )
-          // Sent here (sendEventHere): no NOTIFY; the id goes back to the caller instead.
-          .returning((eb) => (move.sendEventHere ? ["id", "taskId"] : ["id", "taskId", notifyDeliverySql(eb.ref("id")).as("notified")])),
+          .returning((eb) => notifyDeliverySql(eb.ref("id")).as("notified")),
     )
     // An end settles the moved tasks' credit holds in the same statement: no reader (a batch's end
     // event, the usage routes) sees a task ended with its hold still open, and the end costs one
@@ -157,8 +150,7 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
     .with("settle_locked", () => (terminal ? settle.settle_locked : noRows))
     .with("settle_balance", () => (terminal ? settle.settle_balance : noRows))
     .selectFrom("moved")
-    .selectAll()
-    .$if(move.sendEventHere === true, (q) => q.select(sql<string | null>`(select o.id from outbound o where o.task_id = moved.id)`.as("outboundId")));
+    .selectAll();
 };
 
 const settle = settleMovedTasksCtes("moved");
@@ -204,7 +196,7 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
   const hasImages = (move.resultImages?.length ?? 0) > 0;
   const hasStored = move.storedImage !== undefined;
   const hasInbox = move.inboxEntry !== undefined;
-  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored, hasInbox, move.sendEventHere === true]);
+  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored, hasInbox]);
   let compiled = compiledMoves.get(key);
   if (!compiled) {
     const slots = new Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown>();
@@ -246,17 +238,14 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
 export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest): Promise<TransitionResult> => {
   const [moved] = await moveSingleTask(tx, request.taskId, { ...request, from: request.from ?? statusesBefore(request.to) });
   if (moved) {
-    const { fromStatus, fromUpdatedAt, outboundId, ...task } = moved;
+    const { fromStatus, fromUpdatedAt, ...task } = moved;
     recordTransition(fromStatus, task, fromUpdatedAt);
-    return { applied: true, from: fromStatus, task, ...(outboundId ? { event: { id: outboundId, attempts: 0 } } : {}) };
+    return { applied: true, from: fromStatus, task };
   }
   return { applied: false };
 };
 
-// `outbound`: this process sends the outbound callbacks its moves cause itself, right after the
-// commit (webhooks/outbound-sender.ts), when it has room (reserve); absent, the workers do, woken
-// by the event's NOTIFY.
-export type TransitionDeps = { db: Db; taskChanged: TaskChangeNotifier; outbound?: Pick<OutboundSender, "reserve" | "handOff"> };
+export type TransitionDeps = { db: Db; taskChanged: TaskChangeNotifier };
 
 // Every state change goes through here: the change (with `alsoInTx`, more writes in the same
 // transaction), then, only once it is committed, the live-progress notification. Notified before
@@ -270,23 +259,15 @@ export const transitionTask = async (
   // An end settles the task's credits in its own statement (buildMove): a transaction only for
   // the caller's writes. Run again whole if Postgres undid it for a conflict (a deadlock): the guard
   // makes that safe.
-  const sendHere = deps.outbound?.reserve() ?? false;
-  let result: TransitionResult = { applied: false };
-  try {
-    const asked = sendHere ? { ...request, sendEventHere: true } : request;
-    result = await retryOnConflict(() =>
-      alsoInTx
-        ? deps.db.transaction().execute(async (tx) => {
-            const moved = await transitionTaskInTx(tx, asked);
-            if (moved.applied && alsoInTx) await alsoInTx(tx, moved.task);
-            return moved;
-          })
-        : transitionTaskInTx(deps.db, asked),
-    );
-  } finally {
-    // Committed (or not): the reserved place gets its event, or is given back.
-    if (sendHere) deps.outbound!.handOff(result.applied ? result.event : undefined);
-  }
+  const result = await retryOnConflict(() =>
+    alsoInTx
+      ? deps.db.transaction().execute(async (tx) => {
+          const moved = await transitionTaskInTx(tx, request);
+          if (moved.applied && alsoInTx) await alsoInTx(tx, moved.task);
+          return moved;
+        })
+      : transitionTaskInTx(deps.db, request),
+  );
   if (result.applied) deps.taskChanged(result.task);
   return result;
 };

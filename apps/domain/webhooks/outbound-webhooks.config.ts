@@ -1,37 +1,24 @@
 import { z } from "zod";
-import { envBoolean, envPositiveMs } from "../config/parse-env.ts";
+import { envPositiveMs } from "../config/parse-env.ts";
 import { DEFAULT_RETRY_SCHEDULE, retryScheduleSchema } from "./retry-schedule.ts";
 
-// Sending outbound callbacks: the worker's, and the API's for the events its provider-callback
-// receiver commits (WEBHOOK_SEND_FROM_API). Give both processes the same values: an attempt made by
-// either one is judged, and its retry scheduled, by its own.
-export const outboundWebhooksSendEnv = {
+// The worker's side of outbound callbacks.
+export const outboundWebhooksWorkerEnv = {
   // Delay before each attempt, the first included ("0" = at once); past the last, the delivery fails.
   WEBHOOK_RETRY_SCHEDULE: retryScheduleSchema.default(retryScheduleSchema.parse(DEFAULT_RETRY_SCHEDULE)),
   // One attempt: connect, send, and the answer's headers within this time.
   WEBHOOK_ATTEMPT_TIMEOUT_MS: envPositiveMs.default(10_000),
   // The start of a consumer's answer kept for the delivery log; the rest is not read.
   WEBHOOK_RESPONSE_MAX_BYTES: z.coerce.number().int().min(0).max(65_536).default(2_048),
-  // Attempts under way at once in one process; past it, a process hands deliveries to the queue.
-  WEBHOOK_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(50),
-};
-
-// The worker's side of outbound callbacks.
-export const outboundWebhooksWorkerEnv = {
-  ...outboundWebhooksSendEnv,
   // How often due deliveries whose job went missing (Redis lost, a worker killed) are found in Postgres.
   WEBHOOK_SWEEP_MS: envPositiveMs.default(5_000),
+  WEBHOOK_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(50),
   // Image links in callbacks are signed for this long from each attempt.
   IMAGE_LINK_TTL_SECONDS: z.coerce.number().int().min(60).default(3_600),
 };
 
-// The API's side: the signing secret's rotation, and the events its callback receiver commits.
+// The API's side: the signing secret's rotation.
 export const outboundWebhooksApiEnv = {
-  ...outboundWebhooksSendEnv,
   // After a rotation the previous secret keeps signing (both signatures are sent) this long.
   WEBHOOK_SECRET_GRACE_SECONDS: z.coerce.number().int().min(0).max(30 * 86_400).default(86_400),
-  // The API sends the outbound callback a provider callback causes itself, right after committing
-  // it (no NOTIFY, no other process to wake): the fastest path. false: the workers send every
-  // callback (an API without outbound network access, say).
-  WEBHOOK_SEND_FROM_API: envBoolean.default(true),
 };
