@@ -53,6 +53,36 @@ describe("download shares", () => {
     }
   });
 
+  it("when an account's jobs would hold every job slot of the process, then its job beyond the room steps back at once, leaving the last slot to other accounts", async () => {
+    // 3 job slots, 2 per account: no waiting room; a third job of A would hold the last slot.
+    vi.useFakeTimers();
+    try {
+      const start = createDownloadShares(2, 3, undefined, 1_000);
+      const first = released(await start("a"));
+      released(await start("a"));
+      let third: DownloadShare | undefined;
+      void start("a").then((share) => (third = share));
+      // At once: no moment of the clock passes.
+      await vi.advanceTimersByTimeAsync(0);
+      expect(third).toEqual({ busyForMs: expect.any(Number) });
+      released(await start("b"))();
+      // With a fourth slot, A's third job may wait its moment (and gets the share a download frees).
+      const roomier = createDownloadShares(2, 4, undefined, 1_000);
+      const held = released(await roomier("a"));
+      released(await roomier("a"));
+      let waited: DownloadShare | undefined;
+      void roomier("a").then((share) => (waited = share));
+      await vi.advanceTimersByTimeAsync(500);
+      expect(waited).toBeUndefined();
+      held();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(waited).toEqual({ release: expect.any(Function) });
+      first();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("when a place in line frees during a job's moment beyond the room, then it stays in line and gets its share in turn", async () => {
     vi.useFakeTimers();
     try {

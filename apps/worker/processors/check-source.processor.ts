@@ -28,7 +28,7 @@ export const checkSourceProcessor = (deps: CheckSourceDeps) => async (job: Job, 
 // too (`overRoomWaitMs`), moving into the line as places free, and steps back to the queue only if
 // none frees in time: while the account's downloads go on, their ends free BullMQ slots that go to
 // the next job by priority (another account's, fair-priority.ts), and while they hang, the moment
-// runs out and frees the slot. Before, every job past the share stepped back at once and came
+// runs out and frees the slot; one job slot is always left to other accounts. Before, every job past the share stepped back at once and came
 // straight back, round the queue (~40 Redis commands a trip) several times per task, more with
 // more workers: Redis commands per task grew with the workers.
 export type DownloadShare = { release: () => void } | { busyForMs: number };
@@ -81,6 +81,11 @@ export const createDownloadShares = (perAccount: number, jobSlots: number, stopp
     }
     if (stopping?.aborted) return busy(accountId);
     const line = lines.get(accountId) ?? [];
+    // Beyond the room, a job waits its moment only while the account leaves this process a job slot
+    // besides: the moment holds a slot, and with every slot held another account's job could not
+    // start until a moment ran out (with 3 slots and a share of 2, a quick account's images waited
+    // for one account's hanging downloads to time out).
+    if (line.length >= waitRoom && running.of(accountId) + line.length + 1 > jobSlots - 1) return busy(accountId);
     lines.set(accountId, line);
     return new Promise<DownloadShare>((resolve) => {
       let timer: NodeJS.Timeout | undefined;
