@@ -130,6 +130,9 @@ export const startFaultStack = async (options: FaultStackOptions): Promise<Fault
       PORT: String(apiPort),
       BOOTSTRAP_API_KEY: key,
       SERVER_KEY: "fault-suite-server-key-0123456789-abcdefghijkl",
+      // The faults' image host listens on loopback: intake refuses a literal private address unless
+      // it is allowed, as the worker's downloads do.
+      ALLOWED_PRIVATE_HOSTS: "127.0.0.1",
       ...(webhookSecret ? { PROVIDER_WEBHOOK_SECRET: webhookSecret } : {}),
     };
     const workerEnv = {
