@@ -92,7 +92,7 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
         ? sql`(insert into task_image (task_id, index, provider_url)
             select moved.id, image.index, image.url from moved, unnest(${values.imageIndexes}::int[], ${values.imageUrls}::text[]) as image(index, url)
             on conflict (task_id, index) do nothing)`
-        : sql`(select 1 where false)`,
+        : noRows,
     )
     .with("stored", () =>
       values.withStored
@@ -100,7 +100,7 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
             set storage_key = s.storage_key, width = s.width, height = s.height, bytes = s.bytes, sha256 = s.sha256, stored_at = ${values.now}
             from moved, jsonb_to_record(${values.stored}::jsonb) as s(index int, storage_key text, width int, height int, bytes int, sha256 text)
             where ti.task_id = moved.id and ti.index = s.index)`
-        : sql`(select 1 where false)`,
+        : noRows,
     )
     .with("inbox", () => (values.inbox ? sql`(${insertInboxEntry(sql.ref("moved.id"), sql`from moved`, values.inbox)})` : noRows))
     .with("event", (db) =>
