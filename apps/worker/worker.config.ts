@@ -54,8 +54,11 @@ export const workerEnvSchema = z.object({
   // runs; a crashed worker's attempt is taken over once its lease runs out.
   SUBMIT_ATTEMPT_LEASE_MS: envPositiveMs.default(15_000),
   SUBMIT_RETRY_MAX_MS: envPositiveMs.default(60_000),
-  // The sweep is cheap (indexed queries); a late one keeps slots of a finished task taken.
-  RECONCILE_EVERY_MS: envPositiveMs.default(500),
+  // Each sweep is a BullMQ job plus its queries, run whether or not there is work: at 500 ms it was
+  // about half an idle worker's CPU (docs/scale-redis.md). Polls at a task's expected end do not
+  // wait for it (a sweep follows the checks falling due until the next one); what waits up to an
+  // interval is the repair of a crashed step (a lost job re-added, slots of an ended task freed).
+  RECONCILE_EVERY_MS: envPositiveMs.default(1_000),
   // batch.progress events: at most one per batch this often (batch.completed is not throttled).
   BATCH_PROGRESS_EVERY_MS: envPositiveMs.default(5_000),
   // A submit job waits this long in place for a free slot before going back to the queue.

@@ -8,6 +8,10 @@ import { followUpcomingChecks, reconcileTasks, resyncFairPriority, type Reconcil
 
 const FAIR_PRIORITY_RESYNC_MS = 5_000;
 const BATCH_SWEEP_MS = 1_000;
+// Sweeps start every RECONCILE_EVERY_MS but reach this step a little earlier or later each time: due
+// within a quarter of its period it runs now, so a 1 s sweep runs the batch sweep every time rather
+// than about every other time.
+const BATCH_SWEEP_EARLY_MS = BATCH_SWEEP_MS / 4;
 // Credit holds of tasks that ended without settling (a crash between the end and its settlement).
 const CREDIT_SWEEP_MS = 10_000;
 
@@ -29,7 +33,7 @@ export const reconcileProcessor = (
       await resyncFairPriority(deps, deps.fairPriority);
     }
     // Batch ends and progress events; a second is fine-grained enough for both.
-    if (Date.now() - lastBatchSweep >= BATCH_SWEEP_MS) {
+    if (Date.now() - lastBatchSweep >= BATCH_SWEEP_MS - BATCH_SWEEP_EARLY_MS) {
       lastBatchSweep = Date.now();
       const batches = await sweepBatchEvents(deps.db, { progressEveryMs: deps.batchProgressEveryMs });
       if (batches.brokenOff > 0) deps.logger.warn(batches, "uploads whose API process stopped renewing their lease ended as broken_off");
