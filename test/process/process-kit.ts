@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { builtEntry } from "../../ops/build/build-apps.mjs";
 
 // Real processes for the process and logging tests: spawned as a user or a process manager would,
 // their output kept, their process tree read from /proc.
@@ -67,9 +68,13 @@ export const spawnCaptured = (
   return { child, pid: child.pid!, output: () => output, waitFor, exited };
 };
 
-// An app entry point the way `npm start` runs it.
+// An app entry point the way `npm start` runs it: from the build (the global setup made it). A
+// test's own fixture program is not part of the build and runs through tsx.
 export const spawnApp = (entry: string, env: Record<string, string>, options: { ipc?: boolean } = {}) =>
-  spawnCaptured(process.execPath, ["--import", "tsx", entry], { env: { ...baseEnv(), ...env }, ipc: options.ipc });
+  spawnCaptured(process.execPath, entry.startsWith("apps/") ? ["--enable-source-maps", builtEntry(entry)] : ["--import", "tsx", entry], {
+    env: { ...baseEnv(), ...env },
+    ipc: options.ipc,
+  });
 
 // A clean environment (no vitest variables), with what node and npm need to run.
 export const baseEnv = (): Record<string, string> => ({
