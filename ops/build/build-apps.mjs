@@ -115,7 +115,7 @@ const removeStaleFiles = (written) => {
 };
 
 export const build = async (fingerprint = fingerprintOf(inputs())) => {
-  // esbuild comes with tsx; imported only when a build is due.
+  // Imported only when a build is due (the version tsx brings too, pinned in package.json).
   const esbuild = await import("esbuild");
   const result = await esbuild.build({
     absWorkingDir: repoRoot,
