@@ -1,15 +1,14 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { builtEntry } from "../../ops/build/build-apps.mjs";
 import { EX_CONFIG, EX_PORT_IN_USE } from "../domain/process/run-service.ts";
 import { prefixLines } from "./line-prefixer.ts";
 import { nextRestartDelay } from "./restart-backoff.ts";
 
 export type ChildSpec = {
   name: string;
-  // A TypeScript entry point (apps/api/main.ts), run from the build as `node --enable-source-maps
-  // dist/apps/api/main.js`: `npm start` built it before this process started (ops/build).
-  entry: string;
+  // What node runs: an app's build (`--enable-source-maps dist/apps/api/main.js`, see main.ts) or,
+  // in a test, a fixture program.
+  nodeArgs: string[];
   cwd: string;
   env: NodeJS.ProcessEnv;
   say: (line: string) => void;
@@ -42,7 +41,7 @@ export const superviseChild = (spec: ChildSpec) => {
   const start = () => {
     restartTimer = undefined;
     const startedAt = Date.now();
-    const current = spawn(process.execPath, ["--enable-source-maps", builtEntry(spec.entry)], {
+    const current = spawn(process.execPath, spec.nodeArgs, {
       cwd: spec.cwd,
       env: spec.env,
       stdio: ["ignore", "pipe", "pipe", "ipc"],

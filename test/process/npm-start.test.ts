@@ -93,6 +93,8 @@ describe("npm start", () => {
 
   const expectAllGone = async (stack: RunningStack, procs: ProcId[]) => {
     await within("every process of the stack gone", STOP_BOUND_MS, () => procs.every((proc) => !isAlive(proc)));
+    // Their last lines ("[stack] stopped") may still be in the pipe when /proc shows them gone.
+    await stack.npm.closed;
     await within("the ports free", 5_000, async () => (await Promise.all(stack.ports.map(portIsFree))).every(Boolean));
   };
 

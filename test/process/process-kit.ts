@@ -21,6 +21,10 @@ export type Captured = {
   // first or the time runs out, with the output in the message.
   waitFor: (pattern: string | RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>;
   exited: Promise<Exit>;
+  // Resolves once its output has ended: every process holding it is gone (a child may outlive the
+  // one spawned here) and all they wrote has been read. A process seen gone in /proc may still
+  // have its last lines on the way.
+  closed: Promise<void>;
 };
 
 export const spawnCaptured = (
@@ -40,6 +44,7 @@ export const spawnCaptured = (
   child.stdout!.on("data", onData);
   child.stderr!.on("data", onData);
   const exited = once(child, "exit").then(([code, signal]) => ({ code, signal }) as Exit);
+  const closed = once(child, "close").then(() => undefined);
   let gone = false;
   void exited.then(() => {
     gone = true;
@@ -65,7 +70,7 @@ export const spawnCaptured = (
       check();
     });
 
-  return { child, pid: child.pid!, output: () => output, waitFor, exited };
+  return { child, pid: child.pid!, output: () => output, waitFor, exited, closed };
 };
 
 // An app entry point the way `npm start` runs it: from the build (the global setup made it). A
