@@ -142,7 +142,10 @@ export const build = async (fingerprint = fingerprintOf(inputs())) => {
     logLevel: "warning",
   });
   const written = new Set();
-  for (const file of result.outputFiles) {
+  // Chunks before the entry points that import them: a process starting during a rebuild finds
+  // every chunk its entry names (a chunk's name is its content's hash, so an old one never changes).
+  const chunksFirst = [...result.outputFiles].sort((a, b) => Number(!a.path.includes(`${path.sep}chunks${path.sep}`)) - Number(!b.path.includes(`${path.sep}chunks${path.sep}`)));
+  for (const file of chunksFirst) {
     writeAtomically(file.path, file.contents);
     written.add(file.path);
   }
