@@ -96,7 +96,7 @@ const openConnections = async (config: ApiConfig, logger: Logger) => {
   // machine at load average 13-27; the rule was Prisma if it cost under 10%.
   // Prisma Client is loaded only when chosen: ~1.5 s and ~20 MB more at start.
   const callbackDb = config.CALLBACK_DB_CLIENT === "prisma" ? (await import("../domain/db/prisma-kysely.ts")).prismaDbOver(db) : db;
-  startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
+  await startTracing({ serviceName: "kling-api", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const redis = createProducerRedis(redisTargetFrom(config), logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, bullmqTelemetry(), config.QUEUE_KEEP_COMPLETED);
   const fairPriority = createFairPriority(redis, config.QUEUE_PREFIX);

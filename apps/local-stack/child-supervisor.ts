@@ -6,8 +6,9 @@ import { nextRestartDelay } from "./restart-backoff.ts";
 
 export type ChildSpec = {
   name: string;
-  // A TypeScript entry point, run as `node --import tsx <entry>`.
-  entry: string;
+  // What node runs: an app's build (`--enable-source-maps dist/apps/api/main.js`, see main.ts) or,
+  // in a test, a fixture program.
+  nodeArgs: string[];
   cwd: string;
   env: NodeJS.ProcessEnv;
   say: (line: string) => void;
@@ -24,9 +25,9 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
 
 // Runs one app as a child process and restarts it when it exits on its own, with backoff.
 //
-// `node --import tsx` rather than tsx's CLI: the CLI puts a second process between us and the app
-// and relays SIGINT/SIGTERM its own way (it SIGKILLs the app if the app has not acknowledged the
-// signal over tsx's IPC within 30 ms, which a busy process misses, and it does not relay SIGHUP).
+// node itself runs the built app, nothing between us and it (tsx's CLI was a second process that
+// relayed SIGINT/SIGTERM its own way: it SIGKILLed the app if the app had not acknowledged the
+// signal over tsx's IPC within 30 ms, which a busy process misses, and it did not relay SIGHUP).
 // The IPC channel lets the app notice when this process dies, even by SIGKILL (onParentGone), and
 // its own process group keeps a terminal's Ctrl-C from reaching it directly: the stack stops its
 // children itself, in order.
@@ -40,7 +41,7 @@ export const superviseChild = (spec: ChildSpec) => {
   const start = () => {
     restartTimer = undefined;
     const startedAt = Date.now();
-    const current = spawn(process.execPath, ["--import", "tsx", spec.entry], {
+    const current = spawn(process.execPath, spec.nodeArgs, {
       cwd: spec.cwd,
       env: spec.env,
       stdio: ["ignore", "pipe", "pipe", "ipc"],

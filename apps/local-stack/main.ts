@@ -6,6 +6,7 @@ import { localUrlFor } from "../domain/process/listen-url.ts";
 import { watchParentPid } from "../domain/process/parent-watch.ts";
 import { EX_CONFIG, EX_PORT_IN_USE } from "../domain/process/run-service.ts";
 import { resolveProviderConfig } from "../domain/provider/provider-config.schema.ts";
+import { builtEntry } from "../../ops/build/build-apps.mjs";
 import { superviseChild, type SupervisedChild } from "./child-supervisor.ts";
 import { localTwoRoutes, stackPrivateHosts } from "./local-routes.ts";
 import { takenPorts, type StackPort } from "./port-holder.ts";
@@ -131,7 +132,9 @@ const launch = (name: string, entry: string, env: NodeJS.ProcessEnv = {}) =>
   children.push(
     superviseChild({
       name,
-      entry,
+      // The apps run from the build `npm start` made before this process started (ops/build), as
+      // they are deployed; the maps point stack traces at the .ts sources.
+      nodeArgs: ["--enable-source-maps", builtEntry(entry)],
       cwd: repoRoot,
       env: { ...childEnv, ...env },
       say,

@@ -100,7 +100,7 @@ const openConnections = async (config: WorkerConfig, logger: Logger, health: Wor
   const identity = await claimQueuePrefix({ redis: redisTargetFrom(config), prefix: config.QUEUE_PREFIX, routes: resolveProviderRoutes(config), app: "worker", shared: config.QUEUE_PREFIX_SHARED, logger });
   health?.starting("connecting to Redis and Postgres and starting the processors");
   const db = createDb(config.DATABASE_URL, { ...dbOptionsFrom(config), applicationName: "kling-worker" });
-  startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
+  await startTracing({ serviceName: "kling-worker", endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const telemetry = bullmqTelemetry();
   const redis = createWorkerRedis(redisTargetFrom(config), logger);
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry, config.QUEUE_KEEP_COMPLETED);

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
+import { builtEntry, ensureBuilt } from "../../ops/build/build-apps.mjs";
 import { freePort } from "../support/free-port.ts";
 import { benchImageUrl } from "./api-fill.ts";
 
@@ -129,13 +130,15 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
   const serverKey = randomBytes(32).toString("base64url");
   try {
     await prepareDatabase(databaseUrl);
+    // The API (or the whole stack) as deployed: from the build (ops/build).
+    await ensureBuilt();
     // BENCH_API_CPU_PROFILE=<dir>: the API writes a V8 CPU profile there when it stops (where its
     // time goes, to choose what to make faster).
     const profile = env.BENCH_API_CPU_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_API_CPU_PROFILE}`] : [];
     const simulatorPort = whole ? await freePort() : undefined;
     const spawnApi = async (extraEnv: Record<string, string>): Promise<ApiProcess> => {
       const apiPort = await freePort();
-      const child = spawn(process.execPath, [...profile, "--import", "tsx", whole ? "apps/local-stack/main.ts" : "apps/api/main.ts"], {
+      const child = spawn(process.execPath, [...profile, "--enable-source-maps", builtEntry(whole ? "apps/local-stack/main.ts" : "apps/api/main.ts")], {
         cwd: repoRoot,
         env: {
           ...env,

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { Queue, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import pg from "pg";
+import { builtEntry, ensureBuilt } from "../../ops/build/build-apps.mjs";
 import { createBenchAccount, fillCallbackTasks, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
 import { startBenchStack } from "./api-stack.ts";
 import { envNumber, quantile, sleep } from "./bench-figures.ts";
@@ -68,7 +69,8 @@ const main = async () => {
     cleanups.unshift(() => new Promise((resolve) => consumer.close(resolve)));
     const consumerUrl = `http://127.0.0.1:${(consumer.address() as AddressInfo).port}`;
 
-    const worker = spawn(process.execPath, ["--import", "tsx", "apps/worker/main.ts"], {
+    await ensureBuilt();
+    const worker = spawn(process.execPath, ["--enable-source-maps", builtEntry("apps/worker/main.ts")], {
       cwd: repoRoot,
       env: {
         ...process.env,

@@ -17,6 +17,7 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import sharp from "sharp";
 import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
+import { ensureBuilt } from "../../ops/build/build-apps.mjs";
 import { dropDatabases } from "../support/databases.ts";
 import { startFileServer } from "../support/file-server.ts";
 import { makeImage } from "../support/images.ts";
@@ -195,6 +196,8 @@ const main = async () => {
   let files: Awaited<ReturnType<typeof startFileServer>> | undefined;
   try {
     await prepareDatabase(template);
+    // The processes it spawns run from the build (ops/build), made here when a source changed.
+    await ensureBuilt();
     const source = await makeImage(400, 300);
     files = await startFileServer({ "/photo.png": { body: source } });
     single = await startPrivateRedis();

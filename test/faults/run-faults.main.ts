@@ -2,6 +2,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { z } from "zod";
 import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
+import { ensureBuilt } from "../../ops/build/build-apps.mjs";
 import { dropDatabases } from "../support/databases.ts";
 import { makeImage } from "../support/images.ts";
 import { formatFaultLine, formatTotalLine, type FaultCount } from "./fault-accounting.ts";
@@ -57,6 +58,8 @@ const started = Date.now();
 try {
   say(`faults: ${faults.length} faults, ${env.FAULTS_TASKS} tasks each, deadline ${env.FAULTS_DEADLINE_S} s after each heal; logs in ${logDir}`);
   await prepareDatabase(templateDatabaseUrl);
+  // The processes it spawns run from the build (ops/build), made here when a source changed.
+  await ensureBuilt();
   const sourceImage = await makeImage(400, 400);
   for (const fault of faults) {
     const faultStarted = Date.now();

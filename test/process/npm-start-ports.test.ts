@@ -145,7 +145,7 @@ describe("an app whose port is taken", () => {
     const finished = new Promise<void>((resolve) => (done = resolve));
     const child = superviseChild({
       name: "fixture",
-      entry: "test/process/fixtures/fixture-service.main.ts",
+      nodeArgs: ["--import", "tsx", "test/process/fixtures/fixture-service.main.ts"],
       cwd: path.resolve(import.meta.dirname, "../.."),
       env: { ...baseEnv(), FIXTURE_LISTEN_PORT: String(port) },
       say: (line) => lines.push(line),

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, inject, it } from "vitest";
+import { builtEntry } from "../../ops/build/build-apps.mjs";
 import { dropDatabases } from "../support/databases.ts";
 import { ratios, testImage } from "../support/fault-kit.ts";
 import { call, waitForTask } from "../support/http.ts";
@@ -92,6 +93,8 @@ describe("npm start", () => {
 
   const expectAllGone = async (stack: RunningStack, procs: ProcId[]) => {
     await within("every process of the stack gone", STOP_BOUND_MS, () => procs.every((proc) => !isAlive(proc)));
+    // Their last lines ("[stack] stopped") may still be in the pipe when /proc shows them gone.
+    await stack.npm.closed;
     await within("the ports free", 5_000, async () => (await Promise.all(stack.ports.map(portIsFree))).every(Boolean));
   };
 
@@ -136,7 +139,7 @@ describe("npm start", () => {
 
     const appPid = (entry: string) =>
       descendants(stack.procs.stack.pid).find((p) => commandLine(p.pid).endsWith(entry) && !killed.some((k) => k.pid === p.pid && k.startTime === p.startTime));
-    await within("a new worker and api", 60_000, () => appPid("apps/worker/main.ts") !== undefined && appPid("apps/api/main.ts") !== undefined);
+    await within("a new worker and api", 60_000, () => appPid(builtEntry("apps/worker/main.ts")) !== undefined && appPid(builtEntry("apps/api/main.ts")) !== undefined);
     await within("the api ready again", 90_000, async () => (await call(stack.apiUrl, "GET", "/readyz").catch(() => ({ status: 0 }))).status === 200, 250);
 
     // The restarted worker does the work: a task goes all the way through.

@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { builtEntry } from "../../ops/build/build-apps.mjs";
 
 // Real processes for the process and logging tests: spawned as a user or a process manager would,
 // their output kept, their process tree read from /proc.
@@ -20,6 +21,10 @@ export type Captured = {
   // first or the time runs out, with the output in the message.
   waitFor: (pattern: string | RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>;
   exited: Promise<Exit>;
+  // Resolves once its output has ended: every process holding it is gone (a child may outlive the
+  // one spawned here) and all they wrote has been read. A process seen gone in /proc may still
+  // have its last lines on the way.
+  closed: Promise<void>;
 };
 
 export const spawnCaptured = (
@@ -39,6 +44,7 @@ export const spawnCaptured = (
   child.stdout!.on("data", onData);
   child.stderr!.on("data", onData);
   const exited = once(child, "exit").then(([code, signal]) => ({ code, signal }) as Exit);
+  const closed = once(child, "close").then(() => undefined);
   let gone = false;
   void exited.then(() => {
     gone = true;
@@ -64,12 +70,16 @@ export const spawnCaptured = (
       check();
     });
 
-  return { child, pid: child.pid!, output: () => output, waitFor, exited };
+  return { child, pid: child.pid!, output: () => output, waitFor, exited, closed };
 };
 
-// An app entry point the way `npm start` runs it.
+// An app entry point the way `npm start` runs it: from the build (the global setup made it). A
+// test's own fixture program is not part of the build and runs through tsx.
 export const spawnApp = (entry: string, env: Record<string, string>, options: { ipc?: boolean } = {}) =>
-  spawnCaptured(process.execPath, ["--import", "tsx", entry], { env: { ...baseEnv(), ...env }, ipc: options.ipc });
+  spawnCaptured(process.execPath, entry.startsWith("apps/") ? ["--enable-source-maps", builtEntry(entry)] : ["--import", "tsx", entry], {
+    env: { ...baseEnv(), ...env },
+    ipc: options.ipc,
+  });
 
 // A clean environment (no vitest variables), with what node and npm need to run.
 export const baseEnv = (): Record<string, string> => ({

@@ -3,6 +3,7 @@ import path from "node:path";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
+import { ensureBuilt } from "../../ops/build/build-apps.mjs";
 import { dropDatabases } from "../support/databases.ts";
 import { startFileServer } from "../support/file-server.ts";
 import { call } from "../support/http.ts";
@@ -53,6 +54,8 @@ const slope = (points: { t: number; mb: number }[]) => {
 
 const template = `${serverUrl}/kling_soak_${process.pid}_${Date.now().toString(36)}`;
 await prepareDatabase(template);
+// The processes it spawns run from the build (ops/build), made here when a source changed.
+await ensureBuilt();
 const redis = await startPrivateRedis();
 const redisClient = new Redis(redis.url);
 const consumer = await startWebhookConsumer();

@@ -3,6 +3,7 @@ import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { builtEntry } from "../../ops/build/build-apps.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -45,16 +46,16 @@ process.on("exit", () => {
   }
 });
 
-// One of our apps as a real process, started the way it is deployed (its main.ts, env only), so a
-// test can kill it as an OOM killer or a lost machine would: SIGKILL, no shutdown sequence. Node
-// loads tsx as a loader in the same process (no tsx CLI parent), and the process gets a group of
-// its own so that a signal to the group reaches anything it started too.
+// One of our apps as a real process, started the way it is deployed (its main.ts from the build the
+// tests' global setup made, env only), so a test can kill it as an OOM killer or a lost machine
+// would: SIGKILL, no shutdown sequence. The process gets a group of its own so that a signal to
+// the group reaches anything it started too.
 // SERVICE_NODE_ARGS (space-separated) goes to each such node, for profiling a benchmark's processes
 // (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": Node refuses --cpu-prof in NODE_OPTIONS).
 const extraNodeArgs = (process.env.SERVICE_NODE_ARGS ?? "").split(" ").filter(Boolean);
 export const spawnService = (kind: ServiceKind, env: Record<string, string>, options: { logFile?: string } = {}): ChildService => {
   const service = services[kind];
-  const child: ChildProcess = spawn(process.execPath, [...extraNodeArgs, "--import", "tsx", service.entry], {
+  const child: ChildProcess = spawn(process.execPath, [...extraNodeArgs, "--enable-source-maps", builtEntry(service.entry)], {
     cwd: root,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? root, ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,4 +1,5 @@
 import type { TestProject } from "vitest/node";
+import { ensureBuilt } from "../../ops/build/build-apps.mjs";
 import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
 import { dropDatabases } from "./databases.ts";
 import { ensureServicesAnswer } from "./services.ts";
@@ -24,6 +25,9 @@ const holder = globalThis as typeof globalThis & { klingTestTemplate?: SharedTem
 // stack clones it, and every test makes its own accounts and data.
 export default async function setup(project: TestProject) {
   await ensureServicesAnswer(serverUrl, redisUrl);
+  // The programs the tests spawn run from the build, as deployed (ops/build): built once here when a
+  // source changed, not by each spawn.
+  await ensureBuilt();
   if (!holder.klingTestTemplate) {
     const name = `kling_test_${process.pid}_${Date.now().toString(36)}`;
     const url = `${serverUrl}/${name}`;

@@ -1,6 +1,3 @@
-import { createBullBoard } from "@bull-board/api";
-import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
-import { ExpressAdapter } from "@bull-board/express";
 import type { Queue } from "bullmq";
 import { Router, type RequestHandler } from "express";
 import { safeEqual } from "../../domain/crypto/constant-time.ts";
@@ -22,18 +19,34 @@ const adminOnly =
     res.status(401).set("www-authenticate", 'Basic realm="queues", charset="UTF-8"').type("text").send("admin credential required");
   };
 
-// BullMQ's board over this deployment's queues. Without ADMIN_TOKEN nothing is mounted: the path
-// answers 404 like any unknown one.
-export const queueBoardRouter = (options: { adminToken?: string; queue: (kind: JobKind) => Queue }): Router => {
-  const router = Router();
-  if (!options.adminToken) return router;
+// The board's own router; its packages (~0.25 s of CPU to load) only when the board is configured.
+const boardRouter = async (queue: (kind: JobKind) => Queue): Promise<RequestHandler> => {
+  const [{ createBullBoard }, { BullMQAdapter }, { ExpressAdapter }] = await Promise.all([
+    import("@bull-board/api"),
+    import("@bull-board/api/bullMQAdapter"),
+    import("@bull-board/express"),
+  ]);
   const adapter = new ExpressAdapter();
   adapter.setBasePath(queueBoardPath);
   createBullBoard({
-    queues: (Object.keys(jobCatalog) as JobKind[]).map((kind) => new BullMQAdapter(options.queue(kind))),
+    queues: (Object.keys(jobCatalog) as JobKind[]).map((kind) => new BullMQAdapter(queue(kind))),
     serverAdapter: adapter,
     options: { uiConfig: { boardTitle: "Kling orchestrator queues" } },
   });
-  router.use(queueBoardPath, adminOnly(options.adminToken), adapter.getRouter());
+  return adapter.getRouter() as RequestHandler;
+};
+
+// BullMQ's board over this deployment's queues. Without ADMIN_TOKEN nothing is mounted: the path
+// answers 404 like any unknown one. With it, the board is loaded as the app is built and a request
+// that comes before it is ready waits for it.
+export const queueBoardRouter = (options: { adminToken?: string; queue: (kind: JobKind) => Queue }): Router => {
+  const router = Router();
+  if (!options.adminToken) return router;
+  const board = boardRouter(options.queue);
+  // Its failure is the requests' (next(error)), not an unhandled rejection at start.
+  board.catch(() => undefined);
+  router.use(queueBoardPath, adminOnly(options.adminToken), (req, res, next) => {
+    board.then((handler) => handler(req, res, next), next);
+  });
   return router;
 };

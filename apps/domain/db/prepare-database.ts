@@ -1,8 +1,12 @@
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
+const migrationsDir = path.join(repoRoot, "prisma/migrations");
 
 // `prisma migrate deploy` does not create the database (STACK.md), so create it first.
 export const ensureDatabaseExists = async (databaseUrl: string): Promise<boolean> => {
@@ -47,8 +51,60 @@ export const applyMigrations = (databaseUrl: string): Promise<string> =>
     );
   });
 
+// Each migration directory and the checksum Prisma records for it (SHA-256 of its migration.sql).
+const localMigrations = async () => {
+  const entries = await readdir(migrationsDir, { withFileTypes: true });
+  return Promise.all(
+    entries
+      .filter((entry) => entry.isDirectory())
+      .map(async (entry) => ({
+        name: entry.name,
+        checksum: createHash("sha256")
+          .update(await readFile(path.join(migrationsDir, entry.name, "migration.sql")))
+          .digest("hex"),
+      })),
+  );
+};
+
+// Whether the database already holds exactly our migrations, each finished and unchanged: then
+// `prisma migrate deploy` (~2 s of CPU, at every `npm start`) would find nothing to do. Anything
+// else (no table yet, a migration missing, one failed or still running in another process, rolled
+// back, edited since, or one we do not know) goes to Prisma, which applies, waits for its lock or
+// refuses as it always did. One query, read without Prisma's advisory lock: a migration in
+// progress shows as a row not finished, which is "not up to date".
+export const migrationsUpToDate = async (databaseUrl: string): Promise<boolean> => {
+  const schema = new URL(databaseUrl).searchParams.get("schema") ?? "public";
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 5_000 });
+  await client.connect();
+  try {
+    const [local, recorded] = await Promise.all([
+      localMigrations(),
+      client
+        .query<{ name: string; checksum: string; finished: boolean; rolledBack: boolean }>(
+          `select migration_name as name, checksum, finished_at is not null as finished, rolled_back_at is not null as "rolledBack"
+             from "${schema.replaceAll('"', '""')}"._prisma_migrations`,
+        )
+        .then((result) => result.rows)
+        .catch((error: { code?: string }) => {
+          // undefined_table: never migrated.
+          if (error.code === "42P01") return undefined;
+          throw error;
+        }),
+    ]);
+    if (!recorded || recorded.length !== local.length) return false;
+    const byName = new Map(recorded.map((row) => [row.name, row]));
+    return local.every(({ name, checksum }) => {
+      const row = byName.get(name);
+      return row !== undefined && row.finished && !row.rolledBack && row.checksum === checksum;
+    });
+  } finally {
+    await client.end();
+  }
+};
+
 export const prepareDatabase = async (databaseUrl: string) => {
   const created = await ensureDatabaseExists(databaseUrl);
+  if (!created && (await migrationsUpToDate(databaseUrl))) return { created, applied: "up to date" };
   const output = await applyMigrations(databaseUrl);
   const applied = /No pending migrations/.test(output) ? "up to date" : "migrations applied";
   return { created, applied };
