@@ -13,6 +13,7 @@
 // <dir>/<role>-<pid>-<n>.json and starts afresh (the bench asks at each window's start and end).
 import dc from "node:diagnostics_channel";
 import { renameSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector";
 import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 import { monitorEventLoopDelay, PerformanceObserver, performance } from "node:perf_hooks";
@@ -137,6 +138,22 @@ if (dir) {
     return originalEmit.call(this, name, ...args);
   } as typeof originalEmit;
 
+  // CALLBACK_TRACE_PROFILE=1: a V8 CPU profile per window too (<role>-<pid>-<n>.cpuprofile), the
+  // window's work only, not the start-up's.
+  const profiler = process.env.CALLBACK_TRACE_PROFILE === "1" ? new Session() : undefined;
+  profiler?.connect();
+  let profiling = false;
+  const nextProfile = (file: string) => {
+    if (!profiler) return;
+    const start = () =>
+      profiler.post("Profiler.enable", () => profiler.post("Profiler.setSamplingInterval", { interval: 500 }, () => profiler.post("Profiler.start", () => (profiling = true))));
+    if (!profiling) return start();
+    profiler.post("Profiler.stop", (error, result) => {
+      if (!error) writeFileSync(`${file}.cpuprofile`, JSON.stringify(result.profile));
+      start();
+    });
+  };
+
   process.on("SIGUSR2", () => {
     const cpu = process.cpuUsage(cpuAtReset);
     const dump: TraceDump = {
@@ -153,6 +170,7 @@ if (dir) {
       cpuMs: (cpu.user + cpu.system) / 1000,
     };
     const file = path.join(dir, `${role}-${process.pid}-${dumps++}.json`);
+    nextProfile(file.replace(/\.json$/, ""));
     // Written whole, then renamed: the bench reads only complete files.
     writeFileSync(`${file}.part`, JSON.stringify(dump));
     renameSync(`${file}.part`, file);

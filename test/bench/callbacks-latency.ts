@@ -42,6 +42,8 @@ const WARMUP_SECONDS = num("BENCH_CALLBACKS_WARMUP_SECONDS", 2);
 const ROUNDS = num("BENCH_CALLBACKS_ROUNDS", 1, 1);
 const TRACE = process.env.BENCH_CALLBACKS_TRACE !== "0";
 const IDLE_MS = num("BENCH_CALLBACKS_IDLE_MS", 2_000);
+// The trace files (and, with CALLBACK_TRACE_PROFILE=1, each window's CPU profiles) left for reading.
+const KEEP_TRACE = process.env.BENCH_CALLBACKS_KEEP_TRACE === "1";
 const preload = fileURLToPath(new URL("./callback-trace.preload.ts", import.meta.url));
 
 const figures = (xs: number[]) => ({ n: xs.length, p50: quantile(xs, 0.5), p99: quantile(xs, 0.99), max: Math.max(...xs) });
@@ -119,7 +121,8 @@ const main = async () => {
   const db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
   // Dropping the database at the end ends its connections: not an error here.
   db.on("error", () => undefined);
-  const cleanups: (() => Promise<unknown>)[] = [async () => db.end(), async () => stack.stop(), () => rm(traceDir, { recursive: true, force: true })];
+  const cleanups: (() => Promise<unknown>)[] = [async () => db.end(), async () => stack.stop()];
+  if (!KEEP_TRACE) cleanups.push(() => rm(traceDir, { recursive: true, force: true }));
   const benchLoop = monitorEventLoopDelay({ resolution: 10 });
   benchLoop.enable();
   try {
@@ -387,6 +390,7 @@ const main = async () => {
     }
     for (const line of summaries) console.log(line);
   } finally {
+    if (KEEP_TRACE) console.log(`trace files kept in ${traceDir}`);
     for (const cleanup of cleanups) await cleanup().catch((error: Error) => console.error(`cleanup: ${error.message}`));
   }
 };
