@@ -344,6 +344,18 @@ const main = async () => {
         console.log(`bare BullMQ hop:      n=${h.n} p50=${ms(h.p50)} ms p99=${ms(h.p99)} ms max=${ms(h.max)} ms`);
         console.log(`bare path (HTTP in, durable INSERT, HTTP out): n=${b.n} p50=${ms(b.p50)} ms p99=${ms(b.p99)} ms max=${ms(b.max)} ms`);
         console.log(`provider callback -> outbound callback: n=${o.n} p50=${ms(o.p50)} ms p99=${ms(o.p99)} ms max=${ms(o.max)} ms missing=${missing}`);
+        if (missing > 0) {
+          // Which side lost them: a callback the API never recorded (503, a failed connection) or an
+          // event recorded and not delivered within the wait.
+          const { rows } = await db.query<{ status: string; attempts: number; n: number }>(
+            `select d.status, d.attempts, count(*)::int as n from webhook_delivery d where d.task_id = any($1::uuid[]) and not d.task_id = any($2::uuid[]) group by 1, 2`,
+            [tasks.map((t) => t.id), ourSides.filter((b) => b.arrived !== undefined).map((b) => b.task)],
+          );
+          const recorded = rows.reduce((n, r) => n + r.n, 0);
+          console.log(
+            `  missing: ${ourSides.length - ours.length - recorded} never recorded by the API, ${recorded} recorded and not arrived (${rows.map((r) => `${r.status}/${r.attempts} attempts: ${r.n}`).join(", ")})`,
+          );
+        }
         console.log(`p99 ratio at ${rate}/s: to the hop ${(o.p99 / h.p99).toFixed(2)} (aim <= 2), to the bare path ${(o.p99 / b.p99).toFixed(2)}`);
         if (TRACE) {
           const deliveryOfTask = await deliveriesOf(tasks.map((t) => t.id));
