@@ -93,7 +93,8 @@ const waitForHealthy = async (child: ChildProcess, url: string, output: () => st
 // `whole`: `npm start`'s entry (apps/local-stack/main.ts: the API, a worker and the simulator as its
 // children, the simulator on a port of its own, `stackEnv` on top) instead of the API alone;
 // `apiPid` and `apiCpuSeconds` are then the supervisor's, not the API's.
-export type BenchStackOptions = { whole?: boolean; stackEnv?: Record<string, string> };
+// `nodeArgs`: more node flags for the API process (bench:callbacks's trace preload, with tsx to load it).
+export type BenchStackOptions = { whole?: boolean; stackEnv?: Record<string, string>; nodeArgs?: string[] };
 
 export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, options: BenchStackOptions = {}): Promise<BenchStack> => {
   const whole = options.whole === true;
@@ -138,7 +139,7 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
     const simulatorPort = whole ? await freePort() : undefined;
     const spawnApi = async (extraEnv: Record<string, string>): Promise<ApiProcess> => {
       const apiPort = await freePort();
-      const child = spawn(process.execPath, [...profile, "--enable-source-maps", builtEntry(whole ? "apps/local-stack/main.ts" : "apps/api/main.ts")], {
+      const child = spawn(process.execPath, [...profile, ...(options.nodeArgs ?? []), "--enable-source-maps", builtEntry(whole ? "apps/local-stack/main.ts" : "apps/api/main.ts")], {
         cwd: repoRoot,
         env: {
           ...env,
