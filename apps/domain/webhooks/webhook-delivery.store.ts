@@ -28,20 +28,6 @@ export type ClaimedDelivery = WebhookDelivery & { secretRow: { currentSealed: st
 // decided). The lease outlives the attempt's timeout; a worker killed mid-attempt leaves it to
 // lapse, and the sweep hands the delivery to another worker. Several workers naming the same id
 // race on the row: one takes it, the others find it leased.
-//
-// The claim commits without waiting for its WAL flush (synchronous_commit off for this statement's
-// own transaction only): on the callback's path it was a second fsync after the receiver's, and the
-// bare path (HTTP in, one durable commit, HTTP out) has one. Visibility is not weakened: the row is
-// locked until the commit and seen leased by every session from then on; only a Postgres crash in
-// the next few hundred ms can undo it, and then the row is back as it was before the claim (pending,
-// unleased, the same attempts count), never half-claimed. Nothing is lost: the sweep finds the due
-// delivery and sends it, same webhook-id (the row's id), at its place in the task's order (a later
-// event still waits for it: its status never left `pending`). Nothing is sent more than the at
-// least once already allows: the claimer's POST may have left before the crash, and the one after it
-// is the same message again, as a synchronously committed claim gives too (the attempt's record then
-// fails with the server down and the lease lapses). A recorded attempt cannot outlive its claim: its
-// commit is synchronous and WAL is flushed in order, the claim's record with it. Tested with a
-// Postgres killed after the claim (test/webhooks/claim-crash.test.ts).
 export const claimDeliveries = async (db: Db, ids: readonly string[], leaseMs: number): Promise<ClaimedDelivery[]> => {
   if (ids.length === 0) return [];
   const result = await sql<Omit<ClaimedDelivery, "payload"> & { payloadText: string }>`
@@ -51,7 +37,6 @@ export const claimDeliveries = async (db: Db, ids: readonly string[], leaseMs: n
       and d.next_attempt_at <= now() + interval '1 second'
       and (d.lease_until is null or d.lease_until < now())
       and not ${waitsForEarlier}
-      and (select set_config('synchronous_commit', 'off', true)) = 'off'
     returning d.id, d.seq, d.account_id as "accountId", d.task_id as "taskId", d.batch_id as "batchId",
       d.event_type as "eventType", d.url, d.payload_kind as "payloadKind", d.payload::text as "payloadText", d.status, d.attempts,
       d.next_attempt_at as "nextAttemptAt", d.lease_until as "leaseUntil", d.last_status_code as "lastStatusCode",
