@@ -26,16 +26,16 @@ beforeAll(async () => {
   host = await startHeldImageHost();
   stack = await startStack({
     apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1", LIVE_RESYNC_MS: "60000", LIVE_HEARTBEAT_MS: "60000", BATCH_CHUNK_ITEMS: String(CHUNK) },
-    // Held source downloads and a create held by the simulator must outlast the test rather than
-    // time out: the test ends a held create itself once it has canceled meanwhile (a 12 s timeout
-    // made the test wait 12 s; 5 s let a loaded run find it back in the queue, canceled). No
+    // Held source downloads must outlast the test rather than time out. A create held by the
+    // simulator stays in flight until the test drops it, once it has canceled meanwhile; 12 s is
+    // the bound if it never does (at 5 s a loaded run found it back in the queue, canceled). No
     // circuit: failing creates are a test's choice here, and an open circuit would hold the rest
     // for 30 s.
     workerEnv: {
       SUBMIT_MAX_ATTEMPTS: "2",
       IMAGE_FETCH_TIMEOUT_MS: "120000",
       IMAGE_FETCH_TOTAL_TIMEOUT_MS: "120000",
-      PROVIDER_TIMEOUT_MS: "120000",
+      PROVIDER_TIMEOUT_MS: "12000",
       CIRCUIT_FAILURE_THRESHOLD: "1000",
     },
   });
