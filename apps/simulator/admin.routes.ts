@@ -1,6 +1,7 @@
 import express, { Router, type Request, type Response } from "express";
 import { z } from "zod";
 import type { Logger } from "../domain/logging/logger.ts";
+import type { HangingCalls } from "./fault-injection.ts";
 import type { ResultImageCache } from "./result-image.cache.ts";
 import { renderSampleImage, sampleImageQuerySchema } from "./sample-image.render.ts";
 import { serializeSettings, simSettingsPatchSchema, type SimSettings } from "./sim-settings.schema.ts";
@@ -12,6 +13,7 @@ export type AdminRouteDeps = {
   store: SimTaskStore;
   lifecycle: TaskLifecycle;
   results: ResultImageCache;
+  hanging: HangingCalls;
   settings: () => SimSettings;
   updateSettings: (next: SimSettings) => void;
   // SIM_TASK_CONTROL: the routes that end tasks and send callbacks on demand, and the manual clock.
@@ -119,6 +121,15 @@ export const adminRoutes = (deps: AdminRouteDeps): Router => {
   };
   const ended = (res: Response, task: SimTask) =>
     res.status(409).json({ error: "already_ended", message: `task ${task.taskId} has already ended (${task.status})`, task: taskView(task) });
+
+  // Time control for calls: every call held by a "timeout" fault loses its connection now, as it
+  // would at hang_ms (the client sees a reset, not an answer).
+  router.post("/hanging/drop", (_req: Request, res: Response) => {
+    if (!deps.taskControl) {
+      return res.status(404).json({ error: "not_found", message: "task control is off: start the simulator with SIM_TASK_CONTROL=true" });
+    }
+    res.json({ dropped: deps.hanging.dropAll() });
+  });
 
   router.post("/tasks/:id/finish", controlled(async (task, _req, res) => {
     if (!(await deps.lifecycle.endNow(task))) return void ended(res, task);

@@ -3,18 +3,17 @@ import { z } from "zod";
 import type { Logger } from "../domain/logging/logger.ts";
 import { resolveAccount, type JwtPair } from "./account-auth.ts";
 import { createExpandTask } from "./expand-task.create.ts";
-import { applyConnectionFault, pickConnectionFault, pickTransientError } from "./fault-injection.ts";
+import { applyConnectionFault, pickConnectionFault, pickTransientError, type HangingCalls } from "./fault-injection.ts";
 import { ProviderRefusal, sendProviderData, sendProviderError, sendRouteUnavailable } from "./provider-reply.ts";
 import type { SimSettings } from "./sim-settings.schema.ts";
 import type { SimTaskStore } from "./sim-task.store.ts";
 import { toWireTask } from "./sim-task.ts";
-import type { TimerSet } from "./sim-timers.ts";
 import type { TaskLifecycle } from "./task-lifecycle.ts";
 
 export type ProviderRouteDeps = {
   store: SimTaskStore;
   lifecycle: TaskLifecycle;
-  timers: TimerSet;
+  hanging: HangingCalls;
   settings: () => SimSettings;
   publicUrl: () => string;
   logger: Logger;
@@ -53,7 +52,7 @@ export const providerRoutes = (deps: ProviderRouteDeps): Router => {
     // A lost create answer usually means the task exists: that is what makes a blind retry costly.
     if (fault && !(req.method === "POST" && s.connection_fault_point === "after_create")) {
       store.stats().connection_faults += 1;
-      return applyConnectionFault(res, fault, s, deps.timers);
+      return applyConnectionFault(res, fault, s, deps.hanging);
     }
     res.locals.lateFault = fault;
     next();
@@ -68,7 +67,7 @@ export const providerRoutes = (deps: ProviderRouteDeps): Router => {
       const fault = res.locals.lateFault as ReturnType<typeof pickConnectionFault>;
       if (fault) {
         store.stats().connection_faults += 1;
-        return applyConnectionFault(res, fault, settings(), deps.timers);
+        return applyConnectionFault(res, fault, settings(), deps.hanging);
       }
       sendProviderData(res, toWireTask(task, deps.publicUrl()));
     } catch (error) {

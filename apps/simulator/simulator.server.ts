@@ -5,6 +5,7 @@ import { createLogger } from "../domain/logging/logger.ts";
 import { localUrlFor } from "../domain/process/listen-url.ts";
 import { adminRoutes } from "./admin.routes.ts";
 import { createCallbackSender } from "./callback.sender.ts";
+import { createHangingCalls } from "./fault-injection.ts";
 import { seededRandom } from "./seeded-random.ts";
 import { sendProviderError, sendRouteUnavailable } from "./provider-reply.ts";
 import { providerRoutes } from "./provider.routes.ts";
@@ -30,6 +31,7 @@ export const startSimulator = async (config: SimulatorConfig): Promise<RunningSi
 
   const store = createSimTaskStore();
   const timers = createTimerSet();
+  const hanging = createHangingCalls(timers);
   const results = createResultImageCache(config.SIM_RESULT_MEMORY_MB * 1024 * 1024);
   // One stream per kind of decision, so that the faults calls meet depend on their order of arrival
   // alone, not on how creates and callbacks interleave with them.
@@ -44,9 +46,9 @@ export const startSimulator = async (config: SimulatorConfig): Promise<RunningSi
     res.on("finish", () => logger.debug({ method: req.method, path: req.path, status: res.statusCode, ms: Date.now() - started }, "request"));
     next();
   });
-  app.use("/_sim", adminRoutes({ store, lifecycle, results, settings: getSettings, updateSettings: (next) => (settings = next), taskControl: config.SIM_TASK_CONTROL, logger }));
+  app.use("/_sim", adminRoutes({ store, lifecycle, results, hanging, settings: getSettings, updateSettings: (next) => (settings = next), taskControl: config.SIM_TASK_CONTROL, logger }));
   const jwtPair = config.SIM_ACCESS_KEY && config.SIM_SECRET_KEY ? { accessKey: config.SIM_ACCESS_KEY, secretKey: config.SIM_SECRET_KEY } : undefined;
-  const routeDeps = { store, lifecycle, timers, settings: getSettings, publicUrl: getPublicUrl, logger, faultRandom: dice(1), random: dice(2) };
+  const routeDeps = { store, lifecycle, hanging, settings: getSettings, publicUrl: getPublicUrl, logger, faultRandom: dice(1), random: dice(2) };
   // Kling's own path family checks JWT signatures when given the pair; CometAPI's does not.
   app.use("/v1/images/editing/expand", providerRoutes({ ...routeDeps, jwtPair }));
   app.use("/kling/v1/images/editing/expand", providerRoutes(routeDeps));

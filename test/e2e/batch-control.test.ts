@@ -2,7 +2,7 @@ import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ndjsonLines, openBatchUpload, postBatchStream, waitUntil } from "../support/batches.ts";
 import { spawnService, type ChildService } from "../support/child-processes.ts";
-import { ratios, testImage } from "../support/fault-kit.ts";
+import { ratios, simAdmin, testImage } from "../support/fault-kit.ts";
 import { freePort } from "../support/free-port.ts";
 import { startHeldImageHost } from "../support/held-image-host.ts";
 import { call } from "../support/http.ts";
@@ -27,9 +27,10 @@ beforeAll(async () => {
   stack = await startStack({
     apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1", LIVE_RESYNC_MS: "60000", LIVE_HEARTBEAT_MS: "60000", BATCH_CHUNK_ITEMS: String(CHUNK) },
     // Held source downloads must outlast the test rather than time out. A create held by the
-    // simulator stays in flight 12 s, time enough on a loaded machine for the test to cancel
-    // meanwhile (at 5 s a loaded run found it back in the queue, canceled). No circuit: failing
-    // creates are a test's choice here, and an open circuit would hold the rest for 30 s.
+    // simulator stays in flight until the test drops it, once it has canceled meanwhile; 12 s is
+    // the bound if it never does (at 5 s a loaded run found it back in the queue, canceled). No
+    // circuit: failing creates are a test's choice here, and an open circuit would hold the rest
+    // for 30 s.
     workerEnv: {
       SUBMIT_MAX_ATTEMPTS: "2",
       IMAGE_FETCH_TIMEOUT_MS: "120000",
@@ -145,8 +146,9 @@ describe("cancel and retry of a running batch", () => {
     const image = await testImage();
     const stats = async () => (await call(stack.simulator.url, "GET", "/_sim/stats")).body as { connection_faults: number };
     const faultsBefore = (await stats()).connection_faults;
-    // The create hangs before the provider makes the task, until the worker's timeout: the outcome
-    // is unknown to the worker, so the task stays `submitting` and the cancel cannot take it.
+    // The create hangs before the provider makes the task until the test drops its connection:
+    // the outcome is unknown to the worker, so the task stays `submitting` and the cancel cannot
+    // take it.
     await simulator({ timeout_rate: 1, connection_fault_point: "before_create", hang_ms: 120_000 });
     let id: string;
     try {
@@ -159,6 +161,8 @@ describe("cancel and retry of a running batch", () => {
       expect(canceled.body).toMatchObject({ canceled_now: 0, counts: { submitting: 1 } });
     } finally {
       await simulator({ timeout_rate: 0, connection_fault_point: "after_create" });
+      // The worker sees the connection reset: still no answer, so still an unknown outcome.
+      await simAdmin(stack).dropHanging();
     }
     // The next attempt asks the provider first (nothing there), and then must not create it.
     const batch = await waitUntil(() => getBatch(key, id), ended, 60_000, "batch ended");

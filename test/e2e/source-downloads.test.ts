@@ -44,9 +44,9 @@ beforeAll(async () => {
   stack = await startStack({
     workerEnv: {
       IMAGE_FETCH_TOTAL_TIMEOUT_MS: "4000",
-      // Fewer download slots than the slow account has tasks: without a share per account, its
-      // downloads would hold them all. Four slow tasks, two at a time, two 4 s tries each: the
-      // run waits 16 s for them (it was six, 24 s, for the same claim).
+      // As many download slots as the slow account has tasks: without a share per account, its
+      // downloads would hold them all. Three slow tasks, two at a time, two 4 s tries each: the
+      // run waits 12 s for them (it was four, 16 s, and six, 24 s, for the same claim).
       SOURCE_CONCURRENCY: "3",
       SOURCE_ACCOUNT_CONCURRENCY: "2",
       SUBMIT_MAX_ATTEMPTS: "2",
@@ -74,7 +74,7 @@ describe("slow image hosts", () => {
   it("when one account's images trickle a byte a second, then another account's tasks still go through promptly, and the slow ones end at the total deadline with the reason", async () => {
     const slow = await stack.newAccount();
     const quick = await stack.newAccount();
-    const slowIds = await Promise.all(Array.from({ length: 4 }, (_, i) => submit(slow.key, `${base}/slow/${i}.png`)));
+    const slowIds = await Promise.all(Array.from({ length: 3 }, (_, i) => submit(slow.key, `${base}/slow/${i}.png`)));
     // While the slow account's downloads hang, its waiting tasks say what they wait for.
     const waiting = await waitForTask(stack.api.url, slow.key, slowIds[0]!, ["queued"]);
     expect(waiting.status_message).toMatch(/downloading and checking the source image|retrying the image download/);

@@ -2,6 +2,7 @@ import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { jobCatalog } from "../../apps/domain/queues/job-catalog.ts";
 import { forgedInboxOutcomes, startForgingCallbacks } from "./forged-callbacks.ts";
+import { faultNames } from "./fault-names.ts";
 import type { FaultDefinition } from "./fault-run.ts";
 import { simulatorRunMs, type FaultStack } from "./fault-stack.ts";
 import type { RemoteAnswer } from "./remote-images.server.ts";
@@ -285,3 +286,7 @@ export const faultCatalog: FaultDefinition[] = [
   callbacksForged,
   malformedRemoteAnswers,
 ];
+// The names `npm run faults` checks FAULTS_ONLY against, before loading this file, are these.
+if (faultCatalog.map((f) => f.name).join() !== faultNames.join()) {
+  throw new Error(`fault-names.ts and the catalog disagree: ${faultCatalog.map((f) => f.name).join(", ")}`);
+}

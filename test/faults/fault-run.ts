@@ -2,6 +2,7 @@ import path from "node:path";
 import { ratios } from "../support/fault-kit.ts";
 import { call } from "../support/http.ts";
 import { census, countFault, waitUntilTerminal, type FaultCount, type PlannedTask } from "./fault-accounting.ts";
+import type { FaultName } from "./fault-names.ts";
 import type { RemoteImageHost } from "./remote-images.server.ts";
 import { startFaultStack, type FaultStack, type FaultStackOptions } from "./fault-stack.ts";
 import type { Crash } from "./supervised-service.ts";
@@ -26,7 +27,7 @@ export type TaskShape = {
 };
 
 export type FaultDefinition = {
-  name: string;
+  name: FaultName;
   // What is injected and when, what heals it, and which failures it explains.
   description: string;
   stack?: Partial<Pick<FaultStackOptions, "capacity" | "persistentRedis" | "signedCallbacks" | "simulatorEnv" | "env" | "workerEnv">>;

@@ -1,13 +1,9 @@
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { z } from "zod";
-import { prepareDatabase } from "../../apps/domain/db/prepare-database.ts";
 import { ensureBuilt } from "../../ops/build/build-apps.mjs";
-import { dropDatabases } from "../support/databases.ts";
-import { makeImage } from "../support/images.ts";
-import { formatFaultLine, formatTotalLine, type FaultCount } from "./fault-accounting.ts";
-import { faultCatalog } from "./fault-catalog.ts";
-import { runFault } from "./fault-run.ts";
+import type { FaultCount } from "./fault-accounting.ts";
+import { faultNames } from "./fault-names.ts";
 
 // `npm run faults`: the whole fault matrix, one line per fault on stdout and a total line; what
 // explains each lost or duplicated task, process crashes and progress go to stderr. Exits 1 when
@@ -23,7 +19,7 @@ import { runFault } from "./fault-run.ts";
 // task's end (the whole wait when a task never ended). Env: FAULTS_TASKS (20), FAULTS_DEADLINE_S
 // (60, after each heal), FAULTS_ONLY=name,name, FAULTS_LOG_DIR (the API's and worker's logs).
 
-const names = faultCatalog.map((f) => f.name);
+const names = faultNames;
 const envSchema = z.object({
   FAULTS_TASKS: z.coerce.number().int().min(1).max(500).default(20),
   // After the heal, how long every task has to reach an end.
@@ -43,6 +39,15 @@ if (!parsed.success) {
   process.exit(2);
 }
 const env = parsed.data;
+// Loaded once the settings are known good: the catalog and the runner import the apps.
+const [{ prepareDatabase }, { dropDatabases }, { makeImage }, { formatFaultLine, formatTotalLine }, { faultCatalog }, { runFault }] = await Promise.all([
+  import("../../apps/domain/db/prepare-database.ts"),
+  import("../support/databases.ts"),
+  import("../support/images.ts"),
+  import("./fault-accounting.ts"),
+  import("./fault-catalog.ts"),
+  import("./fault-run.ts"),
+]);
 // An interrupted run still takes its child processes down with it (their exit hooks).
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => process.exit(130));
 

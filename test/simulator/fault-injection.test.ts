@@ -95,6 +95,28 @@ describe("route and error faults", () => {
   });
 });
 
+describe("hanging calls under the test's control", () => {
+  it("when a create hangs on a timeout fault, then dropping the hanging calls resets its connection at once, long before hang_ms, and no task exists", async () => {
+    const { sim } = await setup({ SIM_TIMEOUT_RATE: "1", SIM_CONNECTION_FAULT_POINT: "before_create", SIM_HANG_MS: "120000" });
+    // No client timeout: only the drop can end this call.
+    const create = fetch(`${sim.url}/v1/images/editing/expand`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${randomToken()}`, "content-type": "application/json" },
+      body: JSON.stringify(validBody(image)),
+    });
+    const outcome = create.then(
+      () => "answered",
+      (error: Error) => `failed: ${(error.cause as { code?: string } | undefined)?.code ?? error.message}`,
+    );
+    await expect.poll(async () => (await adminApi(sim).stats()).body.connection_faults).toBe(1);
+    expect(await adminApi(sim).dropHanging()).toEqual({ status: 200, body: { dropped: 1 } });
+    expect(await outcome).toMatch(/^failed: (UND_ERR_SOCKET|ECONNRESET)/);
+    expect((await adminApi(sim).tasks()).body).toEqual([]);
+    // Nothing is left hanging to drop.
+    expect((await adminApi(sim).dropHanging()).body).toEqual({ dropped: 0 });
+  });
+});
+
 describe("callback faults", () => {
   it("when callback_loss is 1, then no callback arrives and each is counted as lost", async () => {
     // No callback will come, so there is no event to wait on: the test ends the task itself (manual

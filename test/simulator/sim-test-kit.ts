@@ -75,6 +75,7 @@ export const adminApi = (sim: RunningSimulator) => {
     finish: (id: string) => call(`/tasks/${encodeURIComponent(id)}/finish`, { method: "POST" }),
     fail: (id: string, body: unknown = {}) => call(`/tasks/${encodeURIComponent(id)}/fail`, { method: "POST", body: JSON.stringify(body) }),
     callback: (id: string) => call(`/tasks/${encodeURIComponent(id)}/callback`, { method: "POST" }),
+    dropHanging: () => call("/hanging/drop", { method: "POST" }),
   };
 };
 

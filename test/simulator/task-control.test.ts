@@ -105,6 +105,9 @@ describe("task control is off unless asked for", () => {
     expect(refused.status).toBe(404);
     expect(refused.body.message).toMatch(/SIM_TASK_CONTROL=true/);
     expect((await api.get(id)).body.data.task_status).toBe("submitted");
+    const drop = await adminApi(sim).dropHanging();
+    expect(drop.status).toBe(404);
+    expect(drop.body.message).toMatch(/SIM_TASK_CONTROL=true/);
     const patch = await adminApi(sim).patch({ clock: "manual" });
     expect(patch.status).toBe(400);
     expect(patch.body.message).toMatch(/SIM_TASK_CONTROL/);

@@ -65,6 +65,12 @@ export const simAdmin = (stack: { simulator: { url: string } }) => {
     finish: async (id: string) => controlled(url, id, "finish"),
     fail: async (id: string, message?: string) => controlled(url, id, "fail", message === undefined ? {} : { message }),
     callback: async (id: string) => controlled(url, id, "callback"),
+    // Every call hanging on a timeout fault loses its connection now; answers how many did.
+    dropHanging: async (): Promise<number> => {
+      const answer = await call(url, "POST", "/_sim/hanging/drop");
+      if (answer.status !== 200) throw new Error(`simulator refused to drop hanging calls: ${answer.status} ${JSON.stringify(answer.body)}`);
+      return answer.body.dropped;
+    },
   };
 };
 
