@@ -24,17 +24,10 @@ export const createLocalStorage = (rootDir: string): ObjectStorage => {
   return {
     put: async (key, bytes) => {
       const full = resolveKey(key);
+      await mkdir(path.dirname(full), { recursive: true });
       // Write then rename, so a reader never sees half a file.
       const temp = `${full}.${randomUUID()}.tmp`;
-      try {
-        await writeFile(temp, bytes);
-      } catch (error) {
-        // The directory is made only when it is missing (the first file under it), not before
-        // every write: one file-system call less per stored image (every inline create's source).
-        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-        await mkdir(path.dirname(full), { recursive: true });
-        await writeFile(temp, bytes);
-      }
+      await writeFile(temp, bytes);
       await rename(temp, full);
     },
     open: async (key) => {
