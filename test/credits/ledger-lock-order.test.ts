@@ -142,6 +142,9 @@ const failure = (outcome: Outcome) => !outcome.ok && JSON.stringify({ code: (out
 
 const setUp = async () => {
   const { accountId } = await createAccountWithKey(observer, `lock-order-${randomUUID().slice(0, 8)}`);
+  // A cap (far above what the tests hold): only a capped hold takes the balance row; without one it
+  // goes to a stripe row of its own (credit-ledger.ts) and the order under test is not exercised.
+  await observer.updateTable("account").set({ spendCapCredits: 1_000 }).where("id", "=", accountId).execute();
   const externalTaskId = `ext-${randomUUID()}`;
   const first = await acceptTask(acceptDeps(observer), accountId, request(externalTaskId, 2));
   return { accountId, externalTaskId, task: first.task };

@@ -6,6 +6,7 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccount } from "../../apps/domain/account/api-key.ts";
+import { accountBalance } from "../../apps/domain/credits/credit-ledger.ts";
 import { createDb, type Db } from "../../apps/domain/db/database.ts";
 import { expandRequestBodySchema } from "../../apps/domain/expand-request/expand-request.schema.ts";
 import { literalAddressRefusal } from "../../apps/domain/http/safe-fetch.ts";
@@ -78,8 +79,8 @@ const statementsDuring = async <T>(work: () => Promise<T>) => {
   return { result, statements: sent.slice(before) };
 };
 
-const heldFor = async (accountId: string) =>
-  Number((await db.selectFrom("creditBalance").select("reserved").where("accountId", "=", accountId).executeTakeFirst())?.reserved ?? 0);
+// The balance row and the hold stripes together (no cap here: the holds are on stripes).
+const heldFor = async (accountId: string) => (await accountBalance(db, accountId, undefined)).reserved;
 
 describe("the single create's statement", () => {
   it("when a task is created (replay window off, or on and nothing to replay), then Postgres gets one statement for it", async () => {
@@ -108,5 +109,43 @@ describe("the single create's statement", () => {
     const again = await acceptTask(depsWith(0), accountId, request("same"));
     expect(again.replayed).toBe(false);
     expect(again.task.id).not.toBe(first.task.id);
+  });
+
+  // The credit hold of an account without a cap goes to a stripe row (credit-ledger.ts): a create
+  // does not wait for the balance row, whose lock another create holds until its commit. Failed on
+  // the code before (every hold updated the balance row: the uncapped create waited for the lock).
+  it("when another transaction holds the account's balance row, then a create without a cap goes through, and one with a cap waits for it", async () => {
+    const accountId = await createAccount(db, "balance-locked");
+    await acceptTask(depsWith(0), accountId, request("makes the balance row"));
+    const holder = new pg.Client({ connectionString: databaseUrl, application_name: "balance-holder" });
+    await holder.connect();
+    try {
+      await holder.query("begin");
+      await holder.query("select 1 from credit_balance where account_id = $1 for update", [accountId]);
+      // Whichever comes first: the create's answer, or one of our connections waiting for a lock.
+      const outcome = (create: Promise<unknown>) =>
+        Promise.race([
+          create.then(() => "created" as const),
+          (async () => {
+            for (;;) {
+              const { rows } = await holder.query<{ waiting: boolean }>(
+                "select exists (select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock') as waiting",
+              );
+              if (rows[0]!.waiting) return "waited for the lock" as const;
+              await new Promise((resolve) => setImmediate(resolve));
+            }
+          })(),
+        ]);
+      expect(await outcome(acceptTask(depsWith(0), accountId, request("no cap")))).toBe("created");
+      await db.updateTable("account").set({ spendCapCredits: 100 }).where("id", "=", accountId).execute();
+      const capped = acceptTask(depsWith(0), accountId, request("capped"));
+      expect(await outcome(capped)).toBe("waited for the lock");
+      await holder.query("commit");
+      expect((await capped).replayed).toBe(false);
+    } finally {
+      await holder.end();
+    }
+    // The two holds without a cap and the capped one, one credit each.
+    expect(await heldFor(accountId)).toBe(3);
   });
 });

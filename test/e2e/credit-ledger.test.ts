@@ -22,9 +22,10 @@ afterAll(async () => {
 });
 
 const ledger = async (accountId: string) => {
-  // (The db's CamelCasePlugin names the columns.)
+  // (The db's CamelCasePlugin names the columns.) The account's reserved is its balance row's plus
+  // its hold stripes' (credit-ledger.ts: holds without a cap go to the stripes).
   const row = await sql<{ spent: string; reserved: string; entriesSpent: string; entriesReserved: string }>`
-    select b.spent, b.reserved,
+    select b.spent, b.reserved + coalesce((select sum(reserved) from credit_hold_stripe where account_id = b.account_id), 0) as reserved,
       (select coalesce(sum(settled), 0) from credit_entry where account_id = b.account_id and state = 'settled') as entries_spent,
       (select coalesce(sum(reserved), 0) from credit_entry where account_id = b.account_id and state = 'reserved') as entries_reserved
     from credit_balance b where b.account_id = ${accountId}::uuid`.execute(stack.db);

@@ -3,7 +3,7 @@ import { sql } from "kysely";
 import type { Db, Tx } from "../db/database.ts";
 import { asJson } from "../db/database.ts";
 import type { FieldViolation } from "../errors/app-error.ts";
-import { heldAccountSql, holdCreditsCte, type AccountBalance } from "../credits/credit-ledger.ts";
+import { heldAccountSql, holdCreditsCtes, type AccountBalance } from "../credits/credit-ledger.ts";
 import type { CreditTerms } from "../credits/credit-terms.ts";
 import { itemCredits } from "./batch-request.schema.ts";
 import { capViolation, type AcceptBatchDeps, type BatchJob, type Prepared } from "./batch-intake.ts";
@@ -42,7 +42,7 @@ const refuseUuidExternalIds = async (db: Db | Tx, accountId: string, chunk: Prep
 };
 
 export // Which of a chunk's items fit under the cap given the balance, in line order. The hold in the
-// chunk's statement (holdCreditsCte) is what binds: it refuses the chunk if the balance moved.
+// chunk's statement (holdCreditsCtes) is what binds: it refuses the chunk if the balance moved.
 const fitUnderCap = (balance: AccountBalance, deps: AcceptBatchDeps, chunk: Prepared[]) => {
   const overCap: { item: Prepared; violation: FieldViolation }[] = [];
   if (balance.cap === undefined) return { fit: chunk, overCap };
@@ -61,7 +61,7 @@ const fitUnderCap = (balance: AccountBalance, deps: AcceptBatchDeps, chunk: Prep
 };
 
 export // One statement per chunk: the tasks, their first events, their credit entries, and the batch's
-// counts; with `holdOnBalance`, their hold on the balance too, after the tasks (holdCreditsCte:
+// counts; with `holdOnBalance`, their hold on the balance too, after the tasks (holdCreditsCtes:
 // refused past the cap, the statement fails, isCapRefusal). An atomic batch adds its holds to the
 // balance once, at its end, so as not to lock the balance row for the whole upload.
 const writeChunk = async (
@@ -76,6 +76,8 @@ const writeChunk = async (
   holdOnBalance: boolean,
 ) => {
   const perImage = credits.perImage;
+  const hold = holdOnBalance ? holdCreditsCtes("inserted", accountId, perImage, credits.defaultCap) : undefined;
+  const noHold = sql<{ accountId: string }>`(select null::uuid as account_id where false)`;
   if (chunk.length === 0) {
     await db
       .updateTable("batch")
@@ -135,7 +137,9 @@ const writeChunk = async (
         .where("id", "=", batchId)
         .returning("id"),
     )
-    .with("held", () => (holdOnBalance ? holdCreditsCte("inserted", accountId, perImage, credits.defaultCap) : sql<{ accountId: string }>`(select null::uuid as account_id where false)`))
+    .with("held_capped", () => (hold ? hold.held_capped : noHold))
+    .with("held_open", () => (hold ? hold.held_open : noHold))
+    .with("held", () => (hold ? hold.held : noHold))
     .with("entry", (q) =>
       q
         .insertInto("creditEntry")

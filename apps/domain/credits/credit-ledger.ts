@@ -8,8 +8,11 @@ import { AppError } from "../errors/app-error.ts";
 // credits held at intake (`reserved`), then `settled` from the provider's final_unit_deduction when
 // the task ends, or `released` when it ended uncharged; `refunded` reverses a settlement.
 // credit_balance: one row per account, the running sums of its entries (reserved: open holds; spent:
-// settlements). Every change of an entry's state changes the balance in the same statement, so the
-// balance always equals the sum over the entries (test/credits/ledger-property.test.ts).
+// settlements), with credit_hold_stripe: holds without a cap are added to one of a few stripe rows
+// instead (HOLD_STRIPES), and the account's reserved is the balance row's plus its stripes' (the
+// balance row's alone goes below zero as settlements take those holds back from it). Every change
+// of an entry's state changes the balance in the same statement, so the balance always equals the
+// sum over the entries (test/credits/ledger-property.test.ts).
 //
 // The cap: the account's spend_cap_credits, else the installation's default (BATCH_SPEND_CAP_CREDITS);
 // none: no cap. A reservation is a conditional update of the balance row (spent + reserved + new <=
@@ -29,7 +32,7 @@ const capSql = (accountId: string, defaultCap: CreditCap) =>
 // and takes the balance last: an end (single, or a bulk cancel's chunk) moves its tasks, then
 // settles; a batch retry moves its tasks, reopens the batch, then holds (reserveCredits); an atomic
 // batch writes its tasks, then holds; an intake statement (a single create, a batch chunk) inserts
-// its tasks, then holds (holdCreditsCte). A writer of a task row (a move's row lock, or an insert's
+// its tasks, then holds (holdCreditsCtes). A writer of a task row (a move's row lock, or an insert's
 // unique check, which waits for another transaction writing the same id or (account,
 // external_task_id)) therefore never holds the balance lock while it waits. The other order, hold
 // then insert, deadlocked (40P01) against a retry or an end of the task the insert collided with:
@@ -40,33 +43,68 @@ const capSql = (accountId: string, defaultCap: CreditCap) =>
 // task row (a refund, the sweep's settlement) lock credit entries, which no task writer waits for
 // while holding the balance; the sweep takes its accounts' balance rows in account order.
 
-// A CTE for an intake statement, written after the CTE that inserts its tasks (`written`, whose rows
-// carry each task's `n`): holds n x perImage credits for them on the account's balance if they fit
-// under its cap, and returns the account id only then. It reads every row of `written`, so all its
-// inserts (and their unique checks) are done before the balance row is locked (the lock order
-// above). The credit entries take their account_id from it (heldAccountSql), so a refused hold makes
-// the whole statement fail (not-null violation on credit_entry.account_id, see isCapRefusal) and
-// nothing is written: the hold and the tasks exist together or not at all. No task written (an
-// insert that did nothing on conflict): nothing is held, and there is no entry to fail.
-export const holdCreditsCte = (written: string, accountId: string, perImage: number, defaultCap: CreditCap) => {
+// An account's holds without a cap are spread over this many rows (credit_hold_stripe), so that
+// concurrent intakes of one account do not queue on one row lock: an update's lock is held until
+// its commit, and the commit waits for the WAL flush, so one balance row serialised an account's
+// creates at one flush each (16 of 30 samples of the API's connections waited on it in
+// `npm run bench:api`'s URL intake). With a cap, every hold takes the balance row as before: the
+// cap's check needs the one lock.
+export const HOLD_STRIPES = 32;
+
+// The account's reserved credits held on stripes: a statement's snapshot of them. Only holds without
+// a cap write stripes, and settlements never do, so a capped check can only overestimate with it.
+const stripedSql = (accountId: string) => sql<string>`coalesce((select sum(reserved) from credit_hold_stripe where account_id = ${accountId}::uuid), 0)`;
+
+// The CTEs for an intake statement, written in this order after the CTE that inserts its tasks
+// (`written`, whose rows carry each task's `n`), under these names (`held` reads the other two):
+// they hold n x perImage credits for the tasks if they fit under the account's cap, and `held`
+// returns the account id only then. Each reads every row of `written`, so all its inserts (and
+// their unique checks) are done before a balance row is locked (the lock order above). The credit
+// entries take their account_id from `held` (heldAccountSql), so a refused hold makes the whole
+// statement fail (not-null violation on credit_entry.account_id, see isCapRefusal) and nothing is
+// written: the hold and the tasks exist together or not at all. No task written (an insert that did
+// nothing on conflict): nothing is held, and there is no entry to fail.
+// - held_capped: with a cap, the conditional update of the balance row (spent + reserved, stripes
+//   included, + new <= cap, under the row's lock). Without one it only creates the account's
+//   balance row at its first hold (reserved 0: settlements take from that row), and locks nothing
+//   once the row exists.
+// - held_open: without a cap, the hold on one of the account's stripes, chosen at random.
+// An account's cap that is set while holds without one are in flight may miss those that commit
+// after its check's snapshot (as a cap read by the statement's snapshot did before the stripes).
+export const holdCreditsCtes = (written: string, accountId: string, perImage: number, defaultCap: CreditCap) => {
   const cap = capSql(accountId, defaultCap);
+  const striped = stripedSql(accountId);
+  const wanted = sql`(select coalesce(sum(n), 0) * ${perImage}::numeric as credits from ${sql.table(written)} having count(*) > 0) w`;
   // Kysely puts a raw CTE body in the statement as it is: the parentheses are the CTE's own.
-  return sql<{ accountId: string }>`(
+  return {
+    held_capped: sql<{ accountId: string }>`(
     insert into credit_balance as b (account_id, reserved)
-    select ${accountId}::uuid, w.credits
-    from (select coalesce(sum(n), 0) * ${perImage}::numeric as credits from ${sql.table(written)} having count(*) > 0) w
-    where ${cap} is null or w.credits <= ${cap}
+    select ${accountId}::uuid, case when ${cap} is null then 0 else w.credits end
+    from ${wanted}
+    where case when ${cap} is null then not exists (select 1 from credit_balance where account_id = ${accountId}::uuid)
+               else w.credits + ${striped} <= ${cap} end
     on conflict (account_id) do update
       set reserved = b.reserved + excluded.reserved, updated_at = now()
-      where ${cap} is null or b.spent + b.reserved + excluded.reserved <= ${cap}
-    returning b.account_id)`;
+      where ${cap} is not null and b.spent + b.reserved + ${striped} + excluded.reserved <= ${cap}
+    returning b.account_id)`,
+    held_open: sql<{ accountId: string }>`(
+    insert into credit_hold_stripe as s (account_id, stripe, reserved)
+    select ${accountId}::uuid, floor(random() * ${HOLD_STRIPES}::int)::smallint, w.credits
+    from ${wanted}
+    where ${cap} is null
+    on conflict (account_id, stripe) do update
+      set reserved = s.reserved + excluded.reserved, updated_at = now()
+    returning s.account_id)`,
+    // Without a cap, an account's first hold returns its id from both: `union` keeps one.
+    held: sql<{ accountId: string }>`(select account_id from held_capped union select account_id from held_open)`,
+  };
 };
 
-// The account_id of a hold made by holdCreditsCte named `held`, for its credit entries: null (and
+// The account_id of a hold made by holdCreditsCtes named `held`, for its credit entries: null (and
 // the statement failed) when the hold was refused.
 export const heldAccountSql = (held: string) => sql<string>`(select account_id from ${sql.table(held)})`;
 
-// The statement failed because holdCreditsCte refused the credits.
+// The statement failed because holdCreditsCtes refused the credits.
 export const isCapRefusal = (error: unknown) => {
   const e = error as { code?: unknown; column?: unknown; table?: unknown } | null;
   return typeof e === "object" && e !== null && e.code === "23502" && e.column === "account_id" && e.table === "credit_entry";
@@ -76,7 +114,7 @@ export type AccountBalance = { spent: number; reserved: number; cap: CreditCap }
 
 export const accountBalance = async (db: Db | Tx, accountId: string, defaultCap: CreditCap): Promise<AccountBalance> => {
   const row = await sql<{ spent: string | null; reserved: string | null; cap: string | null }>`
-    select b.spent, b.reserved, ${capSql(accountId, defaultCap)} as cap
+    select b.spent, coalesce(b.reserved, 0) + ${stripedSql(accountId)} as reserved, ${capSql(accountId, defaultCap)} as cap
     from (select 1) one left join credit_balance b on b.account_id = ${accountId}::uuid`.execute(db);
   const r = row.rows[0]!;
   return { spent: Number(r.spent ?? 0), reserved: Number(r.reserved ?? 0), cap: r.cap === null ? undefined : Number(r.cap) };

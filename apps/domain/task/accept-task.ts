@@ -10,7 +10,7 @@ import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
 import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
-import { accountBalance, heldAccountSql, holdCreditsCte, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
+import { accountBalance, heldAccountSql, holdCreditsCtes, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
 import { refuseAboveCapacity, type CreditTerms } from "../credits/credit-terms.ts";
 import { replayCandidate } from "../credits/replay-window.ts";
 import { compiledOnce } from "../db/compiled-statement.ts";
@@ -151,6 +151,8 @@ export const acceptTask = async (
   }
 };
 
+const hold = (v: { accountId: string; perImage: number; defaultCap: number | null }) => holdCreditsCtes("inserted", v.accountId, v.perImage, v.defaultCap ?? undefined);
+
 // Intake's one statement, built and compiled once per pool (compiled-statement.ts: building this CTE
 // through Kysely per request was ~10% of an intake's CPU in the API, BENCH_API_CPU_PROFILE). It
 // writes the task, its first event and its credit hold together, without a transaction's extra round
@@ -194,7 +196,9 @@ const intakeStatement = compiledOnce(
           .columns(["taskId", "toStatus", "source"])
           .expression((eb) => eb.selectFrom("inserted").select((s) => ["inserted.id", s.val("queued").as("toStatus"), s.val("api").as("source")])),
       )
-      .with("held", () => holdCreditsCte("inserted", v.accountId, v.perImage, v.defaultCap))
+      .with("held_capped", () => hold(v).held_capped)
+      .with("held_open", () => hold(v).held_open)
+      .with("held", () => hold(v).held)
       .with("entry", (qc) =>
         qc
           .insertInto("creditEntry")
