@@ -37,12 +37,16 @@ describe("two healthy routes", () => {
       tasks = await submitMany(routes.stack, key, 2 * C + 2);
       // A task that waits says for which routes' slots. Under the manual clock no task ends until
       // the test says so, so the first wave overlaps at the provider however slow intake and creates are.
+      // The eight identical creates must be eight tasks: the replay window's race (replay-window.ts,
+      // fixed) could answer some as replays of others, and with six or fewer none is left to wait
+      // (the likely cause of a miss here on an idle machine). The bound only stops a hang: the
+      // wave took 3-7 s to fill at load 20, and at load 35-44 the 10 s it was ran out on the wave.
       await eventually("a task waiting for both routes' slots", async () => {
         const views = await Promise.all(tasks.map((t) => getTask(routes.stack, t)));
         return views.find((v) => /waiting for a free provider slot \(full: route first, route second\)/.test(v.status_message));
-      });
+      }, 30_000);
       // Nothing ends before the sampler has seen the first wave (or the wave never fills, and this fails).
-      await eventually("both routes' slots busy at once, as sampled", async () => (busy.seen.includes(2 * C) ? true : undefined));
+      await eventually("both routes' slots busy at once, as sampled", async () => (busy.seen.includes(2 * C) ? true : undefined), 30_000);
       await releaseOneAtATime(routes.stack, tasks, { capacity: 2 * C, simulators: Object.values(routes.sims) });
       done = await settle(routes.stack, tasks, 40_000);
     } finally {

@@ -21,6 +21,10 @@ export const replayCandidate = (db: QueryCreator<DB>, accountId: string, request
     .where("externalTaskId", "is", null)
     .where(sql<boolean>`${externalTaskId}::text is null`)
     .where("batchId", "is", null)
+    // 0 is off. `accepted_at > now() - 0 s` alone was not: now() is this statement's transaction
+    // start, and an identical create that committed after it (while this one waited for a CPU or a
+    // connection) has a later accepted_at, so it was answered as a replay (test/credits/replay-window-off).
+    .where(sql<boolean>`${window} > 0`)
     // accepted_at is UTC without a zone (database.ts).
     .where(sql<boolean>`accepted_at > (now() at time zone 'utc') - make_interval(secs => ${window})`)
     .orderBy("acceptedAt", "desc")
