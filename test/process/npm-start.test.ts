@@ -5,14 +5,16 @@ import path from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, inject, it, type ExpectStatic } from "vitest";
 import { builtEntry } from "../../ops/build/build-apps.mjs";
-import { dropDatabases } from "../support/databases.ts";
+import { cloneDatabase, dropCloneLater, dropDatabases } from "../support/databases.ts";
 import { ratios, testImage } from "../support/fault-kit.ts";
 import { call, waitForTask } from "../support/http.ts";
 import { baseEnv, commandLine, descendants, freePort, identify, isAlive, killIfAlive, portIsFree, spawnCaptured, within, type Captured, type ProcId } from "./process-kit.ts";
 
 // `npm start` as a person or a process manager runs it: the real npm command, stopped by a signal
-// to npm's pid, its children crashed by SIGKILL. Each run has its own ports, database (created by
-// the stack itself, dropped here), queue prefix and storage directory.
+// to npm's pid, its children crashed by SIGKILL. Each run has its own ports, database, queue prefix
+// and storage directory. The crash test's stack creates and migrates its database itself, as on a
+// first `npm start`; the others start on a copy of the migrated template, as on every later start
+// (the stack then skips `prisma migrate deploy`, ~2-3 s of CPU a stack; docs/operations.md).
 const LOCAL_KEY = "local-dev-key-0123456789";
 // Graceful stops take a second or two; the bound leaves room for a loaded machine.
 const STOP_BOUND_MS = 25_000;
@@ -33,6 +35,7 @@ describe("npm start", () => {
   const serverUrl = new URL(inject("templateDatabaseUrl"));
   const storageDirs: string[] = [];
   const stacks: RunningStack[] = [];
+  const clones: string[] = [];
 
   afterAll(async () => {
     // A failed test may leave processes behind: end them by pid, never by name.
@@ -40,6 +43,7 @@ describe("npm start", () => {
       for (const proc of [stack.npmProc, ...stack.tree, ...descendants(stack.procs.stack.pid)]) killIfAlive(proc);
     }
     await dropDatabases(serverUrl.toString(), databasePrefix);
+    clones.forEach(dropCloneLater);
     // Only this file's queue prefixes; the Redis is shared.
     const redis = new Redis(inject("redisUrl"));
     for await (const keys of redis.scanStream({ match: `npmstart${runId}*`, count: 500 })) if (keys.length > 0) await redis.del(...(keys as string[]));
@@ -49,10 +53,12 @@ describe("npm start", () => {
 
   // In a terminal: under util-linux `script`, which gives it a pseudo-terminal and passes what we
   // write (a Ctrl-C) to it as a person's keyboard would.
-  const startNpm = async (label: string, options: { terminal?: boolean } = {}): Promise<RunningStack> => {
+  const startNpm = async (label: string, options: { terminal?: boolean; freshDatabase?: boolean } = {}): Promise<RunningStack> => {
     const ports = [await freePort(), await freePort()];
-    const database = new URL(serverUrl);
-    database.pathname = `/${databasePrefix}_${label}`;
+    const database = options.freshDatabase
+      ? Object.assign(new URL(serverUrl), { pathname: `/${databasePrefix}_${label}` }).toString()
+      : await cloneDatabase(inject("templateDatabaseUrl"), `npmstart_${runId}_${label}`);
+    if (!options.freshDatabase) clones.push(database);
     const storageDir = await mkdtemp(path.join(tmpdir(), "kling-npmstart-"));
     storageDirs.push(storageDir);
     const command: [string, string[]] = options.terminal ? ["script", ["-qefc", "npm start", "/dev/null"]] : ["npm", ["start"]];
@@ -62,7 +68,7 @@ describe("npm start", () => {
         ...baseEnv(),
         PORT: String(ports[0]),
         SIMULATOR_PORT: String(ports[1]),
-        DATABASE_URL: database.toString(),
+        DATABASE_URL: database,
         REDIS_URL: inject("redisUrl"),
         QUEUE_PREFIX: `npmstart${runId}${label}`,
         STORAGE_DIR: storageDir,
@@ -138,7 +144,7 @@ describe("npm start", () => {
   }, 200_000);
 
   it("when a child crashes, then it is restarted after a backoff and the stack works again; when npm's pid then gets SIGTERM, every process it started exits and the ports are free", async () => {
-    const stack = await startNpm("crash");
+    const stack = await startNpm("crash", { freshDatabase: true });
     const killed = [stack.procs.worker, stack.procs.api];
     process.kill(stack.procs.worker.pid, "SIGKILL");
     process.kill(stack.procs.api.pid, "SIGKILL");
