@@ -9,7 +9,7 @@ import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
 import { serverKeyFrom } from "../../apps/domain/crypto/server-key.ts";
 import { createDb, type Db } from "../../apps/domain/db/database.ts";
 import type { LogDestination } from "../../apps/domain/logging/logger.ts";
-import { cloneDatabase, dropDatabases } from "./databases.ts";
+import { cloneDatabase, dropCloneLater } from "./databases.ts";
 import { parseSimulatorConfig } from "../../apps/simulator/simulator.config.ts";
 import { startSimulator, type RunningSimulator } from "../../apps/simulator/simulator.server.ts";
 import { parseWorkerConfig } from "../../apps/worker/worker.config.ts";
@@ -116,7 +116,7 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
       await api.stop();
       await simulator.stop();
       await db.destroy();
-      await dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1));
+      dropCloneLater(databaseUrl);
       await rm(storageDir, { recursive: true, force: true });
     },
   };
