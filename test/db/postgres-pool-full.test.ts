@@ -61,7 +61,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(held.map((client) => client.end().catch(() => undefined)));
   await Promise.all(apis.map((api) => api.stop()));
-  await stack?.stop();
+  // The role can be dropped once the grants in the stack's database are gone with it.
+  await stack?.stop({ waitForDatabaseDrop: true });
   // The database (and the grants in it) went with the stack; the role is the server's.
   const admin = new pg.Client({ connectionString: stack.env.databaseUrl.replace(/\/[^/]+$/, "/postgres") });
   await admin.connect();

@@ -43,7 +43,7 @@ describe("npm start", () => {
       for (const proc of [stack.npmProc, ...stack.tree, ...descendants(stack.procs.stack.pid)]) killIfAlive(proc);
     }
     await dropDatabases(serverUrl.toString(), databasePrefix);
-    clones.forEach(dropCloneLater);
+    for (const clone of clones) void dropCloneLater(clone);
     // Only this file's queue prefixes; the Redis is shared.
     const redis = new Redis(inject("redisUrl"));
     for await (const keys of redis.scanStream({ match: `npmstart${runId}*`, count: 500 })) if (keys.length > 0) await redis.del(...(keys as string[]));

@@ -44,10 +44,10 @@ export const dropDatabases = async (anyUrl: string, namePrefix: string) => {
 // ~100 stacks a run), so a stack's stop starts the drop and its file ends without waiting; the
 // worker process (kept across files) finishes it beside the next file, and drops pending at once
 // share one checkpoint. A drop that fails or is cut off by the run's end is left to the global
-// teardown, which drops every database named after the run's template (each clone's name is).
-export const dropCloneLater = (databaseUrl: string): void => {
-  void dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1)).catch(() => undefined);
-};
+// teardown, which drops every database named after the run's template (each clone's name is). The
+// drop is returned for a caller that must see it done (a role granted rights in the database).
+export const dropCloneLater = (databaseUrl: string): Promise<void> =>
+  dropDatabases(databaseUrl, new URL(databaseUrl).pathname.slice(1)).catch(() => undefined);
 
 // A small pool on a test's own database, for the test's reads. pg-pool's end() resolves before its
 // clients' sockets close, so the cleanup's `drop database ... with (force)` can terminate one of
@@ -64,7 +64,7 @@ export const testPool = (databaseUrl: string) => {
 // step pushed onto `cleanups`, which the caller runs in reverse.
 export const openScratchWorkspace = async (templateUrl: string, suffix: string, storageLabel: string, cleanups: (() => Promise<unknown>)[]) => {
   const databaseUrl = await cloneDatabase(templateUrl, suffix);
-  cleanups.push(async () => dropCloneLater(databaseUrl));
+  cleanups.push(async () => void dropCloneLater(databaseUrl));
   const db = testPool(databaseUrl);
   cleanups.push(() => db.end());
   const storageDir = await mkdtemp(path.join(tmpdir(), `kling-${storageLabel}-storage-`));

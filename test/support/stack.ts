@@ -41,7 +41,8 @@ export type Stack = {
   workerEnv(env?: Record<string, string>): Record<string, string>;
   env: { databaseUrl: string; redisUrl: string; queuePrefix: string; storageDir: string };
   newAccount(): Promise<{ accountId: string; key: string }>;
-  stop(): Promise<void>;
+  // Leaves the database copy's drop running unless asked to wait (databases.ts dropCloneLater).
+  stop(options?: { waitForDatabaseDrop?: boolean }): Promise<void>;
 };
 
 // The whole system in this process, on real Postgres, Redis and HTTP: simulator, API, worker. Each
@@ -110,13 +111,14 @@ export const startStack = async (options: StackOptions = {}): Promise<Stack> => 
     workerEnv,
     env: { databaseUrl, redisUrl, queuePrefix, storageDir },
     newAccount: () => createAccountWithKey(db, `test-${randomUUID().slice(0, 8)}`),
-    stop: async () => {
+    stop: async ({ waitForDatabaseDrop = false } = {}) => {
       await Promise.all(workers.map((w) => w.stop()));
       await Promise.all(extraApis.map((a) => a.stop()));
       await api.stop();
       await simulator.stop();
       await db.destroy();
-      dropCloneLater(databaseUrl);
+      const dropped = dropCloneLater(databaseUrl);
+      if (waitForDatabaseDrop) await dropped;
       await rm(storageDir, { recursive: true, force: true });
     },
   };
