@@ -6,7 +6,7 @@ import { inspectSourceImage, readImageHeader } from "../../apps/domain/expand-re
 // A PNG's header is read in JS (its IHDR) when it is plainly valid; anything else is sharp's. Either
 // way the answer must be sharp's.
 const base = () => sharp({ create: { width: 500, height: 320, channels: 3, background: "#369" } });
-const variants = async (): Promise<Record<string, Buffer>> => ({
+const variants = async () => ({
   rgb: await base().png().toBuffer(),
   rgba: await sharp({ create: { width: 333, height: 444, channels: 4, background: "#3698" } }).png().toBuffer(),
   gray: await base().grayscale().png().toBuffer(),
