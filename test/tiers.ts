@@ -22,6 +22,7 @@ export const unitFiles = [
   "test/webhooks/retry-schedule.test.ts",
   "test/webhooks/standard-webhooks.test.ts",
   "test/webhooks/webhook-secret-config.test.ts",
+  "test/worker/image-header.test.ts",
 ];
 
 // e2e: the programs as they are run: spawned API/worker/stack processes (npm start, rolling

@@ -9,6 +9,12 @@ export const quantile = (xs: number[], q: number) => {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 };
+// The middle value; of an even count, the mean of the two middle ones (not the upper one).
+export const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  return sorted.length % 2 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
 export const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 export const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 export const dist = (xs: number[]) =>

@@ -1,3 +1,4 @@
+import { crc32 } from "node:zlib";
 import sharp from "sharp";
 import { expandLimits } from "./expand-limits.ts";
 
@@ -13,6 +14,40 @@ const sniffFormat = (bytes: Buffer): SourceImageFormat | undefined => {
   if (bytes.subarray(0, JPEG_MAGIC.length).equals(JPEG_MAGIC)) return "jpeg";
   return undefined;
 };
+
+// libvips' largest side (VIPS_MAX_COORD): a header past it fails sharp's read, so it goes to sharp.
+const MAX_SIDE = 10_000_000;
+const chunkType = (bytes: Buffer, at: number) => bytes.toString("latin1", at + 4, at + 8);
+
+// A PNG's size from its IHDR, read here: sharp's header read is a native call through libuv's pool
+// whose completion cost the worker's main thread as much as the full decode's (a task reads two
+// headers: its source and its result). Only a plainly valid header is answered here: IHDR first,
+// every chunk before the pixel data whole with a right CRC, sane fields, and no eXIf chunk anywhere
+// (its orientation is sharp's to read). Anything else is sharp's, exactly as before.
+const pngHeader = (bytes: Buffer): { format: "png"; width: number; height: number } | undefined => {
+  if (bytes.length < 33 || chunkType(bytes, 8) !== "IHDR" || bytes.readUInt32BE(8) !== 13) return undefined;
+  const width = bytes.readUInt32BE(16);
+  const height = bytes.readUInt32BE(20);
+  const [depth, color, compression, filter, interlace] = [24, 25, 26, 27, 28].map((at) => bytes[at]!);
+  const depths: Record<number, number[]> = { 0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16] };
+  if (!width || !height || width > MAX_SIDE || height > MAX_SIDE || !depths[color!]?.includes(depth!) || compression || filter || interlace! > 1) return undefined;
+  let pixelData = false;
+  for (let at = 8; at + 12 <= bytes.length; ) {
+    const length = bytes.readUInt32BE(at);
+    const type = chunkType(bytes, at);
+    if (type === "eXIf") return undefined;
+    if (type === "IDAT") pixelData = true;
+    const end = at + 12 + length;
+    if (!pixelData && (end > bytes.length || crc32(bytes.subarray(at + 4, end - 4)) !== bytes.readUInt32BE(end - 4))) return undefined;
+    if (type === "IEND") break;
+    at = end;
+  }
+  return { format: "png", width, height };
+};
+
+// The image's header: format, size, EXIF orientation. Throws when sharp cannot read it.
+export const readImageHeader = async (bytes: Buffer): Promise<{ format?: string; width?: number; height?: number; orientation?: number }> =>
+  pngHeader(bytes) ?? (await sharp(bytes, { limitInputPixels: false }).metadata());
 
 // Whether every pixel decodes: a header can be whole while the data is cut off or corrupt. Reads
 // down to the last row, streamed (memory stays a few rows, not the whole image). Measured on 2
@@ -45,7 +80,7 @@ export const inspectSourceImage = async (bytes: Buffer): Promise<SourceImageChec
   // whole image), refusing above the pixel limit before decoding starts.
   try {
     // The header only: the pixel limit is checked here so that the reason can name the size.
-    const meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+    const meta = await readImageHeader(bytes);
     if ((meta.width ?? 0) * (meta.height ?? 0) > expandLimits.maxSourcePixels) {
       return {
         ok: false,

@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
-import sharp from "sharp";
 import type { Db } from "../db/database.ts";
 import { expandedSize, expandLimits } from "../expand-request/expand-limits.ts";
-import { decodesInFull } from "../expand-request/source-image.ts";
+import { decodesInFull, readImageHeader } from "../expand-request/source-image.ts";
 import { SafeFetchError, safeFetch, type SafeFetchOptions } from "../http/safe-fetch.ts";
 import type { Logger } from "../logging/logger.ts";
 import { taskImageKey, type ObjectStorage } from "../storage/local-storage.ts";
@@ -56,7 +55,7 @@ export const archiveTask = async (deps: ArchiveTaskDeps, taskId: string): Promis
     let height: number | undefined;
     let format: string | undefined;
     try {
-      ({ width, height, format } = await sharp(fetched.body).metadata());
+      ({ width, height, format } = await readImageHeader(fetched.body));
     } catch {
       return fail(`result image ${image.index} could not be decoded`);
     }
