@@ -179,7 +179,11 @@ describe("the create of an account without a cap", () => {
     expect(third.statements.map(heldOnBalanceRow)).toEqual([false, true]);
     expect(third.result.replayed).toBe(false);
     const tasksBefore = await db.selectFrom("task").select("id").where("accountId", "=", accountId).execute();
+    const before = sent.length;
     await expect(acceptTask(depsWith(0), accountId, request("four"))).rejects.toMatchObject({ code: "spend_cap_exceeded" });
+    // Turned away once, the account goes straight to the whole statement (then the balance is read
+    // for the refusal's message).
+    expect(sent.slice(before).map(heldOnBalanceRow)).toEqual([true, false]);
     expect(await db.selectFrom("task").select("id").where("accountId", "=", accountId).execute()).toEqual(tasksBefore);
     expect(await accountBalance(db, accountId, undefined)).toMatchObject({ reserved: 3, cap: 3 });
   });

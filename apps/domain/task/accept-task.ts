@@ -219,29 +219,34 @@ const intakeStatementOf = (stripeOnly: boolean) =>
 const intakeStatement = intakeStatementOf(false);
 const stripeIntakeStatement = intakeStatementOf(true);
 
-// Accounts whose last create took the stripe-only statement's way, or ended in the full one's
-// without a cap in the installation (so most likely without one of its own): their next create tries
-// the stripe-only statement first. An account it turns away (a cap, or no balance row yet) leaves
-// the set, so it pays the second statement once, not at every create. A hint only: the statement
-// checks for itself.
-const stripeHoldAccounts = new Set<string>();
-const STRIPE_HOLD_ACCOUNTS_MAX = 10_000;
-const markStripeHold = (accountId: string, works: boolean) => {
-  if (!works) return void stripeHoldAccounts.delete(accountId);
-  if (stripeHoldAccounts.size >= STRIPE_HOLD_ACCOUNTS_MAX) stripeHoldAccounts.clear();
-  stripeHoldAccounts.add(accountId);
+// Which statement an account's next create tries first, per process: absent (not seen yet) or
+// past its time, the whole statement, after which the account is tried with the stripe-only one;
+// STRIPE_ONLY, the stripe-only one; else the time until which the whole statement runs, set when
+// the stripe-only one turned the account away (a cap, or no balance row yet), so that a capped
+// account pays the second statement once a minute, not at every create. A hint only: the
+// stripe-only statement checks for itself.
+const STRIPE_ONLY = 0;
+const WHOLE_STATEMENT_MS = 60_000;
+const firstStatement = new Map<string, number>();
+const FIRST_STATEMENT_ACCOUNTS_MAX = 10_000;
+const remember = (accountId: string, value: number) => {
+  if (firstStatement.size >= FIRST_STATEMENT_ACCOUNTS_MAX && !firstStatement.has(accountId)) firstStatement.clear();
+  firstStatement.set(accountId, value);
 };
 
 // The stripe-only statement where it is likely to hold, else (or when it wrote nothing and found no
-// replay) the full one.
+// replay) the whole one. Only without an installation cap: with one every account is capped.
 const runIntakeStatement = async (db: Db, values: IntakeValues & { accountId: string; defaultCap: number | null }) => {
-  if (values.defaultCap === null && stripeHoldAccounts.has(values.accountId)) {
+  if (values.defaultCap !== null) return intakeStatement(db, values);
+  const hint = firstStatement.get(values.accountId);
+  if (hint === STRIPE_ONLY) {
     const rows = await stripeIntakeStatement(db, values);
     if (rows.length > 0) return rows;
-    markStripeHold(values.accountId, false);
+    remember(values.accountId, Date.now() + WHOLE_STATEMENT_MS);
+    return intakeStatement(db, values);
   }
   const rows = await intakeStatement(db, values);
-  if (values.defaultCap === null && rows.length > 0 && !rows[0]!.replayed) markStripeHold(values.accountId, true);
+  if (hint === undefined || hint <= Date.now()) remember(values.accountId, STRIPE_ONLY);
   return rows;
 };
 
