@@ -152,7 +152,7 @@ describe("the single create's statement", () => {
 
 // An account whose creates run without a cap holds on a stripe by a statement that leaves out the
 // capped hold (credit-ledger.ts stripeHoldCte): Postgres plans every unnamed statement at each
-// create, and that part was ~0.5 of its ~2.2 ms of CPU per create. The statement checks for itself
+// create, and that part was 0.4-0.6 of its ~2.2 ms of CPU per create. The statement checks for itself
 // that the account still has no cap; one that has since got one is refused as before.
 describe("the create of an account without a cap", () => {
   const heldOnBalanceRow = (statement: string) => statement.includes("insert into credit_balance");

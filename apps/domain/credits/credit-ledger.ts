@@ -109,7 +109,7 @@ export const holdCreditsCtes = (written: string, accountId: string, perImage: nu
 // uncappedWithBalanceSql holds (in the same snapshot, so exactly where holdCreditsCtes would take
 // the same stripe and leave the balance row alone); where it does not, it inserts nothing and the
 // caller runs the statement with holdCreditsCtes. Saves Postgres planning held_capped at every
-// create (an unnamed statement is planned each time: ~0.5 of its ~2.2 ms of CPU per create).
+// create (an unnamed statement is planned each time: 0.4-0.6 of its ~2.2 ms of CPU per create, docs/benchmarks.md).
 export const stripeHoldCte = (written: string, accountId: string, perImage: number) => stripeHoldSql(written, accountId, perImage, sql<boolean>`true`);
 
 // No cap (neither the account's nor the installation's) and a balance row already made (its first
