@@ -12,7 +12,7 @@ import { rawCallback, rawIntake, rawStatusRead, rawStatusReadByExternalId } from
 import { benchImageUrl, fillCallbackTasks, processingCallbackBody, type CallbackTask } from "./api-fill.ts";
 import { closedLoop, hammer, paced, type Figures } from "./api-load.ts";
 import type { Row } from "./api-report.ts";
-import type { BenchStack } from "./api-stack.ts";
+import { readCpuSeconds, type BenchStack } from "./api-stack.ts";
 import { sleep } from "./bench-figures.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -69,6 +69,27 @@ const measured = async (ctx: Ctx, work: () => Promise<Figures>, cpuOf: CpuOf = c
   const apiCores = ((await cpuOf()) - apiCpu0) / wall;
   await settle(ctx, cpuOf);
   return { figures, apiCores, benchCores: (benchCpu.user + benchCpu.system) / 1e6 / wall };
+};
+
+// CPU seconds so far of every Postgres backend on the run's database (the API's pool and the
+// baselines' alike: only one side works at a time). A backend that closed in between is not counted;
+// one that started in between (pools close idle connections and open new ones) counts whole.
+const postgresCpu = async (ctx: Ctx) => {
+  const { rows } = await ctx.db.query<{ pid: number }>("select pid from pg_stat_activity where datname = current_database()");
+  const seconds = await Promise.all(rows.map((r) => readCpuSeconds(r.pid).catch(() => 0)));
+  return new Map(rows.map((r, i) => [r.pid, seconds[i]!]));
+};
+
+// Postgres CPU per successful op over `work` (its warm-up included, as the API's cores are), in ms:
+// where a path's statements cost the server more than its baseline's.
+const postgresMsPerOp = async (ctx: Ctx, work: () => Promise<Figures>) => {
+  const before = await postgresCpu(ctx);
+  const t0 = performance.now();
+  const figures = await work();
+  const wall = (performance.now() - t0) / 1000;
+  let used = 0;
+  for (const [pid, seconds] of await postgresCpu(ctx)) used += seconds - (before.get(pid) ?? 0);
+  return { figures, postgresMs: figures.perSecond > 0 ? (1000 * used) / wall / figures.perSecond : NaN };
 };
 
 const baseline = (ctx: Ctx, concurrency: number, op: () => Promise<boolean>) =>
@@ -196,7 +217,9 @@ export const intakePhase = async (ctx: Ctx) => {
   const queue = new Queue(bullQueueName("submit"), { connection: ctx.redis, prefix: ctx.stack.baselinePrefix });
   try {
     const intake = rawIntake(ctx.db, queue, { accountId: ctx.accountId, imageUrl: rawIntakeImageUrl });
-    const intakeBaseline = { name: "tx: insert task + event + Queue.add", figures: await baseline(ctx, conc, intake) };
+    const rawRun = await postgresMsPerOp(ctx, () => baseline(ctx, conc, intake));
+    const intakeBaseline = { name: "tx: insert task + event + Queue.add", figures: rawRun.figures };
+    const postgresNote = (ms: number) => `Postgres CPU per create ${ms.toFixed(2)} ms (raw intake: ${rawRun.postgresMs.toFixed(2)} ms)`;
     await dropIntakeTasks(ctx);
 
     const post = (body: string) =>
@@ -223,29 +246,38 @@ export const intakePhase = async (ctx: Ctx) => {
     const jobsBefore = await waitingJobs();
     const jobCount = async () => (await waitingJobs()) - jobsBefore;
 
+    let postgresMs = NaN;
     const url: Row = {
       path: "POST /v1/tasks (image URL)",
       concurrency: String(conc),
-      ...(await measured(ctx, () => post(JSON.stringify({ image: apiIntakeImageUrl, ...ratios })))),
+      ...(await measured(ctx, async () => {
+        const run = await postgresMsPerOp(ctx, () => post(JSON.stringify({ image: apiIntakeImageUrl, ...ratios })));
+        postgresMs = run.postgresMs;
+        return run.figures;
+      })),
       baseline: intakeBaseline,
     };
     const urlTasks = await countTasks(ctx, apiIntakeImageUrl);
     const urlJobs = await jobCount();
-    url.note = `intake wrote ${urlTasks} tasks and ${urlJobs} first jobs (warm-up included)`;
+    url.note = `intake wrote ${urlTasks} tasks and ${urlJobs} first jobs (warm-up included); ${postgresNote(postgresMs)}`;
     ctx.rows.push(url);
     await dropIntakeTasks(ctx);
 
     const inline: Row = {
       path: `POST /v1/tasks (inline PNG ${(png.length / 1024).toFixed(1)} KB)`,
       concurrency: String(conc),
-      ...(await measured(ctx, () => post(JSON.stringify({ image: base64, ...ratios })))),
+      ...(await measured(ctx, async () => {
+        const run = await postgresMsPerOp(ctx, () => post(JSON.stringify({ image: base64, ...ratios })));
+        postgresMs = run.postgresMs;
+        return run.figures;
+      })),
       baseline: intakeBaseline,
     };
     const { rows: sources } = await ctx.db.query<{ count: string }>("select count(*) from task where source_key is not null");
     const rawPlusDecode = 1 / (1 / intakeBaseline.figures.perSecond + 1 / check.perSecond);
     inline.note =
       `intake wrote ${await countTasks(ctx, null)} tasks with ${sources[0]!.count} stored source images (warm-up included); ` +
-      `raw intake + the same decode, one after the other: ${rawPlusDecode.toFixed(1)}/s (inline_intake_ratio)`;
+      `raw intake + the same decode, one after the other: ${rawPlusDecode.toFixed(1)}/s (inline_intake_ratio); ${postgresNote(postgresMs)}`;
     ctx.rows.push(inline);
     await dropIntakeTasks(ctx);
     await Promise.all(firstQueues.map((q) => q.close()));

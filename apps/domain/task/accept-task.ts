@@ -10,7 +10,7 @@ import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
 import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
-import { accountBalance, heldAccountSql, holdCreditsCtes, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
+import { accountBalance, heldAccountSql, holdCreditsCtes, isCapRefusal, spendCapError, stripeHoldCte, uncappedWithBalanceSql } from "../credits/credit-ledger.ts";
 import { refuseAboveCapacity, type CreditTerms } from "../credits/credit-terms.ts";
 import { replayCandidate } from "../credits/replay-window.ts";
 import { compiledOnce } from "../db/compiled-statement.ts";
@@ -97,7 +97,7 @@ export const acceptTask = async (
   try {
     // Run again if Postgres undid it for a conflict (a deadlock): nothing of it was written.
     const [row] = await retryOnConflict(() =>
-      intakeStatement(deps.db, {
+      runIntakeStatement(deps.db, {
         taskId,
         accountId,
         externalTaskId: request.externalTaskId ?? null,
@@ -153,6 +153,12 @@ export const acceptTask = async (
 
 const hold = (v: { accountId: string; perImage: number; defaultCap: number | null }) => holdCreditsCtes("inserted", v.accountId, v.perImage, v.defaultCap ?? undefined);
 
+const intakeValueNames = [
+  "taskId", "accountId", "externalTaskId", "callbackUrl", "origin", "requestHash", "imageUrl", "sourceKey", "up", "down", "left", "right",
+  "prompt", "n", "watermark", "sourceWidth", "sourceHeight", "callbackToken", "nextCheckAt", "perImage", "defaultCap", "replayWindowSeconds",
+] as const;
+type IntakeValues = Record<(typeof intakeValueNames)[number], unknown>;
+
 // Intake's one statement, built and compiled once per pool (compiled-statement.ts: building this CTE
 // through Kysely per request was ~10% of an intake's CPU in the API, BENCH_API_CPU_PROFILE). It
 // writes the task, its first event and its credit hold together, without a transaction's extra round
@@ -160,12 +166,11 @@ const hold = (v: { accountId: string; perImage: number; defaultCap: number | nul
 // credit-ledger.ts); the credit entry's account comes from the hold: refused (over the cap), the
 // statement fails and writes nothing. The replay window's lookup (replay-window.ts) is folded in: a
 // replay found inserts nothing (so holds nothing) and is answered instead, marked `replayed`.
-const intakeStatement = compiledOnce(
-  [
-    "taskId", "accountId", "externalTaskId", "callbackUrl", "origin", "requestHash", "imageUrl", "sourceKey", "up", "down", "left", "right",
-    "prompt", "n", "watermark", "sourceWidth", "sourceHeight", "callbackToken", "nextCheckAt", "perImage", "defaultCap", "replayWindowSeconds",
-  ],
-  (db, v) =>
+// `stripeOnly`: the hold is the stripe upsert alone (stripeHoldCte), and the task is inserted only
+// where that is the hold holdCreditsCtes would make; elsewhere the statement writes nothing and
+// answers no row (acceptTask then runs the other one).
+const intakeStatementOf = (stripeOnly: boolean) =>
+  compiledOnce(intakeValueNames, (db, v) =>
     db
       .with("replay", (qc) => replayCandidate(qc, v.accountId, v.requestHash, v.externalTaskId, v.replayWindowSeconds))
       .with("inserted", (qc) =>
@@ -186,7 +191,8 @@ const intakeStatement = compiledOnce(
                 eb.val(v.watermark).as("watermark"), eb.val(v.sourceWidth).as("sourceWidth"), eb.val(v.sourceHeight).as("sourceHeight"),
                 eb.val(v.callbackToken).as("callbackToken"), eb.val(v.nextCheckAt).as("nextCheckAt"),
               ])
-              .where((w) => w.not(w.exists(w.selectFrom("replay").select("replay.id")))),
+              .where((w) => w.not(w.exists(w.selectFrom("replay").select("replay.id"))))
+              .$if(stripeOnly, (q) => q.where(uncappedWithBalanceSql(v.accountId, v.defaultCap ?? undefined))),
           )
           .returningAll(),
       )
@@ -196,9 +202,9 @@ const intakeStatement = compiledOnce(
           .columns(["taskId", "toStatus", "source"])
           .expression((eb) => eb.selectFrom("inserted").select((s) => ["inserted.id", s.val("queued").as("toStatus"), s.val("api").as("source")])),
       )
-      .with("held_capped", () => hold(v).held_capped)
-      .with("held_open", () => hold(v).held_open)
-      .with("held", () => hold(v).held)
+      .with("held_capped", () => (stripeOnly ? sql<{ accountId: string }>`(select null::uuid as account_id where false)` : hold(v).held_capped))
+      .with("held_open", () => (stripeOnly ? sql<{ accountId: string }>`(select null::uuid as account_id where false)` : hold(v).held_open))
+      .with("held", () => (stripeOnly ? stripeHoldCte("inserted", v.accountId, v.perImage) : hold(v).held))
       .with("entry", (qc) =>
         qc
           .insertInto("creditEntry")
@@ -209,7 +215,40 @@ const intakeStatement = compiledOnce(
       .selectAll()
       .select(sql<boolean>`false`.as("replayed"))
       .unionAll((qc) => qc.selectFrom("replay").selectAll().select(sql<boolean>`true`.as("replayed"))),
-);
+  );
+const intakeStatement = intakeStatementOf(false);
+const stripeIntakeStatement = intakeStatementOf(true);
+
+// Which statement an account's next create tries first, per process: absent (not seen yet) or
+// past its time, the whole statement, after which the account is tried with the stripe-only one;
+// STRIPE_ONLY, the stripe-only one; else the time until which the whole statement runs, set when
+// the stripe-only one turned the account away (a cap, or no balance row yet), so that a capped
+// account pays the second statement once a minute, not at every create. A hint only: the
+// stripe-only statement checks for itself.
+const STRIPE_ONLY = 0;
+const WHOLE_STATEMENT_MS = 60_000;
+const firstStatement = new Map<string, number>();
+const FIRST_STATEMENT_ACCOUNTS_MAX = 10_000;
+const remember = (accountId: string, value: number) => {
+  if (firstStatement.size >= FIRST_STATEMENT_ACCOUNTS_MAX && !firstStatement.has(accountId)) firstStatement.clear();
+  firstStatement.set(accountId, value);
+};
+
+// The stripe-only statement where it is likely to hold, else (or when it wrote nothing and found no
+// replay) the whole one. Only without an installation cap: with one every account is capped.
+const runIntakeStatement = async (db: Db, values: IntakeValues & { accountId: string; defaultCap: number | null }) => {
+  if (values.defaultCap !== null) return intakeStatement(db, values);
+  const hint = firstStatement.get(values.accountId);
+  if (hint === STRIPE_ONLY) {
+    const rows = await stripeIntakeStatement(db, values);
+    if (rows.length > 0) return rows;
+    remember(values.accountId, Date.now() + WHOLE_STATEMENT_MS);
+    return intakeStatement(db, values);
+  }
+  const rows = await intakeStatement(db, values);
+  if (hint === undefined || hint <= Date.now()) remember(values.accountId, STRIPE_ONLY);
+  return rows;
+};
 
 // A client that retries a create it never got an answer to (a timeout, a dropped connection) gets
 // the first task back; the same external_task_id with a different request stays an error.
