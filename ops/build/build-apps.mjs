@@ -117,34 +117,44 @@ const removeStaleFiles = (written) => {
 export const build = async (fingerprint = fingerprintOf(inputs())) => {
   // Imported only when a build is due (the version tsx brings too, pinned in package.json).
   const esbuild = await import("esbuild");
-  const result = await esbuild.build({
-    absWorkingDir: repoRoot,
-    entryPoints: entryPoints.map((entry) => path.join(repoRoot, entry)),
-    outbase: repoRoot,
-    outdir: buildDir,
-    bundle: true,
-    packages: "external",
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    // A module imported lazily (the S3 client, Prisma's client, the CLI's commands) stays a file
-    // of its own, so its packages are still loaded only when it is.
-    splitting: true,
-    chunkNames: "chunks/[name]-[hash]",
-    // Stack traces name the .ts files and lines (Node reads the maps when started with
-    // --enable-source-maps); the sources themselves are in the tree, not copied into the maps.
-    sourcemap: "linked",
-    sourcesContent: false,
-    // No keepNames: it wraps every function, closures made per request included, in `__name(...)`
-    // (a defineProperty each time), and the API's status p99 at half its peak went from 34-37 ms
-    // (through tsx) to 74-134 ms with it, 30-36 ms without (docs/benchmarks.md). Bundling renames a
-    // name only where two clash; no class does (an error's name in the logs is its own), and stack
-    // traces map back to the .ts names through the source maps.
-    keepNames: false,
-    plugins: [ownImportMetaUrl],
-    write: false,
-    logLevel: "warning",
-  });
+  // esbuild answers through a service child (`esbuild --service --ping`) that it keeps for later
+  // calls; no later call comes, so it is stopped once this build is done instead of living as long
+  // as the process that built (`npm start`'s run-app, the tests' global setup). A later call in the
+  // same process would start a new one; one in flight would fail, and callers build one at a time
+  // (vitest runs the projects' global setups in turn).
+  let result;
+  try {
+    result = await esbuild.build({
+      absWorkingDir: repoRoot,
+      entryPoints: entryPoints.map((entry) => path.join(repoRoot, entry)),
+      outbase: repoRoot,
+      outdir: buildDir,
+      bundle: true,
+      packages: "external",
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      // A module imported lazily (the S3 client, Prisma's client, the CLI's commands) stays a file
+      // of its own, so its packages are still loaded only when it is.
+      splitting: true,
+      chunkNames: "chunks/[name]-[hash]",
+      // Stack traces name the .ts files and lines (Node reads the maps when started with
+      // --enable-source-maps); the sources themselves are in the tree, not copied into the maps.
+      sourcemap: "linked",
+      sourcesContent: false,
+      // No keepNames: it wraps every function, closures made per request included, in `__name(...)`
+      // (a defineProperty each time), and the API's status p99 at half its peak went from 34-37 ms
+      // (through tsx) to 74-134 ms with it, 30-36 ms without (docs/benchmarks.md). Bundling renames a
+      // name only where two clash; no class does (an error's name in the logs is its own), and stack
+      // traces map back to the .ts names through the source maps.
+      keepNames: false,
+      plugins: [ownImportMetaUrl],
+      write: false,
+      logLevel: "warning",
+    });
+  } finally {
+    await esbuild.stop();
+  }
   const written = new Set();
   // Chunks before the entry points that import them: a process starting during a rebuild finds
   // every chunk its entry names (a chunk's name is its content's hash, so an old one never changes).

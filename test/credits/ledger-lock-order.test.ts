@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { tmpdir } from "node:os";
 import { sql } from "kysely";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -13,11 +12,11 @@ import { createDb, type Db, type Tx } from "../../apps/domain/db/database.ts";
 import { databaseUnavailable, retryOnConflict } from "../../apps/domain/errors/dependency-errors.ts";
 import { metrics } from "../../apps/domain/metrics/metrics.ts";
 import { expandRequestBodySchema } from "../../apps/domain/expand-request/expand-request.schema.ts";
-import { createLocalStorage } from "../../apps/domain/storage/local-storage.ts";
-import { acceptTask, type AcceptTaskDeps } from "../../apps/domain/task/accept-task.ts";
+import { acceptTask } from "../../apps/domain/task/accept-task.ts";
 import { transitionTask } from "../../apps/domain/task/task-transition.ts";
 import { cloneDatabase, dropDatabases } from "../support/databases.ts";
 import { eventually } from "../support/fault-kit.ts";
+import { rowsOnlyAcceptDeps } from "./accept-deps.ts";
 
 // The ledger's lock order (credit-ledger.ts), replayed step by step on separate connections: a
 // create whose external_task_id names a task that an end or a retry is writing at that moment (a
@@ -46,16 +45,7 @@ afterAll(async () => {
   if (url) await dropDatabases(url, new URL(url).pathname.slice(1));
 });
 
-const acceptDeps = (db: Db): AcceptTaskDeps => ({
-  db,
-  storage: createLocalStorage(tmpdir()),
-  enqueueFirstJob: async () => async () => undefined,
-  withdrawFirstJob: async () => undefined,
-  stallRecheckMs: 60_000,
-  checkCallbackUrl: async () => undefined,
-  imageUrlRefusal: () => undefined,
-  credits: terms,
-});
+const acceptDeps = (db: Db) => rowsOnlyAcceptDeps(db, terms);
 
 const batchDeps = (db: Db): AcceptBatchDeps => ({
   ...acceptDeps(db),

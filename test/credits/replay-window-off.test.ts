@@ -1,14 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { tmpdir } from "node:os";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
 import type { CreditTerms } from "../../apps/domain/credits/credit-terms.ts";
 import { createDb, type Db } from "../../apps/domain/db/database.ts";
 import { expandRequestBodySchema } from "../../apps/domain/expand-request/expand-request.schema.ts";
-import { createLocalStorage } from "../../apps/domain/storage/local-storage.ts";
-import { acceptTask, type AcceptTaskDeps } from "../../apps/domain/task/accept-task.ts";
+import { acceptTask } from "../../apps/domain/task/accept-task.ts";
 import { cloneDatabase, dropDatabases } from "../support/databases.ts";
+import { rowsOnlyAcceptDeps } from "./accept-deps.ts";
 
 // The replay window (replay-window.ts) at 0 is off: two identical creates are two tasks however
 // their statements interleave. The window is measured back from the statement's now(), its
@@ -34,16 +33,7 @@ afterAll(async () => {
 
 const terms = (replayWindowSeconds: number): CreditTerms => ({ perImage: 1, defaultCap: undefined, maxRouteCapacity: 8, replayWindowSeconds });
 
-const acceptDeps = (on: Db, replayWindowSeconds: number): AcceptTaskDeps => ({
-  db: on,
-  storage: createLocalStorage(tmpdir()),
-  enqueueFirstJob: async () => async () => undefined,
-  withdrawFirstJob: async () => undefined,
-  stallRecheckMs: 60_000,
-  checkCallbackUrl: async () => undefined,
-  imageUrlRefusal: () => undefined,
-  credits: terms(replayWindowSeconds),
-});
+const acceptDeps = (on: Db, replayWindowSeconds: number) => rowsOnlyAcceptDeps(on, terms(replayWindowSeconds));
 
 const body = expandRequestBodySchema.parse({
   image: "https://images.example.com/source.png",

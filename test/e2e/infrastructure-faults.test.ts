@@ -10,6 +10,7 @@ import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 import { ratios } from "../support/fault-kit.ts";
 import { countTasksOf, countEventsOf } from "../support/rows.ts";
+import { startTcpProxy } from "../support/tcp-proxy.ts";
 
 
 let stack: Stack;
@@ -58,6 +59,29 @@ describe("dependencies down at intake", () => {
       expect(retried.status).toBe(202);
     } finally {
       await api.stop();
+    }
+  });
+
+  it("when Redis is connected but stops answering, then intake answers 503 with Retry-After at the default ENQUEUE_TIMEOUT_MS and nothing is written", async () => {
+    // The case the timeout is for: no refused connection to notice, the commands just get no answer
+    // (a frozen server, a path that drops packets). The API runs with the production default, which
+    // the test stacks raise (test/support/stack.ts) for their loaded event loop.
+    const redis = new URL(inject("redisUrl"));
+    const proxy = await startTcpProxy({ host: redis.hostname, port: Number(redis.port || 6379) });
+    const api = await startExtraApi({ REDIS_URL: proxy.via(inject("redisUrl")) });
+    try {
+      const { key, accountId } = await stack.newAccount();
+      await proxy.setMode("hang");
+      const answer = await call(api.url, "POST", "/v1/tasks", { key, body: { image, ...ratios, external_task_id: "hung-1" } });
+      expect(answer.status, JSON.stringify(answer.body)).toBe(503);
+      expect(answer.headers.get("retry-after")).toBe("5");
+      expect(answer.body.detail).toMatch(/Redis.*nothing was stored/);
+      expect(await countTasksOf(stack.db, accountId)).toBe(0);
+      expect(await countEventsOf(stack.db, accountId)).toBe(0);
+    } finally {
+      await proxy.setMode("pass");
+      await api.stop();
+      await proxy.stop();
     }
   });
 

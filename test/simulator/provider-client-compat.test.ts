@@ -95,11 +95,18 @@ describe("the orchestrator's provider client against the simulator", () => {
 
   it("when a created task's answer is lost, then the client reports an unknown outcome and the task can be found", async () => {
     const token = randomToken();
-    const client = clientFor({ auth: { type: "bearer", token }, timeoutMs: 300 });
+    // The answer is lost once the simulator has made the task and holds the call (counted), not on a
+    // 300 ms client timeout that a loaded machine ran before the simulator had read the request
+    // (then no task existed). Dropping the held call loses the answer as a cut connection does.
+    const client = clientFor({ auth: { type: "bearer", token }, timeoutMs: 60_000 });
+    const faultsBefore = (await adminApi(sim).stats()).body.connection_faults as number;
     await adminApi(sim).patch({ timeout_rate: 1 });
     const request = input();
     try {
-      expect(await refusal(client.create(request))).toMatchObject({ action: "retry", outcomeUnknown: true });
+      const outcome = refusal(client.create(request));
+      await expect.poll(async () => (await adminApi(sim).stats()).body.connection_faults).toBe(faultsBefore + 1);
+      expect((await adminApi(sim).dropHanging()).body).toEqual({ dropped: 1 });
+      expect(await outcome).toMatchObject({ action: "retry", outcomeUnknown: true });
     } finally {
       await adminApi(sim).patch({ timeout_rate: 0 });
     }
