@@ -46,7 +46,7 @@ describe("the fault matrix, short", () => {
           const db = createDb(stack.databaseUrl, { poolSize: 2 });
           try {
             await expectAllAccountedFor(
-              { db, api: stack.api, simulator: stack.simulator },
+              { db, api: stack.api, simulator: stack.simulator, env: { redisUrl: stack.redis.url, queuePrefix: stack.queuePrefix } },
               tasks.map((t) => ({ id: t.id, key: stack.api.key, status: "succeeded" as const, imageSize: resultSize })),
               { capacity: 4 },
             );

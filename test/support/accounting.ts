@@ -37,7 +37,7 @@ export type AccountingOptions = {
 // calls it should have caused (so nothing was created or paid twice), every provider task one of
 // ours, and the provider's slots never over capacity.
 export const expectAllAccountedFor = async (
-  stack: Pick<Stack, "db"> & { api: { url: string }; simulator: { url: string }; env?: Pick<Stack["env"], "redisUrl" | "queuePrefix"> },
+  stack: Pick<Stack, "db"> & { api: { url: string }; simulator: { url: string }; env: Pick<Stack["env"], "redisUrl" | "queuePrefix"> },
   expected: TaskExpectation[],
   options: AccountingOptions,
 ) => {
@@ -82,8 +82,7 @@ export const expectAllAccountedFor = async (
     // A task's slots go back just after its end is committed, by the process that ended it; the
     // ledger is read once a reconcile sweep that began after every end has run (an event), not
     // after a moment on the clock (2 s was not enough for that moment on a loaded machine).
-    if (stack.env) await aSweepAfterNow(stack.env);
-    else await waitForAnEmptyLedger(stack);
+    await aSweepAfterNow(stack.env);
     expect((await readiness(stack)).provider.slots.in_use, "slots still held in our ledger").toBe(0);
   }
   return { stats, simTasks };
@@ -109,8 +108,3 @@ const aSweepAfterNow = async (env: Pick<Stack["env"], "redisUrl" | "queuePrefix"
     connection.disconnect();
   }
 };
-
-// For a caller that cannot name the stack's queues (test/faults' stacks): the moment after the
-// ends, on the clock.
-const waitForAnEmptyLedger = (stack: { api: { url: string } }) =>
-  eventually("an empty slot ledger", async () => ((await readiness(stack)).provider.slots.in_use === 0 ? true : undefined), 2_000).catch(() => undefined);
