@@ -30,25 +30,43 @@ export type ClaimedDelivery = WebhookDelivery & { secretRow: { currentSealed: st
 // race on the row: one takes it, the others find it leased.
 export const claimDeliveries = async (db: Db, ids: readonly string[], leaseMs: number): Promise<ClaimedDelivery[]> => {
   if (ids.length === 0) return [];
-  const result = await sql<Omit<ClaimedDelivery, "payload"> & { payloadText: string }>`
+  const result = await sql<ClaimedRow>`
     update webhook_delivery d
     set attempts = d.attempts + 1, lease_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
     where d.id = any(${[...ids]}::uuid[]) and d.status = 'pending'
       and d.next_attempt_at <= now() + interval '1 second'
       and (d.lease_until is null or d.lease_until < now())
       and not ${waitsForEarlier}
-    returning d.id, d.seq, d.account_id as "accountId", d.task_id as "taskId", d.batch_id as "batchId",
+    returning ${claimedColumns}
+  `.execute(db);
+  return result.rows.map(parsedClaim);
+};
+
+// What an attempt needs of a delivery (and its account's signing secrets), as a claim answers it.
+const claimedColumns = sql`d.id, d.seq, d.account_id as "accountId", d.task_id as "taskId", d.batch_id as "batchId",
       d.event_type as "eventType", d.url, d.payload_kind as "payloadKind", d.payload::text as "payloadText", d.status, d.attempts,
       d.next_attempt_at as "nextAttemptAt", d.lease_until as "leaseUntil", d.last_status_code as "lastStatusCode",
       d.last_error as "lastError", d.last_latency_ms as "lastLatencyMs", d.created_at as "createdAt",
       d.updated_at as "updatedAt", d.finished_at as "finishedAt",
       (select json_build_object('currentSealed', s.current_sealed, 'previousSealed', s.previous_sealed,
          'previousUntil', s.previous_until, 'rotatedAt', s.rotated_at)
-       from webhook_signing_secret s where s.account_id = d.account_id) as "secretRow"
+       from webhook_signing_secret s where s.account_id = d.account_id) as "secretRow"`;
+type ClaimedRow = Omit<ClaimedDelivery, "payload"> & { payloadText: string };
+// As text: Kysely's CamelCasePlugin would rename the keys inside a jsonb value, and a raw event's
+// data must reach the consumer exactly as it was recorded.
+const parsedClaim = ({ payloadText, ...delivery }: ClaimedRow): ClaimedDelivery => ({ ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] });
+
+// Deliveries written already leased to this process by the move that recorded them (task-transition.ts
+// `leaseOutbound`), read after that move's commit: a read, not a claim, so the path from the event to
+// its POST has one commit. Only those still pending and still leased (a lease that lapsed meanwhile
+// is the sweep's to hand on).
+export const leasedDeliveries = async (db: Db, ids: readonly string[]): Promise<ClaimedDelivery[]> => {
+  if (ids.length === 0) return [];
+  const result = await sql<ClaimedRow>`
+    select ${claimedColumns} from webhook_delivery d
+    where d.id = any(${[...ids]}::uuid[]) and d.status = 'pending' and d.lease_until > now()
   `.execute(db);
-  // As text: Kysely's CamelCasePlugin would rename the keys inside a jsonb value, and a raw event's
-  // data must reach the consumer exactly as it was recorded.
-  return result.rows.map(({ payloadText, ...delivery }) => ({ ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] }));
+  return result.rows.map(parsedClaim);
 };
 
 export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> =>
