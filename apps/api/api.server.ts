@@ -182,6 +182,7 @@ const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, p
           agents: createConsumerAgents(),
           enqueue: (delivery, delayMs) => addDeliveryJob(queues.queue("webhook"), delivery, delayMs),
         }),
+        config.WEBHOOK_RECEIVER_CONCURRENCY,
       )
     : undefined;
   const sendOutbound = direct ? { sendOutbound: direct.sender } : {};

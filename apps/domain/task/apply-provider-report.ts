@@ -86,7 +86,7 @@ export const applyProviderReport = async (
         detail: { provider_status: report.providerStatus, provider_updated_at: report.updatedAtMs ?? null, ...options.note },
         ...(target === "archiving" ? { resultImages: report.images } : {}),
         ...(options.inbox ? { inboxEntry: { ...options.inbox, outcome: "applied", detail: null } } : {}),
-        ...(options.sendOutbound ? { leaseOutboundMs: options.sendOutbound.leaseMs } : {}),
+        ...(options.sendOutbound?.hasRoom() ? { leaseOutboundMs: options.sendOutbound.leaseMs } : {}),
         data: {
           providerTaskId: report.providerTaskId,
           providerStatus: report.providerStatus,

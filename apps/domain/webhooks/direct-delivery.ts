@@ -9,9 +9,10 @@ import { leasedDeliveries } from "./webhook-delivery.store.ts";
 // Whatever goes wrong is the workers' to finish, as for any delivery: a failed attempt's retry is a
 // job on their queue, and a process that dies (or breaks) before recording its attempt leaves the
 // lease to lapse, after which the sweep hands the delivery to a worker, same webhook-id.
-export type DirectSender = { leaseMs: number; send: (deliveryIds: readonly string[]) => void };
+// `hasRoom`: asked before the move; when it says no, the move writes the event for the workers.
+export type DirectSender = { leaseMs: number; hasRoom: () => boolean; send: (deliveryIds: readonly string[]) => void };
 
-export const createDirectSender = (deps: DeliverWebhookDeps & { logger: Logger }) => {
+export const createDirectSender = (deps: DeliverWebhookDeps & { logger: Logger }, concurrency: number) => {
   const running = new Set<Promise<void>>();
   let closed = false;
   const sendNow = async (ids: readonly string[]) => {
@@ -20,6 +21,8 @@ export const createDirectSender = (deps: DeliverWebhookDeps & { logger: Logger }
   };
   const sender: DirectSender = {
     leaseMs: deliveryLeaseMs(deps),
+    // Counted when sent, not when asked: a few moves in flight together may take it a little past.
+    hasRoom: () => !closed && running.size < concurrency,
     send: (ids) => {
       // A stopping process leaves them to lapse to the workers.
       if (closed) return;

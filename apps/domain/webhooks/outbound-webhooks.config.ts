@@ -29,6 +29,9 @@ export const outboundWebhooksApiEnv = {
   // The receiver of a provider callback sends the outbound callback its move caused itself, right
   // after its commit (the delivery is written leased to it); off, every event goes to the workers.
   WEBHOOK_SEND_FROM_RECEIVER: envBoolean.default(true),
+  // Attempts at once from one API process; past it an event goes the workers' way (NOTIFY, claim),
+  // so that sends never crowd the receiver out of its Postgres pool (DB_POOL_SIZE, 10) or its core.
+  WEBHOOK_RECEIVER_CONCURRENCY: z.coerce.number().int().min(1).max(500).default(8),
   // After a rotation the previous secret keeps signing (both signatures are sent) this long.
   WEBHOOK_SECRET_GRACE_SECONDS: z.coerce.number().int().min(0).max(30 * 86_400).default(86_400),
 };
