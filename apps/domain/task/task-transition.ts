@@ -8,6 +8,7 @@ import { retryOnConflict } from "../errors/dependency-errors.ts";
 import type { StoredImage } from "./task.store.ts";
 import { settleMovedTasksCtes } from "../credits/credit-ledger.ts";
 import { insertInboxEntry, type InboxEntry } from "./callback-inbox.ts";
+import { leasedFromMove, leasedJsonSql, type ClaimedDelivery } from "../webhooks/webhook-delivery.store.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -29,7 +30,7 @@ export type TransitionRequest = {
   // The outbound callback this move causes is written leased to the calling process for this long
   // (its first attempt claimed, no NOTIFY) when it may be sent at once (outbound-events.ts
   // sendableAtOnceSql), so that the caller sends it right after the commit, with no second commit
-  // and no hop through a worker; the result's `leased` names it. Only for a move from the exact
+  // and no hop through a worker; the result's `leased` carries it, as a claim answers it. Only for a move from the exact
   // status the caller read (the receiver's). A caller that dies, or fails to send it, leaves it to
   // the workers: the sweep finds it once the lease lapses; a failed attempt is retried by them.
   leaseOutboundMs?: number;
@@ -37,7 +38,7 @@ export type TransitionRequest = {
 
 // Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
 // now read it themselves (most only look again or give up), so no read is spent on it here.
-export type TransitionResult = { applied: true; from: TaskStatus; task: Task; leased?: string[] } | { applied: false };
+export type TransitionResult = { applied: true; from: TaskStatus; task: Task; leased?: ClaimedDelivery[] } | { applied: false };
 
 // The tasks a move applies to, each with the status and updated_at it leaves, locked (FOR UPDATE)
 // by the same statement that moves them.
@@ -155,8 +156,8 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
               .where(sql<boolean>`${eventType} is not null`),
           )
           // The workers hear of every event but those the caller sends itself.
+          .returningAll()
           .returning((eb) => [
-            "id",
             sql<boolean>`lease_until is not null`.as("leased"),
             sql<string | null>`case when lease_until is null then ${notifyDeliverySql(eb.ref("id"))} end`.as("notified"),
           ]),
@@ -170,7 +171,7 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
     .with("settle_balance", () => (terminal ? settle.settle_balance : noRows))
     .selectFrom("moved")
     .selectAll()
-    .$if(values.withLease, (q) => q.select(sql<string[] | null>`(select array_agg(o.id::text) from outbound o where o.leased)`.as("leasedDeliveries")));
+    .$if(values.withLease, (q) => q.select(leasedJsonSql(sql.table("outbound")).as("leasedDeliveries")));
 };
 
 const settle = settleMovedTasksCtes("moved");
@@ -265,7 +266,7 @@ export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest
   if (moved) {
     const { fromStatus, fromUpdatedAt, leasedDeliveries, ...task } = moved;
     recordTransition(fromStatus, task, fromUpdatedAt);
-    return { applied: true, from: fromStatus, task, ...(leasedDeliveries ? { leased: leasedDeliveries } : {}) };
+    return { applied: true, from: fromStatus, task, ...(leasedDeliveries ? { leased: leasedFromMove(leasedDeliveries) } : {}) };
   }
   return { applied: false };
 };

@@ -1,4 +1,4 @@
-import { sql, type Selectable } from "kysely";
+import { sql, type RawBuilder, type Selectable } from "kysely";
 import type { DB, Db, Tx } from "../db/database.ts";
 import { keysetPage, type PageQuery } from "../db/keyset-page.ts";
 import { notifyDeliverySql } from "./outbound-events.ts";
@@ -56,18 +56,27 @@ type ClaimedRow = Omit<ClaimedDelivery, "payload"> & { payloadText: string };
 // data must reach the consumer exactly as it was recorded.
 const parsedClaim = ({ payloadText, ...delivery }: ClaimedRow): ClaimedDelivery => ({ ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] });
 
-// Deliveries written already leased to this process by the move that recorded them (task-transition.ts
-// `leaseOutbound`), read after that move's commit: a read, not a claim, so the path from the event to
-// its POST has one commit. Only those still pending and still leased (a lease that lapsed meanwhile
-// is the sweep's to hand on).
-export const leasedDeliveries = async (db: Db, ids: readonly string[]): Promise<ClaimedDelivery[]> => {
-  if (ids.length === 0) return [];
-  const result = await sql<ClaimedRow>`
-    select ${claimedColumns} from webhook_delivery d
-    where d.id = any(${[...ids]}::uuid[]) and d.status = 'pending' and d.lease_until > now()
-  `.execute(db);
-  return result.rows.map(parsedClaim);
-};
+// Deliveries the move that recorded them wrote already leased to its caller (task-transition.ts
+// `leaseOutboundMs`), answered by that same statement as the claim answers them: rows of `source`
+// (the move's inserted deliveries, all their columns), each as one JSON text (leasedFromMove reads
+// them), so that the path from the event to its POST has one commit and one statement.
+export const leasedJsonSql = (source: RawBuilder<unknown>) =>
+  sql<string[] | null>`(select array_agg(row_to_json(x)::text) from (select ${claimedColumns} from ${source} d where d.leased) x)`;
+
+const timestamp = (value: unknown) => (typeof value === "string" ? new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : `${value}Z`) : null);
+export const leasedFromMove = (rows: readonly string[]): ClaimedDelivery[] =>
+  rows.map((text) => {
+    const row = JSON.parse(text) as ClaimedRow & Record<"nextAttemptAt" | "leaseUntil" | "createdAt" | "updatedAt" | "finishedAt", unknown>;
+    return parsedClaim({
+      ...row,
+      seq: String(row.seq),
+      nextAttemptAt: timestamp(row.nextAttemptAt)!,
+      leaseUntil: timestamp(row.leaseUntil),
+      createdAt: timestamp(row.createdAt)!,
+      updatedAt: timestamp(row.updatedAt)!,
+      finishedAt: timestamp(row.finishedAt),
+    });
+  });
 
 export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> =>
   (await claimDeliveries(db, [id], leaseMs))[0];
