@@ -30,8 +30,8 @@ export type TransitionRequest = {
   // The outbound callback this move causes is written leased to the calling process for this long
   // (its first attempt claimed, no NOTIFY) when it may be sent at once (outbound-events.ts
   // sendableAtOnceSql), so that the caller sends it right after the commit, with no second commit
-  // and no hop through a worker; the result's `leased` carries it, as a claim answers it. Only for a move from the exact
-  // status the caller read (the receiver's). A caller that dies, or fails to send it, leaves it to
+  // and no hop through a worker; the result's `leased` carries it, as a claim answers it. Only for
+  // a move from the exact status the caller read (the receiver's). A caller that dies, or fails to send it, leaves it to
   // the workers: the sweep finds it once the lease lapses; a failed attempt is retried by them.
   leaseOutboundMs?: number;
 };
@@ -155,8 +155,9 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
               ])
               .where(sql<boolean>`${eventType} is not null`),
           )
-          // The workers hear of every event but those the caller sends itself.
-          .returningAll()
+          // The workers hear of every event but those the caller sends itself, whose whole rows go
+          // back to it (leasedJsonSql below).
+          .$if(values.withLease, (q) => q.returningAll())
           .returning((eb) => [
             sql<boolean>`lease_until is not null`.as("leased"),
             sql<string | null>`case when lease_until is null then ${notifyDeliverySql(eb.ref("id"))} end`.as("notified"),
