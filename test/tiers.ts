@@ -42,6 +42,7 @@ export const e2eFiles = [
   "test/e2e/fleet-pgbouncer.test.ts",
   "test/e2e/hostile-http-budget.test.ts",
   "test/e2e/live-progress.test.ts",
+  "test/e2e/outbound-webhooks-receiver.test.ts",
   "test/e2e/outbound-webhooks-recovery.test.ts",
   "test/e2e/poison-job.test.ts",
   "test/e2e/redis-cluster.test.ts",

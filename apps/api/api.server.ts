@@ -16,6 +16,8 @@ import { claimQueuePrefix } from "../domain/process/stack-identity.ts";
 import { createProducerRedis, createSubscriberRedis, redisTargetFrom, type RedisClient } from "../domain/queues/redis-connection.ts";
 import { createFairPriority } from "../domain/queues/fair-priority.ts";
 import { createTaskQueues } from "../domain/queues/task-queues.ts";
+import { createDirectSender } from "../domain/webhooks/direct-delivery.ts";
+import { addDeliveryJob, createConsumerAgents, webhookSenderDeps } from "../domain/webhooks/webhook-sender.ts";
 import { createProviderRouteSet } from "../domain/provider-capacity/provider-route-set.ts";
 import { resolveProviderRoutes } from "../domain/provider/provider-routes.schema.ts";
 import type { CreditTerms } from "../domain/credits/credit-terms.ts";
@@ -57,7 +59,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
   const url = localUrlFor(config.HOST, port);
   const publicBaseUrl = (config.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
 
-  const { deps, routes, hub, liveLimits } = buildApiDeps(config, base, logger, publicBaseUrl);
+  const { deps, routes, hub, liveLimits, direct } = buildApiDeps(config, base, logger, publicBaseUrl);
   const pruning = pruneIdempotencyKeysEvery(config, base.db, logger);
   const app = buildApp(deps);
   server.on("request", app);
@@ -77,6 +79,7 @@ export const startApi = async (config: ApiConfig, options: { logDestination?: Lo
         // reconnects, to another process, with its Last-Event-ID); otherwise close() waits for them.
         void hub.close();
       });
+      await direct?.close();
       await base.queues.close().catch(() => undefined);
       await routes.close();
       await closeConnections(base);
@@ -167,6 +170,22 @@ const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, p
     stallRecheckMs: timing.stallRecheckMs,
   };
   const callbackReports = { ...reports, db: callbackDb };
+  // The outbound callback a provider callback causes is sent from here, after the move's one commit;
+  // the workers take what this process fails to send (a retry is a job on their queue).
+  const direct = config.WEBHOOK_SEND_FROM_RECEIVER
+    ? createDirectSender(
+        webhookSenderDeps(config, {
+          db,
+          logger,
+          serverKey,
+          publicBaseUrl,
+          agents: createConsumerAgents(),
+          enqueue: (delivery, delayMs) => addDeliveryJob(queues.queue("webhook"), delivery, delayMs),
+        }),
+        config.WEBHOOK_RECEIVER_CONCURRENCY,
+      )
+    : undefined;
+  const sendOutbound = direct ? { sendOutbound: direct.sender } : {};
   const linkKey = serverKey.derive("image-links");
   const credits: CreditTerms = {
     perImage: config.CREDITS_PER_IMAGE,
@@ -215,13 +234,14 @@ const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, p
     // bypassed by dropping the route from the URL.
     callbacks: {
       ...callbackReports,
+      ...sendOutbound,
       webhookSecrets: [...new Set([...(config.PROVIDER_WEBHOOK_SECRET ?? []), ...providerRoutes.flatMap((r) => r.webhookSecrets ?? [])])],
     },
     // A route's callbacks are verified with its own secret, or the installation's.
     callbacksForRoute: (name) => {
       const route = routes.all.find((r) => r.route.name === name);
       if (!route) return undefined;
-      return { ...callbackReports, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
+      return { ...callbackReports, ...sendOutbound, webhookSecrets: route.route.webhookSecrets ?? config.PROVIDER_WEBHOOK_SECRET ?? [] };
     },
     providerRoutes: routes,
     bodyBudget: createBodyBudget({
@@ -256,7 +276,7 @@ const buildApiDeps = (config: ApiConfig, base: ApiConnections, logger: Logger, p
       queue: queues.queue,
     },
   };
-  return { deps, routes, hub, liveLimits };
+  return { deps, routes, hub, liveLimits, direct };
 };
 
 // Redis down must be a fast 503 with nothing written, never a request that hangs.

@@ -6,11 +6,10 @@ import type { Logger } from "../domain/logging/logger.ts";
 import { jobCatalog } from "../domain/queues/job-catalog.ts";
 import { startQueueWorker, type QueueWorkerOptions } from "../domain/queues/queue-worker.ts";
 import type { TaskQueues } from "../domain/queues/task-queues.ts";
-import { signImageLink } from "../domain/storage/signed-link.ts";
-import { createOriginAgents } from "../domain/http/origin-agents.ts";
 import { attemptClaimed, deliverWebhook, deliveryLeaseMs, type DeliverWebhookDeps } from "../domain/webhooks/deliver-webhook.ts";
 import { WEBHOOK_NOTIFY_CHANNEL } from "../domain/webhooks/outbound-events.ts";
-import { claimDeliveries, deliveryJobId, dueDeliveries } from "../domain/webhooks/webhook-delivery.store.ts";
+import { claimDeliveries, dueDeliveries } from "../domain/webhooks/webhook-delivery.store.ts";
+import { addDeliveryJob, createConsumerAgents, webhookSenderDeps } from "../domain/webhooks/webhook-sender.ts";
 import type { WorkerConfig } from "./worker.config.ts";
 
 export type OutboundWebhooksDeps = {
@@ -26,8 +25,6 @@ export type OutboundWebhooksDeps = {
 
 const SWEEP_BATCH = 500;
 const LISTEN_RETRY_MS = 1_000;
-// Kept connections to consumers: closed after this long idle (most servers keep theirs 5 s).
-const CONSUMER_IDLE_MS = 4_000;
 
 type DeliveryRef = { id: string; attempts: number };
 
@@ -46,24 +43,16 @@ export const startOutboundWebhooks = async (deps: OutboundWebhooksDeps) => {
   const entry = jobCatalog.webhook;
   const queue = deps.queues.queue("webhook");
   const sweepQueue = deps.queues.queue("webhookSweep");
-  const addJob = async (delivery: DeliveryRef, delayMs: number) => {
-    const data = entry.payload.parse({ deliveryId: delivery.id });
-    await queue.add(entry.name, data, { ...entry.options, jobId: deliveryJobId(delivery), ...(delayMs > 0 ? { delay: Math.ceil(delayMs) } : {}) });
-  };
-  const agents = createOriginAgents({ idleMs: CONSUMER_IDLE_MS, maxOrigins: 1_000, maxIdlePerOrigin: 8 });
-  const linkKey = deps.serverKey.derive("image-links");
-  const deliverDeps: DeliverWebhookDeps = {
+  const addJob = (delivery: DeliveryRef, delayMs: number) => addDeliveryJob(queue, delivery, delayMs);
+  const agents = createConsumerAgents();
+  const deliverDeps: DeliverWebhookDeps = webhookSenderDeps(config, {
     db: deps.db,
     logger,
     serverKey: deps.serverKey,
-    signLink: (taskId, index) => signImageLink(deps.publicBaseUrl, linkKey, taskId, index, config.IMAGE_LINK_TTL_SECONDS),
-    schedule: config.WEBHOOK_RETRY_SCHEDULE,
-    attemptTimeoutMs: config.WEBHOOK_ATTEMPT_TIMEOUT_MS,
-    maxResponseBytes: config.WEBHOOK_RESPONSE_MAX_BYTES,
-    allowedPrivateHosts: config.ALLOWED_PRIVATE_HOSTS,
+    publicBaseUrl: deps.publicBaseUrl,
     agents,
     enqueue: (delivery, delayMs) => (delayMs > 0 ? addJob(delivery, delayMs) : deliverSoon(delivery)),
-  };
+  });
 
   // Deliveries to claim and send from this process. `reserved` counts those waiting for their claim
   // and those being attempted, so that no more than WEBHOOK_CONCURRENCY run here at once.

@@ -23,6 +23,8 @@ export type BenchStack = {
   queuePrefix: string;
   // A second prefix for the raw baseline's BullMQ jobs, so its queue never sits in the API's.
   baselinePrefix: string;
+  // The API's SERVER_KEY: a worker of the same run must have it (signing secrets are sealed under it).
+  serverKey: string;
   // Warn/error lines the API printed (LOG_LEVEL=warn): a figure with errors behind it is suspect.
   apiLogLines: () => string[];
   // CPU seconds the API process has used so far (user + system), from /proc.
@@ -155,8 +157,9 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
           PUBLIC_BASE_URL: "",
           PROVIDER_WEBHOOK_SECRET: "",
           // Intake refuses literal private image URLs; the bench's image host (api-fill.ts) is never
-          // fetched (no worker runs), only named, so its one port is allowed.
-          ALLOWED_PRIVATE_HOSTS: new URL(benchImageUrl).host,
+          // fetched (no worker runs), only named, so its one port is allowed, besides what the
+          // caller allows (bench:callbacks: its consumer on loopback, which the API calls back).
+          ALLOWED_PRIVATE_HOSTS: [env.ALLOWED_PRIVATE_HOSTS, new URL(benchImageUrl).host].filter(Boolean).join(","),
           ...(simulatorPort === undefined ? {} : { SIMULATOR_PORT: String(simulatorPort), ...options.stackEnv }),
           ...extraEnv,
         },
@@ -194,6 +197,7 @@ export const startBenchStack = async (env: NodeJS.ProcessEnv = process.env, opti
       redisUrl,
       queuePrefix,
       baselinePrefix,
+      serverKey,
       apiLogLines: api.logLines,
       apiCpuSeconds: api.cpuSeconds,
       startVariant: (extraEnv) => {

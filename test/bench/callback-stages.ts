@@ -17,6 +17,8 @@ export const stageNames = [
   "NOTIFY -> claim start",
   "claim statement (incl. commit)",
   "claim end -> POST start",
+  // Sent by the receiver (WEBHOOK_SEND_FROM_RECEIVER): its read of the leased delivery, no claim.
+  "move end -> POST start (API sends)",
   "POST start -> consumer received",
 ] as const;
 export type StageName = (typeof stageNames)[number];
@@ -64,11 +66,14 @@ export const callbackStages = (
       const received = firstOf(mine, (e) => e.ev === "in");
       const queries = mine.filter((e) => e.ev === "q" && e.end !== undefined);
       const read = queries[0];
-      const move = queries.length > 1 ? queries[queries.length - 1] : undefined;
+      // The move names its task in its answer; so does the receiver's read of the delivery the move
+      // leased to it, which comes after.
+      const move = queries.find((e) => e !== read && e.sql?.startsWith('with "before"')) ?? (queries.length > 1 ? queries[queries.length - 1] : undefined);
       const delivery = deliveryOfTask.get(b.task);
       const notify = delivery ? notifyOf.get(delivery) : undefined;
       const claim = delivery ? claimOf.get(delivery) : undefined;
-      const out = outOf.get(b.task);
+      const apiOut = firstOf(mine, (e) => e.ev === "out");
+      const out = apiOut ?? outOf.get(b.task);
       put("bench: due -> sent", b.scheduled, b.sent);
       put("sent -> API request start", b.sent, received?.t);
       put("API request -> first query", received?.t, read?.t);
@@ -78,7 +83,8 @@ export const callbackStages = (
       put("move end -> NOTIFY heard (worker)", move?.end, notify?.t);
       put("NOTIFY -> claim start", notify?.t, claim?.t);
       put("claim statement (incl. commit)", claim?.t, claim?.end);
-      put("claim end -> POST start", claim?.end, out?.t);
+      if (apiOut) put("move end -> POST start (API sends)", move?.end, apiOut.t);
+      else put("claim end -> POST start", claim?.end, out?.t);
       put("POST start -> consumer received", out?.t, b.arrived);
       return { task: b.task, total: b.arrived! - b.scheduled, stages };
     });

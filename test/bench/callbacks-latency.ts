@@ -13,7 +13,7 @@
 // and per process the event-loop delay, GC pauses and CPU. BENCH_CALLBACKS_ROUNDS (1) repeats hop,
 // bare, ours per rate. Exits non-zero only if the run breaks (a callback never arrived).
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:http";
@@ -119,7 +119,8 @@ const main = async () => {
   const traced = (role: string) => (TRACE ? { CALLBACK_TRACE_DIR: traceDir, CALLBACK_TRACE_ROLE: role } : {});
   // The apps run from the build; the trace preload is TypeScript, so tsx comes with it.
   const nodeArgs = TRACE ? ["--import", "tsx", "--import", preload] : [];
-  const stack = await startBenchStack({ ...process.env, ...quiet, ...traced("api") }, { nodeArgs });
+  // The API sends the callbacks it causes (WEBHOOK_SEND_FROM_RECEIVER), to the consumer on loopback.
+  const stack = await startBenchStack({ ...process.env, ...quiet, ...traced("api"), ALLOWED_PRIVATE_HOSTS: "127.0.0.1" }, { nodeArgs });
   const db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
   // Dropping the database at the end ends its connections: not an error here.
   db.on("error", () => undefined);
@@ -152,7 +153,7 @@ const main = async () => {
         DATABASE_URL: stack.databaseUrl,
         REDIS_URL: stack.redisUrl,
         QUEUE_PREFIX: stack.queuePrefix,
-        SERVER_KEY: randomBytes(32).toString("base64url"),
+        SERVER_KEY: stack.serverKey,
         LOG_LEVEL: "info",
         LOG_FORMAT: "json",
         PROVIDER: "simulator",

@@ -1,6 +1,7 @@
 import type { Db, EventSource, Task } from "../db/database.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { ProviderReport } from "../provider/provider-adapter.ts";
+import type { DirectSender } from "../webhooks/direct-delivery.ts";
 import { firstCheckDelayMs, MIN_POLL_DELAY_MS, type ProviderRunTime } from "../provider-capacity/provider-run-time.ts";
 import type { InboxEntry } from "./callback-inbox.ts";
 import type { TaskEndDeps } from "./fail-task.ts";
@@ -44,6 +45,9 @@ export const applyProviderReport = async (
     // A callback's inbox row, written by the move's statement when the report applies
     // (`inboxStored`); otherwise the caller stores it with the outcome it got.
     inbox?: Pick<InboxEntry, "rawBody" | "providerStatus" | "webhookId">;
+    // The outbound callback the move causes is written leased to this process and sent from here
+    // as soon as the move commits (task-transition.ts leaseOutboundMs).
+    sendOutbound?: DirectSender;
   } = {},
 ): Promise<{ outcome: ReportOutcome; task?: Task; inboxStored?: boolean }> => {
   const target = report.status;
@@ -82,6 +86,7 @@ export const applyProviderReport = async (
         detail: { provider_status: report.providerStatus, provider_updated_at: report.updatedAtMs ?? null, ...options.note },
         ...(target === "archiving" ? { resultImages: report.images } : {}),
         ...(options.inbox ? { inboxEntry: { ...options.inbox, outcome: "applied", detail: null } } : {}),
+        ...(options.sendOutbound?.hasRoom() ? { leaseOutboundMs: options.sendOutbound.leaseMs } : {}),
         data: {
           providerTaskId: report.providerTaskId,
           providerStatus: report.providerStatus,
@@ -98,6 +103,7 @@ export const applyProviderReport = async (
       },
     );
     if (!result.applied) continue; // raced with another report; look again
+    if (result.leased) options.sendOutbound?.send(result.leased);
     // The provider freed this task's slots when it ended. Released only once the row says so: the
     // sweeper's ledger repair re-holds the slots of every task whose row says it is still running,
     // and a release that came first would be undone by it (a slot counted twice until the next

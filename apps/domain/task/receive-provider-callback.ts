@@ -4,6 +4,7 @@ import { safeEqual } from "../crypto/constant-time.ts";
 import type { CallbackOutcome } from "../db/database.ts";
 import { isUuid } from "../db/uuid.ts";
 import type { ProviderAdapter } from "../provider/provider-adapter.ts";
+import type { DirectSender } from "../webhooks/direct-delivery.ts";
 import { verifyStandardWebhook } from "../webhooks/standard-webhooks.ts";
 import { applyProviderReport, type ApplyReportDeps } from "./apply-provider-report.ts";
 import { insertInboxEntry } from "./callback-inbox.ts";
@@ -17,6 +18,9 @@ export type ReceiveCallbackDeps = ApplyReportDeps & {
   webhookSecrets: readonly string[];
   // The adapter of a task's route (null: a row from before routes existed), which reads the body.
   adapterOf: (route: string | null) => ProviderAdapter;
+  // Sends the outbound callback an applied callback causes from this process, right after the
+  // move's commit (WEBHOOK_SEND_FROM_RECEIVER); without, the workers send it.
+  sendOutbound?: DirectSender;
 };
 
 export type CallbackInput = { taskId: string; token: string; headers: IncomingHttpHeaders; rawBody: Buffer };
@@ -84,6 +88,7 @@ export const receiveProviderCallback = async (deps: ReceiveCallbackDeps, input: 
   const { outcome, inboxStored } = await applyProviderReport(deps, task.id, report, "callback", {
     known: task,
     inbox: { rawBody, providerStatus: report.providerStatus, webhookId },
+    ...(deps.sendOutbound ? { sendOutbound: deps.sendOutbound } : {}),
   });
   if (!inboxStored) await store(outcome, null, report.providerStatus);
   return { httpStatus: 200, outcome, stored: true };

@@ -1,13 +1,14 @@
 import { sql, type CompiledQuery, type QueryCreator, type SelectQueryBuilder, type Updateable } from "kysely";
 import { asJson, executeCompiled, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
 import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
-import { initialDeliveryStatusSql, notifyDeliverySql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
+import { initialDeliveryStatusSql, notifyDeliverySql, sendableAtOnceSql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
 import { recordTransition } from "../metrics/task-metrics.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
 import { retryOnConflict } from "../errors/dependency-errors.ts";
 import type { StoredImage } from "./task.store.ts";
 import { settleMovedTasksCtes } from "../credits/credit-ledger.ts";
 import { insertInboxEntry, type InboxEntry } from "./callback-inbox.ts";
+import { leasedFromMove, leasedJsonSql, type ClaimedDelivery } from "../webhooks/webhook-delivery.store.ts";
 
 export type TransitionRequest = {
   taskId: string;
@@ -26,17 +27,24 @@ export type TransitionRequest = {
   // A provider callback's inbox row (callback-inbox.ts), written by the same statement when the
   // move applies: the callback's move and its record in one round trip.
   inboxEntry?: InboxEntry;
+  // The outbound callback this move causes is written leased to the calling process for this long
+  // (its first attempt claimed, no NOTIFY) when it may be sent at once (outbound-events.ts
+  // sendableAtOnceSql), so that the caller sends it right after the commit, with no second commit
+  // and no hop through a worker; the result's `leased` carries it, as a claim answers it. Only for
+  // a move from the exact status the caller read (the receiver's). A caller that dies, or fails to send it, leaves it to
+  // the workers: the sweep finds it once the lease lapses; a failed attempt is retried by them.
+  leaseOutboundMs?: number;
 };
 
 // Not applied: the task was gone or in none of the `from` statuses. Callers that need it as it is
 // now read it themselves (most only look again or give up), so no read is spent on it here.
-export type TransitionResult = { applied: true; from: TaskStatus; task: Task } | { applied: false };
+export type TransitionResult = { applied: true; from: TaskStatus; task: Task; leased?: ClaimedDelivery[] } | { applied: false };
 
 // The tasks a move applies to, each with the status and updated_at it leaves, locked (FOR UPDATE)
 // by the same statement that moves them.
 type PickTasks = (db: QueryCreator<DB>) => SelectQueryBuilder<DB, "task", { id: string; status: TaskStatus; updatedAt: Date }>;
 type Move = Omit<TransitionRequest, "taskId" | "from"> & { from: readonly TaskStatus[] };
-export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date };
+export type MovedTask = Task & { fromStatus: TaskStatus; fromUpdatedAt: Date; leasedDeliveries?: string[] | null };
 
 // The one status-changing statement, for one task or a chunk of a batch's: a guarded update plus
 // its events, in one statement: late or duplicate events cannot move a task backwards, and history
@@ -58,6 +66,8 @@ type MoveValues = {
   withStored: boolean;
   stored: unknown;
   inbox: { [K in keyof InboxEntry]: unknown } | undefined;
+  withLease: boolean;
+  leaseSeconds: unknown;
 };
 
 const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues) => {
@@ -65,6 +75,8 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
   // `null` (no insert) for statuses that no task is called back about.
   const eventType = taskEventTypeSql(move.to, "moved", "moved.from_status") ?? sql<null>`null`;
   const terminal = isTerminal(move.to);
+  const deliveryStatus = initialDeliveryStatusSql(sql.ref("moved.account_id"), sql.ref("moved.callback_url"));
+  const leased = values.withLease ? sendableAtOnceSql(sql.ref("moved.id"), deliveryStatus) : sql<boolean>`false`;
   return tx
     .with("before", pick)
     .with("moved", (db) =>
@@ -123,7 +135,7 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
         db
           .insertInto("webhookDelivery")
           // A batch item's events carry its batch too, so the delivery log filtered by batch shows them.
-          .columns(["accountId", "taskId", "batchId", "eventType", "url", "payloadKind", "payload", "status"])
+          .columns(["accountId", "taskId", "batchId", "eventType", "url", "payloadKind", "payload", "status", "attempts", "leaseUntil"])
           .expression((eb) =>
             eb
               .selectFrom("moved")
@@ -136,11 +148,20 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
                 sql<string>`case when moved.origin = 'dropin' then 'provider_task' else 'native_task' end`.as("payloadKind"),
                 // The row as it is now (less its secrets): rendered at each attempt, so links are fresh.
                 sql`to_jsonb(moved) - 'from_status' - 'from_updated_at' - 'callback_token' - 'request_hash'`.as("payload"),
-                initialDeliveryStatusSql(sql.ref("moved.account_id"), sql.ref("moved.callback_url")).as("status"),
+                deliveryStatus.as("status"),
+                // Leased: its first attempt is taken by the caller, as a claim would take it.
+                sql<number>`case when ${leased} then 1 else 0 end`.as("attempts"),
+                sql<Date | null>`case when ${leased} then now() + make_interval(secs => ${values.leaseSeconds}::float8) end`.as("leaseUntil"),
               ])
               .where(sql<boolean>`${eventType} is not null`),
           )
-          .returning((eb) => notifyDeliverySql(eb.ref("id")).as("notified")),
+          // The workers hear of every event but those the caller sends itself, whose whole rows go
+          // back to it (leasedJsonSql below).
+          .$if(values.withLease, (q) => q.returningAll())
+          .returning((eb) => [
+            sql<boolean>`lease_until is not null`.as("leased"),
+            sql<string | null>`case when lease_until is null then ${notifyDeliverySql(eb.ref("id"))} end`.as("notified"),
+          ]),
     )
     // An end settles the moved tasks' credit holds in the same statement: no reader (a batch's end
     // event, the usage routes) sees a task ended with its hold still open, and the end costs one
@@ -150,7 +171,8 @@ const buildMove = (tx: Tx | Db, pick: PickTasks, move: Move, values: MoveValues)
     .with("settle_locked", () => (terminal ? settle.settle_locked : noRows))
     .with("settle_balance", () => (terminal ? settle.settle_balance : noRows))
     .selectFrom("moved")
-    .selectAll();
+    .selectAll()
+    .$if(values.withLease, (q) => q.select(leasedJsonSql(sql.table("outbound")).as("leasedDeliveries")));
 };
 
 const settle = settleMovedTasksCtes("moved");
@@ -175,6 +197,8 @@ const moveValues = (move: Move): MoveValues => ({
       sha256: move.storedImage.sha256,
     }),
   inbox: move.inboxEntry,
+  withLease: move.leaseOutboundMs !== undefined,
+  leaseSeconds: (move.leaseOutboundMs ?? 0) / 1000,
 });
 
 const moveTasksInTx = async (tx: Tx | Db, pick: PickTasks, move: Move): Promise<MovedTask[]> => buildMove(tx, pick, move, moveValues(move)).execute();
@@ -196,7 +220,8 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
   const hasImages = (move.resultImages?.length ?? 0) > 0;
   const hasStored = move.storedImage !== undefined;
   const hasInbox = move.inboxEntry !== undefined;
-  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored, hasInbox]);
+  const hasLease = move.leaseOutboundMs !== undefined;
+  const key = JSON.stringify([move.to, move.from, move.source, dataKeys, hasImages, hasStored, hasInbox, hasLease]);
   let compiled = compiledMoves.get(key);
   if (!compiled) {
     const slots = new Map<symbol, (move: Move, taskId: string, values: MoveValues) => unknown>();
@@ -222,6 +247,8 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
             webhookId: slot("inbox.webhookId", (m) => m.inboxEntry!.webhookId),
           }
         : undefined,
+      withLease: hasLease,
+      leaseSeconds: slot("leaseSeconds", (_m, _t, v) => v.leaseSeconds),
     };
     const shapedData = Object.fromEntries(dataKeys.map((k) => [k, slot(k, (m) => (m.data as Record<string, unknown>)[k])]));
     const idSlot = slot("taskId", (_m, t) => t) as unknown as string;
@@ -238,9 +265,9 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
 export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest): Promise<TransitionResult> => {
   const [moved] = await moveSingleTask(tx, request.taskId, { ...request, from: request.from ?? statusesBefore(request.to) });
   if (moved) {
-    const { fromStatus, fromUpdatedAt, ...task } = moved;
+    const { fromStatus, fromUpdatedAt, leasedDeliveries, ...task } = moved;
     recordTransition(fromStatus, task, fromUpdatedAt);
-    return { applied: true, from: fromStatus, task };
+    return { applied: true, from: fromStatus, task, ...(leasedDeliveries ? { leased: leasedFromMove(leasedDeliveries) } : {}) };
   }
   return { applied: false };
 };

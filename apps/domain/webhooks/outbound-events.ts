@@ -54,6 +54,15 @@ export const initialDeliveryStatusSql = (accountId: RawBuilder<unknown>, url: Ra
   sql<"pending" | "disabled">`(case when exists (select 1 from webhook_disabled_url w where w.account_id = ${accountId} and w.url = ${url})
     then 'disabled' else 'pending' end)::webhook_delivery_status`;
 
+// Whether a task's new event may be sent at once by the process that records it (task-transition.ts
+// `leaseOutbound`): only when it is to be sent at all and no earlier event of the task is still
+// undecided, so that the consumer sees the task's states in order (the same rule as the claim's).
+// Inside the move's statement the row lock on the task orders two moves of it, and a move from
+// the status it read (`from`) that lost that race does not apply, so no earlier event can commit
+// unseen by this check and then be sent after this one.
+export const sendableAtOnceSql = (taskId: RawBuilder<unknown>, status: RawBuilder<"pending" | "disabled">) =>
+  sql<boolean>`(${status} = 'pending' and not exists (select 1 from webhook_delivery p where p.task_id = ${taskId} and p.status = 'pending'))`;
+
 export type WebhookEventInput = {
   accountId: string;
   taskId?: string | null;

@@ -1,4 +1,4 @@
-import { sql, type Selectable } from "kysely";
+import { sql, type RawBuilder, type Selectable } from "kysely";
 import type { DB, Db, Tx } from "../db/database.ts";
 import { keysetPage, type PageQuery } from "../db/keyset-page.ts";
 import { notifyDeliverySql } from "./outbound-events.ts";
@@ -30,26 +30,53 @@ export type ClaimedDelivery = WebhookDelivery & { secretRow: { currentSealed: st
 // race on the row: one takes it, the others find it leased.
 export const claimDeliveries = async (db: Db, ids: readonly string[], leaseMs: number): Promise<ClaimedDelivery[]> => {
   if (ids.length === 0) return [];
-  const result = await sql<Omit<ClaimedDelivery, "payload"> & { payloadText: string }>`
+  const result = await sql<ClaimedRow>`
     update webhook_delivery d
     set attempts = d.attempts + 1, lease_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
     where d.id = any(${[...ids]}::uuid[]) and d.status = 'pending'
       and d.next_attempt_at <= now() + interval '1 second'
       and (d.lease_until is null or d.lease_until < now())
       and not ${waitsForEarlier}
-    returning d.id, d.seq, d.account_id as "accountId", d.task_id as "taskId", d.batch_id as "batchId",
+    returning ${claimedColumns}
+  `.execute(db);
+  return result.rows.map(parsedClaim);
+};
+
+// What an attempt needs of a delivery (and its account's signing secrets), as a claim answers it.
+const claimedColumns = sql`d.id, d.seq, d.account_id as "accountId", d.task_id as "taskId", d.batch_id as "batchId",
       d.event_type as "eventType", d.url, d.payload_kind as "payloadKind", d.payload::text as "payloadText", d.status, d.attempts,
       d.next_attempt_at as "nextAttemptAt", d.lease_until as "leaseUntil", d.last_status_code as "lastStatusCode",
       d.last_error as "lastError", d.last_latency_ms as "lastLatencyMs", d.created_at as "createdAt",
       d.updated_at as "updatedAt", d.finished_at as "finishedAt",
       (select json_build_object('currentSealed', s.current_sealed, 'previousSealed', s.previous_sealed,
          'previousUntil', s.previous_until, 'rotatedAt', s.rotated_at)
-       from webhook_signing_secret s where s.account_id = d.account_id) as "secretRow"
-  `.execute(db);
-  // As text: Kysely's CamelCasePlugin would rename the keys inside a jsonb value, and a raw event's
-  // data must reach the consumer exactly as it was recorded.
-  return result.rows.map(({ payloadText, ...delivery }) => ({ ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] }));
-};
+       from webhook_signing_secret s where s.account_id = d.account_id) as "secretRow"`;
+type ClaimedRow = Omit<ClaimedDelivery, "payload"> & { payloadText: string };
+// As text: Kysely's CamelCasePlugin would rename the keys inside a jsonb value, and a raw event's
+// data must reach the consumer exactly as it was recorded.
+const parsedClaim = ({ payloadText, ...delivery }: ClaimedRow): ClaimedDelivery => ({ ...delivery, payload: JSON.parse(payloadText) as ClaimedDelivery["payload"] });
+
+// Deliveries the move that recorded them wrote already leased to its caller (task-transition.ts
+// `leaseOutboundMs`), answered by that same statement as the claim answers them: rows of `source`
+// (the move's inserted deliveries, all their columns), each as one JSON text (leasedFromMove reads
+// them), so that the path from the event to its POST has one commit and one statement.
+export const leasedJsonSql = (source: RawBuilder<unknown>) =>
+  sql<string[] | null>`(select array_agg(row_to_json(x)::text) from (select ${claimedColumns} from ${source} d where d.leased) x)`;
+
+const timestamp = (value: unknown) => (typeof value === "string" ? new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : `${value}Z`) : null);
+export const leasedFromMove = (rows: readonly string[]): ClaimedDelivery[] =>
+  rows.map((text) => {
+    const row = JSON.parse(text) as ClaimedRow & Record<"nextAttemptAt" | "leaseUntil" | "createdAt" | "updatedAt" | "finishedAt", unknown>;
+    return parsedClaim({
+      ...row,
+      seq: String(row.seq),
+      nextAttemptAt: timestamp(row.nextAttemptAt)!,
+      leaseUntil: timestamp(row.leaseUntil),
+      createdAt: timestamp(row.createdAt)!,
+      updatedAt: timestamp(row.updatedAt)!,
+      finishedAt: timestamp(row.finishedAt),
+    });
+  });
 
 export const claimDelivery = async (db: Db, id: string, leaseMs: number): Promise<ClaimedDelivery | undefined> =>
   (await claimDeliveries(db, [id], leaseMs))[0];
