@@ -41,8 +41,9 @@ const OVER_ROOM_WAIT_MS = 1_000;
 // stream entries, so trips a task grew with how long the backlog waited: with the load (slower
 // downloads) and with how the backlog fell between workers (measured 2026-12-07: 0.02-1.6 trips a
 // task, the whole spread of Redis commands per task between 1 and 3 workers). Now each stepped-back
-// job counts as ahead of the next one (until it is due back), and a round of the line lasts this
-// account's downloads' time here (a moving average, at least the base): the k-th job beyond the line
+// job counts as ahead of the next one (until it is due back), and a round of the line (a share's
+// worth of downloads ending) lasts what it takes here (a moving average of the gaps between the
+// line's hand-overs, times the share; at least the base): the k-th job beyond the line
 // comes back about when the line and the k-1 before it have had their downloads. Bounded, so a job
 // still looks again now and then (its turn may come sooner on another worker).
 const MAX_DOWNLOAD_ROUND_MS = 5_000;
@@ -58,6 +59,11 @@ export const createDownloadShares = (perAccount: number, jobSlots: number, stopp
   // due back, and how long its downloads take here.
   const away = new Map<string, number[]>();
   const downloadMs = new Map<string, number>();
+  const lastHandOver = new Map<string, number>();
+  const forget = (accountId: string) => {
+    downloadMs.delete(accountId);
+    lastHandOver.delete(accountId);
+  };
   // An account's stepped-back jobs not due back yet (its entry goes with the last of them). Times are
   // pushed about in order (each later than the one before, but for jitter), so the list is trimmed
   // from its front only: cheap with a long backlog, and a job counted a little past its time is harmless.
@@ -75,7 +81,7 @@ export const createDownloadShares = (perAccount: number, jobSlots: number, stopp
   const pruneAway = (now: number) => {
     if (now - prunedAt < 10_000) return;
     prunedAt = now;
-    for (const accountId of [...away.keys()]) if (stillAway(accountId, now).length === 0 && running.of(accountId) === 0) downloadMs.delete(accountId);
+    for (const accountId of [...away.keys()]) if (stillAway(accountId, now).length === 0 && running.of(accountId) === 0) forget(accountId);
   };
   const busy = (accountId: string, spread = true): DownloadShare => {
     const now = Date.now();
@@ -99,23 +105,29 @@ export const createDownloadShares = (perAccount: number, jobSlots: number, stopp
   };
   const shareOf = (accountId: string): DownloadShare => {
     let released = false;
-    const started = Date.now();
     return {
       release: () => {
         if (released) return;
         released = true;
-        const took = Date.now() - started;
-        const before = downloadMs.get(accountId);
-        downloadMs.set(accountId, before === undefined ? took : before + (took - before) / 8);
         // Handed straight to the account's next waiter: the running count stays as it is.
         const next = lines.get(accountId)?.[0];
         if (next) {
+          // With a line, the gap between two hand-overs is how fast the line moves here (downloads
+          // and the rest of the process' work alike, which is what a loaded machine slows).
+          const now = Date.now();
+          const last = lastHandOver.get(accountId);
+          lastHandOver.set(accountId, now);
+          const round = last === undefined ? undefined : (now - last) * perAccount;
+          if (round !== undefined && round <= MAX_DOWNLOAD_ROUND_MS) {
+            const before = downloadMs.get(accountId);
+            downloadMs.set(accountId, before === undefined ? round : before + (round - before) / 8);
+          }
           leave(accountId, next);
           return next.wake(shareOf(accountId));
         }
         running.remove(accountId);
         // Forgotten with the account's last download, so the map holds only accounts at work here.
-        if (running.of(accountId) === 0 && stillAway(accountId, Date.now()).length === 0) downloadMs.delete(accountId);
+        if (running.of(accountId) === 0 && stillAway(accountId, Date.now()).length === 0) forget(accountId);
       },
     };
   };
