@@ -36,10 +36,15 @@ const FLEET_WARMUP_TASKS = envNumber("BENCH_SCALE_WARMUP_TASKS", 200, 0);
 const CAPACITY = 200;
 const BATCH_ITEMS = 100;
 const JOBS_PER_TASK = ["source", "submit", "archive"];
+// BENCH_SCALE_JOB_EVENTS=1: print what BullMQ's event stream of each queue recorded over the run (a
+// state change a line), per task, and how many jobs went through a state change more than once: the
+// count that tells which job transitions multiply with workers. The streams are capped (BullMQ
+// keeps ~10,000 entries a queue), so keep BENCH_SCALE_TASKS to a few hundred with it.
+const JOB_EVENTS = process.env.BENCH_SCALE_JOB_EVENTS === "1";
 const postgresServer = process.env.TEST_POSTGRES_URL ?? "postgresql://postgres@127.0.0.1:5432";
 
 type Target = { name: "single" | "cluster"; env: Record<string, string>; nodes: () => Redis[] };
-type Figures = { target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; topCommands: string; cpuMsPerTask: number; apiCpuMsPerTask: number; systemCpuMsPerTask: number; xactsPerTask: number; idleCpuMsPerS: number; warmupCpuMsPerTask: number };
+type Figures = { jobEvents?: string; target: string; workers: number; seconds: number; tasksPerS: number; redisCmdsPerTask: number; topCommands: string; cpuMsPerTask: number; apiCpuMsPerTask: number; systemCpuMsPerTask: number; xactsPerTask: number; idleCpuMsPerS: number; warmupCpuMsPerTask: number };
 
 // Calls per command (script-internal ones included), summed over the nodes.
 const commandCalls = async (nodes: Redis[]) => {
@@ -49,6 +54,44 @@ const commandCalls = async (nodes: Redis[]) => {
     for (const match of info.matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) calls.set(match[1]!, (calls.get(match[1]!) ?? 0) + Number(match[2]));
   }
   return calls;
+};
+// The last entry id of each queue's event stream, to read only what the run added.
+const eventStreamEnds = async (nodes: Redis[]) => {
+  const ends = new Map<string, { node: Redis; id: string }>();
+  for (const node of nodes) {
+    for (const key of await node.keys("*:events")) {
+      const last = (await node.xrevrange(key, "+", "-", "COUNT", 1))[0];
+      ends.set(key, { node, id: last?.[0] ?? "0-0" });
+    }
+  }
+  return ends;
+};
+const jobEventSummary = async (nodes: Redis[], before: Map<string, { node: Redis; id: string }>) => {
+  const lines: string[] = [];
+  for (const [key, { node }] of await eventStreamEnds(nodes)) {
+    const start = before.get(key)?.id ?? "0-0";
+    const entries = await node.xrange(key, `(${start}`, "+");
+    const byEvent = new Map<string, number>();
+    const perJob = new Map<string, Map<string, number>>();
+    for (const [, fields] of entries) {
+      const f = new Map<string, string>();
+      for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i]!, fields[i + 1]!);
+      const event = f.get("event") ?? "?";
+      byEvent.set(event, (byEvent.get(event) ?? 0) + 1);
+      const jobId = f.get("jobId");
+      if (jobId) {
+        const counts = perJob.get(jobId) ?? new Map<string, number>();
+        counts.set(event, (counts.get(event) ?? 0) + 1);
+        perJob.set(jobId, counts);
+      }
+    }
+    const repeated = new Map<string, number>();
+    for (const counts of perJob.values()) for (const [event, n] of counts) if (n > 1) repeated.set(event, (repeated.get(event) ?? 0) + 1);
+    lines.push(
+      `  ${key}: ${entries.length} events, ${perJob.size} jobs; per task ${[...byEvent].sort((a, b) => b[1] - a[1]).map(([e, n]) => `${e} ${(n / TASKS).toFixed(2)}`).join(", ")}; jobs with an event more than once: ${[...repeated].map(([e, n]) => `${e} ${n}`).join(", ") || "none"}`,
+    );
+  }
+  return lines.join("\n");
 };
 const total = (calls: Map<string, number>) => [...calls.values()].reduce((a, b) => a + b, 0);
 // Where the commands went: the busiest ones of the run, per task.
@@ -141,6 +184,7 @@ const runOnce = async (template: string, target: Target, workers: number, imageU
     await sleep(2_000);
     const [cmds0, cpu0, xacts0] = [await commandCalls(target.nodes()), await cpuSeconds(fleet), await transactions(fleet)];
     const idleCpuMsPerS = ((cpu0.api + cpu0.workers - idle0.api - idle0.workers) * 1000) / ((Date.now() - idleStarted) / 1000);
+    const streams0 = JOB_EVENTS ? await eventStreamEnds(target.nodes()) : undefined;
     const started = Date.now();
     await submit(TASKS, "t");
     await allEnded(FLEET_WARMUP_TASKS + TASKS);
@@ -151,6 +195,7 @@ const runOnce = async (template: string, target: Target, workers: number, imageU
     await sleep(1_500);
     const xacts1 = await transactions(fleet);
     return {
+      jobEvents: streams0 && (await jobEventSummary(target.nodes(), streams0)),
       target: target.name,
       workers,
       seconds,
@@ -291,6 +336,7 @@ const main = async () => {
         console.log(
           `${run.target} redis, ${run.workers} worker(s): ${TASKS} tasks in ${run.seconds.toFixed(1)} s = ${run.tasksPerS.toFixed(1)} tasks/s; ${run.redisCmdsPerTask.toFixed(1)} Redis commands/task; ${run.cpuMsPerTask.toFixed(1)} CPU ms/task (API ${run.apiCpuMsPerTask.toFixed(1)} + workers ${(run.cpuMsPerTask - run.apiCpuMsPerTask).toFixed(1)}; system ${run.systemCpuMsPerTask.toFixed(1)}); ${run.xactsPerTask.toFixed(1)} Postgres transactions/task; load ${loadavg()[0]!.toFixed(2)}\n  not counted: ${FLEET_WARMUP_TASKS} warm-up tasks first at ${run.warmupCpuMsPerTask.toFixed(1)} CPU ms/task, then idle ${run.idleCpuMsPerS.toFixed(0)} CPU ms/s over our processes just before the run\n  busiest Redis commands per task: ${run.topCommands}`,
         );
+        if (run.jobEvents) console.log(run.jobEvents);
         await rawSlot(`after ${run.target} ${run.workers}w`);
       }
     }

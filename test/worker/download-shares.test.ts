@@ -109,6 +109,61 @@ describe("download shares", () => {
     }
   });
 
+  it("when an account's backlog steps back one job after another, then each comes back later than the one before, paced by its downloads' time, not all together", async () => {
+    vi.useFakeTimers();
+    try {
+      // 3 job slots, 2 per account: no waiting room, every further job of A steps back at once.
+      const start = createDownloadShares(2, 3, undefined, 1_000);
+      const stepBack = async () => {
+        const share = await start("a");
+        if (!("busyForMs" in share)) throw new Error("expected a step back");
+        return share.busyForMs;
+      };
+      const first = released(await start("a"));
+      released(await start("a"));
+      const delays: number[] = [];
+      for (let i = 0; i < 12; i += 1) delays.push(await stepBack());
+      // The k-th (from 0) counts the k before it as ahead: a round (250 ms base) per share of two,
+      // plus up to a round of jitter.
+      for (const [k, ms] of delays.entries()) {
+        expect(ms).toBeGreaterThanOrEqual(250 * (1 + k / 2));
+        expect(ms).toBeLessThanOrEqual(250 * (2 + k / 2));
+      }
+      // Once they are due back they no longer count.
+      await vi.advanceTimersByTimeAsync(Math.max(...delays) + 1);
+      expect(await stepBack()).toBeLessThanOrEqual(500);
+      first();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("when an account's line moves slowly here, then its step backs last as long as the line takes to move", async () => {
+    vi.useFakeTimers();
+    try {
+      // 6 job slots, 1 per account: 1 running, 4 waiting in the room.
+      const start = createDownloadShares(1, 6, undefined, 1_000);
+      const first = released(await start("a"));
+      const line = Array.from({ length: 4 }, () => start("a"));
+      // A download ends every second, each handing its share to the next in line.
+      await vi.advanceTimersByTimeAsync(1_000);
+      first();
+      const second = released(await line[0]!);
+      await vi.advanceTimersByTimeAsync(1_000);
+      second();
+      released(await line[1]!);
+      // Two more join the line (4 waiting again), and the next steps back: 4 ahead of it, a round a
+      // second: back in 5-6 s, not in the base's 1.25-1.5 s.
+      line.push(start("a"), start("a"));
+      const share = await start("a");
+      if (!("busyForMs" in share)) throw new Error("expected a step back");
+      expect(share.busyForMs).toBeGreaterThanOrEqual(5_000);
+      expect(share.busyForMs).toBeLessThanOrEqual(6_000);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("when the worker is stopping, then the waiting jobs are let go at once to step back, and no new one waits", async () => {
     const stopping = new AbortController();
     const start = createDownloadShares(1, 4, stopping.signal);
