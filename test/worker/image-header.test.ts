@@ -48,6 +48,8 @@ describe("image header", () => {
       depth: withIhdr(rgb, (b) => (b[24] = 3)),
       zeroWidth: withIhdr(rgb, (b) => b.writeUInt32BE(0, 16)),
       notIhdr: withIhdr(rgb, (b) => b.write("IHDX", 12, "latin1")),
+      // A whole IHDR behind something that is not the PNG signature is no PNG.
+      notPngSignature: withIhdr(rgb, (b) => b.write("GIF89a", 0, "latin1")),
     };
     for (const [name, bytes] of Object.entries(bad)) {
       const settle = (read: Promise<{ format?: string; width?: number; height?: number }>) =>

@@ -25,7 +25,7 @@ const chunkType = (bytes: Buffer, at: number) => bytes.toString("latin1", at + 4
 // every chunk before the pixel data whole with a right CRC, sane fields, and no eXIf chunk anywhere
 // (its orientation is sharp's to read). Anything else is sharp's, exactly as before.
 const pngHeader = (bytes: Buffer): { format: "png"; width: number; height: number } | undefined => {
-  if (bytes.length < 33 || chunkType(bytes, 8) !== "IHDR" || bytes.readUInt32BE(8) !== 13) return undefined;
+  if (bytes.length < 33 || sniffFormat(bytes) !== "png" || chunkType(bytes, 8) !== "IHDR" || bytes.readUInt32BE(8) !== 13) return undefined;
   const width = bytes.readUInt32BE(16);
   const height = bytes.readUInt32BE(20);
   const [depth, color, compression, filter, interlace] = [24, 25, 26, 27, 28].map((at) => bytes[at]!);
