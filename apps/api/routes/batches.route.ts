@@ -116,17 +116,18 @@ export const batchesRouter = (deps: ApiDeps): Router => {
 
   // The JSON form: its bytes wait on disk (body-spool.ts) and each item is parsed on its own
   // (json-batch-body.ts), so memory does not follow the body's size. The spooled body is closed
-  // (and so removed) once the intake is done with it, answered or not.
+  // (and so removed) once the intake is done with it, before the answer is written (a client that
+  // has its answer finds no copy left), and on every other path by the `finally`.
   const postJsonBatch = async (req: Request, res: Response, accountId: string, key: string | undefined) => {
     const { source, close } = takeSpooledBody(req.body);
     try {
-      return await acceptJsonBatch(req, res, accountId, key, source);
+      return await acceptJsonBatch(req, res, accountId, key, source, close);
     } finally {
       close();
     }
   };
 
-  const acceptJsonBatch = async (req: Request, res: Response, accountId: string, key: string | undefined, given: BatchBodySource | undefined) => {
+  const acceptJsonBatch = async (req: Request, res: Response, accountId: string, key: string | undefined, given: BatchBodySource | undefined, doneWithBody: () => void) => {
     const query = parseInput(jsonQuerySchema, req.query);
     if (given === undefined) throw validationError([{ field: "body", message: "must be a JSON object {name, defaults, callback_url, items}" }]);
     const scanned = scanJsonBatchBody(given.length === 0 ? emptyBody : given, MAX_JSON_ITEMS + 1);
@@ -134,7 +135,10 @@ export const batchesRouter = (deps: ApiDeps): Router => {
     if (key !== undefined) {
       const requestHash = jsonRequestHash(req, (hash) => scanned.hashCanonical(hash, canonical));
       const claim = await claimIdempotencyKey(deps.db, { accountId, key, scope: scopeOf(req), requestHash }, deps.idempotency);
-      if (claim.kind === "replay") return replay(res, claim.answer);
+      if (claim.kind === "replay") {
+        doneWithBody();
+        return replay(res, claim.answer);
+      }
       if (claim.kind !== "claimed") throw refusal(claim);
       recordAnswer(deps.db, res, { accountId, key, requestHash: () => requestHash });
     }
@@ -153,6 +157,7 @@ export const batchesRouter = (deps: ApiDeps): Router => {
       // Known up front: a batch over the spend cap is refused whole.
       plannedCredits: plannedCredits(body.defaults, body.items.length, (i) => scanned.item(i), deps.batches.credits.perImage),
     });
+    doneWithBody();
     return answerIntake(res, accountId, result, dryRun);
   };
 
