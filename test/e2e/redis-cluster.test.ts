@@ -12,12 +12,21 @@ import type { Stack } from "../support/stack.ts";
 
 const CAPACITY = 4;
 
+// One cluster for the file (starting one is a few seconds of waiting for it to agree on its
+// slots): each stack below has its own queue prefix, so the stacks share no key, and a node that
+// a test restarted empty is back in the cluster (restartEmpty waits for it) before the next starts.
+let cluster: RedisClusterHandle;
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+}, 60_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
 describe("on a Redis Cluster", () => {
-  let cluster: RedisClusterHandle;
   let stack: Stack;
   beforeAll(async () => {
     await testImage();
-    cluster = await startRedisCluster();
     stack = await startFaultStack({
       capacity: CAPACITY,
       simulatorEnv: { SIM_RUN_MS: "300-600" },
@@ -27,7 +36,6 @@ describe("on a Redis Cluster", () => {
   }, 60_000);
   afterAll(async () => {
     await stack?.stop();
-    await cluster?.stop();
   });
 
   const expectEachCreatedOnce = async (tasks: Submitted[]) => {
@@ -63,7 +71,6 @@ describe("on a Redis Cluster", () => {
 });
 
 describe("a worker killed mid-job", () => {
-  let cluster: RedisClusterHandle;
   let stack: Stack;
   const children: ChildService[] = [];
   // BullMQ's lock on a job lapses this long after its worker died; the stall check that hands the
@@ -73,7 +80,6 @@ describe("a worker killed mid-job", () => {
   const env = { JOB_LOCK_MS: String(LOCK_MS), SUBMIT_ATTEMPT_LEASE_MS: "3000" };
   beforeAll(async () => {
     await testImage();
-    cluster = await startRedisCluster();
     stack = await startFaultStack({
       capacity: 2,
       withWorker: false,
@@ -85,7 +91,6 @@ describe("a worker killed mid-job", () => {
   afterAll(async () => {
     await Promise.all(children.map((child) => child.kill("SIGKILL")));
     await stack?.stop();
-    await cluster?.stop();
   });
 
   it("when a worker is SIGKILLed while its submit job is active, then another worker takes the job over within seconds of the lock lapsing", async () => {
