@@ -23,6 +23,9 @@ let env: Record<string, string>;
 const commands = ["submit", "estimate", "status", "watch", "download", "cancel", "retry"];
 const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 const ratios = ["--up", "0.1", "--down", "0.1", "--left", "0.2", "--right", "0.2"];
+// A watching submit reads the batch every --interval ms (1 s by default): at 100 ms it ends within
+// a tenth of a second of the batch, not up to a second after it.
+const watchClosely = ["--interval", "100"];
 const createdId = (stderr: string) => /Batch (\S+) created\./.exec(stderr)?.[1] ?? /Already submitted as batch (\S+) /.exec(stderr)?.[1];
 const manifestOf = async (dir: string) =>
   (await readFile(path.join(dir, "manifest.ndjson"), "utf8"))
@@ -113,7 +116,7 @@ describe("the CLI as a subprocess", () => {
   });
 
   it("when a folder is submitted twice, then one batch runs to the end with plain progress lines, and the second run follows it instead of submitting again", async () => {
-    const first = await runCli(["submit", path.join(work, "photos"), ...ratios], env);
+    const first = await runCli(["submit", path.join(work, "photos"), ...ratios, ...watchClosely], env);
     expect(first.code, first.stderr).toBe(0);
     const batchId = createdId(first.stderr)!;
     expect(first.stderr).toMatch(/Uploading 3 item\(s\)/);
@@ -122,7 +125,7 @@ describe("the CLI as a subprocess", () => {
     expect(first.stdout.trim().split("\n").at(-1)).toMatch(new RegExp(`^batch ${batchId} completed 100\\.0% total=3 .*succeeded=3 failed=0`));
     expect(first.stderr).toMatch(/All 3 task\(s\) succeeded/);
 
-    const again = await runCli(["submit", path.join(work, "photos"), ...ratios], env);
+    const again = await runCli(["submit", path.join(work, "photos"), ...ratios, ...watchClosely], env);
     expect(again.code).toBe(0);
     expect(again.stderr).toContain(`Already submitted as batch ${batchId}`);
     const listed = await call(stack.api.url, "GET", "/v1/batches", { key: env.API_KEY });
@@ -176,7 +179,7 @@ describe("the CLI as a subprocess", () => {
       csv,
       `image,up_expansion_ratio,n\n${files.url("/a.jpg")},,\nphotos/p2.png,0.3,2\nphotos/p3.png,5,\n`,
     );
-    const run = await runCli(["submit", csv, ...ratios], env);
+    const run = await runCli(["submit", csv, ...ratios, ...watchClosely], env);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/1 item\(s\) refused:\n  line 3 \(photos\/p3\.png\): up_expansion_ratio: /);
     const batchId = createdId(run.stderr)!;
@@ -192,7 +195,7 @@ describe("the CLI as a subprocess", () => {
     const listed = await call(stack.api.url, "GET", `/v1/batches/${batchId}/tasks`, { key: env.API_KEY });
     expect(listed.body.data.map((t: { batch_line: number; input_name: string | null }) => [t.batch_line, t.input_name])).toEqual([[1, null], [2, "photos/p2.png"]]);
 
-    const piped = await runCli(["submit", "-", "--format", "ndjson", ...ratios, "--name", "from stdin"], env, {
+    const piped = await runCli(["submit", "-", "--format", "ndjson", ...ratios, ...watchClosely, "--name", "from stdin"], env, {
       stdin: `${JSON.stringify({ image: files.url("/a.jpg"), n: 1 })}\n`,
     });
     expect(piped.code, piped.stderr).toBe(0);
@@ -201,7 +204,7 @@ describe("the CLI as a subprocess", () => {
 
   it("when failed tasks are retried, then `retry` queues them again and watches them to success", async () => {
     await call(stack.simulator.url, "PATCH", "/_sim/config", { body: { error_rate: 1 } });
-    const failing = await runCli(["submit", path.join(work, "photos"), ...ratios, "--name", "to retry"], env);
+    const failing = await runCli(["submit", path.join(work, "photos"), ...ratios, ...watchClosely, "--name", "to retry"], env);
     expect(failing.code).toBe(1);
     const failingId = createdId(failing.stderr)!;
     // The hint names the command as this run was started (node and the script: the bin is not on
