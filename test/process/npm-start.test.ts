@@ -119,8 +119,9 @@ describe("npm start", () => {
   // way a stop arrives is one stack. npm passes SIGINT and SIGTERM on alike and local-stack treats
   // them alike: SIGTERM is the crash test's stop (below) and SIGINT the Ctrl-C test's (npm's and the
   // terminal's at once). SIGHUP is not passed on: local-stack notices that npm is gone.
-  // Side by side: each stack has its own ports, database and queue prefix, and most of the time is
-  // spent starting up.
+  // All four side by side: each stack has its own ports, database, queue prefix and storage, and
+  // most of a test's time is waiting (for its stack to come up, for a restart's backoff, for its
+  // processes to drain and exit), not CPU.
   it.concurrent("when npm's pid gets SIGHUP, then every process it started exits and the ports are free", { timeout: 200_000 }, async ({ expect }) => {
     const stack = await startNpm("sighup");
     process.kill(stack.npm.pid, "SIGHUP");
@@ -136,15 +137,15 @@ describe("npm start", () => {
     expectDrained(stack, expect);
   });
 
-  it("when local-stack itself is SIGKILLed, then its children notice and exit on their own", async () => {
+  it.concurrent("when local-stack itself is SIGKILLed, then its children notice and exit on their own", { timeout: 200_000 }, async ({ expect }) => {
     const stack = await startNpm("sigkill");
     const children = descendants(stack.procs.stack.pid);
     expect(children.length).toBeGreaterThanOrEqual(3);
     process.kill(stack.procs.stack.pid, "SIGKILL");
     await expectAllGone(stack, children);
-  }, 200_000);
+  });
 
-  it("when a child crashes, then it is restarted after a backoff and the stack works again; when npm's pid then gets SIGTERM, every process it started exits and the ports are free", async () => {
+  it.concurrent("when a child crashes, then it is restarted after a backoff and the stack works again; when npm's pid then gets SIGTERM, every process it started exits and the ports are free", { timeout: 300_000 }, async ({ expect }) => {
     // The simulator's runs take 200 ms instead of its default 3 s: the task below proves the
     // restarted worker works, not how long a provider takes.
     const stack = await startNpm("crash", { freshDatabase: true, env: { SIM_RUN_MS: "200" } });
@@ -170,5 +171,5 @@ describe("npm start", () => {
     process.kill(stack.npm.pid, "SIGTERM");
     await expectAllGone(stack, tree);
     expectDrained(stack, expect);
-  }, 300_000);
+  });
 });
