@@ -199,15 +199,10 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
       externalTaskId: taskId,
       callbackUrl: deps.callbackUrlFor(taskId, task.callbackToken, route.route),
     });
+    await Promise.all([gate.recordSuccess(), slots.noteAccepted()]);
     // The row as the `submitting` mark left it: a callback that came first only fails the guarded
-    // update, and the report then reads the task again. The report is applied beside the gate's and
-    // the ledger's notes, not after them: its time is the task's submission time, from which the
-    // poll that finds an end whose callback was lost is scheduled (a later anchor, a later poll).
-    const [applied] = await Promise.all([
-      applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name }, known: marked.task }),
-      gate.recordSuccess(),
-      slots.noteAccepted(),
-    ]);
+    // update, and the report then reads the task again.
+    const applied = await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name }, known: marked.task });
     // The row as the report left or found it (a callback may have moved it first): no lease there
     // means a move past submission ended ours, and nothing is left to give back.
     lease.ended = applied.task?.submitLeaseUntil === null;
