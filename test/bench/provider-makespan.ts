@@ -418,16 +418,21 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
         external_task_id: `bench-${i}`,
       };
       for (let attempt = 1; ; attempt++) {
-        const response = await fetch(`${api.url}/v1/tasks`, {
+        // A connection the API closed as a request went out on it (keep-alive race, more frequent on
+        // a loaded machine) is retried like a refused POST: the same external_task_id answers 409
+        // if the first one was accepted after all.
+        const answer = await fetch(`${api.url}/v1/tasks`, {
           method: "POST",
           headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
           body: JSON.stringify(body),
-        });
-        const text = await response.text();
-        if (response.status === 202) break;
+        }).then(
+          async (response) => ({ status: response.status, text: await response.text() }),
+          (error: Error) => ({ status: 0, text: `${error.message} ${String((error.cause as Error | undefined)?.message ?? "")}` }),
+        );
+        if (answer.status === 202) break;
         intakeErrors++;
-        if (response.status === 409) break; // an earlier attempt was accepted after all
-        if (attempt >= 3) throw new Error(`intake of task ${i} failed: HTTP ${response.status} ${text.slice(0, 300)}`);
+        if (answer.status === 409) break; // an earlier attempt was accepted after all
+        if (attempt >= 3) throw new Error(`intake of task ${i} failed: HTTP ${answer.status} ${answer.text.slice(0, 300)}`);
         await sleep(200 * attempt);
       }
     }

@@ -48,6 +48,10 @@ export const applyProviderReport = async (
     // The outbound callback the move causes is written leased to this process and sent from here
     // as soon as the move commits (task-transition.ts leaseOutboundMs).
     sendOutbound?: DirectSender;
+    // When the report reached us (a create's answer: as its response arrived), if earlier than
+    // now: the submission time of a task it submits, from which the poll at its expected end is
+    // scheduled (a later anchor, a later poll of a task whose end callback is lost).
+    receivedAtMs?: number;
   } = {},
 ): Promise<{ outcome: ReportOutcome; task?: Task; inboxStored?: boolean }> => {
   const target = report.status;
@@ -61,7 +65,7 @@ export const applyProviderReport = async (
       return { outcome: "rejected", task };
     }
     const now = Date.now();
-    const submittedAt = task.submittedAt ?? new Date(now);
+    const submittedAt = task.submittedAt ?? new Date(Math.min(now, options.receivedAtMs ?? now));
     // Redis (where the estimate lives) being down must not stop a report from being applied.
     const estimate = deps.pollAtExpectedEnd ? await deps.runTimeOf(task.route).estimateMs().catch(() => undefined) : undefined;
     const silenceMs = deps.pollAtExpectedEnd ? firstCheckDelayMs(submittedAt, estimate, deps.callbackGraceMs, now) : deps.callbackGraceMs;

@@ -199,10 +199,12 @@ const attemptSubmission = async (deps: SubmitTaskDeps, task: Task, image: string
       externalTaskId: taskId,
       callbackUrl: deps.callbackUrlFor(taskId, task.callbackToken, route.route),
     });
+    // The provider had the task by the time its answer arrived, whatever the notes below take.
+    const answeredAtMs = Date.now();
     await Promise.all([gate.recordSuccess(), slots.noteAccepted()]);
     // The row as the `submitting` mark left it: a callback that came first only fails the guarded
     // update, and the report then reads the task again.
-    const applied = await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name }, known: marked.task });
+    const applied = await applyProviderReport(deps, taskId, created, "worker", { note: { route: route.route.name }, known: marked.task, receivedAtMs: answeredAtMs });
     // The row as the report left or found it (a callback may have moved it first): no lease there
     // means a move past submission ended ours, and nothing is left to give back.
     lease.ended = applied.task?.submitLeaseUntil === null;

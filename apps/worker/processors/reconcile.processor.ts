@@ -25,9 +25,8 @@ export const reconcileProcessor = (
   let lastBatchSweep = 0;
   let lastPrune = 0;
   let lastCreditSweep = 0;
-  return async () => {
-    const started = Date.now();
-    const summary = await reconcileTasks(deps);
+  // The fair-priority resync, batch events, credits, retention: nothing a running task waits for.
+  const housekeeping = async () => {
     if (Date.now() - lastResync >= FAIR_PRIORITY_RESYNC_MS) {
       lastResync = Date.now();
       await resyncFairPriority(deps, deps.fairPriority);
@@ -50,7 +49,26 @@ export const reconcileProcessor = (
       const pruned = await runRetention(deps, deps.retention);
       if (Object.values(pruned).some((n) => n > 0)) deps.logger.info(pruned, "retention: old rows and files deleted");
     }
-    if (deps.followChecksForMs) summary.polled += await followUpcomingChecks(deps, started + deps.followChecksForMs);
+  };
+  return async () => {
+    const started = Date.now();
+    const summary = await reconcileTasks(deps);
+    // The checks that fall due before the next sweep are followed from now on, beside the
+    // housekeeping below (batch events, credits, retention), which may take a while under load and
+    // never bears on a running task: a poll at a task's expected end does not wait for it.
+    const following = deps.followChecksForMs ? followUpcomingChecks(deps, started + deps.followChecksForMs) : Promise.resolve(0);
+    // Awaited (its errors surfaced) even if the housekeeping throws.
+    const followed = following.then(
+      (polled) => ({ polled }),
+      (error: unknown) => ({ error }),
+    );
+    try {
+      await housekeeping();
+    } finally {
+      const outcome = await followed;
+      if ("error" in outcome) throw outcome.error;
+      summary.polled += outcome.polled;
+    }
     if (summary.polled + summary.redriven + summary.errors > 0) deps.logger.info(summary, "reconcile sweep");
     return summary;
   };
