@@ -82,6 +82,10 @@ const stripeHoldSql = (written: string, accountId: string, perImage: number, whe
 // - held_open: without a cap, the hold on one of the account's stripes, chosen at random.
 // An account's cap that is set while holds without one are in flight may miss those that commit
 // after its check's snapshot (as a cap read by the statement's snapshot did before the stripes).
+// The single create's hold is the same SQL written out in intake_task (a PL/pgSQL function, for its
+// cached plans: prisma/migrations/20261208010000_intake_function), with one more statement before
+// it for an account already seen without a cap (the stripe upsert alone): a change of the hold here
+// is a change there too, by a new migration.
 export const holdCreditsCtes = (written: string, accountId: string, perImage: number, defaultCap: CreditCap) => {
   const cap = capSql(accountId, defaultCap);
   const striped = stripedSql(accountId);
@@ -103,19 +107,6 @@ export const holdCreditsCtes = (written: string, accountId: string, perImage: nu
     held: sql<{ accountId: string }>`(select account_id from held_capped union select account_id from held_open)`,
   };
 };
-
-// An intake statement's hold when its account is known to run without a cap: the stripe upsert of
-// held_open alone, named `held`. Its statement must insert its tasks only where
-// uncappedWithBalanceSql holds (in the same snapshot, so exactly where holdCreditsCtes would take
-// the same stripe and leave the balance row alone); where it does not, it inserts nothing and the
-// caller runs the statement with holdCreditsCtes. Saves Postgres planning held_capped at every
-// create (an unnamed statement is planned each time: 0.4-0.6 of its ~2.2 ms of CPU per create, docs/benchmarks.md).
-export const stripeHoldCte = (written: string, accountId: string, perImage: number) => stripeHoldSql(written, accountId, perImage, sql<boolean>`true`);
-
-// No cap (neither the account's nor the installation's) and a balance row already made (its first
-// hold made it): what stripeHoldCte needs to hold exactly as holdCreditsCtes would.
-export const uncappedWithBalanceSql = (accountId: string, defaultCap: CreditCap) =>
-  sql<boolean>`(${capSql(accountId, defaultCap)} is null and exists (select 1 from credit_balance where account_id = ${accountId}::uuid))`;
 
 // The account_id of a hold made by holdCreditsCtes named `held`, for its credit entries: null (and
 // the statement failed) when the hold was refused.

@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
-import { sql } from "kysely";
+import { CompiledQuery } from "kysely";
 import { metrics } from "../metrics/metrics.ts";
 import { v7 as uuidv7 } from "uuid";
-import type { Db, Task } from "../db/database.ts";
+import { executeCompiled, type Db, type Task } from "../db/database.ts";
 import type { TaskOrigin } from "../db/generated/enums.ts";
 import { AppError, validationError } from "../errors/app-error.ts";
 import { databaseUnavailable, isDatabaseUnavailable, isUniqueViolation, retryOnConflict, statementMayHaveRun } from "../errors/dependency-errors.ts";
@@ -10,10 +10,8 @@ import type { ExpandRequest } from "../expand-request/expand-request.schema.ts";
 import { inspectSourceImage } from "../expand-request/source-image.ts";
 import { SafeFetchError } from "../http/safe-fetch.ts";
 import { sourceImageKey, type ObjectStorage } from "../storage/local-storage.ts";
-import { accountBalance, heldAccountSql, holdCreditsCtes, isCapRefusal, spendCapError, stripeHoldCte, uncappedWithBalanceSql } from "../credits/credit-ledger.ts";
+import { accountBalance, HOLD_STRIPES, isCapRefusal, spendCapError } from "../credits/credit-ledger.ts";
 import { refuseAboveCapacity, type CreditTerms } from "../credits/credit-terms.ts";
-import { replayCandidate } from "../credits/replay-window.ts";
-import { compiledOnce } from "../db/compiled-statement.ts";
 import type { SettleIntake } from "../queues/fair-priority.ts";
 
 export type AcceptTaskDeps = {
@@ -151,103 +149,28 @@ export const acceptTask = async (
   }
 };
 
-const hold = (v: { accountId: string; perImage: number; defaultCap: number | null }) => holdCreditsCtes("inserted", v.accountId, v.perImage, v.defaultCap ?? undefined);
-
 const intakeValueNames = [
   "taskId", "accountId", "externalTaskId", "callbackUrl", "origin", "requestHash", "imageUrl", "sourceKey", "up", "down", "left", "right",
   "prompt", "n", "watermark", "sourceWidth", "sourceHeight", "callbackToken", "nextCheckAt", "perImage", "defaultCap", "replayWindowSeconds",
 ] as const;
 type IntakeValues = Record<(typeof intakeValueNames)[number], unknown>;
 
-// Intake's one statement, built and compiled once per pool (compiled-statement.ts: building this CTE
-// through Kysely per request was ~10% of an intake's CPU in the API, BENCH_API_CPU_PROFILE). It
-// writes the task, its first event and its credit hold together, without a transaction's extra round
-// trips. The task is inserted before the hold locks the balance (the ledger's lock order,
-// credit-ledger.ts); the credit entry's account comes from the hold: refused (over the cap), the
-// statement fails and writes nothing. The replay window's lookup (replay-window.ts) is folded in: a
-// replay found inserts nothing (so holds nothing) and is answered instead, marked `replayed`.
-// `stripeOnly`: the hold is the stripe upsert alone (stripeHoldCte), and the task is inserted only
-// where that is the hold holdCreditsCtes would make; elsewhere the statement writes nothing and
-// answers no row (acceptTask then runs the other one).
-const intakeStatementOf = (stripeOnly: boolean) =>
-  compiledOnce(intakeValueNames, (db, v) =>
-    db
-      .with("replay", (qc) => replayCandidate(qc, v.accountId, v.requestHash, v.externalTaskId, v.replayWindowSeconds))
-      .with("inserted", (qc) =>
-        qc
-          .insertInto("task")
-          .columns([
-            "id", "accountId", "externalTaskId", "callbackUrl", "origin", "requestHash", "imageUrl", "sourceKey", "upRatio", "downRatio", "leftRatio",
-            "rightRatio", "prompt", "n", "watermark", "sourceWidth", "sourceHeight", "callbackToken", "nextCheckAt",
-          ])
-          // INSERT ... SELECT: Postgres types each parameter from its target column, as with VALUES.
-          .expression(
-            qc
-              .selectNoFrom((eb) => [
-                eb.val(v.taskId).as("id"), eb.val(v.accountId).as("accountId"), eb.val(v.externalTaskId).as("externalTaskId"),
-                eb.val(v.callbackUrl).as("callbackUrl"), eb.val(v.origin).as("origin"), eb.val(v.requestHash).as("requestHash"),
-                eb.val(v.imageUrl).as("imageUrl"), eb.val(v.sourceKey).as("sourceKey"), eb.val(v.up).as("upRatio"), eb.val(v.down).as("downRatio"),
-                eb.val(v.left).as("leftRatio"), eb.val(v.right).as("rightRatio"), eb.val(v.prompt).as("prompt"), eb.val(v.n).as("n"),
-                eb.val(v.watermark).as("watermark"), eb.val(v.sourceWidth).as("sourceWidth"), eb.val(v.sourceHeight).as("sourceHeight"),
-                eb.val(v.callbackToken).as("callbackToken"), eb.val(v.nextCheckAt).as("nextCheckAt"),
-              ])
-              .where((w) => w.not(w.exists(w.selectFrom("replay").select("replay.id"))))
-              .$if(stripeOnly, (q) => q.where(uncappedWithBalanceSql(v.accountId, v.defaultCap ?? undefined))),
-          )
-          .returningAll(),
-      )
-      .with("event", (qc) =>
-        qc
-          .insertInto("taskEvent")
-          .columns(["taskId", "toStatus", "source"])
-          .expression((eb) => eb.selectFrom("inserted").select((s) => ["inserted.id", s.val("queued").as("toStatus"), s.val("api").as("source")])),
-      )
-      .with("held_capped", () => (stripeOnly ? sql<{ accountId: string }>`(select null::uuid as account_id where false)` : hold(v).held_capped))
-      .with("held_open", () => (stripeOnly ? sql<{ accountId: string }>`(select null::uuid as account_id where false)` : hold(v).held_open))
-      .with("held", () => (stripeOnly ? stripeHoldCte("inserted", v.accountId, v.perImage) : hold(v).held))
-      .with("entry", (qc) =>
-        qc
-          .insertInto("creditEntry")
-          .columns(["accountId", "taskId", "reserved"])
-          .expression((eb) => eb.selectFrom("inserted").select([heldAccountSql("held").as("accountId"), "inserted.id", sql<string>`inserted.n * ${v.perImage}::numeric`.as("reserved")])),
-      )
-      .selectFrom("inserted")
-      .selectAll()
-      .select(sql<boolean>`false`.as("replayed"))
-      .unionAll((qc) => qc.selectFrom("replay").selectAll().select(sql<boolean>`true`.as("replayed"))),
-  );
-const intakeStatement = intakeStatementOf(false);
-const stripeIntakeStatement = intakeStatementOf(true);
+// Intake's one statement: a call of intake_task (prisma/migrations/20261208010000_intake_function),
+// which writes the task, its first event and its credit hold and entry together, or answers the
+// replay window's task (replay-window.ts) and writes nothing; a hold refused by the cap fails it
+// with nothing written (isCapRefusal). Its body is PL/pgSQL so that Postgres keeps its plans per
+// connection: sent as an unnamed statement, the same SQL was parsed and planned at every create
+// (2.0-3.5 ms of Postgres CPU), and a named statement would not pass a transaction pooler (issue 15).
+// The call itself is small to plan, and unnamed unless DB_PREPARED_STATEMENTS names it.
+const intakeCall = CompiledQuery.raw(
+  `select * from intake_task(${intakeValueNames.map((_, i) => `$${i + 1}`).join(", ")}, ${HOLD_STRIPES})`,
+  [],
+) as CompiledQuery<Task>;
 
-// Which statement an account's next create tries first, per process: absent (not seen yet) or
-// past its time, the whole statement, after which the account is tried with the stripe-only one;
-// STRIPE_ONLY, the stripe-only one; else the time until which the whole statement runs, set when
-// the stripe-only one turned the account away (a cap, or no balance row yet), so that a capped
-// account pays the second statement once a minute, not at every create. A hint only: the
-// stripe-only statement checks for itself.
-const STRIPE_ONLY = 0;
-const WHOLE_STATEMENT_MS = 60_000;
-const firstStatement = new Map<string, number>();
-const FIRST_STATEMENT_ACCOUNTS_MAX = 10_000;
-const remember = (accountId: string, value: number) => {
-  if (firstStatement.size >= FIRST_STATEMENT_ACCOUNTS_MAX && !firstStatement.has(accountId)) firstStatement.clear();
-  firstStatement.set(accountId, value);
-};
-
-// The stripe-only statement where it is likely to hold, else (or when it wrote nothing and found no
-// replay) the whole one. Only without an installation cap: with one every account is capped.
-const runIntakeStatement = async (db: Db, values: IntakeValues & { accountId: string; defaultCap: number | null }) => {
-  if (values.defaultCap !== null) return intakeStatement(db, values);
-  const hint = firstStatement.get(values.accountId);
-  if (hint === STRIPE_ONLY) {
-    const rows = await stripeIntakeStatement(db, values);
-    if (rows.length > 0) return rows;
-    remember(values.accountId, Date.now() + WHOLE_STATEMENT_MS);
-    return intakeStatement(db, values);
-  }
-  const rows = await intakeStatement(db, values);
-  if (hint === undefined || hint <= Date.now()) remember(values.accountId, STRIPE_ONLY);
-  return rows;
+const runIntakeStatement = async (db: Db, values: IntakeValues) => {
+  const rows = await executeCompiled(db, intakeCall, intakeValueNames.map((name) => values[name]));
+  // A task of another id is the replay window's answer: this create wrote nothing.
+  return rows.map((row) => ({ ...row, replayed: row.id !== values.taskId }));
 };
 
 // A client that retries a create it never got an answer to (a timeout, a dropped connection) gets
