@@ -1,6 +1,7 @@
 import http from "node:http";
 import https from "node:https";
 import { checkLiteralAddress, parseHttpUrl, systemResolver, type Resolver } from "./address-check.ts";
+import type { OriginAgents } from "./origin-agents.ts";
 import type { AllowedPrivateHost } from "./private-host-allowlist.ts";
 import { fetchOnce, type FetchedBody } from "./fetch-once.ts";
 import { SafeFetchError, publicReasons, secondsText } from "./safe-fetch-error.ts";
@@ -26,6 +27,10 @@ export type SafeFetchOptions = {
   maxRedirects?: number;
   // Name resolution; the system's dns.lookup unless a test injects its own.
   lookup?: Resolver;
+  // Kept-alive connections per origin (origin-agents.ts), for callers that download from the same
+  // hosts again and again; without, each download connects afresh. A caller's own: a kept
+  // connection passed that caller's address check.
+  agents?: OriginAgents;
 };
 
 export type SafeFetchResult = FetchedBody & { finalUrl: string };
@@ -57,6 +62,7 @@ export const safeFetch = async (rawUrl: string, options: SafeFetchOptions): Prom
         resolver: options.lookup ?? systemResolver,
         signal: deadline.signal,
         isRedirect: (status) => redirectStatuses.has(status),
+        ...(options.agents ? { agents: options.agents } : {}),
       });
       if (answer.kind === "body") return { ...answer.body, finalUrl: url.toString() };
       const badRedirect = (detail: string, publicReason: string = publicReasons.badRedirect) =>

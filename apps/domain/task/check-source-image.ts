@@ -14,7 +14,7 @@ export type CheckSourceDeps = TaskEndDeps & {
   logger: Logger;
   // The checked bytes are kept: the provider is given these (submit-task.ts), never the URL again.
   storage: ObjectStorage;
-  imageFetch: Pick<SafeFetchOptions, "timeoutMs" | "totalTimeoutMs" | "allowedPrivateHosts">;
+  imageFetch: Pick<SafeFetchOptions, "timeoutMs" | "totalTimeoutMs" | "allowedPrivateHosts" | "agents">;
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;

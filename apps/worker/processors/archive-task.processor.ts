@@ -2,10 +2,19 @@ import type { Job } from "bullmq";
 import { withLogContext } from "../../domain/logging/logger.ts";
 import { jobCatalog } from "../../domain/queues/job-catalog.ts";
 import { archiveTask, type ArchiveTaskDeps } from "../../domain/task/archive-task.ts";
+import { createOriginAgents } from "../../domain/http/origin-agents.ts";
 import { SafeFetchError } from "../../domain/http/safe-fetch.ts";
 import { failTask } from "../../domain/task/fail-task.ts";
 
-export const archiveTaskProcessor = (deps: ArchiveTaskDeps) => async (job: Job) => {
+// Results come from the provider's few storage hosts, a download or more per task: connections kept.
+const RESULT_HOST_AGENTS = { idleMs: 15_000, maxOrigins: 16, maxIdlePerOrigin: 8 };
+
+export const archiveTaskProcessor = (givenDeps: ArchiveTaskDeps) => {
+  const deps = givenDeps.fetch.agents ? givenDeps : { ...givenDeps, fetch: { ...givenDeps.fetch, agents: createOriginAgents(RESULT_HOST_AGENTS) } };
+  return (job: Job) => archiveJob(deps, job);
+};
+
+const archiveJob = async (deps: ArchiveTaskDeps, job: Job) => {
   const { taskId } = jobCatalog.archive.payload.parse(job.data);
   return withLogContext({ jobId: job.id, taskId }, async () => {
     try {

@@ -1,5 +1,6 @@
 import { DelayedError, type Job } from "bullmq";
 import { createAccountTally } from "../../domain/account/account-tally.ts";
+import { createOriginAgents } from "../../domain/http/origin-agents.ts";
 import { withLogContext } from "../../domain/logging/logger.ts";
 import { jobCatalog } from "../../domain/queues/job-catalog.ts";
 import { checkSourceImage, type CheckSourceDeps } from "../../domain/task/check-source-image.ts";
@@ -8,7 +9,16 @@ import { untilTaskWritten } from "./submit-task.processor.ts";
 // See submit-task.processor.ts: a job ahead of its intake's commit waits a moment, an orphan is dropped.
 const UNCOMMITTED_GRACE_MS = 30_000;
 
-export const checkSourceProcessor = (deps: CheckSourceDeps) => async (job: Job, token?: string) => {
+// Image hosts are callers': a few connections kept for a short while each, so an account sending
+// images from one host (the usual case) pays a connect per burst, not per image.
+const SOURCE_HOST_AGENTS = { idleMs: 5_000, maxOrigins: 64, maxIdlePerOrigin: 4 };
+
+export const checkSourceProcessor = (givenDeps: CheckSourceDeps) => {
+  const deps = givenDeps.imageFetch.agents ? givenDeps : { ...givenDeps, imageFetch: { ...givenDeps.imageFetch, agents: createOriginAgents(SOURCE_HOST_AGENTS) } };
+  return (job: Job, token?: string) => checkSourceJob(deps, job, token);
+};
+
+const checkSourceJob = async (deps: CheckSourceDeps, job: Job, token?: string) => {
   const { taskId } = jobCatalog.source.payload.parse(job.data);
   return withLogContext({ jobId: job.id, taskId }, async () => {
     const outcome = await checkSourceImage(deps, taskId, { priority: job.opts.priority });

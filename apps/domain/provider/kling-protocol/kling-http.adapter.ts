@@ -6,6 +6,7 @@ import { ProviderError, type ProviderErrorClass } from "../provider-error.ts";
 import { classifyKlingError } from "./kling-error-codes.ts";
 import { signKlingJwt } from "./kling-jwt.ts";
 import { klingTaskToReport, mapKlingStatus, parseKlingCallback } from "./kling-report.ts";
+import { createProviderTransport, ProviderTransportError, type ProviderAnswer } from "./provider-transport.ts";
 import { klingEnvelopeSchema, klingErrorBodySchema, klingTaskSchema } from "./kling-wire.schema.ts";
 
 // An adapter for a provider that speaks Kling's HTTP API (KLING.md): routes under
@@ -28,12 +29,7 @@ const LIST_PAGES_SCANNED = 4;
 
 const NOT_SENT_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN"]);
 
-const describeFetchFailure = (cause: unknown) => {
-  const inner = (cause as Error).cause as { code?: string; message?: string } | undefined;
-  return inner?.code ? `${(cause as Error).message} (${inner.code})` : (cause as Error).message;
-};
-
-const parseRetryAfter = (header: string | null): number | undefined => {
+const parseRetryAfter = (header: string | undefined): number | undefined => {
   if (!header) return undefined;
   const seconds = Number(header);
   if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
@@ -45,6 +41,7 @@ type ProviderOperation = "create" | "get" | "get_by_external_id" | "list";
 
 export const createKlingHttpAdapter = (config: ProviderConfig, options: KlingHttpOptions = {}): ProviderAdapter => {
   const readError = options.readError ?? readKlingError;
+  const transport = createProviderTransport(config.timeoutMs);
   const route = `${config.baseUrl.replace(/\/$/, "")}${config.pathPrefix}/v1/images/editing/expand`;
 
   const authorization = () =>
@@ -59,43 +56,44 @@ export const createKlingHttpAdapter = (config: ProviderConfig, options: KlingHtt
     envelope: z.ZodType<{ code: number; data: T }>,
     body?: unknown,
   ): Promise<T> => {
-    let response: Response;
+    let response: ProviderAnswer;
     try {
       response = await inProviderSpan(operation, (traceHeaders) =>
-        fetch(url, {
+        transport.send(
           method,
-          headers: { ...traceHeaders, authorization: authorization(), "content-type": "application/json", accept: "application/json" },
-          body: body === undefined ? undefined : JSON.stringify(body),
-          signal: AbortSignal.timeout(config.timeoutMs),
-        }),
+          url,
+          { ...traceHeaders, authorization: authorization(), "content-type": "application/json", accept: "application/json" },
+          body === undefined ? undefined : JSON.stringify(body),
+        ),
       );
     } catch (cause) {
+      const failure = cause instanceof ProviderTransportError ? cause.details : { code: undefined, answered: false, status: undefined };
+      if (failure.answered) {
+        throw new ProviderError(`provider answer was cut off: ${(cause as Error).message}`, {
+          action: "retry",
+          httpStatus: failure.status,
+          outcomeUnknown: method === "POST",
+        });
+      }
       // A refused or unresolvable connection carried no request: nothing can have been created.
-      const notSent = NOT_SENT_CODES.has(((cause as Error).cause as { code?: string } | undefined)?.code ?? "");
+      const notSent = NOT_SENT_CODES.has(failure.code ?? "");
       metrics.providerCalls.inc({ operation, code: "network" });
-      throw new ProviderError(`provider ${method} failed before an answer: ${describeFetchFailure(cause)}`, {
+      const message = (cause as Error).message;
+      throw new ProviderError(`provider ${method} failed before an answer: ${failure.code && !message.includes(failure.code) ? `${message} (${failure.code})` : message}`, {
         action: "retry",
         outcomeUnknown: method === "POST" && !notSent,
         notSent,
       });
     }
-    let text: string;
-    try {
-      text = await response.text();
-    } catch (cause) {
-      throw new ProviderError(`provider answer was cut off: ${(cause as Error).message}`, {
-        action: "retry",
-        httpStatus: response.status,
-        outcomeUnknown: method === "POST",
-      });
-    }
+    const text = response.text;
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch {
       json = undefined;
     }
-    if (response.ok) {
+    const ok = response.status >= 200 && response.status < 300;
+    if (ok) {
       const parsed = envelope.safeParse(json);
       if (parsed.success && parsed.data.code === 0) {
         metrics.providerCalls.inc({ operation, code: "0" });
@@ -107,15 +105,15 @@ export const createKlingHttpAdapter = (config: ProviderConfig, options: KlingHtt
     metrics.providerCalls.inc({ operation, code: providerCodeLabel(code ?? undefined, response.status) });
     const message = error.message ?? (text.slice(0, 200) || response.statusText);
     // A 200 whose body we cannot read: the provider meant to answer; try again.
-    const classified: ProviderErrorClass = response.ok && code === undefined ? { action: "retry" } : classifyKlingError({ httpStatus: response.status, code, message });
+    const classified: ProviderErrorClass = ok && code === undefined ? { action: "retry" } : classifyKlingError({ httpStatus: response.status, code, message });
     if (classified.reason === "parallel_limit") metrics.providerParallelLimit.inc();
     throw new ProviderError(`provider answered HTTP ${response.status} code ${code ?? "none"}: ${message}`, {
       ...classified,
       httpStatus: response.status,
       code,
       // A 200 whose body we cannot read may still have created the task.
-      outcomeUnknown: method === "POST" && response.ok,
-      retryAfterMs: parseRetryAfter(response.headers.get("retry-after")),
+      outcomeUnknown: method === "POST" && ok,
+      retryAfterMs: parseRetryAfter(response.retryAfter),
     });
   };
 
