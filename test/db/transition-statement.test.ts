@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
+import pg from "pg";
+import { dropPlanFunctions } from "../../apps/domain/db/plan-cached-statement.ts";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccount } from "../../apps/domain/account/api-key.ts";
 import { createDb, type Db, type Task } from "../../apps/domain/db/database.ts";
@@ -21,12 +23,14 @@ describe.each([
   { executor: "prisma", preparedStatements: false },
 ])("the transition statement, compiled once per shape ($executor, prepared statements: $preparedStatements)", ({ executor, preparedStatements }) => {
   let pgDb: Db;
+  let databaseUrl: string;
   let db: Db;
   let accountId: string;
   const changed: Task[] = [];
 
   beforeAll(async () => {
-    pgDb = createDb(await cloneDatabase(inject("templateDatabaseUrl"), `transition${randomUUID().slice(0, 8)}`), { preparedStatements });
+    databaseUrl = await cloneDatabase(inject("templateDatabaseUrl"), `transition${randomUUID().slice(0, 8)}`);
+    pgDb = createDb(databaseUrl, { preparedStatements });
     db = executor === "prisma" ? prismaDbOver(pgDb) : pgDb;
     accountId = await createAccount(db, "transitions");
   });
@@ -170,7 +174,11 @@ describe.each([
     expect(made).toHaveLength(1);
     await receiverMove();
     await receiverMove();
-    await sql.raw(`drop function ${made[0]}`).execute(db);
+    // As before migrations run (prepare-database.ts).
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    await dropPlanFunctions(client).finally(() => client.end());
+    expect(await functions()).toEqual([]);
     await receiverMove();
     await receiverMove();
   });

@@ -20,6 +20,7 @@ import { camelCase, executeCompiled, poolOf, type Db, type Tx } from "./database
 type Plan = { fn?: string; failed?: boolean; defining?: boolean };
 const plans = new WeakMap<pg.Pool, Map<string, Plan>>();
 const MAX_FUNCTIONS_PER_POOL = 100;
+let probes = 0;
 
 // The function no longer fits the statement: undefined_function, datatype_mismatch (its result
 // type), feature_not_supported (a cached plan whose result type changed).
@@ -36,7 +37,8 @@ const define = async (pool: pg.Pool, text: string, fields: readonly pg.FieldDef[
   try {
     const exists = await client.query("select 1 from pg_proc where proname = $1", [name]);
     if (exists.rowCount) return name;
-    const probe = `kling_probe_${process.pid}`;
+    // A prepared statement outlives the transaction: deallocated below, and named afresh each time.
+    const probe = `kling_probe_${process.pid}_${++probes}`;
     await client.query("begin");
     let paramTypes: string[];
     let resultTypes: string[];
@@ -52,6 +54,7 @@ const define = async (pool: pg.Pool, text: string, fields: readonly pg.FieldDef[
       resultTypes = rows[0]?.results ?? [];
     } finally {
       await client.query("rollback").catch(() => (broken = true));
+      await client.query(`deallocate ${probe}`).catch(() => undefined);
     }
     if (resultTypes.length !== fields.length || paramTypes.includes("unknown")) throw new Error("statement's types not known");
     const params = paramTypes.map((type, i) => `p${i + 1} ${type}`).join(", ");
@@ -106,4 +109,15 @@ export const executePlanCached = async <R>(db: Db | Tx, query: CompiledQuery<R>,
     );
   }
   return result.rows.map((row) => camelCase.row(row) as R);
+};
+
+// The functions hold dependencies on the types their statements use (an enum as a parameter or a
+// column), so a migration that drops or replaces such a type would fail on them: they are dropped
+// before migrations run (prepare-database.ts). A process still running falls back to the direct
+// statement when its function is gone, and a process started after remakes them.
+export const dropPlanFunctions = async (client: pg.Client) => {
+  const { rows } = await client.query<{ signature: string }>(
+    "select oid::regprocedure::text as signature from pg_proc where proname like 'kling\\_plan\\_%' and pronamespace = current_schema()::regnamespace",
+  );
+  for (const { signature } of rows) await client.query(`drop function if exists ${signature}`);
 };
