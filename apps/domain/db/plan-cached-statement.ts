@@ -37,7 +37,7 @@ const define = async (pool: pg.Pool, text: string, fields: readonly pg.FieldDef[
   try {
     const exists = await client.query("select 1 from pg_proc where proname = $1", [name]);
     if (exists.rowCount) return name;
-    // A prepared statement outlives the transaction: deallocated below, and named afresh each time.
+    // A prepared statement outlives its transaction: deallocated below, and named afresh each time.
     const probe = `kling_probe_${process.pid}_${++probes}`;
     await client.query("begin");
     let paramTypes: string[];
@@ -53,8 +53,10 @@ const define = async (pool: pg.Pool, text: string, fields: readonly pg.FieldDef[
       paramTypes = rows[0]?.params ?? [];
       resultTypes = rows[0]?.results ?? [];
     } finally {
-      await client.query("rollback").catch(() => (broken = true));
+      // Inside the transaction: behind a transaction-mode pooler the next statement may go to
+      // another server connection, which would leave this one's probe behind.
       await client.query(`deallocate ${probe}`).catch(() => undefined);
+      await client.query("rollback").catch(() => (broken = true));
     }
     if (resultTypes.length !== fields.length || paramTypes.includes("unknown")) throw new Error("statement's types not known");
     const params = paramTypes.map((type, i) => `p${i + 1} ${type}`).join(", ");
