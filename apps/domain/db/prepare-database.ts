@@ -4,6 +4,7 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { dropPlanFunctions } from "./plan-cached-statement.ts";
 
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const migrationsDir = path.join(repoRoot, "prisma/migrations");
@@ -105,6 +106,15 @@ export const migrationsUpToDate = async (databaseUrl: string): Promise<boolean> 
 export const prepareDatabase = async (databaseUrl: string) => {
   const created = await ensureDatabaseExists(databaseUrl);
   if (!created && (await migrationsUpToDate(databaseUrl))) return { created, applied: "up to date" };
+  if (!created) {
+    const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 5_000 });
+    await client.connect();
+    try {
+      await dropPlanFunctions(client);
+    } finally {
+      await client.end();
+    }
+  }
   const output = await applyMigrations(databaseUrl);
   const applied = /No pending migrations/.test(output) ? "up to date" : "migrations applied";
   return { created, applied };
