@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createProviderRunTime } from "../../apps/domain/provider-capacity/provider-run-time.ts";
+import { createProviderRunTime, type ProviderRunTime } from "../../apps/domain/provider-capacity/provider-run-time.ts";
 import { createProviderSlots, type ProviderSlots } from "../../apps/domain/provider-capacity/provider-slots.ts";
 import { startPrivateRedis, type PrivateRedis } from "../support/redis-server.ts";
 
@@ -63,7 +63,11 @@ const runWorkers = async (redis: PrivateRedis, workers: number, tasks: number, c
     const index = backlog.findIndex((t) => (due.get(t.id) ?? 0) <= now);
     return index < 0 ? undefined : backlog.splice(index, 1)[0];
   };
-  const jobSlot = async (slots: ProviderSlots) => {
+  // Each worker records what its tasks held, as the worker does when the provider reports a run
+  // (apply-provider-report): the steps back follow the pace this machine gives the run, not a
+  // fixed 150 ms a starved run outlasts (its tasks came back before the line moved, out of order).
+  const runTimes = connections.map((c) => createProviderRunTime(c, prefix));
+  const jobSlot = async (slots: ProviderSlots, runTime: ProviderRunTime) => {
     for (;;) {
       const task = take();
       if (!task) {
@@ -75,8 +79,10 @@ const runWorkers = async (redis: PrivateRedis, workers: number, tasks: number, c
         const got = await slots.acquire(task.id, 1, task.priority);
         if (got.ok) {
           acquiredOrder.push(task.id);
+          const startedAt = Date.now();
           await new Promise((resolve) => setTimeout(resolve, WORK_MS));
           await slots.release(task.id);
+          await runTime.record(Date.now() - startedAt);
           break;
         }
         if (++refusals === firstWave) unblock();
@@ -89,7 +95,7 @@ const runWorkers = async (redis: PrivateRedis, workers: number, tasks: number, c
       }
     }
   };
-  const running = ledgers.flatMap((slots) => Array.from({ length: concurrency }, () => jobSlot(slots)));
+  const running = ledgers.flatMap((slots, i) => Array.from({ length: concurrency }, () => jobSlot(slots, runTimes[i]!)));
   await firstWaveQueued;
   for (const id of blockers) await ledgers[0]!.release(id);
   await Promise.all(running);
