@@ -9,7 +9,9 @@ const json = { LOG_FORMAT: "json", LOG_LEVEL: "info" };
 const CRASH_DEADLINE_MS = 3_000;
 const REQUESTED_STOP_DEADLINE_MS = 15_000;
 
-describe("a service process", () => {
+// Hang guards only (nothing here is timed by the test's clock): a process started under tsx took
+// over 30 s to say it had started in a run beside a CPU hog at load 22.
+describe("a service process", { timeout: 120_000 }, () => {
   const started: Captured[] = [];
   const start = (entry: string, env: Record<string, string>, options: { ipc?: boolean } = {}) => {
     const proc = spawnApp(entry, env, options);
@@ -58,7 +60,7 @@ describe("a service process", () => {
 
   it.each(["SIGTERM", "SIGINT", "SIGHUP"] as const)("when it gets %s, then it stops gracefully and exits 0", async (signal) => {
     const proc = start(fixture, json);
-    await proc.waitFor("fixture started", 30_000);
+    await proc.waitFor("fixture started", 90_000);
     proc.child.kill(signal);
     expect(await proc.exited).toEqual({ code: 0, signal: null });
     expect(proc.output()).toContain("fixture: stop called");
@@ -67,7 +69,7 @@ describe("a service process", () => {
 
   it("when the parent that started it with an IPC channel goes away, then it stops and exits", async () => {
     const proc = start(fixture, json, { ipc: true });
-    await proc.waitFor("fixture started", 30_000);
+    await proc.waitFor("fixture started", 90_000);
     // What a SIGKILLed parent looks like from the child: the channel closes.
     proc.child.disconnect();
     expect(await proc.exited).toEqual({ code: 0, signal: null });
@@ -83,7 +85,7 @@ describe("a service process", () => {
 
   it("when it cannot start (its port is taken), then one fatal line names the address and carries the stack, and it exits 98 (EX_PORT_IN_USE)", async () => {
     const first = start("apps/simulator/main.ts", { ...json, SIMULATOR_PORT: String(await freePort()) });
-    const [, port] = (await first.waitFor(/"listen":"127\.0\.0\.1:(\d+)"/, 30_000)) as unknown as [string, string];
+    const [, port] = (await first.waitFor(/"listen":"127\.0\.0\.1:(\d+)"/, 90_000)) as unknown as [string, string];
     const second = start("apps/simulator/main.ts", { ...json, SIMULATOR_PORT: port });
     expect(await second.exited).toEqual({ code: 98, signal: null });
     const fatal = jsonLines(second.output()).find((line) => line.level === 60);
