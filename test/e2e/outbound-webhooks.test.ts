@@ -19,8 +19,12 @@ describe("outbound callbacks", () => {
   beforeAll(async () => {
     consumer = await startWebhookConsumer();
     stack = await startStack({
-      // Intake lets loopback callback URLs through (as a public name that later resolves to a private
-      // address would pass); the worker allows only 127.0.0.1, so delivery-time checks are what refuse.
+      // A test device, not a deployment: the API and the workers must share ALLOWED_PRIVATE_HOSTS
+      // (docs/callbacks.md), since the API sends what a provider callback triggers with its own list.
+      // Here intake lets loopback callback URLs through (as a public name that later resolves to a
+      // private address would pass) and the worker allows only 127.0.0.1, so that the worker's
+      // delivery-time check is what refuses; the refused case asserts only the first event's send,
+      // which is the worker's.
       apiEnv: { ALLOWED_PRIVATE_HOSTS: "127.0.0.1,localhost,[::1]" },
       workerEnv: { WEBHOOK_RETRY_SCHEDULE: "0,100ms,200ms", WEBHOOK_ATTEMPT_TIMEOUT_MS: "600", WEBHOOK_SWEEP_MS: "300" },
     });

@@ -1,11 +1,11 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { Redis } from "ioredis";
+import { freePort } from "./free-port.ts";
 
 const run = promisify(execFile);
 
@@ -33,21 +33,15 @@ process.on("exit", () => {
   for (const proc of live) proc.kill("SIGKILL");
 });
 
-const portFree = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-
-// Each node also opens its cluster bus on port + 10000: both must be free.
-const clusterPort = async (taken: Set<number>) => {
-  for (let i = 0; i < 200; i++) {
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
-    if (taken.has(port) || taken.has(port + 10_000)) continue;
-    if ((await portFree(port)) && (await portFree(port + 10_000))) return port;
+// Each node listens on two ports, its clients' and its cluster bus (`cluster-port`; by default
+// port + 10000, which a FREE_PORT_RANGE need not hold): both come from freePort, so a shared machine's
+// ranges are kept to.
+const freePortNotIn = async (taken: Set<number>) => {
+  for (let i = 0; i < 50; i++) {
+    const port = await freePort();
+    if (!taken.has(port)) return port;
   }
-  throw new Error("no free port pair for a cluster node");
+  throw new Error("no free port for a cluster node");
 };
 
 const until = async (what: string, check: () => Promise<boolean>, ms = 20_000) => {
@@ -67,10 +61,14 @@ export const startRedisCluster = async (): Promise<RedisClusterHandle> => {
   const dir = await mkdtemp(path.join(tmpdir(), "kling-redis-cluster-"));
   const taken = new Set<number>();
   const ports: number[] = [];
+  const busPorts: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const port = await clusterPort(taken);
-    taken.add(port).add(port + 10_000);
+    const port = await freePortNotIn(taken);
+    taken.add(port);
+    const busPort = await freePortNotIn(taken);
+    taken.add(busPort);
     ports.push(port);
+    busPorts.push(busPort);
   }
   const children: (ChildProcess | undefined)[] = [];
   const clients: (Redis | undefined)[] = [];
@@ -81,6 +79,7 @@ export const startRedisCluster = async (): Promise<RedisClusterHandle> => {
       "redis-server",
       [
         "--port", String(port),
+        "--cluster-port", String(busPorts[index]!),
         "--bind", "127.0.0.1",
         "--dir", dir,
         "--cluster-enabled", "yes",
