@@ -2,7 +2,7 @@ import type http from "node:http";
 import type https from "node:https";
 import { guardedLookup, type Resolver } from "./address-check.ts";
 import { toSafeFetchError } from "./classify-fetch-error.ts";
-import type { OriginAgents } from "./origin-agents.ts";
+import { failedOnStaleKeptSocket, type OriginAgents } from "./origin-agents.ts";
 import type { AllowedPrivateHost } from "./private-host-allowlist.ts";
 import { SafeFetchError, parseRetryAfter, publicReasons, secondsText, sizeLimitText } from "./safe-fetch-error.ts";
 
@@ -21,10 +21,6 @@ type FetchOnceOptions = {
   // Kept-alive connections per origin (origin-agents.ts); without, each request connects afresh.
   agents?: OriginAgents;
 };
-
-// A kept connection the server closed while it sat idle fails as soon as it is written to, before
-// any answer: the GET is sent once more on a fresh connection (safe-post.ts does the same).
-const staleSocketCodes = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
 
 // One request, no redirects followed. The promise settles once, and only with a FetchAnswer or a
 // SafeFetchError: every listener stays attached after settling (a late 'error' from a socket or
@@ -63,8 +59,8 @@ export const fetchOnce = (url: URL, options: FetchOnceOptions): Promise<FetchAns
       request = sent;
       sent.on("error", (error) => {
         if (request !== sent) return;
-        const code = (error as { code?: unknown }).code;
-        if (mayRetryStale && sent.reusedSocket && phase === "connect" && typeof code === "string" && staleSocketCodes.has(code) && !settled) {
+        // A stale kept connection: the GET is sent once more on a fresh one (safe-post.ts does the same).
+        if (mayRetryStale && phase === "connect" && failedOnStaleKeptSocket(sent, error) && !settled) {
           try {
             return send(false);
           } catch (retryError) {

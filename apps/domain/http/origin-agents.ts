@@ -12,6 +12,14 @@ export type OriginAgents = {
   close: () => void;
 };
 
+// A kept connection the server closed while it was idle fails as soon as it is written to, before
+// any answer: such a request never reached the server, and may be sent once more on a fresh one.
+const STALE_SOCKET_CODES = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
+export const failedOnStaleKeptSocket = (request: http.ClientRequest, error: unknown): boolean => {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return request.reusedSocket && typeof code === "string" && STALE_SOCKET_CODES.has(code);
+};
+
 export type OriginAgentsOptions = {
   // An idle connection is closed after this long (or sooner, when the server's Keep-Alive header
   // says it closes earlier: Node's agent then closes it a second before the server would).

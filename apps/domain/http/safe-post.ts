@@ -2,7 +2,7 @@ import http from "node:http";
 import https from "node:https";
 import { checkLiteralAddress, guardedLookup, parseHttpUrl, systemResolver, type Resolver } from "./address-check.ts";
 import { toSafeFetchError } from "./classify-fetch-error.ts";
-import type { OriginAgents } from "./origin-agents.ts";
+import { failedOnStaleKeptSocket, type OriginAgents } from "./origin-agents.ts";
 import type { AllowedPrivateHost } from "./private-host-allowlist.ts";
 import { SafeFetchError, secondsText } from "./safe-fetch-error.ts";
 
@@ -20,12 +20,6 @@ export type SafePostOptions = {
 };
 
 export type SafePostAnswer = { status: number; body: string; location: string | undefined };
-
-// A kept connection the server closed while we were idle shows as a reset (or a closed pipe) as
-// soon as we write on it, before any answer: such a request almost never reached the server's
-// application, so it is sent once more on a fresh connection rather than counted as a failed
-// attempt. (If it did reach it, the consumer sees it twice, same webhook-id: at least once allows.)
-const staleSocketCodes = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
 
 // One POST to an untrusted URL (outbound callbacks), with the rules of safeFetch: http(s) only, the
 // address checked when connecting (a name resolving to a private address is refused unless
@@ -69,8 +63,10 @@ export const safePost = (rawUrl: string, options: SafePostOptions): Promise<Safe
       request = sent;
       sent.on("error", (error) => {
         if (request !== sent) return;
-        const code = (error as { code?: unknown }).code;
-        if (mayRetryStale && sent.reusedSocket && phase === "connect" && typeof code === "string" && staleSocketCodes.has(code) && !settled) {
+        // A stale kept connection (origin-agents.ts) is sent once more on a fresh one rather than
+        // counted as a failed attempt. (If it did reach the consumer's application, it sees the
+        // callback twice, same webhook-id: at least once allows.)
+        if (mayRetryStale && phase === "connect" && failedOnStaleKeptSocket(sent, error) && !settled) {
           try {
             return send(url, false);
           } catch (retryError) {

@@ -1,5 +1,6 @@
 import http from "node:http";
 import https from "node:https";
+import { failedOnStaleKeptSocket } from "../../http/origin-agents.ts";
 
 // How an adapter's requests reach the provider: node:http(s) on a kept-alive agent of the adapter's
 // own. The built-in fetch (undici) cost the worker ~4x the CPU per call of this (0.3-1.4 vs
@@ -29,7 +30,6 @@ export type ProviderTransport = {
 // Idle kept connections close after this long; Node's agent also closes one a second before the
 // server's Keep-Alive timeout, when the server says it.
 const IDLE_MS = 30_000;
-const STALE_SOCKET_CODES = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
 
 export const createProviderTransport = (timeoutMs: number): ProviderTransport => {
   const settings = { keepAlive: true, timeout: IDLE_MS, scheduling: "lifo" as const };
@@ -70,8 +70,7 @@ export const createProviderTransport = (timeoutMs: number): ProviderTransport =>
           // A kept connection the server closed while it was idle fails as soon as it is written to.
           // A GET is sent once more on a fresh one; a POST is not (it may have reached the provider:
           // the caller's outcome-unknown path finds out).
-          const code = (error as { code?: unknown }).code;
-          if (mayRetryStale && method === "GET" && sent.reusedSocket && status === undefined && typeof code === "string" && STALE_SOCKET_CODES.has(code) && !settled) {
+          if (mayRetryStale && method === "GET" && status === undefined && failedOnStaleKeptSocket(sent, error) && !settled) {
             try {
               return attempt(url, false);
             } catch (retryError) {
