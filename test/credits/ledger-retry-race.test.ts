@@ -15,7 +15,8 @@ import { rowsOnlyAcceptDeps } from "./accept-deps.ts";
 
 // A settlement that does not move the task itself (the worker's sweep) racing a retry of that task
 // (batch-control.ts retryBatch: the move back to queued, then reserveCredits, one transaction), for
-// a task that ended with its hold still open (what the sweep is for). The retry, having moved the
+// a task that ended with its hold still open (what the sweep is for; endedWithOpenHold shows how the
+// product gets there). The retry, having moved the
 // task, finds the old entry open and holds nothing more; a sweep whose snapshot still saw the task
 // ended released that same entry: a queued task with no hold (ledger-property, seed 1591182286).
 // Forced step by step: the retry is paused inside its transaction after its hold, or a third
@@ -26,6 +27,7 @@ let url: string;
 let observer: Db;
 let sweeper: Db;
 let mover: Db;
+let ender: Db;
 const terms: CreditTerms = { perImage: 1, defaultCap: undefined, maxRouteCapacity: 8, replayWindowSeconds: 0 };
 
 beforeAll(async () => {
@@ -33,9 +35,10 @@ beforeAll(async () => {
   observer = createDb(url, { poolSize: 2 });
   sweeper = createDb(url, { poolSize: 1, applicationName: "retry-race-sweep" });
   mover = createDb(url, { poolSize: 1, applicationName: "retry-race-move" });
+  ender = createDb(url, { poolSize: 1, applicationName: "retry-race-end" });
 });
 afterAll(async () => {
-  await Promise.all([observer, sweeper, mover].filter(Boolean).map((db) => db.destroy()));
+  await Promise.all([observer, sweeper, mover, ender].filter(Boolean).map((db) => db.destroy()));
   if (url) await dropDatabases(url, new URL(url).pathname.slice(1));
 });
 
@@ -59,22 +62,41 @@ const gate = () => {
   return { open: () => open(), opened };
 };
 
-// A task that failed uncharged with its hold still open: the end's settlement did not happen (the
-// sweep's case). With a cap, so that the hold and the settlement both take the balance row.
-const endedWithOpenHold = async () => {
-  const { accountId } = await createAccountWithKey(observer, `retry-race-${randomUUID().slice(0, 8)}`);
-  await observer.updateTable("account").set({ spendCapCredits: 1_000 }).where("id", "=", accountId).execute();
-  const request = expandRequestBodySchema.parse({ image: "https://images.example.com/source.png", up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1, n: 2 });
-  const { task } = await acceptTask(rowsOnlyAcceptDeps(observer, terms), accountId, request);
-  await observer.updateTable("task").set({ status: "failed", finalUnitDeduction: "0" }).where("id", "=", task.id).execute();
-  return { accountId, taskId: task.id };
-};
-
 const retry = (accountId: string, taskId: string, afterHold: () => Promise<void>) => () =>
   transitionTask({ db: mover, taskChanged: () => undefined }, { taskId, to: "queued", from: ["failed"], source: "api" }, async (tx) => {
     if (!(await reserveCredits(tx, accountId, undefined, [{ taskId, credits: 2 }]))) throw new Error("refused");
     await afterHold();
   });
+
+// A task that failed uncharged with its hold still open, reached through the product's own paths: a
+// retry moves the failed task back to queued and holds anew; an end of the task (the worker's fail)
+// that began before the retry committed waits for the task row, then moves the task as the retry
+// left it, but its settlement (in the move's statement, task-transition.ts) reads the entries in the
+// statement's snapshot, taken before the retry's hold existed: the task has ended, the hold is open
+// until a sweep settles it. With a cap, so that the hold and the settlement both take the balance row.
+const endedWithOpenHold = async () => {
+  const { accountId } = await createAccountWithKey(observer, `retry-race-${randomUUID().slice(0, 8)}`);
+  await observer.updateTable("account").set({ spendCapCredits: 1_000 }).where("id", "=", accountId).execute();
+  const request = expandRequestBodySchema.parse({ image: "https://images.example.com/source.png", up_expansion_ratio: 0.1, down_expansion_ratio: 0.1, left_expansion_ratio: 0.1, right_expansion_ratio: 0.1, n: 2 });
+  const { task } = await acceptTask(rowsOnlyAcceptDeps(observer, terms), accountId, request);
+  await fail(observer, task.id)();
+  const held = gate();
+  const release = gate();
+  const retried = started(retry(accountId, task.id, async () => {
+    held.open();
+    await release.opened;
+  }));
+  await held.opened;
+  const ended = started(fail(ender, task.id));
+  await waitsOrDone("retry-race-end", ended);
+  release.open();
+  expect((await retried.promise).applied).toBe(true);
+  expect((await ended.promise).applied).toBe(true);
+  expect(await ledgerOf(accountId, task.id)).toEqual({ status: "failed", open: 1, balance: { spent: 0, reserved: 2 }, sum: 2 });
+  return { accountId, taskId: task.id };
+};
+
+const fail = (db: Db, taskId: string) => () => transitionTask({ db, taskChanged: () => undefined }, { taskId, to: "failed", source: "worker", data: { finalUnitDeduction: "0" } });
 
 // Each task that can still run holds exactly one open entry, and the balance is the sum over them.
 const ledgerOf = async (accountId: string, taskId: string) => {
