@@ -77,6 +77,11 @@ const run = async (db: Db, accountId: string, ids: string[], sizes: number[], op
       return;
     case "end": {
       // The provider charges at most what was held (n); "failed" with a charge is an archive that failed.
+      // The product's end settles in the move's own statement (task-transition.ts, settle_* CTEs);
+      // this one settles in a second statement, as the sweep settles an end whose settlement missed
+      // the hold (an end that waited behind a retry: test/credits/ledger-retry-race.test.ts). The
+      // window between the two is where a retry meets a settlement that runs apart from the move
+      // (the failure of seed 1591182286, path "3": a queued task left with no hold).
       const charge = op.outcome === "canceled" || !op.charged ? "0" : String(n);
       const ended = await db
         .updateTable("task")

@@ -189,13 +189,23 @@ export const settleEndedCredits = async (db: Db, limit = 1_000) => settleWhere(d
 
 // One settlement, whichever statement runs it: the entries of ended tasks (`tasks`: a relation with
 // the task's columns, as `t`), charged or released, and the balance moved by their sums.
-const settlementCtes = (tasks: RawBuilder<unknown>, filter: RawBuilder<unknown>, limit: number | null, names: { ended: string; done: string; locked: string }) => ({
+// `ended`: the statement's snapshot may show a task ended that a retry is moving back to work (its
+// transaction holds the task row and has found this entry open, so it holds nothing more: the
+// entry is the new run's hold), or has just moved and committed. Settling it then left a queued task
+// with no open entry (test/credits/ledger-retry-race.test.ts). A settlement that does not move the
+// task itself (`lockTasks`: the sweep, settleCredits) therefore takes the task row's share lock and
+// reads its status again under it: a row a writer holds is skipped (the next sweep sees it), a row
+// changed since the snapshot is read as it is now, and a retry waits for the settlement's commit
+// before it looks for open entries, so it holds anew. Lock order: task, entries, balance.
+const settlementCtes = (tasks: RawBuilder<unknown>, filter: RawBuilder<unknown>, limit: number | null, names: { ended: string; done: string; locked: string }, lockTasks: boolean) => ({
   ended: sql<Record<string, unknown>>`(
       select e.id, e.account_id, e.reserved,
         coalesce(${chargedCreditsSql(sql`t.final_unit_deduction`)}, case when t.status = 'succeeded' then e.reserved else 0 end) as charged,
         t.route, t.unit_price, t.n
       from credit_entry e left join ${tasks} t on t.id = e.task_id
-      where ${filter} and e.state = 'reserved' and (t.id is null or t.status in ('succeeded', 'failed', 'canceled'))
+      where ${filter} and e.state = 'reserved' and (t.id is null or (t.status in ('succeeded', 'failed', 'canceled')${
+        lockTasks ? sql` and exists (select 1 from task l where l.id = t.id and l.status in ('succeeded', 'failed', 'canceled') for share skip locked)` : sql``
+      }))
       order by e.id
       ${limit === null ? sql`` : sql`limit ${limit}`}
       for update of e skip locked)`,
@@ -223,7 +233,7 @@ const settlementCtes = (tasks: RawBuilder<unknown>, filter: RawBuilder<unknown>,
 });
 
 const settleWhere = async (db: Db | Tx, filter: RawBuilder<unknown>, limit: number) => {
-  const ctes = settlementCtes(sql`task`, filter, limit, { ended: "ended", done: "done", locked: "locked" });
+  const ctes = settlementCtes(sql`task`, filter, limit, { ended: "ended", done: "done", locked: "locked" }, true);
   const result = await sql<{ settled: string }>`
     with ended as ${ctes.ended}, done as ${ctes.done}, locked as ${ctes.locked}, moved as ${ctes.balance}
     select count(*)::text as settled from done`.execute(db);
@@ -236,7 +246,7 @@ const settleWhere = async (db: Db | Tx, filter: RawBuilder<unknown>, limit: numb
 // the move's row lock comes first (the entries read `moved`), then the entries, then the balance.
 // Keyed by the CTE names they take, written in this order (each reads the one before).
 export const settleMovedTasksCtes = (moved: string) => {
-  const ctes = settlementCtes(sql.table(moved), sql`e.task_id in (select id from ${sql.table(moved)})`, null, { ended: "settle_ended", done: "settle_done", locked: "settle_locked" });
+  const ctes = settlementCtes(sql.table(moved), sql`e.task_id in (select id from ${sql.table(moved)})`, null, { ended: "settle_ended", done: "settle_done", locked: "settle_locked" }, false);
   return { settle_ended: ctes.ended, settle_done: ctes.done, settle_locked: ctes.locked, settle_balance: ctes.balance };
 };
 
