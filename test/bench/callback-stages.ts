@@ -68,7 +68,7 @@ export const callbackStages = (
       const read = queries[0];
       // The move names its task in its answer; so does the receiver's read of the delivery the move
       // leased to it, which comes after.
-      const move = queries.find((e) => e !== read && (e.sql?.startsWith('with "before"') || e.sql?.startsWith("select * from kling_plan_"))) ?? (queries.length > 1 ? queries[queries.length - 1] : undefined);
+      const move = queries.find((e) => e !== read && e.sql?.startsWith('with "before"')) ?? (queries.length > 1 ? queries[queries.length - 1] : undefined);
       const delivery = deliveryOfTask.get(b.task);
       const notify = delivery ? notifyOf.get(delivery) : undefined;
       const claim = delivery ? claimOf.get(delivery) : undefined;

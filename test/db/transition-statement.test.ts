@@ -1,7 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { sql } from "kysely";
-import pg from "pg";
-import { dropPlanFunctions } from "../../apps/domain/db/plan-cached-statement.ts";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccount } from "../../apps/domain/account/api-key.ts";
 import { createDb, type Db, type Task } from "../../apps/domain/db/database.ts";
@@ -130,62 +127,6 @@ describe.each([
     const { index: _index, ...fields } = storedImage(moved);
     expect(await recorded(moved)).toEqual(fields);
     expect(await recorded(stale)).toEqual({ storageKey: null, width: null, height: null, bytes: null, sha256: null });
-  });
-
-  // Outside a transaction, on pg without named statements, a move's statement becomes a PL/pgSQL
-  // function after its first run (plan-cached-statement.ts), whose plan Postgres keeps: the
-  // receiver's move (inbox row, leased delivery) lands the same through it, and when the function
-  // is gone (dropped, or no longer fitting the table) the move runs directly again.
-  it("when a receiver's move runs again after its first, then it goes through its plan-cached function, and directly once that is dropped", async () => {
-    const functions = async () =>
-      (await sql<{ proname: string }>`select proname from pg_proc where proname like 'kling_plan_%'`.execute(db)).rows.map((r) => r.proname);
-    // This statement's function: the only shape in this file that writes an inbox row. The file's
-    // other moves make their own functions in the background too, and under load one may land
-    // while this test runs: counting every new function counted theirs.
-    const receiverFunctions = async () =>
-      (await sql<{ proname: string }>`select proname from pg_proc where proname like 'kling_plan_%' and prosrc like '%provider_callback%'`.execute(db)).rows.map((r) => r.proname);
-    const before = new Set(await receiverFunctions());
-    const receiverMove = async () => {
-      const taskId = await newTask("submitted");
-      await db.updateTable("task").set({ callbackUrl: `http://consumer.test/${taskId}`, origin: "dropin" }).where("id", "=", taskId).execute();
-      const result = await transitionTask(deps(), {
-        taskId,
-        to: "processing",
-        from: ["submitted"],
-        source: "callback",
-        detail: { provider_status: "processing" },
-        inboxEntry: { rawBody: `{"task":"${taskId}"}`, outcome: "applied", detail: null, providerStatus: "processing", webhookId: null },
-        leaseOutboundMs: 20_000,
-        data: { providerStatus: "processing", providerStatusMsg: `msg ${taskId}` },
-      });
-      expect(result.applied && { status: result.task.status, msg: result.task.providerStatusMsg, leased: result.leased?.map((d) => [d.taskId, d.eventType, d.attempts]) }).toEqual({
-        status: "processing",
-        msg: `msg ${taskId}`,
-        leased: [[taskId, "kling.processing", 1]],
-      });
-      const inbox = await db.selectFrom("providerCallback").select(["rawBody", "outcome"]).where("taskId", "=", taskId).execute();
-      expect(inbox).toEqual([{ rawBody: `{"task":"${taskId}"}`, outcome: "applied" }]);
-      expect((await eventsOf(taskId)).map((e) => [e.fromStatus, e.toStatus])).toEqual([["submitted", "processing"]]);
-    };
-    await receiverMove();
-    if (executor !== "pg" || preparedStatements) {
-      await receiverMove();
-      expect((await receiverFunctions()).filter((f) => !before.has(f))).toEqual([]);
-      return;
-    }
-    // Made in the background after the first run.
-    let made: string[] = [];
-    while ((made = (await receiverFunctions()).filter((f) => !before.has(f))).length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(made).toHaveLength(1);
-    await receiverMove();
-    await receiverMove();
-    // As before migrations run (prepare-database.ts).
-    const client = new pg.Client({ connectionString: databaseUrl });
-    await client.connect();
-    await dropPlanFunctions(client).finally(() => client.end());
-    expect(await functions()).toEqual([]);
-    await receiverMove();
-    await receiverMove();
   });
 
   // The end's statement settles the hold (credit-ledger.ts settleMovedTasksCtes): charged at the

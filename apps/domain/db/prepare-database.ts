@@ -4,7 +4,6 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { dropPlanFunctions } from "./plan-cached-statement.ts";
 
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const migrationsDir = path.join(repoRoot, "prisma/migrations");
@@ -101,6 +100,16 @@ export const migrationsUpToDate = async (databaseUrl: string): Promise<boolean> 
   } finally {
     await client.end();
   }
+};
+
+// Stop 26's code made run-time plan functions (`kling_plan_<hash>`) for the task move; they were
+// withdrawn (they raised the callback path's p99, docs/benchmarks.md), but a database that ran that
+// code still holds them, and they depend on the enum types a migration may alter.
+const dropPlanFunctions = async (client: pg.Client) => {
+  const { rows } = await client.query<{ signature: string }>(
+    "select oid::regprocedure::text as signature from pg_proc where proname like 'kling\\_plan\\_%' and pronamespace = current_schema()::regnamespace",
+  );
+  for (const { signature } of rows) await client.query(`drop function if exists ${signature}`);
 };
 
 export const prepareDatabase = async (databaseUrl: string) => {

@@ -1,8 +1,7 @@
 import { sql, type CompiledQuery, type QueryCreator, type SelectQueryBuilder, type Updateable } from "kysely";
-import { asJson, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
+import { asJson, executeCompiled, type DB, type Db, type EventSource, type Task, type TaskStatus, type Tx } from "../db/database.ts";
 import type { TaskChangeNotifier } from "../live-progress/task-change.ts";
 import { initialDeliveryStatusSql, notifyDeliverySql, sendableAtOnceSql, taskEventTypeSql } from "../webhooks/outbound-events.ts";
-import { executePlanCached } from "../db/plan-cached-statement.ts";
 import { recordTransition } from "../metrics/task-metrics.ts";
 import { isTerminal, statusesBefore } from "./task-status.ts";
 import { retryOnConflict } from "../errors/dependency-errors.ts";
@@ -260,8 +259,7 @@ const moveSingleTask = async (tx: Tx | Db, taskId: string, move: Move): Promise<
   }
   const values = moveValues(move);
   const { query, slots } = compiled;
-  // Outside a transaction, as a function Postgres keeps the plan of (plan-cached-statement.ts).
-  return executePlanCached(tx, query, query.parameters.map((p) => (typeof p === "symbol" && slots.has(p) ? slots.get(p)!(move, taskId, values) : p)));
+  return executeCompiled(tx, query, query.parameters.map((p) => (typeof p === "symbol" && slots.has(p) ? slots.get(p)!(move, taskId, values) : p)));
 };
 
 export const transitionTaskInTx = async (tx: Tx | Db, request: TransitionRequest): Promise<TransitionResult> => {
