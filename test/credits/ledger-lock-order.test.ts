@@ -1,22 +1,21 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
 import { acceptBatch } from "../../apps/domain/batch/accept-batch.ts";
 import type { AcceptBatchDeps } from "../../apps/domain/batch/batch-intake.ts";
 import { batchFieldsSchema } from "../../apps/domain/batch/batch-request.schema.ts";
 import { reserveCredits } from "../../apps/domain/credits/credit-ledger.ts";
 import type { CreditTerms } from "../../apps/domain/credits/credit-terms.ts";
-import { createDb, type Db, type Tx } from "../../apps/domain/db/database.ts";
+import { type Db, type Tx } from "../../apps/domain/db/database.ts";
 import { databaseUnavailable, retryOnConflict } from "../../apps/domain/errors/dependency-errors.ts";
 import { metrics } from "../../apps/domain/metrics/metrics.ts";
 import { expandRequestBodySchema } from "../../apps/domain/expand-request/expand-request.schema.ts";
 import { acceptTask } from "../../apps/domain/task/accept-task.ts";
 import { transitionTask } from "../../apps/domain/task/task-transition.ts";
-import { cloneDatabase, dropDatabases } from "../support/databases.ts";
-import { eventually } from "../support/fault-kit.ts";
 import { rowsOnlyAcceptDeps } from "./accept-deps.ts";
+import { lockSteps, started } from "./lock-steps.ts";
 
 // The ledger's lock order (credit-ledger.ts), replayed step by step on separate connections: a
 // create whose external_task_id names a task that an end or a retry is writing at that moment (a
@@ -26,24 +25,20 @@ import { rowsOnlyAcceptDeps } from "./accept-deps.ts";
 // With the create locking the balance before its insert (the order before the fix) this deadlocked
 // (40P01) every time: the create got the balance first and waited for the end's task row, which
 // waited for the balance.
-const suffix = `lockorder${randomUUID().slice(0, 8)}`;
-let url: string;
+const steps = lockSteps("lockorder", ["lock-order-create", "lock-order-move"]);
+type Actor = "lock-order-create" | "lock-order-move";
 let observer: Db;
 let creator: Db;
 let mover: Db;
 const terms: CreditTerms = { perImage: 1, defaultCap: undefined, maxRouteCapacity: 8, replayWindowSeconds: 0 };
 
 beforeAll(async () => {
-  url = await cloneDatabase(inject("templateDatabaseUrl"), suffix);
-  observer = createDb(url, { poolSize: 2 });
-  // One connection each, named, so the test can see which of them waits for a lock.
-  creator = createDb(url, { poolSize: 1, applicationName: "lock-order-create" });
-  mover = createDb(url, { poolSize: 1, applicationName: "lock-order-move" });
+  await steps.open();
+  observer = steps.observer();
+  creator = steps.actor("lock-order-create");
+  mover = steps.actor("lock-order-move");
 });
-afterAll(async () => {
-  await Promise.all([observer, creator, mover].filter(Boolean).map((db) => db.destroy()));
-  if (url) await dropDatabases(url, new URL(url).pathname.slice(1));
-});
+afterAll(() => steps.close());
 
 const acceptDeps = (db: Db) => rowsOnlyAcceptDeps(db, terms);
 
@@ -82,24 +77,11 @@ const request = (externalTaskId: string, n: number) =>
   });
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
-const started = (work: () => Promise<unknown>) => {
-  const state: { done?: Outcome } = {};
-  const promise = work().then(
-    (value) => (state.done = { ok: true, value }),
-    (error: unknown) => (state.done = { ok: false, error }),
+const outcomeOf = (work: () => Promise<unknown>) => (): Promise<Outcome> =>
+  work().then(
+    (value) => ({ ok: true, value }),
+    (error: unknown) => ({ ok: false, error }),
   );
-  return { state, promise };
-};
-
-// Until the named connection waits for a lock, or its work is done (the order under test may let it
-// through at once).
-const waitsOrDone = (applicationName: string, run: ReturnType<typeof started>) =>
-  eventually(`${applicationName} waiting for a lock or done`, async () => {
-    if (run.state.done) return true;
-    const { rows } = await sql<{ waiting: boolean }>`
-      select exists (select 1 from pg_stat_activity where datname = current_database() and application_name = ${applicationName} and wait_event_type = 'Lock') as waiting`.execute(observer);
-    return rows[0]!.waiting ? true : undefined;
-  }, 10_000, 10);
 
 // Callers run a transaction Postgres undid for a deadlock again (retryOnConflict), so a deadlock
 // shows as a retry rather than as an error: both are counted as a failure of the lock order.
@@ -107,22 +89,22 @@ const conflictRetries = async () => (await metrics.databaseConflictRetries.get()
 
 // `first` and `second` start in this order while the balance row is locked elsewhere, then race for
 // it. Returns their outcomes, each a failure too if a deadlock made anything run again meanwhile.
-const raceBehindBalanceLock = async (accountId: string, first: [string, () => Promise<unknown>], second: [string, () => Promise<unknown>]) => {
-  const holder = new pg.Client({ connectionString: url });
+const raceBehindBalanceLock = async (accountId: string, first: [Actor, () => Promise<unknown>], second: [Actor, () => Promise<unknown>]) => {
+  const holder = new pg.Client({ connectionString: steps.url() });
   await holder.connect();
   const retriesBefore = await conflictRetries();
   try {
     await holder.query("begin");
     await holder.query("select 1 from credit_balance where account_id = $1 for update", [accountId]);
-    const a = started(first[1]);
-    await waitsOrDone(first[0], a);
-    const b = started(second[1]);
-    await waitsOrDone(second[0], b);
+    const a = started(outcomeOf(first[1]));
+    await steps.waitsOrDone(first[0], a);
+    const b = started(outcomeOf(second[1]));
+    await steps.waitsOrDone(second[0], b);
     await holder.query("commit");
-    await Promise.all([a.promise, b.promise]);
+    const [aDone, bDone] = await Promise.all([a.promise, b.promise]);
     const retried = (await conflictRetries()) - retriesBefore;
     const counted = (o: Outcome): Outcome => (retried > 0 && o.ok ? { ok: false, error: new Error(`${retried} transaction(s) ran again after a deadlock`) } : o);
-    return [counted(a.state.done!), counted(b.state.done!)] as const;
+    return [counted(aDone), counted(bDone)] as const;
   } finally {
     await holder.end();
   }

@@ -1,17 +1,15 @@
 import { randomUUID } from "node:crypto";
-import { sql } from "kysely";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAccountWithKey } from "../../apps/domain/account/api-key.ts";
 import { accountBalance, reserveCredits, settleEndedCredits } from "../../apps/domain/credits/credit-ledger.ts";
 import type { CreditTerms } from "../../apps/domain/credits/credit-terms.ts";
-import { createDb, type Db } from "../../apps/domain/db/database.ts";
+import type { Db } from "../../apps/domain/db/database.ts";
 import { expandRequestBodySchema } from "../../apps/domain/expand-request/expand-request.schema.ts";
 import { acceptTask } from "../../apps/domain/task/accept-task.ts";
 import { transitionTask } from "../../apps/domain/task/task-transition.ts";
-import { cloneDatabase, dropDatabases } from "../support/databases.ts";
-import { eventually } from "../support/fault-kit.ts";
 import { rowsOnlyAcceptDeps } from "./accept-deps.ts";
+import { lockSteps, started } from "./lock-steps.ts";
 
 // A settlement that does not move the task itself (the worker's sweep) racing a retry of that task
 // (batch-control.ts retryBatch: the move back to queued, then reserveCredits, one transaction), for
@@ -22,39 +20,22 @@ import { rowsOnlyAcceptDeps } from "./accept-deps.ts";
 // Forced step by step: the retry is paused inside its transaction after its hold, or a third
 // connection holds the balance row while the sweep and then the retry start, each until it waits
 // for a lock (pg_stat_activity) or is done.
-const suffix = `retryrace${randomUUID().slice(0, 8)}`;
-let url: string;
+const steps = lockSteps("retryrace", ["retry-race-sweep", "retry-race-move", "retry-race-end"]);
 let observer: Db;
 let sweeper: Db;
 let mover: Db;
 let ender: Db;
 const terms: CreditTerms = { perImage: 1, defaultCap: undefined, maxRouteCapacity: 8, replayWindowSeconds: 0 };
+const waitsOrDone = steps.waitsOrDone;
 
 beforeAll(async () => {
-  url = await cloneDatabase(inject("templateDatabaseUrl"), suffix);
-  observer = createDb(url, { poolSize: 2 });
-  sweeper = createDb(url, { poolSize: 1, applicationName: "retry-race-sweep" });
-  mover = createDb(url, { poolSize: 1, applicationName: "retry-race-move" });
-  ender = createDb(url, { poolSize: 1, applicationName: "retry-race-end" });
+  await steps.open();
+  observer = steps.observer();
+  sweeper = steps.actor("retry-race-sweep");
+  mover = steps.actor("retry-race-move");
+  ender = steps.actor("retry-race-end");
 });
-afterAll(async () => {
-  await Promise.all([observer, sweeper, mover, ender].filter(Boolean).map((db) => db.destroy()));
-  if (url) await dropDatabases(url, new URL(url).pathname.slice(1));
-});
-
-const started = <T>(work: () => Promise<T>) => {
-  const state: { done: boolean } = { done: false };
-  const promise = work().finally(() => (state.done = true));
-  return { state, promise };
-};
-
-const waitsOrDone = (applicationName: string, run: { state: { done: boolean } }) =>
-  eventually(`${applicationName} waiting for a lock or done`, async () => {
-    if (run.state.done) return true;
-    const { rows } = await sql<{ waiting: boolean }>`
-      select exists (select 1 from pg_stat_activity where datname = current_database() and application_name = ${applicationName} and wait_event_type = 'Lock') as waiting`.execute(observer);
-    return rows[0]!.waiting ? true : undefined;
-  }, 10_000, 10);
+afterAll(() => steps.close());
 
 const gate = () => {
   let open = () => {};
@@ -127,7 +108,7 @@ describe("the sweep racing a retry of a task whose hold is still open", () => {
 
   it("when the sweep has locked the task's entry before the retry moves the task, then the retry waits for it and holds anew", async () => {
     const { accountId, taskId } = await endedWithOpenHold();
-    const holder = new pg.Client({ connectionString: url });
+    const holder = new pg.Client({ connectionString: steps.url() });
     await holder.connect();
     try {
       await holder.query("begin");
