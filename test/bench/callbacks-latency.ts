@@ -111,6 +111,33 @@ const traceDumps = (dir: string) => {
   };
 };
 
+// CPU (ms) each Postgres backend of the bench's database has used so far, by the application_name
+// of its client (kling-api, kling-worker; the bare path's is empty), from /proc: what a callback
+// costs Postgres, which the wall of a statement under load does not tell apart from waiting.
+const CLOCK_TICK_MS = 10;
+const backendCpu = async (db: pg.Pool): Promise<Map<number, { app: string; ms: number }>> => {
+  const { rows } = await db.query<{ pid: number; app: string }>(
+    `select pid, coalesce(application_name, '') as app from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`,
+  );
+  const cpu = new Map<number, { app: string; ms: number }>();
+  for (const { pid, app } of rows) {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+    if (!stat) continue; // gone, or Postgres on another host
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    cpu.set(pid, { app, ms: (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_MS });
+  }
+  return cpu;
+};
+// Per application_name, the CPU its backends used between two readings, per callback.
+const backendCpuLine = (before: Map<number, { app: string; ms: number }>, after: Map<number, { app: string; ms: number }>, callbacks: number) => {
+  const byApp = new Map<string, number>();
+  for (const [pid, { app, ms }] of after) byApp.set(app || "(none)", (byApp.get(app || "(none)") ?? 0) + ms - (before.get(pid)?.ms ?? 0));
+  return [...byApp]
+    .filter(([app]) => app !== "bench")
+    .map(([app, ms]) => `${app} ${(ms / Math.max(1, callbacks)).toFixed(2)}`)
+    .join(", ");
+};
+
 const main = async () => {
   // Neither the API (which applies the callbacks and schedules the next poll) nor the worker polls
   // the fake provider: these tasks hear only from the bench's callbacks.
@@ -121,7 +148,7 @@ const main = async () => {
   const nodeArgs = TRACE ? ["--import", "tsx", "--import", preload] : [];
   // The API sends the callbacks it causes (WEBHOOK_SEND_FROM_RECEIVER), to the consumer on loopback.
   const stack = await startBenchStack({ ...process.env, ...quiet, ...traced("api"), ALLOWED_PRIVATE_HOSTS: "127.0.0.1" }, { nodeArgs });
-  const db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
+  const db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4, application_name: "bench" });
   // Dropping the database at the end ends its connections: not an error here.
   db.on("error", () => undefined);
   const cleanups: (() => Promise<unknown>)[] = [async () => db.end(), async () => stack.stop()];
@@ -318,7 +345,9 @@ const main = async () => {
         const hop = await measureBaseline(count, rate);
         await dumps(bareProcesses);
         const bareStart = performance.now();
+        const barePgBefore = await backendCpu(db);
         const bareSides = await measureBare(count, rate);
+        const barePgAfter = await backendCpu(db);
         const bareDump = await dumps(bareProcesses);
         const bareMs = performance.now() - bareStart;
         // An idle window first: what the API and the worker burn with no callback (pollers, timers).
@@ -330,7 +359,12 @@ const main = async () => {
         const idleCpu = new Map(idleDumps.map((d) => [d.role, (d.cpuMs * 1000) / idleMs]));
         benchLoop.reset();
         const windowStart = performance.now();
+        const ourPgBefore = await backendCpu(db);
         const ourSides = await measureCallbacks(tasks, rate);
+        // The API records each attempt after its POST: wait for those too, so that the CPU read
+        // here is the whole of each callback's.
+        await sleep(200);
+        const ourPgAfter = await backendCpu(db);
         const ourDumps = await dumps(ourProcesses);
         const windowMs = performance.now() - windowStart;
         const benchDelay = { p99: benchLoop.percentile(99) / 1e6, max: benchLoop.max / 1e6 };
@@ -372,6 +406,12 @@ const main = async () => {
           for (const line of bareTable(bareSides, bareDump)) console.log(line);
           for (const dump of ourDumps) console.log(processLine(dump, count, windowMs, idleCpu.get(dump.role)));
           for (const dump of bareDump) console.log(processLine(dump, count, bareMs, idleCpu.get(dump.role)));
+          // Load-independent: statements each process sent per callback, Postgres CPU per callback.
+          for (const dump of [...ourDumps, ...bareDump]) {
+            const statements = dump.events.filter((e) => e.ev === "q").length;
+            console.log(`  ${dump.role.padEnd(8)} statements per callback ${(statements / count).toFixed(2)}`);
+          }
+          console.log(`  postgres backend CPU ms per callback, ours: ${backendCpuLine(ourPgBefore, ourPgAfter, count)}; bare path: ${backendCpuLine(barePgBefore, barePgAfter, count)}`);
           const pools = ourDumps.flatMap((d) => d.events.filter((e) => e.ev === "pool" && e.end !== undefined).map((e) => ({ role: d.role, ms: e.end! - e.t })));
           for (const role of ["api", "worker"]) {
             const waits = pools.filter((p) => p.role === role).map((p) => p.ms);

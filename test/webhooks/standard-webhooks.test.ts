@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { Webhook } from "standardwebhooks";
 import { describe, expect, it } from "vitest";
 import {
@@ -7,6 +7,8 @@ import {
   standardWebhookSecretListSchema,
   verifyStandardWebhook,
 } from "../../apps/domain/webhooks/standard-webhooks.ts";
+import { encryptSecret, generateServerKeyMaterial, serverKeyFrom } from "../../apps/domain/crypto/server-key.ts";
+import { openSigningSecrets } from "../../apps/domain/webhooks/signing-secret.store.ts";
 
 // KLING.md "Callbacks".
 const vector = {
@@ -175,5 +177,37 @@ describe("webhook secret list schema", () => {
     for (const bad of [vector.secret.slice(6), "whsec_", "whsec_abc*", "whsec_a", ","]) {
       expect(standardWebhookSecretListSchema.safeParse(bad).success, bad).toBe(false);
     }
+  });
+});
+
+// Each sealed signing secret is opened once and kept (signing-secret.store.ts): the kept one must
+// never stand in for a check the opening makes.
+describe("opening an account's sealed signing secret", () => {
+  const serverKey = serverKeyFrom(generateServerKeyMaterial());
+  const key = serverKey.derive("outbound-webhooks");
+  const seal = (accountId: string, secret: string) => encryptSecret(key, secret, `webhook-secret:${accountId}`);
+  const row = (currentSealed: string) => ({ currentSealed, previousSealed: null, previousUntil: null, rotatedAt: new Date() });
+
+  it("when a sealed value opened for its account is copied onto another account's row, then it does not open there", () => {
+    const [owner, other] = [randomUUID(), randomUUID()];
+    const sealed = seal(owner, "whsec_b3duZXI=");
+    expect(openSigningSecrets(serverKey, owner, row(sealed)).current).toBe("whsec_b3duZXI=");
+    expect(() => openSigningSecrets(serverKey, other, row(sealed))).toThrow();
+    expect(openSigningSecrets(serverKey, owner, row(sealed)).current).toBe("whsec_b3duZXI=");
+  });
+
+  it("when the same sealed value comes under another server key, then it does not open", () => {
+    const owner = randomUUID();
+    const sealed = seal(owner, "whsec_a2V5");
+    expect(openSigningSecrets(serverKey, owner, row(sealed)).current).toBe("whsec_a2V5");
+    expect(() => openSigningSecrets(serverKeyFrom(generateServerKeyMaterial()), owner, row(sealed))).toThrow();
+  });
+
+  it("when the previous secret's grace period has ended, then only the current one signs, though the previous was opened before", () => {
+    const owner = randomUUID();
+    const rotated = { currentSealed: seal(owner, "whsec_bmV3"), previousSealed: seal(owner, "whsec_b2xk"), rotatedAt: new Date() };
+    const now = new Date();
+    expect(openSigningSecrets(serverKey, owner, { ...rotated, previousUntil: new Date(now.getTime() + 60_000) }, now).previous).toBe("whsec_b2xk");
+    expect(openSigningSecrets(serverKey, owner, { ...rotated, previousUntil: new Date(now.getTime() - 1) }, now).previous).toBeNull();
   });
 });

@@ -56,6 +56,11 @@ export const applyProviderReport = async (
 ): Promise<{ outcome: ReportOutcome; task?: Task; inboxStored?: boolean }> => {
   const target = report.status;
   let known = options.known;
+  // A move whose outbound callback this process sends announces the change to live views after
+  // the send has gone out (setImmediate: after the POST's first write), not before it: the
+  // announcement is a Redis write that the consumer's callback need not wait behind.
+  let announced: Task | undefined;
+  const moveDeps = options.sendOutbound ? { ...deps, taskChanged: (task: Task) => void (announced = task) } : deps;
   for (let attempt = 0; attempt < 3; attempt++) {
     const task = known ?? (await findTask(deps.db, taskId));
     known = undefined;
@@ -81,7 +86,7 @@ export const applyProviderReport = async (
     const providerTaskEnded = target === "archiving" || target === "failed";
     // One statement, a success's result images included (recorded only if the move applies).
     const result = await transitionTask(
-      deps,
+      moveDeps,
       {
         taskId,
         to: target,
@@ -108,6 +113,11 @@ export const applyProviderReport = async (
     );
     if (!result.applied) continue; // raced with another report; look again
     if (result.leased) options.sendOutbound?.send(result.leased);
+    if (announced) {
+      const task = announced;
+      if (result.leased) setImmediate(() => deps.taskChanged(task));
+      else deps.taskChanged(task);
+    }
     // The provider freed this task's slots when it ended. Released only once the row says so: the
     // sweeper's ledger repair re-holds the slots of every task whose row says it is still running,
     // and a release that came first would be undone by it (a slot counted twice until the next

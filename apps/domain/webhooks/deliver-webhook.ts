@@ -12,7 +12,7 @@ import { nextAttemptDelayMs } from "./retry-schedule.ts";
 import { ensureSigningSecrets, openSigningSecrets, secretsToSignWith, type SigningSecrets } from "./signing-secret.store.ts";
 import { signStandardWebhook } from "./standard-webhooks.ts";
 import { claimDelivery, recordAttempt, type AttemptOutcome, type ClaimedDelivery } from "./webhook-delivery.store.ts";
-import { renderWebhookBody, taskFromSnapshot } from "./webhook-payload.ts";
+import { renderWebhookBody, snapshotStatus } from "./webhook-payload.ts";
 
 export type DeliverWebhookDeps = {
   db: Db;
@@ -49,7 +49,8 @@ const secretsOf = async (deps: DeliverWebhookDeps, delivery: ClaimedDelivery): P
 };
 
 const storedImagesOf = async (deps: DeliverWebhookDeps, delivery: ClaimedDelivery) => {
-  if (delivery.payloadKind === "raw" || !delivery.taskId || taskFromSnapshot(delivery.payload).status !== "succeeded") return [];
+  // The snapshot's status alone (renderWebhookBody reads the whole snapshot once, after this).
+  if (delivery.payloadKind === "raw" || !delivery.taskId || snapshotStatus(delivery.payload) !== "succeeded") return [];
   return deps.db
     .selectFrom("taskImage")
     .select(["index", "providerUrl", "storageKey", "width", "height", "bytes", "sha256"])

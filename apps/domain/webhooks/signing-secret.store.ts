@@ -26,11 +26,30 @@ export const newWebhookSecret = () => `whsec_${randomBytes(24).toString("base64"
 const sealingKey = (serverKey: ServerKey) => serverKey.derive("outbound-webhooks");
 const boundTo = (accountId: string) => `webhook-secret:${accountId}`;
 
+// Every attempt opens its account's secrets (a callback's path, before its POST): each sealed value
+// is opened once per sealing key and account, and kept. The key names the account, so a sealed
+// value copied onto another account's row is opened (and refused) afresh. A rotation seals a new
+// value (a new IV), so a kept one is never stale; bounded, emptied when full.
+const MAX_OPENED = 10_000;
+const opened = new WeakMap<Buffer, Map<string, string>>();
+const openSealed = (key: Buffer, sealed: string, accountId: string) => {
+  let known = opened.get(key);
+  if (!known) opened.set(key, (known = new Map()));
+  const id = `${accountId}\u0000${sealed}`;
+  let secret = known.get(id);
+  if (secret === undefined) {
+    secret = decryptSecret(key, sealed, boundTo(accountId));
+    if (known.size >= MAX_OPENED) known.clear();
+    known.set(id, secret);
+  }
+  return secret;
+};
+
 export const openSigningSecrets = (serverKey: ServerKey, accountId: string, row: SealedSigningSecrets, now = new Date()): SigningSecrets => {
   const live = row.previousSealed !== null && row.previousUntil !== null && row.previousUntil > now;
   return {
-    current: decryptSecret(sealingKey(serverKey), row.currentSealed, boundTo(accountId)),
-    previous: live ? decryptSecret(sealingKey(serverKey), row.previousSealed as string, boundTo(accountId)) : null,
+    current: openSealed(sealingKey(serverKey), row.currentSealed, accountId),
+    previous: live ? openSealed(sealingKey(serverKey), row.previousSealed as string, accountId) : null,
     previousUntil: live ? row.previousUntil : null,
     rotatedAt: row.rotatedAt,
   };

@@ -13,7 +13,17 @@ const snapshotSchema = z
   });
 
 const dateColumns = new Set(["acceptedAt", "submittedAt", "finishedAt", "nextCheckAt", "updatedAt", "submitLeaseUntil"]);
-const camel = (key: string) => key.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+// A task row has a few dozen column names, each renamed at every attempt: renamed once.
+const camelNames = new Map<string, string>();
+const camel = (key: string) => {
+  let name = camelNames.get(key);
+  if (name === undefined) {
+    name = key.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+    // Bounded: only a snapshot of a row shape we never wrote could bring new names.
+    if (camelNames.size < 1_000) camelNames.set(key, name);
+  }
+  return name;
+};
 const utcDate = (value: string) => new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : `${value}Z`);
 
 export const taskFromSnapshot = (snapshot: unknown): Task => {
@@ -27,6 +37,10 @@ export const taskFromSnapshot = (snapshot: unknown): Task => {
   }
   return task as Task;
 };
+
+// A snapshot's status, without reading the rest of it (undefined if it has none).
+export const snapshotStatus = (snapshot: unknown): unknown =>
+  typeof snapshot === "object" && snapshot !== null ? (snapshot as Record<string, unknown>).status : undefined;
 
 export type RenderInput = {
   id: string;
