@@ -66,12 +66,12 @@ describe("outbound callbacks", () => {
     expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]+=*$/);
     const taskId = await submitDropin(key, `${consumer.url}/dropin`);
     await waitForTask(stack.api.url, key, taskId, ["succeeded"]);
-    const arrived = await consumer.waitFor("/dropin", 3);
+    // Each event's first arrival (a late-answered attempt is sent again under its webhook-id: at
+    // least once, beside a loaded machine's 600 ms attempt timeout), one webhook-id per event.
+    const arrived = await consumer.waitForEvents("/dropin", 3);
     const bodies = arrived.map((r) => verifyWith(secret, r));
     expect(bodies.map((b) => b.task_status)).toEqual(["submitted", "processing", "succeed"]);
     expect(bodies.every((b) => b.task_id === taskId)).toBe(true);
-    // One webhook-id per event.
-    expect(new Set(arrived.map((r) => r.headers["webhook-id"])).size).toBe(3);
     // The log pages one delivery at a time, newest first, each once, and the last page says so.
     const paged: string[] = [];
     let cursor: string | null = null;
@@ -101,7 +101,7 @@ describe("outbound callbacks", () => {
     const failedId = await submitNative(key, `${consumer.url}/native`, `${consumer.url}/missing.png`);
     await waitForTask(stack.api.url, key, okId, ["succeeded"]);
     await waitForTask(stack.api.url, key, failedId, ["failed"]);
-    const arrived = await consumer.waitFor("/native", 2);
+    const arrived = await consumer.waitForEvents("/native", 2);
     const events = arrived.map((r) => verifyWith(secret, r));
     const succeeded = events.find((e) => e.data.id === okId)!;
     const failed = events.find((e) => e.data.id === failedId)!;

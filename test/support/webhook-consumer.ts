@@ -16,6 +16,11 @@ export type WebhookConsumer = {
   onRequest(listener: (request: Received) => void): void;
   // Waits until `count` requests on `path` have arrived.
   waitFor(path: string, count: number, timeoutMs?: number): Promise<Received[]>;
+  // Waits until `count` distinct events (webhook-ids) have arrived on `path`; returns each event's
+  // first arrival, in arrival order. Delivery is at least once: an attempt whose answer came too late
+  // is sent again under the same webhook-id, which a consumer drops (Standard Webhooks). A repeat
+  // must carry the same body as its first arrival, else this throws.
+  waitForEvents(path: string, count: number, timeoutMs?: number): Promise<Received[]>;
   close(): Promise<void>;
 };
 
@@ -57,6 +62,21 @@ export const startWebhookConsumer = async (): Promise<WebhookConsumer> => {
         const onPath = received.filter((r) => r.path === path);
         if (onPath.length >= count) return onPath;
         if (Date.now() > deadline) throw new Error(`${count} requests on ${path} not seen within ${timeoutMs} ms (saw ${onPath.length})`);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    },
+    waitForEvents: async (path, count, timeoutMs = 15_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const first = new Map<string, Received>();
+        for (const r of received.filter((r) => r.path === path)) {
+          const id = String(r.headers["webhook-id"]);
+          const seen = first.get(id);
+          if (!seen) first.set(id, r);
+          else if (seen.body !== r.body) throw new Error(`webhook-id ${id} arrived twice with different bodies`);
+        }
+        if (first.size >= count) return [...first.values()];
+        if (Date.now() > deadline) throw new Error(`${count} events on ${path} not seen within ${timeoutMs} ms (saw ${first.size})`);
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
     },
