@@ -155,7 +155,7 @@ const intakeValueNames = [
 ] as const;
 type IntakeValues = Record<(typeof intakeValueNames)[number], unknown>;
 
-// Intake's one statement: a call of intake_task (prisma/migrations/20261208010000_intake_function),
+// Intake's one statement: a call of intake_task (prisma/migrations/20261208020000_intake_function_once),
 // which writes the task, its first event and its credit hold and entry together, or answers the
 // replay window's task (replay-window.ts) and writes nothing; a hold refused by the cap fails it
 // with nothing written (isCapRefusal). Its body is PL/pgSQL so that Postgres keeps its plans per
