@@ -130,4 +130,41 @@ describe("fair priority resync during intake", () => {
     await first(new Map(), new Map());
     expect((await fp.take(a)).priority).toBe(2);
   });
+
+  // A create's settle is not a command of its own while creates keep coming: it rides on the next
+  // take (fair-take.lua), or the settles of one turn of the event loop go in one command. Failed on
+  // the code before (a command per settle: 4 commands here, and 3 for the three settles).
+  it("when intakes settle while others take, then the settles ride on the next take, and those of one turn share one command", async () => {
+    const fp = fair();
+    const a = randomUUID();
+    const marks = `${lastPrefix}:{fair}:in-flight`;
+    const counted = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+    const counting = createFairPriority(counted, lastPrefix);
+    let commands = 0;
+    const send = counted.sendCommand.bind(counted);
+    counted.sendCommand = ((...args: Parameters<typeof send>) => {
+      commands++;
+      return send(...args);
+    }) as typeof counted.sendCommand;
+    try {
+      const first = await counting.take(a);
+      commands = 0;
+      const settled = first.settle();
+      const second = await counting.take(a);
+      await settled;
+      expect(commands).toBe(1);
+      expect(await redis.hget(marks, a)).toBe("1");
+      const third = await counting.take(a);
+      const fourth = await counting.take(a);
+      commands = 0;
+      await Promise.all([second.settle(), third.settle(), fourth.settle()]);
+      expect(commands).toBe(1);
+      expect(await redis.hget(marks, a)).toBeNull();
+      // Settled twice: nothing is taken off again.
+      await second.settle();
+      expect(commands).toBe(1);
+    } finally {
+      counted.disconnect();
+    }
+  });
 });

@@ -83,9 +83,9 @@ const stripeHoldSql = (written: string, accountId: string, perImage: number, whe
 // An account's cap that is set while holds without one are in flight may miss those that commit
 // after its check's snapshot (as a cap read by the statement's snapshot did before the stripes).
 // The single create's hold is the same SQL written out in intake_task (a PL/pgSQL function, for its
-// cached plans: prisma/migrations/20261208010000_intake_function), with one more statement before
-// it for an account already seen without a cap (the stripe upsert alone): a change of the hold here
-// is a change there too, by a new migration.
+// cached plans: prisma/migrations/20261208020000_intake_function_once, its latest text), with one
+// more statement before it for an account without a cap (the stripe upsert alone): a change of the
+// hold here is a change there too, by a new migration.
 export const holdCreditsCtes = (written: string, accountId: string, perImage: number, defaultCap: CreditCap) => {
   const cap = capSql(accountId, defaultCap);
   const striped = stripedSql(accountId);

@@ -6,9 +6,9 @@
 // client really meant as two identical tasks within the window become one; two identical creates
 // sent at the same instant may both be created. An external_task_id is the exact tool.
 //
-// Its lookup is the `replay` part of intake's statement, the PL/pgSQL function intake_task
-// (prisma/migrations/20261208010000_intake_function, called by accept-task.ts): a create costs no
-// round trip for it. The newest such task, none when the request names an external_task_id (its
+// Its lookup is the first statement of intake's call, the PL/pgSQL function intake_task
+// (prisma/migrations/20261208020000_intake_function_once, called by accept-task.ts): a create costs no
+// round trip for it, and with the window off Postgres does not run it. The newest such task, none when the request names an external_task_id (its
 // replays go by that id) or belongs to a batch. A window of 0 is off: `accepted_at > now() - 0 s`
 // alone was not, since now() is the transaction's start and an identical create that committed
 // after it (while this one waited for a CPU or a connection) has a later accepted_at

@@ -19,7 +19,8 @@ import { redisScript } from "./redis-scripts.ts";
 // to the rows restarted the account's numbering near 1, and its later tasks tied or passed another
 // account's single task. So a resync never forgets an intake that has its priority:
 // - intake marks its tasks in flight with the same script that takes the priority (fair-take.lua)
-//   and unmarks them once its rows are committed or will not be (settle: one more command);
+//   and unmarks them once its rows are committed or will not be (settle: carried by the next take,
+//   or one command for all the settles of a turn of the event loop);
 // - resync reads the counts and the marks in one MULTI (the snapshot) before it reads Postgres,
 //   then sets each count to rows + marks at the snapshot + what was taken since the snapshot
 //   (fair-resync.lua, one script, so nothing taken meanwhile is lost).
@@ -63,6 +64,19 @@ const settleScript = { name: "fair-settle", numberOfKeys: 2, files: withMarks("f
 const snapshotScript = { name: "fair-snapshot", numberOfKeys: 7, files: withMarks("fair-snapshot") };
 const resyncScript = { name: "fair-resync", numberOfKeys: 3, files: [scriptFile("fair-resync")] };
 
+type Deferred = { promise: Promise<void>; resolve: () => void; reject: (error: unknown) => void };
+const deferredOf = (): Deferred => {
+  let resolve!: () => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A settle nobody awaits (intake's, not awaited) must not be an unhandled rejection.
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+};
+
 // HGETALL as a script returns it: a flat [field, value, ...] list.
 const hashOf = (flat: unknown) => {
   const map = new Map<string, number>();
@@ -85,19 +99,49 @@ export const createFairPriority = (redis: RedisClient, prefix: string): FairPrio
   const snapshot = redisScript(redis, snapshotScript);
   const resync = redisScript(redis, resyncScript);
 
+  // Settles wait for a command to ride on: the next take of the same kind carries them (a
+  // create's settle then costs no command of its own while creates keep coming), or else one
+  // settle command takes all that are waiting once the event loop has run this turn's I/O. A mark
+  // settled a little late only counts its task twice at a resync in between (above).
+  const waiting = { single: new Map<string, Deferred>(), batch: new Map<string, Deferred>() };
+  const flushes = { single: false, batch: false };
+  const sendSettles = (kind: keyof typeof keys, run: (members: string[]) => Promise<unknown>) => {
+    const batch = waiting[kind];
+    if (batch.size === 0) return undefined;
+    waiting[kind] = new Map();
+    const members = [...batch.keys()];
+    return run(members).then(
+      () => batch.forEach((d) => d.resolve()),
+      (error: unknown) => batch.forEach((d) => d.reject(error)),
+    );
+  };
+  const flush = (kind: keyof typeof keys) => {
+    flushes[kind] = false;
+    const { marks, deadlines } = keys[kind];
+    void sendSettles(kind, (members) => settle([marks, deadlines], members));
+  };
+  const settleLater = (kind: keyof typeof keys, member: string) => {
+    const deferred = deferredOf();
+    waiting[kind].set(member, deferred);
+    if (!flushes[kind]) {
+      flushes[kind] = true;
+      setImmediate(flush, kind);
+    }
+    return deferred.promise;
+  };
+
   const takeFor = async (kind: keyof typeof keys, accountId: string, count: number) => {
     const { counts, marks, deadlines } = keys[kind];
     const nonce = randomUUID();
-    const last = Number(await take([counts, marks, deadlines], [accountId, count, IN_FLIGHT_MS, nonce]));
-    let settled = false;
-    return {
-      first: last - count + 1,
-      settle: async () => {
-        if (settled) return;
-        settled = true;
-        await settle([marks, deadlines], [`${count} ${nonce} ${accountId}`]);
-      },
-    };
+    let last = 0;
+    const sent = sendSettles(kind, async (members) => {
+      last = Number(await take([counts, marks, deadlines], [accountId, count, IN_FLIGHT_MS, nonce, ...members]));
+    });
+    if (sent) await sent;
+    else last = Number(await take([counts, marks, deadlines], [accountId, count, IN_FLIGHT_MS, nonce]));
+    const member = `${count} ${nonce} ${accountId}`;
+    let settled: Promise<void> | undefined;
+    return { first: last - count + 1, settle: () => (settled ??= settleLater(kind, member)) };
   };
 
   return {
