@@ -189,6 +189,9 @@ const backfillMakespanMs = (ns: number[], capacity: number, runMs: number) => {
   }
 };
 
+const msDist = (xs: number[]) =>
+  xs.length ? `mean ${mean(xs).toFixed(0)} ms, p50 ${quantile(xs, 0.5).toFixed(0)} ms, p95 ${quantile(xs, 0.95).toFixed(0)} ms, max ${Math.max(...xs)} ms (${xs.length})` : "none";
+
 const adminUrl = () => `${postgresServer}/postgres`;
 const withAdmin = async <T>(fn: (client: pg.Client) => Promise<T>): Promise<T> => {
   const client = new pg.Client({ connectionString: adminUrl() });
@@ -468,7 +471,7 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
   // Collect.
   const tasks = await db
     .selectFrom("task")
-    .select(["id", "n", "status", "acceptedAt", "finishedAt", "attempts", "transientFailures", "resubmissions", "failureClass", "failureMessage"])
+    .select(["id", "n", "status", "acceptedAt", "submittedAt", "finishedAt", "attempts", "transientFailures", "resubmissions", "failureClass", "failureMessage"])
     .execute();
   const events = await db.selectFrom("taskEvent").select(["taskId", "toStatus", "source", "createdAt"]).orderBy("id", "asc").execute();
   const statsByRoute = await Promise.all(simulators.map((sim) => getJson<SimStats>(`${sim.url}/_sim/stats`)));
@@ -555,6 +558,14 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
     if (tl.archiving !== undefined && tl.succeeded !== undefined) archiveMs.push(tl.succeeded - tl.archiving);
   }
   const tailMs = lastDone - lastArchiving;
+  // The poll at a task's expected end is counted from its submission time: how far after the
+  // provider's own start (its created_at; one clock here) that anchor lies is how late every poll
+  // of a lost end callback comes, beyond the margin.
+  const anchorLag: number[] = [];
+  for (const t of tasks) {
+    const sim = simByTask.get(t.id)?.at(-1);
+    if (sim && t.submittedAt) anchorLag.push(t.submittedAt.getTime() - sim.created_at);
+  }
 
   // Slot-time accounting over the provider window, from the samples.
   const submitTimes = all.map((t) => t.firstSubmitting ?? Infinity).sort((a, b) => a - b);
@@ -627,6 +638,7 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
     `create latency (last submitting -> submitted): ${dist(createLatency)}`,
     `end detection after the provider finished, by callback: ${dist(detectCallback)}`,
     `end detection after the provider finished, by poll:     ${dist(detectPoll)}`,
+    `submission time (poll anchor) after the provider's created_at: ${msDist(anchorLag)}`,
     `archive (archiving -> succeeded): ${dist(archiveMs)}`,
     `slot-time held in our ledger while the provider ran nothing for it: before create ${s(preCreateSlotMs / C)}, after end ${s(detectSlotMs / C)} (÷C, as makespan)`,
     `C x provider window (${s(providerMakespanMs)}) split from samples, as makespan seconds:`,
