@@ -189,6 +189,9 @@ const backfillMakespanMs = (ns: number[], capacity: number, runMs: number) => {
   }
 };
 
+const msDist = (xs: number[]) =>
+  xs.length ? `mean ${mean(xs).toFixed(0)} ms, p50 ${quantile(xs, 0.5).toFixed(0)} ms, p95 ${quantile(xs, 0.95).toFixed(0)} ms, max ${Math.max(...xs)} ms (${xs.length})` : "none";
+
 const adminUrl = () => `${postgresServer}/postgres`;
 const withAdmin = async <T>(fn: (client: pg.Client) => Promise<T>): Promise<T> => {
   const client = new pg.Client({ connectionString: adminUrl() });
@@ -328,7 +331,8 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
     REDIS_URL: redisUrl,
     QUEUE_PREFIX: queuePrefix,
     STORAGE_DIR: storageDir,
-    LOG_LEVEL: "silent",
+    // BENCH_LOG_LEVEL: the API's and worker's logs (JSON lines on stdout), e.g. to follow one task.
+    LOG_LEVEL: env.BENCH_LOG_LEVEL ?? "silent",
     ...providerEnv,
     SERVER_KEY: randomBytes(32).toString("base64url"),
   };
@@ -468,7 +472,7 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
   // Collect.
   const tasks = await db
     .selectFrom("task")
-    .select(["id", "n", "status", "acceptedAt", "finishedAt", "attempts", "transientFailures", "resubmissions", "failureClass", "failureMessage"])
+    .select(["id", "n", "status", "acceptedAt", "submittedAt", "finishedAt", "attempts", "transientFailures", "resubmissions", "failureClass", "failureMessage"])
     .execute();
   const events = await db.selectFrom("taskEvent").select(["taskId", "toStatus", "source", "createdAt"]).orderBy("id", "asc").execute();
   const statsByRoute = await Promise.all(simulators.map((sim) => getJson<SimStats>(`${sim.url}/_sim/stats`)));
@@ -555,6 +559,37 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
     if (tl.archiving !== undefined && tl.succeeded !== undefined) archiveMs.push(tl.succeeded - tl.archiving);
   }
   const tailMs = lastDone - lastArchiving;
+  // BENCH_SHOW_SLOW_POLLS=<ms>: each end found by poll later than this, with what the provider and
+  // our events say about it (why a poll came late).
+  const slowPollMs = int("BENCH_SHOW_SLOW_POLLS", 0);
+  const slowPolls: string[] = [];
+  if (slowPollMs > 0) {
+    const byTask = new Map<string, { to: string; source: string; at: number }[]>();
+    for (const e of events) {
+      const list = byTask.get(e.taskId) ?? [];
+      list.push({ to: e.toStatus, source: e.source, at: e.createdAt.getTime() });
+      byTask.set(e.taskId, list);
+    }
+    for (const t of tasks) {
+      const tl = timelines.get(t.id);
+      const sim = simByTask.get(t.id)?.at(-1);
+      if (!tl || !sim || tl.archivingSource !== "poll" || tl.archiving === undefined || tl.archiving - sim.updated_at <= slowPollMs) continue;
+      slowPolls.push(`  slow poll: task ${t.id}, created_at ${sim.created_at}`);
+      const at = (x: number) => `${((x - sim.created_at) / 1000).toFixed(3)}`;
+      slowPolls.push(
+        `  slow poll: n ${t.n}, provider ran ${sim.updated_at - sim.created_at} ms (run_ms ${sim.run_ms}), submittedAt ${t.submittedAt ? at(t.submittedAt.getTime()) : "-"}, ` +
+          `ended ${at(sim.updated_at)}; events (s after created_at): ${(byTask.get(t.id) ?? []).map((e) => `${e.to}/${e.source}@${at(e.at)}`).join(" ")}`,
+      );
+    }
+  }
+  // The poll at a task's expected end is counted from its submission time: how far after the
+  // provider's own start (its created_at; one clock here) that anchor lies is how late every poll
+  // of a lost end callback comes, beyond the margin.
+  const anchorLag: number[] = [];
+  for (const t of tasks) {
+    const sim = simByTask.get(t.id)?.at(-1);
+    if (sim && t.submittedAt) anchorLag.push(t.submittedAt.getTime() - sim.created_at);
+  }
 
   // Slot-time accounting over the provider window, from the samples.
   const submitTimes = all.map((t) => t.firstSubmitting ?? Infinity).sort((a, b) => a - b);
@@ -627,6 +662,8 @@ const runPhase = async (name: PhaseName, ns: number[], image: string, cleanups: 
     `create latency (last submitting -> submitted): ${dist(createLatency)}`,
     `end detection after the provider finished, by callback: ${dist(detectCallback)}`,
     `end detection after the provider finished, by poll:     ${dist(detectPoll)}`,
+    `submission time (poll anchor) after the provider's created_at: ${msDist(anchorLag)}`,
+    ...slowPolls,
     `archive (archiving -> succeeded): ${dist(archiveMs)}`,
     `slot-time held in our ledger while the provider ran nothing for it: before create ${s(preCreateSlotMs / C)}, after end ${s(detectSlotMs / C)} (÷C, as makespan)`,
     `C x provider window (${s(providerMakespanMs)}) split from samples, as makespan seconds:`,

@@ -70,9 +70,16 @@ export const applyProviderReport = async (
       return { outcome: "rejected", task };
     }
     const now = Date.now();
-    const submittedAt = task.submittedAt ?? new Date(Math.min(now, options.receivedAtMs ?? now));
+    const runTime = deps.runTimeOf(task.route);
+    // A create's answer teaches how the provider's created_at maps to our clock (provider-run-time.ts).
+    if (attempt === 0 && options.receivedAtMs !== undefined && report.createdAtMs !== undefined) runTime.noteCreateAnswer(report.createdAtMs, options.receivedAtMs);
+    // The submission time anchors the poll at the task's expected end: the provider's own start
+    // mapped to our clock where known, else when its first report reached us.
+    const providerStart =
+      task.submittedAt || report.createdAtMs === undefined ? undefined : await runTime.startOnOurClock(report.createdAtMs).catch(() => undefined);
+    const submittedAt = task.submittedAt ?? new Date(Math.min(now, options.receivedAtMs ?? now, providerStart ?? now));
     // Redis (where the estimate lives) being down must not stop a report from being applied.
-    const estimate = deps.pollAtExpectedEnd ? await deps.runTimeOf(task.route).estimateMs().catch(() => undefined) : undefined;
+    const estimate = deps.pollAtExpectedEnd ? await runTime.estimateMs().catch(() => undefined) : undefined;
     const silenceMs = deps.pollAtExpectedEnd ? firstCheckDelayMs(submittedAt, estimate, deps.callbackGraceMs, now) : deps.callbackGraceMs;
     if (isTerminal(task.status) || statusRank[target] <= statusRank[task.status]) {
       // A check it would move by less than the shortest poll delay is left as it is: the `submitted`
@@ -138,7 +145,7 @@ export const applyProviderReport = async (
             ? now - task.submittedAt.getTime()
             : undefined;
       // A provider's odd timestamps (negative, or days apart) must not skew when every task is polled.
-      if (ran !== undefined && ran > 0 && ran < MAX_PLAUSIBLE_RUN_MS) await deps.runTimeOf(task.route).record(ran).catch(() => undefined);
+      if (ran !== undefined && ran > 0 && ran < MAX_PLAUSIBLE_RUN_MS) await runTime.record(ran).catch(() => undefined);
     }
     if (target === "archiving") {
       // After the commit: if Redis is down now, the sweeper re-drives the archive job later.

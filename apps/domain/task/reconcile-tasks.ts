@@ -73,22 +73,26 @@ const overdueTasks = (deps: Pick<ReconcileDeps, "db" | "batchSize">, statuses: r
 // that poll would come up to that much later, the task's slots held all the while (measured by
 // `npm run bench:provider`). So until the next sweep is due, a sweep waits for the in-flight checks
 // that fall due and polls them then: one indexed read per wake, and none when nothing is due soon.
+// Checks already due count too: those that fell due while the sweep did its other work, or while
+// the previous wake's polls ran, would otherwise wait for a later check's wake or the next sweep
+// (up to a sweep interval: the bench's slowest poll-found ends).
 export const followUpcomingChecks = async (deps: ReconcileDeps, untilMs: number): Promise<number> => {
   let polled = 0;
-  for (;;) {
+  for (let wake = 0; ; wake++) {
     const now = Date.now();
     if (untilMs - now < FOLLOW_MIN_WAIT_MS) return polled;
     const next = await deps.db
       .selectFrom("task")
       .select("nextCheckAt")
       .where("status", "in", inFlightStatuses)
-      .where("nextCheckAt", ">", new Date(now))
       .where("nextCheckAt", "<", new Date(untilMs))
       .orderBy("nextCheckAt", "asc")
       .limit(1)
       .executeTakeFirst();
     if (!next?.nextCheckAt) return polled;
-    await sleep(Math.max(FOLLOW_MIN_WAIT_MS, next.nextCheckAt.getTime() - Date.now()));
+    // The first wake polls what is already due at once; later ones batch a burst (and a task whose
+    // poll failed without moving its check is not asked again at once).
+    await sleep(Math.max(wake === 0 ? 0 : FOLLOW_MIN_WAIT_MS, next.nextCheckAt.getTime() - Date.now()));
     await forEachConcurrently(await overdueTasks(deps, inFlightStatuses), POLL_CONCURRENCY, async (task) => {
       try {
         await pollTask(deps, task);
@@ -102,7 +106,9 @@ export const followUpcomingChecks = async (deps: ReconcileDeps, untilMs: number)
 
 // Callbacks are hints; the provider's GET is the truth. Every non-terminal task carries the time of
 // its next expected sign of life (`next_check_at`); a task past it is looked at here.
-export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSummary> => {
+// `onRunningPolled`: called once the running tasks past their check are polled, before the rest
+// (the caller starts following upcoming checks then, beside the ledger repair and re-drives).
+export const reconcileTasks = async (deps: ReconcileDeps, onRunningPolled?: () => void): Promise<ReconcileSummary> => {
   const summary: ReconcileSummary = { polled: 0, redriven: 0, timedOut: 0, slotsRepaired: 0, errors: 0 };
   // Running tasks past their check first: one whose end callback was lost holds its slots until its
   // poll, and the ledger repair and the deadline sweep below take several statements (more under
@@ -118,6 +124,7 @@ export const reconcileTasks = async (deps: ReconcileDeps): Promise<ReconcileSumm
       deps.logger.warn({ taskId: task.id, err: error }, "reconcile step failed");
     }
   });
+  onRunningPolled?.();
   summary.timedOut = await failOverdueTasks(deps);
   summary.slotsRepaired = await repairSlotLedger(deps);
   const due = await overdueTasks(deps, ["queued", "submitting", "archiving"]);

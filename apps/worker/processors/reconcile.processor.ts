@@ -52,22 +52,33 @@ export const reconcileProcessor = (
   };
   return async () => {
     const started = Date.now();
-    const summary = await reconcileTasks(deps);
-    // The checks that fall due before the next sweep are followed from now on, beside the
-    // housekeeping below (batch events, credits, retention), which may take a while under load and
-    // never bears on a running task: a poll at a task's expected end does not wait for it.
-    const following = deps.followChecksForMs ? followUpcomingChecks(deps, started + deps.followChecksForMs) : Promise.resolve(0);
-    // Awaited (its errors surfaced) even if the housekeeping throws.
-    const followed = following.then(
-      (polled) => ({ polled }),
-      (error: unknown) => ({ error }),
-    );
+    // The checks that fall due before the next sweep are followed as soon as the running tasks past
+    // their check are polled, beside the rest of the sweep (deadlines, the ledger repair, re-drives)
+    // and the housekeeping below (batch events, credits, retention), which may take a while under
+    // load and never bear on a running task: a poll at a task's expected end does not wait for them.
+    // Settled at once (its errors kept, surfaced below), so a failure while the sweep still runs is
+    // not an unhandled rejection.
+    let followed: Promise<{ polled: number } | { error: unknown }> = Promise.resolve({ polled: 0 });
+    const startFollowing = () => {
+      if (!deps.followChecksForMs) return;
+      followed = followUpcomingChecks(deps, started + deps.followChecksForMs).then(
+        (polled) => ({ polled }),
+        (error: unknown) => ({ error }),
+      );
+    };
+    let summary: Awaited<ReturnType<typeof reconcileTasks>>;
+    try {
+      summary = await reconcileTasks(deps, startFollowing);
+    } catch (error) {
+      await followed;
+      throw error;
+    }
     try {
       await housekeeping();
     } finally {
-      const outcome = await followed;
-      if ("error" in outcome) throw outcome.error;
-      summary.polled += outcome.polled;
+      const result = await followed;
+      if ("error" in result) throw result.error;
+      summary.polled += result.polled;
     }
     if (summary.polled + summary.redriven + summary.errors > 0) deps.logger.info(summary, "reconcile sweep");
     return summary;
