@@ -216,7 +216,9 @@ const pollTask = async (deps: ReconcileDeps, task: Task) => {
     // The row the sweep just read saves a read (a stale one only fails the guarded move, and the
     // report then reads the task again).
     const { task: after } = await applyProviderReport(deps, task.id, report, "poll", { known: task });
-    if (after && !isTerminal(after.status) && after.status !== "archiving") await reschedule();
+    // A report that found no row to move (raced three times) reschedules too: a check left in the
+    // past would be polled again at every follow-up wake (25 ms), not once a sweep.
+    if (!after || (!isTerminal(after.status) && after.status !== "archiving")) await reschedule();
   } catch (error) {
     if (error instanceof ProviderError && error.details.reason === "task_unknown") {
       return providerLostTask(deps, task, error.message);
