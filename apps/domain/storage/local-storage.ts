@@ -54,7 +54,9 @@ export const createLocalStorage = (rootDir: string): ObjectStorage => {
   };
 };
 
-export const sourceImageKey = (taskId: string, format: string) => `sources/${taskId}.${format === "jpeg" ? "jpg" : format}`;
+const SOURCE_IMAGE_DIR = "sources/";
+export const sourceImageKey = (taskId: string, format: string) => `${SOURCE_IMAGE_DIR}${taskId}.${format === "jpeg" ? "jpg" : format}`;
+export const isSourceImageKey = (key: string) => key.startsWith(SOURCE_IMAGE_DIR);
 
 export const taskImageKey = (taskId: string, index: number, format: string) =>
   `tasks/${taskId}/${index}.${format === "jpeg" ? "jpg" : format}`;
