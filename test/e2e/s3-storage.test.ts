@@ -69,7 +69,7 @@ describe("S3-compatible storage, end to end", () => {
 
     const dropIn = await call(stack.api.url, "GET", `/kling/v1/images/editing/expand/${taskId}`, { key });
     for (const image of done.images) {
-      const inBucket = await bucketView.read(`tasks/${taskId}/${image.index}.png`);
+      const inBucket = await bucketView.read(taskImageKey(taskId, image.index, "png"));
       expect(inBucket && sha256(inBucket)).toBe(image.sha256);
 
       const native = await fetch(new URL(`/v1/tasks/${taskId}/images/${image.index}`, stack.api.url), { headers: { authorization: `Bearer ${key}` } });
