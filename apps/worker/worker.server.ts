@@ -17,6 +17,8 @@ import { createProviderRouteSet, type ProviderRouteSet } from "../domain/provide
 import { createTaskChangeNotifier } from "../domain/live-progress/task-change.ts";
 import { createObjectStorage } from "../domain/storage/object-storage.ts";
 import { storageConfigFrom } from "../domain/storage/storage-config.ts";
+import { isSourceImageKey } from "../domain/storage/local-storage.ts";
+import { withRecentWrites } from "../domain/storage/recent-writes.ts";
 import { archiveTaskProcessor } from "./processors/archive-task.processor.ts";
 import { checkSourceProcessor, createDownloadShares } from "./processors/check-source.processor.ts";
 import { createJobDrain } from "../domain/process/job-drain.ts";
@@ -94,6 +96,9 @@ export const startWorker = async (config: WorkerConfig): Promise<RunningWorker> 
   return { providerKind: base.providerRoutes[0]!.kind, stop };
 };
 
+// Sources kept in memory from their check to their submission: a minute, 32 MB at most.
+const RECENT_SOURCES = { maxBytes: 32 * 1024 * 1024, maxAgeMs: 60_000 };
+
 // Redis, Postgres, queues and storage, each step named on the health endpoint while it waits.
 const openConnections = async (config: WorkerConfig, logger: Logger, health: WorkerHealth | undefined) => {
   health?.starting("checking the queue prefix in Redis");
@@ -106,7 +111,8 @@ const openConnections = async (config: WorkerConfig, logger: Logger, health: Wor
   const queues = createTaskQueues(redis, config.QUEUE_PREFIX, telemetry, config.QUEUE_KEEP_COMPLETED);
   const providerRoutes = resolveProviderRoutes(config);
   const timing = lifecycleTimingFrom(config);
-  const storage = await createObjectStorage(storageConfigFrom(config));
+  // A source's check and its submission mostly run in the same process a moment apart (recent-writes.ts).
+  const storage = withRecentWrites(await createObjectStorage(storageConfigFrom(config)), { ...RECENT_SOURCES, keys: isSourceImageKey });
   const serverKey = await resolveServerKey(config);
   const workerOptions: QueueWorkerOptions = { connection: redis, prefix: config.QUEUE_PREFIX, logger, lock: config, ...(telemetry ? { telemetry } : {}) };
   return { identity, db, redis, queues, providerRoutes, timing, storage, serverKey, workerOptions };

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createS3Storage } from "../../apps/domain/storage/s3-storage.ts";
+import { taskImageKey } from "../../apps/domain/storage/local-storage.ts";
 import { startFileServer } from "../support/file-server.ts";
 import { call, waitForTask } from "../support/http.ts";
 import { imageSize, makeImage } from "../support/images.ts";
@@ -68,7 +69,7 @@ describe("S3-compatible storage, end to end", () => {
 
     const dropIn = await call(stack.api.url, "GET", `/kling/v1/images/editing/expand/${taskId}`, { key });
     for (const image of done.images) {
-      const inBucket = await bucketView.read(`tasks/${taskId}/${image.index}.png`);
+      const inBucket = await bucketView.read(taskImageKey(taskId, image.index, "png"));
       expect(inBucket && sha256(inBucket)).toBe(image.sha256);
 
       const native = await fetch(new URL(`/v1/tasks/${taskId}/images/${image.index}`, stack.api.url), { headers: { authorization: `Bearer ${key}` } });
@@ -108,7 +109,7 @@ describe("S3-compatible storage, end to end", () => {
     });
     const done = await waitForTask(stack.api.url, key, created.body.id, ["succeeded", "failed"]);
     expect(done.status).toBe("succeeded");
-    await bucketView.remove(`tasks/${done.id}/0.png`);
+    await bucketView.remove(taskImageKey(done.id, 0, "png"));
     const served = await call(stack.api.url, "GET", `/v1/tasks/${done.id}/images/0`, { key });
     expect(served.status).toBe(404);
   });

@@ -1,4 +1,4 @@
-import { crc32 } from "node:zlib";
+import { crc32, inflateSync } from "node:zlib";
 import sharp from "sharp";
 import { expandLimits } from "./expand-limits.ts";
 
@@ -49,10 +49,69 @@ const pngHeader = (bytes: Buffer): { format: "png"; width: number; height: numbe
 export const readImageHeader = async (bytes: Buffer): Promise<{ format?: string; width?: number; height?: number; orientation?: number }> =>
   pngHeader(bytes) ?? (await sharp(bytes, { limitInputPixels: false }).metadata());
 
-// Whether every pixel decodes: a header can be whole while the data is cut off or corrupt. Reads
-// down to the last row, streamed (memory stays a few rows, not the whole image). Measured on 2
-// cores: as fast as a full raw decode and ~5x cheaper than stats().
+// A small plain PNG's pixel data checked here, in JS: every chunk whole with its CRC right through
+// IEND, and the IDAT stream inflated whole (zlib checks its own Adler-32) to exactly the rows the
+// header declares, each with a known filter. That is what a full decode proves about a PNG, without
+// sharp's pipeline (a native call through libuv's pool, its JS set-up and the unfiltering): each task
+// checks two images (its source, its result), and this costs ~0.4 CPU ms a 480x360 image against
+// sharp's ~1.0. Only `true` is answered here, and only for what is plainly fine: non-interlaced grey,
+// RGB, grey+alpha or RGBA at 8 or 16 bits, only the critical chunks PNG defines, and at most
+// PNG_INFLATED_MAX bytes of rows (the inflate holds them all, on the event loop). Anything else (a
+// palette, interlacing, a bad CRC, a short stream) is sharp's to decide, exactly as before.
+const PNG_INFLATED_MAX = 2 * 1024 * 1024;
+const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 4: 2, 6: 4 };
+export const pngDecodesInFull = (bytes: Buffer, maxPixels: number): true | undefined => {
+  if (bytes.length < 45 || sniffFormat(bytes) !== "png" || chunkType(bytes, 8) !== "IHDR" || bytes.readUInt32BE(8) !== 13) return undefined;
+  const width = bytes.readUInt32BE(16);
+  const height = bytes.readUInt32BE(20);
+  const [depth, color, compression, filter, interlace] = [24, 25, 26, 27, 28].map((at) => bytes[at]!);
+  const channels = PNG_CHANNELS[color!];
+  if (!channels || (depth !== 8 && depth !== 16) || compression || filter || interlace) return undefined;
+  if (!width || !height || width * height > maxPixels) return undefined;
+  const rowBytes = 1 + (width * channels * depth!) / 8;
+  const inflatedBytes = rowBytes * height;
+  if (inflatedBytes > PNG_INFLATED_MAX) return undefined;
+  const data: Buffer[] = [];
+  let ended = false;
+  // IDAT chunks must be consecutive: once they stop, another is not expected.
+  let dataDone = false;
+  for (let at = 8; at + 12 <= bytes.length; ) {
+    const length = bytes.readUInt32BE(at);
+    const type = chunkType(bytes, at);
+    const end = at + 12 + length;
+    if (end > bytes.length || crc32(bytes.subarray(at + 4, end - 4)) !== bytes.readUInt32BE(end - 4)) return undefined;
+    const critical = type.charCodeAt(0) < 0x61;
+    if (type === "IDAT") {
+      if (dataDone) return undefined;
+      data.push(bytes.subarray(at + 8, end - 4));
+    } else {
+      if (data.length > 0) dataDone = true;
+      if (type === "IEND") {
+        ended = true;
+        break;
+      }
+      if (critical && (type !== "IHDR" || at !== 8) && type !== "PLTE") return undefined;
+    }
+    at = end;
+  }
+  if (!ended || data.length === 0) return undefined;
+  let rows: Buffer;
+  try {
+    rows = inflateSync(data.length === 1 ? data[0]! : Buffer.concat(data), { maxOutputLength: inflatedBytes + 1 });
+  } catch {
+    return undefined;
+  }
+  if (rows.length !== inflatedBytes) return undefined;
+  for (let at = 0; at < inflatedBytes; at += rowBytes) if (rows[at]! > 4) return undefined;
+  return true;
+};
+
+// Whether every pixel decodes: a header can be whole while the data is cut off or corrupt. A small
+// plain PNG is checked in JS (pngDecodesInFull); the rest by sharp, reading down to the last row,
+// streamed (memory stays a few rows, not the whole image). Measured on 2 cores: as fast as a full
+// raw decode and ~5x cheaper than stats().
 export const decodesInFull = async (bytes: Buffer, size: { width: number; height: number }, maxPixels: number): Promise<boolean> => {
+  if (pngDecodesInFull(bytes, maxPixels)) return true;
   try {
     await sharp(bytes, { limitInputPixels: maxPixels, failOn: "truncated", sequentialRead: true })
       .extract({ left: 0, top: size.height - 1, width: size.width, height: 1 })
