@@ -7,7 +7,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNativeClient, waitForTask, type NativeClient } from "../../apps/client/native-client.ts";
 import { expandedSize } from "../../apps/domain/expand-request/expand-limits.ts";
 import { launchChromium } from "../support/browser.ts";
-import { simAdmin } from "../support/fault-kit.ts";
 import { makeImage } from "../support/images.ts";
 import { startStack, type Stack } from "../support/stack.ts";
 
@@ -151,10 +150,6 @@ describe("the dashboard at /, in headless Chromium", () => {
     for (const size of sizes) items.push({ image: (await makeImage(size.width, size.height)).toString("base64") });
     // Nothing to read at this address: the provider refuses the item, which fails with its reason.
     items.push({ image: `${stack.simulator.url}/no-such-image.png` });
-    // The provider's clock stops until the page has shown the batch running: on a loaded machine
-    // the 2.5 s runs once ended before the page's first look (the first percent seen was 100).
-    await simAdmin(stack).patch({ clock: "manual" });
-    let clockRuns = false;
     const res = await fetch(`${stack.api.url}/v1/batches`, {
       method: "POST",
       headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
@@ -179,11 +174,6 @@ describe("the dashboard at /, in headless Chromium", () => {
         via.add(seen.via);
         status = seen.status;
         if (["completed", "completed_with_errors", "canceled"].includes(status)) break;
-        // Seen running: the held tasks get timers for the rest of their run time.
-        if (!clockRuns) {
-          await simAdmin(stack).patch({ clock: "auto" });
-          clockRuns = true;
-        }
       }
       await page.waitForTimeout(100);
     }
