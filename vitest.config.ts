@@ -8,15 +8,19 @@ const servicesSetup = ["test/support/global-setup.ts"];
 export default defineConfig({
   test: {
     reporters: ["default", "./test/support/summary-reporter.ts"],
+    // TEST_CPU_LOG=<file>: each test file's CPU, one JSON line each (test/support/cpu-per-file.ts).
+    setupFiles: process.env.TEST_CPU_LOG ? ["test/support/cpu-per-file.ts"] : [],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     // expect.poll returns as soon as its condition holds; vitest's default 1 s bound failed a loaded
     // run on a condition that held later (docs/testing.md). A poll that bounds a time on purpose
     // says so with its own timeout.
     expect: { poll: { timeout: 10_000 } },
-    // Two cores: files run in parallel forks, each with its own servers, queue prefix and data.
+    // Files run in parallel forks, each with its own servers, queue prefix and data. More forks than
+    // the machine's two cores: a file spends most of its time waiting (stacks starting, provider run
+    // times, lock lapses, restarts), not computing (docs/testing.md). TEST_FORKS overrides it.
     pool: "forks",
-    maxWorkers: 2,
+    maxWorkers: Number(process.env.TEST_FORKS ?? 4),
     projects: [
       {
         extends: true,

@@ -6,7 +6,7 @@ const line = (c: Counts) => `${c.passed} passed, ${c.failed} failed${c.skipped ?
 
 // Ends the run with the plain "N passed, N failed" line that CI reads, whatever the other reporters
 // print; above it, the same per tier (vitest project) with its files' summed run time (files run
-// two at a time, so the tiers' times add up to more than the wall time). Errors outside any test (a
+// several at a time, so the tiers' times add up to more than the wall time). Errors outside any test (a
 // file whose hooks failed, an error thrown after its test ended) fail the run too, so the line says
 // so: "0 failed" above a red exit misled a reader once.
 export default class SummaryReporter implements Reporter {
