@@ -98,7 +98,9 @@ const progressFrom = async (db: Db, batch: Batch, rows: BatchTaskFigures, credit
     counts,
     total,
     finished,
-    percent: total === 0 ? 100 : Math.round((finished / total) * 1000) / 10,
+    // No task rows yet while items are still arriving (a chunk not yet committed) is 0 done, not
+    // all done: a list read between the batch row and its first chunk showed 100 and then 25.
+    percent: total === 0 ? (s === "receiving" ? 0 : 100) : Math.round((finished / total) * 1000) / 10,
     creditsSpent: credits.spent,
     creditsReserved: credits.reserved,
     throughputPerSecond: throughputPerSecond === null ? null : Math.round(throughputPerSecond * 100) / 100,
