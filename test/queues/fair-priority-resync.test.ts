@@ -167,4 +167,27 @@ describe("fair priority resync during intake", () => {
       counted.disconnect();
     }
   });
+
+  it("when a take that carries waiting settles fails, then the take fails (no priority it never got) and so do those settles", async () => {
+    const fp = fair();
+    const a = randomUUID();
+    const failing = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+    const failingFp = createFairPriority(failing, lastPrefix);
+    try {
+      const first = await failingFp.take(a);
+      const settled = first.settle();
+      // Same turn: the settle is still waiting for a command to ride on when the next take fails.
+      const send = failing.sendCommand.bind(failing);
+      failing.sendCommand = ((command: Parameters<typeof send>[0]) => {
+        command.reject(new Error("Redis is gone"));
+        return command.promise;
+      }) as typeof failing.sendCommand;
+      await expect(failingFp.take(a)).rejects.toThrow("Redis is gone");
+      await expect(settled).rejects.toThrow("Redis is gone");
+      failing.sendCommand = send;
+      expect((await fp.take(a)).priority).toBe(2);
+    } finally {
+      failing.disconnect();
+    }
+  });
 });

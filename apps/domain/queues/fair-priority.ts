@@ -110,15 +110,21 @@ export const createFairPriority = (redis: RedisClient, prefix: string): FairPrio
     if (batch.size === 0) return undefined;
     waiting[kind] = new Map();
     const members = [...batch.keys()];
+    // The command's failure reaches both the settles it carried and its caller (a take that failed
+    // must not answer a priority it never got).
     return run(members).then(
       () => batch.forEach((d) => d.resolve()),
-      (error: unknown) => batch.forEach((d) => d.reject(error)),
+      (error: unknown) => {
+        batch.forEach((d) => d.reject(error));
+        throw error;
+      },
     );
   };
   const flush = (kind: keyof typeof keys) => {
     flushes[kind] = false;
     const { marks, deadlines } = keys[kind];
-    void sendSettles(kind, (members) => settle([marks, deadlines], members));
+    // Its failure is each waiting settle's (their deferreds), not this turn's.
+    sendSettles(kind, (members) => settle([marks, deadlines], members))?.catch(() => undefined);
   };
   const settleLater = (kind: keyof typeof keys, member: string) => {
     const deferred = deferredOf();
